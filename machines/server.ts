@@ -1,0 +1,250 @@
+import { and, assign, emit, not, setup } from 'xstate';
+
+/**
+ * The life of one Postgres server, always trying to get back to `available`.
+ *
+ * Pure: what the machine wants done it emits as `job` events, which the runner enqueues in
+ * the same transaction that stores the new snapshot. Waits that must survive a restart are
+ * delayed jobs, never `after:` timers. Events carry their own times (`at`, ISO strings) so
+ * the machine can tell a fresh observation from one it has already seen.
+ */
+export const SERVER_MACHINE_VERSION = 1;
+
+/** Restarts in a row before the server counts as failed. */
+export const MAX_RESTARTS = 3;
+/** Failed probes in a row of a server whose process is alive before it is restarted. */
+export const UNREACHABLE_PROBES = 3;
+/** Observations in `starting` that find it down before the start counts as failed. */
+export const STARTING_PROBES = 10;
+
+export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'observe' | 'destroy';
+
+export interface JobEmitted {
+  type: 'job';
+  task: ServerTask;
+  delaySeconds?: number;
+}
+
+/** The latest merged observation, as the hstore holds it: strings. */
+export type Observation = Record<string, string>;
+
+export type ServerEvent =
+  | { type: 'observed'; at: string; obs: Observation }
+  | { type: 'provisioned'; at: string }
+  | { type: 'initialized'; at: string }
+  | { type: 'started'; at: string }
+  | { type: 'start.failed'; at: string; error: string }
+  | { type: 'restarted'; at: string }
+  | { type: 'restart.failed'; at: string; error: string }
+  | { type: 'delete'; at: string }
+  | { type: 'destroyed'; at: string };
+
+export interface ServerContext {
+  /** Time of the newest observation the machine has acted on. */
+  seenAt: string;
+  /** Time the last start or restart finished; only later observations judge it. */
+  startedAt: string;
+  restarts: number;
+  failures: number;
+  probes: number;
+  lastError: string | undefined;
+}
+
+/** Backoff of a failed server's restarts: 5 s, 10 s, 20 s … at most 10 minutes. */
+export function failedBackoffSeconds(failures: number): number {
+  return Math.min(5 * 2 ** failures, 600);
+}
+
+const job = (task: ServerTask, delaySeconds?: number) => ({ type: 'job' as const, params: { task, delaySeconds } });
+
+/**
+ * While a state waits for its job's report, each fresh observation asks for the job again.
+ * Jobs are unique per entity and task while pending, so this changes nothing when the job
+ * is there, and puts it back when it fell out (a worker died, an operator deleted it).
+ */
+const awaiting = (task: ServerTask) => ({ guard: and(['fresh', not('reachable')]), actions: ['see' as const, job(task)] });
+
+export const serverMachine = setup({
+  types: {
+    context: {} as ServerContext,
+    events: {} as ServerEvent,
+    emitted: {} as JobEmitted,
+  },
+  actions: {
+    job: emit((_, params: { task: ServerTask; delaySeconds?: number }) => ({
+      type: 'job' as const,
+      task: params.task,
+      ...(params.delaySeconds ? { delaySeconds: params.delaySeconds } : {}),
+    })),
+    retryFailed: emit(({ context }) => ({
+      type: 'job' as const,
+      task: 'restart' as const,
+      delaySeconds: failedBackoffSeconds(context.failures),
+    })),
+    see: assign({ seenAt: ({ event }) => event.at }),
+    markStarted: assign({ startedAt: ({ event }) => event.at, probes: 0 }),
+    countRestart: assign({ restarts: ({ context }) => context.restarts + 1 }),
+    countFailure: assign({ failures: ({ context }) => context.failures + 1 }),
+    countProbe: assign({ probes: ({ context }) => context.probes + 1 }),
+    recordError: assign({ lastError: ({ event }) => ('error' in event ? event.error : undefined) }),
+    healthy: assign({ restarts: 0, failures: 0, probes: 0, lastError: undefined }),
+  },
+  guards: {
+    /** An observation newer than any the machine has acted on. */
+    fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
+    /** Taken after the last start finished, so it judges that start. */
+    sinceStart: ({ context, event }) => event.type === 'observed' && event.at > context.startedAt,
+    reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === 'true',
+    processDead: ({ event }) => event.type === 'observed' && event.obs.alive === 'false',
+    probesSpent: ({ context }, params: { limit: number }) => context.probes + 1 >= params.limit,
+    restartsLeft: ({ context }) => context.restarts < MAX_RESTARTS,
+  },
+}).createMachine({
+  id: 'server',
+  initial: 'provisioning',
+  context: { seenAt: '', startedAt: '', restarts: 0, failures: 0, probes: 0, lastError: undefined },
+  on: {
+    delete: { target: '.deleting' },
+  },
+  states: {
+    provisioning: {
+      entry: job('provision'),
+      on: { provisioned: 'initializing', observed: awaiting('provision') },
+    },
+    initializing: {
+      entry: job('initialize'),
+      on: { initialized: 'starting', observed: awaiting('initialize') },
+    },
+    /** Nested states of a start: `running` until the start job reports, then `verifying`. */
+    starting: {
+      initial: 'running',
+      states: {
+        running: {
+          entry: job('start'),
+          on: {
+            started: { target: 'verifying', actions: 'markStarted' },
+            'start.failed': { target: '#server.failed', actions: 'recordError' },
+            observed: awaiting('start'),
+          },
+        },
+        verifying: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'reachable']), target: '#server.available', actions: ['see', 'healthy'] },
+              {
+                guard: and(['fresh', 'sinceStart', { type: 'probesSpent', params: { limit: STARTING_PROBES } }]),
+                target: '#server.failed',
+                actions: ['see', assign({ lastError: 'it started but never accepted connections' })],
+              },
+              { guard: and(['fresh', 'sinceStart']), actions: ['see', 'countProbe', job('observe', 1)] },
+            ],
+          },
+        },
+      },
+    },
+    available: {
+      on: {
+        observed: [
+          { guard: and(['fresh', not('reachable')]), target: 'unreachable', actions: 'see' },
+          { guard: 'fresh', actions: 'see' },
+        ],
+      },
+    },
+    unreachable: {
+      entry: [assign({ probes: 0 }), job('observe', 1)],
+      on: {
+        observed: [
+          { guard: and(['fresh', 'reachable']), target: 'available', actions: ['see', 'healthy'] },
+          { guard: and(['fresh', 'processDead']), target: 'restarting', actions: 'see' },
+          {
+            guard: and(['fresh', { type: 'probesSpent', params: { limit: UNREACHABLE_PROBES } }]),
+            target: 'restarting',
+            actions: 'see',
+          },
+          { guard: 'fresh', actions: ['see', 'countProbe', job('observe', 1)] },
+        ],
+      },
+    },
+    restarting: {
+      initial: 'running',
+      entry: 'countRestart',
+      states: {
+        running: {
+          entry: job('restart'),
+          on: {
+            restarted: { target: 'verifying', actions: 'markStarted' },
+            'restart.failed': [
+              { guard: 'restartsLeft', target: '#server.restarting', reenter: true, actions: 'recordError' },
+              { target: '#server.failed', actions: 'recordError' },
+            ],
+            observed: awaiting('restart'),
+          },
+        },
+        verifying: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              {
+                guard: and(['fresh', 'sinceStart', not('reachable'), 'restartsLeft']),
+                target: '#server.restarting',
+                reenter: true,
+                actions: 'see',
+              },
+              {
+                guard: and(['fresh', 'sinceStart', not('reachable')]),
+                target: '#server.failed',
+                actions: ['see', assign({ lastError: 'restarts did not bring it back' })],
+              },
+            ],
+          },
+        },
+      },
+      on: {
+        observed: [
+          { guard: and(['fresh', 'reachable']), target: 'available', actions: ['see', 'healthy'] },
+          { guard: 'fresh', actions: 'see' },
+        ],
+      },
+    },
+    /**
+     * Restarts did not help. Keep trying with backoff and change nothing else: the data
+     * directory may hold the only copy of someone's data, so no automation deletes or
+     * re-initialises it. Replacement from the archive comes with high availability.
+     */
+    failed: {
+      initial: 'waiting',
+      states: {
+        waiting: {
+          entry: ['countFailure', 'retryFailed'],
+          on: {
+            restarted: { target: 'verifying', actions: 'markStarted' },
+            'restart.failed': { target: 'waiting', reenter: true, actions: 'recordError' },
+            observed: { guard: and(['fresh', not('reachable')]), actions: ['see', 'retryFailed'] },
+          },
+        },
+        verifying: {
+          entry: job('observe'),
+          on: {
+            observed: [{ guard: and(['fresh', 'sinceStart', not('reachable')]), target: 'waiting', actions: 'see' }],
+          },
+        },
+      },
+      on: {
+        observed: [
+          { guard: and(['fresh', 'reachable']), target: 'available', actions: ['see', 'healthy'] },
+          { guard: 'fresh', actions: 'see' },
+        ],
+      },
+    },
+    deleting: {
+      entry: job('destroy'),
+      on: {
+        destroyed: 'deleted',
+        delete: {},
+        observed: { guard: 'fresh', actions: ['see', job('destroy')] },
+      },
+    },
+    deleted: { type: 'final' },
+  },
+});

@@ -1,0 +1,53 @@
+import pg from 'pg';
+
+export interface PostgresTarget {
+  host: string;
+  port: number;
+  password: string;
+}
+
+/**
+ * One catalog query fills the whole observation. Every value becomes an hstore string;
+ * each database's size is a key of its own, so a new check is a new key, not a migration.
+ */
+const OBSERVE_SQL = `
+select pg_is_in_recovery() as in_recovery,
+  current_setting('server_version') as version,
+  extract(epoch from now() - pg_postmaster_start_time())::bigint as uptime_seconds,
+  (select count(*) from pg_stat_activity where backend_type = 'client backend') as connections,
+  current_setting('max_connections') as max_connections,
+  (select json_object_agg(datname, pg_database_size(oid)) from pg_database where datallowconn) as database_sizes,
+  (select timeline_id from pg_control_checkpoint()) as timeline,
+  (select max(age(datfrozenxid)) from pg_database) as oldest_xid_age,
+  (select failed_count from pg_stat_archiver) as archiver_failed_count,
+  (select archived_count from pg_stat_archiver) as archiver_archived_count`;
+
+export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {
+  const client = new pg.Client({
+    host: target.host,
+    port: target.port,
+    user: 'postgres',
+    password: target.password,
+    database: 'postgres',
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: 'pgfleet-observer',
+  });
+  client.on('error', () => undefined);
+  const started = performance.now();
+  try {
+    await client.connect();
+    const { rows } = await client.query<Record<string, unknown>>(OBSERVE_SQL);
+    const row = rows[0] ?? {};
+    const { database_sizes: sizes, ...rest } = row;
+    const obs: Record<string, string> = { reachable: 'true', probe_ms: String(Math.round(performance.now() - started)) };
+    for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) obs[k] = String(v);
+    for (const [db, bytes] of Object.entries((sizes ?? {}) as Record<string, number>)) obs[`database_size.${db}`] = String(bytes);
+    return obs;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { reachable: 'false', error: e.message.slice(0, 500), ...(e.code ? { error_code: e.code } : {}) };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

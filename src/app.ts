@@ -1,0 +1,83 @@
+import type { Config } from './config.ts';
+import { Clock } from './clock.ts';
+import { startEmbeddedControl } from './control.ts';
+import { createPool, type Pool } from './db.ts';
+import type { Logger } from './log.ts';
+import { migrate } from './migrate.ts';
+import { findPgBinaries } from './pg/binaries.ts';
+import { PgCluster, pgIdentity } from './pg/cluster.ts';
+import { LocalProvider } from './providers/local.ts';
+import type { Provider } from './providers/provider.ts';
+import { Worker } from './queue/worker.ts';
+import { serverTasks } from './tasks.ts';
+import { buildWeb } from './web/server.ts';
+import { operatorToken } from './control.ts';
+
+export type ProcessName = 'web' | 'worker' | 'clock';
+
+export interface Running {
+  pool: Pool;
+  databaseUrl: string;
+  /** Where the web process listens, when it runs. */
+  url: string | undefined;
+  operatorToken: string;
+  providers: Record<string, Provider>;
+  stop(): Promise<void>;
+}
+
+export function localCluster(config: Config): PgCluster {
+  return new PgCluster(findPgBinaries(config.pgBin), pgIdentity(config.pgUser));
+}
+
+/**
+ * One codebase, several entry points: `start` runs web, worker and clock in one process;
+ * the Procfile runs each alone against one DATABASE_URL.
+ */
+export async function runProcesses(config: Config, log: Logger, processes: ProcessName[]): Promise<Running> {
+  const cluster = localCluster(config);
+  const databaseUrl = config.databaseUrl ?? (await startEmbeddedControl(config.home, cluster));
+  const pool = createPool(databaseUrl, config.concurrency + 5);
+  await migrate(pool);
+  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster) };
+  const token = await operatorToken(config.home, config.operatorToken);
+  const stops: (() => Promise<void>)[] = [];
+  let url: string | undefined;
+
+  if (processes.includes('worker')) {
+    const worker = new Worker(pool, {
+      queues: config.queues,
+      concurrency: config.concurrency,
+      leaseSeconds: config.jobLease,
+      handlers: serverTasks(providers),
+      log: log.child({ process: 'worker' }),
+    });
+    await worker.start();
+    stops.push(() => worker.stop());
+  }
+  if (processes.includes('clock')) {
+    const clock = new Clock(pool, {
+      observeInterval: config.observeInterval,
+      observationRetentionDays: config.observationRetentionDays,
+      log: log.child({ process: 'clock' }),
+    });
+    await clock.start();
+    stops.push(() => clock.stop());
+  }
+  if (processes.includes('web')) {
+    const web = buildWeb({ pool, log, operatorToken: token, providers: Object.keys(providers) });
+    url = await web.listen({ port: config.port, host: config.host });
+    stops.push(() => web.close());
+  }
+
+  return {
+    pool,
+    databaseUrl,
+    url,
+    operatorToken: token,
+    providers,
+    async stop() {
+      for (const stop of stops.reverse()) await stop();
+      await pool.end();
+    },
+  };
+}

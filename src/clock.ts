@@ -1,0 +1,89 @@
+import { schedule, type ScheduledTask } from 'node-cron';
+import type { Pool, Queryable } from './db.ts';
+import type { Logger } from './log.ts';
+import { releaseExpiredLeases } from './queue/jobs.ts';
+import { queueForTask } from './runner.ts';
+
+export interface ClockOptions {
+  observeInterval: number;
+  observationRetentionDays: number;
+  log: Logger;
+}
+
+/**
+ * Compare-and-set on the period's row: true for exactly one clock per period, however
+ * many clock processes run.
+ */
+export async function claimPeriod(db: Queryable, name: string, seconds: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `insert into clock_runs (name, last_run_at) values ($1, clock_timestamp())
+     on conflict (name) do update set last_run_at = clock_timestamp()
+     where clock_runs.last_run_at <= clock_timestamp() - make_interval(secs => $2)`,
+    [name, seconds - 0.05],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Jobs fall out (a killed worker, a bug, a deploy, an operator's delete), so the clock puts
+ * back the observation and the tick of every live entity that has none pending. The unique
+ * pending key makes this idempotent: two clocks add nothing twice.
+ */
+export async function enqueueMissing(db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, entity_id, task, key)
+     select t.queue, m.entity_id, t.task, t.task
+     from machines m cross join (values ($1, 'observe'), ($2, 'tick')) as t(queue, task)
+     where m.finished_at is null
+     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
+    [queueForTask('observe'), queueForTask('tick')],
+  );
+  return rowCount ?? 0;
+}
+
+export async function pruneObservations(db: Queryable, keepDays: number): Promise<void> {
+  await db.query('select pgfleet_observation_partitions($1)', [keepDays]);
+}
+
+export class Clock {
+  private task: ScheduledTask | undefined;
+  private busy = false;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly opts: ClockOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    await pruneObservations(this.pool, this.opts.observationRetentionDays);
+    this.task = schedule('* * * * * *', () => this.second(), { noOverlap: true });
+  }
+
+  /** Every second, do whatever period has come round. */
+  async second(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      if (await claimPeriod(this.pool, 'enqueue-missing', this.opts.observeInterval)) {
+        const n = await enqueueMissing(this.pool);
+        if (n > 0) this.opts.log.debug({ enqueued: n }, 'enqueued observations and ticks');
+      }
+      if (await claimPeriod(this.pool, 'release-leases', 5)) {
+        const n = await releaseExpiredLeases(this.pool);
+        if (n > 0) this.opts.log.warn({ released: n }, 'released jobs whose worker stopped');
+      }
+      if (await claimPeriod(this.pool, 'prune-observations', 3600)) {
+        await pruneObservations(this.pool, this.opts.observationRetentionDays);
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'clock tick failed');
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.task?.stop();
+    while (this.busy) await new Promise((r) => setTimeout(r, 20));
+  }
+}

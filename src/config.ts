@@ -1,0 +1,77 @@
+import path from 'node:path';
+
+/** Configuration comes from the environment and is checked once, at start-up. */
+export interface Config {
+  /** Control database; unset means pgfleet starts its own under `home`. */
+  databaseUrl: string | undefined;
+  home: string;
+  port: number;
+  /** Address the web process binds; 0.0.0.0 on a platform that routes to it. */
+  host: string;
+  operatorToken: string | undefined;
+  /** Queues this worker takes jobs from; undefined means every queue. */
+  queues: string[] | undefined;
+  concurrency: number;
+  /** Seconds between observations of a live entity. */
+  observeInterval: number;
+  /** Seconds a claimed job may run before another worker may take it again. */
+  jobLease: number;
+  observationRetentionDays: number;
+  pgBin: string | undefined;
+  /** The unprivileged user that runs Postgres when pgfleet runs as root. */
+  pgUser: string | undefined;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function nonEmpty(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const databaseUrl = nonEmpty(env, 'DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL must be a postgres:// URL');
+  }
+  const token = nonEmpty(env, 'OPERATOR_TOKEN');
+  if (token !== undefined && token.length < 16) {
+    throw new ConfigError('OPERATOR_TOKEN must be at least 16 characters long');
+  }
+  const queues = nonEmpty(env, 'QUEUES')?.split(',').map((q) => q.trim()).filter(Boolean);
+  if (queues !== undefined && queues.some((q) => !/^[a-z][a-z0-9_-]*$/.test(q))) {
+    throw new ConfigError('QUEUES must be a comma-separated list of queue names such as "default,observe"');
+  }
+  const logLevel = nonEmpty(env, 'LOG_LEVEL') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent');
+  }
+  return {
+    databaseUrl,
+    home: path.resolve(nonEmpty(env, 'PGFLEET_HOME') ?? '.pgfleet'),
+    port: integer(env, 'PORT', 5000, 0, 65535),
+    host: nonEmpty(env, 'HOST') ?? '127.0.0.1',
+    operatorToken: token,
+    queues: queues?.length ? queues : undefined,
+    concurrency: integer(env, 'WORKER_CONCURRENCY', 10, 1, 1000),
+    observeInterval: integer(env, 'PGFLEET_OBSERVE_INTERVAL', 5, 1, 3600),
+    jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
+    observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
+    pgBin: nonEmpty(env, 'PG_BIN'),
+    pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
+    logLevel,
+  };
+}

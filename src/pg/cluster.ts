@@ -1,0 +1,167 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { PgBinaries } from './binaries.ts';
+
+const run = promisify(execFile);
+
+/** Who runs Postgres: ourselves, or an unprivileged user when we are root. */
+export interface PgIdentity {
+  user: string;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Postgres refuses to run as root. When pgfleet is root it hands every Postgres process
+ * to `PGFLEET_PG_USER`, or to `postgres` when that user exists, or to `nobody`.
+ */
+export function pgIdentity(preferred?: string): PgIdentity | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const candidates = preferred ? [preferred] : ['postgres', 'nobody'];
+  for (const user of candidates) {
+    try {
+      const id = (flag: string) => Number(execFileSync('id', [flag, user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+      return { user, uid: id('-u'), gid: id('-g') };
+    } catch {
+      continue;
+    }
+  }
+  throw new Error(`pgfleet runs as root and Postgres will not: create the user ${candidates.join(' or ')} or set PGFLEET_PG_USER to an unprivileged user`);
+}
+
+export interface ClusterSpec {
+  dataDir: string;
+  port: number;
+  superuserPassword: string;
+  /** Extra postgresql.conf settings. */
+  settings?: Record<string, string | number>;
+}
+
+export interface ClusterStatus {
+  running: boolean;
+  pid: number | undefined;
+}
+
+export class PgCluster {
+  constructor(
+    private readonly bin: PgBinaries,
+    private readonly identity: PgIdentity | undefined,
+  ) {}
+
+  get user(): string | undefined {
+    return this.identity?.user;
+  }
+
+  private async exec(file: string, args: string[], cwd: string): Promise<string> {
+    const { stdout } = await run(file, args, {
+      cwd,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' },
+      uid: this.identity?.uid,
+      gid: this.identity?.gid,
+      timeout: 120_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return stdout;
+  }
+
+  /** A directory the Postgres user owns (when we are root) and can reach. */
+  async ensureOwnedDir(dir: string): Promise<void> {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    if (!this.identity) return;
+    await fs.chown(dir, this.identity.uid, this.identity.gid);
+    try {
+      await this.exec('test', ['-w', dir], '/');
+    } catch {
+      throw new Error(`${dir} is not reachable by the user ${this.identity.user} that runs Postgres: put PGFLEET_HOME where that user can traverse every parent directory`);
+    }
+  }
+
+  /**
+   * initdb into a scratch directory, then rename it into place. A crash mid-initdb leaves
+   * only scratch behind (which never held data), and an existing cluster is never touched:
+   * a job that runs twice finds PG_VERSION and stops.
+   */
+  async init(spec: ClusterSpec): Promise<'created' | 'exists'> {
+    if (existsSync(path.join(spec.dataDir, 'PG_VERSION'))) return 'exists';
+    if (existsSync(spec.dataDir) && (await fs.readdir(spec.dataDir)).length > 0) {
+      throw new Error(`${spec.dataDir} is not empty and holds no cluster: refusing to touch it`);
+    }
+    const parent = path.dirname(spec.dataDir);
+    await this.ensureOwnedDir(parent);
+    const scratch = `${spec.dataDir}.initdb`;
+    const pwfile = `${spec.dataDir}.pw`;
+    await fs.rm(scratch, { recursive: true, force: true });
+    await fs.writeFile(pwfile, spec.superuserPassword, { mode: 0o600 });
+    if (this.identity) await fs.chown(pwfile, this.identity.uid, this.identity.gid);
+    try {
+      await this.exec(
+        this.bin.initdb,
+        ['-D', scratch, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'],
+        parent,
+      );
+    } finally {
+      await fs.rm(pwfile, { force: true });
+    }
+    const settings: Record<string, string | number> = {
+      listen_addresses: "'127.0.0.1'",
+      port: spec.port,
+      unix_socket_directories: "''",
+      ...spec.settings,
+    };
+    const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
+    await fs.appendFile(path.join(scratch, 'postgresql.conf'), `\n# managed by pgfleet\n${lines.join('\n')}\n`);
+    if (existsSync(spec.dataDir)) await fs.rmdir(spec.dataDir);
+    await fs.rename(scratch, spec.dataDir);
+    return 'created';
+  }
+
+  status(dataDir: string): Promise<ClusterStatus> {
+    return clusterStatus(dataDir);
+  }
+
+  /** Start and wait until it accepts connections; a running cluster is left as it is. */
+  async start(dataDir: string): Promise<void> {
+    if ((await this.status(dataDir)).running) return;
+    const logFile = path.join(path.dirname(dataDir), 'postgres.log');
+    await this.exec(this.bin.pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60'], path.dirname(dataDir));
+  }
+
+  /** Stop; `fast` rolls back open transactions, `immediate` is for a server that hangs. */
+  async stop(dataDir: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    if (!(await this.status(dataDir)).running) return;
+    await this.exec(this.bin.pgCtl, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60'], path.dirname(dataDir));
+  }
+}
+
+/** Read postmaster.pid and ask the kernel whether that process lives. */
+export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
+  let pid: number;
+  try {
+    pid = Number((await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+  } catch {
+    return { running: false, pid: undefined };
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return { running: false, pid: undefined };
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return { running: (err as NodeJS.ErrnoException).code === 'EPERM', pid };
+  }
+  return { running: !(await isZombie(pid)), pid };
+}
+
+/**
+ * A postmaster killed with SIGKILL stays a zombie until its parent reaps it, and a zombie
+ * still answers kill(pid, 0). On Linux /proc tells the two apart.
+ */
+async function isZombie(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
+  }
+}

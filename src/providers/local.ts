@@ -1,0 +1,79 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { PgCluster } from '../pg/cluster.ts';
+import { freePort } from '../pg/ports.ts';
+import type { Placement, Provider, ServerRecord } from './provider.ts';
+
+/** Bytes under a directory, for the data directory size observation. */
+async function directoryBytes(dir: string): Promise<number> {
+  const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
+  const sizes = await Promise.all(
+    entries.filter((e) => e.isFile()).map((e) => fs.stat(path.join(e.parentPath, e.name)).then((s) => s.size, () => 0)),
+  );
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The embedded default: each server is a real Postgres cluster in its own directory under
+ * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
+ */
+export class LocalProvider implements Provider {
+  readonly name = 'local';
+
+  constructor(
+    private readonly home: string,
+    private readonly cluster: PgCluster,
+  ) {}
+
+  dataDir(server: Pick<ServerRecord, 'id'>): string {
+    return path.join(this.home, 'servers', server.id, 'data');
+  }
+
+  private placed(server: ServerRecord): { dataDir: string; port: number } {
+    if (server.port === null) throw new Error(`server ${server.id} has no port yet: provision it first`);
+    return { dataDir: this.dataDir(server), port: server.port };
+  }
+
+  async provision(server: ServerRecord): Promise<Placement> {
+    if (server.host !== null && server.port !== null) return { host: server.host, port: server.port, attrs: server.attrs };
+    await fs.mkdir(path.join(this.home, 'servers'), { recursive: true, mode: 0o755 });
+    return { host: '127.0.0.1', port: await freePort(), attrs: { data_dir: this.dataDir(server) } };
+  }
+
+  async initialize(server: ServerRecord): Promise<void> {
+    const { dataDir, port } = this.placed(server);
+    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword });
+  }
+
+  async start(server: ServerRecord): Promise<void> {
+    await this.cluster.start(this.placed(server).dataDir);
+  }
+
+  async restart(server: ServerRecord): Promise<void> {
+    const { dataDir } = this.placed(server);
+    // A process that is alive but not answering is hung: stop it hard before starting.
+    if ((await this.cluster.status(dataDir)).running) await this.cluster.stop(dataDir, 'immediate');
+    await this.cluster.start(dataDir);
+  }
+
+  async stop(server: ServerRecord): Promise<void> {
+    await this.cluster.stop(this.placed(server).dataDir);
+  }
+
+  async observe(server: ServerRecord): Promise<Record<string, string>> {
+    if (server.port === null) return { placed: 'false' };
+    const dataDir = this.dataDir(server);
+    const status = await this.cluster.status(dataDir);
+    return {
+      alive: String(status.running),
+      ...(status.pid !== undefined && status.running ? { pid: String(status.pid) } : {}),
+      data_dir_bytes: String(await directoryBytes(dataDir)),
+    };
+  }
+
+  async destroy(server: ServerRecord): Promise<void> {
+    const dataDir = this.dataDir(server);
+    await this.cluster.stop(dataDir, 'immediate');
+    await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
+  }
+}

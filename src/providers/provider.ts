@@ -1,0 +1,39 @@
+/** A server as a provider sees it. */
+export interface ServerRecord {
+  id: string;
+  provider: string;
+  host: string | null;
+  port: number | null;
+  superuserPassword: string;
+  attrs: Record<string, string>;
+}
+
+export interface Placement {
+  host: string;
+  port: number;
+  /** Provider-specific facts kept on the server row (a data directory, an instance id). */
+  attrs: Record<string, string>;
+}
+
+/**
+ * Creates, runs and destroys Postgres servers somewhere. Every method may run twice for
+ * one server (a job whose worker died runs again), so each must be safe to repeat, and
+ * none may ever remove or re-initialise data except `destroy`, which only an operator's
+ * delete reaches.
+ */
+export interface Provider {
+  readonly name: string;
+  /** Decide where the server lives. Repeating it for a placed server returns the same place. */
+  provision(server: ServerRecord): Promise<Placement>;
+  /** Create the cluster if it does not exist yet. */
+  initialize(server: ServerRecord): Promise<void>;
+  /** Start it and wait until it accepts connections; a running server is left alone. */
+  start(server: ServerRecord): Promise<void>;
+  /** Bring back a server that is down or hung. */
+  restart(server: ServerRecord): Promise<void>;
+  stop(server: ServerRecord): Promise<void>;
+  /** What the provider sees of the host and process, as observation keys. */
+  observe(server: ServerRecord): Promise<Record<string, string>>;
+  /** Stop the server and remove everything it had. */
+  destroy(server: ServerRecord): Promise<void>;
+}

@@ -1,0 +1,183 @@
+import type { Queryable } from '../db.ts';
+
+/** Every query of the queue lives in this file. */
+
+export interface Job {
+  id: string;
+  queue: string;
+  entityId: string | null;
+  task: string;
+  payload: Record<string, unknown>;
+  key: string | null;
+  attempts: number;
+  maxAttempts: number;
+}
+
+export interface JobSpec {
+  task: string;
+  entityId?: string | null;
+  queue?: string;
+  payload?: Record<string, unknown>;
+  /** Pending jobs with the same entity and key are one job: a second enqueue is a no-op. */
+  key?: string | null;
+  delaySeconds?: number;
+  maxAttempts?: number;
+}
+
+const JOB_COLUMNS = `id::text, queue, entity_id as "entityId", task, payload, key, attempts, max_attempts as "maxAttempts"`;
+
+/**
+ * Enqueue inside the caller's transaction (pass its client), so a job exists exactly when
+ * the change that wants it commits. A keyed duplicate only pulls the pending job's run_at
+ * earlier, and never that of a job waiting out a retry backoff; two clocks enqueueing the
+ * same tick make one job.
+ */
+export async function enqueue(db: Queryable, spec: JobSpec): Promise<void> {
+  await enqueueMany(db, [spec]);
+}
+
+export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void> {
+  if (specs.length === 0) return;
+  await db.query(
+    `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts)
+     select q, e, t, p, k, now() + make_interval(secs => d), m
+     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[]) as x(q, e, t, p, k, d, m)
+     on conflict (entity_id, key) where locked_by is null and dead_at is null
+     do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end`,
+    [
+      specs.map((s) => s.queue ?? 'default'),
+      specs.map((s) => s.entityId ?? null),
+      specs.map((s) => s.task),
+      specs.map((s) => JSON.stringify(s.payload ?? {})),
+      specs.map((s) => s.key ?? null),
+      specs.map((s) => s.delaySeconds ?? 0),
+      specs.map((s) => s.maxAttempts ?? 10),
+    ],
+  );
+}
+
+/**
+ * Claim up to `limit` due jobs in one statement. A job of an entity is claimable only when
+ * it is the head of that entity's queue (no earlier pending job) and no job of the entity
+ * is running, so a batch never holds two jobs of one entity and a busy entity offers one
+ * job at a time while the others keep flowing. `FOR UPDATE SKIP LOCKED` lets workers pass
+ * each other instead of queueing on row locks. Should two claims still race for one entity,
+ * the unique index jobs_one_running_per_entity refuses the second: the caller retries.
+ */
+export async function claimJobs(
+  db: Queryable,
+  opts: { workerId: string; queues: string[] | undefined; limit: number; leaseSeconds: number },
+): Promise<Job[]> {
+  const { rows } = await db.query<Job>(
+    `with candidates as (
+       select j.id from jobs j
+       where j.locked_by is null and j.dead_at is null and j.run_at <= now()
+         and ($1::text[] is null or j.queue = any($1::text[]))
+         and (j.entity_id is null or (
+           not exists (select 1 from jobs r where r.entity_id = j.entity_id and r.locked_by is not null)
+           and not exists (
+             select 1 from jobs e
+             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+               and (e.run_at, e.id) < (j.run_at, j.id))))
+       order by j.run_at, j.id
+       limit $2
+       for update skip locked
+     )
+     update jobs set locked_by = $3, locked_until = now() + make_interval(secs => $4), attempts = attempts + 1
+     from candidates where jobs.id = candidates.id
+     returning jobs.id::text, jobs.queue, jobs.entity_id as "entityId", jobs.task, jobs.payload, jobs.key,
+       jobs.attempts, jobs.max_attempts as "maxAttempts"`,
+    [opts.queues ?? null, opts.limit, opts.workerId, opts.leaseSeconds],
+  );
+  return rows;
+}
+
+/** Finished jobs leave the table at once: a queue table that keeps them bloats. */
+export async function completeJobs(db: Queryable, workerId: string, ids: string[]): Promise<number> {
+  const { rowCount } = await db.query('delete from jobs where id = any($1::bigint[]) and locked_by = $2', [ids, workerId]);
+  return rowCount ?? 0;
+}
+
+/** Backoff after the nth failed attempt: 2^n seconds, at most an hour. */
+export function backoffSeconds(attempts: number): number {
+  return Math.min(2 ** attempts, 3600);
+}
+
+/**
+ * Put a failed job back with backoff, or mark it dead once its attempts are spent. A keyed
+ * job whose twin was enqueued meanwhile is dropped instead: the twin does the same work.
+ */
+export async function failJob(db: Queryable, workerId: string, job: Job, error: string): Promise<'retry' | 'dead' | 'dropped'> {
+  const dead = job.attempts >= job.maxAttempts;
+  try {
+    await db.query(
+      `update jobs set locked_by = null, locked_until = null, last_error = $3,
+         run_at = now() + make_interval(secs => $4), dead_at = case when $5 then now() end
+       where id = $1 and locked_by = $2`,
+      [job.id, workerId, error.slice(0, 4000), backoffSeconds(job.attempts), dead],
+    );
+    return dead ? 'dead' : 'retry';
+  } catch (err) {
+    if ((err as { code?: string }).code !== '23505') throw err;
+    await db.query('delete from jobs where id = $1 and locked_by = $2', [job.id, workerId]);
+    return 'dropped';
+  }
+}
+
+/** Keep the leases of jobs that are still running. */
+export async function extendLeases(db: Queryable, workerId: string, ids: string[], leaseSeconds: number): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query(
+    'update jobs set locked_until = now() + make_interval(secs => $3) where id = any($1::bigint[]) and locked_by = $2',
+    [ids, workerId, leaseSeconds],
+  );
+}
+
+/**
+ * Release jobs whose worker died (its lease ran out) so they run again; a keyed job whose
+ * twin is already pending is dropped rather than duplicated.
+ */
+export async function releaseExpiredLeases(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `with expired as (
+       select id, entity_id, key from jobs
+       where locked_by is not null and locked_until < now()
+       for update skip locked
+     ), twins as (
+       delete from jobs j using expired x
+       where j.id = x.id and x.key is not null and exists (
+         select 1 from jobs t where t.entity_id = x.entity_id and t.key = x.key and t.locked_by is null and t.dead_at is null)
+       returning j.id
+     ), released as (
+       update jobs j set locked_by = null, locked_until = null, last_error = 'lease expired: its worker stopped',
+         dead_at = case when j.attempts >= j.max_attempts then now() end
+       from expired x where j.id = x.id and j.id not in (select id from twins)
+       returning j.id
+     )
+     select (select count(*) from twins)::int + (select count(*) from released)::int as n`,
+  );
+  return rows[0]?.n ?? 0;
+}
+
+export interface DeadJob extends Job {
+  lastError: string | null;
+  deadAt: Date;
+}
+
+export async function listDeadJobs(db: Queryable, limit = 100): Promise<DeadJob[]> {
+  const { rows } = await db.query<DeadJob>(
+    `select ${JOB_COLUMNS}, last_error as "lastError", dead_at as "deadAt" from jobs
+     where dead_at is not null order by dead_at desc limit $1`,
+    [limit],
+  );
+  return rows;
+}
+
+/** An operator's retry of a dead job: a fresh set of attempts, due now. */
+export async function retryDeadJob(db: Queryable, id: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'update jobs set dead_at = null, attempts = 0, run_at = now(), last_error = null where id = $1 and dead_at is not null',
+    [id],
+  );
+  return (rowCount ?? 0) > 0;
+}

@@ -1,0 +1,194 @@
+import { randomBytes } from 'node:crypto';
+import type { Client, Pool } from '../db.ts';
+import { transaction } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { claimJobs, completeJobs, extendLeases, failJob, releaseExpiredLeases, type Job } from './jobs.ts';
+
+export interface JobContext {
+  log: Logger;
+  pool: Pool;
+}
+
+/**
+ * A handler does the job's work. When its outcome must be recorded together with the job's
+ * completion (a machine event, say), it returns `commit`, which runs inside the transaction
+ * that deletes the job: if this worker lost its lease, neither happens.
+ */
+export type JobHandler = (job: Job, ctx: JobContext) => Promise<void | { commit: (client: Client) => Promise<void> }>;
+
+export interface WorkerOptions {
+  queues: string[] | undefined;
+  concurrency: number;
+  leaseSeconds: number;
+  handlers: Record<string, JobHandler>;
+  log: Logger;
+  /** Longest sleep when idle; a NOTIFY from an enqueue cuts it short. */
+  pollMs?: number;
+}
+
+class LeaseLost extends Error {}
+
+export class Worker {
+  readonly id = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
+  private readonly running = new Map<string, Job>();
+  private readonly toComplete: string[] = [];
+  private completing: Promise<void> | undefined;
+  private stopped = true;
+  private wake: (() => void) | undefined;
+  private listener: Client | undefined;
+  private loop: Promise<void> | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private drained: (() => void) | undefined;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly opts: WorkerOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.listen();
+    const lease = this.opts.leaseSeconds * 1000;
+    this.timers.push(
+      setInterval(() => void this.heartbeat(), Math.max(250, lease / 3)),
+      setInterval(() => void this.releaseExpired(), Math.min(5000, Math.max(250, lease / 2))),
+    );
+    this.loop = this.run();
+  }
+
+  private async listen(): Promise<void> {
+    this.listener = await this.pool.connect();
+    this.listener.on('notification', () => this.wake?.());
+    this.listener.on('error', () => undefined);
+    await this.listener.query('listen pgfleet_jobs');
+  }
+
+  /** Stop claiming, let running jobs finish, flush completions. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.wake?.();
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.loop;
+    if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    await this.flush();
+    if (this.listener) {
+      await this.listener.query('unlisten *').catch(() => undefined);
+      this.listener.release();
+      this.listener = undefined;
+    }
+  }
+
+  private async run(): Promise<void> {
+    const pollMs = this.opts.pollMs ?? 1000;
+    while (!this.stopped) {
+      const free = this.opts.concurrency - this.running.size;
+      let claimed = 0;
+      if (free > 0) {
+        try {
+          const jobs = await claimJobs(this.pool, {
+            workerId: this.id,
+            queues: this.opts.queues,
+            limit: free,
+            leaseSeconds: this.opts.leaseSeconds,
+          });
+          claimed = jobs.length;
+          for (const job of jobs) this.execute(job);
+        } catch (err) {
+          // 23505: another worker won the race for an entity; the next claim finds the rest.
+          if ((err as { code?: string }).code !== '23505') {
+            this.opts.log.error({ err }, 'claiming jobs failed');
+            await this.sleep(pollMs);
+          }
+          continue;
+        }
+      }
+      if (this.stopped) break;
+      if (claimed === 0 || this.running.size >= this.opts.concurrency) await this.sleep(claimed === 0 ? pollMs : pollMs * 10);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = undefined;
+        done();
+      };
+    });
+  }
+
+  private execute(job: Job): void {
+    this.running.set(job.id, job);
+    const log = this.opts.log.child({ job: job.id, task: job.task, entity: job.entityId ?? undefined, attempt: job.attempts });
+    const started = performance.now();
+    void this.perform(job, log)
+      .then((outcome) => log.debug({ ms: Math.round(performance.now() - started), outcome }, 'job finished'))
+      .finally(() => {
+        this.running.delete(job.id);
+        if (this.running.size === 0) this.drained?.();
+        this.wake?.();
+      });
+  }
+
+  private async perform(job: Job, log: Logger): Promise<string> {
+    const handler = this.opts.handlers[job.task];
+    try {
+      if (!handler) throw new Error(`no handler for task "${job.task}"`);
+      const result = await handler(job, { log, pool: this.pool });
+      if (result) {
+        await transaction(this.pool, async (client) => {
+          if ((await completeJobs(client, this.id, [job.id])) === 0) throw new LeaseLost();
+          await result.commit(client);
+        });
+      } else {
+        await this.complete(job.id);
+      }
+      return 'done';
+    } catch (err) {
+      if (err instanceof LeaseLost) {
+        log.warn('lease lost before the job finished; another worker runs it again');
+        return 'lease-lost';
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      const outcome = await failJob(this.pool, this.id, job, message).catch((e: unknown) => {
+        log.error({ err: e }, 'recording the failure failed; the lease will release the job');
+        return 'unrecorded';
+      });
+      log[outcome === 'dead' ? 'error' : 'warn']({ err, outcome }, 'job failed');
+      return `failed:${outcome}`;
+    }
+  }
+
+  /**
+   * Completions of plain jobs are batched: jobs finishing together are deleted by one
+   * statement, which is most of the queue's throughput on no-op jobs.
+   */
+  private complete(id: string): Promise<void> {
+    this.toComplete.push(id);
+    this.completing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush());
+    return this.completing;
+  }
+
+  private async flush(): Promise<void> {
+    this.completing = undefined;
+    const ids = this.toComplete.splice(0);
+    if (ids.length > 0) await completeJobs(this.pool, this.id, ids);
+  }
+
+  private async heartbeat(): Promise<void> {
+    await extendLeases(this.pool, this.id, [...this.running.keys()], this.opts.leaseSeconds).catch((err: unknown) =>
+      this.opts.log.warn({ err }, 'extending leases failed'),
+    );
+  }
+
+  private async releaseExpired(): Promise<void> {
+    const n = await releaseExpiredLeases(this.pool).catch(() => 0);
+    if (n > 0) this.opts.log.warn({ released: n }, 'released jobs whose worker stopped');
+  }
+}

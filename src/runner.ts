@@ -1,0 +1,120 @@
+import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
+import { SERVER_MACHINE_VERSION, serverMachine, type JobEmitted } from '../machines/server.ts';
+import type { Queryable } from './db.ts';
+import { enqueueMany, type JobSpec } from './queue/jobs.ts';
+
+/** Every kind of entity with a machine; the row in `machines` names one of these. */
+export const MACHINES = {
+  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION },
+} satisfies Record<string, { logic: AnyStateMachine; version: number }>;
+
+export type MachineName = keyof typeof MACHINES;
+
+/** An event for any machine; each machine's own types say which it accepts. */
+export type MachineEvent = EventObject & Record<string, unknown>;
+
+/** Tasks that go to their own named queue, so a worker can be dedicated to them. */
+const TASK_QUEUES: Record<string, string> = { observe: 'observe' };
+
+export function queueForTask(task: string): string {
+  return TASK_QUEUES[task] ?? 'default';
+}
+
+/** `restarting.verifying` for nested states; the top-level name alone is the entity's state. */
+export function statePath(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  const [key, child] = Object.entries(value)[0] ?? [];
+  return key === undefined ? '' : child === undefined ? key : `${key}.${statePath(child)}`;
+}
+
+export function topState(value: StateValue): string {
+  return statePath(value).split('.')[0] ?? '';
+}
+
+interface ExecutableAction {
+  type: string;
+  params?: unknown;
+}
+
+/** The jobs a transition asked for: its `emit({ type: 'job' })` actions. */
+export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
+  return actions
+    .filter((a) => a.type === 'xstate.emit')
+    .map((a) => (a.params as { event: JobEmitted }).event)
+    .filter((e) => e.type === 'job');
+}
+
+function jobSpecs(entityId: string, jobs: JobEmitted[]): JobSpec[] {
+  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds }));
+}
+
+function eventData(event: MachineEvent): Record<string, unknown> | null {
+  const { type: _type, ...rest } = event;
+  return Object.keys(rest).length > 0 ? rest : null;
+}
+
+/**
+ * Create an entity's machine with the entity itself: call inside the transaction that
+ * inserts the entity's row, so nothing exists without a machine.
+ */
+export async function createMachine(db: Queryable, name: MachineName, entityId: string): Promise<string> {
+  const { logic, version } = MACHINES[name];
+  const [snapshot, actions] = initialTransition(logic);
+  const state = statePath(snapshot.value);
+  await db.query(
+    `insert into machines (entity_id, machine, version, state, snapshot) values ($1, $2, $3, $4, $5)`,
+    [entityId, name, version, topState(snapshot.value), JSON.stringify({ value: snapshot.value, context: snapshot.context })],
+  );
+  await db.query(`insert into transitions (entity_id, machine, from_state, to_state, event) values ($1, $2, null, $3, 'create')`, [
+    entityId,
+    name,
+    state,
+  ]);
+  await enqueueMany(db, jobSpecs(entityId, emittedJobs(actions as ExecutableAction[])));
+  return state;
+}
+
+export interface Step {
+  from: string;
+  to: string;
+  jobs: JobEmitted[];
+}
+
+/**
+ * Send one event to an entity's machine: load the snapshot (locking the row), compute the
+ * transition without running anything, then store the snapshot, the transition record and
+ * the emitted jobs. Call it inside a transaction: a decision and its consequences commit
+ * together or not at all.
+ */
+export async function sendEvent(db: Queryable, entityId: string, event: MachineEvent, jobId?: string): Promise<Step | undefined> {
+  const { rows } = await db.query<{ machine: MachineName; snapshot: { value: StateValue; context: unknown } }>(
+    'select machine, snapshot from machines where entity_id = $1 and finished_at is null for update',
+    [entityId],
+  );
+  const row = rows[0];
+  if (!row) return undefined;
+  const { logic, version } = MACHINES[row.machine];
+  const current = logic.resolveState(row.snapshot as Parameters<typeof logic.resolveState>[0]);
+  const [next, actions] = transition(logic, current, event as Parameters<typeof transition<typeof logic>>[2]);
+  const from = statePath(current.value);
+  const to = statePath(next.value);
+  const jobs = emittedJobs(actions as ExecutableAction[]);
+  const persisted = JSON.stringify({ value: next.value, context: next.context });
+  if (persisted !== JSON.stringify({ value: current.value, context: current.context })) {
+    await db.query(
+      `update machines set snapshot = $2, state = $3, version = $4, updated_at = now(),
+         finished_at = case when $5 then now() end
+       where entity_id = $1`,
+      [entityId, persisted, topState(next.value), version, next.status === 'done'],
+    );
+  }
+  if (from !== to) {
+    await db.query(
+      `insert into transitions (entity_id, machine, from_state, to_state, event, event_data, job_id) values ($1, $2, $3, $4, $5, $6, $7)`,
+      [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],
+    );
+  }
+  await enqueueMany(db, jobSpecs(entityId, jobs));
+  return { from, to, jobs };
+}
+

@@ -1,0 +1,132 @@
+import { randomBytes } from 'node:crypto';
+import type { Pool, Queryable } from './db.ts';
+import { transaction } from './db.ts';
+import type { ServerRecord } from './providers/provider.ts';
+import { createMachine, sendEvent } from './runner.ts';
+
+export interface TransitionView {
+  from: string | null;
+  to: string;
+  event: string;
+  at: Date;
+}
+
+export interface ServerView {
+  id: string;
+  provider: string;
+  state: string;
+  host: string | null;
+  port: number | null;
+  createdAt: Date;
+  observedAt: Date | null;
+  observation: Record<string, string>;
+}
+
+const VIEW_SQL = `
+  select s.id, s.provider, m.state, s.host, s.port, s.created_at as "createdAt",
+    s.last_observed_at as "observedAt", hstore_to_json(s.last_observation) as observation
+  from servers s join machines m on m.entity_id = s.id`;
+
+/** Insert the row and its machine in one transaction: nothing exists without a machine. */
+export async function createServer(pool: Pool, provider: string): Promise<ServerView> {
+  return transaction(pool, async (client) => {
+    const { rows } = await client.query<{ id: string }>(
+      'insert into servers (provider, superuser_password) values ($1, $2) returning id',
+      [provider, randomBytes(32).toString('base64url')],
+    );
+    const id = rows[0]!.id;
+    await createMachine(client, 'server', id);
+    return (await getServer(client, id))!;
+  });
+}
+
+export async function listServers(db: Queryable, includeDeleted = false): Promise<ServerView[]> {
+  const { rows } = await db.query<ServerView>(
+    `${VIEW_SQL} ${includeDeleted ? '' : 'where m.finished_at is null'} order by s.created_at`,
+  );
+  return rows;
+}
+
+export async function getServer(db: Queryable, id: string): Promise<ServerView | undefined> {
+  const { rows } = await db.query<ServerView>(`${VIEW_SQL} where s.id = $1`, [id]);
+  return rows[0];
+}
+
+export async function listTransitions(db: Queryable, entityId: string, limit = 100): Promise<TransitionView[]> {
+  const { rows } = await db.query<TransitionView>(
+    `select from_state as "from", to_state as "to", event, at from transitions
+     where entity_id = $1 order by id desc limit $2`,
+    [entityId, limit],
+  );
+  return rows;
+}
+
+/** Ask the server's machine to delete it; false when there is no such live server. */
+export async function requestServerDeletion(pool: Pool, id: string): Promise<boolean> {
+  return transaction(pool, async (client) => {
+    const at = await dbNow(client);
+    return (await sendEvent(client, id, { type: 'delete', at })) !== undefined;
+  });
+}
+
+export async function loadServerRecord(db: Queryable, id: string): Promise<ServerRecord | undefined> {
+  const { rows } = await db.query<ServerRecord>(
+    `select id, provider, host, port, superuser_password as "superuserPassword", hstore_to_json(attrs) as attrs
+     from servers where id = $1`,
+    [id],
+  );
+  return rows[0];
+}
+
+export async function placeServer(db: Queryable, id: string, host: string, port: number, attrs: Record<string, string>): Promise<void> {
+  await db.query(
+    `update servers set host = $2, port = $3,
+       attrs = attrs || coalesce((select hstore(array_agg(key), array_agg(value)) from jsonb_each_text($4::jsonb)), '')
+     where id = $1`,
+    [id, host, port, JSON.stringify(attrs)],
+  );
+}
+
+/**
+ * Record what every observer saw, one row per source, and make the merged set the
+ * entity's latest observation. Returns the observation's time (the database's clock, the
+ * one every machine event is stamped with).
+ */
+export async function recordObservation(db: Queryable, id: string, sources: Record<string, Record<string, string>>): Promise<string> {
+  const { rows } = await db.query<{ at: string }>(
+    `with src as (
+       select key as source, value as attrs from jsonb_each($2::jsonb)
+     ), ins as (
+       insert into observations (entity_id, observed_at, source, attrs)
+       select $1, clock_timestamp(), source,
+         coalesce((select hstore(array_agg(key), array_agg(value)) from jsonb_each_text(attrs)), '') from src
+       returning observed_at
+     )
+     update servers set last_observed_at = (select max(observed_at) from ins),
+       last_observation = coalesce((select hstore(array_agg(key), array_agg(value)) from src, jsonb_each_text(src.attrs)), '')
+     where id = $1
+     returning ${iso('last_observed_at')} as at`,
+    [id, JSON.stringify(sources)],
+  );
+  return rows[0]!.at;
+}
+
+/** A fixed-width UTC ISO time, so that times compare as strings (machines compare them). */
+function iso(expr: string): string {
+  return `to_char(${expr} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+/** The database's clock as an ISO string: every machine event is stamped with it. */
+export async function dbNow(db: Queryable): Promise<string> {
+  const { rows } = await db.query<{ now: string }>(`select ${iso('clock_timestamp()')} as now`);
+  return rows[0]!.now;
+}
+
+export async function latestObservation(db: Queryable, id: string): Promise<{ at: string; obs: Record<string, string> } | undefined> {
+  const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(
+    `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from servers where id = $1`,
+    [id],
+  );
+  const row = rows[0];
+  return row?.at ? { at: row.at, obs: row.obs } : undefined;
+}

@@ -1,0 +1,107 @@
+import { observePostgres } from '../observers/postgres.ts';
+import { observeProvider } from '../observers/provider.ts';
+import type { Client } from './db.ts';
+import type { Job } from './queue/jobs.ts';
+import type { JobHandler } from './queue/worker.ts';
+import { enqueue } from './queue/jobs.ts';
+import type { Provider, ServerRecord } from './providers/provider.ts';
+import { queueForTask, sendEvent } from './runner.ts';
+import { dbNow, latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
+import type { Pool } from './db.ts';
+
+export type Providers = Record<string, Provider>;
+
+/** Send the machine an event stamped with the database's clock, inside the job's commit. */
+function report(job: Job, event: { type: string; error?: string }) {
+  return {
+    commit: async (client: Client) => {
+      await sendEvent(client, job.entityId!, { ...event, at: await dbNow(client) }, job.id);
+    },
+  };
+}
+
+async function serverFor(pool: Pool, job: Job, providers: Providers): Promise<{ server: ServerRecord; provider: Provider }> {
+  if (!job.entityId) throw new Error(`${job.task} needs an entity`);
+  const server = await loadServerRecord(pool, job.entityId);
+  if (!server) throw new Error(`server ${job.entityId} does not exist`);
+  const provider = providers[server.provider];
+  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
+  return { server, provider };
+}
+
+/**
+ * The server tasks. Each does one thing to the world and reports it to the machine as an
+ * event; an unexpected error is thrown, so the queue retries it and, in the end, shows it
+ * as a dead job. Start and restart report failure as an event instead: counting failed
+ * restarts is the machine's decision.
+ */
+export function serverTasks(providers: Providers): Record<string, JobHandler> {
+  return {
+    async provision(job, { pool }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      const place = await provider.provision(server);
+      return {
+        commit: async (client) => {
+          await placeServer(client, server.id, place.host, place.port, place.attrs);
+          await sendEvent(client, server.id, { type: 'provisioned', at: await dbNow(client) }, job.id);
+        },
+      };
+    },
+    async initialize(job, { pool }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      await provider.initialize(server);
+      return report(job, { type: 'initialized' });
+    },
+    async start(job, { pool, log }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      try {
+        await provider.start(server);
+        return report(job, { type: 'started' });
+      } catch (err) {
+        log.warn({ err }, 'start failed');
+        return report(job, { type: 'start.failed', error: (err as Error).message.slice(0, 1000) });
+      }
+    },
+    async restart(job, { pool, log }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      try {
+        // Re-check before acting: a server that answers again is not restarted.
+        const probe = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword });
+        if (probe.reachable === 'true') log.info('server answers again; not restarting it');
+        else await provider.restart(server);
+        return report(job, { type: 'restarted' });
+      } catch (err) {
+        log.warn({ err }, 'restart failed');
+        return report(job, { type: 'restart.failed', error: (err as Error).message.slice(0, 1000) });
+      }
+    },
+    async destroy(job, { pool }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      await provider.destroy(server);
+      return report(job, { type: 'destroyed' });
+    },
+    /** Observers only record what they see; the tick that follows decides. */
+    async observe(job, { pool }) {
+      const { server, provider } = await serverFor(pool, job, providers);
+      const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
+      if (server.host !== null && server.port !== null) {
+        sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword });
+      }
+      return {
+        commit: async (client) => {
+          await recordObservation(client, server.id, sources);
+          await enqueue(client, { task: 'tick', entityId: server.id, key: 'tick', queue: queueForTask('tick') });
+        },
+      };
+    },
+    /** Show the machine the latest observation. */
+    async tick(job) {
+      return {
+        commit: async (client) => {
+          const latest = await latestObservation(client, job.entityId!);
+          if (latest) await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,48 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
+import { HttpError, requireOperator, type WebOptions } from './server.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function serverId(params: unknown): string {
+  const id = (params as { id: string }).id;
+  if (!UUID.test(id)) throw new HttpError(404, `no server with id "${id}": ids look like 0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41`);
+  return id.toLowerCase();
+}
+
+/** The operator JSON API, behind the operator token. */
+export function operatorApi(opts: WebOptions): FastifyPluginAsync {
+  return async (app) => {
+    app.addHook('onRequest', requireOperator(opts.operatorToken));
+
+    app.post('/servers', async (req, reply) => {
+      const body = req.body ?? {};
+      if (typeof body !== 'object' || Array.isArray(body)) {
+        throw new HttpError(400, 'send a JSON object such as {"provider":"local"}');
+      }
+      const provider = (body as { provider?: unknown }).provider ?? 'local';
+      if (typeof provider !== 'string' || !opts.providers.includes(provider)) {
+        throw new HttpError(422, `unknown provider ${JSON.stringify(provider)}: use one of ${opts.providers.map((p) => `"${p}"`).join(', ')}`);
+      }
+      const unknown = Object.keys(body).filter((k) => k !== 'provider');
+      if (unknown.length > 0) throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider"`);
+      const server = await createServer(opts.pool, provider);
+      return reply.status(201).header('location', `/api/servers/${server.id}`).send(server);
+    });
+
+    app.get('/servers', async () => listServers(opts.pool));
+
+    app.get('/servers/:id', async (req) => {
+      const id = serverId(req.params);
+      const server = await getServer(opts.pool, id);
+      if (!server) throw new HttpError(404, `no server with id "${id}"`);
+      return { ...server, transitions: await listTransitions(opts.pool, id) };
+    });
+
+    app.delete('/servers/:id', async (req, reply) => {
+      const id = serverId(req.params);
+      if (!(await requestServerDeletion(opts.pool, id))) throw new HttpError(404, `no live server with id "${id}"`);
+      return reply.status(202).send(await getServer(opts.pool, id));
+    });
+  };
+}
