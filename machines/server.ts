@@ -50,9 +50,9 @@ export interface ServerContext {
   lastError: string | undefined;
 }
 
-/** Backoff of a failed server's restarts: 5 s, 10 s, 20 s … at most 10 minutes. */
+/** Backoff before the nth retry of a failed server: 5 s, 10 s, 20 s … at most 10 minutes. */
 export function failedBackoffSeconds(failures: number): number {
-  return Math.min(5 * 2 ** failures, 600);
+  return Math.min(5 * 2 ** Math.max(failures - 1, 0), 600);
 }
 
 const job = (task: ServerTask, delaySeconds?: number) => ({ type: 'job' as const, params: { task, delaySeconds } });

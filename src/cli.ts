@@ -1,9 +1,8 @@
-import { readdirSync } from 'node:fs';
-import path from 'node:path';
 import { runProcesses, localCluster, type ProcessName } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { controlDataDir, operatorToken } from './control.ts';
+import { operatorToken } from './control.ts';
 import { createLogger } from './log.ts';
+import { stopLocalClusters } from './providers/local.ts';
 
 const HELP = `pgfleet: a control plane for PostgreSQL as a service
 
@@ -126,25 +125,10 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
   }
 }
 
-/** Stop every local Postgres under PGFLEET_HOME: the servers and the embedded control database. */
 async function down(config: Config): Promise<number> {
-  const cluster = localCluster(config);
-  const serversDir = path.join(config.home, 'servers');
-  let ids: string[] = [];
-  try {
-    ids = readdirSync(serversDir);
-  } catch {
-    ids = [];
-  }
-  const dirs = [...ids.map((id) => path.join(serversDir, id, 'data')), controlDataDir(config.home)];
-  let stopped = 0;
-  for (const dir of dirs) {
-    if (!(await cluster.status(dir)).running) continue;
-    await cluster.stop(dir);
-    stopped += 1;
-    process.stdout.write(`stopped ${dir}\n`);
-  }
-  process.stdout.write(`${stopped} Postgres server${stopped === 1 ? '' : 's'} stopped under ${config.home}\n`);
+  const stopped = await stopLocalClusters(config.home, localCluster(config));
+  for (const dir of stopped) process.stdout.write(`stopped ${dir}\n`);
+  process.stdout.write(`${stopped.length} Postgres server${stopped.length === 1 ? '' : 's'} stopped under ${config.home}\n`);
   return 0;
 }
 

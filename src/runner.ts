@@ -49,7 +49,7 @@ function jobSpecs(entityId: string, jobs: JobEmitted[]): JobSpec[] {
 }
 
 function eventData(event: MachineEvent): Record<string, unknown> | null {
-  const { type: _type, ...rest } = event;
+  const { type: _, ...rest } = event;
   return Object.keys(rest).length > 0 ? rest : null;
 }
 

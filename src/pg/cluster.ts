@@ -124,7 +124,9 @@ export class PgCluster {
 
   /** Start and wait until it accepts connections; a running cluster is left as it is. */
   async start(dataDir: string): Promise<void> {
-    if ((await this.status(dataDir)).running) return;
+    const status = await this.status(dataDir);
+    if (status.running) return;
+    if (status.pid !== undefined) await clearZombieLock(dataDir, status.pid);
     const logFile = path.join(path.dirname(dataDir), 'postgres.log');
     await this.exec(this.bin.pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60'], path.dirname(dataDir));
   }
@@ -151,6 +153,25 @@ export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
     return { running: (err as NodeJS.ErrnoException).code === 'EPERM', pid };
   }
   return { running: !(await isZombie(pid)), pid };
+}
+
+/**
+ * Postgres refuses to start while the pid in postmaster.pid exists, and a killed postmaster
+ * exists as a zombie until its parent reaps it (here init reaps within about a second).
+ * Wait for that; should it never happen, the lock file of a dead process may go: the
+ * shared-memory interlock still stops a start while any old backend is attached.
+ */
+async function clearZombieLock(dataDir: string, pid: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (await isZombie(pid)) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
 }
 
 /**

@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { PgCluster } from '../pg/cluster.ts';
@@ -76,4 +77,22 @@ export class LocalProvider implements Provider {
     await this.cluster.stop(dataDir, 'immediate');
     await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
   }
+}
+
+/** Stop every cluster under PGFLEET_HOME: the servers and the embedded control database. */
+export async function stopLocalClusters(home: string, cluster: PgCluster): Promise<string[]> {
+  const serversDir = path.join(home, 'servers');
+  let ids: string[];
+  try {
+    ids = readdirSync(serversDir);
+  } catch {
+    ids = [];
+  }
+  const stopped: string[] = [];
+  for (const dir of [...ids.map((id) => path.join(serversDir, id, 'data')), path.join(home, 'control', 'data')]) {
+    if (!(await cluster.status(dir)).running) continue;
+    await cluster.stop(dir);
+    stopped.push(dir);
+  }
+  return stopped;
 }

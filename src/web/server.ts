@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import { operatorApi } from './api.ts';
@@ -38,7 +38,9 @@ export function requireOperator(token: string) {
 }
 
 export function buildWeb(opts: WebOptions): FastifyInstance {
-  const app: FastifyInstance = Fastify({ loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger, bodyLimit: 64 * 1024, disableRequestLogging: true });
+  const app: FastifyInstance = Fastify({ loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger, bodyLimit: 64 * 1024,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
 
   // Every error is JSON with a message for a human; our own 5xx never leak internals.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req: FastifyRequest, reply: FastifyReply) => {

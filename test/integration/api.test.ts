@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { startSystem, type System } from '../support/system.ts';
+
+/** Row counts of every table a request could touch. */
+async function counts(db: TestDatabase): Promise<Record<string, number>> {
+  const { rows } = await db.pool.query<Record<string, number>>(
+    `select (select count(*) from servers)::int as servers, (select count(*) from machines)::int as machines,
+       (select count(*) from jobs)::int as jobs, (select count(*) from transitions)::int as transitions`,
+  );
+  return rows[0]!;
+}
+
+describe('the operator API refuses bad input with a clear 4xx and changes nothing', () => {
+  let db: TestDatabase;
+  let system: System;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    // Web only: no worker or clock, so any row change can only come from the request.
+    system = await startSystem(db.url, ['web']);
+  });
+  afterAll(async () => {
+    await system?.stop();
+    await db?.drop();
+  });
+
+  const cases: [string, () => Promise<{ status: number; body: { error?: string } }>, number, RegExp][] = [
+    ['no token', () => system.api('GET', '/api/servers', undefined, { authorization: '' }), 401, /Authorization: Bearer/],
+    ['a wrong token', () => system.api('POST', '/api/servers', { provider: 'local' }, { authorization: 'Bearer nope' }), 401, /operator token/],
+    ['malformed JSON', () => system.api('POST', '/api/servers', '{"provider": "local"'), 400, /JSON/],
+    ['a JSON array', () => system.api('POST', '/api/servers', '[1,2]'), 400, /JSON object/],
+    ['an unknown provider', () => system.api('POST', '/api/servers', { provider: 'mars' }), 422, /unknown provider "mars": use one of "local"/],
+    ['a provider that is not a string', () => system.api('POST', '/api/servers', { provider: 7 }), 422, /unknown provider 7/],
+    ['an unknown field', () => system.api('POST', '/api/servers', { provider: 'local', size: 'xl' }), 422, /unknown field "size"/],
+    ['a body that is not JSON', () => system.api('POST', '/api/servers', 'provider=local', { 'content-type': 'application/x-www-form-urlencoded' }), 415, /Content-Type: application\/json/],
+    ['an oversized body', () => system.api('POST', '/api/servers', JSON.stringify({ provider: 'local', pad: 'x'.repeat(100_000) })), 413, /larger than/],
+    ['an unknown id', () => system.api('GET', `/api/servers/${randomUUID()}`), 404, /no server with id/],
+    ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /ids look like/],
+    ['deleting an unknown id', () => system.api('DELETE', `/api/servers/${randomUUID()}`), 404, /no live server/],
+    ['an unknown route', () => system.api('GET', '/api/nothing'), 404, /no route GET \/api\/nothing/],
+  ];
+
+  for (const [what, request, status, message] of cases) {
+    it(`answers ${status} to ${what}`, async () => {
+      const before = await counts(db);
+      const res = await request();
+      expect(res.status).toBe(status);
+      expect(res.body.error).toMatch(message);
+      expect(await counts(db)).toEqual(before);
+    });
+  }
+
+  it('creates a server with a good request, and lists and shows it', async () => {
+    const created = await system.api('POST', '/api/servers', { provider: 'local' });
+    expect(created.status).toBe(201);
+    expect(await counts(db)).toMatchObject({ servers: 1, machines: 1, jobs: 1, transitions: 1 });
+    const list = await system.api('GET', '/api/servers');
+    expect(list.body.map((s: { id: string }) => s.id)).toEqual([created.body.id]);
+    const shown = await system.api('GET', `/api/servers/${created.body.id}`);
+    expect(shown.body).toMatchObject({ id: created.body.id, state: 'provisioning', transitions: [{ from: null, to: 'provisioning', event: 'create' }] });
+    expect(JSON.stringify(shown.body)).not.toMatch(/password/i);
+  });
+});

@@ -1,0 +1,156 @@
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.ts';
+import { enqueue, enqueueMany, listDeadJobs, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
+import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
+
+const log = createLogger('silent');
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db.drop();
+});
+beforeEach(async () => {
+  await db.pool.query('delete from jobs');
+});
+
+async function pending(): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from jobs');
+  return rows[0]!.n;
+}
+
+async function withWorkers<T>(count: number, handlers: Record<string, JobHandler>, fn: () => Promise<T>, extra: Partial<ConstructorParameters<typeof Worker>[1]> = {}): Promise<T> {
+  const workers = Array.from({ length: count }, () => new Worker(db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }));
+  await Promise.all(workers.map((w) => w.start()));
+  try {
+    return await fn();
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+  }
+}
+
+describe('queue', () => {
+  it('refuses, in the schema, a second running job for one entity', async () => {
+    const entity = randomUUID();
+    await enqueueMany(db.pool, [{ task: 'a', entityId: entity }, { task: 'b', entityId: entity }]);
+    await db.pool.query(`update jobs set locked_by = 'w1' where entity_id = $1 and task = 'a'`, [entity]);
+    await expect(db.pool.query(`update jobs set locked_by = 'w2' where entity_id = $1 and task = 'b'`, [entity])).rejects.toMatchObject({ code: '23505' });
+  });
+
+  it('never runs two jobs of one entity at once, across workers under load, and runs each job once', async () => {
+    const entities = Array.from({ length: 12 }, () => randomUUID());
+    const specs = entities.flatMap((entityId) => Array.from({ length: 40 }, (_, i) => ({ task: 'work', entityId, payload: { i } })));
+    await enqueueMany(db.pool, specs);
+    const running = new Set<string>();
+    const runs = new Map<string, number>();
+    let overlaps = 0;
+    let maxParallel = 0;
+    const handler: JobHandler = async (job: Job) => {
+      if (running.has(job.entityId!)) overlaps += 1;
+      running.add(job.entityId!);
+      maxParallel = Math.max(maxParallel, running.size);
+      await new Promise((r) => setTimeout(r, Math.random() * 4));
+      running.delete(job.entityId!);
+      runs.set(job.id, (runs.get(job.id) ?? 0) + 1);
+    };
+    await withWorkers(3, { work: handler }, () => waitFor('the queue to drain', async () => (await pending()) === 0));
+    expect(overlaps).toBe(0);
+    expect(runs.size).toBe(specs.length);
+    expect([...runs.values()].every((n) => n === 1)).toBe(true);
+    // Serialization per entity, not a global lock: several entities did run side by side.
+    expect(maxParallel).toBeGreaterThan(1);
+  });
+
+  it('is fair: one busy entity does not starve the others', async () => {
+    const busy = randomUUID();
+    await enqueueMany(db.pool, Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })));
+    const quiet = Array.from({ length: 5 }, () => randomUUID());
+    await enqueueMany(db.pool, quiet.map((entityId) => ({ task: 'work', entityId })));
+    const order: string[] = [];
+    await withWorkers(1, { work: async (job) => void order.push(job.entityId!) }, () => waitFor('the queue to drain', async () => (await pending()) === 0));
+    // Each quiet entity's job runs within the first few claims, not after the busy backlog.
+    const lastQuiet = Math.max(...quiet.map((e) => order.indexOf(e)));
+    expect(lastQuiet).toBeLessThan(20);
+  });
+
+  it('retries a failing job with backoff, then shows it dead; an operator can retry it', async () => {
+    const entity = randomUUID();
+    await enqueue(db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
+    let calls = 0;
+    await withWorkers(1, { flaky: async () => { calls += 1; throw new Error(`attempt ${calls} broke`); } }, async () => {
+      // Attempt 1 fails at once; the retry waits 2 s of backoff; attempt 2 makes it dead.
+      const dead = await waitFor('the job to die', async () => (await listDeadJobs(db.pool)).find((j) => j.entityId === entity), 20_000);
+      expect(dead.lastError).toBe('attempt 2 broke');
+      expect(dead.attempts).toBe(2);
+      const { rows } = await db.pool.query<{ gap: number }>(`select extract(epoch from dead_at - created_at)::float8 as gap from jobs where id = $1`, [dead.id]);
+      expect(rows[0]!.gap).toBeGreaterThanOrEqual(2);
+      expect(await retryDeadJob(db.pool, dead.id)).toBe(true);
+      await waitFor('the retried job to run', async () => calls >= 3);
+    });
+  });
+
+  it('runs a job again after its worker dies mid-job and its lease runs out', async () => {
+    const entity = randomUUID();
+    await enqueue(db.pool, { task: 'hang', entityId: entity });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hanging-worker.ts'], {
+      env: { ...process.env, DATABASE_URL: db.url, LEASE: '2' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    await waitFor('the child worker to claim the job', async () => out.includes('claimed'), 30_000);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const ranAgain: string[] = [];
+    await withWorkers(1, { hang: async (job) => void ranAgain.push(`${job.id}:${job.attempts}`) }, () =>
+      waitFor('the job to run again', async () => ranAgain.length > 0, 30_000),
+    );
+    expect(ranAgain).toHaveLength(1);
+    expect(ranAgain[0]).toMatch(/:2$/);
+  });
+
+  it('wakes an idle worker with NOTIFY instead of waiting for its poll', async () => {
+    const ran: number[] = [];
+    await withWorkers(1, { ping: async () => void ran.push(Date.now()) }, async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      await enqueue(db.pool, { task: 'ping' });
+      // The worker polls once a minute here, so only the notification can wake it in time.
+      await waitFor('the job to run', async () => ran.length > 0, 20_000);
+    }, { pollMs: 60_000 });
+    expect(ran).toHaveLength(1);
+  });
+
+  it('keeps named queues apart: a dedicated worker takes only its queues', async () => {
+    await enqueueMany(db.pool, [{ task: 'seen', queue: 'observe' }, { task: 'other', queue: 'default' }]);
+    const ran: string[] = [];
+    const handlers = { seen: async () => void ran.push('seen'), other: async () => void ran.push('other') };
+    await withWorkers(1, handlers, () => waitFor('the observe job', async () => ran.includes('seen')), { queues: ['observe'] });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ran).toEqual(['seen']);
+    const { rows } = await db.pool.query<{ task: string }>('select task from jobs');
+    expect(rows.map((r) => r.task)).toEqual(['other']);
+  });
+
+  it('makes a keyed job unique while pending, inside the caller\'s transaction', async () => {
+    const entity = randomUUID();
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      await enqueue(client, { task: 'tick', entityId: entity, key: 'tick' });
+      await enqueue(client, { task: 'tick', entityId: entity, key: 'tick' });
+      expect(await pending()).toBe(0);
+      await client.query('rollback');
+    } finally {
+      client.release();
+    }
+    expect(await pending()).toBe(0);
+    await enqueue(db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    await enqueue(db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    expect(await pending()).toBe(1);
+  });
+});

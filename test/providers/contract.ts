@@ -1,0 +1,89 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Provider, ServerRecord } from '../../src/providers/provider.ts';
+
+export interface ProviderHarness {
+  provider: Provider;
+  /** Make the server's process die as a crash would (kill -9 locally, a terminated instance on a cloud). */
+  crash(server: ServerRecord): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+async function select1(server: ServerRecord): Promise<number> {
+  const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres', connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    return (await client.query<{ n: number }>('select 1 as n')).rows[0]!.n;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Every provider passes this suite: the machines rely on nothing else. */
+export function providerContract(name: string, make: () => Promise<ProviderHarness>): void {
+  describe(`provider contract: ${name}`, () => {
+    let h: ProviderHarness;
+    const server: ServerRecord = { id: randomUUID(), provider: name, host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
+
+    beforeAll(async () => {
+      h = await make();
+    });
+    afterAll(async () => {
+      await h?.provider.destroy(server).catch(() => undefined);
+      await h.cleanup();
+    });
+
+    it('provisions a place, and provisioning again returns the same place', async () => {
+      const place = await h.provider.provision(server);
+      Object.assign(server, { host: place.host, port: place.port, attrs: place.attrs });
+      expect(place.port).toBeGreaterThan(0);
+      expect(await h.provider.provision(server)).toEqual(place);
+    });
+
+    it('initializes, and initializing again leaves the cluster as it is', async () => {
+      await h.provider.initialize(server);
+      await h.provider.start(server);
+      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      await client.connect();
+      await client.query('create table precious (v text)');
+      await client.query('insert into precious values ($1)', ['only copy']);
+      await client.end();
+      await h.provider.initialize(server);
+      await h.provider.start(server);
+      const again = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      await again.connect();
+      expect((await again.query('select v from precious')).rows).toEqual([{ v: 'only copy' }]);
+      await again.end();
+    });
+
+    it('refuses connections without the password', async () => {
+      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: 'wrong', database: 'postgres' });
+      await expect(client.connect()).rejects.toThrow(/password authentication failed/);
+    });
+
+    it('observes a live process, restarts it after a crash, and observes that too', async () => {
+      expect(await h.provider.observe(server)).toMatchObject({ alive: 'true' });
+      await h.crash(server);
+      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
+      await h.provider.restart(server);
+      expect(await select1(server)).toBe(1);
+      expect(await h.provider.observe(server)).toMatchObject({ alive: 'true' });
+    });
+
+    it('stops, starts again with the data kept, and stopping twice is fine', async () => {
+      await h.provider.stop(server);
+      await h.provider.stop(server);
+      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
+      await h.provider.start(server);
+      await h.provider.start(server);
+      expect(await select1(server)).toBe(1);
+    });
+
+    it('destroys the server, and destroying twice is fine', async () => {
+      await h.provider.destroy(server);
+      await h.provider.destroy(server);
+      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
+    });
+  });
+}

@@ -1,0 +1,64 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/app.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
+import { stopLocalClusters } from '../../src/providers/local.ts';
+
+export const TOKEN = 'test-operator-token-0123456789';
+
+export interface System {
+  config: Config;
+  running: Running;
+  api(method: string, route: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  stop(): Promise<void>;
+}
+
+/** pgfleet's processes against a test database, with a PGFLEET_HOME of their own. */
+export async function startSystem(databaseUrl: string, processes: ProcessName[] = ['web', 'worker', 'clock'], env: Record<string, string> = {}): Promise<System> {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-home-'));
+  await fs.chmod(home, 0o755);
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    PGFLEET_HOME: home,
+    PORT: '0',
+    OPERATOR_TOKEN: TOKEN,
+    PGFLEET_OBSERVE_INTERVAL: '1',
+    PGFLEET_JOB_LEASE: '10',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...env,
+  });
+  const running = await runProcesses(config, createLogger(config.logLevel), processes);
+  return {
+    config,
+    running,
+    async api(method, route, body, headers = {}) {
+      const res = await fetch(`${running.url}${route}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${TOKEN}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...headers,
+        },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json().catch(() => undefined) };
+    },
+    async stop() {
+      await running.stop();
+      await stopLocalClusters(home, localCluster(config));
+      await fs.rm(home, { recursive: true, force: true });
+    },
+  };
+}
+
+const run = promisify(execFile);
+
+/** Run SQL through the real psql client, as an app developer would. */
+export async function psql(url: string, sql: string): Promise<string> {
+  const { stdout } = await run('psql', [url, '-XAtc', sql], { timeout: 20_000 });
+  return stdout.trim();
+}
