@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -18,6 +18,6 @@ const SECRET_PATHS = [
   'headers.authorization',
 ];
 
-export function createLogger(level: string): Logger {
-  return pino({ level, base: { app: 'pgfleet' }, redact: { paths: SECRET_PATHS, censor: '[redacted]' } });
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino({ level, base: { app: 'pgfleet' }, redact: { paths: SECRET_PATHS, censor: '[redacted]' } }, destination);
 }

@@ -108,7 +108,9 @@ export async function sendEvent(db: Queryable, entityId: string, event: MachineE
       [entityId, persisted, topState(next.value), version, next.status === 'done'],
     );
   }
-  if (from !== to) {
+  // A row per change of state, and per event that made the machine act again where it is
+  // (a retry after a failed restart); observations that only refresh what it saw are not.
+  if (from !== to || (jobs.length > 0 && event.type !== 'observed')) {
     await db.query(
       `insert into transitions (entity_id, machine, from_state, to_state, event, event_data, job_id) values ($1, $2, $3, $4, $5, $6, $7)`,
       [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer } from '../../src/servers.ts';
@@ -84,6 +84,33 @@ describe('the observe → decide → act loop on real local Postgres', () => {
     expect(existsSync(path.dirname(dataDir))).toBe(false);
     expect((await system.api('GET', '/api/servers')).body.map((s: ServerBody) => s.id)).not.toContain(id);
     expect((await system.api('DELETE', `/api/servers/${id}`)).status).toBe(404);
+  });
+  it('holds a server that restarts cannot bring back in failed, touching nothing, and recovers once it is fixed', async () => {
+    const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+    await waitFor('available', async () => (await show(id)).state === 'available');
+    const url = await serverUrl(db, id);
+    await psql(url, 'create table only_copy (v text); insert into only_copy values (\'keep me\')');
+
+    const dataDir = path.join(system.config.home, 'servers', id, 'data');
+    const conf = path.join(dataDir, 'postgresql.conf');
+    const good = await readFile(conf, 'utf8');
+    await appendFile(conf, "\nshared_buffers = 'a lot'\n");
+    const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    process.kill(pid, 'SIGKILL');
+
+    const failed = await waitFor('the server to be failed', async () => {
+      const s = await show(id);
+      return s.state === 'failed' ? s : undefined;
+    });
+    const restarts = failed.transitions.filter((t) => t.to === 'restarting.running');
+    expect(restarts.length).toBeGreaterThanOrEqual(3);
+    expect(existsSync(path.join(dataDir, 'PG_VERSION'))).toBe(true);
+    expect(await readFile(conf, 'utf8')).toContain("shared_buffers = 'a lot'");
+
+    // An operator fixes the configuration; the failed server's next retry brings it back.
+    await writeFile(conf, good);
+    await waitFor('the server to recover', async () => (await show(id)).state === 'available', 60_000);
+    expect(await psql(url, 'select v from only_copy')).toBe('keep me');
   });
 });
 

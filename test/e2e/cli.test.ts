@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess, execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { clusterStatus } from '../../src/pg/cluster.ts';
+import { createTestDatabase, waitFor } from '../support/db.ts';
+import { psql } from '../support/system.ts';
+
+const exec = promisify(execFile);
+const BIN = path.resolve('bin/pgfleet.js');
+
+interface Proc {
+  child: ChildProcess;
+  out: () => string;
+}
+
+function launch(args: string[], env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return { child, out: () => out };
+}
+
+async function stop(p: Proc): Promise<number | null> {
+  if (p.child.exitCode !== null) return p.child.exitCode;
+  const exited = new Promise<number | null>((r) => p.child.once('exit', (code) => r(code)));
+  p.child.kill('SIGTERM');
+  return exited;
+}
+
+async function cli(args: string[], env: Record<string, string>): Promise<string> {
+  const { stdout } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+  return stdout;
+}
+
+const started: Proc[] = [];
+const homes: string[] = [];
+afterAll(async () => {
+  for (const p of started) await stop(p);
+  for (const home of homes) {
+    await cli(['down'], { PGFLEET_HOME: home }).catch(() => undefined);
+    await fs.rm(home, { recursive: true, force: true });
+  }
+});
+
+async function newHome(): Promise<string> {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-e2e-'));
+  await fs.chmod(home, 0o755);
+  homes.push(home);
+  return home;
+}
+
+describe('the pgfleet command', () => {
+  it('`start` runs everything on an embedded control database that survives a restart, and `down` stops it all', async () => {
+    const home = await newHome();
+    const env = { PGFLEET_HOME: home, PORT: '0', PGFLEET_OBSERVE_INTERVAL: '1' };
+    const first = launch(['start'], env);
+    started.push(first);
+    const url = await waitFor('the web process to listen', async () => /listening on (http:\/\/\S+)/.exec(first.out())?.[1]);
+    const token = /operator token: (\S+)/.exec(first.out())![1]!;
+    const apiEnv = { ...env, PGFLEET_API_URL: url };
+
+    const created = JSON.parse(await cli(['servers', 'create', '--json'], apiEnv)) as { id: string };
+    await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
+    const res = await fetch(`${url}/api/servers/${created.id}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(((await res.json()) as { state: string }).state).toBe('available');
+    expect(await stop(first)).toBe(0);
+
+    // Again, on the same home: the same control database, token and server.
+    const second = launch(['start'], env);
+    started.push(second);
+    const url2 = await waitFor('the web process to listen again', async () => /listening on (http:\/\/\S+)/.exec(second.out())?.[1]);
+    expect(second.out()).toContain(`operator token: ${token}`);
+    const listed = await cli(['servers'], { ...env, PGFLEET_API_URL: url2 });
+    expect(listed).toContain(created.id);
+    expect(listed).toContain('available');
+    expect(await stop(second)).toBe(0);
+
+    const down = await cli(['down'], env);
+    expect(down).toMatch(/2 Postgres servers stopped/);
+    expect((await clusterStatus(path.join(home, 'servers', created.id, 'data'))).running).toBe(false);
+    expect((await clusterStatus(path.join(home, 'control', 'data'))).running).toBe(false);
+  });
+
+  it('runs the Procfile processes separately against one DATABASE_URL', async () => {
+    const db = await createTestDatabase();
+    const home = await newHome();
+    const env = { DATABASE_URL: db.url, PGFLEET_HOME: home, OPERATOR_TOKEN: 'procfile-test-token-0123456789', PGFLEET_OBSERVE_INTERVAL: '1' };
+    const procfile = await fs.readFile('Procfile', 'utf8');
+    const commands = Object.fromEntries(procfile.trim().split('\n').map((l) => l.split(/:\s+/)));
+    expect(Object.keys(commands)).toEqual(['web', 'worker', 'clock']);
+    const procs = (['web', 'worker', 'clock'] as const).map((name) => {
+      const args = commands[name]!.split(' ').slice(2);
+      return launch(args, { ...env, PORT: '0' });
+    });
+    started.push(...procs);
+    const url = await waitFor('web to listen', async () => /listening on (http:\/\/\S+)/.exec(procs[0]!.out())?.[1]);
+    const apiEnv = { ...env, PGFLEET_API_URL: url };
+    const created = JSON.parse(await cli(['servers', 'create', '--json'], apiEnv)) as { id: string };
+    await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
+    const { rows } = await db.pool.query<{ host: string; port: number; pw: string }>('select host, port, superuser_password as pw from servers');
+    const s = rows[0]!;
+    expect(await psql(`postgres://postgres:${encodeURIComponent(s.pw)}@${s.host}:${s.port}/postgres`, 'select 1')).toBe('1');
+    for (const p of procs) expect(await stop(p)).toBe(0);
+    await db.drop();
+  });
+
+  it('names the variable when the configuration is wrong, and the fix when the API is unreachable', async () => {
+    const bad = await exec(process.execPath, [BIN, 'start'], { env: { ...process.env, PORT: 'abc' } }).catch((e: { code: number; stderr: string }) => e);
+    expect(bad).toMatchObject({ code: 1, stderr: 'pgfleet: PORT must be a whole number from 0 to 65535, not "abc"\n' });
+    const home = await newHome();
+    const down = await exec(process.execPath, [BIN, 'servers'], { env: { ...process.env, PGFLEET_HOME: home, PGFLEET_API_URL: 'http://127.0.0.1:1' } }).catch((e: { code: number; stderr: string }) => e);
+    expect(down).toMatchObject({ code: 1 });
+    expect((down as { stderr: string }).stderr).toMatch(/cannot reach pgfleet at http:\/\/127.0.0.1:1/);
+  });
+});
