@@ -34,7 +34,9 @@ export class Worker {
   private readonly toComplete: string[] = [];
   private completing: Promise<void> | undefined;
   private stopped = true;
-  private wake: (() => void) | undefined;
+  private wakeSleeper: (() => void) | undefined;
+  /** A wake-up that came while the loop was claiming: the next sleep returns at once. */
+  private woken = false;
   private listener: Client | undefined;
   private loop: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -58,7 +60,7 @@ export class Worker {
 
   private async listen(): Promise<void> {
     this.listener = await this.pool.connect();
-    this.listener.on('notification', () => this.wake?.());
+    this.listener.on('notification', () => this.wake());
     this.listener.on('error', () => undefined);
     await this.listener.query('listen pgfleet_jobs');
   }
@@ -67,7 +69,7 @@ export class Worker {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.wake?.();
+    this.wake();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.loop;
@@ -109,17 +111,24 @@ export class Worker {
     }
   }
 
+  private wake(): void {
+    if (this.wakeSleeper) this.wakeSleeper();
+    else this.woken = true;
+  }
+
   private sleep(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        this.wakeSleeper = undefined;
         resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
       };
+      const timer = setTimeout(done, ms);
+      this.wakeSleeper = done;
     });
   }
 
@@ -132,7 +141,7 @@ export class Worker {
       .finally(() => {
         this.running.delete(job.id);
         if (this.running.size === 0) this.drained?.();
-        this.wake?.();
+        this.wake();
       });
   }
 
