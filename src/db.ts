@@ -6,7 +6,10 @@ export type Client = pg.PoolClient;
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
 
 export function createPool(connectionString: string, max = 10): Pool {
-  const pool = new pg.Pool({ connectionString, max, application_name: 'pgfleet' });
+  // JIT compiling the claim costs more than running it: on a queue table full of dead rows
+  // the planner's estimate crossed the JIT thresholds and each claim spent 185 of its 212 ms
+  // compiling (bench/queue/explain.ts). The control plane's queries are short; no JIT.
+  const pool = new pg.Pool({ connectionString, max, application_name: 'pgfleet', options: '-c jit=off' });
   // An idle client that loses its server (a restart of the control database) must not
   // crash the process; the pool drops it and the next query reconnects.
   pool.on('error', () => undefined);
