@@ -1,59 +1,50 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { claimPeriod, enqueueMissing, pruneObservations } from '../../src/clock.ts';
 import { createServer } from '../../src/servers.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { useTestDatabase } from '../support/db.ts';
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
-beforeEach(async () => {
-  await db.pool.query('delete from jobs; delete from clock_runs');
-});
+const t = useTestDatabase(['jobs', 'clock_runs']);
 
 async function jobsOf(id: string): Promise<string[]> {
-  const { rows } = await db.pool.query<{ task: string }>('select task from jobs where entity_id = $1 order by task', [id]);
+  const { rows } = await t.db.pool.query<{ task: string }>('select task from jobs where entity_id = $1 order by task', [id]);
   return rows.map((r) => r.task);
 }
 
 describe('clock', () => {
   it('puts back the observation and tick of every live entity, and nothing twice when two clocks run', async () => {
-    const a = await createServer(db.pool, 'local');
-    const b = await createServer(db.pool, 'local');
-    await db.pool.query('delete from jobs');
-    await db.pool.query(`update machines set finished_at = now() where entity_id = $1`, [b.id]);
-    const results = await Promise.all([enqueueMissing(db.pool), enqueueMissing(db.pool), enqueueMissing(db.pool)]);
+    const a = await createServer(t.db.pool, 'local');
+    const b = await createServer(t.db.pool, 'local');
+    await t.db.pool.query('delete from jobs');
+    await t.db.pool.query(`update machines set finished_at = now() where entity_id = $1`, [b.id]);
+    const results = await Promise.all([enqueueMissing(t.db.pool), enqueueMissing(t.db.pool), enqueueMissing(t.db.pool)]);
     expect(results.reduce((x, y) => x + y, 0)).toBe(2);
     expect(await jobsOf(a.id)).toEqual(['observe', 'tick']);
     expect(await jobsOf(b.id)).toEqual([]);
   });
 
   it('does periodic work once per period however many clocks race for it', async () => {
-    const wins = await Promise.all(Array.from({ length: 8 }, () => claimPeriod(db.pool, 'test-period', 60)));
+    const wins = await Promise.all(Array.from({ length: 8 }, () => claimPeriod(t.db.pool, 'test-period', 60)));
     expect(wins.filter(Boolean)).toHaveLength(1);
-    expect(await claimPeriod(db.pool, 'test-period', 60)).toBe(false);
-    expect(await claimPeriod(db.pool, 'test-period', 0.05)).toBe(true);
+    expect(await claimPeriod(t.db.pool, 'test-period', 60)).toBe(false);
+    expect(await claimPeriod(t.db.pool, 'test-period', 0.05)).toBe(true);
   });
 
   it('keeps only recent observations, by dropping whole daily partitions', async () => {
-    await pruneObservations(db.pool, 10);
+    await pruneObservations(t.db.pool, 10);
     const entity = randomUUID();
-    await db.pool.query(
+    await t.db.pool.query(
       `insert into observations (entity_id, observed_at, source, attrs) values
          ($1, now() - interval '9 days', 'postgres', 'reachable=>true'), ($1, now(), 'postgres', 'reachable=>true')`,
       [entity],
     );
-    await pruneObservations(db.pool, 2);
-    const { rows } = await db.pool.query<{ days: number }>(
+    await pruneObservations(t.db.pool, 2);
+    const { rows } = await t.db.pool.query<{ days: number }>(
       `select floor(extract(epoch from now() - observed_at) / 86400)::int as days from observations where entity_id = $1`,
       [entity],
     );
     expect(rows.map((r) => r.days)).toEqual([0]);
     // Partitions exist ahead of time, so tomorrow's observations have somewhere to go.
-    await db.pool.query(`insert into observations (entity_id, observed_at, source, attrs) values ($1, now() + interval '1 day', 'x', '')`, [entity]);
+    await t.db.pool.query(`insert into observations (entity_id, observed_at, source, attrs) values ($1, now() + interval '1 day', 'x', '')`, [entity]);
   });
 });

@@ -1,17 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db.ts';
 import { migrate, readMigrations } from '../../src/migrate.ts';
+import { createTestDatabase } from '../support/db.ts';
 
 describe('migrations', () => {
   it('are applied once when several processes migrate an empty database at the same time', async () => {
-    const adminUrl = inject('controlUrl');
-    const name = `m_${randomBytes(5).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`create database ${name}`);
-    const pools = Array.from({ length: 4 }, () => createPool(adminUrl.replace(/\/postgres$/, `/${name}`), 2));
+    const db = await createTestDatabase({ empty: true });
+    const pools = Array.from({ length: 4 }, () => createPool(db.url, 2));
     try {
       const applied = await Promise.all(pools.map((p) => migrate(p)));
       const all = readMigrations().map((m) => m.name);
@@ -21,27 +16,20 @@ describe('migrations', () => {
       expect(await migrate(pools[0]!)).toEqual([]);
     } finally {
       await Promise.all(pools.map((p) => p.end()));
-      await admin.query(`drop database ${name} with (force)`);
-      await admin.end();
+      await db.drop();
     }
   });
 
   it('roll back a migration that fails and do not count it as applied', async () => {
-    const adminUrl = inject('controlUrl');
-    const name = `m_${randomBytes(5).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`create database ${name}`);
-    const pool = createPool(adminUrl.replace(/\/postgres$/, `/${name}`), 2);
+    const db = await createTestDatabase({ empty: true });
+    const pool = db.pool;
     try {
       const broken = [{ id: 1, name: '0001_broken.sql', sql: 'create table half (n int); select no_such_function();' }];
       await expect(migrate(pool, broken)).rejects.toThrow(/0001_broken.sql failed/);
       const { rows } = await pool.query(`select to_regclass('half') as t, (select count(*)::int from pgfleet_migrations) as n`);
       expect(rows[0]).toEqual({ t: null, n: 0 });
     } finally {
-      await pool.end();
-      await admin.query(`drop database ${name} with (force)`);
-      await admin.end();
+      await db.drop();
     }
   });
 });

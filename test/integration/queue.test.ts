@@ -1,31 +1,21 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { enqueue, enqueueMany, listDeadJobs, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
+import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');
-let db: TestDatabase;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
-beforeEach(async () => {
-  await db.pool.query('delete from jobs');
-});
+const t = useTestDatabase(['jobs']);
 
 async function pending(): Promise<number> {
-  const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from jobs');
+  const { rows } = await t.db.pool.query<{ n: number }>('select count(*)::int as n from jobs');
   return rows[0]!.n;
 }
 
 async function withWorkers<T>(count: number, handlers: Record<string, JobHandler>, fn: () => Promise<T>, extra: Partial<ConstructorParameters<typeof Worker>[1]> = {}): Promise<T> {
-  const workers = Array.from({ length: count }, () => new Worker(db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }));
+  const workers = Array.from({ length: count }, () => new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }));
   await Promise.all(workers.map((w) => w.start()));
   try {
     return await fn();
@@ -37,15 +27,15 @@ async function withWorkers<T>(count: number, handlers: Record<string, JobHandler
 describe('queue', () => {
   it('refuses, in the schema, a second running job for one entity', async () => {
     const entity = randomUUID();
-    await enqueueMany(db.pool, [{ task: 'a', entityId: entity }, { task: 'b', entityId: entity }]);
-    await db.pool.query(`update jobs set locked_by = 'w1' where entity_id = $1 and task = 'a'`, [entity]);
-    await expect(db.pool.query(`update jobs set locked_by = 'w2' where entity_id = $1 and task = 'b'`, [entity])).rejects.toMatchObject({ code: '23505' });
+    await enqueueMany(t.db.pool, [{ task: 'a', entityId: entity }, { task: 'b', entityId: entity }]);
+    await t.db.pool.query(`update jobs set locked_by = 'w1' where entity_id = $1 and task = 'a'`, [entity]);
+    await expect(t.db.pool.query(`update jobs set locked_by = 'w2' where entity_id = $1 and task = 'b'`, [entity])).rejects.toMatchObject({ code: '23505' });
   });
 
   it('never runs two jobs of one entity at once, across workers under load, and runs each job once', async () => {
     const entities = Array.from({ length: 12 }, () => randomUUID());
     const specs = entities.flatMap((entityId) => Array.from({ length: 40 }, (_, i) => ({ task: 'work', entityId, payload: { i } })));
-    await enqueueMany(db.pool, specs);
+    await enqueueMany(t.db.pool, specs);
     const running = new Set<string>();
     const runs = new Map<string, number>();
     let overlaps = 0;
@@ -68,9 +58,9 @@ describe('queue', () => {
 
   it('is fair: one busy entity does not starve the others', async () => {
     const busy = randomUUID();
-    await enqueueMany(db.pool, Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })));
+    await enqueueMany(t.db.pool, Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })));
     const quiet = Array.from({ length: 5 }, () => randomUUID());
-    await enqueueMany(db.pool, quiet.map((entityId) => ({ task: 'work', entityId })));
+    await enqueueMany(t.db.pool, quiet.map((entityId) => ({ task: 'work', entityId })));
     const order: string[] = [];
     await withWorkers(1, { work: async (job) => void order.push(job.entityId!) }, () => waitFor('the queue to drain', async () => (await pending()) === 0));
     // Each quiet entity's job runs within the first few claims, not after the busy backlog.
@@ -80,25 +70,25 @@ describe('queue', () => {
 
   it('retries a failing job with backoff, then shows it dead; an operator can retry it', async () => {
     const entity = randomUUID();
-    await enqueue(db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
+    await enqueue(t.db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
     let calls = 0;
     await withWorkers(1, { flaky: async () => { calls += 1; throw new Error(`attempt ${calls} broke`); } }, async () => {
       // Attempt 1 fails at once; the retry waits 2 s of backoff; attempt 2 makes it dead.
-      const dead = await waitFor('the job to die', async () => (await listDeadJobs(db.pool)).find((j) => j.entityId === entity), 20_000);
+      const dead = await waitFor('the job to die', async () => (await listDeadJobs(t.db.pool)).find((j) => j.entityId === entity), 20_000);
       expect(dead.lastError).toBe('attempt 2 broke');
       expect(dead.attempts).toBe(2);
-      const { rows } = await db.pool.query<{ gap: number }>(`select extract(epoch from dead_at - created_at)::float8 as gap from jobs where id = $1`, [dead.id]);
+      const { rows } = await t.db.pool.query<{ gap: number }>(`select extract(epoch from dead_at - created_at)::float8 as gap from jobs where id = $1`, [dead.id]);
       expect(rows[0]!.gap).toBeGreaterThanOrEqual(2);
-      expect(await retryDeadJob(db.pool, dead.id)).toBe(true);
+      expect(await retryDeadJob(t.db.pool, dead.id)).toBe(true);
       await waitFor('the retried job to run', async () => calls >= 3);
     });
   });
 
   it('runs a job again after its worker dies mid-job and its lease runs out', async () => {
     const entity = randomUUID();
-    await enqueue(db.pool, { task: 'hang', entityId: entity });
+    await enqueue(t.db.pool, { task: 'hang', entityId: entity });
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hanging-worker.ts'], {
-      env: { ...process.env, DATABASE_URL: db.url, LEASE: '2' },
+      env: { ...process.env, DATABASE_URL: t.db.url, LEASE: '2' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -118,7 +108,7 @@ describe('queue', () => {
     const ran: number[] = [];
     await withWorkers(1, { ping: async () => void ran.push(Date.now()) }, async () => {
       await new Promise((r) => setTimeout(r, 300));
-      await enqueue(db.pool, { task: 'ping' });
+      await enqueue(t.db.pool, { task: 'ping' });
       // The worker polls once a minute here, so only the notification can wake it in time.
       await waitFor('the job to run', async () => ran.length > 0, 20_000);
     }, { pollMs: 60_000 });
@@ -126,19 +116,19 @@ describe('queue', () => {
   });
 
   it('keeps named queues apart: a dedicated worker takes only its queues', async () => {
-    await enqueueMany(db.pool, [{ task: 'seen', queue: 'observe' }, { task: 'other', queue: 'default' }]);
+    await enqueueMany(t.db.pool, [{ task: 'seen', queue: 'observe' }, { task: 'other', queue: 'default' }]);
     const ran: string[] = [];
     const handlers = { seen: async () => void ran.push('seen'), other: async () => void ran.push('other') };
     await withWorkers(1, handlers, () => waitFor('the observe job', async () => ran.includes('seen')), { queues: ['observe'] });
     await new Promise((r) => setTimeout(r, 300));
     expect(ran).toEqual(['seen']);
-    const { rows } = await db.pool.query<{ task: string }>('select task from jobs');
+    const { rows } = await t.db.pool.query<{ task: string }>('select task from jobs');
     expect(rows.map((r) => r.task)).toEqual(['other']);
   });
 
   it('makes a keyed job unique while pending, inside the caller\'s transaction', async () => {
     const entity = randomUUID();
-    const client = await db.pool.connect();
+    const client = await t.db.pool.connect();
     try {
       await client.query('begin');
       await enqueue(client, { task: 'tick', entityId: entity, key: 'tick' });
@@ -149,8 +139,8 @@ describe('queue', () => {
       client.release();
     }
     expect(await pending()).toBe(0);
-    await enqueue(db.pool, { task: 'tick', entityId: entity, key: 'tick' });
-    await enqueue(db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
     expect(await pending()).toBe(1);
   });
 });

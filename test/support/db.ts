@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
 import { createPool, type Pool } from '../../src/db.ts';
 
 export interface TestDatabase {
@@ -9,13 +9,13 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, migrated control database cloned from the run's template. */
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** A fresh control database: cloned from the run's migrated template, or empty. */
+export async function createTestDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
   const adminUrl = inject('controlUrl');
   const name = `t_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
-  await admin.query(`create database ${name} template pgfleet_template`);
+  await admin.query(`create database ${name} ${opts.empty ? '' : 'template pgfleet_template'}`);
   await admin.end();
   const url = adminUrl.replace(/\/postgres$/, `/${name}`);
   const pool = createPool(url, 20);
@@ -30,6 +30,24 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       await c.end();
     },
   };
+}
+
+/**
+ * One database for a test file, emptied of `clean` tables before each test. Read `.db`
+ * inside tests: it is set once beforeAll has run.
+ */
+export function useTestDatabase(clean: string[] = []): { db: TestDatabase } {
+  const holder = {} as { db: TestDatabase };
+  beforeAll(async () => {
+    holder.db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await holder.db?.drop();
+  });
+  beforeEach(async () => {
+    for (const table of clean) await holder.db.pool.query(`delete from ${table}`);
+  });
+  return holder;
 }
 
 /** Poll until `check` returns a value, or fail with what was last seen. */
