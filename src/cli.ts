@@ -13,6 +13,8 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet servers create [--provider local]
   pgfleet servers show <id>     a server with its latest observation and transitions
   pgfleet servers delete <id>
+  pgfleet jobs dead             jobs whose attempts are spent, with their last error
+  pgfleet jobs retry <id>       give a dead job a fresh set of attempts
   pgfleet down                  stop every local Postgres under PGFLEET_HOME
 
 The server commands talk to the web process: PGFLEET_API_URL (default http://127.0.0.1:$PORT)
@@ -125,6 +127,25 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
   }
 }
 
+async function jobs(config: Config, args: string[], json: boolean): Promise<number> {
+  const [verb = 'dead', id] = args;
+  if (verb === 'dead') {
+    const rows = (await api(config, 'GET', '/jobs/dead')) as { id: string; task: string; entityId: string | null; attempts: number; deadAt: string; lastError: string | null }[];
+    const human = () =>
+      rows.length === 0
+        ? 'no dead jobs'
+        : table([['id', 'task', 'entity', 'attempts', 'dead since', 'last error'], ...rows.map((j) => [j.id, j.task, j.entityId ?? '-', String(j.attempts), j.deadAt, (j.lastError ?? '').split('\n')[0]!])]);
+    process.stdout.write(`${json ? JSON.stringify(rows, null, 2) : human()}\n`);
+    return 0;
+  }
+  if (verb === 'retry' && id) {
+    await api(config, 'POST', `/jobs/${encodeURIComponent(id)}/retry`);
+    process.stdout.write(`job ${id} will run again\n`);
+    return 0;
+  }
+  throw new CliError('usage: pgfleet jobs dead | pgfleet jobs retry <id>');
+}
+
 async function down(config: Config): Promise<number> {
   const stopped = await stopLocalClusters(config.home, localCluster(config));
   for (const dir of stopped) process.stdout.write(`stopped ${dir}\n`);
@@ -153,6 +174,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'servers':
         return await servers(config, rest, json);
+      case 'jobs':
+        return await jobs(config, rest, json);
       case 'down':
         return await down(config);
       case 'help':

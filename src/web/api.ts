@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
@@ -37,6 +38,17 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const server = await getServer(opts.pool, id);
       if (!server) throw new HttpError(404, `no server with id "${id}"`);
       return { ...server, transitions: await listTransitions(opts.pool, id) };
+    });
+
+    /** Jobs whose attempts are spent: what automation could not do, for an operator to look at. */
+    app.get('/jobs/dead', async () => listDeadJobs(opts.pool));
+
+    app.post('/jobs/:id/retry', async (req, reply) => {
+      const id = (req.params as { id: string }).id;
+      if (!/^\d{1,18}$/.test(id) || !(await retryDeadJob(opts.pool, id))) {
+        throw new HttpError(404, `no dead job with id "${id}": see GET /api/jobs/dead`);
+      }
+      return reply.status(202).send({ id, retried: true });
     });
 
     app.delete('/servers/:id', async (req, reply) => {

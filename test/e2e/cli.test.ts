@@ -104,6 +104,9 @@ describe('the pgfleet command', () => {
     const { rows } = await db.pool.query<{ host: string; port: number; pw: string }>('select host, port, superuser_password as pw from servers');
     const s = rows[0]!;
     expect(await psql(`postgres://postgres:${encodeURIComponent(s.pw)}@${s.host}:${s.port}/postgres`, 'select 1')).toBe('1');
+    expect(await cli(['jobs', 'dead'], apiEnv)).toBe('no dead jobs\n');
+    await db.pool.query(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now())`);
+    expect(await cli(['jobs', 'dead'], apiEnv)).toMatch(/restart .* 10 .* gave up/);
     for (const p of procs) expect(await stop(p)).toBe(0);
     await db.drop();
   });

@@ -39,6 +39,8 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
     ['an unknown id', () => system.api('GET', `/api/servers/${randomUUID()}`), 404, /no server with id/],
     ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /ids look like/],
     ['deleting an unknown id', () => system.api('DELETE', `/api/servers/${randomUUID()}`), 404, /no live server/],
+    ['retrying a job that is not dead', () => system.api('POST', '/api/jobs/999999/retry'), 404, /no dead job with id "999999"/],
+    ['retrying a job id that is not a number', () => system.api('POST', "/api/jobs/1;drop/retry"), 404, /no dead job/],
     ['an unknown route', () => system.api('GET', '/api/nothing'), 404, /no route GET \/api\/nothing/],
   ];
 
@@ -61,5 +63,28 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
     const shown = await system.api('GET', `/api/servers/${created.body.id}`);
     expect(shown.body).toMatchObject({ id: created.body.id, state: 'provisioning', transitions: [{ from: null, to: 'provisioning', event: 'create' }] });
     expect(JSON.stringify(shown.body)).not.toMatch(/password/i);
+  });
+});
+
+describe('dead jobs', () => {
+  it('are listed for an operator and can be retried through the API', async () => {
+    const db = await createTestDatabase();
+    const system = await startSystem(db.url, ['web']);
+    try {
+      await db.pool.query(
+        `insert into jobs (task, attempts, max_attempts, last_error, dead_at) values ('restart', 10, 10, 'pg_ctl: could not start server', now())`,
+      );
+      const dead = await system.api('GET', '/api/jobs/dead');
+      expect(dead.status).toBe(200);
+      expect(dead.body).toMatchObject([{ task: 'restart', attempts: 10, lastError: 'pg_ctl: could not start server' }]);
+      const retried = await system.api('POST', `/api/jobs/${dead.body[0].id}/retry`);
+      expect(retried.status).toBe(202);
+      expect((await system.api('GET', '/api/jobs/dead')).body).toEqual([]);
+      const { rows } = await db.pool.query('select attempts, dead_at from jobs');
+      expect(rows).toEqual([{ attempts: 0, dead_at: null }]);
+    } finally {
+      await system.stop();
+      await db.drop();
+    }
   });
 });
