@@ -1,6 +1,6 @@
 import type { Config } from './config.ts';
 import { Clock } from './clock.ts';
-import { startEmbeddedControl } from './control.ts';
+import { operatorToken, startEmbeddedControl } from './control.ts';
 import { createPool, type Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { migrate } from './migrate.ts';
@@ -11,7 +11,6 @@ import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
 import { serverTasks } from './tasks.ts';
 import { buildWeb } from './web/server.ts';
-import { operatorToken } from './control.ts';
 
 export type ProcessName = 'web' | 'worker' | 'clock';
 

@@ -1,13 +1,11 @@
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
-import type { Client } from './db.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobHandler } from './queue/worker.ts';
-import { enqueue } from './queue/jobs.ts';
+import type { Client, Pool } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
+import { enqueue, type Job } from './queue/jobs.ts';
+import type { JobHandler } from './queue/worker.ts';
 import { queueForTask, sendEvent } from './runner.ts';
 import { dbNow, latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
-import type { Pool } from './db.ts';
 
 export type Providers = Record<string, Provider>;
 
