@@ -79,6 +79,16 @@ export class PgCluster {
     }
   }
 
+  /** As root, the binaries must be executable by the user that runs Postgres (a checkout under /root is not). */
+  private async ensureRunnable(): Promise<void> {
+    if (!this.identity) return;
+    try {
+      await this.exec('test', ['-x', this.bin.postgres], '/');
+    } catch {
+      throw new Error(`the Postgres binaries in ${this.bin.dir} cannot be run by the user ${this.identity.user}: set PG_BIN to binaries that user can reach`);
+    }
+  }
+
   /**
    * initdb into a scratch directory, then rename it into place. A crash mid-initdb leaves
    * only scratch behind (which never held data), and an existing cluster is never touched:
@@ -91,6 +101,7 @@ export class PgCluster {
     }
     const parent = path.dirname(spec.dataDir);
     await this.ensureOwnedDir(parent);
+    await this.ensureRunnable();
     const scratch = `${spec.dataDir}.initdb`;
     const pwfile = `${spec.dataDir}.pw`;
     await fs.rm(scratch, { recursive: true, force: true });

