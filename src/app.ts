@@ -1,6 +1,6 @@
 import type { Config } from './config.ts';
 import { Clock } from './clock.ts';
-import { operatorToken, startEmbeddedControl } from './control.ts';
+import { encryptionKey, operatorToken, startEmbeddedControl } from './control.ts';
 import { createPool, type Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { migrate } from './migrate.ts';
@@ -9,6 +9,7 @@ import { PgCluster, pgIdentity } from './pg/cluster.ts';
 import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
+import { Sealer } from './sealer.ts';
 import { serverTasks } from './tasks.ts';
 import { buildWeb } from './web/server.ts';
 
@@ -20,6 +21,7 @@ export interface Running {
   /** Where the web process listens, when it runs. */
   url: string | undefined;
   operatorToken: string;
+  sealer: Sealer;
   providers: Record<string, Provider>;
   stop(): Promise<void>;
 }
@@ -39,6 +41,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   await migrate(pool);
   const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster) };
   const token = await operatorToken(config.home, config.operatorToken);
+  const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const stops: (() => Promise<void>)[] = [];
   let url: string | undefined;
 
@@ -47,7 +50,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       queues: config.queues,
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
-      handlers: serverTasks(providers),
+      handlers: serverTasks(providers, sealer),
       log: log.child({ process: 'worker' }),
     });
     await worker.start();
@@ -63,7 +66,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, operatorToken: token, providers: Object.keys(providers) });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers) });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
   }
@@ -73,6 +76,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     databaseUrl,
     url,
     operatorToken: token,
+    sealer,
     providers,
     async stop() {
       for (const stop of stops.reverse()) await stop();

@@ -18,6 +18,8 @@ export interface Config {
   jobLease: number;
   observationRetentionDays: number;
   pgBin: string | undefined;
+  /** 32 bytes that seal credentials at rest; unset means the one kept under `home`. */
+  encryptionKey: Buffer | undefined;
   /** The unprivileged user that runs Postgres when pgfleet runs as root. */
   pgUser: string | undefined;
   logLevel: string;
@@ -40,6 +42,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
 function nonEmpty(env: Env, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+}
+
+function encryptionKey(env: Env): Buffer | undefined {
+  const raw = nonEmpty(env, 'PGFLEET_ENCRYPTION_KEY');
+  if (raw === undefined) return undefined;
+  const key = Buffer.from(raw, 'base64');
+  if (key.length !== 32) throw new ConfigError('PGFLEET_ENCRYPTION_KEY must be 32 random bytes in base64, e.g. from `openssl rand -base64 32`');
+  return key;
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -71,6 +81,7 @@ export function loadConfig(env: Env = process.env): Config {
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     pgBin: nonEmpty(env, 'PG_BIN'),
+    encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     logLevel,
   };

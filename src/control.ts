@@ -46,11 +46,26 @@ export async function startEmbeddedControl(home: string, cluster: PgCluster): Pr
   return `postgres://postgres:${encodeURIComponent(state.password)}@127.0.0.1:${state.port}/pgfleet`;
 }
 
+/** A secret pgfleet made once and keeps in PGFLEET_HOME/secrets.json (mode 600). */
+async function keptSecret(home: string, name: string, bytes: number): Promise<string> {
+  const file = path.join(home, 'secrets.json');
+  const secrets = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
+  if (secrets[name]) return secrets[name];
+  secrets[name] = randomBytes(bytes).toString('base64url');
+  await fs.mkdir(home, { recursive: true });
+  await fs.writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  return secrets[name];
+}
+
 /** OPERATOR_TOKEN, or the one pgfleet made and keeps under PGFLEET_HOME. */
 export async function operatorToken(home: string, fromEnv: string | undefined): Promise<string> {
-  if (fromEnv) return fromEnv;
-  const secrets = await readOrCreate<{ operatorToken: string }>(path.join(home, 'secrets.json'), () => ({
-    operatorToken: randomBytes(24).toString('base64url'),
-  }));
-  return secrets.operatorToken;
+  return fromEnv ?? keptSecret(home, 'operatorToken', 24);
+}
+
+/**
+ * PGFLEET_ENCRYPTION_KEY, or the key pgfleet made and keeps under PGFLEET_HOME. Processes
+ * on several machines must share one key through the environment.
+ */
+export async function encryptionKey(home: string, fromEnv: Buffer | undefined): Promise<Buffer> {
+  return fromEnv ?? Buffer.from(await keptSecret(home, 'encryptionKey', 32), 'base64url');
 }

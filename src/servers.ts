@@ -3,6 +3,7 @@ import type { Pool, Queryable } from './db.ts';
 import { transaction } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
 import { createMachine, sendEvent } from './runner.ts';
+import type { Sealer } from './sealer.ts';
 
 export interface TransitionView {
   from: string | null;
@@ -28,11 +29,11 @@ const VIEW_SQL = `
   from servers s join machines m on m.entity_id = s.id`;
 
 /** Insert the row and its machine in one transaction: nothing exists without a machine. */
-export async function createServer(pool: Pool, provider: string): Promise<ServerView> {
+export async function createServer(pool: Pool, sealer: Sealer, provider: string): Promise<ServerView> {
   return transaction(pool, async (client) => {
     const { rows } = await client.query<{ id: string }>(
-      'insert into servers (provider, superuser_password) values ($1, $2) returning id',
-      [provider, randomBytes(32).toString('base64url')],
+      'insert into servers (provider, superuser_password_sealed) values ($1, $2) returning id',
+      [provider, sealer.seal(randomBytes(32).toString('base64url'))],
     );
     const id = rows[0]!.id;
     await createMachine(client, 'server', id);
@@ -69,13 +70,16 @@ export async function requestServerDeletion(pool: Pool, id: string): Promise<boo
   });
 }
 
-export async function loadServerRecord(db: Queryable, id: string): Promise<ServerRecord | undefined> {
-  const { rows } = await db.query<ServerRecord>(
-    `select id, provider, host, port, superuser_password as "superuserPassword", hstore_to_json(attrs) as attrs
+export async function loadServerRecord(db: Queryable, sealer: Sealer, id: string): Promise<ServerRecord | undefined> {
+  const { rows } = await db.query<ServerRecord & { sealed: string }>(
+    `select id, provider, host, port, superuser_password_sealed as sealed, hstore_to_json(attrs) as attrs
      from servers where id = $1`,
     [id],
   );
-  return rows[0];
+  const row = rows[0];
+  if (!row) return undefined;
+  const { sealed, ...server } = row;
+  return { ...server, superuserPassword: sealer.open(sealed) };
 }
 
 export async function placeServer(db: Queryable, id: string, host: string, port: number, attrs: Record<string, string>): Promise<void> {

@@ -5,6 +5,7 @@ import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobHandler } from './queue/worker.ts';
 import { queueForTask, sendEvent } from './runner.ts';
+import type { Sealer } from './sealer.ts';
 import { dbNow, latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
@@ -18,9 +19,9 @@ function report(job: Job, event: { type: string; error?: string }) {
   };
 }
 
-async function serverFor(pool: Pool, job: Job, providers: Providers): Promise<{ server: ServerRecord; provider: Provider }> {
+async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sealer): Promise<{ server: ServerRecord; provider: Provider }> {
   if (!job.entityId) throw new Error(`${job.task} needs an entity`);
-  const server = await loadServerRecord(pool, job.entityId);
+  const server = await loadServerRecord(pool, sealer, job.entityId);
   if (!server) throw new Error(`server ${job.entityId} does not exist`);
   const provider = providers[server.provider];
   if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
@@ -33,10 +34,10 @@ async function serverFor(pool: Pool, job: Job, providers: Providers): Promise<{ 
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-export function serverTasks(providers: Providers): Record<string, JobHandler> {
+export function serverTasks(providers: Providers, sealer: Sealer): Record<string, JobHandler> {
   return {
     async provision(job, { pool }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       const place = await provider.provision(server);
       return {
         commit: async (client) => {
@@ -46,12 +47,12 @@ export function serverTasks(providers: Providers): Record<string, JobHandler> {
       };
     },
     async initialize(job, { pool }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       await provider.initialize(server);
       return report(job, { type: 'initialized' });
     },
     async start(job, { pool, log }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
         await provider.start(server);
         return report(job, { type: 'started' });
@@ -61,7 +62,7 @@ export function serverTasks(providers: Providers): Record<string, JobHandler> {
       }
     },
     async restart(job, { pool, log }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
         // Re-check before acting: a server that answers again is not restarted.
         const probe = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword });
@@ -74,13 +75,13 @@ export function serverTasks(providers: Providers): Record<string, JobHandler> {
       }
     },
     async destroy(job, { pool }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       await provider.destroy(server);
       return report(job, { type: 'destroyed' });
     },
     /** Observers only record what they see; the tick that follows decides. */
     async observe(job, { pool }) {
-      const { server, provider } = await serverFor(pool, job, providers);
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
       const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword });

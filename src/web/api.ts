@@ -27,7 +27,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       }
       const unknown = Object.keys(body).filter((k) => k !== 'provider');
       if (unknown.length > 0) throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider"`);
-      const server = await createServer(opts.pool, provider);
+      const server = await createServer(opts.pool, opts.sealer, provider);
       return reply.status(201).header('location', `/api/servers/${server.id}`).send(server);
     });
 

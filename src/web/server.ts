@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
+import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
 
 export interface WebOptions {
@@ -9,6 +10,7 @@ export interface WebOptions {
   log: Logger;
   operatorToken: string;
   providers: string[];
+  sealer: Sealer;
 }
 
 /** An error whose message tells the caller what to fix, with the status to send. */

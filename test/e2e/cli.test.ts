@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clusterStatus } from '../../src/pg/cluster.ts';
 import { createTestDatabase, waitFor } from '../support/db.ts';
-import { psql } from '../support/system.ts';
+import { psql, TEST_KEY, TEST_SEALER } from '../support/system.ts';
 
 const exec = promisify(execFile);
 const BIN = path.resolve('bin/pgfleet.js');
@@ -88,7 +88,13 @@ describe('the pgfleet command', () => {
   it('runs the Procfile processes separately against one DATABASE_URL', async () => {
     const db = await createTestDatabase();
     const home = await newHome();
-    const env = { DATABASE_URL: db.url, PGFLEET_HOME: home, OPERATOR_TOKEN: 'procfile-test-token-0123456789', PGFLEET_OBSERVE_INTERVAL: '1' };
+    const env = {
+      DATABASE_URL: db.url,
+      PGFLEET_HOME: home,
+      OPERATOR_TOKEN: 'procfile-test-token-0123456789',
+      PGFLEET_ENCRYPTION_KEY: TEST_KEY,
+      PGFLEET_OBSERVE_INTERVAL: '1',
+    };
     const procfile = await fs.readFile('Procfile', 'utf8');
     const commands = Object.fromEntries(procfile.trim().split('\n').map((l) => l.split(/:\s+/)));
     expect(Object.keys(commands)).toEqual(['web', 'worker', 'clock']);
@@ -101,9 +107,10 @@ describe('the pgfleet command', () => {
     const apiEnv = { ...env, PGFLEET_API_URL: url };
     const created = JSON.parse(await cli(['servers', 'create', '--json'], apiEnv)) as { id: string };
     await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
-    const { rows } = await db.pool.query<{ host: string; port: number; pw: string }>('select host, port, superuser_password as pw from servers');
+    const { rows } = await db.pool.query<{ host: string; port: number; sealed: string }>('select host, port, superuser_password_sealed as sealed from servers');
     const s = rows[0]!;
-    expect(await psql(`postgres://postgres:${encodeURIComponent(s.pw)}@${s.host}:${s.port}/postgres`, 'select 1')).toBe('1');
+    const pw = TEST_SEALER.open(s.sealed);
+    expect(await psql(`postgres://postgres:${encodeURIComponent(pw)}@${s.host}:${s.port}/postgres`, 'select 1')).toBe('1');
     expect(await cli(['jobs', 'dead'], apiEnv)).toBe('no dead jobs\n');
     await db.pool.query(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now())`);
     expect(await cli(['jobs', 'dead'], apiEnv)).toMatch(/restart .* 10 .* gave up/);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { claimPeriod, enqueueMissing, pruneObservations } from '../../src/clock.ts';
 import { createServer } from '../../src/servers.ts';
 import { useTestDatabase } from '../support/db.ts';
+import { TEST_SEALER } from '../support/system.ts';
 
 const t = useTestDatabase(['jobs', 'clock_runs']);
 
@@ -13,8 +14,8 @@ async function jobsOf(id: string): Promise<string[]> {
 
 describe('clock', () => {
   it('puts back the observation and tick of every live entity, and nothing twice when two clocks run', async () => {
-    const a = await createServer(t.db.pool, 'local');
-    const b = await createServer(t.db.pool, 'local');
+    const a = await createServer(t.db.pool, TEST_SEALER, 'local');
+    const b = await createServer(t.db.pool, TEST_SEALER, 'local');
     await t.db.pool.query('delete from jobs');
     await t.db.pool.query(`update machines set finished_at = now() where entity_id = $1`, [b.id]);
     const results = await Promise.all([enqueueMissing(t.db.pool), enqueueMissing(t.db.pool), enqueueMissing(t.db.pool)]);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer } from '../../src/servers.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { psql, startSystem, type System } from '../support/system.ts';
+import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
 
 interface ServerBody {
   id: string;
@@ -17,12 +17,12 @@ interface ServerBody {
 }
 
 async function serverUrl(db: TestDatabase, id: string): Promise<string> {
-  const { rows } = await db.pool.query<{ host: string; port: number; pw: string }>(
-    'select host, port, superuser_password as pw from servers where id = $1',
+  const { rows } = await db.pool.query<{ host: string; port: number; sealed: string }>(
+    'select host, port, superuser_password_sealed as sealed from servers where id = $1',
     [id],
   );
   const s = rows[0]!;
-  return `postgres://postgres:${encodeURIComponent(s.pw)}@${s.host}:${s.port}/postgres`;
+  return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(s.sealed))}@${s.host}:${s.port}/postgres`;
 }
 
 describe('the observe → decide → act loop on real local Postgres', () => {
@@ -62,6 +62,9 @@ describe('the observe → decide → act loop on real local Postgres', () => {
 
     const url = await serverUrl(db, id);
     expect(await psql(url, 'select 40 + 2')).toBe('42');
+    // The control database holds the password sealed, not in plain text.
+    const { rows: raw } = await db.pool.query('select s::text as row from servers s where id = $1', [id]);
+    expect(raw[0].row).not.toContain(new URL(url).password);
     await psql(url, 'create table kept (n int); insert into kept values (1), (2), (3)');
 
     // The observers record, the machine decides: kill the postmaster and let it heal.
@@ -118,7 +121,7 @@ describe('jobs that fall out', () => {
   it('are put back by the clock: a server whose jobs were all deleted by hand still becomes available', async () => {
     const db = await createTestDatabase();
     // Create the server with no worker running, then delete every job it has.
-    const server = await createServer(db.pool, 'local');
+    const server = await createServer(db.pool, TEST_SEALER, 'local');
     const { rowCount } = await db.pool.query('delete from jobs where entity_id = $1', [server.id]);
     expect(rowCount).toBe(1);
     const system = await startSystem(db.url, ['worker', 'clock']);

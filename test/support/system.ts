@@ -7,8 +7,12 @@ import { localCluster, runProcesses, type ProcessName, type Running } from '../.
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { stopLocalClusters } from '../../src/providers/local.ts';
+import { Sealer } from '../../src/sealer.ts';
 
 export const TOKEN = 'test-operator-token-0123456789';
+/** The key every test system seals credentials with, so tests can open them. */
+export const TEST_KEY = Buffer.alloc(32, 7).toString('base64');
+export const TEST_SEALER = new Sealer(Buffer.from(TEST_KEY, 'base64'));
 
 export interface System {
   config: Config;
@@ -26,6 +30,7 @@ export async function startSystem(databaseUrl: string, processes: ProcessName[] 
     PGFLEET_HOME: home,
     PORT: '0',
     OPERATOR_TOKEN: TOKEN,
+    PGFLEET_ENCRYPTION_KEY: TEST_KEY,
     PGFLEET_OBSERVE_INTERVAL: '1',
     PGFLEET_JOB_LEASE: '10',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
