@@ -70,10 +70,11 @@ export class Worker {
     if (this.stopped) return;
     this.stopped = true;
     this.wake();
+    await this.loop;
+    // Heartbeats go on until the last job ends, so a slow job keeps its lease while we stop.
+    if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    await this.loop;
-    if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     await this.flush();
     if (this.listener) {
       await this.listener.query('unlisten *').catch(() => undefined);

@@ -104,6 +104,23 @@ describe('queue', () => {
     expect(ranAgain[0]).toMatch(/:2$/);
   });
 
+  it('keeps the lease of a job that is still running while its worker stops', async () => {
+    await enqueue(t.db.pool, { task: 'slow' });
+    const runs: string[] = [];
+    const slow: JobHandler = async (job) => {
+      runs.push(job.id);
+      await new Promise((r) => setTimeout(r, 2500));
+    };
+    const stopping = new Worker(t.db.pool, { queues: undefined, concurrency: 1, leaseSeconds: 1, handlers: { slow }, log, pollMs: 100 });
+    await stopping.start();
+    await waitFor('the job to start', async () => runs.length === 1);
+    const stopped = stopping.stop();
+    // Another worker sweeps expired leases meanwhile; the job must not be taken from the first.
+    await withWorkers(1, { slow }, () => stopped, { leaseSeconds: 1 });
+    expect(runs).toHaveLength(1);
+    expect(await pending()).toBe(0);
+  });
+
   it('wakes an idle worker with NOTIFY instead of waiting for its poll', async () => {
     const ran: number[] = [];
     await withWorkers(1, { ping: async () => void ran.push(Date.now()) }, async () => {
