@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
@@ -32,6 +33,8 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     });
 
     app.get('/servers', async () => listServers(opts.pool));
+
+    app.get('/plans', async () => PLANS);
 
     app.get('/servers/:id', async (req) => {
       const id = serverId(req.params);
