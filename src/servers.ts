@@ -41,10 +41,8 @@ export async function createServer(pool: Pool, sealer: Sealer, provider: string)
   });
 }
 
-export async function listServers(db: Queryable, includeDeleted = false): Promise<ServerView[]> {
-  const { rows } = await db.query<ServerView>(
-    `${VIEW_SQL} ${includeDeleted ? '' : 'where m.finished_at is null'} order by s.created_at`,
-  );
+export async function listServers(db: Queryable): Promise<ServerView[]> {
+  const { rows } = await db.query<ServerView>(`${VIEW_SQL} where m.finished_at is null order by s.created_at`);
   return rows;
 }
 

@@ -51,10 +51,6 @@ export class PgCluster {
     private readonly identity: PgIdentity | undefined,
   ) {}
 
-  get user(): string | undefined {
-    return this.identity?.user;
-  }
-
   private async exec(file: string, args: string[], cwd: string): Promise<string> {
     const { stdout } = await run(file, args, {
       cwd,

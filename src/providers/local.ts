@@ -1,6 +1,7 @@
 import { readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
 import type { Placement, Provider, ServerRecord } from './provider.ts';
@@ -12,6 +13,10 @@ async function directoryBytes(dir: string): Promise<number> {
     entries.filter((e) => e.isFile()).map((e) => fs.stat(path.join(e.parentPath, e.name)).then((s) => s.size, () => 0)),
   );
   return sizes.reduce((a, b) => a + b, 0);
+}
+
+function serverDataDir(home: string, id: string): string {
+  return path.join(home, 'servers', id, 'data');
 }
 
 /**
@@ -27,7 +32,7 @@ export class LocalProvider implements Provider {
   ) {}
 
   dataDir(server: Pick<ServerRecord, 'id'>): string {
-    return path.join(this.home, 'servers', server.id, 'data');
+    return serverDataDir(this.home, server.id);
   }
 
   private placed(server: ServerRecord): { dataDir: string; port: number } {
@@ -81,15 +86,14 @@ export class LocalProvider implements Provider {
 
 /** Stop every cluster under PGFLEET_HOME: the servers and the embedded control database. */
 export async function stopLocalClusters(home: string, cluster: PgCluster): Promise<string[]> {
-  const serversDir = path.join(home, 'servers');
   let ids: string[];
   try {
-    ids = readdirSync(serversDir);
+    ids = readdirSync(path.join(home, 'servers'));
   } catch {
     ids = [];
   }
   const stopped: string[] = [];
-  for (const dir of [...ids.map((id) => path.join(serversDir, id, 'data')), path.join(home, 'control', 'data')]) {
+  for (const dir of [...ids.map((id) => serverDataDir(home, id)), controlDataDir(home)]) {
     if (!(await cluster.status(dir)).running) continue;
     await cluster.stop(dir);
     stopped.push(dir);
