@@ -16,6 +16,11 @@ export function createPool(connectionString: string, max = 10): Pool {
   return pool;
 }
 
+/** A fixed-width UTC ISO time in SQL, so that times compare as strings (machines compare them). */
+export function isoTime(expr: string): string {
+  return `to_char(${expr} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
 export async function transaction<T>(pool: Pool, fn: (client: Client) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {

@@ -1,6 +1,6 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
 import { SERVER_MACHINE_VERSION, serverMachine, type JobEmitted } from '../machines/server.ts';
-import type { Queryable } from './db.ts';
+import { isoTime, type Queryable } from './db.ts';
 import { enqueueMany, type JobSpec } from './queue/jobs.ts';
 
 /** Every kind of entity with a machine; the row in `machines` names one of these. */
@@ -84,15 +84,18 @@ export interface Step {
  * Send one event to an entity's machine: load the snapshot (locking the row), compute the
  * transition without running anything, then store the snapshot, the transition record and
  * the emitted jobs. Call it inside a transaction: a decision and its consequences commit
- * together or not at all.
+ * together or not at all. An event without its own `at` is stamped with the database's
+ * clock, the one every machine compares times by.
  */
-export async function sendEvent(db: Queryable, entityId: string, event: MachineEvent, jobId?: string): Promise<Step | undefined> {
-  const { rows } = await db.query<{ machine: MachineName; snapshot: { value: StateValue; context: unknown } }>(
-    'select machine, snapshot from machines where entity_id = $1 and finished_at is null for update',
+export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
+  const { rows } = await db.query<{ machine: MachineName; snapshot: { value: StateValue; context: unknown }; now: string }>(
+    `select machine, snapshot, ${isoTime('clock_timestamp()')} as now
+     from machines where entity_id = $1 and finished_at is null for update`,
     [entityId],
   );
   const row = rows[0];
   if (!row) return undefined;
+  const event: MachineEvent = { at: row.now, ...unstamped };
   const { logic, version } = MACHINES[row.machine];
   const current = logic.resolveState(row.snapshot as Parameters<typeof logic.resolveState>[0]);
   const [next, actions] = transition(logic, current, event as Parameters<typeof transition<typeof logic>>[2]);

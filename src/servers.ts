@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Pool, Queryable } from './db.ts';
-import { transaction } from './db.ts';
+import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
 import { createMachine, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
@@ -63,8 +62,7 @@ export async function listTransitions(db: Queryable, entityId: string, limit = 1
 /** Ask the server's machine to delete it; false when there is no such live server. */
 export async function requestServerDeletion(pool: Pool, id: string): Promise<boolean> {
   return transaction(pool, async (client) => {
-    const at = await dbNow(client);
-    return (await sendEvent(client, id, { type: 'delete', at })) !== undefined;
+    return (await sendEvent(client, id, { type: 'delete' })) !== undefined;
   });
 }
 
@@ -113,16 +111,6 @@ export async function recordObservation(db: Queryable, id: string, sources: Reco
   return rows[0]!.at;
 }
 
-/** A fixed-width UTC ISO time, so that times compare as strings (machines compare them). */
-function iso(expr: string): string {
-  return `to_char(${expr} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-}
-
-/** The database's clock as an ISO string: every machine event is stamped with it. */
-export async function dbNow(db: Queryable): Promise<string> {
-  const { rows } = await db.query<{ now: string }>(`select ${iso('clock_timestamp()')} as now`);
-  return rows[0]!.now;
-}
 
 export async function latestObservation(db: Queryable, id: string): Promise<{ at: string; obs: Record<string, string> } | undefined> {
   const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(

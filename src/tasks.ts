@@ -6,17 +6,13 @@ import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobHandler } from './queue/worker.ts';
 import { queueForTask, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { dbNow, latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
+import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
 
-/** Send the machine an event stamped with the database's clock, inside the job's commit. */
+/** Tell the machine what the job did, inside the job's commit. */
 function report(job: Job, event: { type: string; error?: string }) {
-  return {
-    commit: async (client: Client) => {
-      await sendEvent(client, job.entityId!, { ...event, at: await dbNow(client) }, job.id);
-    },
-  };
+  return { commit: async (client: Client) => void (await sendEvent(client, job.entityId!, event, job.id)) };
 }
 
 async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sealer): Promise<{ server: ServerRecord; provider: Provider }> {
@@ -42,7 +38,7 @@ export function serverTasks(providers: Providers, sealer: Sealer): Record<string
       return {
         commit: async (client) => {
           await placeServer(client, server.id, place.host, place.port, place.attrs);
-          await sendEvent(client, server.id, { type: 'provisioned', at: await dbNow(client) }, job.id);
+          await sendEvent(client, server.id, { type: 'provisioned' }, job.id);
         },
       };
     },
