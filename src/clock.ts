@@ -1,7 +1,7 @@
 import { schedule, type ScheduledTask } from 'node-cron';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import { releaseExpiredLeases } from './queue/jobs.ts';
+import { enqueueForLiveEntities } from './queue/jobs.ts';
 import { queueForTask } from './runner.ts';
 
 export interface ClockOptions {
@@ -29,16 +29,8 @@ export async function claimPeriod(db: Queryable, name: string, seconds: number):
  * back the observation and the tick of every live entity that has none pending. The unique
  * pending key makes this idempotent: two clocks add nothing twice.
  */
-export async function enqueueMissing(db: Queryable): Promise<number> {
-  const { rowCount } = await db.query(
-    `insert into jobs (queue, entity_id, task, key)
-     select t.queue, m.entity_id, t.task, t.task
-     from machines m cross join (values ($1, 'observe'), ($2, 'tick')) as t(queue, task)
-     where m.finished_at is null
-     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
-    [queueForTask('observe'), queueForTask('tick')],
-  );
-  return rowCount ?? 0;
+export function enqueueMissing(db: Queryable): Promise<number> {
+  return enqueueForLiveEntities(db, ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })));
 }
 
 /**
@@ -79,10 +71,6 @@ export class Clock {
       if (await claimPeriod(this.pool, 'enqueue-missing', this.opts.observeInterval)) {
         const n = await enqueueMissing(this.pool);
         if (n > 0) this.opts.log.debug({ enqueued: n }, 'enqueued observations and ticks');
-      }
-      if (await claimPeriod(this.pool, 'release-leases', 5)) {
-        const n = await releaseExpiredLeases(this.pool);
-        if (n > 0) this.opts.log.warn({ released: n }, 'released jobs whose worker stopped');
       }
       if (await claimPeriod(this.pool, 'vacuum-jobs', VACUUM_JOBS_EVERY_SECONDS)) {
         await vacuumJobs(this.pool);

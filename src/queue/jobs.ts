@@ -57,6 +57,22 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
 }
 
 /**
+ * One keyed job per task for every entity whose machine is live, unless one is pending:
+ * how the clock puts back jobs that fell out. Running it twice at once adds nothing twice.
+ */
+export async function enqueueForLiveEntities(db: Queryable, tasks: { task: string; queue: string }[]): Promise<number> {
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, entity_id, task, key)
+     select t.queue, m.entity_id, t.task, t.task
+     from machines m cross join unnest($1::text[], $2::text[]) as t(task, queue)
+     where m.finished_at is null
+     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
+    [tasks.map((t) => t.task), tasks.map((t) => t.queue)],
+  );
+  return rowCount ?? 0;
+}
+
+/**
  * Claim up to `limit` due jobs in one statement. A job of an entity is claimable only when
  * it is the head of that entity's queue (no earlier pending job) and no job of the entity
  * is running, so a batch never holds two jobs of one entity and a busy entity offers one
