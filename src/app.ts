@@ -1,6 +1,6 @@
-import type { Config } from './config.ts';
+import { configVarPrefix, type Config } from './config.ts';
 import { Clock } from './clock.ts';
-import { encryptionKey, operatorToken, startEmbeddedControl } from './control.ts';
+import { addonSecrets, encryptionKey, operatorToken, startEmbeddedControl } from './control.ts';
 import { createPool, type Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { migrate } from './migrate.ts';
@@ -10,7 +10,7 @@ import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
-import { serverTasks } from './tasks.ts';
+import { allTasks } from './tasks.ts';
 import { buildWeb } from './web/server.ts';
 
 export type ProcessName = 'web' | 'worker' | 'clock';
@@ -26,8 +26,8 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-export function localCluster(config: Config): PgCluster {
-  return new PgCluster(findPgBinaries(config.pgBin), pgIdentity(config.pgUser));
+export function localCluster(config: Config, binaries = findPgBinaries(config.pgBin)): PgCluster {
+  return new PgCluster(binaries, pgIdentity(config.pgUser));
 }
 
 /**
@@ -35,13 +35,15 @@ export function localCluster(config: Config): PgCluster {
  * the Procfile runs each alone against one DATABASE_URL.
  */
 export async function runProcesses(config: Config, log: Logger, processes: ProcessName[]): Promise<Running> {
-  const cluster = localCluster(config);
+  const binaries = findPgBinaries(config.pgBin);
+  const cluster = localCluster(config, binaries);
   const databaseUrl = config.databaseUrl ?? (await startEmbeddedControl(config.home, cluster));
   const pool = createPool(databaseUrl, config.concurrency + 5);
   await migrate(pool);
   const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster) };
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
+  const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
   const stops: (() => Promise<void>)[] = [];
   let url: string | undefined;
 
@@ -50,7 +52,13 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       queues: config.queues,
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
-      handlers: serverTasks(providers, sealer),
+      handlers: allTasks(providers, {
+        sealer,
+        provider: 'local',
+        addon,
+        configPrefix: configVarPrefix(addon.id),
+        binaries,
+      }),
       log: log.child({ process: 'worker' }),
     });
     await worker.start();
@@ -66,7 +74,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers) });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
   }

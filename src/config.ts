@@ -23,6 +23,34 @@ export interface Config {
   /** The unprivileged user that runs Postgres when pgfleet runs as root. */
   pgUser: string | undefined;
   logLevel: string;
+  addon: AddonConfig;
+}
+
+/** The Heroku add-on partner API: who may call it and where the platform answers. */
+export interface AddonConfig {
+  /** The add-on id (slug): the Basic-auth user, and the config var prefix. */
+  id: string;
+  /** Unset means the one pgfleet made and keeps under `home`. */
+  password: string | undefined;
+  ssoSalt: string | undefined;
+  /** The manifest's OAuth client secret, to exchange a provision's grant for tokens. */
+  clientSecret: string | undefined;
+  /** The platform API that callback URLs must point into. */
+  platformApiUrl: string;
+  /** Where OAuth grants are exchanged. */
+  platformIdUrl: string;
+  /** How this deployment is reached from outside, for the manifest. */
+  publicUrl: string | undefined;
+  /** Seconds a provision or plan change may wait to answer with the config before it answers 202. */
+  answerWithin: number;
+}
+
+/** The add-on config with its secrets settled (from the environment or kept under `home`). */
+export type Addon = AddonConfig & { password: string; ssoSalt: string };
+
+/** `PGFLEET_URL` for the add-on id `pgfleet`: upper case, `-` becomes `_`. */
+export function configVarPrefix(addonId: string): string {
+  return addonId.toUpperCase().replace(/-/g, '_');
 }
 
 export class ConfigError extends Error {}
@@ -50,6 +78,40 @@ function encryptionKey(env: Env): Buffer | undefined {
   const key = Buffer.from(raw, 'base64');
   if (key.length !== 32) throw new ConfigError('PGFLEET_ENCRYPTION_KEY must be 32 random bytes in base64, e.g. from `openssl rand -base64 32`');
   return key;
+}
+
+function secret(env: Env, name: string): string | undefined {
+  const value = nonEmpty(env, name);
+  if (value !== undefined && value.length < 16) throw new ConfigError(`${name} must be at least 16 characters long`);
+  return value;
+}
+
+function httpUrl(env: Env, name: string, fallback: string | undefined): string | undefined {
+  const raw = nonEmpty(env, name) ?? fallback;
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be an http(s) URL such as https://api.heroku.com, not ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${name} must be an http(s) URL, not ${JSON.stringify(raw)}`);
+  return raw.replace(/\/+$/, '');
+}
+
+function addonConfig(env: Env): AddonConfig {
+  const id = nonEmpty(env, 'ADDON_ID') ?? 'pgfleet';
+  if (!/^[a-z][a-z0-9-]{1,49}$/.test(id)) throw new ConfigError('ADDON_ID must be lower-case letters, digits and "-", starting with a letter, such as "pgfleet"');
+  return {
+    id,
+    password: secret(env, 'ADDON_PASSWORD'),
+    ssoSalt: secret(env, 'ADDON_SSO_SALT'),
+    clientSecret: nonEmpty(env, 'ADDON_CLIENT_SECRET'),
+    platformApiUrl: httpUrl(env, 'HEROKU_API_URL', 'https://api.heroku.com')!,
+    platformIdUrl: httpUrl(env, 'HEROKU_ID_URL', 'https://id.heroku.com')!,
+    publicUrl: httpUrl(env, 'PGFLEET_PUBLIC_URL', undefined),
+    answerWithin: integer(env, 'PGFLEET_ANSWER_WITHIN', 10, 0, 25),
+  };
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -84,5 +146,6 @@ export function loadConfig(env: Env = process.env): Config {
     encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     logLevel,
+    addon: addonConfig(env),
   };
 }

@@ -69,3 +69,11 @@ export async function operatorToken(home: string, fromEnv: string | undefined): 
 export async function encryptionKey(home: string, fromEnv: Buffer | undefined): Promise<Buffer> {
   return fromEnv ?? Buffer.from(await keptSecret(home, 'encryptionKey', 32), 'base64url');
 }
+
+/** ADDON_PASSWORD and ADDON_SSO_SALT, or the ones pgfleet made and keeps under PGFLEET_HOME. */
+export async function addonSecrets(home: string, fromEnv: { password: string | undefined; ssoSalt: string | undefined }): Promise<{ password: string; ssoSalt: string }> {
+  return {
+    password: fromEnv.password ?? (await keptSecret(home, 'addonPassword', 24)),
+    ssoSalt: fromEnv.ssoSalt ?? (await keptSecret(home, 'addonSsoSalt', 24)),
+  };
+}

@@ -1,7 +1,8 @@
 /**
  * The plans a platform can provision, as data. `shared` plans put a database and an owner
  * role on a server shared with other tenants, within the plan's connection limit and
- * statement timeout; `dedicated` plans get a server of their own.
+ * statement timeout; `dedicated` plans get a server of their own. Changing between plans of
+ * one kind changes only those limits; changing kind moves the data to another server.
  */
 export interface Plan {
   name: string;
@@ -22,11 +23,40 @@ export const PLANS: readonly Plan[] = [
     statementTimeoutMs: 30_000,
   },
   {
+    name: 'shared-plus',
+    kind: 'shared',
+    description: 'The shared plan with more connections and longer statements.',
+    connectionLimit: 60,
+    statementTimeoutMs: 120_000,
+  },
+  {
     name: 'dedicated',
     kind: 'dedicated',
     description: 'A Postgres server of its own; ready in seconds.',
-    connectionLimit: 500,
+    // Postgres' default max_connections is 100; leave room for the platform's own sessions.
+    connectionLimit: 90,
     statementTimeoutMs: 0,
   },
 ];
 
+/** Tenants a shared server takes before placement opens another. */
+export const SHARED_SERVER_TENANTS = 50;
+
+export function findPlan(name: unknown): Plan | undefined {
+  return PLANS.find((p) => p.name === name);
+}
+
+/** Heroku's short region names and the AWS regions they stand for. */
+const SHORT_REGIONS: Record<string, string> = { us: 'us-east-1', eu: 'eu-west-1' };
+const AWS_REGION = /^amazon-web-services::([a-z]{2}(?:-gov)?-[a-z]+-\d)$/;
+
+/**
+ * The AWS region a Heroku region name stands for: `us`, `eu`, or the long form
+ * `amazon-web-services::eu-central-1`. Undefined for anything else.
+ */
+export function awsRegion(name: unknown): string | undefined {
+  if (typeof name !== 'string') return undefined;
+  return SHORT_REGIONS[name] ?? AWS_REGION.exec(name)?.[1];
+}
+
+export const REGION_HELP = 'use "us", "eu" or "amazon-web-services::<aws region>" such as "amazon-web-services::us-east-1"';

@@ -1,12 +1,30 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
-import { SERVER_MACHINE_VERSION, serverMachine, type JobEmitted } from '../machines/server.ts';
+import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../machines/resource.ts';
+import { SERVER_MACHINE_VERSION, serverMachine } from '../machines/server.ts';
 import { isoTime, type Queryable } from './db.ts';
 import { enqueueMany, type JobSpec } from './queue/jobs.ts';
 
-/** Every kind of entity with a machine; the row in `machines` names one of these. */
+/** A job a machine asks for; the runner enqueues it with the transition. */
+export interface JobEmitted {
+  type: 'job';
+  task: string;
+  delaySeconds?: number;
+}
+
+/**
+ * Every kind of entity with a machine; the row in `machines` names one of these. An
+ * entity's `dependents` are the entities whose machines watch it: when its state changes
+ * they are observed at once, instead of at their next periodic observation.
+ */
 export const MACHINES = {
-  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION },
-} satisfies Record<string, { logic: AnyStateMachine; version: number }>;
+  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, dependents: resourcesServedBy },
+  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, dependents: undefined },
+} satisfies Record<string, { logic: AnyStateMachine; version: number; dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined }>;
+
+async function resourcesServedBy(db: Queryable, serverId: string): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [serverId]);
+  return rows.map((r) => r.id);
+}
 
 export type MachineName = keyof typeof MACHINES;
 
@@ -96,9 +114,11 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   const row = rows[0];
   if (!row) return undefined;
   const event: MachineEvent = { at: row.now, ...unstamped };
-  const { logic, version } = MACHINES[row.machine];
+  const { version } = MACHINES[row.machine];
+  // Each machine accepts its own snapshots and events; the row says which machine it is.
+  const logic: AnyStateMachine = MACHINES[row.machine].logic;
   const current = logic.resolveState(row.snapshot as Parameters<typeof logic.resolveState>[0]);
-  const [next, actions] = transition(logic, current, event as Parameters<typeof transition<typeof logic>>[2]);
+  const [next, actions] = transition(logic, current, event);
   const from = statePath(current.value);
   const to = statePath(next.value);
   const jobs = emittedJobs(actions as ExecutableAction[]);
@@ -119,7 +139,12 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
       [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],
     );
   }
-  await enqueueMany(db, jobSpecs(entityId, jobs));
+  const specs = jobSpecs(entityId, jobs);
+  const dependents = MACHINES[row.machine].dependents;
+  if (dependents && topState(current.value) !== topState(next.value)) {
+    for (const id of await dependents(db, entityId)) specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe') });
+  }
+  await enqueueMany(db, specs);
   return { from, to, jobs };
 }
 

@@ -27,15 +27,27 @@ const VIEW_SQL = `
     s.last_observed_at as "observedAt", hstore_to_json(s.last_observation) as observation
   from servers s join machines m on m.entity_id = s.id`;
 
-/** Insert the row and its machine in one transaction: nothing exists without a machine. */
+export interface ServerPlacement {
+  /** `shared` servers hold tenants of shared plans; a `dedicated` one serves one resource. */
+  tenancy: 'shared' | 'dedicated';
+  /** The AWS region name the server lives in. */
+  region: string;
+}
+
+/** Insert the row and its machine in the caller's transaction: nothing exists without a machine. */
+export async function insertServer(db: Queryable, sealer: Sealer, provider: string, placement: ServerPlacement): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    'insert into servers (provider, superuser_password_sealed, tenancy, region) values ($1, $2, $3, $4) returning id',
+    [provider, sealer.seal(randomBytes(32).toString('base64url')), placement.tenancy, placement.region],
+  );
+  const id = rows[0]!.id;
+  await createMachine(db, 'server', id);
+  return id;
+}
+
 export async function createServer(pool: Pool, sealer: Sealer, provider: string): Promise<ServerView> {
   return transaction(pool, async (client) => {
-    const { rows } = await client.query<{ id: string }>(
-      'insert into servers (provider, superuser_password_sealed) values ($1, $2) returning id',
-      [provider, sealer.seal(randomBytes(32).toString('base64url'))],
-    );
-    const id = rows[0]!.id;
-    await createMachine(client, 'server', id);
+    const id = await insertServer(client, sealer, provider, { tenancy: 'dedicated', region: 'us-east-1' });
     return (await getServer(client, id))!;
   });
 }
@@ -92,7 +104,10 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
  * entity's latest observation. Returns the observation's time (the database's clock, the
  * one every machine event is stamped with).
  */
-export async function recordObservation(db: Queryable, id: string, sources: Record<string, Record<string, string>>): Promise<string> {
+/** The tables whose rows carry their entity's latest observation. */
+export type ObservedTable = 'servers' | 'resources';
+
+export async function recordObservation(db: Queryable, id: string, sources: Record<string, Record<string, string>>, table: ObservedTable): Promise<string> {
   const { rows } = await db.query<{ at: string }>(
     `with src as (
        select key as source, value as attrs from jsonb_each($2::jsonb)
@@ -102,7 +117,7 @@ export async function recordObservation(db: Queryable, id: string, sources: Reco
          coalesce((select hstore(array_agg(key), array_agg(value)) from jsonb_each_text(attrs)), '') from src
        returning observed_at
      )
-     update servers set last_observed_at = (select max(observed_at) from ins),
+     update ${table} set last_observed_at = (select max(observed_at) from ins),
        last_observation = coalesce((select hstore(array_agg(key), array_agg(value)) from src, jsonb_each_text(src.attrs)), '')
      where id = $1
      returning ${iso('last_observed_at')} as at`,
@@ -111,10 +126,9 @@ export async function recordObservation(db: Queryable, id: string, sources: Reco
   return rows[0]!.at;
 }
 
-
-export async function latestObservation(db: Queryable, id: string): Promise<{ at: string; obs: Record<string, string> } | undefined> {
+export async function latestObservation(db: Queryable, id: string, table: ObservedTable): Promise<{ at: string; obs: Record<string, string> } | undefined> {
   const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(
-    `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from servers where id = $1`,
+    `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from ${table} where id = $1`,
     [id],
   );
   const row = rows[0];

@@ -1,12 +1,13 @@
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
-import type { Client, Pool } from './db.ts';
+import type { Client, Pool, Queryable } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
-import type { JobHandler } from './queue/worker.ts';
-import { queueForTask, sendEvent } from './runner.ts';
+import type { JobContext, JobHandler } from './queue/worker.ts';
+import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
+import { queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
+import { latestObservation, loadServerRecord, placeServer, recordObservation, type ObservedTable } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
 
@@ -30,7 +31,7 @@ async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sea
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-export function serverTasks(providers: Providers, sealer: Sealer): Record<string, JobHandler> {
+function serverTasks(providers: Providers, sealer: Sealer) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -75,25 +76,52 @@ export function serverTasks(providers: Providers, sealer: Sealer): Record<string
       await provider.destroy(server);
       return report(job, { type: 'destroyed' });
     },
-    /** Observers only record what they see; the tick that follows decides. */
-    async observe(job, { pool }) {
+    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword });
       }
+      return sources;
+    },
+  } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
+}
+
+/** Where each kind of entity keeps its latest observation. */
+const OBSERVED_IN: Record<MachineName, ObservedTable> = { server: 'servers', resource: 'resources' };
+
+async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
+  const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
+  return rows[0]?.machine;
+}
+
+/**
+ * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
+ * only record what they see, and the tick that follows shows it to the entity's machine.
+ */
+export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
+  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer);
+  const { observe: observeResource, ...resource } = resourceTasks(opts);
+  const observers = { server: observeServer, resource: observeResource };
+  return {
+    ...server,
+    ...resource,
+    async observe(job, ctx) {
+      const machine = await machineOf(ctx.pool, job.entityId!);
+      if (!machine) throw new Error(`entity ${job.entityId} has no machine`);
+      const sources = await observers[machine](job, ctx);
       return {
         commit: async (client) => {
-          await recordObservation(client, server.id, sources);
-          await enqueue(client, { task: 'tick', entityId: server.id, key: 'tick', queue: queueForTask('tick') });
+          await recordObservation(client, job.entityId!, sources, OBSERVED_IN[machine]);
+          await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick') });
         },
       };
     },
-    /** Show the machine the latest observation. */
     async tick(job) {
       return {
         commit: async (client) => {
-          const latest = await latestObservation(client, job.entityId!);
+          const machine = await machineOf(client, job.entityId!);
+          const latest = machine && (await latestObservation(client, job.entityId!, OBSERVED_IN[machine]));
           if (latest) await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
         },
       };

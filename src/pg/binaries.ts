@@ -8,6 +8,9 @@ export interface PgBinaries {
   initdb: string;
   pgCtl: string;
   postgres: string;
+  /** The dump tools of the same version, when the directory has them (the embedded package does not). */
+  pgDump: string | undefined;
+  pgRestore: string | undefined;
   /** Where the binaries came from, for the start-up log. */
   source: string;
 }
@@ -15,7 +18,8 @@ export interface PgBinaries {
 function inDir(dir: string, source: string): PgBinaries | undefined {
   const bin = (name: string) => path.join(dir, name);
   if (!['initdb', 'pg_ctl', 'postgres'].every((name) => existsSync(bin(name)))) return undefined;
-  return { dir, initdb: bin('initdb'), pgCtl: bin('pg_ctl'), postgres: bin('postgres'), source };
+  const optional = (name: string) => (existsSync(bin(name)) ? bin(name) : undefined);
+  return { dir, initdb: bin('initdb'), pgCtl: bin('pg_ctl'), postgres: bin('postgres'), pgDump: optional('pg_dump'), pgRestore: optional('pg_restore'), source };
 }
 
 function fromPgConfig(): string | undefined {

@@ -1,6 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { getResource, listResources } from '../resources.ts';
 import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
@@ -35,6 +37,16 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.get('/servers', async () => listServers(opts.pool));
 
     app.get('/plans', async () => PLANS);
+
+    const prefix = configVarPrefix(opts.addon.id);
+    app.get('/resources', async () => listResources(opts.pool, opts.sealer, prefix));
+
+    app.get('/resources/:id', async (req) => {
+      const id = (req.params as { id: string }).id;
+      const resource = UUID.test(id) ? await getResource(opts.pool, opts.sealer, prefix, id.toLowerCase()) : undefined;
+      if (!resource) throw new HttpError(404, `no resource with id "${id}": see GET /api/resources`);
+      return resource;
+    });
 
     app.get('/servers/:id', async (req) => {
       const id = serverId(req.params);

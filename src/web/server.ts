@@ -1,9 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Addon } from '../config.ts';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
+import { herokuApi } from './heroku.ts';
 
 export interface WebOptions {
   pool: Pool;
@@ -11,6 +13,7 @@ export interface WebOptions {
   operatorToken: string;
   providers: string[];
   sealer: Sealer;
+  addon: Addon;
 }
 
 /** An error whose message tells the caller what to fix, with the status to send. */
@@ -23,7 +26,7 @@ export class HttpError extends Error {
   }
 }
 
-function sameSecret(given: string, expected: string): boolean {
+export function sameSecret(given: string, expected: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
@@ -65,5 +68,6 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
 
   app.get('/health', async () => ({ ok: true }));
   app.register(operatorApi(opts), { prefix: '/api' });
+  app.register(herokuApi(opts));
   return app;
 }

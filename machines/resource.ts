@@ -1,0 +1,196 @@
+import { and, assign, emit, enqueueActions, setup } from 'xstate';
+
+/**
+ * The life of one customer database (a resource): created on a server, changed between
+ * plans, deprovisioned. The servers under it have machines of their own; this one decides
+ * what the customer's database needs and waits on its servers through observations.
+ *
+ * Pure, like the server machine: work is emitted as `job` events that the runner enqueues
+ * in the transaction that stores the snapshot. Every step that touches the world is a job
+ * that reports `step.failed` when it cannot finish; the step is retried with backoff, and
+ * after MAX_STEP_RETRIES it moves to its `failed` substate, which an operator sees in the
+ * state's name, and keeps retrying slowly. Nothing is ever given up on silently.
+ */
+export const RESOURCE_MACHINE_VERSION = 1;
+
+/** Quick retries of a step before it shows as failed. */
+export const MAX_STEP_RETRIES = 5;
+
+export type ResourceTask = 'place' | 'create_tenant' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+
+export interface ResourceJob {
+  type: 'job';
+  task: ResourceTask;
+  delaySeconds?: number;
+}
+
+export type Observation = Record<string, string>;
+
+export type ResourceEvent =
+  | { type: 'observed'; at: string; obs: Observation }
+  | { type: 'placed'; at: string }
+  | { type: 'tenant.created'; at: string }
+  | { type: 'step.failed'; at: string; error: string }
+  /** The platform changed the plan; `move` when the new plan needs another kind of server. */
+  | { type: 'change_plan'; at: string; plan: string; move: boolean }
+  | { type: 'applied'; at: string }
+  | { type: 'moved'; at: string }
+  | { type: 'activated'; at: string }
+  | { type: 'cleaned'; at: string }
+  /** The platform was answered before the database was ready: hand it the config later. */
+  | { type: 'deferred'; at: string }
+  | { type: 'delivered'; at: string }
+  | { type: 'delivery.failed'; at: string; error: string }
+  | { type: 'deprovision'; at: string }
+  | { type: 'dropped'; at: string };
+
+export interface ResourceContext {
+  seenAt: string;
+  /** Failures of the current step (or of the current delivery) in a row. */
+  failures: number;
+  lastError: string | undefined;
+  /** The platform still needs the config: it was answered before the URL was final. */
+  deliver: boolean;
+  deliveryFailures: number;
+}
+
+/** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
+export function stepBackoffSeconds(failures: number): number {
+  if (failures <= 0) return 0;
+  if (failures <= MAX_STEP_RETRIES) return 2 ** (failures - 1);
+  return Math.min(60 * 2 ** (failures - MAX_STEP_RETRIES - 1), 3600);
+}
+
+/** Backoff before the nth retry of handing the config to the platform: 2 s doubling to an hour. */
+export function deliveryBackoffSeconds(failures: number): number {
+  return Math.min(2 * 2 ** Math.max(failures - 1, 0), 3600);
+}
+
+const job = (task: ResourceTask) => ({ type: 'job' as const, params: { task } });
+
+const ERROR_LIMIT = 1000;
+
+/**
+ * One step of work: `trying` runs the task's job and retries it with backoff; after
+ * MAX_STEP_RETRIES failures the step shows as `failed` and retries slowly until it works.
+ * A fresh observation asks for the job again, which puts back a job that fell out and
+ * changes nothing when it is pending (jobs are unique per entity and task).
+ */
+function step(task: ResourceTask, done: Record<string, string | Record<string, never>>) {
+  const retry = [
+    { guard: 'retriesLeft' as const, target: 'trying', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
+    { target: 'failed', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
+  ];
+  const awaiting = { guard: 'fresh' as const, actions: ['see' as const, { type: 'stepJob' as const, params: { task } }] };
+  return {
+    initial: 'trying' as const,
+    entry: 'resetFailures' as const,
+    on: done,
+    states: {
+      trying: { entry: { type: 'stepJob' as const, params: { task } }, on: { 'step.failed': retry, observed: awaiting } },
+      failed: { entry: { type: 'stepJob' as const, params: { task } }, on: { 'step.failed': retry.slice(1), observed: awaiting } },
+    },
+  };
+}
+
+export const resourceMachine = setup({
+  types: {
+    context: {} as ResourceContext,
+    events: {} as ResourceEvent,
+    emitted: {} as ResourceJob,
+  },
+  actions: {
+    job: emit((_, params: { task: ResourceTask }) => ({ type: 'job' as const, task: params.task })),
+    /** The step's job, delayed by the backoff its failures so far have earned. */
+    stepJob: emit(({ context }, params: { task: ResourceTask }) => {
+      const delaySeconds = stepBackoffSeconds(context.failures);
+      return { type: 'job' as const, task: params.task, ...(delaySeconds > 0 ? { delaySeconds } : {}) };
+    }),
+    see: assign({ seenAt: ({ event }) => ('at' in event ? event.at : '') }),
+    resetFailures: assign({ failures: 0, lastError: undefined }),
+    countFailure: assign({ failures: ({ context }) => context.failures + 1 }),
+    recordError: assign({ lastError: ({ event }) => ('error' in event ? event.error.slice(0, ERROR_LIMIT) : undefined) }),
+    wantDelivery: assign({ deliver: true, deliveryFailures: 0 }),
+    /** On reaching `available`: hand the platform its config if it is still waiting for it. */
+    deliverIfWanted: enqueueActions(({ context, enqueue }) => {
+      if (context.deliver) enqueue.emit({ type: 'job', task: 'deliver' });
+    }),
+    retryDelivery: emit(({ context }) => ({ type: 'job' as const, task: 'deliver' as const, delaySeconds: deliveryBackoffSeconds(context.deliveryFailures) })),
+  },
+  guards: {
+    fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
+    retriesLeft: ({ context }) => context.failures + 1 < MAX_STEP_RETRIES,
+    /** The server the resource lives on, or the one it moves to, is available. */
+    primaryAvailable: ({ event }) => event.type === 'observed' && event.obs['primary.state'] === 'available',
+    targetAvailable: ({ event }) => event.type === 'observed' && event.obs['target.state'] === 'available',
+    move: ({ event }) => event.type === 'change_plan' && event.move,
+  },
+}).createMachine({
+  id: 'resource',
+  initial: 'creating',
+  context: { seenAt: '', failures: 0, lastError: undefined, deliver: false, deliveryFailures: 0 },
+  on: {
+    deprovision: { target: '.deprovisioning' },
+    deferred: { actions: 'wantDelivery' },
+  },
+  states: {
+    creating: {
+      initial: 'placing',
+      states: {
+        /** Choose a shared server with room, or create a dedicated one. */
+        placing: step('place', { placed: 'waiting' }),
+        /** Until the primary server is available; its machine gets it there. */
+        waiting: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'primaryAvailable']), target: 'tenant', actions: 'see' },
+              { guard: 'fresh', actions: 'see' },
+            ],
+          },
+        },
+        tenant: step('create_tenant', { 'tenant.created': '#resource.available' }),
+      },
+    },
+    available: {
+      entry: 'deliverIfWanted',
+      on: {
+        change_plan: [{ guard: 'move', target: 'changing' }, { target: 'resizing' }],
+        deferred: { actions: ['wantDelivery', job('deliver')] },
+        delivered: { actions: assign({ deliver: false, deliveryFailures: 0, lastError: undefined }) },
+        'delivery.failed': {
+          actions: [assign({ deliveryFailures: ({ context }) => context.deliveryFailures + 1 }), 'recordError', 'retryDelivery'],
+        },
+        observed: { guard: 'fresh', actions: 'see' },
+      },
+    },
+    /** A plan of the same kind: new limits for the tenant's role, nothing moves. */
+    resizing: step('apply_plan', { applied: '#resource.available' }),
+    /** A plan of another kind: the database moves to a server of that kind. */
+    changing: {
+      initial: 'placing',
+      on: { change_plan: {} },
+      states: {
+        placing: step('place', { placed: 'waiting' }),
+        waiting: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'targetAvailable']), target: 'copying', actions: 'see' },
+              { guard: 'fresh', actions: 'see' },
+            ],
+          },
+        },
+        /** Writes stop on the old server, and every committed row is copied to the new one. */
+        copying: step('move', { moved: 'activating' }),
+        /** The tenant logs in on the new server. */
+        activating: step('activate', { activated: 'cleaning' }),
+        /** The old server forgets the tenant (a dedicated one is deleted). */
+        cleaning: step('cleanup', { cleaned: '#resource.available' }),
+      },
+    },
+    /** The tenant is dropped from every server it was on; dedicated servers are deleted. */
+    deprovisioning: step('drop_tenant', { dropped: 'deleted', deprovision: {}, deferred: {} }),
+    deleted: { type: 'final' },
+  },
+});

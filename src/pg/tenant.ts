@@ -1,0 +1,179 @@
+import { spawn } from 'node:child_process';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { PgBinaries } from './binaries.ts';
+
+/** A server as its superuser reaches it. */
+export interface SuperuserTarget {
+  host: string;
+  port: number;
+  password: string;
+}
+
+/** A customer's database on a server: a database, the one role that owns it, and limits. */
+export interface Tenant {
+  database: string;
+  role: string;
+  password: string;
+  connectionLimit: number;
+  statementTimeoutMs: number;
+}
+
+/** Names are ours, never the customer's: a letter and hex, so no identifier needs care. */
+export function tenantNames(): { database: string; role: string } {
+  const suffix = randomBytes(8).toString('hex');
+  return { database: `d${suffix}`, role: `u${suffix}` };
+}
+
+/** At least 32 random bytes, URL-safe so the URL needs no escaping. */
+export function tenantPassword(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function tenantUrl(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>): string {
+  return `postgres://${tenant.role}:${encodeURIComponent(tenant.password)}@${host}:${port}/${tenant.database}`;
+}
+
+/**
+ * The SCRAM-SHA-256 verifier Postgres stores for a password (RFC 5802, as libpq's
+ * PQencryptPasswordConn makes it). Sending the verifier instead of the password means the
+ * password never appears in a statement, a server log or pg_stat_activity.
+ */
+export function scramVerifier(password: string, salt = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+async function asSuperuser<T>(target: SuperuserTarget, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({
+    host: target.host,
+    port: target.port,
+    user: 'postgres',
+    password: target.password,
+    database,
+    connectionTimeoutMillis: 5000,
+    application_name: 'pgfleet',
+  });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+const ident = (name: string) => pg.escapeIdentifier(name);
+const literal = (value: string) => pg.escapeLiteral(value);
+
+/**
+ * Create the tenant, or bring an existing one back to the spec: safe to run twice. Nobody
+ * but its role may connect to the tenant's database (CONNECT is revoked from PUBLIC), the
+ * role owns that database and nothing else, and it may not connect to the server's own
+ * databases either.
+ */
+export async function createTenant(target: SuperuserTarget, tenant: Tenant): Promise<void> {
+  await asSuperuser(target, 'postgres', async (client) => {
+    await client.query('revoke connect on database postgres from public');
+    await client.query('revoke connect on database template1 from public');
+    const exists = (await client.query('select 1 from pg_roles where rolname = $1', [tenant.role])).rowCount === 1;
+    await client.query(
+      `${exists ? 'alter' : 'create'} role ${ident(tenant.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls
+       password ${literal(scramVerifier(tenant.password))}`,
+    );
+    await applyLimits(client, tenant);
+    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [tenant.database]);
+    if (rowCount === 0) await client.query(`create database ${ident(tenant.database)} owner ${ident(tenant.role)}`);
+    await client.query(`revoke all on database ${ident(tenant.database)} from public`);
+  });
+}
+
+async function applyLimits(client: pg.Client, tenant: Tenant): Promise<void> {
+  await client.query(`alter role ${ident(tenant.role)} connection limit ${Number(tenant.connectionLimit)}`);
+  await client.query(`alter role ${ident(tenant.role)} set statement_timeout = ${Number(tenant.statementTimeoutMs)}`);
+}
+
+/** A plan change within one kind of server: only the role's limits change. */
+export async function setTenantLimits(target: SuperuserTarget, tenant: Tenant): Promise<void> {
+  await asSuperuser(target, 'postgres', (client) => applyLimits(client, tenant));
+}
+
+/**
+ * Stop the tenant writing: no new logins, and every session ended. Its committed data
+ * stays where it is, to be copied.
+ */
+export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>): Promise<void> {
+  await asSuperuser(target, 'postgres', async (client) => {
+    await client.query(`alter role ${ident(tenant.role)} nologin`);
+    await client.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1', [tenant.role]);
+  });
+}
+
+/** Remove the tenant's database and role; nothing to do when they are gone already. */
+export async function dropTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'database' | 'role'>): Promise<void> {
+  await asSuperuser(target, 'postgres', async (client) => {
+    await client.query(`alter role ${ident(tenant.role)} nologin`).catch(() => undefined);
+    await client.query(`drop database if exists ${ident(tenant.database)} with (force)`);
+    await client.query(`drop role if exists ${ident(tenant.role)}`);
+  });
+}
+
+function superuserEnv(target: SuperuserTarget): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, PGHOST: target.host, PGPORT: String(target.port), PGUSER: 'postgres', PGPASSWORD: target.password, PGCONNECT_TIMEOUT: '5' };
+}
+
+function waitForExit(child: ReturnType<typeof spawn>, name: string, stderr: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${name} failed (${code}): ${stderr().slice(-1000)}`))));
+  });
+}
+
+/**
+ * Copy the tenant's database from one server to another: pg_dump piped into pg_restore,
+ * restored as the tenant's role so it owns everything, in one transaction. The target
+ * database is made afresh first, so a copy that ran before (a retried job) is replaced,
+ * never doubled. Freeze the source first: what is committed there is what arrives.
+ */
+export async function copyTenant(bin: PgBinaries, from: SuperuserTarget, to: SuperuserTarget, tenant: Tenant): Promise<void> {
+  if (!bin.pgDump || !bin.pgRestore) {
+    throw new Error(`moving a database between servers needs pg_dump and pg_restore next to the Postgres binaries in ${bin.dir}: install the PostgreSQL client tools of that version or set PG_BIN`);
+  }
+  await asSuperuser(to, 'postgres', (client) => client.query(`drop database if exists ${ident(tenant.database)} with (force)`));
+  await createTenant(to, tenant);
+  await freezeTenant(to, tenant);
+  const dump = spawn(bin.pgDump, ['--format=custom', '--no-owner', '--no-privileges', tenant.database], { env: superuserEnv(from), stdio: ['ignore', 'pipe', 'pipe'] });
+  const restore = spawn(bin.pgRestore, ['--single-transaction', '--exit-on-error', '--no-owner', '--no-privileges', `--role=${tenant.role}`, '--dbname', tenant.database], {
+    env: superuserEnv(to),
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  let dumpErr = '';
+  let restoreErr = '';
+  dump.stderr!.on('data', (d: Buffer) => (dumpErr += d.toString()));
+  restore.stderr!.on('data', (d: Buffer) => (restoreErr += d.toString()));
+  dump.stdout!.pipe(restore.stdin!);
+  await Promise.all([waitForExit(dump, 'pg_dump', () => dumpErr), waitForExit(restore, 'pg_restore', () => restoreErr)]);
+}
+
+/** Let the tenant log in again, on the server that now holds its data. */
+export async function thawTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>): Promise<void> {
+  await asSuperuser(target, 'postgres', (client) => client.query(`alter role ${ident(tenant.role)} login`));
+}
+
+/** Whether the tenant itself can log in and run a query: what its customer sees. */
+export async function probeTenant(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, timeoutMs = 2000): Promise<Record<string, string>> {
+  const client = new pg.Client({ host, port, user: tenant.role, password: tenant.password, database: tenant.database, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'pgfleet-observer' });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return { reachable: 'true' };
+  } catch (err) {
+    return { reachable: 'false', error: (err as Error).message.slice(0, 300) };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,195 @@
+import type { Addon } from './config.ts';
+import type { Client, Queryable } from './db.ts';
+import type { PgBinaries } from './pg/binaries.ts';
+import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
+import { deliver } from './platform.ts';
+import type { Job } from './queue/jobs.ts';
+import type { JobContext, JobHandler } from './queue/worker.ts';
+import {
+  loadResourceRecord,
+  placeResource,
+  promoteTarget,
+  resourceConfig,
+  resourceServers,
+  storeOauthTokens,
+  superuserTarget,
+  unlinkServer,
+  type ResourceRecord,
+  type ResourceServer,
+} from './resources.ts';
+import { sendEvent, type MachineEvent } from './runner.ts';
+import type { Sealer } from './sealer.ts';
+import { loadServerRecord } from './servers.ts';
+
+export interface ResourceTaskOptions {
+  sealer: Sealer;
+  /** The provider new servers are made on. */
+  provider: string;
+  addon: Addon;
+  configPrefix: string;
+  binaries: PgBinaries;
+}
+
+type Outcome = { commit: (client: Client) => Promise<void> };
+
+function report(job: Job, event: MachineEvent, also?: (client: Client) => Promise<void>): Outcome {
+  return {
+    commit: async (client) => {
+      await also?.(client);
+      await sendEvent(client, job.entityId!, event, job.id);
+    },
+  };
+}
+
+/**
+ * A step of the resource machine: whatever goes wrong is reported as `step.failed`, for the
+ * machine to retry with backoff and, in the end, to show as failed.
+ */
+function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
+  return async (job, ctx) => {
+    try {
+      return await fn(job, ctx);
+    } catch (err) {
+      ctx.log.warn({ err }, `${job.task} failed`);
+      return report(job, { type: 'step.failed', error: (err as Error).message });
+    }
+  };
+}
+
+async function topState(db: Queryable, id: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
+  return rows[0]?.state;
+}
+
+export function resourceTasks(opts: ResourceTaskOptions) {
+  const { sealer } = opts;
+
+  async function load(db: Queryable, job: Job): Promise<{ resource: ResourceRecord; servers: ResourceServer[] }> {
+    const resource = await loadResourceRecord(db, sealer, job.entityId!);
+    if (!resource) throw new Error(`resource ${job.entityId} does not exist`);
+    return { resource, servers: await resourceServers(db, resource.id) };
+  }
+
+  function withRole(servers: ResourceServer[], role: ResourceServer['role']): ResourceServer {
+    const server = servers.find((s) => s.role === role);
+    if (!server) throw new Error(`the resource has no ${role} server`);
+    return server;
+  }
+
+  async function superuser(db: Queryable, server: ResourceServer) {
+    const record = await loadServerRecord(db, sealer, server.id);
+    return superuserTarget(server, record!.superuserPassword);
+  }
+
+  /** Take the tenant off a server it no longer lives on: a dedicated server goes entirely. */
+  async function release(db: Queryable, resource: ResourceRecord, server: ResourceServer): Promise<(client: Client) => Promise<void>> {
+    if (server.tenancy === 'shared' && !server.finished) await dropTenant(await superuser(db, server), resource.tenant);
+    return async (client) => {
+      if (server.tenancy === 'dedicated') await sendEvent(client, server.id, { type: 'delete' });
+      await unlinkServer(client, resource.id, server.id);
+    };
+  }
+
+  return {
+    place: step(async (job, { pool }) => {
+      const { resource } = await load(pool, job);
+      return report(job, { type: 'placed' }, async (client) => {
+        const role = (await topState(client, resource.id)) === 'changing' ? 'target' : 'primary';
+        await placeResource(client, sealer, opts.provider, resource, role);
+      });
+    }),
+
+    create_tenant: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      await createTenant(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      return report(job, { type: 'tenant.created' });
+    }),
+
+    apply_plan: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      await setTenantLimits(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      return report(job, { type: 'applied' });
+    }),
+
+    /**
+     * Stop writes where the database is, then copy every committed row to the target. The
+     * target only becomes the primary in this job's commit, and the tenant logs in there
+     * only in the next step: a repeated copy replaces one that nobody has written to yet.
+     */
+    move: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const from = await superuser(pool, withRole(servers, 'primary'));
+      const to = await superuser(pool, withRole(servers, 'target'));
+      await freezeTenant(from, resource.tenant);
+      await copyTenant(opts.binaries, from, to, resource.tenant);
+      return report(job, { type: 'moved' }, (client) => promoteTarget(client, resource.id));
+    }),
+
+    activate: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      await thawTenant(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      return report(job, { type: 'activated' });
+    }),
+
+    cleanup: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const releases: ((client: Client) => Promise<void>)[] = [];
+      for (const server of servers.filter((s) => s.role === 'former')) releases.push(await release(pool, resource, server));
+      return report(job, { type: 'cleaned' }, async (client) => {
+        for (const r of releases) await r(client);
+      });
+    }),
+
+    drop_tenant: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const releases: ((client: Client) => Promise<void>)[] = [];
+      for (const server of servers) releases.push(await release(pool, resource, server));
+      return report(job, { type: 'dropped' }, async (client) => {
+        for (const r of releases) await r(client);
+      });
+    }),
+
+    /** Hand the platform the config; failures are the machine's to retry, forever if need be. */
+    async deliver(job: Job, { pool, log }: JobContext): Promise<Outcome> {
+      try {
+        const { resource, servers } = await load(pool, job);
+        if (resource.callbackUrl) {
+          const { rows } = await pool.query<{ reported: boolean }>(`select attrs ? 'provision_reported' as reported from resources where id = $1`, [resource.id]);
+          await deliver(
+            opts.addon,
+            {
+              callbackUrl: resource.callbackUrl,
+              oauthGrant: resource.oauthGrant,
+              tokens: resource.oauthTokens,
+              config: resourceConfig(opts.configPrefix, resource.tenant, servers.find((s) => s.role === 'primary')),
+              reportProvisioned: !rows[0]?.reported,
+            },
+            (tokens) => storeOauthTokens(pool, sealer, resource.id, tokens),
+          );
+        }
+        return report(job, { type: 'delivered' }, async (client) => {
+          await client.query(`update resources set attrs = attrs || hstore('provision_reported', 'true') where id = $1`, [resource.id]);
+        });
+      } catch (err) {
+        log.warn({ err }, 'handing the config to the platform failed');
+        return report(job, { type: 'delivery.failed', error: (err as Error).message });
+      }
+    },
+
+    /** What the resource's servers are doing, and whether its customer can log in. */
+    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
+      const { resource, servers } = await load(pool, job);
+      const seen: Record<string, string> = {};
+      for (const s of servers) {
+        seen[`${s.role}.server`] = s.id;
+        seen[`${s.role}.state`] = s.state;
+      }
+      const sources: Record<string, Record<string, string>> = { servers: seen };
+      const primary = servers.find((s) => s.role === 'primary');
+      if ((await topState(pool, resource.id)) === 'available' && primary?.host && primary.port) {
+        sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant);
+      }
+      return sources;
+    },
+  };
+}

@@ -1,0 +1,256 @@
+import { transaction, type Pool, type Queryable } from './db.ts';
+import { findPlan, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
+import { tenantNames, tenantPassword, tenantUrl, type SuperuserTarget, type Tenant } from './pg/tenant.ts';
+import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
+import type { Sealer } from './sealer.ts';
+import { insertServer, listTransitions, type TransitionView } from './servers.ts';
+
+/** What a platform sent to provision a resource, checked. */
+export interface ProvisionRequest {
+  id: string;
+  plan: Plan;
+  /** As the platform named it, and the AWS region it stands for. */
+  region: string;
+  awsRegion: string;
+  name: string | null;
+  herokuId: string | null;
+  callbackUrl: string | null;
+  options: Record<string, unknown>;
+  oauthGrant: Record<string, unknown> | null;
+}
+
+export interface ResourceRecord {
+  id: string;
+  plan: Plan;
+  region: string;
+  awsRegion: string;
+  callbackUrl: string | null;
+  oauthGrant: { code?: string } | null;
+  oauthTokens: { access_token: string; refresh_token?: string } | null;
+  tenant: Tenant;
+}
+
+export type ServerRole = 'primary' | 'target' | 'former';
+
+/** A server that serves a resource, as its resource sees it. */
+export interface ResourceServer {
+  id: string;
+  role: ServerRole;
+  tenancy: 'shared' | 'dedicated';
+  state: string;
+  finished: boolean;
+  host: string | null;
+  port: number | null;
+}
+
+export interface ResourceView {
+  id: string;
+  plan: string;
+  region: string;
+  name: string | null;
+  state: string;
+  createdAt: Date;
+  observedAt: Date | null;
+  observation: Record<string, string>;
+  lastError: string | null;
+  /** The config vars the platform got, or gets once the database is ready. */
+  config: Record<string, string>;
+  servers: { id: string; role: ServerRole; state: string; host: string | null; port: number | null }[];
+}
+
+/**
+ * Insert the resource with its machine, or find the one an earlier request with the same
+ * uuid made: the platform delivers at least once. `created` says which.
+ */
+export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionRequest): Promise<{ created: boolean; plan: string }> {
+  return transaction(pool, async (client) => {
+    const names = tenantNames();
+    const { rows } = await client.query<{ id: string }>(
+      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name, password_sealed, oauth_grant_sealed)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+       on conflict (id) do nothing returning id`,
+      [
+        req.id,
+        req.plan.name,
+        req.region,
+        req.awsRegion,
+        req.name,
+        req.herokuId,
+        req.callbackUrl,
+        JSON.stringify(req.options),
+        names.database,
+        names.role,
+        sealer.seal(tenantPassword()),
+        req.oauthGrant ? sealer.seal(JSON.stringify(req.oauthGrant)) : null,
+      ],
+    );
+    if (rows.length === 0) {
+      const existing = await client.query<{ plan: string }>('select plan from resources where id = $1', [req.id]);
+      return { created: false, plan: existing.rows[0]!.plan };
+    }
+    await createMachine(client, 'resource', req.id);
+    // A dedicated server takes seconds: the platform is answered at once and handed the config later.
+    if (req.plan.kind === 'dedicated') await sendEvent(client, req.id, { type: 'deferred' });
+    return { created: true, plan: req.plan.name };
+  });
+}
+
+export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: string): Promise<ResourceRecord | undefined> {
+  const { rows } = await db.query<{
+    id: string;
+    plan: string;
+    region: string;
+    aws_region: string;
+    callback_url: string | null;
+    database_name: string;
+    role_name: string;
+    password_sealed: string;
+    oauth_grant_sealed: string | null;
+    oauth_tokens_sealed: string | null;
+  }>('select * from resources where id = $1', [id]);
+  const row = rows[0];
+  if (!row) return undefined;
+  const plan = findPlan(row.plan);
+  if (!plan) throw new Error(`resource ${id} is on plan "${row.plan}", which the catalog no longer has`);
+  const open = (sealed: string | null) => (sealed ? JSON.parse(sealer.open(sealed)) : null);
+  return {
+    id: row.id,
+    plan,
+    region: row.region,
+    awsRegion: row.aws_region,
+    callbackUrl: row.callback_url,
+    oauthGrant: open(row.oauth_grant_sealed),
+    oauthTokens: open(row.oauth_tokens_sealed),
+    tenant: {
+      database: row.database_name,
+      role: row.role_name,
+      password: sealer.open(row.password_sealed),
+      connectionLimit: plan.connectionLimit,
+      statementTimeoutMs: plan.statementTimeoutMs,
+    },
+  };
+}
+
+export async function storeOauthTokens(db: Queryable, sealer: Sealer, id: string, tokens: unknown): Promise<void> {
+  await db.query('update resources set oauth_tokens_sealed = $2 where id = $1', [id, sealer.seal(JSON.stringify(tokens))]);
+}
+
+export async function resourceServers(db: Queryable, id: string): Promise<ResourceServer[]> {
+  const { rows } = await db.query<ResourceServer>(
+    `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port
+     from resource_servers rs join servers s on s.id = rs.server_id join machines m on m.entity_id = s.id
+     where rs.resource_id = $1 order by rs.created_at`,
+    [id],
+  );
+  return rows;
+}
+
+export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
+  if (server.host === null || server.port === null) throw new Error(`server ${server.id} has no address yet`);
+  return { host: server.host, port: server.port, password };
+}
+
+/** The config vars a platform gets: `<PREFIX>_URL`, every value a string. */
+export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined): Record<string, string> {
+  if (!primary || primary.host === null || primary.port === null) return {};
+  return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant) };
+}
+
+/**
+ * Put the resource on a server of its plan's kind, in the caller's transaction: for a new
+ * resource as its `primary`, for a plan change as the `target` it moves to. Shared plans
+ * take the least-loaded shared server of the region with room, preferring one that is up;
+ * dedicated plans get a server of their own. Safe to repeat: a resource that already has a
+ * server in that role keeps it.
+ */
+export async function placeResource(db: Queryable, sealer: Sealer, provider: string, resource: ResourceRecord, role: 'primary' | 'target'): Promise<string> {
+  const awsRegion = resource.awsRegion;
+  const { rows: linked } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2', [resource.id, role]);
+  if (linked[0]) return linked[0].server_id;
+  let serverId: string;
+  if (resource.plan.kind === 'dedicated') {
+    serverId = await insertServer(db, sealer, provider, { tenancy: 'dedicated', region: awsRegion });
+  } else {
+    // One placement per region at a time, so two never open two new shared servers at once.
+    await db.query('select pg_advisory_xact_lock(hashtext($1))', [`pgfleet-place-shared:${awsRegion}`]);
+    const room = await sharedServersWithRoom(db, awsRegion);
+    serverId = room[0]?.id ?? (await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion }));
+    // Keep a server with room in the region, so the next shared resource need not wait for one.
+    const full = (room[0]?.tenants ?? 0) + 1 >= SHARED_SERVER_TENANTS;
+    if (room.length <= 1 && full) await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion });
+  }
+  await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resource.id, serverId, role]);
+  return serverId;
+}
+
+async function sharedServersWithRoom(db: Queryable, awsRegion: string): Promise<{ id: string; tenants: number }[]> {
+  const { rows } = await db.query<{ id: string; tenants: number }>(
+    `select s.id, count(rs.resource_id)::int as tenants
+     from servers s join machines m on m.entity_id = s.id
+     left join resource_servers rs on rs.server_id = s.id
+     where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state not in ('deleting', 'failed')
+     group by s.id, m.state
+     having count(rs.resource_id) < $2
+     order by (m.state = 'available') desc, count(rs.resource_id), s.created_at`,
+    [awsRegion, SHARED_SERVER_TENANTS],
+  );
+  return rows;
+}
+
+/** After a move: the target becomes the primary, and the old primary is kept until cleanup. */
+export async function promoteTarget(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `update resource_servers set role = case role when 'primary' then 'former' else 'primary' end
+     where resource_id = $1 and role in ('primary', 'target')`,
+    [id],
+  );
+}
+
+export async function unlinkServer(db: Queryable, resourceId: string, serverId: string): Promise<void> {
+  await db.query('delete from resource_servers where resource_id = $1 and server_id = $2', [resourceId, serverId]);
+}
+
+const VIEW_SQL = `
+  select r.id, r.plan, r.region, r.name, m.state, r.created_at as "createdAt", r.last_observed_at as "observedAt",
+    hstore_to_json(r.last_observation) as observation, m.snapshot->'context'->>'lastError' as "lastError",
+    r.database_name, r.role_name, r.password_sealed
+  from resources r join machines m on m.entity_id = r.id`;
+
+type ViewRow = Omit<ResourceView, 'config' | 'servers'> & { database_name: string; role_name: string; password_sealed: string };
+
+async function toView(db: Queryable, sealer: Sealer, prefix: string, row: ViewRow): Promise<ResourceView> {
+  const { database_name: database, role_name: role, password_sealed: sealed, ...rest } = row;
+  const servers = await resourceServers(db, row.id);
+  const primary = servers.find((s) => s.role === 'primary');
+  const config = row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary);
+  return { ...rest, config, servers: servers.map(({ id, role, state, host, port }) => ({ id, role, state, host, port })) };
+}
+
+export async function getResource(db: Queryable, sealer: Sealer, prefix: string, id: string): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
+  const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where r.id = $1`, [id]);
+  if (!rows[0]) return undefined;
+  return { ...(await toView(db, sealer, prefix, rows[0])), transitions: await listTransitions(db, id) };
+}
+
+export async function listResources(db: Queryable, sealer: Sealer, prefix: string): Promise<ResourceView[]> {
+  const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where m.finished_at is null order by r.created_at`);
+  return Promise.all(rows.map((row) => toView(db, sealer, prefix, row)));
+}
+
+/** The top-level state of the resource's machine, for callers waiting on it. */
+export async function resourceState(db: Queryable, id: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ state: string }>(`select state from machines where entity_id = $1 and machine = 'resource'`, [id]);
+  return rows[0]?.state;
+}
+
+/** Change the plan column and tell the machine, in one transaction. */
+export async function changePlan(pool: Pool, id: string, plan: Plan, move: boolean): Promise<Step | undefined> {
+  return transaction(pool, async (client) => {
+    await client.query('update resources set plan = $2 where id = $1', [id, plan.name]);
+    return sendEvent(client, id, { type: 'change_plan', plan: plan.name, move });
+  });
+}
+
+export async function tellResource(pool: Pool, id: string, event: MachineEvent): Promise<Step | undefined> {
+  return transaction(pool, (client) => sendEvent(client, id, event));
+}

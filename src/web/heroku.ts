@@ -1,0 +1,236 @@
+import { createHash } from 'node:crypto';
+import cookie from '@fastify/cookie';
+import formbody from '@fastify/formbody';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { configVarPrefix } from '../config.ts';
+import type { Pool } from '../db.ts';
+import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
+import { callbackAllowed } from '../platform.ts';
+import { changePlan, createResource, getResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources.ts';
+import { HttpError, sameSecret, type WebOptions } from './server.ts';
+import { renderResourcePage, renderSsoError } from './sso.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Heroku add-on names: letters, digits, `-`, `_`, `.`; nothing that needs quoting anywhere. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+const HEROKU_ID = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,254}$/;
+/** How long an SSO token's timestamp stays good, and how long the session it opens lasts. */
+const SSO_WINDOW_SECONDS = 5 * 60;
+const SESSION_SECONDS = 60 * 60;
+const SESSION_COOKIE = 'pgfleet_sso';
+
+type Body = Record<string, unknown>;
+
+function object(body: unknown): Body {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new HttpError(400, 'send a JSON object such as {"uuid":"…","plan":"shared","region":"us"}');
+  }
+  return body as Body;
+}
+
+function optionalString(body: Body, field: string, pattern: RegExp, help: string): string | null {
+  const value = body[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || !pattern.test(value)) throw new HttpError(422, `"${field}" ${help}`);
+  return value;
+}
+
+function requiredPlan(body: Body): Plan {
+  if (body.plan === undefined) throw new HttpError(400, 'the body has no "plan": send one of ' + PLANS.map((p) => `"${p.name}"`).join(', '));
+  const plan = findPlan(body.plan);
+  if (!plan) throw new HttpError(422, `there is no plan ${JSON.stringify(body.plan)}: choose one of ${PLANS.map((p) => `"${p.name}"`).join(', ')}`);
+  return plan;
+}
+
+/** A provision request, v3 or legacy v1, checked field by field; unknown fields are accepted. */
+function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
+  const body = object(raw);
+  if (body.uuid === undefined) throw new HttpError(400, 'the body has no "uuid": the platform names every resource with one');
+  if (typeof body.uuid !== 'string' || !UUID.test(body.uuid)) throw new HttpError(422, '"uuid" must be a UUID such as 01234567-89ab-cdef-0123-456789abcdef');
+  const plan = requiredPlan(body);
+  const region = body.region ?? 'us';
+  const aws = awsRegion(region);
+  if (!aws) throw new HttpError(422, `there is no region ${JSON.stringify(region)}: ${REGION_HELP}`);
+  const callbackUrl = optionalString(body, 'callback_url', /^https?:\/\/\S+$/, 'must be an http(s) URL');
+  if (callbackUrl !== null && !callbackAllowed(opts.addon, callbackUrl)) {
+    throw new HttpError(422, `"callback_url" must point into the platform API at ${opts.addon.platformApiUrl}`);
+  }
+  const options = body.options ?? {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(422, '"options" must be an object');
+  const unknown = Object.keys(options);
+  if (unknown.length > 0) throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: this add-on takes no options`);
+  const grant = body.oauth_grant ?? null;
+  if (grant !== null && (typeof grant !== 'object' || typeof (grant as Body).code !== 'string')) {
+    throw new HttpError(422, '"oauth_grant" must be an object with a "code" string');
+  }
+  return {
+    id: body.uuid.toLowerCase(),
+    plan,
+    region: region as string,
+    awsRegion: aws,
+    name: optionalString(body, 'name', NAME, 'may hold only letters, digits, ".", "_" and "-" (at most 255)'),
+    herokuId: optionalString(body, 'heroku_id', HEROKU_ID, 'may hold only letters, digits, ".", "_", "@", ":" and "-"'),
+    callbackUrl,
+    options: {},
+    oauthGrant: grant as Body | null,
+  };
+}
+
+function resourceId(params: unknown): string {
+  const id = (params as { id: string }).id;
+  if (!UUID.test(id)) throw new HttpError(404, `no resource "${id}": resource ids are the UUIDs the platform sent`);
+  return id.toLowerCase();
+}
+
+/** Wait until the resource's machine settles in `available` (true) or the deadline passes. */
+async function settled(pool: Pool, id: string, withinSeconds: number): Promise<boolean> {
+  const deadline = Date.now() + withinSeconds * 1000;
+  for (;;) {
+    const state = await resourceState(pool, id);
+    if (state === 'available') return true;
+    if (state === 'deleted' || state === 'deprovisioning' || Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> {
+  const match = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
+  const [user, ...rest] = match?.[1] ? Buffer.from(match[1], 'base64').toString('utf8').split(':') : [];
+  if (user !== opts.addon.id || !sameSecret(rest.join(':'), opts.addon.password)) {
+    throw new HttpError(401, 'wrong or missing credentials: use HTTP Basic with the add-on id and its api password from the manifest');
+  }
+}
+
+export function ssoToken(id: string, salt: string, timestamp: string): string {
+  return createHash('sha1').update(`${id}:${salt}:${timestamp}`).digest('hex');
+}
+
+/**
+ * The Heroku add-on partner API (v3, and legacy v1 bodies) and its single sign-on. Errors
+ * here carry `message`, the field the platform shows to its user.
+ */
+export function herokuApi(opts: WebOptions): FastifyPluginAsync {
+  const prefix = configVarPrefix(opts.addon.id);
+
+  async function answerWithConfig(id: string, reply: FastifyReply, ready: string, pending: string) {
+    if (await settled(opts.pool, id, opts.addon.answerWithin)) {
+      const resource = await getResource(opts.pool, opts.sealer, prefix, id);
+      return reply.status(200).send({ id, config: resource!.config, message: ready });
+    }
+    await tellResource(opts.pool, id, { type: 'deferred' });
+    return reply.status(202).send({ id, message: pending });
+  }
+
+  function ssoCheck(id: unknown, token: unknown, timestamp: unknown): string {
+    if (typeof id !== 'string' || !UUID.test(id) || typeof token !== 'string' || typeof timestamp !== 'string' || !/^\d{1,12}$/.test(timestamp)) {
+      throw new HttpError(403, 'single sign-on needs the resource id, a token and a timestamp: open the database from your platform dashboard');
+    }
+    const age = Date.now() / 1000 - Number(timestamp);
+    if (age > SSO_WINDOW_SECONDS || age < -60) throw new HttpError(403, 'this sign-on link has expired: open the database again from your platform dashboard');
+    if (!sameSecret(token.toLowerCase(), ssoToken(id.toLowerCase(), opts.addon.ssoSalt, timestamp))) {
+      throw new HttpError(403, 'this sign-on token is not valid: open the database again from your platform dashboard');
+    }
+    return id.toLowerCase();
+  }
+
+  async function signIn(reply: FastifyReply, id: string, navData: unknown) {
+    if (!(await getResource(opts.pool, opts.sealer, prefix, id))) throw new HttpError(403, 'there is no such database: open it again from your platform dashboard');
+    const session = opts.sealer.seal(JSON.stringify({ id, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS }));
+    reply.setCookie(SESSION_COOKIE, session, { path: '/sso', httpOnly: true, sameSite: 'lax', maxAge: SESSION_SECONDS });
+    if (typeof navData === 'string') reply.setCookie('heroku-nav-data', navData, { path: '/', sameSite: 'lax' });
+    return reply.redirect(`/sso/resources/${id}`, 302);
+  }
+
+  // Credentials are checked before the body is read: a wrong password is a 401 whatever it sent.
+  const basic = (req: FastifyRequest) => checkBasic(req, opts);
+
+  return async (app: FastifyInstance) => {
+    await app.register(cookie);
+    await app.register(formbody, { bodyLimit: 16 * 1024 });
+
+    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+      const status = err.statusCode ?? 500;
+      if (status >= 500) {
+        req.log.error({ err }, 'add-on request failed');
+        return reply.status(status).send({ message: 'pgfleet could not do that just now; try again shortly' });
+      }
+      const message =
+        err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+          ? 'the body is too large: a provision request is a small JSON object'
+          : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+            ? 'send the body as JSON with "Content-Type: application/json"'
+            : err.message;
+      if (req.url.startsWith('/sso') || req.method === 'GET') return reply.status(status).type('text/html').send(renderSsoError(message));
+      return reply.status(status).send({ message });
+    });
+
+    app.post('/heroku/resources', { onRequest: basic }, async (req, reply) => {
+      const request = parseProvision(req.body, opts);
+      const { created, plan } = await createResource(opts.pool, opts.sealer, request);
+      req.log.info({ resource: request.id, plan, created }, created ? 'provisioning' : 'provision repeated');
+      if (findPlan(plan)?.kind === 'dedicated') {
+        return reply.status(202).send({ id: request.id, message: 'Your database is being provisioned; it will be ready in moments.' });
+      }
+      return answerWithConfig(request.id, reply, 'Your database is ready.', 'Your database is being provisioned; it will be ready in moments.');
+    });
+
+    app.put('/heroku/resources/:id', { onRequest: basic }, async (req, reply) => {
+      const id = resourceId(req.params);
+      const plan = requiredPlan(object(req.body));
+      const before = await getResource(opts.pool, opts.sealer, prefix, id);
+      if (!before) throw new HttpError(404, `no resource "${id}"`);
+      if (before.state === 'deleted' || before.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned');
+      if (before.plan === plan.name && before.state === 'available') return reply.send({ config: before.config, message: `Already on ${plan.name}.` });
+      if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
+      const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
+      await changePlan(opts.pool, id, plan, primary?.tenancy !== plan.kind);
+      if (!(await settled(opts.pool, id, opts.addon.answerWithin))) {
+        await tellResource(opts.pool, id, { type: 'deferred' });
+        return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
+      }
+      const after = (await getResource(opts.pool, opts.sealer, prefix, id))!;
+      const changed = JSON.stringify(after.config) !== JSON.stringify(before.config);
+      return reply.send({ ...(changed ? { config: after.config } : {}), message: `Now on ${plan.name}.` });
+    });
+
+    app.delete('/heroku/resources/:id', { onRequest: basic }, async (req, reply) => {
+      const id = resourceId(req.params);
+      const state = await resourceState(opts.pool, id);
+      if (state === undefined) throw new HttpError(404, `no resource "${id}"`);
+      // Deprovisioning twice is deprovisioning once.
+      if (state !== 'deleted' && state !== 'deprovisioning') await tellResource(opts.pool, id, { type: 'deprovision' });
+      return reply.status(204).send();
+    });
+
+    /** Legacy single sign-on: a GET with the token in the query. */
+    app.get('/heroku/resources/:id', async (req, reply) => {
+      const q = req.query as Body;
+      const id = ssoCheck((req.params as { id: string }).id, q.token, q.timestamp);
+      return signIn(reply, id, q['nav-data']);
+    });
+
+    /** v3 single sign-on: a form POST. */
+    app.post('/sso/login', async (req, reply) => {
+      const form = (req.body ?? {}) as Body;
+      const id = ssoCheck(form.resource_id ?? form.id, form.resource_token ?? form.token, form.timestamp);
+      return signIn(reply, id, form['nav-data']);
+    });
+
+    app.get('/sso/resources/:id', async (req, reply) => {
+      const id = resourceId(req.params);
+      const raw = req.cookies[SESSION_COOKIE];
+      let session: { id?: string; exp?: number } = {};
+      try {
+        session = raw ? JSON.parse(opts.sealer.open(raw)) : {};
+      } catch {
+        session = {};
+      }
+      if (session.id !== id || (session.exp ?? 0) < Date.now() / 1000) {
+        throw new HttpError(403, 'your session for this database has ended: open it again from your platform dashboard');
+      }
+      const resource = await getResource(opts.pool, opts.sealer, prefix, id);
+      if (!resource) throw new HttpError(404, 'this database no longer exists');
+      return reply.type('text/html').send(renderResourcePage(resource, prefix));
+    });
+  };
+}

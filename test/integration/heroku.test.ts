@@ -1,0 +1,350 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ssoToken } from '../../src/web/heroku.ts';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
+import { FakePlatform } from '../support/platform.ts';
+import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+
+const ADDON_PASSWORD = 'addon-password-0123456789';
+const SSO_SALT = 'sso-salt-0123456789abcdef';
+const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
+
+/** Through node-postgres, as an app would. */
+async function nodePg<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function refused(url: string): Promise<string> {
+  try {
+    await nodePg(url, 'select 1');
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error(`${new URL(url).username} connected to ${new URL(url).pathname}`);
+}
+
+describe('the Heroku add-on API hands out working databases', () => {
+  let db: TestDatabase;
+  let system: System;
+  const platform = new FakePlatform();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await platform.start();
+    system = await startSystem(db.url, ['web', 'worker', 'clock'], {
+      ADDON_PASSWORD,
+      ADDON_SSO_SALT: SSO_SALT,
+      ADDON_CLIENT_SECRET: 'client-secret',
+      HEROKU_API_URL: platform.url,
+      HEROKU_ID_URL: platform.url,
+      PGFLEET_ANSWER_WITHIN: '20',
+    });
+  });
+  afterAll(async () => {
+    await system?.stop();
+    await platform.stop();
+    await db?.drop();
+  });
+
+  async function addon(method: string, route: string, body?: unknown, headers: Record<string, string> = {}) {
+    const res = await fetch(`${system.running.url}${route}`, {
+      method,
+      redirect: 'manual',
+      headers: { authorization: BASIC, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, body: json, text, headers: res.headers };
+  }
+
+  const provisionBody = (plan: string, extra: Record<string, unknown> = {}) => {
+    const uuid = randomUUID();
+    return {
+      uuid,
+      plan,
+      region: 'amazon-web-services::us-east-1',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      name: `pgfleet-test-${uuid.slice(0, 8)}`,
+      options: {},
+      oauth_grant: { code: `grant-${uuid}`, expires_at: new Date(Date.now() + 300_000).toISOString(), type: 'authorization_code' },
+      log_input_url: 'https://token:t.abc@1.us.logplex.io/logs',
+      log_drain_token: 'd.abc',
+      ...extra,
+    };
+  };
+
+  const resource = async (id: string) => (await system.api('GET', `/api/resources/${id}`)).body;
+  const counts = async () =>
+    (
+      await db.pool.query<Record<string, number>>(
+        `select (select count(*) from resources)::int as resources, (select count(*) from servers)::int as servers,
+           (select count(*) from machines)::int as machines, (select count(*) from resource_servers)::int as links`,
+      )
+    ).rows[0]!;
+  const superuserUrl = async (serverId: string, database = 'postgres') => {
+    const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [serverId]);
+    return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/${database}`;
+  };
+
+  let shared: { id: string; url: string };
+  let other: { id: string; url: string };
+
+  it('provisions a shared database synchronously, with a URL psql and node-postgres can write through', async () => {
+    const body = provisionBody('shared');
+    const res = await addon('POST', '/heroku/resources', body);
+    expect(res.status).toBe(200);
+    expect(res.body.id).toBe(body.uuid);
+    expect(Object.keys(res.body.config)).toEqual(['PGFLEET_URL']);
+    const url = res.body.config.PGFLEET_URL as string;
+    expect(url).toMatch(/^postgres:\/\/u[0-9a-f]{16}:[A-Za-z0-9_-]{43}@127\.0\.0\.1:\d+\/d[0-9a-f]{16}$/);
+    shared = { id: body.uuid, url };
+
+    await psql(url, 'create table notes (id serial primary key, body text); insert into notes (body) values ($$from psql$$)');
+    await nodePg(url, 'insert into notes (body) values ($1)', ['from node-postgres']);
+    expect(await psql(url, 'select string_agg(body, $$,$$ order by id) from notes')).toBe('from psql,from node-postgres');
+
+    const shown = await resource(body.uuid);
+    expect(shown).toMatchObject({ id: body.uuid, plan: 'shared', state: 'available', config: res.body.config });
+    expect(shown.servers).toEqual([expect.objectContaining({ role: 'primary', state: 'available', host: '127.0.0.1' })]);
+    expect(shown.transitions.map((t: { to: string }) => t.to).reverse()).toEqual(['creating.placing.trying', 'creating.waiting', 'creating.tenant.trying', 'available']);
+    // A synchronous answer carried the config: the platform is not called back.
+    expect(platform.calls.filter((c) => c.path.includes(body.uuid))).toEqual([]);
+    const listed = (await system.api('GET', '/api/resources')).body;
+    expect(listed.map((r: { id: string }) => r.id)).toContain(body.uuid);
+  });
+
+  it('answers a repeated provision with the same id and config, and makes nothing new', async () => {
+    const before = await counts();
+    const again = await addon('POST', '/heroku/resources', { uuid: shared.id, plan: 'shared', region: 'us' });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ id: shared.id, config: { PGFLEET_URL: shared.url } });
+    expect(await counts()).toEqual(before);
+  });
+
+  it('isolates tenants: the role owns its database, with the plan limits, and reaches nothing else', async () => {
+    const body = provisionBody('shared');
+    const res = await addon('POST', '/heroku/resources', body);
+    expect(res.status).toBe(200);
+    other = { id: body.uuid, url: res.body.config.PGFLEET_URL };
+    const a = new URL(shared.url);
+    const b = new URL(other.url);
+    // Both tenants share one server.
+    expect(b.port).toBe(a.port);
+    const intoOther = new URL(shared.url);
+    intoOther.pathname = b.pathname;
+    expect(await refused(intoOther.toString())).toMatch(/permission denied for database/);
+    const intoPostgres = new URL(shared.url);
+    intoPostgres.pathname = '/postgres';
+    expect(await refused(intoPostgres.toString())).toMatch(/permission denied for database/);
+
+    const [me] = await nodePg(shared.url, `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout from pg_roles where rolname = current_user`);
+    expect(me).toEqual({ rolconnlimit: 20, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
+    const serverId = (await resource(shared.id)).servers[0].id;
+    const [stored] = await nodePg(await superuserUrl(serverId), 'select rolpassword from pg_authid where rolname = $1', [a.username]);
+    expect(stored?.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
+    // The control database holds the tenant's password sealed, never in plain text.
+    const { rows } = await db.pool.query('select r::text as row from resources r where id = $1', [shared.id]);
+    expect(rows[0].row).not.toContain(decodeURIComponent(a.password));
+  });
+
+  it('provisions a dedicated database asynchronously and hands the config to the platform', async () => {
+    const body = provisionBody('dedicated');
+    const res = await addon('POST', '/heroku/resources', body);
+    expect(res.status).toBe(202);
+    expect(res.body).toEqual({ id: body.uuid, message: expect.stringMatching(/being provisioned/) });
+
+    const done = await waitFor('the platform to hear the provision is done', async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0]);
+    const exchange = platform.callsTo('POST', '/oauth/token');
+    expect(exchange.some((c) => new URLSearchParams(c.body).get('code') === `grant-${body.uuid}`)).toBe(true);
+    expect(new URLSearchParams(exchange[0]!.body).get('client_secret')).toBe('client-secret');
+    const [patch] = platform.callsTo('PATCH', `/addons/${body.uuid}/config`);
+    expect(patch!.headers.authorization).toBe('Bearer access-1');
+    expect(patch!.headers.accept).toBe('application/vnd.heroku+json; version=3');
+    const config = JSON.parse(patch!.body).config as { name: string; value: string }[];
+    expect(config.map((c) => c.name)).toEqual(['PGFLEET_URL']);
+    expect(done.headers.authorization).toBe('Bearer access-1');
+    expect(platform.calls.indexOf(patch!)).toBeLessThan(platform.calls.indexOf(done));
+
+    const url = config[0]!.value;
+    await psql(url, 'create table t (n int); insert into t values (7)');
+    expect(await psql(url, 'select n from t')).toBe('7');
+    const shown = await resource(body.uuid);
+    expect(shown.state).toBe('available');
+    expect(shown.config.PGFLEET_URL).toBe(url);
+    expect(shown.servers).toEqual([expect.objectContaining({ role: 'primary', state: 'available' })]);
+    expect(shown.servers[0].port).not.toBe(Number(new URL(shared.url).port));
+  });
+
+  it('keeps handing the config over until the platform takes it', async () => {
+    platform.failing = true;
+    const body = provisionBody('dedicated');
+    expect((await addon('POST', '/heroku/resources', body)).status).toBe(202);
+    await waitFor('the database to be available while the platform fails', async () => (await resource(body.uuid)).state === 'available');
+    await waitFor('a failed delivery', async () => platform.callsTo('POST', '/oauth/token').some((c) => c.body.includes(body.uuid)));
+    platform.failing = false;
+    await waitFor('the delivery to be retried and taken', async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0], 30_000);
+    expect(platform.callsTo('PATCH', `/addons/${body.uuid}/config`).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('changes plans of one kind in place and moves a database to another kind, keeping every row', async () => {
+    await nodePg(shared.url, 'create table ledger (n int primary key)');
+    await nodePg(shared.url, 'insert into ledger select generate_series(1, 5000)');
+
+    const plus = await addon('PUT', `/heroku/resources/${shared.id}`, { plan: 'shared-plus', heroku_id: 'app@heroku.com' });
+    expect(plus.status).toBe(200);
+    expect(plus.body.config).toBeUndefined();
+    const [limits] = await nodePg(shared.url, `select rolconnlimit from pg_roles where rolname = current_user`);
+    expect(limits?.rolconnlimit).toBe(60);
+
+    const moved = await addon('PUT', `/heroku/resources/${shared.id}`, { plan: 'dedicated' });
+    expect(moved.status).toBe(200);
+    const url = moved.body.config.PGFLEET_URL as string;
+    expect(url).not.toBe(shared.url);
+    expect(new URL(url).username).toBe(new URL(shared.url).username);
+    expect(await psql(url, 'select count(*), sum(n) from ledger')).toBe('5000|12502500');
+    expect(await psql(url, 'select string_agg(body, $$,$$ order by id) from notes')).toBe('from psql,from node-postgres');
+    await nodePg(url, 'insert into ledger values (5001)');
+    // The old server no longer knows the tenant.
+    expect(await refused(shared.url)).toMatch(/password authentication failed|does not exist/);
+    const shown = await resource(shared.id);
+    expect(shown.plan).toBe('dedicated');
+    expect(shown.servers).toEqual([expect.objectContaining({ role: 'primary', state: 'available', port: Number(new URL(url).port) })]);
+    shared = { id: shared.id, url };
+  });
+
+  it('deprovisions: the database, its role and its dedicated server go, and a second DELETE is fine', async () => {
+    const serverId = (await resource(shared.id)).servers[0].id;
+    const res = await addon('DELETE', `/heroku/resources/${shared.id}`);
+    expect(res.status).toBe(204);
+    await waitFor('the resource to be deleted', async () => (await resource(shared.id)).state === 'deleted');
+    await waitFor('its dedicated server to be deleted', async () => (await system.api('GET', `/api/servers/${serverId}`)).body.state === 'deleted');
+    expect(await refused(shared.url)).toMatch(/ECONNREFUSED|connect/);
+    expect((await addon('DELETE', `/heroku/resources/${shared.id}`)).status).toBe(204);
+
+    // On a shared server only the tenant goes.
+    const sharedServer = (await resource(other.id)).servers[0].id;
+    expect((await addon('DELETE', `/heroku/resources/${other.id}`)).status).toBe(204);
+    await waitFor('the shared tenant to be deleted', async () => (await resource(other.id)).state === 'deleted');
+    const { username, pathname } = new URL(other.url);
+    const [left] = await nodePg(await superuserUrl(sharedServer), `select (select count(*) from pg_database where datname = $1)::int as dbs, (select count(*) from pg_roles where rolname = $2)::int as roles`, [pathname.slice(1), username]);
+    expect(left).toEqual({ dbs: 0, roles: 0 });
+    expect((await system.api('GET', `/api/servers/${sharedServer}`)).body.state).toBe('available');
+  });
+
+  it('signs a customer in with a valid SSO token, and refuses a bad or stale one', async () => {
+    const body = provisionBody('shared');
+    expect((await addon('POST', '/heroku/resources', body)).status).toBe(200);
+    const now = String(Math.floor(Date.now() / 1000));
+    const token = ssoToken(body.uuid, SSO_SALT, now);
+
+    const form = new URLSearchParams({ resource_id: body.uuid, resource_token: token, timestamp: now, 'nav-data': 'nav-123' });
+    const login = await addon('POST', '/sso/login', form.toString(), { 'content-type': 'application/x-www-form-urlencoded', authorization: '' });
+    expect(login.status).toBe(302);
+    expect(login.headers.get('location')).toBe(`/sso/resources/${body.uuid}`);
+    const cookies = login.headers.getSetCookie();
+    expect(cookies.some((c) => c.startsWith('heroku-nav-data=nav-123'))).toBe(true);
+    const session = cookies.find((c) => c.startsWith('pgfleet_sso='))!.split(';')[0]!;
+    const page = await addon('GET', `/sso/resources/${body.uuid}`, undefined, { cookie: session, authorization: '' });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('available');
+    expect(page.text).toContain(body.name);
+    expect(page.text).toContain('creating.tenant.trying');
+    // The session opens this database only.
+    expect((await addon('GET', `/sso/resources/${other.id}`, undefined, { cookie: session, authorization: '' })).status).toBe(403);
+
+    const legacy = await addon('GET', `/heroku/resources/${body.uuid}?token=${token}&timestamp=${now}&nav-data=nav-9`, undefined, { authorization: '' });
+    expect(legacy.status).toBe(302);
+
+    const stale = String(Math.floor(Date.now() / 1000) - 301);
+    const expired = await addon('GET', `/heroku/resources/${body.uuid}?token=${ssoToken(body.uuid, SSO_SALT, stale)}&timestamp=${stale}`, undefined, { authorization: '' });
+    expect(expired.status).toBe(403);
+    expect(expired.text).toMatch(/expired/);
+    const forged = new URLSearchParams({ id: body.uuid, token: ssoToken(body.uuid, 'wrong-salt', now), timestamp: now });
+    const bad = await addon('POST', '/sso/login', forged.toString(), { 'content-type': 'application/x-www-form-urlencoded', authorization: '' });
+    expect(bad.status).toBe(403);
+    expect(bad.text).toMatch(/not valid/);
+    expect((await addon('GET', `/sso/resources/${body.uuid}`, undefined, { authorization: '' })).status).toBe(403);
+  });
+});
+
+describe('the add-on API refuses bad input with a clear 4xx and changes nothing', () => {
+  let db: TestDatabase;
+  let system: System;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    // Web only: no worker or clock, so any row change can only come from the request.
+    system = await startSystem(db.url, ['web'], { ADDON_PASSWORD, ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '1' });
+  });
+  afterAll(async () => {
+    await system?.stop();
+    await db?.drop();
+  });
+
+  const send = async (method: string, route: string, body: unknown, authorization = BASIC) => {
+    const res = await fetch(`${system.running.url}${route}`, {
+      method,
+      headers: { authorization, 'content-type': 'application/json' },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as { message?: string } };
+  };
+  const good = { uuid: randomUUID(), plan: 'shared', region: 'us', callback_url: 'https://api.heroku.com/addons/x', options: {} };
+  const wrong = `Basic ${Buffer.from('pgfleet:not-the-password').toString('base64')}`;
+  const id = randomUUID();
+
+  const cases: [string, string, string, unknown, number, RegExp, string?][] = [
+    ['a wrong password on POST', 'POST', '/heroku/resources', good, 401, /HTTP Basic/, wrong],
+    ['a wrong password on PUT', 'PUT', `/heroku/resources/${id}`, { plan: 'shared' }, 401, /HTTP Basic/, wrong],
+    ['a wrong password on DELETE', 'DELETE', `/heroku/resources/${id}`, {}, 401, /HTTP Basic/, wrong],
+    ['another add-on id', 'POST', '/heroku/resources', good, 401, /HTTP Basic/, `Basic ${Buffer.from(`other:${ADDON_PASSWORD}`).toString('base64')}`],
+    ['no credentials and a malformed body', 'POST', '/heroku/resources', '{"uuid":', 401, /HTTP Basic/, ''],
+    ['malformed JSON', 'POST', '/heroku/resources', '{"uuid": "x", "plan":', 400, /JSON/],
+    ['a JSON array', 'POST', '/heroku/resources', [good], 400, /JSON object/],
+    ['no uuid', 'POST', '/heroku/resources', { ...good, uuid: undefined }, 400, /no "uuid"/],
+    ['a uuid that is not one', 'POST', '/heroku/resources', { ...good, uuid: "1' or '1'='1" }, 422, /"uuid" must be a UUID/],
+    ['no plan', 'POST', '/heroku/resources', { ...good, plan: undefined }, 400, /no "plan"/],
+    ['an unknown plan', 'POST', '/heroku/resources', { ...good, plan: 'gold' }, 422, /no plan "gold": choose one of "shared"/],
+    ['SQL in the plan', 'POST', '/heroku/resources', { ...good, plan: "shared'; drop table resources; --" }, 422, /no plan/],
+    ['an unknown region', 'POST', '/heroku/resources', { ...good, region: 'mars' }, 422, /no region "mars": use "us", "eu"/],
+    ['quotes and SQL in the name', 'POST', '/heroku/resources', { ...good, name: `x'; drop database "pgfleet"; --` }, 422, /"name" may hold only/],
+    ['a callback outside the platform', 'POST', '/heroku/resources', { ...good, callback_url: 'http://169.254.169.254/latest' }, 422, /callback_url" must point into the platform API/],
+    ['an unknown option', 'POST', '/heroku/resources', { ...good, options: { fork: 'x' } }, 422, /unknown option "fork"/],
+    ['an oauth_grant without a code', 'POST', '/heroku/resources', { ...good, oauth_grant: { type: 'authorization_code' } }, 422, /oauth_grant/],
+    ['an oversized body', 'POST', '/heroku/resources', { ...good, pad: 'x'.repeat(100_000) }, 413, /too large/],
+    ['a plan change to an unknown plan', 'PUT', `/heroku/resources/${id}`, { plan: 'gold' }, 422, /no plan "gold"/],
+    ['a plan change of an unknown resource', 'PUT', `/heroku/resources/${id}`, { plan: 'shared' }, 404, /no resource/],
+    ['deprovisioning an unknown resource', 'DELETE', `/heroku/resources/${id}`, {}, 404, /no resource/],
+  ];
+
+  it.each(cases)('%s', async (_name, method, route, body, status, message, authorization) => {
+    const before = await db.pool.query('select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m');
+    const res = await send(method, route, body, authorization);
+    expect(res.status).toBe(status);
+    expect(res.body.message).toMatch(message);
+    const after = await db.pool.query('select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m');
+    expect(after.rows).toEqual(before.rows);
+  });
+
+  it('accepts a legacy v1 body and unknown extra fields', async () => {
+    const legacy = { heroku_id: 'app123@heroku.com', plan: 'shared', region: 'amazon-web-services::eu-west-1', callback_url: 'https://api.heroku.com/vendor/apps/app123%40heroku.com', logplex_token: 't.abc', options: {}, uuid: randomUUID(), something_new: { x: 1 } };
+    const res = await send('POST', '/heroku/resources', legacy);
+    // Without a worker it cannot finish in time: answered 202, to be handed over later.
+    expect(res.status).toBe(202);
+    const { rows } = await db.pool.query('select plan, region, aws_region, heroku_id from resources where id = $1', [legacy.uuid]);
+    expect(rows).toEqual([{ plan: 'shared', region: 'amazon-web-services::eu-west-1', aws_region: 'eu-west-1', heroku_id: 'app123@heroku.com' }]);
+  });
+});

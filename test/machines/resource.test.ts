@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { initialTransition, transition, type SnapshotFrom } from 'xstate';
+import { MAX_STEP_RETRIES, resourceMachine, type ResourceEvent } from '../../machines/resource.ts';
+import { emittedJobs, statePath } from '../../src/runner.ts';
+
+type Snapshot = SnapshotFrom<typeof resourceMachine>;
+
+let clock = 0;
+/** Strictly increasing fixed-width times, like the database's. */
+const t = () => new Date(Date.UTC(2026, 0, 1) + ++clock * 1000).toISOString();
+
+function step(snapshot: Snapshot, event: ResourceEvent) {
+  const [next, actions] = transition(resourceMachine, snapshot, event);
+  return { next, state: statePath(next.value), jobs: emittedJobs(actions as never).map((j) => j.task + (j.delaySeconds ? `+${j.delaySeconds}s` : '')) };
+}
+
+function walk(events: ResourceEvent[]): ReturnType<typeof step> {
+  let s = { next: initialTransition(resourceMachine)[0], state: '', jobs: [] as string[] };
+  for (const e of events) s = step(s.next, e);
+  return s;
+}
+
+const observed = (obs: Record<string, string>, at = t()): ResourceEvent => ({ type: 'observed', at, obs });
+const failed = (): ResourceEvent => ({ type: 'step.failed', at: t(), error: 'connection refused' });
+const created = (): ResourceEvent[] => [{ type: 'placed', at: t() }, observed({ 'primary.state': 'available' }), { type: 'tenant.created', at: t() }];
+
+describe('resource machine', () => {
+  it('starts placing the resource', () => {
+    const [snapshot, actions] = initialTransition(resourceMachine);
+    expect(statePath(snapshot.value)).toBe('creating.placing.trying');
+    expect(emittedJobs(actions as never).map((j) => j.task)).toEqual(['place']);
+  });
+
+  it('waits for its primary server to be available before creating the tenant', () => {
+    let s = walk([{ type: 'placed', at: t() }]);
+    expect([s.state, s.jobs]).toEqual(['creating.waiting', ['observe']]);
+    s = step(s.next, observed({ 'primary.state': 'starting' }));
+    expect([s.state, s.jobs]).toEqual(['creating.waiting', []]);
+    s = step(s.next, observed({ 'primary.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['creating.tenant.trying', ['create_tenant']]);
+    s = step(s.next, { type: 'tenant.created', at: t() });
+    expect([s.state, s.jobs]).toEqual(['available', []]);
+  });
+
+  it('ignores an observation older than one it acted on', () => {
+    const stale = t();
+    const s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'starting' })]);
+    expect(step(s.next, observed({ 'primary.state': 'available' }, stale)).state).toBe('creating.waiting');
+  });
+
+  it('retries a failing step with backoff, then shows it as failed and keeps retrying slowly', () => {
+    let s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'available' })]);
+    const delays: string[][] = [];
+    for (let i = 1; i < MAX_STEP_RETRIES; i++) {
+      s = step(s.next, failed());
+      expect(s.state).toBe('creating.tenant.trying');
+      delays.push(s.jobs);
+    }
+    expect(delays).toEqual([['create_tenant+1s'], ['create_tenant+2s'], ['create_tenant+4s'], ['create_tenant+8s']]);
+    s = step(s.next, failed());
+    expect([s.state, s.jobs]).toEqual(['creating.tenant.failed', ['create_tenant+16s']]);
+    expect(s.next.context.lastError).toBe('connection refused');
+    s = step(s.next, failed());
+    expect([s.state, s.jobs]).toEqual(['creating.tenant.failed', ['create_tenant+60s']]);
+    s = step(s.next, failed());
+    expect(s.jobs).toEqual(['create_tenant+120s']);
+    // A job that fell out is asked for again on the next observation, with the same backoff.
+    expect(step(s.next, observed({})).jobs).toEqual(['create_tenant+120s']);
+    s = step(s.next, { type: 'tenant.created', at: t() });
+    expect(s.state).toBe('available');
+  });
+
+  it('a step that succeeds starts the next one with a clean count', () => {
+    let s = walk([failed(), failed()]);
+    expect(s.jobs).toEqual(['place+2s']);
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available' }));
+    expect(s.jobs).toEqual(['create_tenant']);
+  });
+
+  it('hands the config to the platform once available when the answer was deferred, until it is taken', () => {
+    let s = walk([{ type: 'deferred', at: t() }, ...created()]);
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+    s = step(s.next, { type: 'delivery.failed', at: t(), error: 'the config update answered 503' });
+    expect(s.jobs).toEqual(['deliver+2s']);
+    s = step(s.next, { type: 'delivery.failed', at: t(), error: 'the config update answered 503' });
+    expect(s.jobs).toEqual(['deliver+4s']);
+    s = step(s.next, { type: 'delivered', at: t() });
+    expect(s.next.context).toMatchObject({ deliver: false, deliveryFailures: 0 });
+    // An answer that carried the config needs no delivery.
+    expect(walk(created()).jobs).toEqual([]);
+  });
+
+  it('changes plan in place on the same kind of server, and moves to another kind', () => {
+    const ready = walk(created());
+    let s = step(ready.next, { type: 'change_plan', at: t(), plan: 'shared-plus', move: false });
+    expect([s.state, s.jobs]).toEqual(['resizing.trying', ['apply_plan']]);
+    expect(step(s.next, { type: 'applied', at: t() }).state).toBe('available');
+
+    s = step(ready.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: true });
+    expect([s.state, s.jobs]).toEqual(['changing.placing.trying', ['place']]);
+    s = step(s.next, { type: 'placed', at: t() });
+    expect([s.state, s.jobs]).toEqual(['changing.waiting', ['observe']]);
+    // Only the server it moves to counts here.
+    expect(step(s.next, observed({ 'primary.state': 'available', 'target.state': 'starting' })).state).toBe('changing.waiting');
+    s = step(s.next, observed({ 'primary.state': 'available', 'target.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['changing.copying.trying', ['move']]);
+    s = step(s.next, { type: 'moved', at: t() });
+    expect([s.state, s.jobs]).toEqual(['changing.activating.trying', ['activate']]);
+    s = step(s.next, { type: 'activated', at: t() });
+    expect([s.state, s.jobs]).toEqual(['changing.cleaning.trying', ['cleanup']]);
+    // Another change while one is under way changes nothing.
+    expect(step(s.next, { type: 'change_plan', at: t(), plan: 'shared', move: true }).state).toBe('changing.cleaning.trying');
+    s = step(s.next, { type: 'cleaned', at: t() });
+    expect(s.state).toBe('available');
+  });
+
+  it('deprovisions from any state, once, and ends', () => {
+    let s = walk([{ type: 'deprovision', at: t() }]);
+    expect([s.state, s.jobs]).toEqual(['deprovisioning.trying', ['drop_tenant']]);
+    expect(step(s.next, { type: 'deprovision', at: t() }).jobs).toEqual([]);
+    s = step(s.next, { type: 'dropped', at: t() });
+    expect(s.state).toBe('deleted');
+    expect(s.next.status).toBe('done');
+  });
+});
