@@ -1,6 +1,7 @@
 import { runProcesses, localCluster, type ProcessName } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { operatorToken } from './control.ts';
+import { addonSecrets, operatorToken } from './control.ts';
+import { addonManifest } from './manifest.ts';
 import { createLogger } from './log.ts';
 import { stopLocalClusters } from './providers/local.ts';
 
@@ -13,6 +14,9 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet servers create [--provider local]
   pgfleet servers show <id>     a server with its latest observation and transitions
   pgfleet servers delete <id>
+  pgfleet resources             list the databases customers have
+  pgfleet resources show <id>   a resource with its config, servers and transitions
+  pgfleet manifest              the addon-manifest.json a platform needs for this deployment
   pgfleet jobs dead             jobs whose attempts are spent, with their last error
   pgfleet jobs retry <id>       give a dead job a fresh set of attempts
   pgfleet down                  stop every local Postgres under PGFLEET_HOME
@@ -127,6 +131,49 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
   }
 }
 
+interface ResourceRow {
+  id: string;
+  plan: string;
+  region: string;
+  name: string | null;
+  state: string;
+  lastError: string | null;
+  config: Record<string, string>;
+  servers: { id: string; role: string; state: string; host: string | null; port: number | null }[];
+  transitions?: { from: string | null; to: string; event: string; at: string }[];
+}
+
+async function resources(config: Config, args: string[], json: boolean): Promise<number> {
+  const [verb = 'list', id] = args;
+  if (verb === 'list') {
+    const rows = (await api(config, 'GET', '/resources')) as ResourceRow[];
+    const human = () =>
+      rows.length === 0
+        ? 'no resources yet: a platform provisions them through /heroku/resources'
+        : table([['id', 'plan', 'state', 'name', 'servers'], ...rows.map((r) => [r.id, r.plan, r.state, r.name ?? '-', r.servers.map((s) => `${s.role}:${s.host ?? '-'}:${s.port ?? '-'}`).join(' ')])]);
+    process.stdout.write(`${json ? JSON.stringify(rows, null, 2) : human()}\n`);
+    return 0;
+  }
+  if (verb === 'show' && id) {
+    const r = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}`)) as ResourceRow;
+    const human = () =>
+      [
+        `id:       ${r.id}`,
+        `name:     ${r.name ?? '-'}`,
+        `plan:     ${r.plan} (${r.region})`,
+        `state:    ${r.state}${r.lastError ? ` (last error: ${r.lastError})` : ''}`,
+        ...Object.entries(r.config).map(([k, v]) => `${k}: ${v}`),
+        '',
+        table([['server', 'role', 'state', 'address'], ...r.servers.map((s) => [s.id, s.role, s.state, `${s.host ?? '-'}:${s.port ?? '-'}`])]),
+        '',
+        table([['at', 'from', 'to', 'event'], ...(r.transitions ?? []).map((t) => [t.at, t.from ?? '-', t.to, t.event])]),
+      ].join('\n');
+    process.stdout.write(`${json ? JSON.stringify(r, null, 2) : human()}\n`);
+    return 0;
+  }
+  throw new CliError('usage: pgfleet resources | pgfleet resources show <id>');
+}
+
 async function jobs(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb = 'dead', id] = args;
   if (verb === 'dead') {
@@ -176,6 +223,13 @@ export async function main(argv: string[]): Promise<number> {
         return await servers(config, rest, json);
       case 'jobs':
         return await jobs(config, rest, json);
+      case 'resources':
+        return await resources(config, rest, json);
+      case 'manifest': {
+        const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
+        process.stdout.write(`${JSON.stringify(addonManifest(addon, config.port), null, 2)}\n`);
+        return 0;
+      }
       case 'down':
         return await down(config);
       case 'help':

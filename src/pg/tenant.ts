@@ -108,7 +108,16 @@ export async function setTenantLimits(target: SuperuserTarget, tenant: Tenant): 
 export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>): Promise<void> {
   await asSuperuser(target, 'postgres', async (client) => {
     await client.query(`alter role ${ident(tenant.role)} nologin`);
-    await client.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1', [tenant.role]);
+    // Terminating is asynchronous: wait until every session is gone, so none can still commit.
+    for (let i = 0; ; i++) {
+      const { rows } = await client.query<{ n: number }>(
+        'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
+        [tenant.role],
+      );
+      if (rows[0]!.n === 0) return;
+      if (i >= 100) throw new Error(`sessions of ${tenant.role} did not end within 10 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
 }
 

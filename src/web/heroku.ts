@@ -180,7 +180,11 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       const before = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!before) throw new HttpError(404, `no resource "${id}"`);
       if (before.state === 'deleted' || before.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned');
-      if (before.plan === plan.name && before.state === 'available') return reply.send({ config: before.config, message: `Already on ${plan.name}.` });
+      // The platform delivers at least once: a repeated change is answered, not redone.
+      if (before.plan === plan.name) {
+        if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
+        if (before.state === 'resizing' || before.state === 'changing') return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
+      }
       if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
       const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
       await changePlan(opts.pool, id, plan, primary?.tenancy !== plan.kind);

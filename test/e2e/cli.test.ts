@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,6 +68,20 @@ describe('the pgfleet command', () => {
     await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
     const res = await fetch(`${url}/api/servers/${created.id}`, { headers: { authorization: `Bearer ${token}` } });
     expect(((await res.json()) as { state: string }).state).toBe('available');
+
+    // The manifest holds the credentials pgfleet made for this home; a platform provisions with them.
+    const manifest = JSON.parse(await cli(['manifest'], env)) as { id: string; api: { password: string; config_vars: string[]; version: string } };
+    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL'], version: '3' } });
+    const uuid = randomUUID();
+    const provision = await fetch(`${url}/heroku/resources`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${manifest.api.password}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ uuid, plan: 'shared', region: 'us', options: {} }),
+    });
+    expect(provision.status).toBe(200);
+    const { config } = (await provision.json()) as { config: { PGFLEET_URL: string } };
+    expect(await psql(config.PGFLEET_URL, 'select current_user = session_user')).toBe('t');
+    expect(await cli(['resources'], apiEnv)).toMatch(new RegExp(`${uuid}\\s+shared\\s+available`));
     expect(await stop(first)).toBe(0);
 
     // Again, on the same home: the same control database, token and server.
@@ -80,7 +95,8 @@ describe('the pgfleet command', () => {
     expect(await stop(second)).toBe(0);
 
     const down = await cli(['down'], env);
-    expect(down).toMatch(/2 Postgres servers stopped/);
+    // The server, the shared server the resource lives on, and the control database.
+    expect(down).toMatch(/3 Postgres servers stopped/);
     expect((await clusterStatus(path.join(home, 'servers', created.id, 'data'))).running).toBe(false);
     expect((await clusterStatus(path.join(home, 'control', 'data'))).running).toBe(false);
   });

@@ -101,6 +101,7 @@ describe('the Heroku add-on API hands out working databases', () => {
 
   let shared: { id: string; url: string };
   let other: { id: string; url: string };
+  let dedicated: { id: string; url: string };
 
   it('provisions a shared database synchronously, with a URL psql and node-postgres can write through', async () => {
     const body = provisionBody('shared');
@@ -179,6 +180,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(platform.calls.indexOf(patch!)).toBeLessThan(platform.calls.indexOf(done));
 
     const url = config[0]!.value;
+    dedicated = { id: body.uuid, url };
     await psql(url, 'create table t (n int); insert into t values (7)');
     expect(await psql(url, 'select n from t')).toBe('7');
     const shown = await resource(body.uuid);
@@ -209,12 +211,33 @@ describe('the Heroku add-on API hands out working databases', () => {
     const [limits] = await nodePg(shared.url, `select rolconnlimit from pg_roles where rolname = current_user`);
     expect(limits?.rolconnlimit).toBe(60);
 
+    // A writer keeps committing while the database moves: every acknowledged row must arrive.
+    await nodePg(shared.url, 'create table acked (n int primary key)');
+    const writer = new pg.Client({ connectionString: shared.url });
+    writer.on('error', () => undefined);
+    await writer.connect();
+    const acknowledged: number[] = [];
+    const writing = (async () => {
+      for (let n = 1; ; n++) {
+        try {
+          await writer.query('insert into acked values ($1)', [n]);
+        } catch {
+          return;
+        }
+        acknowledged.push(n);
+      }
+    })();
+    await waitFor('the writer to commit', async () => acknowledged.length > 20, 10_000, 5);
     const moved = await addon('PUT', `/heroku/resources/${shared.id}`, { plan: 'dedicated' });
+    await writing;
+    await writer.end().catch(() => undefined);
     expect(moved.status).toBe(200);
     const url = moved.body.config.PGFLEET_URL as string;
     expect(url).not.toBe(shared.url);
     expect(new URL(url).username).toBe(new URL(shared.url).username);
     expect(await psql(url, 'select count(*), sum(n) from ledger')).toBe('5000|12502500');
+    const arrived = await nodePg<{ n: number }>(url, 'select n from acked where n = any($1)', [acknowledged]);
+    expect(arrived.length).toBe(acknowledged.length);
     expect(await psql(url, 'select string_agg(body, $$,$$ order by id) from notes')).toBe('from psql,from node-postgres');
     await nodePg(url, 'insert into ledger values (5001)');
     // The old server no longer knows the tenant.
@@ -223,6 +246,19 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(shown.plan).toBe('dedicated');
     expect(shown.servers).toEqual([expect.objectContaining({ role: 'primary', state: 'available', port: Number(new URL(url).port) })]);
     shared = { id: shared.id, url };
+
+    // And back from a server of its own to a shared one, whose old server is deleted.
+    const oldServer = (await resource(dedicated.id)).servers[0].id;
+    await nodePg(dedicated.url, 'insert into t select generate_series(1, 999)');
+    const down = await addon('PUT', `/heroku/resources/${dedicated.id}`, { plan: 'shared' });
+    expect(down.status).toBe(200);
+    const sharedUrl = down.body.config.PGFLEET_URL as string;
+    expect(await psql(sharedUrl, 'select count(*), sum(n) from t')).toBe('1000|499507');
+    expect(new URL(sharedUrl).port).toBe(new URL(other.url).port);
+    await waitFor('the old dedicated server to be deleted', async () => (await system.api('GET', `/api/servers/${oldServer}`)).body.state === 'deleted');
+    // A repeated change is answered again, not redone.
+    const repeated = await addon('PUT', `/heroku/resources/${dedicated.id}`, { plan: 'shared' });
+    expect(repeated).toMatchObject({ status: 200, body: { config: { PGFLEET_URL: sharedUrl } } });
   });
 
   it('deprovisions: the database, its role and its dedicated server go, and a second DELETE is fine', async () => {
