@@ -58,7 +58,8 @@ describe('the pgfleet command', () => {
   it('`start` runs everything on an embedded control database that survives a restart, and `down` stops it all', async () => {
     const home = await newHome();
     const env = { PGFLEET_HOME: home, PORT: '0', PGFLEET_OBSERVE_INTERVAL: '1' };
-    const first = launch(['start'], env);
+    // At debug level, so the check below that no credential reaches the log means something.
+    const first = launch(['start'], { ...env, LOG_LEVEL: 'debug' });
     started.push(first);
     const url = await waitFor('the web process to listen', async () => /listening on (http:\/\/\S+)/.exec(first.out())?.[1]);
     const token = /operator token: (\S+)/.exec(first.out())![1]!;
@@ -81,6 +82,9 @@ describe('the pgfleet command', () => {
     expect(provision.status).toBe(200);
     const { config } = (await provision.json()) as { config: { PGFLEET_URL: string } };
     expect(await psql(config.PGFLEET_URL, 'select current_user = session_user')).toBe('t');
+    expect(first.out()).toMatch(/"msg":"provisioning"/);
+    expect(first.out()).not.toContain(decodeURIComponent(new URL(config.PGFLEET_URL).password));
+    expect(first.out()).not.toContain(manifest.api.password);
     expect(await cli(['resources'], apiEnv)).toMatch(new RegExp(`${uuid}\\s+shared\\s+available`));
     expect(await stop(first)).toBe(0);
 
