@@ -1,0 +1,657 @@
+/**
+ * Provisioning benchmark: through the Heroku add-on API, the time from POST
+ * /heroku/resources to a URL that answers `select 1`, for plan `shared` (answered 200 with
+ * the config) and plan `dedicated` (answered 202; the config arrives later as a PATCH to the
+ * platform), over repeated sequential runs, against web + worker + clock in this process, a
+ * fake platform, and an ephemeral control Postgres.
+ *
+ *   npm run bench:provision
+ *   BENCH_PROVISION_SHARED=5 BENCH_PROVISION_DEDICATED=2 npm run bench:provision   # a quick run
+ *
+ * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { localCluster, runProcesses, type Running } from '../src/app.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { startEphemeralPostgres, type EphemeralPostgres } from '../src/pg/ephemeral.ts';
+import { stopLocalClusters } from '../src/providers/local.ts';
+
+function envInt(name: string, fallback: number, min = 0): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number ≥ ${min}, got "${raw}"`);
+  return n;
+}
+
+const params = {
+  sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
+  dedicatedRuns: envInt('BENCH_PROVISION_DEDICATED', 8, 1),
+  /** PGFLEET_ANSWER_WITHIN: how long a shared provision may wait to answer 200 with the config. */
+  answerWithinSeconds: 20,
+  /** Pause between tries of `select 1` while the URL does not answer yet. */
+  retryMs: 5,
+  sharedTimeoutSeconds: 60,
+  dedicatedTimeoutSeconds: 120,
+};
+
+const AIMS = { shared: 300, dedicated: 3000 };
+const ADDON_PASSWORD = randomBytes(24).toString('base64url');
+const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
+const OPERATOR_TOKEN = randomBytes(24).toString('base64url');
+
+/** Milliseconds on one clock with the database's: wall time, sub-millisecond. */
+const wallMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+// ---------------------------------------------------------------------------------------
+// The platform: records when each call arrived, and lets the bench wait for one.
+
+interface PlatformCall {
+  method: string;
+  path: string;
+  body: string;
+  /** wallMs() when the request arrived. */
+  at: number;
+}
+
+class Platform {
+  readonly calls: PlatformCall[] = [];
+  url = '';
+  private server: Server | undefined;
+  private readonly waiters = new Set<() => void>();
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const at = wallMs();
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        this.calls.push({ method: req.method ?? '', path: req.url ?? '', body, at });
+        const answer =
+          req.url === '/oauth/token' ? { access_token: 'access-1', refresh_token: 'refresh-1', expires_in: 28800, token_type: 'Bearer' } : {};
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+        for (const check of [...this.waiters]) check();
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  find(method: string, pathPart: string): PlatformCall | undefined {
+    return this.calls.find((c) => c.method === method && c.path.includes(pathPart));
+  }
+
+  waitFor(method: string, pathPart: string, timeoutMs: number): Promise<PlatformCall> {
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      const check = () => {
+        const hit = this.find(method, pathPart);
+        if (hit) {
+          done();
+          resolve(hit);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`the platform heard no ${method} ${pathPart} within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Talking to pgfleet and to the databases it hands out.
+
+interface Answer {
+  status: number;
+  json: unknown;
+  /** wallMs() when the whole answer had arrived. */
+  at: number;
+}
+
+async function call(base: string, method: string, route: string, authorization: string, body?: unknown): Promise<Answer> {
+  const res = await fetch(`${base}${route}`, {
+    method,
+    headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const at = wallMs();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = text;
+  }
+  return { status: res.status, json, at };
+}
+
+function field(value: unknown, ...keys: string[]): unknown {
+  let v = value;
+  for (const k of keys) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined;
+  return v;
+}
+
+function provisionBody(platform: Platform, plan: string) {
+  const uuid = randomUUID();
+  return {
+    uuid,
+    plan,
+    region: 'amazon-web-services::us-east-1',
+    callback_url: `${platform.url}/addons/${uuid}`,
+    name: `bench-${uuid.slice(0, 8)}`,
+    options: {},
+    oauth_grant: { code: `grant-${uuid}`, expires_at: new Date(Date.now() + 300_000).toISOString(), type: 'authorization_code' },
+  };
+}
+
+/** Try `select 1` through a fresh node-postgres connection until it answers; when it did. */
+async function firstSelect(url: string, deadline: number): Promise<{ at: number; attempts: number }> {
+  let lastError = '';
+  for (let attempts = 1; ; attempts++) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ one: number }>('select 1 as one');
+      const at = wallMs();
+      if (rows[0]?.one !== 1) throw new Error(`select 1 answered ${JSON.stringify(rows)}`);
+      return { at, attempts };
+    } catch (err) {
+      lastError = message(err);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    if (wallMs() > deadline) throw new Error(`no answer to select 1 after ${attempts} tries: ${lastError}`);
+    await sleep(params.retryMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs.
+
+interface Milestone {
+  /** `resource:available`, `server:starting.verifying`, `platform:PATCH config`, … */
+  name: string;
+  /** Milliseconds after t0. */
+  ms: number;
+}
+
+interface SharedRun {
+  id: string;
+  /** POST → a `select 1` answered through the returned URL. */
+  totalMs: number;
+  /** POST → its 200 answer (with the config). */
+  httpMs: number;
+  /** Connections tried until `select 1` answered. */
+  attempts: number;
+  milestones: Milestone[];
+  error?: string;
+}
+
+interface DedicatedRun {
+  id: string;
+  /** POST → a `select 1` answered through the URL the platform was handed. */
+  totalMs: number;
+  /** POST → its 202 answer. */
+  httpMs: number;
+  /** POST → the OAuth grant exchange reached the platform. */
+  tokenMs: number;
+  /** POST → PATCH {callback_url}/config reached the platform. */
+  patchMs: number;
+  /** POST → POST {callback_url}/actions/provision reached the platform. */
+  provisionedMs: number;
+  attempts: number;
+  milestones: Milestone[];
+  error?: string;
+}
+
+interface Context {
+  running: Running;
+  platform: Platform;
+}
+
+const web = (ctx: Context) => ctx.running.url!;
+
+/**
+ * Transitions of the resource's machine and of the server machines it was placed on, made
+ * since t0 (`at` is the database's now(): the start of the transaction that committed it).
+ */
+async function transitionsSince(ctx: Context, resourceId: string, t0: number): Promise<Milestone[]> {
+  const { rows } = await ctx.running.pool.query<{ machine: string; to: string; ms: number }>(
+    `select t.machine, t.to_state as "to", (extract(epoch from t.at) * 1000)::float8 as ms
+     from transitions t
+     where (t.entity_id = $1 or t.entity_id in (select server_id from resource_servers where resource_id = $1))
+       and t.at >= to_timestamp($2::float8 / 1000)
+     order by t.at, t.id`,
+    [resourceId, t0 - 5],
+  );
+  return rows.map((r) => ({ name: `${r.machine}:${r.to}`, ms: Math.max(0, r.ms - t0) }));
+}
+
+async function waitForState(ctx: Context, route: string, state: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await call(web(ctx), 'GET', route, `Bearer ${OPERATOR_TOKEN}`);
+    if (field(res.json, 'state') === state) return;
+    if (Date.now() > deadline) throw new Error(`${route} still ${JSON.stringify(field(res.json, 'state'))} after ${timeoutMs / 1000} s, not ${state}`);
+    await sleep(50);
+  }
+}
+
+/** DELETE the resource and wait (untimed) until it, and any dedicated server of it, is gone. */
+async function deprovision(ctx: Context, id: string): Promise<void> {
+  const shown = await call(web(ctx), 'GET', `/api/resources/${id}`, `Bearer ${OPERATOR_TOKEN}`);
+  const servers = field(shown.json, 'servers');
+  const serverIds = Array.isArray(servers) ? servers.map((s) => field(s, 'id')).filter((s): s is string => typeof s === 'string') : [];
+  const res = await call(web(ctx), 'DELETE', `/heroku/resources/${id}`, BASIC);
+  if (res.status !== 204) throw new Error(`DELETE /heroku/resources/${id} answered ${res.status}: ${JSON.stringify(res.json)}`);
+  await waitForState(ctx, `/api/resources/${id}`, 'deleted', 60_000);
+  if (field(shown.json, 'plan') === 'dedicated') {
+    for (const serverId of serverIds) await waitForState(ctx, `/api/servers/${serverId}`, 'deleted', 60_000);
+  }
+}
+
+async function sharedRun(ctx: Context): Promise<SharedRun> {
+  const body = provisionBody(ctx.platform, 'shared');
+  const t0 = wallMs();
+  try {
+    const res = await call(web(ctx), 'POST', '/heroku/resources', BASIC, body);
+    const url = field(res.json, 'config', 'PGFLEET_URL');
+    if (res.status !== 200 || typeof url !== 'string') throw new Error(`POST answered ${res.status}: ${JSON.stringify(res.json)}`);
+    const ok = await firstSelect(url, t0 + params.sharedTimeoutSeconds * 1000);
+    const milestones = [
+      ...(await transitionsSince(ctx, body.uuid, t0)),
+      { name: 'http:200 answered', ms: res.at - t0 },
+      { name: 'client:select 1 answered', ms: ok.at - t0 },
+    ].sort((a, b) => a.ms - b.ms);
+    return { id: body.uuid, totalMs: ok.at - t0, httpMs: res.at - t0, attempts: ok.attempts, milestones };
+  } catch (err) {
+    return { id: body.uuid, totalMs: NaN, httpMs: NaN, attempts: 0, milestones: [], error: message(err) };
+  }
+}
+
+async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
+  const body = provisionBody(ctx.platform, 'dedicated');
+  const deadline = params.dedicatedTimeoutSeconds * 1000;
+  const t0 = wallMs();
+  try {
+    const patched = ctx.platform.waitFor('PATCH', `/addons/${body.uuid}/config`, deadline);
+    patched.catch(() => undefined);
+    const res = await call(web(ctx), 'POST', '/heroku/resources', BASIC, body);
+    if (res.status !== 202) throw new Error(`POST answered ${res.status}: ${JSON.stringify(res.json)}`);
+    const patch = await patched;
+    const vars = field(JSON.parse(patch.body) as unknown, 'config');
+    const url = Array.isArray(vars) ? field(vars.find((v) => field(v, 'name') === 'PGFLEET_URL'), 'value') : undefined;
+    if (typeof url !== 'string') throw new Error(`the PATCH carried no PGFLEET_URL: ${patch.body}`);
+    const ok = await firstSelect(url, t0 + deadline);
+    const provisioned = await ctx.platform.waitFor('POST', `/addons/${body.uuid}/actions/provision`, deadline);
+    const token = ctx.platform.calls.find((c) => c.path === '/oauth/token' && new URLSearchParams(c.body).get('code') === body.oauth_grant.code);
+    const milestones = [
+      ...(await transitionsSince(ctx, body.uuid, t0)),
+      { name: 'http:202 answered', ms: res.at - t0 },
+      ...(token ? [{ name: 'platform:grant exchanged', ms: token.at - t0 }] : []),
+      { name: 'platform:PATCH config', ms: patch.at - t0 },
+      { name: 'platform:actions/provision', ms: provisioned.at - t0 },
+      { name: 'client:select 1 answered', ms: ok.at - t0 },
+    ].sort((a, b) => a.ms - b.ms);
+    return {
+      id: body.uuid,
+      totalMs: ok.at - t0,
+      httpMs: res.at - t0,
+      tokenMs: token ? token.at - t0 : NaN,
+      patchMs: patch.at - t0,
+      provisionedMs: provisioned.at - t0,
+      attempts: ok.attempts,
+      milestones,
+    };
+  } catch (err) {
+    return { id: body.uuid, totalMs: NaN, httpMs: NaN, tokenMs: NaN, patchMs: NaN, provisionedMs: NaN, attempts: 0, milestones: [], error: message(err) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Numbers and the report.
+
+interface Stats {
+  n: number;
+  medianMs: number;
+  p90Ms: number;
+  maxMs: number;
+  minMs: number;
+}
+
+/** Linear interpolation between closest ranks (numpy's default). */
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+function stats(values: number[]): Stats {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  return { n: sorted.length, medianMs: quantile(sorted, 0.5), p90Ms: quantile(sorted, 0.9), maxMs: sorted.at(-1) ?? NaN, minMs: sorted[0] ?? NaN };
+}
+
+/** Each milestone's offsets over the runs that reached it, ordered by median. */
+function milestoneStats(runs: { milestones: Milestone[]; error?: string }[]): (Stats & { name: string })[] {
+  const byName = new Map<string, number[]>();
+  for (const run of runs.filter((r) => !r.error)) {
+    const seen = new Set<string>();
+    for (const m of run.milestones) {
+      if (seen.has(m.name)) continue; // the first time a state was reached
+      seen.add(m.name);
+      byName.set(m.name, [...(byName.get(m.name) ?? []), m.ms]);
+    }
+  }
+  return [...byName].map(([name, values]) => ({ name, ...stats(values) })).sort((a, b) => a.medianMs - b.medianMs);
+}
+
+interface Machine {
+  date: string;
+  nproc: number;
+  cpu: string;
+  memoryGiB: number;
+  node: string;
+  postgres: string;
+  commit: string;
+  loadAverageAtStart: number[];
+  loadAverageAtEnd: number[];
+}
+
+interface Results {
+  machine: Machine;
+  parameters: Record<string, number>;
+  aimsMs: typeof AIMS;
+  notes: string[];
+  summary: {
+    firstShared: Stats;
+    shared: { total: Stats; http: Stats; afterAnswer: Stats; attempts: Stats; failed: number };
+    dedicated: { total: Stats; http: Stats; token: Stats; patch: Stats; provisioned: Stats; afterPatch: Stats; attempts: Stats; failed: number };
+    sharedMilestones: (Stats & { name: string })[];
+    dedicatedMilestones: (Stats & { name: string })[];
+  };
+  firstShared: SharedRun;
+  shared: SharedRun[];
+  dedicated: DedicatedRun[];
+}
+
+const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+const ms = (n: number) => num(n, n < 100 ? 1 : 0);
+
+function markdown(r: Results): string {
+  const m = r.machine;
+  const s = r.summary;
+  const met = (median: number, aim: number) => (Number.isFinite(median) ? (median < aim ? 'met' : 'not met') : 'no result');
+  const row = (label: string, st: Stats, extra = '') => `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
+  const lines = [
+    '# Provisioning benchmark',
+    '',
+    `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
+    `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
+    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    '',
+    '## POST /heroku/resources → a URL that answers `select 1`',
+    '',
+    '| plan | runs | median ms | p90 ms | max ms | aim | aim met (median) |',
+    '|---|--:|--:|--:|--:|---|---|',
+    `| first shared provision (creates the shared server) | ${s.firstShared.n} | ${ms(s.firstShared.medianMs)} | — | — | — | — |`,
+    row('shared', s.shared.total, ` < ${num(AIMS.shared)} ms | ${met(s.shared.total.medianMs, AIMS.shared)} |`),
+    row('dedicated', s.dedicated.total, ` < ${num(AIMS.dedicated)} ms | ${met(s.dedicated.total.medianMs, AIMS.dedicated)} |`),
+    '',
+  ];
+  if (s.shared.failed > 0 || s.dedicated.failed > 0) {
+    lines.push(`Failed runs (left out of the figures): shared ${s.shared.failed}, dedicated ${s.dedicated.failed}.`);
+    for (const run of [...r.shared, ...r.dedicated].filter((x) => x.error)) lines.push(`- ${run.id}: ${run.error}`);
+    lines.push('');
+  }
+  lines.push(
+    '## Parts',
+    '',
+    '| measure | runs | median ms | p90 ms | max ms |',
+    '|---|--:|--:|--:|--:|',
+    row('shared: POST → 200 with the config', s.shared.http),
+    row('shared: 200 → `select 1` answered', s.shared.afterAnswer),
+    row('dedicated: POST → 202', s.dedicated.http),
+    row('dedicated: POST → grant exchanged at the platform', s.dedicated.token),
+    row('dedicated: POST → PATCH config at the platform', s.dedicated.patch),
+    row('dedicated: POST → actions/provision at the platform', s.dedicated.provisioned),
+    row('dedicated: PATCH config → `select 1` answered', s.dedicated.afterPatch),
+    '',
+    `First shared provision (ms after the POST): ${r.firstShared.milestones.map((x) => `${x.name} ${ms(x.ms)}`).join(' → ')}.`,
+    '',
+    `Connections tried until \`select 1\` answered: shared median ${num(s.shared.attempts.medianMs, 1)}, max ${num(s.shared.attempts.maxMs)}; dedicated median ${num(s.dedicated.attempts.medianMs, 1)}, max ${num(s.dedicated.attempts.maxMs)}.`,
+    '',
+    '## Where the time goes',
+    '',
+    'Each milestone in ms after the POST: machine transitions (`resource:` / `server:` + the state entered, from the `transitions` table), calls the platform received, the HTTP answer, and the first `select 1`. Medians over runs, ordered by median.',
+    '',
+    '| dedicated milestone | median ms | p90 ms | max ms |',
+    '|---|--:|--:|--:|',
+    ...s.dedicatedMilestones.map((x) => `| ${x.name} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
+    '',
+    '| shared milestone | median ms | p90 ms | max ms |',
+    '|---|--:|--:|--:|',
+    ...s.sharedMilestones.map((x) => `| ${x.name} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
+    '',
+    '## Dedicated runs',
+    '',
+    '| run | total ms | 202 ms | grant exchanged ms | PATCH config ms | actions/provision ms |',
+    '|--:|--:|--:|--:|--:|--:|',
+    ...r.dedicated.map((d, i) => `| ${i + 1} | ${d.error ? `failed: ${d.error}` : ms(d.totalMs)} | ${ms(d.httpMs)} | ${ms(d.tokenMs)} | ${ms(d.patchMs)} | ${ms(d.provisionedMs)} |`),
+    '',
+    `Shared totals in run order (ms): ${r.shared.map((x) => (x.error ? 'failed' : num(x.totalMs))).join(', ')}.`,
+    '',
+    ...r.notes.map((n) => `- ${n}`),
+  );
+  return lines.join('\n') + '\n';
+}
+
+const NOTES = [
+  'One process runs web + worker + clock (runProcesses, as `pgfleet start` does) against an ephemeral control Postgres 15; tenant servers are local Postgres clusters under a fresh PGFLEET_HOME. The platform is a local HTTP stand-in that answers at once.',
+  `t0 is taken just before the POST; the end is when a fresh node-postgres connection (new Client each try, retried every ${params.retryMs} ms) has answered \`select 1\` through the URL — for shared the one in the 200 answer, for dedicated the one in the PATCH the platform received.`,
+  `Runs are sequential. The first shared provision is a warm-up reported alone: it opens the shared server (initdb + start). Each later shared resource is deprovisioned after it is measured (untimed, waited for until deleted), so every shared run places a tenant on a server holding only the warm-up tenant.`,
+  'Each dedicated resource is deprovisioned after it is measured, and the bench waits (untimed) until the resource and its server are deleted, so runs do not overlap and no servers pile up.',
+  'Milestone times from the transitions table are the database\'s now(): the start of the transaction that committed the transition, on the same host clock as the bench.',
+  `p90 is interpolated between closest ranks; with ${params.dedicatedRuns} dedicated runs it sits between the two slowest. Aims (issue): shared under ${AIMS.shared} ms, dedicated under ${num(AIMS.dedicated)} ms, judged by the median.`,
+  'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
+];
+
+/** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
+function gitCommit(): string {
+  try {
+    const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'src', 'machines', 'migrations') ? '+dirty' : '');
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function postgresVersion(url: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const version = (await client.query<{ v: string }>('select version() as v')).rows[0]?.v ?? '?';
+    return version.split(' on ')[0] ?? version;
+  } finally {
+    await client.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(control: EphemeralPostgres, platform: Platform, config: Config, started: (running: Running) => void): Promise<void> {
+  const loadAverageAtStart = os.loadavg();
+  // Taken now: the working tree may change while the bench runs.
+  const commit = gitCommit();
+  const postgres = await postgresVersion(control.url);
+  const running = await runProcesses(config, createLogger(config.logLevel), ['web', 'worker', 'clock']);
+  started(running);
+  const ctx: Context = { running, platform };
+
+  console.error('warm-up: first shared provision…');
+  const firstShared = await sharedRun(ctx);
+  if (firstShared.error) throw new Error(`the first shared provision failed: ${firstShared.error}`);
+  console.error(`  ${ms(firstShared.totalMs)} ms`);
+
+  const shared: SharedRun[] = [];
+  for (let i = 0; i < params.sharedRuns; i++) {
+    const run = await sharedRun(ctx);
+    shared.push(run);
+    console.error(`shared ${i + 1}/${params.sharedRuns}: ${run.error ?? `${ms(run.totalMs)} ms (answer ${ms(run.httpMs)} ms)`}`);
+    await deprovision(ctx, run.id).catch((err: unknown) => console.error(`  deprovision failed: ${message(err)}`));
+  }
+
+  const dedicated: DedicatedRun[] = [];
+  for (let i = 0; i < params.dedicatedRuns; i++) {
+    const run = await dedicatedRun(ctx);
+    dedicated.push(run);
+    console.error(`dedicated ${i + 1}/${params.dedicatedRuns}: ${run.error ?? `${ms(run.totalMs)} ms (PATCH at ${ms(run.patchMs)} ms)`}`);
+    await deprovision(ctx, run.id).catch((err: unknown) => console.error(`  deprovision failed: ${message(err)}`));
+  }
+
+  const ok = <T extends { error?: string }>(runs: T[]) => runs.filter((r) => !r.error);
+  const results: Results = {
+    machine: {
+      date: new Date().toISOString(),
+      nproc: os.availableParallelism(),
+      cpu: os.cpus()[0]?.model ?? '?',
+      memoryGiB: os.totalmem() / 2 ** 30,
+      node: process.version,
+      postgres,
+      commit,
+      loadAverageAtStart,
+      loadAverageAtEnd: os.loadavg(),
+    },
+    parameters: {
+      ...params,
+      observeIntervalSeconds: config.observeInterval,
+      workerConcurrency: config.concurrency,
+    },
+    aimsMs: AIMS,
+    notes: NOTES,
+    summary: {
+      firstShared: stats([firstShared.totalMs]),
+      shared: {
+        total: stats(ok(shared).map((r) => r.totalMs)),
+        http: stats(ok(shared).map((r) => r.httpMs)),
+        afterAnswer: stats(ok(shared).map((r) => r.totalMs - r.httpMs)),
+        attempts: stats(ok(shared).map((r) => r.attempts)),
+        failed: shared.length - ok(shared).length,
+      },
+      dedicated: {
+        total: stats(ok(dedicated).map((r) => r.totalMs)),
+        http: stats(ok(dedicated).map((r) => r.httpMs)),
+        token: stats(ok(dedicated).map((r) => r.tokenMs)),
+        patch: stats(ok(dedicated).map((r) => r.patchMs)),
+        provisioned: stats(ok(dedicated).map((r) => r.provisionedMs)),
+        afterPatch: stats(ok(dedicated).map((r) => r.totalMs - r.patchMs)),
+        attempts: stats(ok(dedicated).map((r) => r.attempts)),
+        failed: dedicated.length - ok(dedicated).length,
+      },
+      sharedMilestones: milestoneStats(shared),
+      dedicatedMilestones: milestoneStats(dedicated),
+    },
+    firstShared,
+    shared,
+    dedicated,
+  };
+  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  await fs.mkdir(dir, { recursive: true });
+  const md = markdown(results);
+  await fs.writeFile(path.join(dir, 'provision.json'), JSON.stringify(results, null, 2) + '\n');
+  await fs.writeFile(path.join(dir, 'provision.md'), md);
+  console.log(md);
+}
+
+const control = await startEphemeralPostgres();
+const platform = new Platform();
+let home: string | undefined;
+let config: Config | undefined;
+let running: Running | undefined;
+
+/** Stop everything this bench started, each part even when another fails; once. */
+let cleaning: Promise<void> | undefined;
+const cleanUp = () =>
+  (cleaning ??= (async () => {
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        console.error(`bench: ${what} failed: ${message(err)}`);
+      }
+    };
+    if (running) await attempt('stopping pgfleet', () => running!.stop());
+    if (home && config) await attempt('stopping local clusters', () => stopLocalClusters(home!, localCluster(config!)));
+    await attempt('stopping the platform', () => platform.stop());
+    await attempt('stopping the control Postgres', () => control.stop());
+    if (home) await attempt('removing PGFLEET_HOME', () => fs.rm(home!, { recursive: true, force: true }));
+  })());
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
+}
+process.on('uncaughtException', (err) => {
+  console.error('bench: uncaught exception', err);
+  void cleanUp().finally(() => process.exit(1));
+});
+const watchdog = setTimeout(() => {
+  console.error('bench: 20 minutes passed, giving up');
+  void cleanUp().finally(() => process.exit(2));
+}, 20 * 60_000);
+
+try {
+  await platform.start();
+  home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-bench-home-'));
+  await fs.chmod(home, 0o755);
+  config = loadConfig({
+    DATABASE_URL: control.url,
+    PGFLEET_HOME: home,
+    PORT: '0',
+    LOG_LEVEL: 'silent',
+    OPERATOR_TOKEN,
+    PGFLEET_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    ADDON_PASSWORD,
+    ADDON_SSO_SALT: randomBytes(24).toString('base64url'),
+    ADDON_CLIENT_SECRET: 'bench-client-secret',
+    HEROKU_API_URL: platform.url,
+    HEROKU_ID_URL: platform.url,
+    PGFLEET_ANSWER_WITHIN: String(params.answerWithinSeconds),
+    ...(process.env.PG_BIN ? { PG_BIN: process.env.PG_BIN } : {}),
+    ...(process.env.PGFLEET_PG_USER ? { PGFLEET_PG_USER: process.env.PGFLEET_PG_USER } : {}),
+  });
+  await main(control, platform, config, (r) => (running = r));
+} catch (err) {
+  console.error(`bench: ${message(err)}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  await cleanUp();
+}
+process.exit(process.exitCode ?? 0);
