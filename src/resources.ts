@@ -174,7 +174,9 @@ export async function placeResource(db: Queryable, sealer: Sealer, provider: str
     // One placement per region at a time, so two never open two new shared servers at once.
     await db.query('select pg_advisory_xact_lock(hashtext($1))', [`pgfleet-place-shared:${awsRegion}`]);
     const room = await sharedServersWithRoom(db, awsRegion);
-    serverId = room[0]?.id ?? (await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion }));
+    // Lock the chosen server's machine: an operator's delete of it waits, then sees the tenant.
+    const chosen = room[0] && (await db.query(`select 1 from machines where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [room[0].id])).rowCount === 1 ? room[0].id : undefined;
+    serverId = chosen ?? (await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion }));
     // Keep a server with room in the region, so the next shared resource need not wait for one.
     const full = (room[0]?.tenants ?? 0) + 1 >= SHARED_SERVER_TENANTS;
     if (room.length <= 1 && full) await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion });

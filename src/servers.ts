@@ -71,10 +71,17 @@ export async function listTransitions(db: Queryable, entityId: string, limit = 1
   return rows;
 }
 
-/** Ask the server's machine to delete it; false when there is no such live server. */
-export async function requestServerDeletion(pool: Pool, id: string): Promise<boolean> {
+/**
+ * Ask the server's machine to delete it: `missing` when there is no such live server,
+ * `serving` (with the resources) when customer databases still live on it, which only their
+ * own deprovisioning or a move may take away.
+ */
+export async function requestServerDeletion(pool: Pool, id: string): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
   return transaction(pool, async (client) => {
-    return (await sendEvent(client, id, { type: 'delete' })) !== undefined;
+    await client.query('select 1 from machines where entity_id = $1 for update', [id]);
+    const { rows } = await client.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1 order by created_at', [id]);
+    if (rows.length > 0) return { outcome: 'serving', resources: rows.map((r) => r.id) };
+    return { outcome: (await sendEvent(client, id, { type: 'delete' })) === undefined ? 'missing' : 'deleting' };
   });
 }
 

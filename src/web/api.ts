@@ -68,7 +68,12 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     app.delete('/servers/:id', async (req, reply) => {
       const id = serverId(req.params);
-      if (!(await requestServerDeletion(opts.pool, id))) throw new HttpError(404, `no live server with id "${id}"`);
+      const result = await requestServerDeletion(opts.pool, id);
+      if (result.outcome === 'missing') throw new HttpError(404, `no live server with id "${id}"`);
+      if (result.outcome === 'serving') {
+        const n = result.resources.length;
+        throw new HttpError(409, `server ${id} serves ${n} resource${n === 1 ? '' : 's'} (${result.resources.join(', ')}): deprovision or move them first`);
+      }
       return reply.status(202).send(await getServer(opts.pool, id));
     });
   };

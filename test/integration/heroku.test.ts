@@ -161,6 +161,15 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(rows[0].row).not.toContain(decodeURIComponent(a.password));
   });
 
+  it('refuses to delete a server that still serves a customer database', async () => {
+    const serverId = (await resource(shared.id)).servers[0].id;
+    const res = await system.api('DELETE', `/api/servers/${serverId}`);
+    expect(res.status).toBe(409);
+    expect(res.body.error).toMatch(new RegExp(`serves 2 resources \\(${shared.id}.*\\): deprovision or move them first`));
+    expect((await system.api('GET', `/api/servers/${serverId}`)).body.state).toBe('available');
+    expect(await psql(shared.url, 'select count(*) from notes')).toBe('2');
+  });
+
   it('provisions a dedicated database asynchronously and hands the config to the platform', async () => {
     const body = provisionBody('dedicated');
     const res = await addon('POST', '/heroku/resources', body);
