@@ -17,7 +17,7 @@ export const UNREACHABLE_PROBES = 3;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
-export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'observe' | 'destroy';
+export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'observe' | 'destroy';
 
 export interface JobEmitted {
   type: 'job';
@@ -36,6 +36,8 @@ export type ServerEvent =
   | { type: 'start.failed'; at: string; error: string }
   | { type: 'restarted'; at: string }
   | { type: 'restart.failed'; at: string; error: string }
+  /** Planned maintenance: restart it now, on purpose. */
+  | { type: 'maintain'; at: string }
   | { type: 'delete'; at: string }
   | { type: 'destroyed'; at: string };
 
@@ -145,6 +147,7 @@ export const serverMachine = setup({
     },
     available: {
       on: {
+        maintain: 'maintaining',
         observed: [
           { guard: and(['fresh', not('reachable')]), target: 'unreachable', actions: 'see' },
           { guard: 'fresh', actions: 'see' },
@@ -205,6 +208,29 @@ export const serverMachine = setup({
           { guard: and(['fresh', 'reachable']), target: 'available', actions: ['see', 'healthy'] },
           { guard: 'fresh', actions: 'see' },
         ],
+      },
+    },
+    /** A planned restart: the server goes down on purpose, so this is not trouble. */
+    maintaining: {
+      initial: 'running',
+      states: {
+        running: {
+          entry: job('maintain'),
+          on: {
+            restarted: { target: 'verifying', actions: 'markStarted' },
+            'restart.failed': { target: '#server.restarting', actions: 'recordError' },
+            observed: awaiting('maintain'),
+          },
+        },
+        verifying: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'reachable']), target: '#server.available', actions: ['see', 'healthy'] },
+              { guard: and(['fresh', 'sinceStart']), target: '#server.restarting', actions: 'see' },
+            ],
+          },
+        },
       },
     },
     /**

@@ -10,6 +10,8 @@ import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
+import { configureIncidents, incidentJournal } from './incidents.ts';
+import { incidentTasks } from './incidentTasks.ts';
 import { allTasks } from './tasks.ts';
 import { buildWeb } from './web/server.ts';
 
@@ -44,6 +46,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
+  configureIncidents({ stuckAfter: config.paging.stuckAfter });
   const stops: (() => Promise<void>)[] = [];
   let url: string | undefined;
 
@@ -52,13 +55,11 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       queues: config.queues,
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
-      handlers: allTasks(providers, {
-        sealer,
-        provider: 'local',
-        addon,
-        configPrefix: configVarPrefix(addon.id),
-        binaries,
-      }),
+      handlers: {
+        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries }),
+        ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
+      },
+      journal: incidentJournal,
       log: log.child({ process: 'worker' }),
     });
     await worker.start();

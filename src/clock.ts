@@ -2,7 +2,7 @@ import { schedule, type ScheduledTask } from 'node-cron';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { enqueueForLiveEntities } from './queue/jobs.ts';
-import { queueForTask } from './runner.ts';
+import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
 
 export interface ClockOptions {
   observeInterval: number;
@@ -30,7 +30,7 @@ export async function claimPeriod(db: Queryable, name: string, seconds: number):
  * pending key makes this idempotent: two clocks add nothing twice.
  */
 export function enqueueMissing(db: Queryable): Promise<number> {
-  return enqueueForLiveEntities(db, ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })));
+  return enqueueForLiveEntities(db, OBSERVED_MACHINES, ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })));
 }
 
 /**

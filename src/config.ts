@@ -24,6 +24,16 @@ export interface Config {
   pgUser: string | undefined;
   logLevel: string;
   addon: AddonConfig;
+  paging: PagingConfig;
+}
+
+/** Where pages go, and how long an entity may stay in a bad state before one does. */
+export interface PagingConfig {
+  /** A PagerDuty Events v2-shaped webhook; unset means pages are recorded but not sent. */
+  webhookUrl: string | undefined;
+  routingKey: string;
+  /** Overrides every state's deadline, in seconds: for tests and drills. */
+  stuckAfter: number | undefined;
 }
 
 /** The Heroku add-on partner API: who may call it and where the platform answers. */
@@ -147,5 +157,10 @@ export function loadConfig(env: Env = process.env): Config {
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     logLevel,
     addon: addonConfig(env),
+    paging: {
+      webhookUrl: httpUrl(env, 'PAGER_WEBHOOK_URL', undefined),
+      routingKey: nonEmpty(env, 'PAGER_ROUTING_KEY') ?? 'pgfleet',
+      stuckAfter: nonEmpty(env, 'PGFLEET_STUCK_AFTER') === undefined ? undefined : integer(env, 'PGFLEET_STUCK_AFTER', 0, 1, 86400),
+    },
   };
 }

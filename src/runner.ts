@@ -1,7 +1,10 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
+import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.ts';
 import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../machines/resource.ts';
 import { SERVER_MACHINE_VERSION, serverMachine } from '../machines/server.ts';
 import { isoTime, type Queryable } from './db.ts';
+import { afterStep } from './incidents.ts';
+import type { ObservedTable } from './servers.ts';
 import { enqueueMany, type JobSpec } from './queue/jobs.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
@@ -12,21 +15,29 @@ export interface JobEmitted {
 }
 
 /**
- * Every kind of entity with a machine; the row in `machines` names one of these. An
- * entity's `dependents` are the entities whose machines watch it: when its state changes
- * they are observed at once, instead of at their next periodic observation.
+ * Every kind of entity with a machine; the row in `machines` names one of these. Entities
+ * that are observed keep their latest observation on a row of `observedIn`. An entity's
+ * `dependents` are the entities whose machines watch it: when its state changes they are
+ * observed at once, instead of at their next periodic observation.
  */
 export const MACHINES = {
-  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, dependents: resourcesServedBy },
-  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, dependents: undefined },
-} satisfies Record<string, { logic: AnyStateMachine; version: number; dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined }>;
+  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, observedIn: 'servers', dependents: resourcesServedBy },
+  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, observedIn: 'resources', dependents: undefined },
+  incident: { logic: incidentMachine, version: INCIDENT_MACHINE_VERSION, observedIn: undefined, dependents: undefined },
+} satisfies Record<
+  string,
+  { logic: AnyStateMachine; version: number; observedIn: ObservedTable | undefined; dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined }
+>;
+
+export type MachineName = keyof typeof MACHINES;
+
+/** The machines whose entities observers look at, on the clock's schedule. */
+export const OBSERVED_MACHINES = (Object.keys(MACHINES) as MachineName[]).filter((m) => MACHINES[m].observedIn !== undefined);
 
 async function resourcesServedBy(db: Queryable, serverId: string): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [serverId]);
   return rows.map((r) => r.id);
 }
-
-export type MachineName = keyof typeof MACHINES;
 
 /** An event for any machine; each machine's own types say which it accepts. */
 export type MachineEvent = EventObject & Record<string, unknown>;
@@ -75,9 +86,10 @@ function eventData(event: MachineEvent): Record<string, unknown> | null {
  * Create an entity's machine with the entity itself: call inside the transaction that
  * inserts the entity's row, so nothing exists without a machine.
  */
-export async function createMachine(db: Queryable, name: MachineName, entityId: string): Promise<string> {
-  const { logic, version } = MACHINES[name];
-  const [snapshot, actions] = initialTransition(logic);
+export async function createMachine(db: Queryable, name: MachineName, entityId: string, input?: unknown): Promise<string> {
+  const { version } = MACHINES[name];
+  const logic: AnyStateMachine = MACHINES[name].logic;
+  const [snapshot, actions] = initialTransition(logic, input);
   const state = statePath(snapshot.value);
   await db.query(
     `insert into machines (entity_id, machine, version, state, snapshot) values ($1, $2, $3, $4, $5)`,
@@ -139,6 +151,7 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
       [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],
     );
   }
+  if (from !== to) await afterStep(db, row.machine, entityId, { from, to, jobs }, String(event.at));
   const specs = jobSpecs(entityId, jobs);
   const dependents = MACHINES[row.machine].dependents;
   if (dependents && topState(current.value) !== topState(next.value)) {

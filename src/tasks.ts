@@ -5,9 +5,9 @@ import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { queueForTask, sendEvent, type MachineName } from './runner.ts';
+import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { latestObservation, loadServerRecord, placeServer, recordObservation, type ObservedTable } from './servers.ts';
+import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
 
@@ -71,6 +71,18 @@ function serverTasks(providers: Providers, sealer: Sealer) {
         return report(job, { type: 'restart.failed', error: (err as Error).message.slice(0, 1000) });
       }
     },
+    /** A planned restart: a clean stop (sessions end, a checkpoint) and a start. */
+    async maintain(job, { pool, log }) {
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
+      try {
+        await provider.stop(server);
+        await provider.start(server);
+        return report(job, { type: 'restarted' });
+      } catch (err) {
+        log.warn({ err }, 'maintenance restart failed');
+        return report(job, { type: 'restart.failed', error: (err as Error).message.slice(0, 1000) });
+      }
+    },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       await provider.destroy(server);
@@ -87,8 +99,6 @@ function serverTasks(providers: Providers, sealer: Sealer) {
   } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
 }
 
-/** Where each kind of entity keeps its latest observation. */
-const OBSERVED_IN: Record<MachineName, ObservedTable> = { server: 'servers', resource: 'resources' };
 
 async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
   const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
@@ -108,11 +118,11 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
     ...resource,
     async observe(job, ctx) {
       const machine = await machineOf(ctx.pool, job.entityId!);
-      if (!machine) throw new Error(`entity ${job.entityId} has no machine`);
+      if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);
       const sources = await observers[machine](job, ctx);
       return {
         commit: async (client) => {
-          await recordObservation(client, job.entityId!, sources, OBSERVED_IN[machine]);
+          await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
           await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick') });
         },
       };
@@ -121,7 +131,8 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
       return {
         commit: async (client) => {
           const machine = await machineOf(client, job.entityId!);
-          const latest = machine && (await latestObservation(client, job.entityId!, OBSERVED_IN[machine]));
+          const table = machine && MACHINES[machine].observedIn;
+          const latest = table && (await latestObservation(client, job.entityId!, table));
           if (latest) await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
         },
       };

@@ -57,17 +57,17 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
 }
 
 /**
- * One keyed job per task for every entity whose machine is live, unless one is pending:
+ * One keyed job per task for every live entity of the given machines, unless one is pending:
  * how the clock puts back jobs that fell out. Running it twice at once adds nothing twice.
  */
-export async function enqueueForLiveEntities(db: Queryable, tasks: { task: string; queue: string }[]): Promise<number> {
+export async function enqueueForLiveEntities(db: Queryable, machines: string[], tasks: { task: string; queue: string }[]): Promise<number> {
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key)
      select t.queue, m.entity_id, t.task, t.task
      from machines m cross join unnest($1::text[], $2::text[]) as t(task, queue)
-     where m.finished_at is null
+     where m.finished_at is null and m.machine = any($3::text[])
      on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
-    [tasks.map((t) => t.task), tasks.map((t) => t.queue)],
+    [tasks.map((t) => t.task), tasks.map((t) => t.queue), machines],
   );
   return rowCount ?? 0;
 }

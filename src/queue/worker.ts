@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Client, Pool } from '../db.ts';
+import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import type { Logger } from '../log.ts';
 import { claimJobs, completeJobs, extendLeases, failJob, releaseExpiredLeases, type Job } from './jobs.ts';
@@ -16,7 +16,17 @@ export interface JobContext {
  */
 export type JobHandler = (job: Job, ctx: JobContext) => Promise<void | { commit: (client: Client) => Promise<void> }>;
 
+/**
+ * What the rest of the system hears of jobs: each run, inside the job's commit when it has
+ * one, and each unexpected error (a thrown one; expected failures are machine events).
+ */
+export interface Journal {
+  ran(db: Queryable, job: Job, outcome: string, ms: number, error?: string): Promise<void>;
+  raised(pool: Pool, job: Job, error: string): Promise<void>;
+}
+
 export interface WorkerOptions {
+  journal?: Journal;
   queues: string[] | undefined;
   concurrency: number;
   leaseSeconds: number;
@@ -148,6 +158,8 @@ export class Worker {
 
   private async perform(job: Job, log: Logger): Promise<string> {
     const handler = this.opts.handlers[job.task];
+    const started = performance.now();
+    const ms = () => Math.round(performance.now() - started);
     try {
       if (!handler) throw new Error(`no handler for task "${job.task}"`);
       const result = await handler(job, { log, pool: this.pool });
@@ -155,6 +167,7 @@ export class Worker {
         await transaction(this.pool, async (client) => {
           if ((await completeJobs(client, this.id, [job.id])) === 0) throw new LeaseLost();
           await result.commit(client);
+          await this.opts.journal?.ran(client, job, 'done', ms());
         });
       } else {
         await this.complete(job.id);
@@ -171,6 +184,10 @@ export class Worker {
         return 'unrecorded';
       });
       log[outcome === 'dead' ? 'error' : 'warn']({ err, outcome }, 'job failed');
+      if (this.opts.journal) {
+        const journal = this.opts.journal;
+        await journal.raised(this.pool, job, message).then(() => journal.ran(this.pool, job, outcome, ms(), message)).catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
+      }
       return `failed:${outcome}`;
     }
   }

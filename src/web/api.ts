@@ -2,7 +2,9 @@ import type { FastifyPluginAsync } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
-import { getResource, listResources } from '../resources.ts';
+import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
+import { getIncident, listIncidents } from '../incidentViews.ts';
+import { getResource, listResources, resourceServers } from '../resources.ts';
 import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
@@ -12,6 +14,16 @@ function serverId(params: unknown): string {
   const id = (params as { id: string }).id;
   if (!UUID.test(id)) throw new HttpError(404, `no server with id "${id}": ids look like 0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41`);
   return id.toLowerCase();
+}
+
+/** `{"at": "<ISO time>"}`, from now to 30 days ahead. */
+function maintenanceTime(body: unknown): Date {
+  const raw = (body as { at?: unknown } | undefined)?.at;
+  const at = typeof raw === 'string' ? new Date(raw) : undefined;
+  if (!at || Number.isNaN(at.getTime())) throw new HttpError(422, 'send {"at": "2026-12-01T03:00:00Z"}: when the maintenance runs, as an ISO time');
+  const ahead = at.getTime() - Date.now();
+  if (ahead < -60_000 || ahead > 30 * 86_400_000) throw new HttpError(422, '"at" must be from now to 30 days ahead');
+  return at;
 }
 
 /** The operator JSON API, behind the operator token. */
@@ -53,6 +65,44 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const server = await getServer(opts.pool, id);
       if (!server) throw new HttpError(404, `no server with id "${id}"`);
       return { ...server, transitions: await listTransitions(opts.pool, id) };
+    });
+
+    app.get('/incidents', async () => listIncidents(opts.pool));
+
+    app.get('/incidents/:id', async (req) => {
+      const id = (req.params as { id: string }).id;
+      const incident = UUID.test(id) ? await getIncident(opts.pool, id.toLowerCase()) : undefined;
+      if (!incident) throw new HttpError(404, `no incident with id "${id}": see GET /api/incidents`);
+      return incident;
+    });
+
+    app.post('/incidents/:id/resolve', async (req, reply) => {
+      const id = (req.params as { id: string }).id;
+      if (!UUID.test(id) || !(await resolveIncident(opts.pool, id.toLowerCase()))) throw new HttpError(404, `no open incident with id "${id}"`);
+      return reply.status(202).send(await getIncident(opts.pool, id.toLowerCase()));
+    });
+
+    /** Maintenance of a server, or of the server a resource lives on: customers hear now, it runs at `at`. */
+    for (const kind of ['servers', 'resources'] as const) {
+      app.post(`/${kind}/:id/maintenance`, async (req, reply) => {
+        const raw = (req.params as { id: string }).id;
+        const at = maintenanceTime(req.body);
+        const id = UUID.test(raw) ? raw.toLowerCase() : '';
+        const serverId = kind === 'servers' ? id : id && (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary')?.id;
+        const incident = serverId ? await scheduleMaintenance(opts.pool, serverId, at) : undefined;
+        if (!incident) throw new HttpError(404, `no live ${kind === 'servers' ? 'server' : 'resource with a server'} with id "${raw}"`);
+        return reply.status(201).send(await getIncident(opts.pool, incident));
+      });
+    }
+
+    /** Where a resource's customer hears of incidents: a webhook of theirs. */
+    app.put('/resources/:id/notifications', async (req) => {
+      const id = (req.params as { id: string }).id;
+      const url = (req.body as { url?: unknown } | undefined)?.url;
+      if (url !== null && (typeof url !== 'string' || !/^https?:\/\/\S+$/.test(url))) throw new HttpError(422, 'send {"url": "https://…"} (or {"url": null} to stop)');
+      const { rowCount } = UUID.test(id) ? await opts.pool.query('update resources set notify_url = $2 where id = $1', [id.toLowerCase(), url]) : { rowCount: 0 };
+      if (!rowCount) throw new HttpError(404, `no resource with id "${id}"`);
+      return { id, notifyUrl: url };
     });
 
     /** Jobs whose attempts are spent: what automation could not do, for an operator to look at. */

@@ -1,0 +1,164 @@
+import { assign, emit, enqueueActions, setup } from 'xstate';
+
+/**
+ * The life of one incident. `trouble` opens when an entity leaves its healthy state, follows
+ * the entity's machine while automation works on it, and resolves when the entity is healthy
+ * again. `maintenance` and `retirement` are scheduled: the customer is told at once, a
+ * delayed job waits for the time, and the changeover runs then.
+ *
+ * A human is paged in exactly three cases, each kept with its reason: the condition has no
+ * automation (`no_automation`), the entity stays too long in one state (`stuck`, a deadline
+ * per state handed in as data), or a job raised an unexpected error (`exception`). The first
+ * escalation pages; later ones join it. Resolving an escalated incident resolves the page.
+ *
+ * Pure, like every machine here: work is emitted as jobs, and time comes in on events.
+ */
+export const INCIDENT_MACHINE_VERSION = 1;
+
+export type EscalationReason = 'no_automation' | 'stuck' | 'exception';
+
+export interface Escalation {
+  reason: EscalationReason;
+  detail: string;
+  at: string;
+}
+
+export type IncidentTask = 'page' | 'unpage' | 'notify' | 'deadline' | 'changeover';
+
+export interface IncidentJob {
+  type: 'job';
+  task: IncidentTask;
+  delaySeconds?: number;
+}
+
+export interface IncidentInput {
+  kind: 'trouble' | 'maintenance' | 'retirement';
+  /** The entity's state when the incident opened, since when, and how long it may stay there. */
+  entityState: string;
+  since: string;
+  stuckAfter: number;
+  /** Seconds until a scheduled changeover. */
+  startsIn?: number;
+}
+
+export interface IncidentContext {
+  kind: IncidentInput['kind'];
+  entityState: string;
+  since: string;
+  /** Seconds the entity may stay in `entityState` before a human is paged; 0: no limit. */
+  stuckAfter: number;
+  escalations: Escalation[];
+  startsIn: number;
+}
+
+export type IncidentEvent =
+  /** The entity's machine moved; `healthy` when it is where it should be. */
+  | { type: 'entity.changed'; at: string; state: string; healthy: boolean; stuckAfter: number }
+  /** The delayed deadline job came round. */
+  | { type: 'deadline'; at: string }
+  | { type: 'escalate'; at: string; reason: EscalationReason; detail: string }
+  | { type: 'changeover.started'; at: string }
+  | { type: 'cancel'; at: string }
+  /** An operator closes it: the exception was dealt with, or the condition is accepted. */
+  | { type: 'resolve'; at: string };
+
+const job = (task: IncidentTask) => ({ type: 'job' as const, params: { task } });
+
+const elapsedSeconds = (from: string, to: string) => (Date.parse(to) - Date.parse(from)) / 1000;
+
+export const incidentMachine = setup({
+  types: {
+    context: {} as IncidentContext,
+    events: {} as IncidentEvent,
+    emitted: {} as IncidentJob,
+    input: {} as IncidentInput,
+  },
+  actions: {
+    job: emit((_, params: { task: IncidentTask }) => ({ type: 'job' as const, task: params.task })),
+    follow: assign(({ context, event }) =>
+      event.type === 'entity.changed' && event.state !== context.entityState ? { entityState: event.state, since: event.at, stuckAfter: event.stuckAfter } : {},
+    ),
+    /** Ask to be woken when the entity's time in its state runs out. */
+    armDeadline: enqueueActions(({ context, event, enqueue }) => {
+      if (context.stuckAfter <= 0) return;
+      const now = 'at' in event && typeof event.at === 'string' ? event.at : context.since;
+      const left = Math.ceil(context.stuckAfter - elapsedSeconds(context.since, now));
+      enqueue.emit({ type: 'job', task: 'deadline', delaySeconds: Math.max(left, 1) });
+    }),
+    escalateStuck: assign({
+      escalations: ({ context, event }) => [
+        ...context.escalations,
+        { reason: 'stuck' as const, detail: `${context.entityState} for more than ${context.stuckAfter} s`, at: 'at' in event ? String(event.at) : context.since },
+      ],
+    }),
+    record: assign({
+      escalations: ({ context, event }) =>
+        event.type === 'escalate' ? [...context.escalations, { reason: event.reason, detail: event.detail.slice(0, 1000), at: event.at }] : context.escalations,
+    }),
+    unpageIfPaged: enqueueActions(({ context, enqueue }) => {
+      if (context.escalations.length > 0) enqueue.emit({ type: 'job', task: 'unpage' });
+    }),
+    scheduleChangeover: emit(({ context }) => ({ type: 'job' as const, task: 'changeover' as const, delaySeconds: Math.max(context.startsIn, 0) })),
+  },
+  guards: {
+    scheduled: ({ context }) => context.kind !== 'trouble',
+    healthy: ({ event }) => event.type === 'entity.changed' && event.healthy,
+    overdue: ({ context, event }) => event.type === 'deadline' && context.stuckAfter > 0 && elapsedSeconds(context.since, event.at) >= context.stuckAfter,
+  },
+}).createMachine({
+  id: 'incident',
+  context: ({ input }) => ({
+    kind: input.kind,
+    entityState: input.entityState,
+    since: input.since,
+    stuckAfter: input.stuckAfter,
+    escalations: [],
+    startsIn: input.startsIn ?? 0,
+  }),
+  initial: 'opening',
+  on: { resolve: '.resolved' },
+  states: {
+    opening: {
+      always: [{ guard: 'scheduled', target: 'scheduled' }, { target: 'open' }],
+    },
+    /** Automation is working on it; nobody is paged yet. */
+    open: {
+      entry: ['armDeadline', job('notify')],
+      on: {
+        'entity.changed': [{ guard: 'healthy', target: 'resolved' }, { actions: ['follow', 'armDeadline'] }],
+        deadline: [{ guard: 'overdue', target: 'escalated', actions: 'escalateStuck' }, { actions: 'armDeadline' }],
+        // An exception, or a condition no automation handles, pages at once.
+        escalate: { target: 'escalated', actions: 'record' },
+      },
+    },
+    /** A human is paged; automation keeps working, and later reasons join the page. */
+    escalated: {
+      entry: job('page'),
+      on: {
+        'entity.changed': [{ guard: 'healthy', target: 'resolved' }, { actions: 'follow' }],
+        escalate: { actions: 'record' },
+      },
+    },
+    /** The customer is told now; the changeover waits for its time in a delayed job. */
+    scheduled: {
+      entry: [job('notify'), 'scheduleChangeover'],
+      on: {
+        'changeover.started': 'changing',
+        cancel: 'resolved',
+      },
+    },
+    /** The changeover runs; trouble on the entity meanwhile belongs to it. */
+    changing: {
+      entry: 'armDeadline',
+      on: {
+        'entity.changed': [{ guard: 'healthy', target: 'resolved' }, { actions: ['follow', 'armDeadline'] }],
+        deadline: [{ guard: 'overdue', target: 'escalated', actions: 'escalateStuck' }, { actions: 'armDeadline' }],
+        escalate: { target: 'escalated', actions: 'record' },
+      },
+    },
+    resolved: {
+      type: 'final',
+      entry: ['unpageIfPaged', job('notify')],
+    },
+  },
+});

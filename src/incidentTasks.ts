@@ -1,0 +1,184 @@
+import type { IncidentContext } from '../machines/incident.ts';
+import type { PagingConfig } from './config.ts';
+import type { Client, Queryable } from './db.ts';
+import { incidentContext } from './incidents.ts';
+import type { Job } from './queue/jobs.ts';
+import type { JobContext, JobHandler } from './queue/worker.ts';
+import { sendEvent } from './runner.ts';
+
+export interface IncidentRow {
+  id: string;
+  entityId: string;
+  entityKind: string;
+  kind: 'trouble' | 'maintenance' | 'retirement';
+  reason: string;
+  state: string;
+  scheduledFor: Date | null;
+  openedAt: Date;
+  resolvedAt: Date | null;
+}
+
+export async function loadIncident(db: Queryable, id: string): Promise<IncidentRow | undefined> {
+  const { rows } = await db.query<IncidentRow>(
+    `select i.id, i.entity_id as "entityId", e.machine as "entityKind", i.kind, i.reason, m.state,
+       i.scheduled_for as "scheduledFor", i.opened_at as "openedAt", i.resolved_at as "resolvedAt"
+     from incidents i join machines m on m.entity_id = i.id left join machines e on e.entity_id = i.entity_id
+     where i.id = $1`,
+    [id],
+  );
+  return rows[0];
+}
+
+/** The PagerDuty Events v2 body for an incident: deduplicated by the incident's id. */
+export function pagerEvent(paging: PagingConfig, incident: IncidentRow, context: IncidentContext, action: 'trigger' | 'resolve', consoleUrl: string | undefined) {
+  const reasons = [...new Set(context.escalations.map((e) => e.reason))].join(', ');
+  return {
+    routing_key: paging.routingKey,
+    event_action: action,
+    dedup_key: incident.id,
+    payload: {
+      summary: `${incident.reason} on ${incident.entityKind} ${incident.entityId} (${reasons || 'resolved'})`.slice(0, 1024),
+      source: incident.entityId,
+      severity: 'critical',
+      timestamp: new Date().toISOString(),
+      component: incident.entityKind,
+      class: incident.reason,
+      custom_details: { entity_state: context.entityState, escalations: context.escalations },
+    },
+    ...(consoleUrl ? { links: [{ href: `${consoleUrl}/console/incidents/${incident.id}`, text: 'the incident in pgfleet' }] } : {}),
+  };
+}
+
+/** Which resources' customers an incident concerns: the resource itself, or those on a server. */
+async function affectedResources(db: Queryable, incident: IncidentRow): Promise<string[]> {
+  if (incident.entityKind === 'resource') return [incident.entityId];
+  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [incident.entityId]);
+  return rows.map((r) => r.id);
+}
+
+const utc = (d: Date | string) => `${new Date(d).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+
+/** What the customer is told at each phase: what happened, and what to expect. */
+export function notificationFor(incident: IncidentRow): { phase: string; subject: string; body: string } | undefined {
+  const done = incident.state === 'resolved';
+  if (incident.kind === 'trouble') {
+    if (!done) {
+      return {
+        phase: 'opened',
+        subject: 'Your database is having trouble',
+        body: `Since ${utc(incident.openedAt)} your database has been affected by: ${incident.reason}. pgfleet is repairing it automatically; this usually takes under a minute, and nothing is needed from you. Connections may fail meanwhile; applications that reconnect carry on once it is back. We will tell you when it is resolved.`,
+      };
+    }
+    return {
+      phase: 'resolved',
+      subject: 'Your database is healthy again',
+      body: `The problem that began at ${utc(incident.openedAt)} (${incident.reason}) was resolved at ${utc(incident.resolvedAt ?? new Date())}. Nothing is needed from you.`,
+    };
+  }
+  const what = incident.kind === 'retirement' ? 'its host is being retired by the provider' : 'planned maintenance';
+  if (!done && incident.state === 'scheduled') {
+    return {
+      phase: 'scheduled',
+      subject: `Maintenance of your database at ${utc(incident.scheduledFor!)}`,
+      body: `At ${utc(incident.scheduledFor!)} your database will restart (${what}). Expect its connections to drop for a few seconds; applications that reconnect carry on with the same URL and no change. Committed data is kept.`,
+    };
+  }
+  if (done) {
+    return { phase: 'done', subject: 'Maintenance of your database is complete', body: `The maintenance scheduled for ${utc(incident.scheduledFor!)} is complete. Nothing is needed from you.` };
+  }
+  return undefined;
+}
+
+export interface IncidentTaskOptions {
+  paging: PagingConfig;
+  /** This deployment's address, for links in pages. */
+  consoleUrl: string | undefined;
+}
+
+async function post(url: string, body: unknown): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000), redirect: 'error' });
+  } catch (err) {
+    throw new Error(`POST ${url} did not answer: ${(err as Error).message}`);
+  }
+  if (!res.ok) throw new Error(`POST ${url} answered ${res.status}`);
+}
+
+export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHandler> {
+  const report = (job: Job, event: { type: string }) => ({ commit: async (client: Client) => void (await sendEvent(client, job.entityId!, event, job.id)) });
+
+  async function page(job: Job, { pool, log }: JobContext, action: 'trigger' | 'resolve') {
+    const incident = await loadIncident(pool, job.entityId!);
+    const context = await incidentContext(pool, job.entityId!);
+    if (!incident || !context) throw new Error(`incident ${job.entityId} does not exist`);
+    const event = pagerEvent(opts.paging, incident, context, action, opts.consoleUrl);
+    if (opts.paging.webhookUrl) await post(opts.paging.webhookUrl, event);
+    else log.error({ incident: incident.id, action }, 'a page is due but PAGER_WEBHOOK_URL is not set: it is only recorded');
+    await pool.query('insert into pages (incident_id, action, payload) values ($1, $2, $3) on conflict (incident_id, action) do nothing', [incident.id, action, event]);
+  }
+
+  return {
+    /** The entity's time in its state may have run out: the machine decides. */
+    async deadline(job) {
+      return report(job, { type: 'deadline' });
+    },
+    async page(job, ctx) {
+      await page(job, ctx, 'trigger');
+    },
+    async unpage(job, ctx) {
+      await page(job, ctx, 'resolve');
+    },
+    /**
+     * Put the phase's notification in the outbox for every affected customer, then deliver
+     * what is undelivered to the resources' webhooks; a delivery that fails fails the job,
+     * which the queue retries with backoff.
+     */
+    async notify(job, { pool }) {
+      const incident = await loadIncident(pool, job.entityId!);
+      if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
+      const note = notificationFor(incident);
+      const resources = await affectedResources(pool, incident);
+      if (note && resources.length > 0) {
+        await pool.query(
+          `insert into notifications (resource_id, incident_id, phase, subject, body)
+           select unnest($1::uuid[]), $2, $3, $4, $5 on conflict (incident_id, resource_id, phase) do nothing`,
+          [resources, incident.id, note.phase, note.subject, note.body],
+        );
+      }
+      const { rows } = await pool.query<{ id: string; url: string; resource_id: string; phase: string; subject: string; body: string; created_at: Date }>(
+        `select n.id, r.notify_url as url, n.resource_id, n.phase, n.subject, n.body, n.created_at
+         from notifications n join resources r on r.id = n.resource_id
+         where n.incident_id = $1 and n.delivered_at is null and r.notify_url is not null order by n.id`,
+        [incident.id],
+      );
+      for (const n of rows) {
+        try {
+          await post(n.url, { resource_id: n.resource_id, incident_id: incident.id, phase: n.phase, subject: n.subject, body: n.body, at: n.created_at });
+          await pool.query('update notifications set delivered_at = now(), attempts = attempts + 1, last_error = null where id = $1', [n.id]);
+        } catch (err) {
+          await pool.query('update notifications set attempts = attempts + 1, last_error = $2 where id = $1', [n.id, (err as Error).message]);
+          throw err;
+        }
+      }
+    },
+    /** The scheduled time has come: the server restarts on purpose, and the incident follows it. */
+    async changeover(job, { pool }) {
+      const incident = await loadIncident(pool, job.entityId!);
+      if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
+      return {
+        commit: async (client) => {
+          await sendEvent(client, incident.id, { type: 'changeover.started' }, job.id);
+          const serverId = await serverOf(client, incident);
+          if (serverId) await sendEvent(client, serverId, { type: 'maintain' }, job.id);
+        },
+      };
+    },
+  };
+}
+
+async function serverOf(db: Queryable, incident: IncidentRow): Promise<string | undefined> {
+  if (incident.entityKind === 'server') return incident.entityId;
+  const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [incident.entityId]);
+  return rows[0]?.id;
+}

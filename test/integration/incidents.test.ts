@@ -1,0 +1,211 @@
+import { randomUUID } from 'node:crypto';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, waitFor } from '../support/db.ts';
+import { FakePlatform } from '../support/platform.ts';
+import { psql, startSystem, type System } from '../support/system.ts';
+
+const ADDON_PASSWORD = 'addon-password-0123456789';
+
+interface Entry {
+  at: string;
+  kind: string;
+  source: string;
+  summary: string;
+}
+interface Incident {
+  id: string;
+  entity: { id: string; kind: string; state: string };
+  kind: string;
+  state: string;
+  reason: string;
+  resolvedAt: string | null;
+  escalations: { reason: string; detail: string }[];
+  timeline: Entry[];
+}
+
+async function withSystem(env: Record<string, string>) {
+  const db = await createTestDatabase();
+  const hooks = new FakePlatform();
+  await hooks.start();
+  const system = await startSystem(db.url, ['web', 'worker', 'clock'], {
+    PAGER_WEBHOOK_URL: `${hooks.url}/pager`,
+    ADDON_PASSWORD,
+    ...env,
+  });
+  return { db, hooks, system };
+}
+
+function pidOf(system: System, serverId: string): Promise<number> {
+  return readFile(path.join(system.config.home, 'servers', serverId, 'data', 'postmaster.pid'), 'utf8').then((s) => Number(s.split('\n')[0]));
+}
+
+async function availableServer(system: System): Promise<string> {
+  const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+  await waitFor('the server to be available', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available');
+  return id;
+}
+
+const incidentsOf = async (system: System, entityId: string): Promise<Incident[]> =>
+  ((await system.api('GET', '/api/incidents')).body as Incident[]).filter((i) => i.entity.id === entityId);
+const incident = async (system: System, id: string): Promise<Incident> => (await system.api('GET', `/api/incidents/${id}`)).body;
+const pages = (hooks: FakePlatform) => hooks.callsTo('POST', '/pager').map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string; payload: { custom_details: { escalations: { reason: string }[] } } });
+
+describe('incidents follow the machines, and page a human only when they must', () => {
+  let ctx: Awaited<ReturnType<typeof withSystem>>;
+
+  beforeAll(async () => {
+    ctx = await withSystem({});
+  });
+  afterAll(async () => {
+    await ctx?.system.stop();
+    await ctx?.hooks.stop();
+    await ctx?.db.drop();
+  });
+
+  it('opens an incident when a server is killed, shows the way back, and resolves it without paging', async () => {
+    const { system, hooks } = ctx;
+    const id = await availableServer(system);
+    process.kill(await pidOf(system, id), 'SIGKILL');
+
+    const [opened] = await waitFor('an incident to open', async () => {
+      const found = await incidentsOf(system, id);
+      return found.length > 0 ? found : undefined;
+    });
+    expect(opened).toMatchObject({ kind: 'trouble', reason: 'server unreachable', entity: { id, kind: 'server' } });
+    const resolved = await waitFor('the incident to resolve', async () => {
+      const i = await incident(system, opened!.id);
+      return i.state === 'resolved' ? i : undefined;
+    });
+    expect(resolved.resolvedAt).not.toBeNull();
+    expect(resolved.escalations).toEqual([]);
+    const kinds = new Set(resolved.timeline.map((e) => e.kind));
+    expect(kinds).toEqual(new Set(['observation', 'transition', 'job']));
+    const server = resolved.timeline.filter((e) => e.source === 'server' && e.kind === 'transition').map((e) => e.summary);
+    expect(server.map((s) => s.split(' on ')[0])).toEqual([
+      'available → unreachable',
+      'unreachable → restarting.running',
+      'restarting.running → restarting.verifying',
+      'restarting.verifying → available',
+    ]);
+    expect(resolved.timeline.find((e) => e.kind === 'observation')!.summary).toMatch(/reachable=false alive=false/);
+    expect(resolved.timeline.some((e) => e.kind === 'job' && /^restart done in \d+ ms/.test(e.summary))).toBe(true);
+    const times = resolved.timeline.map((e) => e.at);
+    expect([...times].sort()).toEqual(times);
+    // The incident's own life is on the timeline too, and nobody was paged.
+    expect(resolved.timeline.filter((e) => e.source === 'incident' && e.kind === 'transition').map((e) => e.summary.split(' on ')[0])).toEqual(['∅ → open', 'open → resolved']);
+    expect(pages(hooks)).toEqual([]);
+    // A second kill is a new incident: the first is over.
+    expect(await incidentsOf(system, id)).toHaveLength(1);
+  });
+
+  it('escalates a job that throws with the "exception" reason, once, and resolves the page when an operator closes it', async () => {
+    const { system, hooks, db } = ctx;
+    const id = await availableServer(system);
+    // Every job of this server now throws: its provider is one this process does not have.
+    await db.pool.query(`update servers set provider = 'mars' where id = $1`, [id]);
+    const paged = await waitFor('a page', async () => pages(hooks).find((p) => p.payload.custom_details.escalations.some((e) => e.reason === 'exception')));
+    expect(paged.event_action).toBe('trigger');
+    const [open] = await incidentsOf(system, id);
+    expect(paged.dedup_key).toBe(open!.id);
+    expect(open).toMatchObject({ state: 'escalated', reason: 'observe raised an error' });
+    expect(open!.escalations).toEqual([expect.objectContaining({ reason: 'exception', detail: expect.stringMatching(/observe: server .* uses provider "mars"/) })]);
+
+    // The observe job keeps failing and retrying: still one incident, one page.
+    await waitFor('another failed attempt', async () => {
+      const { rows } = await db.pool.query(`select attempts from jobs where entity_id = $1 and task = 'observe'`, [id]);
+      return rows[0]?.attempts >= 2;
+    });
+    expect(await incidentsOf(system, id)).toHaveLength(1);
+    expect(pages(hooks).filter((p) => p.dedup_key === open!.id)).toHaveLength(1);
+    const timeline = (await incident(system, open!.id)).timeline;
+    expect(timeline.some((e) => e.kind === 'job' && /^observe retry in \d+ ms .*mars/.test(e.summary))).toBe(true);
+    expect(timeline.some((e) => e.kind === 'escalation' && e.summary.startsWith('escalated: exception'))).toBe(true);
+
+    await db.pool.query(`update servers set provider = 'local' where id = $1`, [id]);
+    expect((await system.api('POST', `/api/incidents/${open!.id}/resolve`)).status).toBe(202);
+    await waitFor('the page to be resolved', async () => pages(hooks).find((p) => p.dedup_key === open!.id && p.event_action === 'resolve'));
+    expect((await incident(system, open!.id)).timeline.filter((e) => e.kind === 'page').map((e) => e.summary)).toEqual(['page trigger', 'page resolve']);
+  });
+
+  it('tells the customer about scheduled maintenance before it, and restarts the server at the time', async () => {
+    const { system, hooks } = ctx;
+    const uuid = randomUUID();
+    const provisioned = await fetch(`${system.running.url}/heroku/resources`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ uuid, plan: 'shared', region: 'us' }),
+    });
+    const url = ((await provisioned.json()) as { config: { PGFLEET_URL: string } }).config.PGFLEET_URL;
+    expect((await system.api('PUT', `/api/resources/${uuid}/notifications`, { url: `${hooks.url}/customer` })).status).toBe(200);
+    const serverId = (await system.api('GET', `/api/resources/${uuid}`)).body.servers[0].id as string;
+    const pidBefore = await pidOf(system, serverId);
+
+    const at = new Date(Date.now() + 4000);
+    const scheduled = await system.api('POST', `/api/resources/${uuid}/maintenance`, { at: at.toISOString() });
+    expect(scheduled.status).toBe(201);
+    expect(scheduled.body).toMatchObject({ kind: 'maintenance', state: 'scheduled', entity: { id: serverId, kind: 'server' } });
+
+    const notice = await waitFor('the customer to be told', async () => hooks.callsTo('POST', '/customer')[0]);
+    const told = JSON.parse(notice.body) as { phase: string; subject: string; body: string; resource_id: string };
+    expect(told).toMatchObject({ phase: 'scheduled', resource_id: uuid });
+    expect(told.body).toMatch(/will restart/);
+    expect(Date.now()).toBeLessThan(at.getTime());
+
+    const done = await waitFor('the maintenance to be done', async () => {
+      const i = await incident(system, scheduled.body.id);
+      return i.state === 'resolved' ? i : undefined;
+    }, 60_000);
+    const restart = done.timeline.find((e) => e.source === 'server' && e.summary.startsWith('available → maintaining.running'))!;
+    expect(Date.parse(restart.at)).toBeGreaterThanOrEqual(at.getTime() - 1000);
+    expect(await pidOf(system, serverId)).not.toBe(pidBefore);
+    expect(await psql(url, 'select 1')).toBe('1');
+    const phases = hooks.callsTo('POST', '/customer').map((c) => (JSON.parse(c.body) as { phase: string }).phase);
+    expect(phases).toEqual(['scheduled', 'done']);
+    // A planned restart is not trouble: no other incident, no page.
+    expect((await incidentsOf(system, serverId)).map((i) => i.kind)).toEqual(['maintenance']);
+    expect(pages(hooks).filter((p) => p.dedup_key === done.id)).toEqual([]);
+  });
+});
+
+describe('a server that cannot be fixed by automation', () => {
+  let ctx: Awaited<ReturnType<typeof withSystem>>;
+
+  beforeAll(async () => {
+    ctx = await withSystem({ PGFLEET_STUCK_AFTER: '2' });
+  });
+  afterAll(async () => {
+    await ctx?.system.stop();
+    await ctx?.hooks.stop();
+    await ctx?.db.drop();
+  });
+
+  it('escalates once as "stuck", pages one trigger, and one resolve after an operator fixes it', async () => {
+    const { system, hooks } = ctx;
+    const id = await availableServer(system);
+    const conf = path.join(system.config.home, 'servers', id, 'data', 'postgresql.conf');
+    const good = await readFile(conf, 'utf8');
+    await appendFile(conf, "\nshared_buffers = 'a lot'\n");
+    process.kill(await pidOf(system, id), 'SIGKILL');
+
+    const trigger = await waitFor('a page', async () => pages(hooks)[0], 60_000);
+    expect(trigger.event_action).toBe('trigger');
+    const [open] = await incidentsOf(system, id);
+    expect(open!.escalations.map((e) => e.reason)).toEqual(['stuck']);
+    expect(open!.escalations[0]!.detail).toMatch(/for more than 2 s/);
+
+    await waitFor('the server to be failed', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'failed', 60_000);
+    await writeFile(conf, good);
+    const resolved = await waitFor('the incident to resolve', async () => {
+      const i = await incident(system, open!.id);
+      return i.state === 'resolved' ? i : undefined;
+    }, 60_000);
+    await waitFor('the resolve page', async () => pages(hooks).find((p) => p.event_action === 'resolve'));
+    expect(pages(hooks).map((p) => `${p.event_action}:${p.dedup_key}`)).toEqual([`trigger:${open!.id}`, `resolve:${open!.id}`]);
+    expect(resolved.escalations.map((e) => e.reason)).toEqual(['stuck']);
+    const path_ = resolved.timeline.filter((e) => e.source === 'server' && e.kind === 'transition').map((e) => e.summary.split(' on ')[0]!.split(' → ')[1]);
+    expect(path_).toContain('failed.waiting');
+    expect(path_.at(-1)).toBe('available');
+  });
+});
