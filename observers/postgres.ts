@@ -20,7 +20,10 @@ select pg_is_in_recovery() as in_recovery,
   (select timeline_id from pg_control_checkpoint()) as timeline,
   (select max(age(datfrozenxid)) from pg_database) as oldest_xid_age,
   (select failed_count from pg_stat_archiver) as archiver_failed_count,
-  (select archived_count from pg_stat_archiver) as archiver_archived_count`;
+  (select archived_count from pg_stat_archiver) as archiver_archived_count,
+  (select last_failed_wal from pg_stat_archiver) as archiver_last_failed_wal,
+  -- Failing now: the last attempt failed, with no success since.
+  (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing`;
 
 export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {
   const client = new pg.Client({

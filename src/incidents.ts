@@ -212,3 +212,27 @@ export async function scheduleMaintenance(pool: Pool, serverId: string, at: Date
 export async function resolveIncident(pool: Pool, id: string): Promise<boolean> {
   return transaction(pool, async (client) => (await sendEvent(client, id, { type: 'resolve' })) !== undefined);
 }
+
+/** Conditions read off a server's observation that no automation handles yet. */
+export const CONDITIONS: Record<string, (obs: Record<string, string>) => boolean> = {
+  'archive failing': (obs) => obs.archiver_failing === 'true',
+  'disk filling': (obs) => Number(obs.disk_total_bytes) > 0 && Number(obs.disk_free_bytes) / Number(obs.disk_total_bytes) < 0.05,
+  'transaction ID wraparound approaching': (obs) => Number(obs.oldest_xid_age) > 1_500_000_000,
+};
+
+/**
+ * After an observation: a condition without automation pages a human at once; an incident
+ * that a condition opened resolves when that condition has cleared and the entity is healthy.
+ */
+export async function checkConditions(db: Queryable, machine: MachineName, entityId: string, obs: Record<string, string>): Promise<void> {
+  if (machine !== 'server' || obs.reachable !== 'true') return;
+  const present = Object.keys(CONDITIONS).filter((name) => CONDITIONS[name]!(obs));
+  for (const condition of present) await escalateCondition(db, entityId, condition);
+  const { rows } = await db.query<{ id: string }>(
+    `select i.id from incidents i join machines e on e.entity_id = i.entity_id
+     where i.entity_id = $1 and i.kind = 'trouble' and i.resolved_at is null and i.reason = any($2::text[]) and not (i.reason = any($3::text[]))
+       and e.state = 'available'`,
+    [entityId, Object.keys(CONDITIONS), present],
+  );
+  for (const { id } of rows) await sendEvent(db, id, { type: 'resolve' });
+}

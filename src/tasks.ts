@@ -4,6 +4,7 @@ import type { Client, Pool, Queryable } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
+import { checkConditions } from './incidents.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
@@ -133,7 +134,9 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
           const machine = await machineOf(client, job.entityId!);
           const table = machine && MACHINES[machine].observedIn;
           const latest = table && (await latestObservation(client, job.entityId!, table));
-          if (latest) await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
+          if (!latest) return;
+          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
+          await checkConditions(client, machine, job.entityId!, latest.obs);
         },
       };
     },

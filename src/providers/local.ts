@@ -70,10 +70,12 @@ export class LocalProvider implements Provider {
     if (server.port === null) return { placed: 'false' };
     const dataDir = this.dataDir(server);
     const status = await this.cluster.status(dataDir);
+    const disk = await fs.statfs(dataDir).catch(() => undefined);
     return {
       alive: String(status.running),
       ...(status.pid !== undefined && status.running ? { pid: String(status.pid) } : {}),
       data_dir_bytes: String(await directoryBytes(dataDir)),
+      ...(disk ? { disk_free_bytes: String(disk.bavail * disk.bsize), disk_total_bytes: String(disk.blocks * disk.bsize) } : {}),
     };
   }
 

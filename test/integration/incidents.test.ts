@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { psql, startSystem, type System } from '../support/system.ts';
+import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
 
 const ADDON_PASSWORD = 'addon-password-0123456789';
 
@@ -166,6 +166,44 @@ describe('incidents follow the machines, and page a human only when they must', 
     // A planned restart is not trouble: no other incident, no page.
     expect((await incidentsOf(system, serverId)).map((i) => i.kind)).toEqual(['maintenance']);
     expect(pages(hooks).filter((p) => p.dedup_key === done.id)).toEqual([]);
+  });
+});
+
+describe('a condition no automation handles yet', () => {
+  let ctx: Awaited<ReturnType<typeof withSystem>>;
+
+  beforeAll(async () => {
+    ctx = await withSystem({});
+  });
+  afterAll(async () => {
+    await ctx?.system.stop();
+    await ctx?.hooks.stop();
+    await ctx?.db.drop();
+  });
+
+  it('pages at once with "no_automation" when the WAL archive fails, and resolves when it works again', async () => {
+    const { system, hooks, db } = ctx;
+    const id = await availableServer(system);
+    const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [id]);
+    const admin = `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/postgres`;
+    await psql(admin, 'alter system set archive_mode = on');
+    await psql(admin, "alter system set archive_command = 'false'");
+    // archive_mode needs a restart: a maintenance that runs now.
+    const maintenance = await system.api('POST', `/api/servers/${id}/maintenance`, { at: new Date().toISOString() });
+    await waitFor('the restart', async () => (await incident(system, maintenance.body.id)).state === 'resolved');
+    await psql(admin, 'create table t (n int); insert into t values (1); select pg_switch_wal()');
+
+    const trigger = await waitFor('a page', async () => pages(hooks).find((p) => p.event_action === 'trigger'));
+    const [open] = (await incidentsOf(system, id)).filter((i) => i.kind === 'trouble');
+    expect(open).toMatchObject({ reason: 'archive failing', state: 'escalated', entity: { state: 'available' } });
+    expect(open!.escalations.map((e) => e.reason)).toEqual(['no_automation']);
+    expect(trigger.dedup_key).toBe(open!.id);
+
+    await psql(admin, "alter system set archive_command = 'true'");
+    await psql(admin, 'select pg_reload_conf()');
+    await waitFor('the incident to resolve', async () => (await incident(system, open!.id)).state === 'resolved');
+    await waitFor('the resolve page', async () => pages(hooks).find((p) => p.event_action === 'resolve'));
+    expect(pages(hooks).map((p) => p.event_action)).toEqual(['trigger', 'resolve']);
   });
 });
 
