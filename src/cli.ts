@@ -31,7 +31,7 @@ function waitForSignal(): Promise<string> {
 }
 
 async function serve(config: Config, processes: ProcessName[]): Promise<number> {
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, undefined, config.logFormat);
   const running = await runProcesses(config, log, processes);
   log.info({ processes, home: config.home, embeddedControl: config.databaseUrl === undefined }, 'pgfleet is running');
   if (running.url) {
@@ -214,7 +214,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'clock':
         return await serve(config, [command]);
       case 'migrate': {
-        const running = await runProcesses(config, createLogger(config.logLevel), []);
+        const running = await runProcesses(config, createLogger(config.logLevel, undefined, config.logFormat), []);
         await running.stop();
         process.stdout.write('migrations applied\n');
         return 0;

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { LogFormat } from './log.ts';
 
 /** Configuration comes from the environment and is checked once, at start-up. */
 export interface Config {
@@ -23,8 +24,11 @@ export interface Config {
   /** The unprivileged user that runs Postgres when pgfleet runs as root. */
   pgUser: string | undefined;
   logLevel: string;
+  logFormat: LogFormat;
   addon: AddonConfig;
   paging: PagingConfig;
+  /** Where a process without `web` serves its /metrics (a worker's job durations); unset: nowhere. */
+  metricsPort: number | undefined;
 }
 
 /** Where pages go, and how long an entity may stay in a bad state before one does. */
@@ -141,6 +145,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent');
   }
+  const logFormat = nonEmpty(env, 'LOG_FORMAT') ?? 'json';
+  if (logFormat !== 'json' && logFormat !== 'logfmt') throw new ConfigError('LOG_FORMAT must be json or logfmt');
   return {
     databaseUrl,
     home: path.resolve(nonEmpty(env, 'PGFLEET_HOME') ?? '.pgfleet'),
@@ -156,7 +162,9 @@ export function loadConfig(env: Env = process.env): Config {
     encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     logLevel,
+    logFormat,
     addon: addonConfig(env),
+    metricsPort: nonEmpty(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
     paging: {
       webhookUrl: httpUrl(env, 'PAGER_WEBHOOK_URL', undefined),
       routingKey: nonEmpty(env, 'PAGER_ROUTING_KEY') ?? 'pgfleet',

@@ -13,3 +13,14 @@ describe('logs', () => {
     expect(lines[0]).not.toMatch(/hunter2|s3cret|pw@|tok"/);
   });
 });
+
+describe('LOG_FORMAT=logfmt', () => {
+  it('writes one logfmt line per entry, nested fields dotted, secrets still redacted', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) }, 'logfmt');
+    log.child({ job: '7' }).warn({ err: new Error('connect ECONNREFUSED 127.0.0.1:5432'), password: 'hunter2' }, 'job failed');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^level=40 time=\d+ app=pgfleet job=7 err\.type=Error err\.message="connect ECONNREFUSED 127\.0\.0\.1:5432" err\.stack="Error: connect ECONNREFUSED[^"]*" password=\[redacted\] msg="job failed"\n$/);
+    expect(lines[0]).not.toContain('hunter2');
+  });
+});

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import type { Logger } from '../log.ts';
@@ -27,6 +28,8 @@ export interface Journal {
 
 export interface WorkerOptions {
   journal?: Journal;
+  /** Observes every job's duration, by queue, task and outcome. */
+  jobDuration?: Histogram<'queue' | 'task' | 'outcome'>;
   queues: string[] | undefined;
   concurrency: number;
   leaseSeconds: number;
@@ -148,7 +151,11 @@ export class Worker {
     const log = this.opts.log.child({ job: job.id, task: job.task, entity: job.entityId ?? undefined, attempt: job.attempts });
     const started = performance.now();
     void this.perform(job, log)
-      .then((outcome) => log.debug({ ms: Math.round(performance.now() - started), outcome }, 'job finished'))
+      .then((outcome) => {
+        const ms = performance.now() - started;
+        this.opts.jobDuration?.observe({ queue: job.queue, task: job.task, outcome: outcome.replace(/^failed:/, '') }, ms / 1000);
+        log.debug({ ms: Math.round(ms), outcome }, 'job finished');
+      })
       .finally(() => {
         this.running.delete(job.id);
         if (this.running.size === 0) this.drained?.();

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
 import type { Addon } from '../config.ts';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
@@ -14,6 +15,7 @@ export interface WebOptions {
   providers: string[];
   sealer: Sealer;
   addon: Addon;
+  metrics: Registry;
 }
 
 /** An error whose message tells the caller what to fix, with the status to send. */
@@ -67,7 +69,15 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: `no route ${req.method} ${req.url}` }));
 
   app.get('/health', async () => ({ ok: true }));
+  app.get('/metrics', async (_, reply) => reply.type(opts.metrics.contentType).send(await opts.metrics.metrics()));
   app.register(operatorApi(opts), { prefix: '/api' });
   app.register(herokuApi(opts));
+  return app;
+}
+
+/** /metrics alone, for a process without `web` (METRICS_PORT). */
+export function metricsServer(registry: Registry): FastifyInstance {
+  const app: FastifyInstance = Fastify();
+  app.get('/metrics', async (_, reply) => reply.type(registry.contentType).send(await registry.metrics()));
   return app;
 }
