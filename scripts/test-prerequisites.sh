@@ -5,6 +5,7 @@
 #   psql      the tests connect with it as an app developer would (postgresql-client)
 #   promtool  checks /metrics; taken out of Debian's prometheus package into .cache/tools,
 #             without installing (or starting) Prometheus itself
+#   chromium  the console is tested in a real headless browser (Debian's chromium package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,15 @@ if ! command -v psql >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
   else
     echo "npm test needs psql: install the postgresql-client package" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if need_apt; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "npm test needs chromium: install the chromium package" >&2
     exit 1
   fi
 fi

@@ -106,3 +106,12 @@ export async function getIncident(db: Queryable, id: string): Promise<(IncidentV
   if (!incident) return undefined;
   return { ...incident, timeline: await incidentTimeline(db, incident) };
 }
+
+/** What a resource's customer has been told, newest first. */
+export async function listNotifications(db: Queryable, resourceId: string, limit = 10): Promise<{ at: Date; subject: string; body: string; phase: string }[]> {
+  const { rows } = await db.query<{ at: Date; subject: string; body: string; phase: string }>(
+    'select created_at as at, subject, body, phase from notifications where resource_id = $1 order by id desc limit $2',
+    [resourceId, limit],
+  );
+  return rows;
+}

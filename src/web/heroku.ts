@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
+import { listNotifications } from '../incidentViews.ts';
 import { callbackAllowed } from '../platform.ts';
 import { changePlan, createResource, getResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources.ts';
 import { HttpError, sameSecret, type WebOptions } from './server.ts';
@@ -234,7 +235,7 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       }
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!resource) throw new HttpError(404, 'this database no longer exists');
-      return reply.type('text/html').send(renderResourcePage(resource, prefix));
+      return reply.type('text/html').send(renderResourcePage(resource, prefix, await listNotifications(opts.pool, id)));
     });
   };
 }

@@ -6,6 +6,7 @@ import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
+import { consoleUi } from './console.ts';
 import { herokuApi } from './heroku.ts';
 
 export interface WebOptions {
@@ -72,6 +73,7 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
   app.get('/metrics', async (_, reply) => reply.type(opts.metrics.contentType).send(await opts.metrics.metrics()));
   app.register(operatorApi(opts), { prefix: '/api' });
   app.register(herokuApi(opts));
+  app.register(consoleUi(opts));
   return app;
 }
 

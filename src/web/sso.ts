@@ -1,30 +1,6 @@
 import type { ResourceView } from '../resources.ts';
+import { escapeHtml, page } from './html.ts';
 import type { TransitionView } from '../servers.ts';
-
-/** Everything that reaches HTML goes through here. */
-export function escapeHtml(value: unknown): string {
-  return String(value).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
-const STYLE = `
-  body { font: 15px/1.5 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f5f6f8; }
-  main { max-width: 760px; margin: 2rem auto; padding: 0 1rem; }
-  h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
-  .muted { color: #6b7385; }
-  section { background: #fff; border: 1px solid #e2e5ea; border-radius: 8px; padding: 1rem 1.25rem; margin: 1rem 0; }
-  h2 { font-size: 1rem; margin: 0 0 .75rem; }
-  dl { display: grid; grid-template-columns: 9rem 1fr; gap: .35rem 1rem; margin: 0; }
-  dt { color: #6b7385; } dd { margin: 0; font-family: ui-monospace, monospace; word-break: break-all; }
-  .state { display: inline-block; padding: .1rem .6rem; border-radius: 999px; background: #e7f6ec; color: #17663a; font-weight: 600; }
-  .state.busy { background: #fff4dc; color: #7a5300; }
-  table { width: 100%; border-collapse: collapse; } td, th { text-align: left; padding: .3rem .5rem; border-top: 1px solid #eef0f3; }
-  th { color: #6b7385; font-weight: 500; }
-`;
-
-function page(title: string, body: string): string {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${escapeHtml(title)}</title><style>${STYLE}</style></head><body><main>${body}</main></body></html>`;
-}
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
@@ -36,7 +12,18 @@ function events(transitions: TransitionView[]): string {
 }
 
 /** The page a customer lands on from the platform's dashboard: their database, nobody else's. */
-export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string): string {
+export interface CustomerNotice {
+  at: Date;
+  subject: string;
+  body: string;
+}
+
+function notices(list: CustomerNotice[]): string {
+  if (list.length === 0) return '<p class="muted">No incidents or maintenance to tell you about.</p>';
+  return list.map((n) => `<p><b>${escapeHtml(n.subject)}</b> <span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span><br>${escapeHtml(n.body)}</p>`).join('');
+}
+
+export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[]): string {
   const url = resource.config[`${prefix}_URL`];
   const parsed = url ? new URL(url) : undefined;
   const connection = parsed
@@ -52,15 +39,16 @@ export function renderResourcePage(resource: ResourceView & { transitions: Trans
   const busy = resource.state !== 'available';
   return page(
     `${resource.name ?? 'Database'} · pgfleet`,
-    `<h1>${escapeHtml(resource.name ?? resource.id)}</h1>
+    `<main><h1>${escapeHtml(resource.name ?? resource.id)}</h1>
      <p class="muted">Plan <b>${escapeHtml(resource.plan)}</b> · region ${escapeHtml(resource.region)} · created ${escapeHtml(new Date(resource.createdAt).toISOString().slice(0, 10))}</p>
-     <section><h2>State</h2><span class="state${busy ? ' busy' : ''}">${escapeHtml(resource.state)}</span>
+     <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>
-     <section><h2>Recent events</h2>${events(resource.transitions)}</section>`,
+     <section><h2>Notices</h2>${notices(notifications)}</section>
+     <section><h2>Recent events</h2>${events(resource.transitions)}</section></main>`,
   );
 }
 
 export function renderSsoError(message: string): string {
-  return page('pgfleet', `<section><h2>Cannot open this database</h2><p>${escapeHtml(message)}</p></section>`);
+  return page('pgfleet', `<main><section><h2>Cannot open this database</h2><p>${escapeHtml(message)}</p></section></main>`);
 }
