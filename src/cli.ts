@@ -16,6 +16,14 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet servers delete <id>
   pgfleet resources             list the databases customers have
   pgfleet resources show <id>   a resource with its config, servers and transitions
+  pgfleet info <resource>       plan, status, connections, version, size (like heroku pg:info)
+  pgfleet diagnose <resource>   connections, long queries and transactions, idle in transaction,
+                                blocking, unused indexes, bloat, hit rate, xid wraparound
+  pgfleet incidents             open and recent incidents
+  pgfleet incidents show <id>   an incident with its escalations and timeline
+  pgfleet maintenance schedule <resource> <time>
+                                restart its server at <time> (ISO, e.g. 2026-12-01T03:00Z),
+                                telling its customers now
   pgfleet manifest              the addon-manifest.json a platform needs for this deployment
   pgfleet jobs dead             jobs whose attempts are spent, with their last error
   pgfleet jobs retry <id>       give a dead job a fresh set of attempts
@@ -174,6 +182,81 @@ async function resources(config: Config, args: string[], json: boolean): Promise
   throw new CliError('usage: pgfleet resources | pgfleet resources show <id>');
 }
 
+interface IncidentRow {
+  id: string;
+  entity: { id: string; kind: string; state: string | null };
+  kind: string;
+  state: string;
+  reason: string;
+  openedAt: string;
+  resolvedAt: string | null;
+  scheduledFor: string | null;
+  escalations: { reason: string; detail: string; at: string }[];
+  timeline?: { at: string; kind: string; source: string; summary: string }[];
+}
+
+async function incidents(config: Config, args: string[], json: boolean): Promise<number> {
+  const [verb = 'list', id] = args;
+  const out = (value: unknown, human: () => string) => process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
+  if (verb === 'list') {
+    const rows = (await api(config, 'GET', '/incidents')) as IncidentRow[];
+    out(rows, () =>
+      rows.length === 0
+        ? 'no incidents'
+        : table([['id', 'kind', 'state', 'entity', 'reason', 'escalations', 'opened'], ...rows.map((i) => [i.id, i.kind, i.state, `${i.entity.kind} ${i.entity.id}`, i.reason, [...new Set(i.escalations.map((e) => e.reason))].join(',') || '-', i.openedAt])]),
+    );
+    return 0;
+  }
+  if (verb === 'show' && id) {
+    const i = (await api(config, 'GET', `/incidents/${encodeURIComponent(id)}`)) as IncidentRow;
+    out(i, () =>
+      [
+        `id:       ${i.id}`,
+        `reason:   ${i.reason} (${i.kind})`,
+        `state:    ${i.state}`,
+        `entity:   ${i.entity.kind} ${i.entity.id} (${i.entity.state ?? '-'})`,
+        `opened:   ${i.openedAt}${i.resolvedAt ? `, resolved ${i.resolvedAt}` : ''}${i.scheduledFor ? `, scheduled for ${i.scheduledFor}` : ''}`,
+        ...i.escalations.map((e) => `escalated: ${e.reason} at ${e.at}: ${e.detail}`),
+        '',
+        table([['at', 'what', 'from', ''], ...(i.timeline ?? []).map((e) => [e.at, e.kind, e.source, e.summary])]),
+      ].join('\n'),
+    );
+    return 0;
+  }
+  throw new CliError('usage: pgfleet incidents | pgfleet incidents show <id>');
+}
+
+async function info(config: Config, id: string | undefined, json: boolean): Promise<number> {
+  if (!id) throw new CliError('usage: pgfleet info <resource>');
+  const i = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/info`)) as Record<string, string | number>;
+  const labels: [string, string][] = [['plan', 'Plan'], ['status', 'Status'], ['connections', 'Connections'], ['pgVersion', 'PG Version'], ['created', 'Created'], ['dataSize', 'Data Size'], ['tables', 'Tables'], ['region', 'Region'], ['server', 'Server']];
+  process.stdout.write(`${json ? JSON.stringify(i, null, 2) : [`=== ${i.id}`, ...labels.map(([k, l]) => `${`${l}:`.padEnd(13)}${i[k]}`)].join('\n')}\n`);
+  return 0;
+}
+
+async function diagnoseCommand(config: Config, id: string | undefined, json: boolean): Promise<number> {
+  if (!id) throw new CliError('usage: pgfleet diagnose <resource>');
+  const checks = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/diagnose`)) as { name: string; status: string; detail: string; rows?: Record<string, unknown>[] }[];
+  if (json) {
+    process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
+    return 0;
+  }
+  const order = { red: 0, yellow: 1, green: 2 } as Record<string, number>;
+  for (const c of [...checks].sort((a, b) => order[a.status]! - order[b.status]!)) {
+    process.stdout.write(`${c.status.toUpperCase()}: ${c.name}: ${c.detail}\n`);
+    if (c.rows?.length) process.stdout.write(`${table([Object.keys(c.rows[0]!), ...c.rows.map((r) => Object.values(r).map((v) => String(v ?? '')))]).replace(/^/gm, '  ')}\n`);
+  }
+  return 0;
+}
+
+async function maintenance(config: Config, args: string[], json: boolean): Promise<number> {
+  const [verb, resource, at] = args;
+  if (verb !== 'schedule' || !resource || !at) throw new CliError('usage: pgfleet maintenance schedule <resource> <time>, e.g. 2026-12-01T03:00:00Z');
+  const i = (await api(config, 'POST', `/resources/${encodeURIComponent(resource)}/maintenance`, { at })) as IncidentRow;
+  process.stdout.write(`${json ? JSON.stringify(i, null, 2) : `maintenance ${i.id} scheduled for ${i.scheduledFor}: the server restarts then, and its customers have been told`}\n`);
+  return 0;
+}
+
 async function jobs(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb = 'dead', id] = args;
   if (verb === 'dead') {
@@ -225,6 +308,14 @@ export async function main(argv: string[]): Promise<number> {
         return await jobs(config, rest, json);
       case 'resources':
         return await resources(config, rest, json);
+      case 'incidents':
+        return await incidents(config, rest, json);
+      case 'info':
+        return await info(config, rest[0], json);
+      case 'diagnose':
+        return await diagnoseCommand(config, rest[0], json);
+      case 'maintenance':
+        return await maintenance(config, rest, json);
       case 'manifest': {
         const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
         process.stdout.write(`${JSON.stringify(addonManifest(addon, config.port), null, 2)}\n`);

@@ -4,8 +4,9 @@ import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
-import { getResource, listResources, resourceServers } from '../resources.ts';
-import { createServer, getServer, listServers, listTransitions, requestServerDeletion } from '../servers.ts';
+import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
+import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget } from '../resources.ts';
+import { createServer, getServer, listServers, listTransitions, loadServerRecord, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -94,6 +95,44 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
         return reply.status(201).send(await getIncident(opts.pool, incident));
       });
     }
+
+    /** The resource's database as its primary server's superuser reaches it. */
+    async function primaryOf(raw: string) {
+      const id = UUID.test(raw) ? raw.toLowerCase() : '';
+      const resource = id ? await loadResourceRecord(opts.pool, opts.sealer, id) : undefined;
+      if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
+      const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary' && s.state === 'available');
+      if (!primary) throw new HttpError(409, `resource ${id} has no available primary server right now`);
+      const server = await loadServerRecord(opts.pool, opts.sealer, primary.id);
+      return { resource, target: superuserTarget(primary, server!.superuserPassword), primary };
+    }
+
+    /** Like `heroku pg:info`. */
+    app.get('/resources/:id/info', async (req) => {
+      const { resource, target, primary } = await primaryOf((req.params as { id: string }).id);
+      const view = (await getResource(opts.pool, opts.sealer, prefix, resource.id))!;
+      const db = await databaseInfo(target, resource.tenant.database);
+      return {
+        id: resource.id,
+        plan: resource.plan.name,
+        status: view.state,
+        connections: `${db.connections}/${resource.plan.connectionLimit}`,
+        pgVersion: db.version,
+        created: view.createdAt,
+        dataSize: db.size,
+        tables: db.tables,
+        region: resource.region,
+        server: `${primary.id} (${primary.tenancy})`,
+      };
+    });
+
+    /** Like `heroku pg:diagnose`: each check green, yellow or red. `?long=<seconds>` sets how long is long. */
+    app.get('/resources/:id/diagnose', async (req) => {
+      const { resource, target } = await primaryOf((req.params as { id: string }).id);
+      const long = Number((req.query as { long?: string }).long ?? DEFAULT_THRESHOLDS.longSeconds);
+      if (!Number.isFinite(long) || long <= 0) throw new HttpError(422, '"long" is a number of seconds, such as 60');
+      return diagnose(target, resource.tenant.database, resource.plan.connectionLimit, { ...DEFAULT_THRESHOLDS, longSeconds: long });
+    });
 
     /** Where a resource's customer hears of incidents: a webhook of theirs. */
     app.put('/resources/:id/notifications', async (req) => {

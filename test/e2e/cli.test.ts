@@ -86,6 +86,11 @@ describe('the pgfleet command', () => {
     expect(first.out()).not.toContain(decodeURIComponent(new URL(config.PGFLEET_URL).password));
     expect(first.out()).not.toContain(manifest.api.password);
     expect(await cli(['resources'], apiEnv)).toMatch(new RegExp(`${uuid}\\s+shared\\s+available`));
+    expect(await cli(['info', uuid], apiEnv)).toMatch(/^Plan:\s+shared$/m);
+    expect(await cli(['diagnose', uuid], apiEnv)).toMatch(/^GREEN: connection count: 0 of 20 connections in use$/m);
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    expect(await cli(['maintenance', 'schedule', uuid, later], apiEnv)).toMatch(/^maintenance \S+ scheduled for /);
+    expect(await cli(['incidents'], apiEnv)).toMatch(/maintenance\s+scheduled\s+server/);
     expect(await stop(first)).toBe(0);
 
     // Again, on the same home: the same control database, token and server.
