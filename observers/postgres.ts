@@ -23,7 +23,10 @@ select pg_is_in_recovery() as in_recovery,
   (select archived_count from pg_stat_archiver) as archiver_archived_count,
   (select last_failed_wal from pg_stat_archiver) as archiver_last_failed_wal,
   -- Failing now: the last attempt failed, with no success since.
-  (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing`;
+  (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing,
+  -- On a primary: how far its slowest standby is behind, in seconds and bytes.
+  (select extract(epoch from max(replay_lag))::float8 from pg_stat_replication) as replication_lag_seconds,
+  (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes`;
 
 export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {
   const client = new pg.Client({

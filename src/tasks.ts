@@ -4,7 +4,7 @@ import type { Client, Pool, Queryable } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
-import { checkConditions } from './incidents.ts';
+import { checkConditions, checkProviderNotices } from './incidents.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
@@ -137,6 +137,7 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
           if (!latest) return;
           await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
           await checkConditions(client, machine, job.entityId!, latest.obs);
+          await checkProviderNotices(client, machine, job.entityId!, latest.obs);
         },
       };
     },

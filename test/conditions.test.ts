@@ -9,6 +9,9 @@ describe('what counts as trouble', () => {
     expect(present({ archiver_failing: 'true' })).toEqual(['archive failing']);
     expect(present({ disk_free_bytes: '4', disk_total_bytes: '100' })).toEqual(['disk filling']);
     expect(present({ oldest_xid_age: '1600000000' })).toEqual(['transaction ID wraparound approaching']);
+    expect(present({ replication_lag_seconds: '0.4', replication_lag_bytes: '8192' })).toEqual([]);
+    expect(present({ replication_lag_seconds: '75' })).toEqual(['replication lagging']);
+    expect(present({ replication_lag_bytes: String(2 * 1024 ** 3) })).toEqual(['replication lagging']);
   });
 
   it('tells healthy, trouble, on-the-way and going-away states apart', () => {

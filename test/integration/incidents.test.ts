@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { transaction } from '../../src/db.ts';
+import { checkProviderNotices, RETIREMENT_LEAD_SECONDS } from '../../src/incidents.ts';
 import { createTestDatabase, waitFor } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
@@ -166,6 +168,37 @@ describe('incidents follow the machines, and page a human only when they must', 
     // A planned restart is not trouble: no other incident, no page.
     expect((await incidentsOf(system, serverId)).map((i) => i.kind)).toEqual(['maintenance']);
     expect(pages(hooks).filter((p) => p.dedup_key === done.id)).toEqual([]);
+  });
+});
+
+describe('a provider retiring a host', () => {
+  let ctx: Awaited<ReturnType<typeof withSystem>>;
+
+  beforeAll(async () => {
+    ctx = await withSystem({});
+  });
+  afterAll(async () => {
+    await ctx?.system.stop();
+    await ctx?.hooks.stop();
+    await ctx?.db.drop();
+  });
+
+  it('opens one scheduled incident from the notice, and moves off the host ahead of the date', async () => {
+    const { system, db } = ctx;
+    const id = await availableServer(system);
+    const pid = await pidOf(system, id);
+    // What an EC2 provider reports for a scheduled instance retirement: an hour and 2 s away.
+    const notice = { retirement_at: new Date(Date.now() + (RETIREMENT_LEAD_SECONDS + 2) * 1000).toISOString() };
+    for (let i = 0; i < 2; i++) await transaction(db.pool, (client) => checkProviderNotices(client, 'server', id, notice));
+    const [retirement] = await incidentsOf(system, id);
+    expect(await incidentsOf(system, id)).toHaveLength(1);
+    expect(retirement).toMatchObject({ kind: 'retirement', state: 'scheduled', reason: 'provider retires the host' });
+    const done = await waitFor('the changeover', async () => {
+      const i = await incident(system, retirement!.id);
+      return i.state === 'resolved' ? i : undefined;
+    }, 60_000);
+    expect(done.timeline.some((e) => e.summary.startsWith('available → maintaining.running'))).toBe(true);
+    expect(await pidOf(system, id)).not.toBe(pid);
   });
 });
 
