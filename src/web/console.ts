@@ -3,6 +3,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
 import { configVarPrefix } from '../config.ts';
+import { resolveIncident } from '../incidents.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidentViews.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { getResource, listResources } from '../resources.ts';
@@ -272,12 +273,23 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
         req,
         reply,
         `Incident ${incidentId.slice(0, 8)}`,
-        `<h1>${h(incident.reason)}</h1><p>${stateBadge(incident.state)} <span class="muted">${h(incident.kind)} on <a href="/console/${entityPath}/${h(incident.entity.id)}">${h(incident.entity.kind)} ${h(incident.entity.id)}</a> · opened ${h(time(incident.openedAt))} UTC${incident.resolvedAt ? ` · resolved ${h(time(incident.resolvedAt))} UTC` : ''}${incident.scheduledFor ? ` · scheduled for ${h(time(incident.scheduledFor))} UTC` : ''}</span></p>
+        `<h1>${h(incident.reason)}</h1>${
+          incident.resolvedAt === null
+            ? `<form method="post" action="/console/incidents/${h(incident.id)}/resolve" style="float:right"><button type="submit">Resolve</button></form>`
+            : ''
+        }<p>${stateBadge(incident.state)} <span class="muted">${h(incident.kind)} on <a href="/console/${entityPath}/${h(incident.entity.id)}">${h(incident.entity.kind)} ${h(incident.entity.id)}</a> · opened ${h(time(incident.openedAt))} UTC${incident.resolvedAt ? ` · resolved ${h(time(incident.resolvedAt))} UTC` : ''}${incident.scheduledFor ? ` · scheduled for ${h(time(incident.scheduledFor))} UTC` : ''}</span></p>
          ${incident.escalations.length ? `<section><h2>Escalations</h2>${table(['at', 'reason', 'detail'], incident.escalations.map((e) => [time(e.at), h(e.reason), h(e.detail)]), '')}</section>` : ''}
          <section><h2>The incident</h2>${machinePicture(MACHINES.incident.logic, incident.state)}</section>
          <section><h2>The ${h(incident.entity.kind)} now</h2>${machinePicture(MACHINES[entityMachine].logic, incident.entity.state ?? '')}</section>
          <section id="timeline"><h2>Timeline</h2>${timelineTable(incident.timeline)}</section>`,
       );
+    });
+
+    /** An operator closes an incident: the exception was dealt with, or the condition accepted. */
+    app.post('/console/incidents/:id/resolve', async (req, reply) => {
+      const incidentId = id(req);
+      if (!(await resolveIncident(opts.pool, incidentId))) throw new HttpError(404, `no open incident ${incidentId}`);
+      return reply.redirect(`/console/incidents/${incidentId}`, 303);
     });
 
     app.get('/console/jobs', async (req, reply) => {

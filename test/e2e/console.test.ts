@@ -2,6 +2,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { transaction } from '../../src/db.ts';
+import { escalateException } from '../../src/incidents.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { startSystem, TOKEN, type System } from '../support/system.ts';
 
@@ -74,6 +76,24 @@ describe('the operator console in a real browser', () => {
     await page.waitForURL(`**/console/servers/${id}`);
     expect(await page.locator('.node[data-state="unreachable"] .to').innerText()).toContain('restarting');
     await page.screenshot({ path: path.join(ARTIFACTS, 'console-server.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('lets an operator resolve an escalated incident', async () => {
+    const [server] = (await system.api('GET', '/api/servers')).body as { id: string }[];
+    // An exception stays escalated until a human says otherwise (a condition would clear itself).
+    await transaction(db.pool, (client) => escalateException(client, server!.id, 'observe', 'boom'));
+    const [open] = ((await system.api('GET', '/api/incidents')).body as { id: string; reason: string; state: string }[]).filter((i) => i.reason === 'observe raised an error');
+    expect(open?.state).toBe('escalated');
+    const page = await browser.newPage();
+    await page.goto(`${system.running.url}/console/incidents/${open!.id}`);
+    await page.fill('#token', TOKEN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`**/console/incidents/${open!.id}`);
+    await page.click('button:has-text("Resolve")');
+    await page.waitForURL(`**/console/incidents/${open!.id}`);
+    expect(await page.locator('main p .state').first().innerText()).toBe('resolved');
+    expect(await page.locator('#timeline').innerText()).toContain('escalated → resolved on resolve');
     await page.close();
   });
 
