@@ -144,12 +144,18 @@ describe('incidents follow the machines, and page a human only when they must', 
     const serverId = (await system.api('GET', `/api/resources/${uuid}`)).body.servers[0].id as string;
     const pidBefore = await pidOf(system, serverId);
 
-    const at = new Date(Date.now() + 4000);
+    // The customer's webhook is down at first: the notice is retried until it is taken.
+    hooks.failing = true;
+    const at = new Date(Date.now() + 6000);
     const scheduled = await system.api('POST', `/api/resources/${uuid}/maintenance`, { at: at.toISOString() });
     expect(scheduled.status).toBe(201);
     expect(scheduled.body).toMatchObject({ kind: 'maintenance', state: 'scheduled', entity: { id: serverId, kind: 'server' } });
+    await waitFor('a failed delivery', async () => hooks.callsTo('POST', '/customer')[0]);
+    hooks.failing = false;
 
-    const notice = await waitFor('the customer to be told', async () => hooks.callsTo('POST', '/customer')[0]);
+    const notice = await waitFor('the customer to be told', async () => hooks.callsTo('POST', '/customer')[1]);
+    const { rows: outbox } = await ctx.db.pool.query('select phase, attempts, delivered_at is not null as delivered, last_error from notifications where resource_id = $1', [uuid]);
+    expect(outbox).toEqual([{ phase: 'scheduled', attempts: 2, delivered: true, last_error: null }]);
     const told = JSON.parse(notice.body) as { phase: string; subject: string; body: string; resource_id: string };
     expect(told).toMatchObject({ phase: 'scheduled', resource_id: uuid });
     expect(told.body).toMatch(/will restart/);
@@ -164,7 +170,7 @@ describe('incidents follow the machines, and page a human only when they must', 
     expect(await pidOf(system, serverId)).not.toBe(pidBefore);
     expect(await psql(url, 'select 1')).toBe('1');
     const phases = hooks.callsTo('POST', '/customer').map((c) => (JSON.parse(c.body) as { phase: string }).phase);
-    expect(phases).toEqual(['scheduled', 'done']);
+    expect(phases).toEqual(['scheduled', 'scheduled', 'done']);
     // A planned restart is not trouble: no other incident, no page.
     expect((await incidentsOf(system, serverId)).map((i) => i.kind)).toEqual(['maintenance']);
     expect(pages(hooks).filter((p) => p.dedup_key === done.id)).toEqual([]);
