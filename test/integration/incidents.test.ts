@@ -154,7 +154,11 @@ describe('incidents follow the machines, and page a human only when they must', 
     hooks.failing = false;
 
     const notice = await waitFor('the customer to be told', async () => hooks.callsTo('POST', '/customer')[1]);
-    const { rows: outbox } = await ctx.db.pool.query('select phase, attempts, delivered_at is not null as delivered, last_error from notifications where resource_id = $1', [uuid]);
+    // The webhook has answered; the outbox row is marked right after.
+    const outbox = await waitFor('the outbox to record the delivery', async () => {
+      const { rows } = await ctx.db.pool.query('select phase, attempts, delivered_at is not null as delivered, last_error from notifications where resource_id = $1', [uuid]);
+      return rows[0]?.delivered ? rows : undefined;
+    });
     expect(outbox).toEqual([{ phase: 'scheduled', attempts: 2, delivered: true, last_error: null }]);
     const told = JSON.parse(notice.body) as { phase: string; subject: string; body: string; resource_id: string };
     expect(told).toMatchObject({ phase: 'scheduled', resource_id: uuid });
