@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { configVarPrefix, type Config } from './config.ts';
 import { Clock } from './clock.ts';
 import { addonSecrets, encryptionKey, operatorToken, startEmbeddedControl } from './control.ts';
@@ -43,7 +45,12 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const databaseUrl = config.databaseUrl ?? (await startEmbeddedControl(config.home, cluster));
   const pool = createPool(databaseUrl, config.concurrency + 5);
   await migrate(pool);
-  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster) };
+  const archive = {
+    storeUrl: config.storeUrl ?? pathToFileURL(path.join(config.home, 'archive')).href,
+    // The archiver runs as the Postgres user, without our environment: S3 credentials go in its config.
+    env: config.storeEnv,
+  };
+  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster, archive) };
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };

@@ -2,6 +2,7 @@ import { runProcesses, localCluster, type ProcessName } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { addonSecrets, operatorToken } from './control.ts';
 import { addonManifest } from './manifest.ts';
+import { walMain } from './wal/main.ts';
 import { createLogger } from './log.ts';
 import { stopLocalClusters } from './providers/local.ts';
 
@@ -25,6 +26,10 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
                                 restart its server at <time> (ISO, e.g. 2026-12-01T03:00Z),
                                 telling its customers now
   pgfleet manifest              the addon-manifest.json a platform needs for this deployment
+  pgfleet wal-push <path> --config <file>
+  pgfleet wal-fetch <name> <dest> --config <file>
+                                what a server's archive_command and restore_command run
+                                (the config is the server's archive.json)
   pgfleet jobs dead             jobs whose attempts are spent, with their last error
   pgfleet jobs retry <id>       give a dead job a fresh set of attempts
   pgfleet down                  stop every local Postgres under PGFLEET_HOME
@@ -287,6 +292,8 @@ export async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const args = argv.filter((a) => a !== '--json');
   const [command = 'help', ...rest] = args;
+  // The archiver needs no configuration of pgfleet's own: its --config file says everything.
+  if (command.startsWith('wal-')) return walMain(args);
   try {
     const config = loadConfig();
     switch (command) {

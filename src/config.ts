@@ -27,6 +27,10 @@ export interface Config {
   logFormat: LogFormat;
   addon: AddonConfig;
   paging: PagingConfig;
+  /** Where servers archive WAL: `file:///dir` or `s3://bucket/prefix?…`; unset: PGFLEET_HOME/archive. */
+  storeUrl: string | undefined;
+  /** AWS_* credentials for an S3 store, handed to the archiver (which runs without our environment). */
+  storeEnv: Record<string, string>;
   /** Where a process without `web` serves its /metrics (a worker's job durations); unset: nowhere. */
   metricsPort: number | undefined;
 }
@@ -113,6 +117,14 @@ function httpUrl(env: Env, name: string, fallback: string | undefined): string |
   return raw.replace(/\/+$/, '');
 }
 
+function storeUrl(env: Env): string | undefined {
+  const raw = nonEmpty(env, 'PGFLEET_STORE_URL');
+  if (raw !== undefined && !/^(file:\/\/\/|s3:\/\/[a-z0-9.-]+)/.test(raw)) {
+    throw new ConfigError('PGFLEET_STORE_URL must be file:///absolute/dir or s3://bucket/prefix?region=…&endpoint=…&path_style=true');
+  }
+  return raw;
+}
+
 function addonConfig(env: Env): AddonConfig {
   const id = nonEmpty(env, 'ADDON_ID') ?? 'pgfleet';
   if (!/^[a-z][a-z0-9-]{1,49}$/.test(id)) throw new ConfigError('ADDON_ID must be lower-case letters, digits and "-", starting with a letter, such as "pgfleet"');
@@ -164,6 +176,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     logFormat,
     addon: addonConfig(env),
+    storeUrl: storeUrl(env),
+    storeEnv: Object.fromEntries(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION'].flatMap((k) => (env[k] ? [[k, env[k]!]] : []))),
     metricsPort: nonEmpty(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
     paging: {
       webhookUrl: httpUrl(env, 'PAGER_WEBHOOK_URL', undefined),

@@ -75,6 +75,12 @@ export class PgCluster {
     }
   }
 
+  /** A file only the Postgres user (and root) may read: an archiver's config with credentials. */
+  async writeOwnedFile(file: string, content: string): Promise<void> {
+    await fs.writeFile(file, content, { mode: 0o600 });
+    if (this.identity) await fs.chown(file, this.identity.uid, this.identity.gid);
+  }
+
   /** As root, the binaries must be executable by the user that runs Postgres (a checkout under /root is not). */
   private async ensureRunnable(): Promise<void> {
     if (!this.identity) return;

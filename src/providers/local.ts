@@ -4,6 +4,7 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
+import { archiverBundle } from '../wal/bundle.ts';
 import type { Placement, Provider, ServerRecord } from './provider.ts';
 
 /** Bytes under a directory, for the data directory size observation. */
@@ -23,13 +24,36 @@ function serverDataDir(home: string, id: string): string {
  * The embedded default: each server is a real Postgres cluster in its own directory under
  * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
  */
+/** Where a provider's servers archive their WAL: a store URL and, for S3, its credentials. */
+export interface ArchiveTarget {
+  storeUrl: string;
+  env?: Record<string, string>;
+}
+
 export class LocalProvider implements Provider {
   readonly name = 'local';
 
   constructor(
     private readonly home: string,
     private readonly cluster: PgCluster,
+    private readonly archive?: ArchiveTarget,
   ) {}
+
+  /**
+   * Every WAL file the server completes goes to the store through pgfleet's archiver
+   * (`wal-push`), which Postgres runs as its own user with a config only that user reads.
+   */
+  private async archiveSettings(server: ServerRecord): Promise<Record<string, string>> {
+    if (!this.archive) return {};
+    const dir = path.join(this.home, 'servers', server.id);
+    await this.cluster.ensureOwnedDir(dir);
+    if (this.archive.storeUrl.startsWith('file://')) await this.cluster.ensureOwnedDir(new URL(this.archive.storeUrl).pathname);
+    const config = path.join(dir, 'archive.json');
+    await this.cluster.writeOwnedFile(config, JSON.stringify({ store: this.archive.storeUrl, prefix: `servers/${server.id}`, env: this.archive.env }));
+    const bundle = await archiverBundle(this.home);
+    const command = `"${process.execPath}" "${bundle}" wal-push "%p" --config "${config}"`;
+    return { archive_mode: 'on', archive_command: `'${command.replace(/'/g, "''")}'`, archive_timeout: "'60s'" };
+  }
 
   dataDir(server: Pick<ServerRecord, 'id'>): string {
     return serverDataDir(this.home, server.id);
@@ -48,7 +72,7 @@ export class LocalProvider implements Provider {
 
   async initialize(server: ServerRecord): Promise<void> {
     const { dataDir, port } = this.placed(server);
-    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword });
+    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: await this.archiveSettings(server) });
   }
 
   async start(server: ServerRecord): Promise<void> {

@@ -1,0 +1,35 @@
+/**
+ * WAL file names, as Postgres makes them: a segment is 24 hex digits (timeline, log, seg),
+ * a timeline history file `TTTTTTTT.history`, a segment cut short at a promotion
+ * `<segment>.partial`, and a base backup's marker `<segment>.XXXXXXXX.backup`.
+ */
+export type WalKind = 'segment' | 'history' | 'partial' | 'backup';
+
+const PATTERNS: [WalKind, RegExp][] = [
+  ['segment', /^[0-9A-F]{24}$/],
+  ['history', /^[0-9A-F]{8}\.history$/],
+  ['partial', /^[0-9A-F]{24}\.partial$/],
+  ['backup', /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/],
+];
+
+export function walKind(name: string): WalKind | undefined {
+  return PATTERNS.find(([, re]) => re.test(name))?.[0];
+}
+
+/** The segments after `name`, in order, for a 16 MiB segment size (256 segments per log id). */
+export function nextSegments(name: string, count: number, segmentsPerLog = 0x100): string[] {
+  if (walKind(name) !== 'segment') return [];
+  const timeline = name.slice(0, 8);
+  let log = parseInt(name.slice(8, 16), 16);
+  let seg = parseInt(name.slice(16, 24), 16);
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    seg += 1;
+    if (seg >= segmentsPerLog) {
+      seg = 0;
+      log += 1;
+    }
+    out.push(`${timeline}${log.toString(16).toUpperCase().padStart(8, '0')}${seg.toString(16).toUpperCase().padStart(8, '0')}`);
+  }
+  return out;
+}
