@@ -22,11 +22,28 @@ select pg_is_in_recovery() as in_recovery,
   (select failed_count from pg_stat_archiver) as archiver_failed_count,
   (select archived_count from pg_stat_archiver) as archiver_archived_count,
   (select last_failed_wal from pg_stat_archiver) as archiver_last_failed_wal,
+  (select last_archived_wal from pg_stat_archiver) as archiver_last_archived_wal,
+  case when not pg_is_in_recovery() then pg_current_wal_lsn()::text end as current_lsn,
   -- Failing now: the last attempt failed, with no success since.
   (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing,
   -- On a primary: how far its slowest standby is behind, in seconds and bytes.
   (select extract(epoch from max(replay_lag))::float8 from pg_stat_replication) as replication_lag_seconds,
   (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes`;
+
+const SEGMENT_BYTES = 16n * 1024n * 1024n;
+
+/**
+ * How much WAL a primary has written past the end of the last archived segment: what would
+ * be lost with the server if the archive were all there was. Undefined when it cannot tell.
+ */
+export function archiveLagBytes(currentLsn: string | undefined, lastArchived: string | undefined): number | undefined {
+  const lsn = currentLsn && /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(currentLsn);
+  if (!lsn) return undefined;
+  const current = (BigInt(`0x${lsn[1]}`) << 32n) + BigInt(`0x${lsn[2]}`);
+  if (!lastArchived || !/^[0-9A-F]{24}$/.test(lastArchived)) return Number(current);
+  const archivedEnd = (BigInt(`0x${lastArchived.slice(8, 16)}`) << 32n) + (BigInt(`0x${lastArchived.slice(16, 24)}`) + 1n) * SEGMENT_BYTES;
+  return Number(current > archivedEnd ? current - archivedEnd : 0n);
+}
 
 export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {
   const client = new pg.Client({
@@ -48,6 +65,8 @@ export async function observePostgres(target: PostgresTarget, timeoutMs = 2000):
     const { database_sizes: sizes, ...rest } = row;
     const obs: Record<string, string> = { reachable: 'true', probe_ms: String(Math.round(performance.now() - started)) };
     for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) obs[k] = String(v);
+    const lag = archiveLagBytes(obs.current_lsn, obs.archiver_last_archived_wal);
+    if (lag !== undefined) obs.archive_lag_bytes = String(lag);
     for (const [db, bytes] of Object.entries((sizes ?? {}) as Record<string, number>)) obs[`database_size.${db}`] = String(bytes);
     return obs;
   } catch (err) {

@@ -65,7 +65,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries }),
+        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
       },
       journal: incidentJournal,
@@ -85,7 +85,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
   } else if (config.metricsPort !== undefined) {

@@ -216,6 +216,8 @@ export async function resolveIncident(pool: Pool, id: string): Promise<boolean> 
 /** Conditions read off a server's observation that no automation handles yet. */
 export const CONDITIONS: Record<string, (obs: Record<string, string>) => boolean> = {
   'archive failing': (obs) => obs.archiver_failing === 'true',
+  // archive_timeout keeps a healthy archive within a segment or two of the server.
+  'archive lagging': (obs) => Number(obs.archive_lag_bytes) > 256 * 1024 ** 2,
   'disk filling': (obs) => Number(obs.disk_total_bytes) > 0 && Number(obs.disk_free_bytes) / Number(obs.disk_total_bytes) < 0.05,
   'transaction ID wraparound approaching': (obs) => Number(obs.oldest_xid_age) > 1_500_000_000,
   'replication lagging': (obs) => Number(obs.replication_lag_seconds) > 60 || Number(obs.replication_lag_bytes) > 1024 ** 3,

@@ -5,6 +5,9 @@ import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
+import type { ArchiveTarget } from './providers/local.ts';
+import { openStore } from './store/open.ts';
+import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
@@ -110,13 +113,30 @@ async function machineOf(db: Queryable, id: string): Promise<MachineName | undef
  * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
  * only record what they see, and the tick that follows shows it to the entity's machine.
  */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
+/**
+ * A base backup of a server into its archive. The job has no entity: a long backup must not
+ * hold up the server's own queue (its observations and ticks).
+ */
+function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): JobHandler {
+  return async (job, { pool, log }) => {
+    const serverId = String(job.payload.server);
+    const server = await loadServerRecord(pool, opts.sealer, serverId);
+    if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
+    const store = openStore(opts.archive.storeUrl, { ...process.env, ...opts.archive.env });
+    const label = String(job.payload.label);
+    const manifest = await takeBaseBackup(opts.binaries, store, `servers/${serverId}`, { host: server.host, port: server.port, password: server.superuserPassword }, label);
+    log.info({ server: serverId, label, bytes: manifest.bytes, parts: manifest.parts.length }, 'base backup taken');
+  };
+}
+
+export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget }): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer);
   const { observe: observeResource, ...resource } = resourceTasks(opts);
   const observers = { server: observeServer, resource: observeResource };
   return {
     ...server,
     ...resource,
+    backup: backupTask(opts),
     async observe(job, ctx) {
       const machine = await machineOf(ctx.pool, job.entityId!);
       if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);

@@ -7,6 +7,8 @@ describe('what counts as trouble', () => {
   it('reads conditions without automation off a server observation', () => {
     expect(present({ reachable: 'true', archiver_failing: 'false', disk_free_bytes: '50', disk_total_bytes: '100', oldest_xid_age: '1000' })).toEqual([]);
     expect(present({ archiver_failing: 'true' })).toEqual(['archive failing']);
+    expect(present({ archive_lag_bytes: String(300 * 1024 ** 2) })).toEqual(['archive lagging']);
+    expect(present({ archive_lag_bytes: String(20 * 1024 ** 2) })).toEqual([]);
     expect(present({ disk_free_bytes: '4', disk_total_bytes: '100' })).toEqual(['disk filling']);
     expect(present({ oldest_xid_age: '1600000000' })).toEqual(['transaction ID wraparound approaching']);
     expect(present({ replication_lag_seconds: '0.4', replication_lag_bytes: '8192' })).toEqual([]);

@@ -1,7 +1,9 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { PgBinaries } from './binaries.ts';
 
@@ -75,9 +77,47 @@ export class PgCluster {
     }
   }
 
+  /**
+   * A data directory from a base backup's tar, extracted by the Postgres user into scratch
+   * and renamed into place (like `init`): a crash mid-extraction never leaves something
+   * that looks like a cluster, and an existing cluster is never touched.
+   */
+  async restoreTar(dataDir: string, tar: Readable, settings: Record<string, string>, signal: 'standby.signal' | 'recovery.signal'): Promise<'restored' | 'exists'> {
+    if (existsSync(path.join(dataDir, 'PG_VERSION'))) return 'exists';
+    if (existsSync(dataDir) && (await fs.readdir(dataDir)).length > 0) throw new Error(`${dataDir} is not empty and holds no cluster: refusing to touch it`);
+    await this.ensureOwnedDir(path.dirname(dataDir));
+    const scratch = `${dataDir}.restore`;
+    await fs.rm(scratch, { recursive: true, force: true });
+    await this.ensureOwnedDir(scratch);
+    const child = spawn('tar', ['-x', '-C', scratch], { uid: this.identity?.uid, gid: this.identity?.gid, stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', resolve);
+    });
+    try {
+      await pipeline(tar, child.stdin!);
+    } catch (err) {
+      child.kill('SIGTERM');
+      await exited;
+      throw err;
+    }
+    const code = await exited;
+    if (code !== 0) throw new Error(`tar could not extract the backup (${code}): ${stderr.slice(-500)}`);
+    // What this copy must do differently from the server it came from (its port, its role).
+    const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
+    await this.writeOwnedFile(path.join(scratch, 'postgresql.auto.conf'), `\n# managed by pgfleet\n${lines.join('\n')}\n`, true);
+    // In scratch, before the rename: a copy must never start as a second primary.
+    await this.writeOwnedFile(path.join(scratch, signal), '');
+    if (existsSync(dataDir)) await fs.rmdir(dataDir);
+    await fs.rename(scratch, dataDir);
+    return 'restored';
+  }
+
   /** A file only the Postgres user (and root) may read: an archiver's config with credentials. */
-  async writeOwnedFile(file: string, content: string): Promise<void> {
-    await fs.writeFile(file, content, { mode: 0o600 });
+  async writeOwnedFile(file: string, content: string, append = false): Promise<void> {
+    await (append ? fs.appendFile(file, content, { mode: 0o600 }) : fs.writeFile(file, content, { mode: 0o600 }));
     if (this.identity) await fs.chown(file, this.identity.uid, this.identity.gid);
   }
 

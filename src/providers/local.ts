@@ -4,6 +4,8 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
+import { openStore } from '../store/open.ts';
+import { backupTar, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
 import type { Placement, Provider, ServerRecord } from './provider.ts';
 
@@ -43,6 +45,37 @@ export class LocalProvider implements Provider {
    * Every WAL file the server completes goes to the store through pgfleet's archiver
    * (`wal-push`), which Postgres runs as its own user with a config only that user reads.
    */
+  /**
+   * A follower starts from its leader's latest base backup, replays the leader's archive
+   * (`wal-fetch`), then streams from the leader as a read-only standby on the same
+   * timeline. It archives to its own prefix once it is promoted.
+   */
+  private async restoreFollower(server: ServerRecord, dataDir: string, port: number): Promise<void> {
+    const leader = server.attrs.follows!;
+    if (!this.archive) throw new Error('followers need a WAL archive: this provider has none');
+    const store = openStore(this.archive.storeUrl, { ...process.env, ...this.archive.env });
+    const backup = await latestBackup(store, `servers/${leader}`);
+    if (!backup) throw new Error(`the leader ${leader} has no base backup yet: take one (POST /api/servers/${leader}/backups)`);
+    const dir = path.join(this.home, 'servers', server.id);
+    await this.cluster.ensureOwnedDir(dir);
+    const restoreConfig = path.join(dir, 'restore.json');
+    await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive.storeUrl, prefix: backup.prefix, env: this.archive.env }));
+    const bundle = await archiverBundle(this.home);
+    const quote = (v: string) => `'${v.replace(/'/g, "''")}'`;
+    const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${server.id.replace(/-/g, '_')}`;
+    await this.cluster.restoreTar(
+      dataDir,
+      backupTar(store, backup),
+      {
+        port: String(port),
+        restore_command: quote(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
+        primary_conninfo: quote(conninfo),
+        ...(await this.archiveSettings(server)),
+      },
+      'standby.signal',
+    );
+  }
+
   private async archiveSettings(server: ServerRecord): Promise<Record<string, string>> {
     if (!this.archive) return {};
     const dir = path.join(this.home, 'servers', server.id);
@@ -72,7 +105,8 @@ export class LocalProvider implements Provider {
 
   async initialize(server: ServerRecord): Promise<void> {
     const { dataDir, port } = this.placed(server);
-    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: await this.archiveSettings(server) });
+    if (server.attrs.follows) await this.restoreFollower(server, dataDir, port);
+    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: await this.archiveSettings(server) });
   }
 
   async start(server: ServerRecord): Promise<void> {

@@ -1,12 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { enqueue, listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { openStore } from '../store/open.ts';
+import { listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
 import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget } from '../resources.ts';
-import { createServer, getServer, listServers, listTransitions, loadServerRecord, requestServerDeletion } from '../servers.ts';
+import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -41,9 +44,12 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       if (typeof provider !== 'string' || !opts.providers.includes(provider)) {
         throw new HttpError(422, `unknown provider ${JSON.stringify(provider)}: use one of ${opts.providers.map((p) => `"${p}"`).join(', ')}`);
       }
-      const unknown = Object.keys(body).filter((k) => k !== 'provider');
-      if (unknown.length > 0) throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider"`);
-      const server = await createServer(opts.pool, opts.sealer, provider);
+      const unknown = Object.keys(body).filter((k) => k !== 'provider' && k !== 'follow');
+      if (unknown.length > 0) throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider" and "follow"`);
+      const follow = (body as { follow?: unknown }).follow;
+      if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow))) throw new HttpError(422, '"follow" is the id of the server to follow');
+      const server = follow ? await createFollower(opts.pool, follow.toLowerCase()) : await createServer(opts.pool, opts.sealer, provider);
+      if (!server) throw new HttpError(422, `there is no available server "${follow}" to follow`);
       return reply.status(201).header('location', `/api/servers/${server.id}`).send(server);
     });
 
@@ -142,6 +148,21 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const { rowCount } = UUID.test(id) ? await opts.pool.query('update resources set notify_url = $2 where id = $1', [id.toLowerCase(), url]) : { rowCount: 0 };
       if (!rowCount) throw new HttpError(404, `no resource with id "${id}"`);
       return { id, notifyUrl: url };
+    });
+
+    /** A base backup of the server into its archive, taken by a worker. */
+    app.post('/servers/:id/backups', async (req, reply) => {
+      const id = serverId(req.params);
+      const server = await getServer(opts.pool, id);
+      if (!server || server.state !== 'available') throw new HttpError(409, `server ${id} is not available to back up`);
+      const label = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}Z-${randomBytes(3).toString('hex')}`;
+      await enqueue(opts.pool, { task: 'backup', payload: { server: id, label }, maxAttempts: 3 });
+      return reply.status(202).send({ server: id, label });
+    });
+
+    app.get('/servers/:id/backups', async (req) => {
+      const id = serverId(req.params);
+      return listBackups(openStore(opts.archive.storeUrl, { ...process.env, ...opts.archive.env }), `servers/${id}`);
     });
 
     /** Jobs whose attempts are spent: what automation could not do, for an operator to look at. */

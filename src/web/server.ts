@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Addon } from '../config.ts';
+import type { ArchiveTarget } from '../providers/local.ts';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { Sealer } from '../sealer.ts';
@@ -17,6 +18,8 @@ export interface WebOptions {
   sealer: Sealer;
   addon: Addon;
   metrics: Registry;
+  /** Where servers archive: the API lists backups from it. */
+  archive: ArchiveTarget;
 }
 
 /** An error whose message tells the caller what to fix, with the status to send. */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { archiveLagBytes } from '../../observers/postgres.ts';
 import { nextSegments, walKind } from '../../src/wal/segments.ts';
 
 describe('WAL file names', () => {
@@ -13,5 +14,17 @@ describe('WAL file names', () => {
   it('counts the next segments across a log id', () => {
     expect(nextSegments('0000000100000000000000FE', 3)).toEqual(['0000000100000000000000FF', '000000010000000100000000', '000000010000000100000001']);
     expect(nextSegments('00000002.history', 3)).toEqual([]);
+  });
+});
+
+describe('archive lag', () => {
+  it('is the WAL written past the end of the last archived segment', () => {
+    // Segment 3 ends at 0/4000000; the server is at 0/4000100.
+    expect(archiveLagBytes('0/4000100', '000000010000000000000003')).toBe(0x100);
+    expect(archiveLagBytes('0/3FFFFFF', '000000010000000000000003')).toBe(0);
+    expect(archiveLagBytes('1/00000010', '0000000100000000000000FF')).toBe(0x10);
+    // Nothing archived yet: everything written is at risk.
+    expect(archiveLagBytes('0/1000000', undefined)).toBe(0x1000000);
+    expect(archiveLagBytes(undefined, '000000010000000000000003')).toBeUndefined();
   });
 });

@@ -1,0 +1,148 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { createGunzip, createGzip, gunzip } from 'node:zlib';
+import type { PgBinaries } from '../pg/binaries.ts';
+import type { ObjectStore } from '../store/store.ts';
+
+/**
+ * Base backups, streamed: `pg_basebackup` writes a tar to stdout, which is gzipped on the
+ * fly and cut into parts of PART_BYTES, each stored (never overwritten) as it fills, so a
+ * backup of any size passes through a bounded buffer. A manifest written last lists the
+ * parts with their checksums and the WAL a restore must replay: a backup without a
+ * manifest is unfinished and never used.
+ */
+export const PART_BYTES = 32 * 1024 * 1024;
+
+export interface BackupManifest {
+  label: string;
+  /** The archive prefix of the server it was taken from; its WAL is under `<prefix>/wal`. */
+  prefix: string;
+  timeline: number;
+  startLsn: string;
+  stopLsn: string;
+  /** The first and last WAL segments a restore needs. */
+  startWal: string;
+  stopWal: string;
+  parts: { key: string; bytes: number; sha256: string }[];
+  /** Size of the tar before compression. */
+  bytes: number;
+  startedAt: string;
+  finishedAt: string;
+}
+
+export interface BackupSource {
+  host: string;
+  port: number;
+  password: string;
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const manifestKey = (prefix: string, label: string) => `${prefix}/backups/${label}/manifest.json`;
+
+/** Cut a stream into parts of `size` bytes, handing each to `flush` in order. */
+async function inParts(stream: AsyncIterable<Buffer>, size: number, flush: (part: Buffer, index: number) => Promise<void>): Promise<void> {
+  let pending: Buffer[] = [];
+  let length = 0;
+  let index = 0;
+  for await (const chunk of stream) {
+    pending.push(chunk);
+    length += chunk.length;
+    while (length >= size) {
+      const all = Buffer.concat(pending);
+      await flush(all.subarray(0, size), index++);
+      pending = [all.subarray(size)];
+      length = pending[0]!.length;
+    }
+  }
+  if (length > 0 || index === 0) await flush(Buffer.concat(pending), index);
+}
+
+/** The `.backup` history file Postgres archives when a backup ends, parsed. */
+function parseBackupHistory(text: string): { label: string; startLsn: string; startWal: string; stopLsn: string; stopWal: string; timeline: number } | undefined {
+  const field = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(text)?.[1];
+  const start = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/.exec(field('START WAL LOCATION') ?? '');
+  const stop = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/.exec(field('STOP WAL LOCATION') ?? '');
+  const label = field('LABEL');
+  if (!start || !stop || !label) return undefined;
+  return { label, startLsn: start[1]!, startWal: start[2]!, stopLsn: stop[1]!, stopWal: stop[2]!, timeline: Number(field('STOP TIMELINE') ?? '1') };
+}
+
+async function waitForHistory(store: ObjectStore, prefix: string, label: string, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const keys = (await store.list(`${prefix}/wal/`)).filter((k) => k.endsWith('.backup.gz')).reverse();
+    for (const key of keys) {
+      const object = await store.get(key);
+      const parsed = object && parseBackupHistory((await promisify(gunzip)(object.body)).toString('utf8'));
+      if (parsed?.label === label && (await store.head(`${prefix}/wal/${parsed.stopWal}.gz`))) return parsed;
+    }
+    if (Date.now() > deadline) throw new Error(`the backup ${label} finished but its WAL did not reach the archive within ${timeoutMs / 1000} s: is archiving working?`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Take a base backup of a running server into the store, under its archive prefix. */
+export async function takeBaseBackup(bin: PgBinaries, store: ObjectStore, prefix: string, source: BackupSource, label: string): Promise<BackupManifest> {
+  if (!bin.pgBasebackup) throw new Error(`base backups need pg_basebackup next to the Postgres binaries in ${bin.dir}`);
+  const startedAt = new Date().toISOString();
+  const child = spawn(bin.pgBasebackup, ['-h', source.host, '-p', String(source.port), '-U', 'postgres', '-D', '-', '-F', 'tar', '-X', 'none', '-c', 'fast', '--label', label, '--no-manifest'], {
+    env: { PATH: process.env.PATH, PGPASSWORD: source.password, PGCONNECT_TIMEOUT: '10' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  let bytes = 0;
+  const counted = child.stdout!.on('data', (d: Buffer) => (bytes += d.length));
+  const parts: BackupManifest['parts'] = [];
+  const storing = inParts(counted.pipe(createGzip({ level: 1 })), PART_BYTES, async (part, index) => {
+    const key = `${prefix}/backups/${label}/base.tar.gz.${String(index).padStart(5, '0')}`;
+    const sum = sha256(part);
+    const result = await store.putIfAbsent(key, part, { sha256: sum });
+    if (result.outcome === 'exists' && result.existing.metadata.sha256 !== sum) throw new Error(`${key} exists with different bytes: choose a new label`);
+    parts.push({ key, bytes: part.length, sha256: sum });
+  });
+  // A store that fails stops the backup: nothing half-stored is ever listed in a manifest.
+  await storing.catch((err: unknown) => {
+    child.kill('SIGTERM');
+    throw err;
+  });
+  const code = await exited;
+  if (code !== 0) throw new Error(`pg_basebackup failed (${code}): ${stderr.trim().slice(-1000)}`);
+  const history = await waitForHistory(store, prefix, label, 60_000);
+  const manifest: BackupManifest = { ...history, prefix, parts, bytes, startedAt, finishedAt: new Date().toISOString() };
+  await store.putIfAbsent(manifestKey(prefix, label), Buffer.from(JSON.stringify(manifest, null, 2)), { sha256: sha256(Buffer.from(JSON.stringify(manifest, null, 2))) });
+  return manifest;
+}
+
+/** The newest finished backup under a prefix. */
+export async function latestBackup(store: ObjectStore, prefix: string): Promise<BackupManifest | undefined> {
+  return (await listBackups(store, prefix)).at(-1);
+}
+
+/** The backup's tar, verified part by part and decompressed, as a stream. */
+export function backupTar(store: ObjectStore, manifest: BackupManifest): Readable {
+  async function* parts() {
+    for (const part of manifest.parts) {
+      const object = await store.get(part.key);
+      if (!object || sha256(object.body) !== part.sha256) throw new Error(`${part.key} of backup ${manifest.label} is missing or damaged`);
+      yield object.body;
+    }
+  }
+  const source = Readable.from(parts());
+  const gunzipped = createGunzip();
+  source.on('error', (err) => gunzipped.destroy(err));
+  return source.pipe(gunzipped);
+}
+
+/** Every finished backup under a prefix, oldest first. */
+export async function listBackups(store: ObjectStore, prefix: string): Promise<BackupManifest[]> {
+  const keys = (await store.list(`${prefix}/backups/`)).filter((k) => k.endsWith('/manifest.json'));
+  const manifests = await Promise.all(keys.map(async (k) => JSON.parse((await store.get(k))!.body.toString('utf8')) as BackupManifest));
+  return manifests.sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
+}
