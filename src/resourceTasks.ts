@@ -101,7 +101,14 @@ export function resourceTasks(opts: ResourceTaskOptions) {
 
     create_tenant: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
-      await createTenant(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      const primary = withRole(servers, 'primary');
+      if (resource.follows) {
+        // A follower is a copy: its tenant came with the backup; it must only be able to log in.
+        const probe = await probeTenant(primary.host!, primary.port!, resource.tenant);
+        if (probe.reachable !== 'true') throw new Error(`the follower does not let its tenant in yet: ${probe.error}`);
+      } else {
+        await createTenant(await superuser(pool, primary), resource.tenant);
+      }
       return report(job, { type: 'tenant.created' });
     }),
 

@@ -3,7 +3,9 @@ import { findPlan, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
 import { tenantNames, tenantPassword, tenantUrl, type SuperuserTarget, type Tenant } from './pg/tenant.ts';
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { insertServer, listTransitions, type TransitionView } from './servers.ts';
+import { enqueue } from './queue/jobs.ts';
+import { insertFollower, insertServer, listTransitions, type TransitionView } from './servers.ts';
+import { backupLabel } from './wal/backup.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {
@@ -17,6 +19,8 @@ export interface ProvisionRequest {
   callbackUrl: string | null;
   options: Record<string, unknown>;
   oauthGrant: Record<string, unknown> | null;
+  /** The resource this one follows: a read-only copy of it on a server of its own. */
+  follows: string | null;
 }
 
 export interface ResourceRecord {
@@ -28,6 +32,7 @@ export interface ResourceRecord {
   oauthGrant: { code?: string } | null;
   oauthTokens: { access_token: string; refresh_token?: string } | null;
   tenant: Tenant;
+  follows: string | null;
 }
 
 export type ServerRole = 'primary' | 'target' | 'former';
@@ -64,10 +69,14 @@ export interface ResourceView {
  */
 export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionRequest): Promise<{ created: boolean; plan: string }> {
   return transaction(pool, async (client) => {
-    const names = tenantNames();
+    // A follower is the same database: the same names and password, copied sealed.
+    const leader = req.follows
+      ? (await client.query<{ database: string; role: string; sealed: string }>('select database_name as database, role_name as role, password_sealed as sealed from resources where id = $1', [req.follows])).rows[0]
+      : undefined;
+    const names = leader ?? tenantNames();
     const { rows } = await client.query<{ id: string }>(
-      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name, password_sealed, oauth_grant_sealed)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name, password_sealed, oauth_grant_sealed, follows)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
        on conflict (id) do nothing returning id`,
       [
         req.id,
@@ -80,8 +89,9 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
         JSON.stringify(req.options),
         names.database,
         names.role,
-        sealer.seal(tenantPassword()),
+        leader?.sealed ?? sealer.seal(tenantPassword()),
         req.oauthGrant ? sealer.seal(JSON.stringify(req.oauthGrant)) : null,
+        req.follows,
       ],
     );
     if (rows.length === 0) {
@@ -107,6 +117,7 @@ export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: stri
     password_sealed: string;
     oauth_grant_sealed: string | null;
     oauth_tokens_sealed: string | null;
+    follows: string | null;
   }>('select * from resources where id = $1', [id]);
   const row = rows[0];
   if (!row) return undefined;
@@ -121,6 +132,7 @@ export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: stri
     callbackUrl: row.callback_url,
     oauthGrant: open(row.oauth_grant_sealed),
     oauthTokens: open(row.oauth_tokens_sealed),
+    follows: row.follows,
     tenant: {
       database: row.database_name,
       role: row.role_name,
@@ -168,7 +180,14 @@ export async function placeResource(db: Queryable, sealer: Sealer, provider: str
   const { rows: linked } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2', [resource.id, role]);
   if (linked[0]) return linked[0].server_id;
   let serverId: string;
-  if (resource.plan.kind === 'dedicated') {
+  if (resource.follows) {
+    const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [resource.follows]);
+    const follower = rows[0] && (await insertFollower(db, rows[0].id));
+    if (!follower) throw new Error(`the resource ${resource.follows} it follows has no available primary server`);
+    serverId = follower;
+    // A fresh base backup of the leader to start from, replaying as little WAL as can be.
+    await enqueue(db, { task: 'backup', payload: { server: rows[0]!.id, label: backupLabel() }, maxAttempts: 3 });
+  } else if (resource.plan.kind === 'dedicated') {
     serverId = await insertServer(db, sealer, provider, { tenancy: 'dedicated', region: awsRegion });
   } else {
     // One placement per region at a time, so two never open two new shared servers at once.

@@ -51,22 +51,28 @@ export async function insertServer(db: Queryable, sealer: Sealer, provider: stri
  */
 export async function createFollower(pool: Pool, leaderId: string): Promise<ServerView | undefined> {
   return transaction(pool, async (client) => {
-    const { rows } = await client.query<{ provider: string; host: string | null; port: number | null; sealed: string; region: string }>(
-      `select s.provider, s.host, s.port, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
-       where s.id = $1 and m.finished_at is null and m.state = 'available'`,
-      [leaderId],
-    );
-    const leader = rows[0];
-    if (!leader) return undefined;
-    const inserted = await client.query<{ id: string }>(
-      `insert into servers (provider, superuser_password_sealed, tenancy, region, attrs)
-       values ($1, $2, 'dedicated', $3, hstore(array['follows', 'leader_host', 'leader_port'], array[$4, $5, $6])) returning id`,
-      [leader.provider, leader.sealed, leader.region, leaderId, leader.host, String(leader.port)],
-    );
-    const id = inserted.rows[0]!.id;
-    await createMachine(client, 'server', id);
-    return (await getServer(client, id))!;
+    const id = await insertFollower(client, leaderId);
+    return id ? (await getServer(client, id))! : undefined;
   });
+}
+
+/** The follower's row and machine, in the caller's transaction; undefined without an available leader. */
+export async function insertFollower(db: Queryable, leaderId: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ provider: string; host: string | null; port: number | null; sealed: string; region: string }>(
+    `select s.provider, s.host, s.port, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
+     where s.id = $1 and m.finished_at is null and m.state = 'available'`,
+    [leaderId],
+  );
+  const leader = rows[0];
+  if (!leader) return undefined;
+  const inserted = await db.query<{ id: string }>(
+    `insert into servers (provider, superuser_password_sealed, tenancy, region, attrs)
+     values ($1, $2, 'dedicated', $3, hstore(array['follows', 'leader_host', 'leader_port'], array[$4, $5, $6])) returning id`,
+    [leader.provider, leader.sealed, leader.region, leaderId, leader.host, String(leader.port)],
+  );
+  const id = inserted.rows[0]!.id;
+  await createMachine(db, 'server', id);
+  return id;
 }
 
 export async function createServer(pool: Pool, sealer: Sealer, provider: string): Promise<ServerView> {

@@ -26,6 +26,9 @@ function serverDataDir(home: string, id: string): string {
  * The embedded default: each server is a real Postgres cluster in its own directory under
  * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
  */
+/** How long a follower's initialization waits for its leader's first base backup. */
+const FOLLOWER_BACKUP_WAIT_MS = 90_000;
+
 /** Where a provider's servers archive their WAL: a store URL and, for S3, its credentials. */
 export interface ArchiveTarget {
   storeUrl: string;
@@ -54,7 +57,12 @@ export class LocalProvider implements Provider {
     const leader = server.attrs.follows!;
     if (!this.archive) throw new Error('followers need a WAL archive: this provider has none');
     const store = openStore(this.archive.storeUrl, { ...process.env, ...this.archive.env });
-    const backup = await latestBackup(store, `servers/${leader}`);
+    // A follower's placement asks for a fresh backup of its leader: wait for one a while.
+    let backup = await latestBackup(store, `servers/${leader}`);
+    for (let waited = 0; !backup && waited < FOLLOWER_BACKUP_WAIT_MS; waited += 500) {
+      await new Promise((r) => setTimeout(r, 500));
+      backup = await latestBackup(store, `servers/${leader}`);
+    }
     if (!backup) throw new Error(`the leader ${leader} has no base backup yet: take one (POST /api/servers/${leader}/backups)`);
     const dir = path.join(this.home, 'servers', server.id);
     await this.cluster.ensureOwnedDir(dir);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip, createGzip, gunzip } from 'node:zlib';
@@ -36,6 +36,11 @@ export interface BackupSource {
   host: string;
   port: number;
   password: string;
+}
+
+/** A backup's label: when it was asked for, and a random tail so two never share one. */
+export function backupLabel(): string {
+  return `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}Z-${randomBytes(3).toString('hex')}`;
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');

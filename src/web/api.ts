@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { enqueue, listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { openStore } from '../store/open.ts';
-import { listBackups } from '../wal/backup.ts';
+import { backupLabel, listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
@@ -155,7 +154,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const id = serverId(req.params);
       const server = await getServer(opts.pool, id);
       if (!server || server.state !== 'available') throw new HttpError(409, `server ${id} is not available to back up`);
-      const label = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}Z-${randomBytes(3).toString('hex')}`;
+      const label = backupLabel();
       await enqueue(opts.pool, { task: 'backup', payload: { server: id, label }, maxAttempts: 3 });
       return reply.status(202).send({ server: id, label });
     });

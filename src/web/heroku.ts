@@ -58,8 +58,11 @@ function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
   }
   const options = body.options ?? {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(422, '"options" must be an object');
-  const unknown = Object.keys(options);
-  if (unknown.length > 0) throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: this add-on takes no options`);
+  const unknown = Object.keys(options).filter((k) => k !== 'follow');
+  if (unknown.length > 0) throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: the only option is "follow"`);
+  const follow = (options as Body).follow;
+  if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow))) throw new HttpError(422, '"follow" is the id of the database to follow');
+  if (follow !== undefined && plan.kind !== 'dedicated') throw new HttpError(422, 'a follower is a server of its own: choose a dedicated plan');
   const grant = body.oauth_grant ?? null;
   if (grant !== null && (typeof grant !== 'object' || typeof (grant as Body).code !== 'string')) {
     throw new HttpError(422, '"oauth_grant" must be an object with a "code" string');
@@ -72,8 +75,9 @@ function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
     name: optionalString(body, 'name', NAME, 'may hold only letters, digits, ".", "_" and "-" (at most 255)'),
     herokuId: optionalString(body, 'heroku_id', HEROKU_ID, 'may hold only letters, digits, ".", "_", "@", ":" and "-"'),
     callbackUrl,
-    options: {},
+    options: follow ? { follow } : {},
     oauthGrant: grant as Body | null,
+    follows: typeof follow === 'string' ? follow.toLowerCase() : null,
   };
 }
 
@@ -142,6 +146,15 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
     return reply.redirect(`/sso/resources/${id}`, 302);
   }
 
+  /** Only a live database with a server of its own can be followed: a shared server holds other tenants too. */
+  async function checkLeader(id: string): Promise<void> {
+    const leader = await getResource(opts.pool, opts.sealer, prefix, id);
+    if (!leader || leader.state === 'deleted' || leader.state === 'deprovisioning') throw new HttpError(422, `there is no database "${id}" to follow`);
+    const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
+    if (primary?.tenancy !== 'dedicated') throw new HttpError(422, `the database "${id}" is on a shared server; only databases on a dedicated plan can be followed`);
+    if (leader.state !== 'available') throw new HttpError(409, `the database "${id}" is ${leader.state}; follow it once it is available`);
+  }
+
   // Credentials are checked before the body is read: a wrong password is a 401 whatever it sent.
   const basic = (req: FastifyRequest) => checkBasic(req, opts);
 
@@ -167,6 +180,7 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
 
     app.post('/heroku/resources', { onRequest: basic }, async (req, reply) => {
       const request = parseProvision(req.body, opts);
+      if (request.follows) await checkLeader(request.follows);
       const { created, plan } = await createResource(opts.pool, opts.sealer, request);
       req.log.info({ resource: request.id, plan, created }, created ? 'provisioning' : 'provision repeated');
       if (findPlan(plan)?.kind === 'dedicated') {
@@ -181,6 +195,8 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       const before = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!before) throw new HttpError(404, `no resource "${id}"`);
       if (before.state === 'deleted' || before.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned');
+      const { rows: following } = await opts.pool.query('select 1 from resources where id = $1 and follows is not null', [id]);
+      if (following.length > 0) throw new HttpError(422, 'a follower keeps its plan: provision a new follower on the plan you want');
       // The platform delivers at least once: a repeated change is answered, not redone.
       if (before.plan === plan.name) {
         if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });

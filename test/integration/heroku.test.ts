@@ -199,6 +199,31 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(shown.servers[0].port).not.toBe(Number(new URL(shared.url).port));
   });
 
+  it('provisions a follower of a dedicated database: a read-only copy that keeps up, on a server of its own', async () => {
+    await psql(dedicated.url, 'create table followed (n int)');
+    await psql(dedicated.url, 'insert into followed select generate_series(1, 500)');
+    // Only a dedicated database can be followed, and only by a dedicated plan.
+    expect((await addon('POST', '/heroku/resources', provisionBody('dedicated', { options: { follow: shared.id } }))).body.message).toMatch(/on a shared server/);
+    expect((await addon('POST', '/heroku/resources', provisionBody('shared', { options: { follow: dedicated.id } }))).body.message).toMatch(/choose a dedicated plan/);
+
+    const body = provisionBody('dedicated', { options: { follow: dedicated.id } });
+    expect((await addon('POST', '/heroku/resources', body)).status).toBe(202);
+    const patch = await waitFor('the follower config', async () => platform.callsTo('PATCH', `/addons/${body.uuid}/config`)[0], 90_000);
+    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    expect(new URL(url).port).not.toBe(new URL(dedicated.url).port);
+    expect(await psql(url, 'select count(*) from followed')).toBe('500');
+    await psql(dedicated.url, 'insert into followed values (501)');
+    await waitFor('the follower to keep up', async () => (await psql(url, 'select count(*) from followed')) === '501', 15_000);
+    await expect(psql(url, 'insert into followed values (0)')).rejects.toThrow(/read-only transaction/);
+    const shown = await resource(body.uuid);
+    expect(shown).toMatchObject({ state: 'available', servers: [expect.objectContaining({ role: 'primary', state: 'available' })] });
+
+    // Deprovisioning the follower removes its server and leaves the leader alone.
+    expect((await addon('DELETE', `/heroku/resources/${body.uuid}`)).status).toBe(204);
+    await waitFor('the follower to be deleted', async () => (await system.api('GET', `/api/servers/${shown.servers[0].id}`)).body.state === 'deleted');
+    expect(await psql(dedicated.url, 'select count(*) from followed')).toBe('501');
+  });
+
   it('keeps handing the config over until the platform takes it', async () => {
     platform.failing = true;
     const body = provisionBody('dedicated');
