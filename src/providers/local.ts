@@ -22,10 +22,6 @@ function serverDataDir(home: string, id: string): string {
   return path.join(home, 'servers', id, 'data');
 }
 
-/**
- * The embedded default: each server is a real Postgres cluster in its own directory under
- * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
- */
 /** How long a follower's initialization waits for its leader's first base backup. */
 const FOLLOWER_BACKUP_WAIT_MS = 90_000;
 
@@ -35,6 +31,13 @@ export interface ArchiveTarget {
   env?: Record<string, string>;
 }
 
+/** A postgresql.conf string value. */
+const quoted = (value: string) => `'${value.replace(/'/g, "''")}'`;
+
+/**
+ * The embedded default: each server is a real Postgres cluster in its own directory under
+ * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
+ */
 export class LocalProvider implements Provider {
   readonly name = 'local';
 
@@ -44,10 +47,6 @@ export class LocalProvider implements Provider {
     private readonly archive?: ArchiveTarget,
   ) {}
 
-  /**
-   * Every WAL file the server completes goes to the store through pgfleet's archiver
-   * (`wal-push`), which Postgres runs as its own user with a config only that user reads.
-   */
   /**
    * A follower starts from its leader's latest base backup, replays the leader's archive
    * (`wal-fetch`), then streams from the leader as a read-only standby on the same
@@ -69,21 +68,24 @@ export class LocalProvider implements Provider {
     const restoreConfig = path.join(dir, 'restore.json');
     await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive.storeUrl, prefix: backup.prefix, env: this.archive.env }));
     const bundle = await archiverBundle(this.home);
-    const quote = (v: string) => `'${v.replace(/'/g, "''")}'`;
     const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${server.id.replace(/-/g, '_')}`;
     await this.cluster.restoreTar(
       dataDir,
       backupTar(store, backup),
       {
         port: String(port),
-        restore_command: quote(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
-        primary_conninfo: quote(conninfo),
+        restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
+        primary_conninfo: quoted(conninfo),
         ...(await this.archiveSettings(server)),
       },
       'standby.signal',
     );
   }
 
+  /**
+   * Every WAL file the server completes goes to the store through pgfleet's archiver
+   * (`wal-push`), which Postgres runs as its own user with a config only that user reads.
+   */
   private async archiveSettings(server: ServerRecord): Promise<Record<string, string>> {
     if (!this.archive) return {};
     const dir = path.join(this.home, 'servers', server.id);
@@ -93,7 +95,7 @@ export class LocalProvider implements Provider {
     await this.cluster.writeOwnedFile(config, JSON.stringify({ store: this.archive.storeUrl, prefix: `servers/${server.id}`, env: this.archive.env }));
     const bundle = await archiverBundle(this.home);
     const command = `"${process.execPath}" "${bundle}" wal-push "%p" --config "${config}"`;
-    return { archive_mode: 'on', archive_command: `'${command.replace(/'/g, "''")}'`, archive_timeout: "'60s'" };
+    return { archive_mode: 'on', archive_command: quoted(command), archive_timeout: quoted('60s') };
   }
 
   dataDir(server: Pick<ServerRecord, 'id'>): string {
