@@ -16,7 +16,7 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-export type ResourceTask = 'place' | 'create_tenant' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
 
 export interface ResourceJob {
   type: 'job';
@@ -29,7 +29,9 @@ export type Observation = Record<string, string>;
 export type ResourceEvent =
   | { type: 'observed'; at: string; obs: Observation }
   | { type: 'placed'; at: string }
-  | { type: 'tenant.created'; at: string }
+  /** `standby` when the plan wants a synchronous standby before the database is ready. */
+  | { type: 'tenant.created'; at: string; standby?: boolean }
+  | { type: 'synchronized'; at: string }
   | { type: 'step.failed'; at: string; error: string }
   /** The platform changed the plan; `move` when the new plan needs another kind of server. */
   | { type: 'change_plan'; at: string; plan: string; move: boolean }
@@ -123,6 +125,8 @@ export const resourceMachine = setup({
     /** The server the resource lives on, or the one it moves to, is available. */
     primaryAvailable: ({ event }) => event.type === 'observed' && event.obs['primary.state'] === 'available',
     targetAvailable: ({ event }) => event.type === 'observed' && event.obs['target.state'] === 'available',
+    standbyAvailable: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'available',
+    wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
     move: ({ event }) => event.type === 'change_plan' && event.move,
   },
 }).createMachine({
@@ -149,7 +153,23 @@ export const resourceMachine = setup({
             ],
           },
         },
-        tenant: step('create_tenant', { 'tenant.created': '#resource.available' }),
+        tenant: {
+          ...step('create_tenant', {}),
+          on: { 'tenant.created': [{ guard: 'wantsStandby', target: 'standby' }, { target: '#resource.available' }] },
+        },
+        /** The `ha` plan: a standby built from the primary's backup, on a server of its own. */
+        standby: step('place_standby', { placed: 'syncing' }),
+        syncing: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'standbyAvailable']), target: 'synchronous', actions: 'see' },
+              { guard: 'fresh', actions: 'see' },
+            ],
+          },
+        },
+        /** The primary acknowledges a commit only once the standby has it. */
+        synchronous: step('synchronize', { synchronized: '#resource.available' }),
       },
     },
     available: {

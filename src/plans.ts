@@ -12,6 +12,8 @@ export interface Plan {
   connectionLimit: number;
   /** Longest statement before Postgres cancels it, in milliseconds; 0 means none. */
   statementTimeoutMs: number;
+  /** Synchronous standbys on servers of their own: a commit is acknowledged once one has it. */
+  standbys: number;
 }
 
 export const PLANS: readonly Plan[] = [
@@ -21,6 +23,7 @@ export const PLANS: readonly Plan[] = [
     description: 'A database and role of its own on a shared server; ready at once.',
     connectionLimit: 20,
     statementTimeoutMs: 30_000,
+    standbys: 0,
   },
   {
     name: 'shared-plus',
@@ -28,6 +31,7 @@ export const PLANS: readonly Plan[] = [
     description: 'The shared plan with more connections and longer statements.',
     connectionLimit: 60,
     statementTimeoutMs: 120_000,
+    standbys: 0,
   },
   {
     name: 'dedicated',
@@ -36,6 +40,15 @@ export const PLANS: readonly Plan[] = [
     // Postgres' default max_connections is 100; leave room for the platform's own sessions.
     connectionLimit: 90,
     statementTimeoutMs: 0,
+    standbys: 0,
+  },
+  {
+    name: 'ha',
+    kind: 'dedicated',
+    description: 'A server of its own and a synchronous standby on another: no commit is acknowledged until two servers have it.',
+    connectionLimit: 90,
+    statementTimeoutMs: 0,
+    standbys: 1,
   },
 ];
 

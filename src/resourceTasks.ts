@@ -1,7 +1,9 @@
 import type { Addon } from './config.ts';
 import type { Client, Queryable } from './db.ts';
 import type { PgBinaries } from './pg/binaries.ts';
+import { standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
+import { enqueue } from './queue/jobs.ts';
 import { deliver } from './platform.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -19,7 +21,8 @@ import {
 } from './resources.ts';
 import { sendEvent, type MachineEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers.ts';
+import { insertFollower, loadServerRecord } from './servers.ts';
+import { backupLabel } from './wal/backup.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;
@@ -109,7 +112,31 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       } else {
         await createTenant(await superuser(pool, primary), resource.tenant);
       }
-      return report(job, { type: 'tenant.created' });
+      return report(job, { type: 'tenant.created', standby: resource.plan.standbys > 0 });
+    }),
+
+    /** A standby of the primary on a server of its own, from a fresh base backup of it. */
+    place_standby: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const primary = withRole(servers, 'primary');
+      return report(job, { type: 'placed' }, async (client) => {
+        if (servers.some((s) => s.role === 'standby')) return;
+        const standby = await insertFollower(client, primary.id);
+        if (!standby) throw new Error(`the primary ${primary.id} is not available to build a standby from`);
+        await client.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'standby')`, [resource.id, standby]);
+        await enqueue(client, { task: 'backup', payload: { server: primary.id, label: backupLabel() }, maxAttempts: 3 });
+      });
+    }),
+
+    /**
+     * Make the standby synchronous: the primary acknowledges a commit only once the standby
+     * has written it, so losing the primary loses no acknowledged transaction.
+     */
+    synchronize: step(async (job, { pool }) => {
+      const { servers } = await load(pool, job);
+      const standbys = servers.filter((s) => s.role === 'standby').map((s) => standbyName(s.id));
+      await synchronizeStandbys(await superuser(pool, withRole(servers, 'primary')), standbys);
+      return report(job, { type: 'synchronized' });
     }),
 
     apply_plan: step(async (job, { pool }) => {

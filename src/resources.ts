@@ -35,7 +35,7 @@ export interface ResourceRecord {
   follows: string | null;
 }
 
-export type ServerRole = 'primary' | 'target' | 'former';
+export type ServerRole = 'primary' | 'standby' | 'target' | 'former';
 
 /** A server that serves a resource, as its resource sees it. */
 export interface ResourceServer {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
+import { standbyName } from '../pg/replication.ts';
 import { openStore } from '../store/open.ts';
 import { backupTar, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
@@ -68,7 +69,7 @@ export class LocalProvider implements Provider {
     const restoreConfig = path.join(dir, 'restore.json');
     await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive.storeUrl, prefix: backup.prefix, env: this.archive.env }));
     const bundle = await archiverBundle(this.home);
-    const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${server.id.replace(/-/g, '_')}`;
+    const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${standbyName(server.id)}`;
     await this.cluster.restoreTar(
       dataDir,
       backupTar(store, backup),

@@ -42,6 +42,19 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['available', []]);
   });
 
+  it('on a plan with standbys, places a standby and makes it synchronous before the database is ready', () => {
+    let s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'available' })]);
+    s = step(s.next, { type: 'tenant.created', at: t(), standby: true });
+    expect([s.state, s.jobs]).toEqual(['creating.standby.trying', ['place_standby']]);
+    s = step(s.next, { type: 'placed', at: t() });
+    expect([s.state, s.jobs]).toEqual(['creating.syncing', ['observe']]);
+    expect(step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'starting' })).state).toBe('creating.syncing');
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['creating.synchronous.trying', ['synchronize']]);
+    s = step(s.next, { type: 'synchronized', at: t() });
+    expect(s.state).toBe('available');
+  });
+
   it('ignores an observation older than one it acted on', () => {
     const stale = t();
     const s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'starting' })]);

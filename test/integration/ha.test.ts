@@ -1,0 +1,85 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
+import { FakePlatform } from '../support/platform.ts';
+import { psql, startSystem, type System } from '../support/system.ts';
+
+const ADDON_PASSWORD = 'addon-password-0123456789';
+const run = promisify(execFile);
+
+describe('the ha plan: a primary and a synchronous standby', () => {
+  let db: TestDatabase;
+  let system: System;
+  const platform = new FakePlatform();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await platform.start();
+    system = await startSystem(db.url, ['web', 'worker', 'clock'], { ADDON_PASSWORD, HEROKU_API_URL: platform.url, HEROKU_ID_URL: platform.url, ADDON_CLIENT_SECRET: 's' });
+  });
+  afterAll(async () => {
+    await system?.stop();
+    await platform.stop();
+    await db?.drop();
+  });
+
+  it('acknowledges a commit only once the standby has it', async () => {
+    const uuid = randomUUID();
+    const res = await fetch(`${system.running.url}/heroku/resources`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } }),
+    });
+    expect(res.status).toBe(202);
+    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
+    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+
+    const shown = (await system.api('GET', `/api/resources/${uuid}`)).body;
+    expect(shown.state).toBe('available');
+    expect(shown.servers.map((s: { role: string; state: string }) => `${s.role}:${s.state}`)).toEqual(['primary:available', 'standby:available']);
+    const standby = shown.servers.find((s: { role: string }) => s.role === 'standby');
+    expect(shown.transitions.map((t: { to: string }) => t.to)).toContain('creating.synchronous.trying');
+
+    await psql(url, 'create table acked (n int)');
+    await psql(url, 'insert into acked values (1)');
+    const standbyUrl = new URL(url);
+    standbyUrl.port = String(standby.port);
+    await waitFor('the standby to have the row', async () => (await psql(standbyUrl.toString(), 'select count(*) from acked')) === '1');
+
+    // Freeze the standby (its postmaster and every child, the WAL receiver too): a commit now
+    // waits instead of being acknowledged by the primary alone.
+    const pid = Number((await readFile(path.join(system.config.home, 'servers', standby.id, 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]);
+    const pids = [pid, ...stdout.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0)];
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    let acknowledged = false;
+    for (const p of pids) process.kill(p, 'SIGSTOP');
+    let commit: Promise<unknown>;
+    try {
+      commit = client.query('insert into acked values (2)').then(() => (acknowledged = true));
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(acknowledged).toBe(false);
+    } finally {
+      for (const p of pids) process.kill(p, 'SIGCONT');
+    }
+    await commit;
+    expect(acknowledged).toBe(true);
+    await client.end();
+    expect(await psql(standbyUrl.toString(), 'select count(*) from acked')).toBe('2');
+
+    // Plan changes into or out of ha are refused for now, with a reason.
+    const put = await fetch(`${system.running.url}/heroku/resources/${uuid}`, {
+      method: 'PUT',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ plan: 'dedicated' }),
+    });
+    expect(put.status).toBe(422);
+    expect(((await put.json()) as { message: string }).message).toMatch(/standbys is not supported yet/);
+  });
+});
