@@ -16,7 +16,7 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
 
 export interface ResourceJob {
   type: 'job';
@@ -32,6 +32,8 @@ export type ResourceEvent =
   /** `standby` when the plan wants a synchronous standby before the database is ready. */
   | { type: 'tenant.created'; at: string; standby?: boolean }
   | { type: 'synchronized'; at: string }
+  | { type: 'fencing'; at: string }
+  | { type: 'promoted'; at: string }
   | { type: 'step.failed'; at: string; error: string }
   /** The platform changed the plan; `move` when the new plan needs another kind of server. */
   | { type: 'change_plan'; at: string; plan: string; move: boolean }
@@ -78,7 +80,7 @@ const ERROR_LIMIT = 1000;
  * A fresh observation asks for the job again, which puts back a job that fell out and
  * changes nothing when it is pending (jobs are unique per entity and task).
  */
-function step(task: ResourceTask, done: Record<string, string | Record<string, never>>) {
+function step(task: ResourceTask, done: Record<string, string | Record<string, never> | { target: string; actions: 'wantDelivery' }>) {
   const retry = [
     { guard: 'retriesLeft' as const, target: 'trying', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
     { target: 'failed', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
@@ -127,6 +129,12 @@ export const resourceMachine = setup({
     targetAvailable: ({ event }) => event.type === 'observed' && event.obs['target.state'] === 'available',
     standbyAvailable: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'available',
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
+    /** The primary is down (or being restarted) while a synchronous standby is up: fail over. */
+    primaryLost: ({ event }) =>
+      event.type === 'observed' &&
+      ['unreachable', 'restarting', 'failed'].includes(event.obs['primary.state'] ?? '') &&
+      event.obs['standby.state'] === 'available',
+    primaryFenced: ({ event }) => event.type === 'observed' && event.obs['primary.state'] === 'fenced',
     move: ({ event }) => event.type === 'change_plan' && event.move,
   },
 }).createMachine({
@@ -181,7 +189,32 @@ export const resourceMachine = setup({
         'delivery.failed': {
           actions: [assign({ deliveryFailures: ({ context }) => context.deliveryFailures + 1 }), 'recordError', 'retryDelivery'],
         },
-        observed: { guard: 'fresh', actions: 'see' },
+        observed: [
+          { guard: and(['fresh', 'primaryLost']), target: 'failover', actions: 'see' },
+          { guard: 'fresh', actions: 'see' },
+        ],
+      },
+    },
+    /**
+     * The primary is lost and a synchronous standby has every acknowledged commit: fence
+     * the old primary first (so there are never two), then promote the standby, which
+     * becomes the primary; the platform is handed the new URL.
+     */
+    failover: {
+      initial: 'fencing',
+      on: { change_plan: {} },
+      states: {
+        fencing: step('fence_primary', { fencing: 'waiting' }),
+        waiting: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'primaryFenced']), target: 'promoting', actions: 'see' },
+              { guard: 'fresh', actions: 'see' },
+            ],
+          },
+        },
+        promoting: step('promote', { promoted: { target: '#resource.available', actions: 'wantDelivery' } }),
       },
     },
     /** A plan of the same kind: new limits for the tenant's role, nothing moves. */

@@ -17,7 +17,7 @@ export const UNREACHABLE_PROBES = 3;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
-export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'observe' | 'destroy';
+export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'fence' | 'observe' | 'destroy';
 
 export interface JobEmitted {
   type: 'job';
@@ -36,6 +36,9 @@ export type ServerEvent =
   | { type: 'start.failed'; at: string; error: string }
   | { type: 'restarted'; at: string }
   | { type: 'restart.failed'; at: string; error: string }
+  /** Another server takes over: this one must never accept a write again. */
+  | { type: 'fence'; at: string }
+  | { type: 'fenced'; at: string }
   /** Planned maintenance: restart it now, on purpose. */
   | { type: 'maintain'; at: string }
   | { type: 'delete'; at: string }
@@ -107,6 +110,7 @@ export const serverMachine = setup({
   context: { seenAt: '', startedAt: '', restarts: 0, failures: 0, probes: 0, lastError: undefined },
   on: {
     delete: { target: '.deleting' },
+    fence: { target: '.fencing' },
   },
   states: {
     provisioning: {
@@ -263,11 +267,24 @@ export const serverMachine = setup({
         ],
       },
     },
+    /**
+     * A failover took this server's place. Its jobs run one at a time, so the fence job runs
+     * after any restart under way and stops what that started; nothing here restarts it.
+     */
+    fencing: {
+      entry: job('fence'),
+      on: { fenced: 'fenced', fence: {}, observed: { guard: 'fresh', actions: ['see', job('fence')] } },
+    },
+    /** Stopped for good, its data kept: to rejoin as a standby, or to be deleted. */
+    fenced: {
+      on: { fence: {}, observed: { guard: 'fresh', actions: 'see' } },
+    },
     deleting: {
       entry: job('destroy'),
       on: {
         destroyed: 'deleted',
         delete: {},
+        fence: {},
         observed: { guard: 'fresh', actions: ['see', job('destroy')] },
       },
     },

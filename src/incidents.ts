@@ -11,7 +11,7 @@ export function healthOf(machine: MachineName, path: string): Health {
   if (machine === 'server') {
     if (top === 'available') return 'healthy';
     if (top === 'unreachable' || top === 'restarting' || top === 'failed') return 'unhealthy';
-    if (top === 'deleting' || top === 'deleted') return 'gone';
+    if (top === 'deleting' || top === 'deleted' || top === 'fencing' || top === 'fenced') return 'gone';
     return 'neutral';
   }
   if (machine === 'resource') {

@@ -1,7 +1,7 @@
 import type { Addon } from './config.ts';
 import type { Client, Queryable } from './db.ts';
 import type { PgBinaries } from './pg/binaries.ts';
-import { standbyName, synchronizeStandbys } from './pg/replication.ts';
+import { promoteStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { enqueue } from './queue/jobs.ts';
 import { deliver } from './platform.ts';
@@ -137,6 +137,27 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const standbys = servers.filter((s) => s.role === 'standby').map((s) => standbyName(s.id));
       await synchronizeStandbys(await superuser(pool, withRole(servers, 'primary')), standbys);
       return report(job, { type: 'synchronized' });
+    }),
+
+    /** Tell the old primary's machine to fence it; the resource waits until it is fenced. */
+    fence_primary: step(async (job, { pool }) => {
+      const { servers } = await load(pool, job);
+      const primary = withRole(servers, 'primary');
+      return report(job, { type: 'fencing' }, async (client) => void (await sendEvent(client, primary.id, { type: 'fence' })));
+    }),
+
+    /** The standby becomes the primary, with every commit the old one acknowledged. */
+    promote: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const standby = withRole(servers, 'standby');
+      await promoteStandby(await superuser(pool, standby));
+      return report(job, { type: 'promoted' }, async (client) => {
+        await client.query(
+          `update resource_servers set role = case role when 'primary' then 'former' else 'primary' end
+           where resource_id = $1 and role in ('primary', 'standby')`,
+          [resource.id],
+        );
+      });
     }),
 
     apply_plan: step(async (job, { pool }) => {

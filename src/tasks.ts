@@ -87,6 +87,12 @@ function serverTasks(providers: Providers, sealer: Sealer) {
         return report(job, { type: 'restart.failed', error: (err as Error).message.slice(0, 1000) });
       }
     },
+    /** Stop it hard and leave it stopped: a fenced server must not take a write. */
+    async fence(job, { pool }) {
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
+      await provider.stop(server, 'immediate');
+      return report(job, { type: 'fenced' });
+    },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       await provider.destroy(server);

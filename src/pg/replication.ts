@@ -31,3 +31,18 @@ export async function synchronizeStandbys(primary: SuperuserTarget, standbys: st
     await client.end().catch(() => undefined);
   }
 }
+
+/** Promote a standby and wait until it takes writes; a server already promoted is left as it is. */
+export async function promoteStandby(standby: SuperuserTarget): Promise<void> {
+  const client = new pg.Client({ ...standby, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 5000, application_name: 'pgfleet' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ recovering: boolean }>('select pg_is_in_recovery() as recovering');
+    if (!rows[0]!.recovering) return;
+    const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
+    if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -131,8 +131,8 @@ export class LocalProvider implements Provider {
     await this.cluster.start(dataDir);
   }
 
-  async stop(server: ServerRecord): Promise<void> {
-    await this.cluster.stop(this.placed(server).dataDir);
+  async stop(server: ServerRecord, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    await this.cluster.stop(this.placed(server).dataDir, mode);
   }
 
   async observe(server: ServerRecord): Promise<Record<string, string>> {

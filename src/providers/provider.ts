@@ -31,7 +31,8 @@ export interface Provider {
   start(server: ServerRecord): Promise<void>;
   /** Bring back a server that is down or hung. */
   restart(server: ServerRecord): Promise<void>;
-  stop(server: ServerRecord): Promise<void>;
+  /** `immediate` for a server that must stop now (a fence); `fast` by default. */
+  stop(server: ServerRecord, mode?: 'fast' | 'immediate'): Promise<void>;
   /** What the provider sees of the host and process, as observation keys. */
   observe(server: ServerRecord): Promise<Record<string, string>>;
   /** Stop the server and remove everything it had. */

@@ -16,6 +16,7 @@ describe('the ha plan: a primary and a synchronous standby', () => {
   let db: TestDatabase;
   let system: System;
   const platform = new FakePlatform();
+  let ha: { uuid: string; url: string };
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -81,5 +82,52 @@ describe('the ha plan: a primary and a synchronous standby', () => {
     });
     expect(put.status).toBe(422);
     expect(((await put.json()) as { message: string }).message).toMatch(/standbys is not supported yet/);
+    ha = { uuid, url };
+  });
+
+  it('fails over when the primary is killed under writes: fenced, standby promoted, no acknowledged row lost', async () => {
+    const before = (await system.api('GET', `/api/resources/${ha.uuid}`)).body;
+    const oldPrimary = before.servers.find((s: { role: string }) => s.role === 'primary');
+    const standby = before.servers.find((s: { role: string }) => s.role === 'standby');
+    await psql(ha.url, 'create table numbered (n int primary key)');
+
+    // A writer commits numbered rows, one at a time, and remembers which were acknowledged.
+    const acknowledged: number[] = [];
+    const writer = new pg.Client({ connectionString: ha.url });
+    writer.on('error', () => undefined);
+    await writer.connect();
+    const writing = (async () => {
+      for (let n = 1; ; n++) {
+        try {
+          await writer.query('insert into numbered values ($1)', [n]);
+        } catch {
+          return;
+        }
+        acknowledged.push(n);
+      }
+    })();
+    await waitFor('some commits', async () => acknowledged.length > 50, 10_000, 5);
+    const pid = Number((await readFile(path.join(system.config.home, 'servers', oldPrimary.id, 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    process.kill(pid, 'SIGKILL');
+    await writing;
+
+    const after = await waitFor('the failover', async () => {
+      const r = (await system.api('GET', `/api/resources/${ha.uuid}`)).body;
+      return r.state === 'available' && r.servers.some((s: { id: string; role: string }) => s.id === standby.id && s.role === 'primary') ? r : undefined;
+    }, 60_000);
+    expect(after.servers.find((s: { id: string }) => s.id === oldPrimary.id)).toMatchObject({ role: 'former', state: 'fenced' });
+    expect(after.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['failover.fencing.trying', 'failover.waiting', 'failover.promoting.trying']));
+    const newUrl = after.config.PGFLEET_URL as string;
+    expect(new URL(newUrl).port).toBe(String(standby.port));
+    // The platform is handed the new URL.
+    await waitFor('the new config at the platform', async () => platform.callsTo('PATCH', `/addons/${ha.uuid}/config`).some((c) => c.body.includes(`:${standby.port}/`)));
+
+    const rows = await psql(newUrl, 'select count(*) from numbered where n = any($$' + `{${acknowledged.join(',')}}` + '$$::int[])');
+    expect(Number(rows)).toBe(acknowledged.length);
+    await psql(newUrl, 'insert into numbered values (1000000)');
+    // The old primary stays down: there are never two primaries.
+    const { rows: [server] } = await db.pool.query('select state from machines where entity_id = $1', [oldPrimary.id]);
+    expect(server.state).toBe('fenced');
+    await expect(psql(ha.url, 'select 1')).rejects.toThrow();
   });
 });

@@ -55,6 +55,22 @@ describe('resource machine', () => {
     expect(s.state).toBe('available');
   });
 
+  it('fails over when the primary is lost and a standby is up: fence first, then promote, then hand over the URL', () => {
+    const ready = walk(created());
+    // A primary that is down with no standby to take over is the server machine's to heal.
+    expect(step(ready.next, observed({ 'primary.state': 'restarting' })).state).toBe('available');
+    let s = step(ready.next, observed({ 'primary.state': 'restarting', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+    s = step(s.next, { type: 'fencing', at: t() });
+    expect([s.state, s.jobs]).toEqual(['failover.waiting', ['observe']]);
+    // Never two primaries: nothing is promoted until the old one is fenced.
+    expect(step(s.next, observed({ 'primary.state': 'fencing', 'standby.state': 'available' })).state).toBe('failover.waiting');
+    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['failover.promoting.trying', ['promote']]);
+    s = step(s.next, { type: 'promoted', at: t() });
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+  });
+
   it('ignores an observation older than one it acted on', () => {
     const stale = t();
     const s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'starting' })]);

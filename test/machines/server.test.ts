@@ -135,4 +135,16 @@ describe('server machine', () => {
     expect(done.state).toBe('deleted');
     expect(done.next.status).toBe('done');
   });
+
+  it('is fenced from any live state, and then nothing restarts it', () => {
+    let s = step(at({ restarting: 'running' }), { type: 'fence', at: t() });
+    expect([s.state, s.jobs]).toEqual(['fencing', ['fence']]);
+    s = step(s.next, { type: 'restarted', at: t() });
+    expect([s.state, s.jobs]).toEqual(['fencing', []]);
+    s = step(s.next, { type: 'fenced', at: t() });
+    expect([s.state, s.jobs]).toEqual(['fenced', []]);
+    expect(step(s.next, down('false')).jobs).toEqual([]);
+    // A server being deleted is not fenced.
+    expect(step(at('deleting'), { type: 'fence', at: t() }).state).toBe('deleting');
+  });
 });
