@@ -15,10 +15,11 @@ import { Sealer } from './sealer.ts';
 import { configureIncidents, incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
 import { createMetrics } from './metrics.ts';
+import { Router } from './router.ts';
 import { allTasks } from './tasks.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
 
-export type ProcessName = 'web' | 'worker' | 'clock';
+export type ProcessName = 'web' | 'worker' | 'clock' | 'router';
 
 export interface Running {
   pool: Pool;
@@ -83,6 +84,11 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     });
     await clock.start();
     stops.push(() => clock.stop());
+  }
+  if (processes.includes('router')) {
+    const router = new Router(pool, '127.0.0.1', log.child({ process: 'router' }));
+    await router.start();
+    stops.push(() => router.stop());
   }
   if (processes.includes('web')) {
     const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });

@@ -8,8 +8,9 @@ import { stopLocalClusters } from './providers/local.ts';
 
 const HELP = `pgfleet: a control plane for PostgreSQL as a service
 
-  pgfleet start                 web, worker and clock in one process (the embedded default)
-  pgfleet web|worker|clock      one process of the Procfile
+  pgfleet start                 web, worker, clock and router in one process (the embedded default)
+  pgfleet web|worker|clock|router
+                                one process of the Procfile
   pgfleet migrate               apply the control database's migrations
   pgfleet servers               list servers
   pgfleet servers create [--provider local]
@@ -298,10 +299,11 @@ export async function main(argv: string[]): Promise<number> {
     const config = loadConfig();
     switch (command) {
       case 'start':
-        return await serve(config, ['web', 'worker', 'clock']);
+        return await serve(config, ['web', 'worker', 'clock', 'router']);
       case 'web':
       case 'worker':
       case 'clock':
+      case 'router':
         return await serve(config, [command]);
       case 'migrate': {
         const running = await runProcesses(config, createLogger(config.logLevel, undefined, config.logFormat), []);

@@ -216,7 +216,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
               callbackUrl: resource.callbackUrl,
               oauthGrant: resource.oauthGrant,
               tokens: resource.oauthTokens,
-              config: resourceConfig(opts.configPrefix, resource.tenant, servers.find((s) => s.role === 'primary')),
+              config: resourceConfig(opts.configPrefix, resource.tenant, servers.find((s) => s.role === 'primary'), resource.route),
               reportProvisioned: !rows[0]?.reported,
             },
             (tokens) => storeOauthTokens(pool, sealer, resource.id, tokens),

@@ -3,6 +3,7 @@ import { findPlan, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
 import { tenantNames, tenantPassword, tenantUrl, type SuperuserTarget, type Tenant } from './pg/tenant.ts';
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
 import type { Sealer } from './sealer.ts';
+import { freePort } from './pg/ports.ts';
 import { enqueue } from './queue/jobs.ts';
 import { insertFollower, insertServer, listTransitions, type TransitionView } from './servers.ts';
 import { backupLabel } from './wal/backup.ts';
@@ -33,6 +34,7 @@ export interface ResourceRecord {
   oauthTokens: { access_token: string; refresh_token?: string } | null;
   tenant: Tenant;
   follows: string | null;
+  route: Route | undefined;
 }
 
 export type ServerRole = 'primary' | 'standby' | 'target' | 'former';
@@ -98,6 +100,10 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
       const existing = await client.query<{ plan: string }>('select plan from resources where id = $1', [req.id]);
       return { created: false, plan: existing.rows[0]!.plan };
     }
+    // A plan with standbys is reached through the router, at an address that survives failover.
+    if (req.plan.standbys > 0) {
+      await client.query(`update resources set attrs = attrs || hstore(array['router_host', 'router_port'], array['127.0.0.1', $2]) where id = $1`, [req.id, String(await freePort())]);
+    }
     await createMachine(client, 'resource', req.id);
     // A dedicated server takes seconds: the platform is answered at once and handed the config later.
     if (req.plan.kind === 'dedicated') await sendEvent(client, req.id, { type: 'deferred' });
@@ -118,7 +124,8 @@ export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: stri
     oauth_grant_sealed: string | null;
     oauth_tokens_sealed: string | null;
     follows: string | null;
-  }>('select * from resources where id = $1', [id]);
+    attrs: Record<string, string>;
+  }>('select *, hstore_to_json(attrs) as attrs from resources where id = $1', [id]);
   const row = rows[0];
   if (!row) return undefined;
   const plan = findPlan(row.plan);
@@ -133,6 +140,7 @@ export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: stri
     oauthGrant: open(row.oauth_grant_sealed),
     oauthTokens: open(row.oauth_tokens_sealed),
     follows: row.follows,
+    route: routeOf(row.attrs),
     tenant: {
       database: row.database_name,
       role: row.role_name,
@@ -162,10 +170,22 @@ export function superuserTarget(server: { host: string | null; port: number | nu
   return { host: server.host, port: server.port, password };
 }
 
-/** The config vars a platform gets: `<PREFIX>_URL`, every value a string. */
-export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined): Record<string, string> {
+/**
+ * The config vars a platform gets: `<PREFIX>_URL`, every value a string. It points at the
+ * router when the resource has one (its address outlives any server), else at the primary.
+ */
+export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined, route: Route | undefined): Record<string, string> {
   if (!primary || primary.host === null || primary.port === null) return {};
-  return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant) };
+  return { [`${prefix}_URL`]: route ? tenantUrl(route.host, route.port, tenant) : tenantUrl(primary.host, primary.port, tenant) };
+}
+
+export interface Route {
+  host: string;
+  port: number;
+}
+
+export function routeOf(attrs: Record<string, string>): Route | undefined {
+  return attrs.router_port && attrs.router_host ? { host: attrs.router_host, port: Number(attrs.router_port) } : undefined;
 }
 
 /**
@@ -234,16 +254,16 @@ export async function unlinkServer(db: Queryable, resourceId: string, serverId: 
 const VIEW_SQL = `
   select r.id, r.plan, r.region, r.name, m.state, r.created_at as "createdAt", r.last_observed_at as "observedAt",
     hstore_to_json(r.last_observation) as observation, m.snapshot->'context'->>'lastError' as "lastError",
-    r.database_name, r.role_name, r.password_sealed
+    r.database_name, r.role_name, r.password_sealed, hstore_to_json(r.attrs) as attrs
   from resources r join machines m on m.entity_id = r.id`;
 
-type ViewRow = Omit<ResourceView, 'config' | 'servers'> & { database_name: string; role_name: string; password_sealed: string };
+type ViewRow = Omit<ResourceView, 'config' | 'servers'> & { database_name: string; role_name: string; password_sealed: string; attrs: Record<string, string> };
 
 async function toView(db: Queryable, sealer: Sealer, prefix: string, row: ViewRow): Promise<ResourceView> {
-  const { database_name: database, role_name: role, password_sealed: sealed, ...rest } = row;
+  const { database_name: database, role_name: role, password_sealed: sealed, attrs, ...rest } = row;
   const servers = await resourceServers(db, row.id);
   const primary = servers.find((s) => s.role === 'primary');
-  const config = row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary);
+  const config = row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary, routeOf(attrs));
   return { ...rest, config, servers: servers.map(({ id, role, state, host, port }) => ({ id, role, state, host, port })) };
 }
 

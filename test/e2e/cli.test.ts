@@ -122,8 +122,8 @@ describe('the pgfleet command', () => {
     };
     const procfile = await fs.readFile('Procfile', 'utf8');
     const commands = Object.fromEntries(procfile.trim().split('\n').map((l) => l.split(/:\s+/)));
-    expect(Object.keys(commands)).toEqual(['web', 'worker', 'clock']);
-    const procs = (['web', 'worker', 'clock'] as const).map((name) => {
+    expect(Object.keys(commands)).toEqual(['web', 'worker', 'clock', 'router']);
+    const procs = (['web', 'worker', 'clock', 'router'] as const).map((name) => {
       const args = commands[name]!.split(' ').slice(2);
       return launch(args, { ...env, PORT: '0' });
     });
