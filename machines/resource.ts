@@ -33,6 +33,8 @@ export type ResourceEvent =
   | { type: 'tenant.created'; at: string; standby?: boolean }
   | { type: 'synchronized'; at: string }
   | { type: 'fencing'; at: string }
+  /** An operator's switchover: the standby takes over while the primary is still fine. */
+  | { type: 'switchover'; at: string }
   | { type: 'promoted'; at: string }
   | { type: 'step.failed'; at: string; error: string }
   /** The platform changed the plan; `move` when the new plan needs another kind of server. */
@@ -189,6 +191,8 @@ export const resourceMachine = setup({
         'delivery.failed': {
           actions: [assign({ deliveryFailures: ({ context }) => context.deliveryFailures + 1 }), 'recordError', 'retryDelivery'],
         },
+        // The caller checked that a standby is available to take over.
+        switchover: 'failover',
         observed: [
           { guard: and(['fresh', 'primaryLost']), target: 'failover', actions: 'see' },
           { guard: 'fresh', actions: 'see' },

@@ -21,6 +21,7 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet info <resource>       plan, status, connections, version, size (like heroku pg:info)
   pgfleet diagnose <resource>   connections, long queries and transactions, idle in transaction,
                                 blocking, unused indexes, bloat, hit rate, xid wraparound
+  pgfleet promote <resource>    switch over: its standby becomes the primary (same URL)
   pgfleet incidents             open and recent incidents
   pgfleet incidents show <id>   an incident with its escalations and timeline
   pgfleet maintenance schedule <resource> <time>
@@ -325,6 +326,12 @@ export async function main(argv: string[]): Promise<number> {
         return await diagnoseCommand(config, rest[0], json);
       case 'maintenance':
         return await maintenance(config, rest, json);
+      case 'promote': {
+        if (!rest[0]) throw new CliError('usage: pgfleet promote <resource>');
+        const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`)) as { id: string; state: string };
+        process.stdout.write(`${json ? JSON.stringify(r, null, 2) : `switching over ${r.id}: its standby becomes the primary; follow it with pgfleet resources show ${r.id}`}\n`);
+        return 0;
+      }
       case 'manifest': {
         const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
         process.stdout.write(`${JSON.stringify(addonManifest(addon, config.port), null, 2)}\n`);

@@ -7,7 +7,7 @@ import { backupLabel, listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
-import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget } from '../resources.ts';
+import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
 import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
@@ -137,6 +137,18 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const long = Number((req.query as { long?: string }).long ?? DEFAULT_THRESHOLDS.longSeconds);
       if (!Number.isFinite(long) || long <= 0) throw new HttpError(422, '"long" is a number of seconds, such as 60');
       return diagnose(target, resource.tenant.database, resource.plan.connectionLimit, { ...DEFAULT_THRESHOLDS, longSeconds: long });
+    });
+
+    /** A switchover by hand: the standby takes over, through the same failover steps (fence, promote). */
+    app.post('/resources/:id/promote', async (req, reply) => {
+      const raw = (req.params as { id: string }).id;
+      const id = UUID.test(raw) ? raw.toLowerCase() : '';
+      const resource = id ? await getResource(opts.pool, opts.sealer, prefix, id) : undefined;
+      if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
+      if (resource.state !== 'available') throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
+      if (!resource.servers.some((s) => s.role === 'standby' && s.state === 'available')) throw new HttpError(409, 'the resource has no available standby to promote');
+      await tellResource(opts.pool, id, { type: 'switchover' });
+      return reply.status(202).send(await getResource(opts.pool, opts.sealer, prefix, id));
     });
 
     /** Where a resource's customer hears of incidents: a webhook of theirs. */

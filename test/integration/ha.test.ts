@@ -159,4 +159,36 @@ describe('the ha plan: a primary and a synchronous standby', () => {
     const { rows: [server] } = await db.pool.query('select state from machines where entity_id = $1', [oldPrimary.id]);
     expect(server.state).toBe('fenced');
   });
+
+  it('switches over by hand (pgfleet promote): the standby takes over with every row, through the same URL', async () => {
+    const uuid = randomUUID();
+    const res = await fetch(`${system.running.url}/heroku/resources`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } }),
+    });
+    expect(res.status).toBe(202);
+    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
+    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    await psql(url, 'create table kept (n int)');
+    await psql(url, 'insert into kept select generate_series(1, 1000)');
+    const before = (await system.api('GET', `/api/resources/${uuid}`)).body;
+    const standby = before.servers.find((s: { role: string }) => s.role === 'standby');
+
+    expect((await system.api('POST', `/api/resources/${uuid}/promote`)).status).toBe(202);
+    await waitFor('the switchover', async () => {
+      const r = (await system.api('GET', `/api/resources/${uuid}`)).body;
+      return r.state === 'available' && r.servers.some((s: { id: string; role: string }) => s.id === standby.id && s.role === 'primary');
+    }, 60_000);
+    expect(await waitFor('the router to follow', async () => {
+      const port = await psql(url, 'select inet_server_port()').catch(() => '');
+      return port === String(standby.port) ? port : undefined;
+    })).toBe(String(standby.port));
+    expect(await psql(url, 'select count(*) from kept')).toBe('1000');
+    await psql(url, 'insert into kept values (1001)');
+    // Now there is no standby left to promote: refused with the reason.
+    const again = await system.api('POST', `/api/resources/${uuid}/promote`);
+    expect(again.status).toBe(409);
+    expect(again.body.error).toMatch(/no available standby/);
+  });
 });

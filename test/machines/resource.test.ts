@@ -71,6 +71,11 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
   });
 
+  it('switches over by hand through the same steps as a failover', () => {
+    const s = step(walk(created()).next, { type: 'switchover', at: t() });
+    expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+  });
+
   it('ignores an observation older than one it acted on', () => {
     const stale = t();
     const s = walk([{ type: 'placed', at: t() }, observed({ 'primary.state': 'starting' })]);
