@@ -99,6 +99,23 @@ function step(task: ResourceTask, done: Record<string, string | Record<string, n
   };
 }
 
+/**
+ * Wait until a server of the resource (its primary, standby, or the target of a move)
+ * reaches a state, as the resource's observations show; the server's own machine gets it
+ * there, and its changes of state have the resource observed at once.
+ */
+function until(role: 'primary' | 'standby' | 'target', state: string, target: string) {
+  return {
+    entry: job('observe'),
+    on: {
+      observed: [
+        { guard: and(['fresh', { type: 'serverIs' as const, params: { role, state } }]), target, actions: 'see' as const },
+        { guard: 'fresh' as const, actions: 'see' as const },
+      ],
+    },
+  };
+}
+
 export const resourceMachine = setup({
   types: {
     context: {} as ResourceContext,
@@ -126,17 +143,14 @@ export const resourceMachine = setup({
   guards: {
     fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
     retriesLeft: ({ context }) => context.failures + 1 < MAX_STEP_RETRIES,
-    /** The server the resource lives on, or the one it moves to, is available. */
-    primaryAvailable: ({ event }) => event.type === 'observed' && event.obs['primary.state'] === 'available',
-    targetAvailable: ({ event }) => event.type === 'observed' && event.obs['target.state'] === 'available',
-    standbyAvailable: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'available',
+    /** A server of the resource, in the role given, is in the state given. */
+    serverIs: ({ event }, params: { role: string; state: string }) => event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
     /** The primary is down (or being restarted) while a synchronous standby is up: fail over. */
     primaryLost: ({ event }) =>
       event.type === 'observed' &&
       ['unreachable', 'restarting', 'failed'].includes(event.obs['primary.state'] ?? '') &&
       event.obs['standby.state'] === 'available',
-    primaryFenced: ({ event }) => event.type === 'observed' && event.obs['primary.state'] === 'fenced',
     move: ({ event }) => event.type === 'change_plan' && event.move,
   },
 }).createMachine({
@@ -153,31 +167,14 @@ export const resourceMachine = setup({
       states: {
         /** Choose a shared server with room, or create a dedicated one. */
         placing: step('place', { placed: 'waiting' }),
-        /** Until the primary server is available; its machine gets it there. */
-        waiting: {
-          entry: job('observe'),
-          on: {
-            observed: [
-              { guard: and(['fresh', 'primaryAvailable']), target: 'tenant', actions: 'see' },
-              { guard: 'fresh', actions: 'see' },
-            ],
-          },
-        },
+        waiting: until('primary', 'available', 'tenant'),
         tenant: {
           ...step('create_tenant', {}),
           on: { 'tenant.created': [{ guard: 'wantsStandby', target: 'standby' }, { target: '#resource.available' }] },
         },
         /** The `ha` plan: a standby built from the primary's backup, on a server of its own. */
         standby: step('place_standby', { placed: 'syncing' }),
-        syncing: {
-          entry: job('observe'),
-          on: {
-            observed: [
-              { guard: and(['fresh', 'standbyAvailable']), target: 'synchronous', actions: 'see' },
-              { guard: 'fresh', actions: 'see' },
-            ],
-          },
-        },
+        syncing: until('standby', 'available', 'synchronous'),
         /** The primary acknowledges a commit only once the standby has it. */
         synchronous: step('synchronize', { synchronized: '#resource.available' }),
       },
@@ -209,15 +206,7 @@ export const resourceMachine = setup({
       on: { change_plan: {} },
       states: {
         fencing: step('fence_primary', { fencing: 'waiting' }),
-        waiting: {
-          entry: job('observe'),
-          on: {
-            observed: [
-              { guard: and(['fresh', 'primaryFenced']), target: 'promoting', actions: 'see' },
-              { guard: 'fresh', actions: 'see' },
-            ],
-          },
-        },
+        waiting: until('primary', 'fenced', 'promoting'),
         promoting: step('promote', { promoted: { target: '#resource.available', actions: 'wantDelivery' } }),
       },
     },
@@ -229,15 +218,7 @@ export const resourceMachine = setup({
       on: { change_plan: {} },
       states: {
         placing: step('place', { placed: 'waiting' }),
-        waiting: {
-          entry: job('observe'),
-          on: {
-            observed: [
-              { guard: and(['fresh', 'targetAvailable']), target: 'copying', actions: 'see' },
-              { guard: 'fresh', actions: 'see' },
-            ],
-          },
-        },
+        waiting: until('target', 'available', 'copying'),
         /** Writes stop on the old server, and every committed row is copied to the new one. */
         copying: step('move', { moved: 'activating' }),
         /** The tenant logs in on the new server. */
