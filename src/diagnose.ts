@@ -1,5 +1,4 @@
-import pg from 'pg';
-import type { SuperuserTarget } from './pg/tenant.ts';
+import { asSuperuser, type SuperuserTarget } from './pg/superuser.ts';
 
 /** One check of `pgfleet diagnose`, as `heroku pg:diagnose` reports them. */
 export interface Check {
@@ -18,18 +17,10 @@ export interface Thresholds {
 
 export const DEFAULT_THRESHOLDS: Thresholds = { longSeconds: 60, minReads: 1000 };
 
-const grade = (value: number, yellow: number, red: number): Check['status'] => (value >= red ? 'red' : value >= yellow ? 'yellow' : 'green');
+/** A diagnosis must answer even when the database is in trouble: no query waits longer. */
+const QUERY_TIMEOUT_MS = 15_000;
 
-async function asSuperuser<T>(target: SuperuserTarget, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ ...target, user: 'postgres', database, connectionTimeoutMillis: 5000, query_timeout: 15_000, application_name: 'pgfleet-diagnose' });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
+const grade = (value: number, yellow: number, red: number): Check['status'] => (value >= red ? 'red' : value >= yellow ? 'yellow' : 'green');
 
 /**
  * The checks, run as the server's superuser inside the customer's database: it sees every
@@ -96,7 +87,7 @@ export async function diagnose(target: SuperuserTarget, database: string, connec
     const [{ age }] = (await q<{ age: number }>('select age(datfrozenxid)::int as age from pg_database where datname = current_database()')) as [{ age: number }];
     checks.push({ name: 'xid wraparound', status: grade(age, 1_000_000_000, 1_500_000_000), detail: `oldest unfrozen transaction is ${age.toLocaleString('en')} transactions old` });
     return checks;
-  });
+  }, QUERY_TIMEOUT_MS);
 }
 
 /** What `pgfleet info` shows of a database, like `heroku pg:info`. */
@@ -108,5 +99,5 @@ export async function databaseInfo(target: SuperuserTarget, database: string): P
          (select count(*)::int from pg_stat_activity where datname = current_database() and backend_type = 'client backend' and pid <> pg_backend_pid() and application_name not like 'pgfleet%') as connections`,
     );
     return rows[0]!;
-  });
+  }, QUERY_TIMEOUT_MS);
 }

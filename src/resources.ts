@@ -1,6 +1,7 @@
 import { transaction, type Pool, type Queryable } from './db.ts';
 import { findPlan, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
-import { tenantNames, tenantPassword, tenantUrl, type SuperuserTarget, type Tenant } from './pg/tenant.ts';
+import type { SuperuserTarget } from './pg/superuser.ts';
+import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { freePort } from './pg/ports.ts';

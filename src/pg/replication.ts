@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { SuperuserTarget } from './tenant.ts';
+import { asSuperuser, type SuperuserTarget } from './superuser.ts';
 
 /** The name a standby connects with (its `application_name`), as `synchronous_standby_names` lists it. */
 export function standbyName(serverId: string): string {
@@ -13,10 +13,7 @@ export function standbyName(serverId: string): string {
  */
 export async function synchronizeStandbys(primary: SuperuserTarget, standbys: string[], timeoutMs = 15_000): Promise<void> {
   if (standbys.length === 0) throw new Error('there is no standby to make synchronous');
-  const client = new pg.Client({ ...primary, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 5000, application_name: 'pgfleet' });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
+  await asSuperuser(primary, 'postgres', async (client) => {
     const names = standbys.map((n) => `"${n}"`).join(', ');
     await client.query(`alter system set synchronous_standby_names = ${pg.escapeLiteral(`FIRST 1 (${names})`)}`);
     await client.query('select pg_reload_conf()');
@@ -27,22 +24,15 @@ export async function synchronizeStandbys(primary: SuperuserTarget, standbys: st
       if (Date.now() > deadline) throw new Error(`no standby of ${standbys.join(', ')} became synchronous within ${timeoutMs / 1000} s`);
       await new Promise((r) => setTimeout(r, 200));
     }
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  });
 }
 
 /** Promote a standby and wait until it takes writes; a server already promoted is left as it is. */
 export async function promoteStandby(standby: SuperuserTarget): Promise<void> {
-  const client = new pg.Client({ ...standby, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 5000, application_name: 'pgfleet' });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
+  await asSuperuser(standby, 'postgres', async (client) => {
     const { rows } = await client.query<{ recovering: boolean }>('select pg_is_in_recovery() as recovering');
     if (!rows[0]!.recovering) return;
     const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
     if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  });
 }

@@ -2,13 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { PgBinaries } from './binaries.ts';
-
-/** A server as its superuser reaches it. */
-export interface SuperuserTarget {
-  host: string;
-  port: number;
-  password: string;
-}
+import { asSuperuser, type SuperuserTarget } from './superuser.ts';
 
 /** A customer's database on a server: a database, the one role that owns it, and limits. */
 export interface Tenant {
@@ -45,25 +39,6 @@ export function scramVerifier(password: string, salt = randomBytes(16), iteratio
   const storedKey = createHash('sha256').update(clientKey).digest();
   const serverKey = createHmac('sha256', salted).update('Server Key').digest();
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
-}
-
-async function asSuperuser<T>(target: SuperuserTarget, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({
-    host: target.host,
-    port: target.port,
-    user: 'postgres',
-    password: target.password,
-    database,
-    connectionTimeoutMillis: 5000,
-    application_name: 'pgfleet',
-  });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
 
 const ident = (name: string) => pg.escapeIdentifier(name);
