@@ -3,18 +3,18 @@ import type { Client, Queryable } from './db.ts';
 import type { PgBinaries } from './pg/binaries.ts';
 import { promoteStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
-import { enqueue } from './queue/jobs.ts';
 import { deliver } from './platform.ts';
-import type { Job } from './queue/jobs.ts';
+import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import {
+  linkServer,
   loadResourceRecord,
   placeResource,
-  promoteTarget,
   resourceConfig,
   resourceServers,
   storeOauthTokens,
   superuserTarget,
+  takeOver,
   unlinkServer,
   type ResourceRecord,
   type ResourceServer,
@@ -84,12 +84,19 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     return superuserTarget(server, record!.superuserPassword);
   }
 
-  /** Take the tenant off a server it no longer lives on: a dedicated server goes entirely. */
-  async function release(db: Queryable, resource: ResourceRecord, server: ResourceServer): Promise<(client: Client) => Promise<void>> {
-    if (server.tenancy === 'shared' && !server.finished) await dropTenant(await superuser(db, server), resource.tenant);
+  /**
+   * Take the tenant off servers it no longer lives on: dropped now from shared ones; in the
+   * job's commit, dedicated ones are deleted and every link goes.
+   */
+  async function release(db: Queryable, resource: ResourceRecord, gone: ResourceServer[]): Promise<(client: Client) => Promise<void>> {
+    for (const server of gone) {
+      if (server.tenancy === 'shared' && !server.finished) await dropTenant(await superuser(db, server), resource.tenant);
+    }
     return async (client) => {
-      if (server.tenancy === 'dedicated') await sendEvent(client, server.id, { type: 'delete' });
-      await unlinkServer(client, resource.id, server.id);
+      for (const server of gone) {
+        if (server.tenancy === 'dedicated') await sendEvent(client, server.id, { type: 'delete' });
+        await unlinkServer(client, resource.id, server.id);
+      }
     };
   }
 
@@ -123,7 +130,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
         if (servers.some((s) => s.role === 'standby')) return;
         const standby = await insertFollower(client, primary.id);
         if (!standby) throw new Error(`the primary ${primary.id} is not available to build a standby from`);
-        await client.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'standby')`, [resource.id, standby]);
+        await linkServer(client, resource.id, standby, 'standby');
         await enqueue(client, { task: 'backup', payload: { server: primary.id, label: backupLabel() }, maxAttempts: 3 });
       });
     }),
@@ -151,13 +158,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const { resource, servers } = await load(pool, job);
       const standby = withRole(servers, 'standby');
       await promoteStandby(await superuser(pool, standby));
-      return report(job, { type: 'promoted' }, async (client) => {
-        await client.query(
-          `update resource_servers set role = case role when 'primary' then 'former' else 'primary' end
-           where resource_id = $1 and role in ('primary', 'standby')`,
-          [resource.id],
-        );
-      });
+      return report(job, { type: 'promoted' }, (client) => takeOver(client, resource.id, 'standby'));
     }),
 
     apply_plan: step(async (job, { pool }) => {
@@ -177,7 +178,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const to = await superuser(pool, withRole(servers, 'target'));
       await freezeTenant(from, resource.tenant);
       await copyTenant(opts.binaries, from, to, resource.tenant);
-      return report(job, { type: 'moved' }, (client) => promoteTarget(client, resource.id));
+      return report(job, { type: 'moved' }, (client) => takeOver(client, resource.id, 'target'));
     }),
 
     activate: step(async (job, { pool }) => {
@@ -188,20 +189,12 @@ export function resourceTasks(opts: ResourceTaskOptions) {
 
     cleanup: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
-      const releases: ((client: Client) => Promise<void>)[] = [];
-      for (const server of servers.filter((s) => s.role === 'former')) releases.push(await release(pool, resource, server));
-      return report(job, { type: 'cleaned' }, async (client) => {
-        for (const r of releases) await r(client);
-      });
+      return report(job, { type: 'cleaned' }, await release(pool, resource, servers.filter((s) => s.role === 'former')));
     }),
 
     drop_tenant: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
-      const releases: ((client: Client) => Promise<void>)[] = [];
-      for (const server of servers) releases.push(await release(pool, resource, server));
-      return report(job, { type: 'dropped' }, async (client) => {
-        for (const r of releases) await r(client);
-      });
+      return report(job, { type: 'dropped' }, await release(pool, resource, servers));
     }),
 
     /** Hand the platform the config; failures are the machine's to retry, forever if need be. */

@@ -221,7 +221,7 @@ export async function placeResource(db: Queryable, sealer: Sealer, provider: str
     const full = (room[0]?.tenants ?? 0) + 1 >= SHARED_SERVER_TENANTS;
     if (room.length <= 1 && full) await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion });
   }
-  await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resource.id, serverId, role]);
+  await linkServer(db, resource.id, serverId, role);
   return serverId;
 }
 
@@ -239,13 +239,20 @@ async function sharedServersWithRoom(db: Queryable, awsRegion: string): Promise<
   return rows;
 }
 
-/** After a move: the target becomes the primary, and the old primary is kept until cleanup. */
-export async function promoteTarget(db: Queryable, id: string): Promise<void> {
+/**
+ * After a move or a failover: the successor (the move's target, the promoted standby)
+ * becomes the primary, and the old primary is kept as `former` until it is dealt with.
+ */
+export async function takeOver(db: Queryable, id: string, successor: 'target' | 'standby'): Promise<void> {
   await db.query(
     `update resource_servers set role = case role when 'primary' then 'former' else 'primary' end
-     where resource_id = $1 and role in ('primary', 'target')`,
-    [id],
+     where resource_id = $1 and role in ('primary', $2)`,
+    [id, successor],
   );
+}
+
+export async function linkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {
+  await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resourceId, serverId, role]);
 }
 
 export async function unlinkServer(db: Queryable, resourceId: string, serverId: string): Promise<void> {
