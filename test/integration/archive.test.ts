@@ -7,7 +7,7 @@ import { openStore } from '../../src/store/open.ts';
 import { walKey } from '../../src/wal/archive.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { startS3 } from '../support/s3.ts';
-import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { adminUrl, psql, startSystem, type System } from '../support/system.ts';
 
 const run = promisify(execFile);
 const BIN = path.resolve('bin/pgfleet.js');
@@ -16,8 +16,7 @@ const BIN = path.resolve('bin/pgfleet.js');
 async function archivedSegment(system: System, db: TestDatabase) {
   const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
   await waitFor('the server to be available', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available');
-  const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [id]);
-  const admin = `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/postgres`;
+  const admin = await adminUrl(db.pool, id);
   expect(await psql(admin, 'show archive_mode')).toBe('on');
   await psql(admin, 'create table t as select generate_series(1, 10000) as n');
   const name = await psql(admin, 'select pg_walfile_name(pg_current_wal_lsn())');

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { startSystem, type System } from '../support/system.ts';
+import { addonFetch, startSystem, type System } from '../support/system.ts';
 
-const ADDON_PASSWORD = 'addon-password-0123456789';
 
 describe('info and diagnose of a customer database', () => {
   let db: TestDatabase;
@@ -15,13 +14,9 @@ describe('info and diagnose of a customer database', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    system = await startSystem(db.url, ['web', 'worker', 'clock'], { ADDON_PASSWORD });
+    system = await startSystem(db.url);
     id = randomUUID();
-    const res = await fetch(`${system.running.url}/heroku/resources`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ uuid: id, plan: 'shared', region: 'us' }),
-    });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid: id, plan: 'shared', region: 'us' });
     url = ((await res.json()) as { config: { PGFLEET_URL: string } }).config.PGFLEET_URL;
   });
   afterAll(async () => {

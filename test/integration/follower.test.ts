@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { adminUrl, psql, startSystem, type System } from '../support/system.ts';
 
 describe('base backups and followers', () => {
   let db: TestDatabase;
@@ -17,15 +17,11 @@ describe('base backups and followers', () => {
   });
 
   const server = async (id: string) => (await system.api('GET', `/api/servers/${id}`)).body;
-  const adminUrl = async (id: string) => {
-    const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [id]);
-    return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/postgres`;
-  };
 
   it('backs a server up into the store, and a follower built from it catches up, streams and serves reads', async () => {
     const leader = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
     await waitFor('the leader to be available', async () => (await server(leader)).state === 'available');
-    const leaderUrl = await adminUrl(leader);
+    const leaderUrl = await adminUrl(db.pool, leader);
     await psql(leaderUrl, 'create table ledger (n int primary key, note text)');
     await psql(leaderUrl, "insert into ledger select g, 'before the backup' from generate_series(1, 1000) g");
 
@@ -48,7 +44,7 @@ describe('base backups and followers', () => {
       return s.state === 'available' ? s : undefined;
     }, 90_000);
     expect(ready.observation.in_recovery).toBe('true');
-    const followerUrl = await adminUrl(follower);
+    const followerUrl = await adminUrl(db.pool, follower);
     await waitFor('the follower to have every row', async () => (await psql(followerUrl, 'select count(*) from ledger')) === '2000');
 
     // Streaming: a row committed on the leader shows on the follower within moments.

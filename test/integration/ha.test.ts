@@ -7,9 +7,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { psql, startSystem, type System } from '../support/system.ts';
+import { addonFetch, psql, startSystem, type System } from '../support/system.ts';
 
-const ADDON_PASSWORD = 'addon-password-0123456789';
 const run = promisify(execFile);
 
 describe('the ha plan: a primary and a synchronous standby', () => {
@@ -21,7 +20,7 @@ describe('the ha plan: a primary and a synchronous standby', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     await platform.start();
-    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], { ADDON_PASSWORD, HEROKU_API_URL: platform.url, HEROKU_ID_URL: platform.url, ADDON_CLIENT_SECRET: 's' });
+    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], { HEROKU_API_URL: platform.url, HEROKU_ID_URL: platform.url, ADDON_CLIENT_SECRET: 's' });
   });
   afterAll(async () => {
     await system?.stop();
@@ -29,16 +28,17 @@ describe('the ha plan: a primary and a synchronous standby', () => {
     await db?.drop();
   });
 
-  it('acknowledges a commit only once the standby has it', async () => {
+  /** An ha database through the add-on API, once the platform has its config. */
+  async function provisionHa(): Promise<{ uuid: string; url: string }> {
     const uuid = randomUUID();
-    const res = await fetch(`${system.running.url}/heroku/resources`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } }),
-    });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    return { uuid, url: (JSON.parse(patch.body).config as { value: string }[])[0]!.value };
+  }
+
+  it('acknowledges a commit only once the standby has it', async () => {
+    const { uuid, url } = await provisionHa();
 
     const shown = (await system.api('GET', `/api/resources/${uuid}`)).body;
     expect(shown.state).toBe('available');
@@ -85,11 +85,7 @@ describe('the ha plan: a primary and a synchronous standby', () => {
     expect(await psql(standbyUrl.toString(), 'select count(*) from acked')).toBe('2');
 
     // Plan changes into or out of ha are refused for now, with a reason.
-    const put = await fetch(`${system.running.url}/heroku/resources/${uuid}`, {
-      method: 'PUT',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ plan: 'dedicated' }),
-    });
+    const put = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'dedicated' });
     expect(put.status).toBe(422);
     expect(((await put.json()) as { message: string }).message).toMatch(/standbys is not supported yet/);
     ha = { uuid, url };
@@ -161,15 +157,7 @@ describe('the ha plan: a primary and a synchronous standby', () => {
   });
 
   it('switches over by hand (pgfleet promote): the standby takes over with every row, through the same URL', async () => {
-    const uuid = randomUUID();
-    const res = await fetch(`${system.running.url}/heroku/resources`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } }),
-    });
-    expect(res.status).toBe(202);
-    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    const { uuid, url } = await provisionHa();
     await psql(url, 'create table kept (n int)');
     await psql(url, 'insert into kept select generate_series(1, 1000)');
     const before = (await system.api('GET', `/api/resources/${uuid}`)).body;

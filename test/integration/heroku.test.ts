@@ -4,11 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ssoToken } from '../../src/web/heroku.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { ADDON_BASIC, ADDON_PASSWORD, adminUrl, psql, startSystem, type System } from '../support/system.ts';
 
-const ADDON_PASSWORD = 'addon-password-0123456789';
 const SSO_SALT = 'sso-salt-0123456789abcdef';
-const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
 
 /** Through node-postgres, as an app would. */
 async function nodePg<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
@@ -39,7 +37,6 @@ describe('the Heroku add-on API hands out working databases', () => {
     db = await createTestDatabase();
     await platform.start();
     system = await startSystem(db.url, ['web', 'worker', 'clock'], {
-      ADDON_PASSWORD,
       ADDON_SSO_SALT: SSO_SALT,
       ADDON_CLIENT_SECRET: 'client-secret',
       HEROKU_API_URL: platform.url,
@@ -57,7 +54,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     const res = await fetch(`${system.running.url}${route}`, {
       method,
       redirect: 'manual',
-      headers: { authorization: BASIC, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      headers: { authorization: ADDON_BASIC, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await res.text();
@@ -94,10 +91,6 @@ describe('the Heroku add-on API hands out working databases', () => {
            (select count(*) from machines)::int as machines, (select count(*) from resource_servers)::int as links`,
       )
     ).rows[0]!;
-  const superuserUrl = async (serverId: string, database = 'postgres') => {
-    const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [serverId]);
-    return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/${database}`;
-  };
 
   let shared: { id: string; url: string };
   let other: { id: string; url: string };
@@ -154,7 +147,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     const [me] = await nodePg(shared.url, `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout from pg_roles where rolname = current_user`);
     expect(me).toEqual({ rolconnlimit: 20, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
     const serverId = (await resource(shared.id)).servers[0].id;
-    const [stored] = await nodePg(await superuserUrl(serverId), 'select rolpassword from pg_authid where rolname = $1', [a.username]);
+    const [stored] = await nodePg(await adminUrl(db.pool, serverId), 'select rolpassword from pg_authid where rolname = $1', [a.username]);
     expect(stored?.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
     // The control database holds the tenant's password sealed, never in plain text.
     const { rows } = await db.pool.query('select r::text as row from resources r where id = $1', [shared.id]);
@@ -309,7 +302,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect((await addon('DELETE', `/heroku/resources/${other.id}`)).status).toBe(204);
     await waitFor('the shared tenant to be deleted', async () => (await resource(other.id)).state === 'deleted');
     const { username, pathname } = new URL(other.url);
-    const [left] = await nodePg(await superuserUrl(sharedServer), `select (select count(*) from pg_database where datname = $1)::int as dbs, (select count(*) from pg_roles where rolname = $2)::int as roles`, [pathname.slice(1), username]);
+    const [left] = await nodePg(await adminUrl(db.pool, sharedServer), `select (select count(*) from pg_database where datname = $1)::int as dbs, (select count(*) from pg_roles where rolname = $2)::int as roles`, [pathname.slice(1), username]);
     expect(left).toEqual({ dbs: 0, roles: 0 });
     expect((await system.api('GET', `/api/servers/${sharedServer}`)).body.state).toBe('available');
   });
@@ -357,14 +350,14 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
   beforeAll(async () => {
     db = await createTestDatabase();
     // Web only: no worker or clock, so any row change can only come from the request.
-    system = await startSystem(db.url, ['web'], { ADDON_PASSWORD, ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '1' });
+    system = await startSystem(db.url, ['web'], { ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '1' });
   });
   afterAll(async () => {
     await system?.stop();
     await db?.drop();
   });
 
-  const send = async (method: string, route: string, body: unknown, authorization = BASIC) => {
+  const send = async (method: string, route: string, body: unknown, authorization = ADDON_BASIC) => {
     const res = await fetch(`${system.running.url}${route}`, {
       method,
       headers: { authorization, 'content-type': 'application/json' },

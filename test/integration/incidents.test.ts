@@ -4,11 +4,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
 import { checkProviderNotices, RETIREMENT_LEAD_SECONDS } from '../../src/incidents.ts';
-import { createTestDatabase, waitFor } from '../support/db.ts';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
 
-const ADDON_PASSWORD = 'addon-password-0123456789';
 
 interface Entry {
   at: string;
@@ -27,16 +26,24 @@ interface Incident {
   timeline: Entry[];
 }
 
-async function withSystem(env: Record<string, string>) {
-  const db = await createTestDatabase();
-  const hooks = new FakePlatform();
-  await hooks.start();
-  const system = await startSystem(db.url, ['web', 'worker', 'clock'], {
-    PAGER_WEBHOOK_URL: `${hooks.url}/pager`,
-    ADDON_PASSWORD,
-    ...env,
+/**
+ * A system of its own for a describe block, with a fake pager and customer webhook (`hooks`).
+ * Read the fields inside tests: they are set once beforeAll has run.
+ */
+function useSystemWithPager(env: Record<string, string> = {}): { db: TestDatabase; hooks: FakePlatform; system: System } {
+  const ctx = {} as { db: TestDatabase; hooks: FakePlatform; system: System };
+  beforeAll(async () => {
+    ctx.db = await createTestDatabase();
+    ctx.hooks = new FakePlatform();
+    await ctx.hooks.start();
+    ctx.system = await startSystem(ctx.db.url, ['web', 'worker', 'clock'], { PAGER_WEBHOOK_URL: `${ctx.hooks.url}/pager`, ...env });
   });
-  return { db, hooks, system };
+  afterAll(async () => {
+    await ctx.system?.stop();
+    await ctx.hooks?.stop();
+    await ctx.db?.drop();
+  });
+  return ctx;
 }
 
 function pidOf(system: System, serverId: string): Promise<number> {
@@ -55,16 +62,7 @@ const incident = async (system: System, id: string): Promise<Incident> => (await
 const pages = (hooks: FakePlatform) => hooks.callsTo('POST', '/pager').map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string; payload: { custom_details: { escalations: { reason: string }[] } } });
 
 describe('incidents follow the machines, and page a human only when they must', () => {
-  let ctx: Awaited<ReturnType<typeof withSystem>>;
-
-  beforeAll(async () => {
-    ctx = await withSystem({});
-  });
-  afterAll(async () => {
-    await ctx?.system.stop();
-    await ctx?.hooks.stop();
-    await ctx?.db.drop();
-  });
+  const ctx = useSystemWithPager();
 
   it('opens an incident when a server is killed, shows the way back, and resolves it without paging', async () => {
     const { system, hooks } = ctx;
@@ -134,11 +132,7 @@ describe('incidents follow the machines, and page a human only when they must', 
   it('tells the customer about scheduled maintenance before it, and restarts the server at the time', async () => {
     const { system, hooks } = ctx;
     const uuid = randomUUID();
-    const provisioned = await fetch(`${system.running.url}/heroku/resources`, {
-      method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ uuid, plan: 'shared', region: 'us' }),
-    });
+    const provisioned = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'shared', region: 'us' });
     const url = ((await provisioned.json()) as { config: { PGFLEET_URL: string } }).config.PGFLEET_URL;
     expect((await system.api('PUT', `/api/resources/${uuid}/notifications`, { url: `${hooks.url}/customer` })).status).toBe(200);
     const serverId = (await system.api('GET', `/api/resources/${uuid}`)).body.servers[0].id as string;
@@ -182,16 +176,7 @@ describe('incidents follow the machines, and page a human only when they must', 
 });
 
 describe('a provider retiring a host', () => {
-  let ctx: Awaited<ReturnType<typeof withSystem>>;
-
-  beforeAll(async () => {
-    ctx = await withSystem({});
-  });
-  afterAll(async () => {
-    await ctx?.system.stop();
-    await ctx?.hooks.stop();
-    await ctx?.db.drop();
-  });
+  const ctx = useSystemWithPager();
 
   it('opens one scheduled incident from the notice, and moves off the host ahead of the date', async () => {
     const { system, db } = ctx;
@@ -213,22 +198,12 @@ describe('a provider retiring a host', () => {
 });
 
 describe('a condition no automation handles yet', () => {
-  let ctx: Awaited<ReturnType<typeof withSystem>>;
-
-  beforeAll(async () => {
-    ctx = await withSystem({});
-  });
-  afterAll(async () => {
-    await ctx?.system.stop();
-    await ctx?.hooks.stop();
-    await ctx?.db.drop();
-  });
+  const ctx = useSystemWithPager();
 
   it('pages at once with "no_automation" when the WAL archive fails, and resolves when it works again', async () => {
     const { system, hooks, db } = ctx;
     const id = await availableServer(system);
-    const { rows } = await db.pool.query('select host, port, superuser_password_sealed as sealed from servers where id = $1', [id]);
-    const admin = `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(rows[0].sealed))}@${rows[0].host}:${rows[0].port}/postgres`;
+    const admin = await adminUrl(db.pool, id);
     await psql(admin, 'alter system set archive_mode = on');
     await psql(admin, "alter system set archive_command = 'false'");
     // archive_mode needs a restart: a maintenance that runs now.
@@ -251,16 +226,7 @@ describe('a condition no automation handles yet', () => {
 });
 
 describe('a server that cannot be fixed by automation', () => {
-  let ctx: Awaited<ReturnType<typeof withSystem>>;
-
-  beforeAll(async () => {
-    ctx = await withSystem({ PGFLEET_STUCK_AFTER: '2' });
-  });
-  afterAll(async () => {
-    await ctx?.system.stop();
-    await ctx?.hooks.stop();
-    await ctx?.db.drop();
-  });
+  const ctx = useSystemWithPager({ PGFLEET_STUCK_AFTER: '2' });
 
   it('escalates once as "stuck", pages one trigger, and one resolve after an operator fixes it', async () => {
     const { system, hooks } = ctx;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer } from '../../src/servers.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { adminUrl, psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
 
 interface ServerBody {
   id: string;
@@ -14,15 +14,6 @@ interface ServerBody {
   observedAt: string | null;
   observation: Record<string, string>;
   transitions: { from: string | null; to: string; event: string; at: string }[];
-}
-
-async function serverUrl(db: TestDatabase, id: string): Promise<string> {
-  const { rows } = await db.pool.query<{ host: string; port: number; sealed: string }>(
-    'select host, port, superuser_password_sealed as sealed from servers where id = $1',
-    [id],
-  );
-  const s = rows[0]!;
-  return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(s.sealed))}@${s.host}:${s.port}/postgres`;
 }
 
 describe('the observe → decide → act loop on real local Postgres', () => {
@@ -60,7 +51,7 @@ describe('the observe → decide → act loop on real local Postgres', () => {
       'available',
     ]);
 
-    const url = await serverUrl(db, id);
+    const url = await adminUrl(db.pool, id);
     expect(await psql(url, 'select 40 + 2')).toBe('42');
     // The control database holds the password sealed, not in plain text.
     const { rows: raw } = await db.pool.query('select s::text as row from servers s where id = $1', [id]);
@@ -91,7 +82,7 @@ describe('the observe → decide → act loop on real local Postgres', () => {
   it('holds a server that restarts cannot bring back in failed, touching nothing, and recovers once it is fixed', async () => {
     const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
     await waitFor('available', async () => (await show(id)).state === 'available');
-    const url = await serverUrl(db, id);
+    const url = await adminUrl(db.pool, id);
     await psql(url, 'create table only_copy (v text); insert into only_copy values (\'keep me\')');
 
     const dataDir = path.join(system.config.home, 'servers', id, 'data');
@@ -134,7 +125,7 @@ describe('jobs that fall out', () => {
         const { rows } = await db.pool.query<{ state: string }>('select state from machines where entity_id = $1', [server.id]);
         return rows[0]!.state === 'available';
       });
-      expect(await psql(await serverUrl(db, server.id), 'select 1')).toBe('1');
+      expect(await psql(await adminUrl(db.pool, server.id), 'select 1')).toBe('1');
     } finally {
       await system.stop();
       await db.drop();

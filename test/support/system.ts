@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
+import type { Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
 import { stopLocalClusters } from '../../src/providers/local.ts';
 import { Sealer } from '../../src/sealer.ts';
@@ -13,6 +14,9 @@ export const TOKEN = 'test-operator-token-0123456789';
 /** The key every test system seals credentials with, so tests can open them. */
 export const TEST_KEY = Buffer.alloc(32, 7).toString('base64');
 export const TEST_SEALER = new Sealer(Buffer.from(TEST_KEY, 'base64'));
+/** The add-on API's password in every test system, and the header a platform sends with it. */
+export const ADDON_PASSWORD = 'addon-password-0123456789';
+export const ADDON_BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
 
 export interface System {
   config: Config;
@@ -33,6 +37,7 @@ export async function startSystem(databaseUrl: string, processes: ProcessName[] 
     PGFLEET_ENCRYPTION_KEY: TEST_KEY,
     PGFLEET_OBSERVE_INTERVAL: '1',
     PGFLEET_JOB_LEASE: '10',
+    ADDON_PASSWORD,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...env,
   });
@@ -66,4 +71,20 @@ const run = promisify(execFile);
 export async function psql(url: string, sql: string): Promise<string> {
   const { stdout } = await run('psql', [url, '-XAtc', sql], { timeout: 20_000 });
   return stdout.trim();
+}
+
+/** A call to the add-on API, as the platform makes it. */
+export function addonFetch(system: System, method: string, route: string, body?: unknown): Promise<Response> {
+  return fetch(`${system.running.url}${route}`, {
+    method,
+    headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+/** A server's superuser URL, read (and unsealed) from the control database. */
+export async function adminUrl(pool: Pool, serverId: string, database = 'postgres'): Promise<string> {
+  const { rows } = await pool.query<{ host: string; port: number; sealed: string }>('select host, port, superuser_password_sealed as sealed from servers where id = $1', [serverId]);
+  const s = rows[0]!;
+  return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(s.sealed))}@${s.host}:${s.port}/${database}`;
 }
