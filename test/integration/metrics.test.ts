@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { startSystem, type System } from '../support/system.ts';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../support/db.ts';
+import { useSystem } from '../support/system.ts';
 
 interface Family {
   name: string;
@@ -22,24 +22,14 @@ function promtoolCheck(text: string): Promise<{ code: number; out: string }> {
 }
 
 describe('/metrics', () => {
-  let db: TestDatabase;
-  let system: System;
-
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    system = await startSystem(db.url);
-  });
-  afterAll(async () => {
-    await system?.stop();
-    await db?.drop();
-  });
+  const ctx = useSystem();
 
   it('exposes the fleet in Prometheus text format that promtool passes cleanly', async () => {
-    const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
-    await waitFor('the server to be available', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available');
-    await waitFor('an observation', async () => (await system.api('GET', `/api/servers/${id}`)).body.observedAt);
+    const id = (await ctx.system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+    await waitFor('the server to be available', async () => (await ctx.system.api('GET', `/api/servers/${id}`)).body.state === 'available');
+    await waitFor('an observation', async () => (await ctx.system.api('GET', `/api/servers/${id}`)).body.observedAt);
 
-    const res = await fetch(`${system.running.url}/metrics`);
+    const res = await fetch(`${ctx.system.running.url}/metrics`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = await res.text();

@@ -3,12 +3,14 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll } from 'vitest';
 import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import type { Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
 import { stopLocalClusters } from '../../src/providers/local.ts';
 import { Sealer } from '../../src/sealer.ts';
+import { createTestDatabase, type TestDatabase } from './db.ts';
 
 export const TOKEN = 'test-operator-token-0123456789';
 /** The key every test system seals credentials with, so tests can open them. */
@@ -87,4 +89,21 @@ export async function adminUrl(pool: Pool, serverId: string, database = 'postgre
   const { rows } = await pool.query<{ host: string; port: number; sealed: string }>('select host, port, superuser_password_sealed as sealed from servers where id = $1', [serverId]);
   const s = rows[0]!;
   return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(s.sealed))}@${s.host}:${s.port}/${database}`;
+}
+
+/**
+ * A control database and a running system of its own for a describe block, stopped after
+ * it. Read the fields inside tests: they are set once beforeAll has run.
+ */
+export function useSystem(processes: ProcessName[] = ['web', 'worker', 'clock'], env: Record<string, string> = {}): { db: TestDatabase; system: System } {
+  const ctx = {} as { db: TestDatabase; system: System };
+  beforeAll(async () => {
+    ctx.db = await createTestDatabase();
+    ctx.system = await startSystem(ctx.db.url, processes, env);
+  });
+  afterAll(async () => {
+    await ctx.system?.stop();
+    await ctx.db?.drop();
+  });
+  return ctx;
 }
