@@ -16,7 +16,7 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
 
 export interface ResourceJob {
   type: 'job';
@@ -146,11 +146,16 @@ export const resourceMachine = setup({
     /** A server of the resource, in the role given, is in the state given. */
     serverIs: ({ event }, params: { role: string; state: string }) => event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
-    /** The primary is down (or being restarted) while a synchronous standby is up: fail over. */
-    primaryLost: ({ event }) =>
-      event.type === 'observed' &&
-      ['unreachable', 'restarting', 'failed'].includes(event.obs['primary.state'] ?? '') &&
-      event.obs['standby.state'] === 'available',
+    /**
+     * The primary is lost while a synchronous standby is up: fail over. Lost is a crash (its
+     * process is gone: seen at the first failed probe), or a server its machine gave up
+     * waiting for (a hang: a run of failed probes), or one that restarts do not bring back.
+     */
+    primaryLost: ({ event }) => {
+      if (event.type !== 'observed' || event.obs['standby.state'] !== 'available') return false;
+      const state = event.obs['primary.state'];
+      return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
+    },
     move: ({ event }) => event.type === 'change_plan' && event.move,
   },
 }).createMachine({
@@ -207,7 +212,20 @@ export const resourceMachine = setup({
       states: {
         fencing: step('fence_primary', { fencing: 'waiting' }),
         waiting: until('primary', 'fenced', 'promoting'),
-        promoting: step('promote', { promoted: { target: '#resource.available', actions: 'wantDelivery' } }),
+        promoting: step('promote', { promoted: { target: '#resource.rejoining', actions: 'wantDelivery' } }),
+      },
+    },
+    /**
+     * The database is up on its new primary, without a standby to fail over to: the old
+     * primary comes back as one (or a new server, when it is gone), and becomes synchronous.
+     */
+    rejoining: {
+      initial: 'placing',
+      on: { change_plan: {} },
+      states: {
+        placing: step('restore_standby', { placed: 'syncing' }),
+        syncing: until('standby', 'available', 'synchronous'),
+        synchronous: step('synchronize', { synchronized: '#resource.available' }),
       },
     },
     /** A plan of the same kind: new limits for the tenant's role, nothing moves. */

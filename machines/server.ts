@@ -12,12 +12,18 @@ export const SERVER_MACHINE_VERSION = 1;
 
 /** Restarts in a row before the server counts as failed. */
 export const MAX_RESTARTS = 3;
-/** Failed probes in a row of a server whose process is alive before it is restarted. */
+/**
+ * Failed probes in a row of a server whose process is alive before it counts as hung and is
+ * restarted (or, for a primary with a standby, failed over). Observations carry their own
+ * count (`hang_probes`, from PGFLEET_HANG_PROBES); this is the default.
+ */
 export const UNREACHABLE_PROBES = 3;
+/** Seconds between the probes of a server that stopped answering. */
+export const REPROBE_SECONDS = 0.5;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
-export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'fence' | 'observe' | 'destroy';
+export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
 export interface JobEmitted {
   type: 'job';
@@ -39,6 +45,9 @@ export type ServerEvent =
   /** Another server takes over: this one must never accept a write again. */
   | { type: 'fence'; at: string }
   | { type: 'fenced'; at: string }
+  /** A fenced former primary comes back as a standby of the server that took over. */
+  | { type: 'rejoin'; at: string }
+  | { type: 'rejoined'; at: string }
   /** Planned maintenance: restart it now, on purpose. */
   | { type: 'maintain'; at: string }
   | { type: 'delete'; at: string }
@@ -101,7 +110,10 @@ export const serverMachine = setup({
     sinceStart: ({ context, event }) => event.type === 'observed' && event.at > context.startedAt,
     reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === 'true',
     processDead: ({ event }) => event.type === 'observed' && event.obs.alive === 'false',
-    probesSpent: ({ context }, params: { limit: number }) => context.probes + 1 >= params.limit,
+    probesSpent: ({ context, event }, params: { limit?: number }) => {
+      const limit = params.limit ?? (event.type === 'observed' ? Number(event.obs.hang_probes) || UNREACHABLE_PROBES : UNREACHABLE_PROBES);
+      return context.probes + 1 >= limit;
+    },
     restartsLeft: ({ context }) => context.restarts < MAX_RESTARTS,
   },
 }).createMachine({
@@ -158,18 +170,15 @@ export const serverMachine = setup({
         ],
       },
     },
+    /** The probe that brought it here counts as the first of a run of failed probes. */
     unreachable: {
-      entry: [assign({ probes: 0 }), job('observe', 1)],
+      entry: [assign({ probes: 1 }), job('observe', REPROBE_SECONDS)],
       on: {
         observed: [
           { guard: and(['fresh', 'reachable']), target: 'available', actions: ['see', 'healthy'] },
           { guard: and(['fresh', 'processDead']), target: 'restarting', actions: 'see' },
-          {
-            guard: and(['fresh', { type: 'probesSpent', params: { limit: UNREACHABLE_PROBES } }]),
-            target: 'restarting',
-            actions: 'see',
-          },
-          { guard: 'fresh', actions: ['see', 'countProbe', job('observe', 1)] },
+          { guard: and(['fresh', { type: 'probesSpent', params: {} }]), target: 'restarting', actions: 'see' },
+          { guard: 'fresh', actions: ['see', 'countProbe', job('observe', REPROBE_SECONDS)] },
         ],
       },
     },
@@ -277,7 +286,16 @@ export const serverMachine = setup({
     },
     /** Stopped for good, its data kept: to rejoin as a standby, or to be deleted. */
     fenced: {
-      on: { fence: {}, observed: { guard: 'fresh', actions: 'see' } },
+      on: { fence: {}, rejoin: 'rejoining', observed: { guard: 'fresh', actions: 'see' } },
+    },
+    /** Rewound (or rebuilt) into a standby of its new leader and started; then verified. */
+    rejoining: {
+      entry: job('rejoin'),
+      on: {
+        rejoined: { target: '#server.starting.verifying', actions: 'markStarted' },
+        rejoin: {},
+        observed: awaiting('rejoin'),
+      },
     },
     deleting: {
       entry: job('destroy'),

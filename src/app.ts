@@ -66,7 +66,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive }),
+        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
       },
       journal: incidentJournal,

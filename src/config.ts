@@ -2,6 +2,11 @@ import path from 'node:path';
 import type { LogFormat } from './log.ts';
 
 /** Configuration comes from the environment and is checked once, at start-up. */
+export interface ProbeConfig {
+  timeoutMs: number;
+  hangProbes: number;
+}
+
 export interface Config {
   /** Control database; unset means pgfleet starts its own under `home`. */
   databaseUrl: string | undefined;
@@ -15,6 +20,11 @@ export interface Config {
   concurrency: number;
   /** Seconds between observations of a live entity. */
   observeInterval: number;
+  /**
+   * How a server is judged down: each probe waits `timeoutMs` for an answer, and a server
+   * whose process lives but which fails `hangProbes` probes in a row counts as hung.
+   */
+  probe: ProbeConfig;
   /** Seconds a claimed job may run before another worker may take it again. */
   jobLease: number;
   observationRetentionDays: number;
@@ -168,6 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
     queues: queues?.length ? queues : undefined,
     concurrency: integer(env, 'WORKER_CONCURRENCY', 10, 1, 1000),
     observeInterval: integer(env, 'PGFLEET_OBSERVE_INTERVAL', 5, 1, 3600),
+    probe: { timeoutMs: integer(env, 'PGFLEET_PROBE_TIMEOUT_MS', 1000, 100, 60_000), hangProbes: integer(env, 'PGFLEET_HANG_PROBES', 3, 1, 100) },
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     pgBin: nonEmpty(env, 'PG_BIN'),

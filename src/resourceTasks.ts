@@ -4,11 +4,12 @@ import type { PgBinaries } from './pg/binaries.ts';
 import { promoteStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
-import { enqueue, type Job } from './queue/jobs.ts';
+import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import {
   linkServer,
   loadResourceRecord,
+  relinkServer,
   placeResource,
   resourceConfig,
   resourceServers,
@@ -21,8 +22,7 @@ import {
 } from './resources.ts';
 import { sendEvent, type MachineEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { insertFollower, loadServerRecord } from './servers.ts';
-import { backupLabel } from './wal/backup.ts';
+import { followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;
@@ -128,10 +128,9 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const primary = withRole(servers, 'primary');
       return report(job, { type: 'placed' }, async (client) => {
         if (servers.some((s) => s.role === 'standby')) return;
-        const standby = await insertFollower(client, primary.id);
+        const standby = await insertFollower(client, primary.id, await requestBackup(client, primary.id));
         if (!standby) throw new Error(`the primary ${primary.id} is not available to build a standby from`);
         await linkServer(client, resource.id, standby, 'standby');
-        await enqueue(client, { task: 'backup', payload: { server: primary.id, label: backupLabel() }, maxAttempts: 3 });
       });
     }),
 
@@ -159,6 +158,30 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const standby = withRole(servers, 'standby');
       await promoteStandby(await superuser(pool, standby));
       return report(job, { type: 'promoted' }, (client) => takeOver(client, resource.id, 'standby'));
+    }),
+
+    /**
+     * After a failover: the fenced old primary comes back as a standby of the new one (its
+     * machine rewinds or rebuilds it), or, when it is gone, a new server is built as one.
+     * Either way the new primary gets a fresh base backup, on its own timeline.
+     */
+    restore_standby: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      const primary = withRole(servers, 'primary');
+      return report(job, { type: 'placed' }, async (client) => {
+        if (servers.some((s) => s.role === 'standby')) return;
+        const backup = await requestBackup(client, primary.id);
+        const former = servers.find((s) => s.role === 'former' && s.state === 'fenced');
+        if (former) {
+          await followLeader(client, former.id, primary, backup);
+          await relinkServer(client, resource.id, former.id, 'standby');
+          await sendEvent(client, former.id, { type: 'rejoin' });
+        } else {
+          const standby = await insertFollower(client, primary.id, backup);
+          if (!standby) throw new Error(`the primary ${primary.id} is not available to build a standby from`);
+          await linkServer(client, resource.id, standby, 'standby');
+        }
+      });
     }),
 
     apply_plan: step(async (job, { pool }) => {
@@ -231,10 +254,12 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       for (const s of servers) {
         seen[`${s.role}.server`] = s.id;
         seen[`${s.role}.state`] = s.state;
+        if (s.alive !== null) seen[`${s.role}.alive`] = s.alive;
       }
       const sources: Record<string, Record<string, string>> = { servers: seen };
       const primary = servers.find((s) => s.role === 'primary');
-      if ((await topState(pool, resource.id)) === 'available' && primary?.host && primary.port) {
+      // Only a primary that is up is worth a login: one that hangs would hold this observation up.
+      if ((await topState(pool, resource.id)) === 'available' && primary?.state === 'available' && primary.host && primary.port) {
         sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant);
       }
       return sources;

@@ -5,9 +5,7 @@ import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { freePort } from './pg/ports.ts';
-import { enqueue } from './queue/jobs.ts';
-import { insertFollower, insertServer, listTransitions, type TransitionView } from './servers.ts';
-import { backupLabel } from './wal/backup.ts';
+import { insertFollower, insertServer, listTransitions, requestBackup, type TransitionView } from './servers.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {
@@ -49,6 +47,8 @@ export interface ResourceServer {
   finished: boolean;
   host: string | null;
   port: number | null;
+  /** Whether the provider last saw the server's process alive ('true'/'false'), if it looked. */
+  alive: string | null;
 }
 
 export interface ResourceView {
@@ -158,7 +158,7 @@ export async function storeOauthTokens(db: Queryable, sealer: Sealer, id: string
 
 export async function resourceServers(db: Queryable, id: string): Promise<ResourceServer[]> {
   const { rows } = await db.query<ResourceServer>(
-    `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port
+    `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port, s.last_observation->'alive' as alive
      from resource_servers rs join servers s on s.id = rs.server_id join machines m on m.entity_id = s.id
      where rs.resource_id = $1 order by rs.created_at`,
     [id],
@@ -203,11 +203,10 @@ export async function placeResource(db: Queryable, sealer: Sealer, provider: str
   let serverId: string;
   if (resource.follows) {
     const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [resource.follows]);
-    const follower = rows[0] && (await insertFollower(db, rows[0].id));
+    // A fresh base backup of the leader to start from, replaying as little WAL as can be.
+    const follower = rows[0] && (await insertFollower(db, rows[0].id, await requestBackup(db, rows[0].id)));
     if (!follower) throw new Error(`the resource ${resource.follows} it follows has no available primary server`);
     serverId = follower;
-    // A fresh base backup of the leader to start from, replaying as little WAL as can be.
-    await enqueue(db, { task: 'backup', payload: { server: rows[0]!.id, label: backupLabel() }, maxAttempts: 3 });
   } else if (resource.plan.kind === 'dedicated') {
     serverId = await insertServer(db, sealer, provider, { tenancy: 'dedicated', region: awsRegion });
   } else {
@@ -249,6 +248,23 @@ export async function takeOver(db: Queryable, id: string, successor: 'target' | 
      where resource_id = $1 and role in ('primary', $2)`,
     [id, successor],
   );
+}
+
+/** Whether the server is the primary of a resource with an available standby, which a failover promotes. */
+export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `select 1 from resource_servers p
+     join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
+     join machines m on m.entity_id = s.server_id and m.state = 'available'
+     where p.server_id = $1 and p.role = 'primary'`,
+    [serverId],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/** A server of the resource takes another role: a former primary that rejoined as a standby. */
+export async function relinkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {
+  await db.query('update resource_servers set role = $3 where resource_id = $1 and server_id = $2', [resourceId, serverId, role]);
 }
 
 export async function linkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
 import { createMachine, sendEvent } from './runner.ts';
+import { enqueue } from './queue/jobs.ts';
 import type { Sealer } from './sealer.ts';
+import { backupLabel } from './wal/backup.ts';
 
 export interface TransitionView {
   from: string | null;
@@ -56,8 +58,22 @@ export async function createFollower(pool: Pool, leaderId: string): Promise<Serv
   });
 }
 
-/** The follower's row and machine, in the caller's transaction; undefined without an available leader. */
-export async function insertFollower(db: Queryable, leaderId: string): Promise<string | undefined> {
+/**
+ * Ask a worker for a base backup of the server, in the caller's transaction; the label
+ * names the backup, so a server built from it can wait for that one and no older.
+ */
+export async function requestBackup(db: Queryable, serverId: string): Promise<string> {
+  const label = backupLabel();
+  await enqueue(db, { task: 'backup', payload: { server: serverId, label }, maxAttempts: 3 });
+  return label;
+}
+
+/**
+ * The follower's row and machine, in the caller's transaction; undefined without an
+ * available leader. `backup` names the backup of the leader it starts from; without one it
+ * takes the leader's latest.
+ */
+export async function insertFollower(db: Queryable, leaderId: string, backup?: string): Promise<string | undefined> {
   const { rows } = await db.query<{ provider: string; host: string | null; port: number | null; sealed: string; region: string }>(
     `select s.provider, s.host, s.port, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
      where s.id = $1 and m.finished_at is null and m.state = 'available'`,
@@ -67,12 +83,23 @@ export async function insertFollower(db: Queryable, leaderId: string): Promise<s
   if (!leader) return undefined;
   const inserted = await db.query<{ id: string }>(
     `insert into servers (provider, superuser_password_sealed, tenancy, region, attrs)
-     values ($1, $2, 'dedicated', $3, hstore(array['follows', 'leader_host', 'leader_port'], array[$4, $5, $6])) returning id`,
-    [leader.provider, leader.sealed, leader.region, leaderId, leader.host, String(leader.port)],
+     values ($1, $2, 'dedicated', $3, hstore(array['follows', 'leader_host', 'leader_port', 'backup_label'], array[$4, $5, $6, $7])) returning id`,
+    [leader.provider, leader.sealed, leader.region, leaderId, leader.host, String(leader.port), backup ?? null],
   );
   const id = inserted.rows[0]!.id;
   await createMachine(db, 'server', id);
   return id;
+}
+
+/**
+ * From now on the server follows `leader`: it streams from there, and a rebuild starts from
+ * the backup `backup` of it (a leader's older backups may be of a timeline it left).
+ */
+export async function followLeader(db: Queryable, id: string, leader: { id: string; host: string | null; port: number | null }, backup: string): Promise<void> {
+  await db.query(
+    `update servers set attrs = attrs || hstore(array['follows', 'leader_host', 'leader_port', 'backup_label'], array[$2, $3, $4, $5]) where id = $1`,
+    [id, leader.id, leader.host, String(leader.port), backup],
+  );
 }
 
 export async function createServer(pool: Pool, sealer: Sealer, provider: string): Promise<ServerView> {

@@ -1,5 +1,6 @@
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
+import type { ProbeConfig } from './config.ts';
 import type { Client, Pool, Queryable } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
@@ -11,6 +12,7 @@ import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
 import type { Sealer } from './sealer.ts';
+import { standbyTakesOver } from './resources.ts';
 import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
@@ -35,7 +37,7 @@ async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sea
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-function serverTasks(providers: Providers, sealer: Sealer) {
+function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -66,8 +68,20 @@ function serverTasks(providers: Providers, sealer: Sealer) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
         // Re-check before acting: a server that answers again is not restarted.
-        const probe = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword });
-        if (probe.reachable === 'true') log.info('server answers again; not restarting it');
+        const answer = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword }, probe.timeoutMs);
+        // A failover may have begun while this waited: a server being fenced must not come
+        // back, and a primary whose standby is up is the failover's to replace, which is
+        // faster than a restart and cannot race it.
+        const state = await machineState(pool, server.id);
+        if (state !== 'restarting' && state !== 'failed') {
+          log.info({ state }, 'the server is no longer waiting for a restart; not restarting it');
+          return;
+        }
+        if (await standbyTakesOver(pool, server.id)) {
+          log.info('a standby takes over from this primary; not restarting it');
+          return;
+        }
+        if (answer.reachable === 'true') log.info('server answers again; not restarting it');
         else await provider.restart(server);
         return report(job, { type: 'restarted' });
       } catch (err) {
@@ -90,8 +104,19 @@ function serverTasks(providers: Providers, sealer: Sealer) {
     /** Stop it hard and leave it stopped: a fenced server must not take a write. */
     async fence(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.stop(server, 'immediate');
+      await provider.stop(server, 'kill');
       return report(job, { type: 'fenced' });
+    },
+    /**
+     * Only from `rejoining`: a fresh observation may have queued the job again while it ran,
+     * and a server that already rejoined must not be stopped and rewound a second time.
+     */
+    async rejoin(job, { pool, log }) {
+      if ((await machineState(pool, job.entityId!)) !== 'rejoining') return;
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
+      const rejoined = await provider.rejoin(server);
+      log.info({ leader: server.attrs.follows, ...rejoined }, 'the former primary rejoined as a standby');
+      return report(job, { type: 'rejoined' });
     },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -100,9 +125,13 @@ function serverTasks(providers: Providers, sealer: Sealer) {
     },
     async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
+      // How the probe judged, kept with what it saw: the machine counts a hang by it.
+      const sources: Record<string, Record<string, string>> = {
+        provider: await observeProvider(provider, server),
+        probe: { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes) },
+      };
       if (server.host !== null && server.port !== null) {
-        sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword });
+        sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword }, probe.timeoutMs);
       }
       return sources;
     },
@@ -110,15 +139,17 @@ function serverTasks(providers: Providers, sealer: Sealer) {
 }
 
 
+/** The top-level state of an entity's machine now. */
+async function machineState(db: Queryable, id: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
+  return rows[0]?.state;
+}
+
 async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
   const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
   return rows[0]?.machine;
 }
 
-/**
- * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
- * only record what they see, and the tick that follows shows it to the entity's machine.
- */
 /**
  * A base backup of a server into its archive. The job has no entity: a long backup must not
  * hold up the server's own queue (its observations and ticks).
@@ -135,10 +166,17 @@ function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): Job
   };
 }
 
-export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget }): Record<string, JobHandler> {
-  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer);
+/**
+ * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
+ * only record what they see, and the tick that follows shows it to the entity's machine.
+ */
+export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget; probe: ProbeConfig }): Record<string, JobHandler> {
+  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe);
   const { observe: observeResource, ...resource } = resourceTasks(opts);
   const observers = { server: observeServer, resource: observeResource };
+  // One queue of task names: a resource task named like a server task would silently replace it.
+  const clash = Object.keys(server).filter((task) => task in resource);
+  if (clash.length > 0) throw new Error(`server and resource tasks share the names ${clash.join(', ')}`);
   return {
     ...server,
     ...resource,

@@ -12,6 +12,7 @@ export interface PgBinaries {
   pgDump: string | undefined;
   pgRestore: string | undefined;
   pgBasebackup: string | undefined;
+  pgRewind: string | undefined;
   /** Where the binaries came from, for the start-up log. */
   source: string;
 }
@@ -20,7 +21,7 @@ function inDir(dir: string, source: string): PgBinaries | undefined {
   const bin = (name: string) => path.join(dir, name);
   if (!['initdb', 'pg_ctl', 'postgres'].every((name) => existsSync(bin(name)))) return undefined;
   const optional = (name: string) => (existsSync(bin(name)) ? bin(name) : undefined);
-  return { dir, initdb: bin('initdb'), pgCtl: bin('pg_ctl'), postgres: bin('postgres'), pgDump: optional('pg_dump'), pgRestore: optional('pg_restore'), pgBasebackup: optional('pg_basebackup'), source };
+  return { dir, initdb: bin('initdb'), pgCtl: bin('pg_ctl'), postgres: bin('postgres'), pgDump: optional('pg_dump'), pgRestore: optional('pg_restore'), pgBasebackup: optional('pg_basebackup'), pgRewind: optional('pg_rewind'), source };
 }
 
 function fromPgConfig(): string | undefined {

@@ -53,10 +53,10 @@ export class PgCluster {
     private readonly identity: PgIdentity | undefined,
   ) {}
 
-  private async exec(file: string, args: string[], cwd: string): Promise<string> {
+  private async exec(file: string, args: string[], cwd: string, env: Record<string, string> = {}): Promise<string> {
     const { stdout } = await run(file, args, {
       cwd,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C', ...env },
       uid: this.identity?.uid,
       gid: this.identity?.gid,
       timeout: 120_000,
@@ -106,13 +106,45 @@ export class PgCluster {
     const code = await exited;
     if (code !== 0) throw new Error(`tar could not extract the backup (${code}): ${stderr.slice(-500)}`);
     // What this copy must do differently from the server it came from (its port, its role).
-    const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
-    await this.writeOwnedFile(path.join(scratch, 'postgresql.auto.conf'), `\n# managed by pgfleet\n${lines.join('\n')}\n`, true);
+    await this.writeSettings(scratch, settings);
     // In scratch, before the rename: a copy must never start as a second primary.
     await this.writeOwnedFile(path.join(scratch, signal), '');
     if (existsSync(dataDir)) await fs.rmdir(dataDir);
     await fs.rename(scratch, dataDir);
     return 'restored';
+  }
+
+  /**
+   * Turn a stopped former primary into a standby of `source` without copying what they
+   * still share: `pg_rewind` rolls the data directory back to where the timelines parted
+   * (replaying a crash first, since a fenced server was killed), copies what changed since,
+   * and with it the source's configuration files. So the settings that make this server
+   * itself (its port, its archive, its leader) are written again afterwards.
+   */
+  async rewind(dataDir: string, source: { host: string; port: number; password: string }, settings: Record<string, string>): Promise<void> {
+    if (!this.bin.pgRewind) throw new Error(`pg_rewind is not next to the Postgres binaries in ${this.bin.dir}`);
+    const status = await this.status(dataDir);
+    if (status.running) throw new Error(`${dataDir} is running: stop it before rewinding it`);
+    if (status.pid !== undefined) await clearZombieLock(dataDir, status.pid);
+    try {
+      await this.exec(
+        this.bin.pgRewind,
+        ['--target-pgdata', dataDir, '--source-server', `host=${source.host} port=${source.port} user=postgres dbname=postgres connect_timeout=5`],
+        path.dirname(dataDir),
+        { PGPASSWORD: source.password },
+      );
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      throw new Error(`pg_rewind failed: ${(e.stderr ?? e.message).trim().slice(-1000)}`);
+    }
+    await this.writeSettings(dataDir, settings);
+    await this.writeOwnedFile(path.join(dataDir, 'standby.signal'), '');
+  }
+
+  /** Settings appended to postgresql.auto.conf, where the last value of a name wins. */
+  private async writeSettings(dataDir: string, settings: Record<string, string>): Promise<void> {
+    const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
+    await this.writeOwnedFile(path.join(dataDir, 'postgresql.auto.conf'), `\n# managed by pgfleet\n${lines.join('\n')}\n`, true);
   }
 
   /** A file only the Postgres user (and root) may read: an archiver's config with credentials. */
@@ -184,10 +216,66 @@ export class PgCluster {
     await this.exec(this.bin.pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60'], path.dirname(dataDir));
   }
 
-  /** Stop; `fast` rolls back open transactions, `immediate` is for a server that hangs. */
-  async stop(dataDir: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    if (!(await this.status(dataDir)).running) return;
+  /**
+   * Stop; `fast` rolls back open transactions, `immediate` skips the shutdown checkpoint,
+   * and `kill` is for a server that cannot answer a signal it has to handle (a hang, a
+   * stopped process): SIGKILL to the postmaster and every process it started, which
+   * nothing can block, then a wait until all of them are gone. Each is as safe for the data
+   * as a crash; the next start replays the WAL.
+   */
+  async stop(dataDir: string, mode: StopMode = 'fast'): Promise<void> {
+    const status = await this.status(dataDir);
+    if (!status.running) return;
+    if (mode === 'kill') return killCluster(status.pid!);
     await this.exec(this.bin.pgCtl, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60'], path.dirname(dataDir));
+  }
+}
+
+export type StopMode = 'fast' | 'immediate' | 'kill';
+
+/** The processes whose parent is `pid`, from /proc. */
+async function childPids(pid: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await fs.readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === pid) children.push(Number(entry));
+  }
+  return children;
+}
+
+function sigkill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+/** A process that is gone, or a zombie whose parent has not reaped it yet. */
+async function gone(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  return isZombie(pid);
+}
+
+/**
+ * The postmaster first, so it cannot start another child, then its children: a child left
+ * behind would keep the shared memory attached and the cluster could not start again.
+ */
+async function killCluster(postmaster: number): Promise<void> {
+  const children = await childPids(postmaster);
+  sigkill(postmaster);
+  for (const pid of [...children, ...(await childPids(postmaster))]) sigkill(pid);
+  const all = [postmaster, ...children];
+  const deadline = Date.now() + 10_000;
+  while (!(await Promise.all(all.map(gone))).every(Boolean)) {
+    if (Date.now() > deadline) throw new Error(`Postgres processes ${all.join(', ')} did not die of SIGKILL within 10 s`);
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -209,22 +297,14 @@ export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
 }
 
 /**
- * Postgres refuses to start while the pid in postmaster.pid exists, and a killed postmaster
- * exists as a zombie until its parent reaps it (here init reaps within about a second).
- * Wait for that; should it never happen, the lock file of a dead process may go: the
- * shared-memory interlock still stops a start while any old backend is attached.
+ * Postgres refuses to start (or to run single-user, as pg_rewind does) while the pid in
+ * postmaster.pid exists, and a killed postmaster exists as a zombie until its parent reaps
+ * it, which in a container whose first process reaps nothing is never. The lock file of a
+ * dead process may go: the shared-memory interlock still stops a start while any old
+ * backend is attached.
  */
 async function clearZombieLock(dataDir: string, pid: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (await isZombie(pid)) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
+  if (await gone(pid)) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
 }
 
 /**

@@ -27,12 +27,20 @@ export async function synchronizeStandbys(primary: SuperuserTarget, standbys: st
   });
 }
 
-/** Promote a standby and wait until it takes writes; a server already promoted is left as it is. */
+/**
+ * Promote a standby and wait until it takes writes; a server already promoted is not
+ * promoted again. A new primary waits for no standby until one is made synchronous again:
+ * a setting it brought along (from a backup or a rewind) could name a server that is gone,
+ * or itself, and then no commit would ever be acknowledged.
+ */
 export async function promoteStandby(standby: SuperuserTarget): Promise<void> {
   await asSuperuser(standby, 'postgres', async (client) => {
     const { rows } = await client.query<{ recovering: boolean }>('select pg_is_in_recovery() as recovering');
-    if (!rows[0]!.recovering) return;
-    const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
-    if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
+    if (rows[0]!.recovering) {
+      const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
+      if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
+    }
+    await client.query('alter system reset synchronous_standby_names');
+    await client.query('select pg_reload_conf()');
   });
 }

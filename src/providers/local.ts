@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { controlDataDir } from '../control.ts';
@@ -6,9 +6,9 @@ import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
 import { standbyName } from '../pg/replication.ts';
 import { openStore } from '../store/open.ts';
-import { backupTar, latestBackup } from '../wal/backup.ts';
+import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
-import type { Placement, Provider, ServerRecord } from './provider.ts';
+import type { Placement, Provider, Rejoined, ServerRecord } from './provider.ts';
 
 /** Bytes under a directory, for the data directory size observation. */
 async function directoryBytes(dir: string): Promise<number> {
@@ -35,6 +35,8 @@ export interface ArchiveTarget {
 /** A postgresql.conf string value. */
 const quoted = (value: string) => `'${value.replace(/'/g, "''")}'`;
 
+const REWINDABLE = { wal_log_hints: 'on', wal_keep_size: quoted('256MB') };
+
 /**
  * The embedded default: each server is a real Postgres cluster in its own directory under
  * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
@@ -57,30 +59,70 @@ export class LocalProvider implements Provider {
     const leader = server.attrs.follows!;
     if (!this.archive) throw new Error('followers need a WAL archive: this provider has none');
     const store = openStore(this.archive.storeUrl, { ...process.env, ...this.archive.env });
-    // A follower's placement asks for a fresh backup of its leader: wait for one a while.
-    let backup = await latestBackup(store, `servers/${leader}`);
+    // A follower's placement asks for a fresh backup of its leader (`backup_label`): wait
+    // for that one a while; an older one may be of a timeline the leader has left.
+    const wanted = server.attrs.backup_label;
+    const find = () => (wanted ? findBackup(store, `servers/${leader}`, wanted) : latestBackup(store, `servers/${leader}`));
+    let backup = await find();
     for (let waited = 0; !backup && waited < FOLLOWER_BACKUP_WAIT_MS; waited += 500) {
       await new Promise((r) => setTimeout(r, 500));
-      backup = await latestBackup(store, `servers/${leader}`);
+      backup = await find();
     }
-    if (!backup) throw new Error(`the leader ${leader} has no base backup yet: take one (POST /api/servers/${leader}/backups)`);
+    if (!backup) {
+      throw new Error(wanted ? `the backup ${wanted} of the leader ${leader} is not there yet` : `the leader ${leader} has no base backup yet: take one (POST /api/servers/${leader}/backups)`);
+    }
+    await this.cluster.restoreTar(dataDir, backupTar(store, backup), await this.standbySettings(server, port, backup.prefix), 'standby.signal');
+  }
+
+  /**
+   * What makes a copy this server and a standby of its leader: its own port and archive,
+   * WAL fetched from the leader's archive (`prefix`), and streaming from the leader.
+   */
+  private async standbySettings(server: ServerRecord, port: number, prefix: string): Promise<Record<string, string>> {
     const dir = path.join(this.home, 'servers', server.id);
     await this.cluster.ensureOwnedDir(dir);
     const restoreConfig = path.join(dir, 'restore.json');
-    await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive.storeUrl, prefix: backup.prefix, env: this.archive.env }));
+    await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive!.storeUrl, prefix, env: this.archive!.env }));
     const bundle = await archiverBundle(this.home);
     const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${standbyName(server.id)}`;
-    await this.cluster.restoreTar(
-      dataDir,
-      backupTar(store, backup),
-      {
-        port: String(port),
-        restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
-        primary_conninfo: quoted(conninfo),
-        ...(await this.archiveSettings(server)),
-      },
-      'standby.signal',
-    );
+    return {
+      port: String(port),
+      restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
+      primary_conninfo: quoted(conninfo),
+      recovery_target_timeline: quoted('latest'),
+      ...(await this.archiveSettings(server)),
+    };
+  }
+
+  /**
+   * A fenced former primary comes back as a standby of its leader (`attrs.follows`, the
+   * server that took over): rewound when pg_rewind can (only what changed is copied), or
+   * else rebuilt from the leader's latest base backup. What the old primary wrote after the
+   * timelines parted was never acknowledged (its commits waited for the standby), so it
+   * goes; the rebuild keeps the old directory aside, as `data.diverged`, for an operator.
+   */
+  async rejoin(server: ServerRecord): Promise<Rejoined> {
+    const { dataDir, port } = this.placed(server);
+    if (!this.archive) throw new Error('rejoining needs a WAL archive: this provider has none');
+    const leader = { host: server.attrs.leader_host!, port: Number(server.attrs.leader_port), password: server.superuserPassword };
+    await this.cluster.stop(dataDir, 'kill');
+    let how: Rejoined = { how: 'rewound' };
+    try {
+      await this.cluster.rewind(dataDir, leader, await this.standbySettings(server, port, `servers/${server.attrs.follows}`));
+    } catch (err) {
+      how = { how: 'rebuilt', because: (err as Error).message };
+      // A rebuild that failed before left no data directory; its diverged copy stays aside.
+      if (existsSync(dataDir)) {
+        const aside = `${dataDir}.diverged`;
+        await fs.rm(aside, { recursive: true, force: true });
+        await fs.rename(dataDir, aside);
+      }
+      await this.restoreFollower(server, dataDir, port).catch((restoreErr: unknown) => {
+        throw new Error(`${(err as Error).message}; and rebuilding from the archive failed: ${(restoreErr as Error).message}`);
+      });
+    }
+    await this.cluster.start(dataDir);
+    return how;
   }
 
   /**
@@ -111,13 +153,16 @@ export class LocalProvider implements Provider {
   async provision(server: ServerRecord): Promise<Placement> {
     if (server.host !== null && server.port !== null) return { host: server.host, port: server.port, attrs: server.attrs };
     await fs.mkdir(path.join(this.home, 'servers'), { recursive: true, mode: 0o755 });
-    return { host: '127.0.0.1', port: await freePort(), attrs: { data_dir: this.dataDir(server) } };
+    // The router process answers this server's health checks (Patroni's endpoints) on a port of its own.
+    return { host: '127.0.0.1', port: await freePort(), attrs: { data_dir: this.dataDir(server), health_port: String(await freePort()) } };
   }
 
   async initialize(server: ServerRecord): Promise<void> {
     const { dataDir, port } = this.placed(server);
     if (server.attrs.follows) await this.restoreFollower(server, dataDir, port);
-    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: await this.archiveSettings(server) });
+    // So that pg_rewind can bring it back as a standby after a failover: hint bits in the
+    // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes.
+    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: { ...REWINDABLE, ...(await this.archiveSettings(server)) } });
   }
 
   async start(server: ServerRecord): Promise<void> {
@@ -126,12 +171,13 @@ export class LocalProvider implements Provider {
 
   async restart(server: ServerRecord): Promise<void> {
     const { dataDir } = this.placed(server);
-    // A process that is alive but not answering is hung: stop it hard before starting.
-    if ((await this.cluster.status(dataDir)).running) await this.cluster.stop(dataDir, 'immediate');
+    // A process that is alive but not answering is hung, and may not even take a signal it
+    // has to handle: kill it before starting.
+    await this.cluster.stop(dataDir, 'kill');
     await this.cluster.start(dataDir);
   }
 
-  async stop(server: ServerRecord, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+  async stop(server: ServerRecord, mode: 'fast' | 'kill' = 'fast'): Promise<void> {
     await this.cluster.stop(this.placed(server).dataDir, mode);
   }
 
@@ -150,7 +196,7 @@ export class LocalProvider implements Provider {
 
   async destroy(server: ServerRecord): Promise<void> {
     const dataDir = this.dataDir(server);
-    await this.cluster.stop(dataDir, 'immediate');
+    await this.cluster.stop(dataDir, 'kill');
     await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
   }
 }

@@ -15,6 +15,9 @@ export interface Placement {
   attrs: Record<string, string>;
 }
 
+/** How a former primary came back: rewound, or rebuilt because the rewind could not be done. */
+export type Rejoined = { how: 'rewound' } | { how: 'rebuilt'; because: string };
+
 /**
  * Creates, runs and destroys Postgres servers somewhere. Every method may run twice for
  * one server (a job whose worker died runs again), so each must be safe to repeat, and
@@ -31,8 +34,16 @@ export interface Provider {
   start(server: ServerRecord): Promise<void>;
   /** Bring back a server that is down or hung. */
   restart(server: ServerRecord): Promise<void>;
-  /** `immediate` for a server that must stop now (a fence); `fast` by default. */
-  stop(server: ServerRecord, mode?: 'fast' | 'immediate'): Promise<void>;
+  /**
+   * `fast` by default; `kill` for a server that must stop now whatever state it is in (a
+   * fence, a hang): afterwards it takes no connection and acknowledges no commit.
+   */
+  stop(server: ServerRecord, mode?: 'fast' | 'kill'): Promise<void>;
+  /**
+   * Bring a fenced former primary back as a standby of `attrs.follows` (at `leader_host`,
+   * `leader_port`), keeping what it can of its data, and start it.
+   */
+  rejoin(server: ServerRecord): Promise<Rejoined>;
   /** What the provider sees of the host and process, as observation keys. */
   observe(server: ServerRecord): Promise<Record<string, string>>;
   /** Stop the server and remove everything it had. */

@@ -130,6 +130,12 @@ export async function latestBackup(store: ObjectStore, prefix: string): Promise<
   return (await listBackups(store, prefix)).at(-1);
 }
 
+/** The backup with this label under a prefix, once it is finished. */
+export async function findBackup(store: ObjectStore, prefix: string, label: string): Promise<BackupManifest | undefined> {
+  const object = await store.get(manifestKey(prefix, label));
+  return object ? (JSON.parse(object.body.toString('utf8')) as BackupManifest) : undefined;
+}
+
 /** The backup's tar, verified part by part and decompressed, as a stream. */
 export function backupTar(store: ObjectStore, manifest: BackupManifest): Readable {
   async function* parts() {

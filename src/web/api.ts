@@ -1,14 +1,14 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
-import { enqueue, listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { openStore } from '../store/open.ts';
-import { backupLabel, listBackups } from '../wal/backup.ts';
+import { listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
 import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
-import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestServerDeletion } from '../servers.ts';
+import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestBackup, requestServerDeletion } from '../servers.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -166,9 +166,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const id = serverId(req.params);
       const server = await getServer(opts.pool, id);
       if (!server || server.state !== 'available') throw new HttpError(409, `server ${id} is not available to back up`);
-      const label = backupLabel();
-      await enqueue(opts.pool, { task: 'backup', payload: { server: id, label }, maxAttempts: 3 });
-      return reply.status(202).send({ server: id, label });
+      return reply.status(202).send({ server: id, label: await requestBackup(opts.pool, id) });
     });
 
     app.get('/servers/:id/backups', async (req) => {

@@ -55,10 +55,15 @@ describe('resource machine', () => {
     expect(s.state).toBe('available');
   });
 
-  it('fails over when the primary is lost and a standby is up: fence first, then promote, then hand over the URL', () => {
+  it('fails over when the primary is lost and a standby is up: fence, promote, rejoin the old primary, hand over the URL', () => {
     const ready = walk(created());
     // A primary that is down with no standby to take over is the server machine's to heal.
     expect(step(ready.next, observed({ 'primary.state': 'restarting' })).state).toBe('available');
+    // A crash is seen at the first failed probe; a live process that does not answer waits
+    // for its machine to count a hang.
+    const up = { 'standby.state': 'available' };
+    expect(step(ready.next, observed({ ...up, 'primary.state': 'unreachable', 'primary.alive': 'false' })).state).toBe('failover.fencing.trying');
+    expect(step(ready.next, observed({ ...up, 'primary.state': 'unreachable', 'primary.alive': 'true' })).state).toBe('available');
     let s = step(ready.next, observed({ 'primary.state': 'restarting', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
     s = step(s.next, { type: 'fencing', at: t() });
@@ -68,6 +73,13 @@ describe('resource machine', () => {
     s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['failover.promoting.trying', ['promote']]);
     s = step(s.next, { type: 'promoted', at: t() });
+    expect([s.state, s.jobs]).toEqual(['rejoining.placing.trying', ['restore_standby']]);
+    s = step(s.next, { type: 'placed', at: t() });
+    expect([s.state, s.jobs]).toEqual(['rejoining.syncing', ['observe']]);
+    expect(step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'rejoining' })).state).toBe('rejoining.syncing');
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['rejoining.synchronous.trying', ['synchronize']]);
+    s = step(s.next, { type: 'synchronized', at: t() });
     expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
   });
 

@@ -55,7 +55,7 @@ describe('server machine', () => {
 
   it('goes unreachable on a failed probe, then restarts at once when the process is dead', () => {
     let s = step(at('available'), down());
-    expect([s.state, s.jobs]).toEqual(['unreachable', ['observe+1s']]);
+    expect([s.state, s.jobs]).toEqual(['unreachable', ['observe+0.5s']]);
     s = step(s.next, down('false'));
     expect([s.state, s.jobs]).toEqual(['restarting.running', ['restart']]);
     expect(s.next.context.restarts).toBe(1);
@@ -66,14 +66,25 @@ describe('server machine', () => {
     expect(s.next.context.restarts).toBe(0);
   });
 
-  it('waits for several failed probes of a live process before restarting it', () => {
+  it('counts a live process as hung after a run of failed probes, the first one included', () => {
     let s = step(at('available'), down());
-    for (let i = 1; i < UNREACHABLE_PROBES; i++) {
+    for (let i = 2; i < UNREACHABLE_PROBES; i++) {
       s = step(s.next, down());
       expect(s.state).toBe('unreachable');
     }
     s = step(s.next, down());
     expect(s.state).toBe('restarting.running');
+  });
+
+  it('takes the length of that run from the observation', () => {
+    const hang = (probes: number): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'false', alive: 'true', hang_probes: String(probes) } });
+    let s = step(at('available'), hang(5));
+    for (let i = 2; i < 5; i++) {
+      s = step(s.next, hang(5));
+      expect(s.state).toBe('unreachable');
+    }
+    expect(step(s.next, hang(5)).state).toBe('restarting.running');
+    expect(step(step(at('available'), hang(2)).next, hang(2)).state).toBe('restarting.running');
   });
 
   it('comes back from unreachable without a restart when the server answers again', () => {
@@ -146,5 +157,15 @@ describe('server machine', () => {
     expect(step(s.next, down('false')).jobs).toEqual([]);
     // A server being deleted is not fenced.
     expect(step(at('deleting'), { type: 'fence', at: t() }).state).toBe('deleting');
+  });
+
+  it('rejoins from fenced as a standby, then is verified like a start', () => {
+    expect(step(at('available'), { type: 'rejoin', at: t() }).state).toBe('available');
+    let s = step(at('fenced'), { type: 'rejoin', at: t() });
+    expect([s.state, s.jobs]).toEqual(['rejoining', ['rejoin']]);
+    expect(step(s.next, down('false')).jobs).toEqual(['rejoin']);
+    s = step(s.next, { type: 'rejoined', at: t() });
+    expect([s.state, s.jobs]).toEqual(['starting.verifying', ['observe']]);
+    expect(step(s.next, up()).state).toBe('available');
   });
 });
