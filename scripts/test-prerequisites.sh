@@ -6,6 +6,8 @@
 #   promtool  checks /metrics; taken out of Debian's prometheus package into .cache/tools,
 #             without installing (or starting) Prometheus itself
 #   chromium  the console is tested in a real headless browser (Debian's chromium package)
+#   haproxy   routes to the health endpoints as a stock Patroni setup would (Debian's haproxy
+#             package; the test runs its own haproxy and never starts the system's service)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "npm test needs chromium: install the chromium package" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v haproxy >/dev/null 2>&1; then
+  if need_apt; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  else
+    echo "npm test needs haproxy: install the haproxy package" >&2
     exit 1
   fi
 fi

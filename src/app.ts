@@ -14,6 +14,7 @@ import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
 import { configureIncidents, incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
+import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
 import { allTasks } from './tasks.ts';
@@ -89,6 +90,9 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     const router = new Router(pool, '127.0.0.1', log.child({ process: 'router' }));
     await router.start();
     stops.push(() => router.stop());
+    const health = new HealthServer(pool, sealer, '127.0.0.1', log.child({ process: 'router' }));
+    await health.start();
+    stops.push(() => health.stop());
   }
   if (processes.includes('web')) {
     const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });
