@@ -87,12 +87,15 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('router')) {
-    const router = new Router(pool, '127.0.0.1', log.child({ process: 'router' }));
-    await router.start();
-    stops.push(() => router.stop());
-    const health = new HealthServer(pool, sealer, '127.0.0.1', log.child({ process: 'router' }));
+    const health = new HealthServer(pool, sealer, '127.0.0.1', log.child({ process: 'router' }), 250, config.probe.timeoutMs);
     await health.start();
-    stops.push(() => health.stop());
+    const router = new Router(pool, '127.0.0.1', log.child({ process: 'router' }), {
+      replicaWithin: (id, maxLag) => health.replicaWithin(id, maxLag),
+      readOnlyMaxLagBytes: config.readOnlyMaxLagBytes,
+    });
+    await router.start();
+    // Stopped in reverse: the router, which asks the health checks, goes first.
+    stops.push(() => health.stop(), () => router.stop());
   }
   if (processes.includes('web')) {
     const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });

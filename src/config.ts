@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { LogFormat } from './log.ts';
+import { parseLag } from './health.ts';
 
 /** Configuration comes from the environment and is checked once, at start-up. */
 export interface ProbeConfig {
@@ -25,6 +26,8 @@ export interface Config {
    * whose process lives but which fails `hangProbes` probes in a row counts as hung.
    */
   probe: ProbeConfig;
+  /** How far behind its primary a standby may replay and still serve the read-only URL. */
+  readOnlyMaxLagBytes: number;
   /** Seconds a claimed job may run before another worker may take it again. */
   jobLease: number;
   observationRetentionDays: number;
@@ -93,6 +96,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+/** A size in bytes, written as Patroni's `lag` is: `1048576`, `16MB`, `1GB`. */
+function size(env: Env, name: string, fallback: string): number {
+  const raw = nonEmpty(env, name) ?? fallback;
+  const bytes = parseLag(raw);
+  if (bytes === undefined) throw new ConfigError(`${name} must be a size such as 16MB or 1048576, not ${JSON.stringify(raw)}`);
+  return bytes;
 }
 
 function nonEmpty(env: Env, name: string): string | undefined {
@@ -178,6 +189,7 @@ export function loadConfig(env: Env = process.env): Config {
     queues: queues?.length ? queues : undefined,
     concurrency: integer(env, 'WORKER_CONCURRENCY', 10, 1, 1000),
     observeInterval: integer(env, 'PGFLEET_OBSERVE_INTERVAL', 5, 1, 3600),
+    readOnlyMaxLagBytes: size(env, 'PGFLEET_READONLY_MAX_LAG', '16MB'),
     probe: { timeoutMs: integer(env, 'PGFLEET_PROBE_TIMEOUT_MS', 1000, 100, 60_000), hangProbes: integer(env, 'PGFLEET_HANG_PROBES', 3, 1, 100) },
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),

@@ -290,16 +290,27 @@ export class HealthServer {
     if (lagParam !== null && maxLag === undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('lag is bytes or a size like 16MB\n');
     const t = this.targets.get(id);
     if (!t) return void res.writeHead(503).end();
-
-    const status = await this.probe(t).status();
-    // The primary is asked only when a replica's lag is wanted: a bound to check, or a body to show it in.
-    const primaryLsn = status?.in_recovery && (maxLag !== undefined || method === 'GET') ? await this.upstreamLsn(t) : undefined;
-    const replayed = lsnBytes(status?.replayed_location);
-    const lagBytes = primaryLsn !== undefined && replayed !== undefined ? Math.max(0, primaryLsn - replayed) : undefined;
-    const code = healthStatus(check, { machineState: t.machineState, controlPrimary: t.controlPrimary, probe: status && { inRecovery: status.in_recovery }, lagBytes }, maxLag);
+    const { code, status, lagBytes } = await this.judge(t, check, maxLag, method === 'GET');
     // Like Patroni: OPTIONS and HEAD (what HAProxy sends) get the status line only.
     if (method !== 'GET') return void res.writeHead(code).end();
     res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(patroniBody(t, status, lagBytes)));
+  }
+
+  /** One check of one server; `showLag` measures a replica's lag even without a bound to check. */
+  private async judge(t: HealthTarget, check: HealthCheck, maxLag: number | undefined, showLag: boolean) {
+    const status = await this.probe(t).status();
+    // The primary is asked only when a replica's lag is wanted: a bound to check, or a body to show it in.
+    const primaryLsn = status?.in_recovery && (maxLag !== undefined || showLag) ? await this.upstreamLsn(t) : undefined;
+    const replayed = lsnBytes(status?.replayed_location);
+    const lagBytes = primaryLsn !== undefined && replayed !== undefined ? Math.max(0, primaryLsn - replayed) : undefined;
+    const code = healthStatus(check, { machineState: t.machineState, controlPrimary: t.controlPrimary, probe: status && { inRecovery: status.in_recovery }, lagBytes }, maxLag);
+    return { code, status, lagBytes };
+  }
+
+  /** What `/replica?lag=` answers for the server, for the router's read-only pool. */
+  async replicaWithin(serverId: string, maxLagBytes: number): Promise<boolean> {
+    const t = this.targets.get(serverId);
+    return t !== undefined && (await this.judge(t, 'replica', maxLagBytes, false)).code === 200;
   }
 
   async stop(): Promise<void> {

@@ -101,9 +101,13 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
       const existing = await client.query<{ plan: string }>('select plan from resources where id = $1', [req.id]);
       return { created: false, plan: existing.rows[0]!.plan };
     }
-    // A plan with standbys is reached through the router, at an address that survives failover.
+    // A plan with standbys is reached through the router, at addresses that survive failover:
+    // one for the primary, one that spreads reads over the standbys.
     if (req.plan.standbys > 0) {
-      await client.query(`update resources set attrs = attrs || hstore(array['router_host', 'router_port'], array['127.0.0.1', $2]) where id = $1`, [req.id, String(await freePort())]);
+      await client.query(
+        `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port'], array['127.0.0.1', $2, $3]) where id = $1`,
+        [req.id, String(await freePort()), String(await freePort())],
+      );
     }
     await createMachine(client, 'resource', req.id);
     // A dedicated server takes seconds: the platform is answered at once and handed the config later.
@@ -173,20 +177,28 @@ export function superuserTarget(server: { host: string | null; port: number | nu
 
 /**
  * The config vars a platform gets: `<PREFIX>_URL`, every value a string. It points at the
- * router when the resource has one (its address outlives any server), else at the primary.
+ * router when the resource has one (its address outlives any server), else at the primary;
+ * with the router comes `<PREFIX>_READONLY_URL`, for reads that may lag a little.
  */
 export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined, route: Route | undefined): Record<string, string> {
   if (!primary || primary.host === null || primary.port === null) return {};
-  return { [`${prefix}_URL`]: route ? tenantUrl(route.host, route.port, tenant) : tenantUrl(primary.host, primary.port, tenant) };
+  if (!route) return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant) };
+  return {
+    [`${prefix}_URL`]: tenantUrl(route.host, route.port, tenant),
+    ...(route.readOnlyPort ? { [`${prefix}_READONLY_URL`]: tenantUrl(route.host, route.readOnlyPort, tenant) } : {}),
+  };
 }
 
 export interface Route {
   host: string;
   port: number;
+  /** Reads spread over the standbys that keep up (the primary when none does). */
+  readOnlyPort: number | undefined;
 }
 
 export function routeOf(attrs: Record<string, string>): Route | undefined {
-  return attrs.router_port && attrs.router_host ? { host: attrs.router_host, port: Number(attrs.router_port) } : undefined;
+  if (!attrs.router_port || !attrs.router_host) return undefined;
+  return { host: attrs.router_host, port: Number(attrs.router_port), readOnlyPort: attrs.router_read_only_port ? Number(attrs.router_read_only_port) : undefined };
 }
 
 /**

@@ -1,39 +1,70 @@
 import net from 'node:net';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
+import { enqueue } from './queue/jobs.ts';
+import { queueForTask } from './runner.ts';
 
 /**
- * The router: a stable address per resource with standbys, so its URL keeps working across
+ * The router: stable addresses per resource with standbys, so its URLs keep working across
  * a failover for every client (psql, node-postgres, anything speaking TCP) with no change
- * of config. Each resource gets a port of its own; each new connection is piped to the
- * server that is its primary in the control database right now. When a failover swaps the
- * roles, connections to the old primary die with it and reconnecting clients reach the new
- * one. The old primary is fenced before the standby is promoted, so the router never has
- * two primaries to choose from.
+ * of config. Each resource gets two ports of its own. On the first, each new connection is
+ * piped to the server that is its primary in the control database right now: when a
+ * failover swaps the roles, connections to the old primary die with it and reconnecting
+ * clients reach the new one. The old primary is fenced before the standby is promoted, so
+ * the router never has two primaries to choose from. On the second (read-only) port, each
+ * connection goes to the next of the standbys that keep up (replay lag within a bound, as
+ * their health check measures it), and to the primary when none does.
  */
+export interface Server {
+  id: string;
+  host: string;
+  port: number;
+}
+
 export interface Route {
   resourceId: string;
   port: number;
-  target: { host: string; port: number } | undefined;
+  readOnlyPort: number | undefined;
+  primary: Server | undefined;
+  /** Standbys whose machines are available, in a stable order. */
+  standbys: Server[];
 }
 
 export async function loadRoutes(pool: Pool): Promise<Route[]> {
-  const { rows } = await pool.query<{ id: string; port: string; host: string | null; target_port: number | null }>(
-    `select r.id, r.attrs->'router_port' as port, s.host, s.port as target_port
+  const { rows } = await pool.query<{ id: string; port: string; read_only_port: string | null; servers: { id: string; role: string; host: string; port: number }[] }>(
+    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port,
+       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port) order by s.id)
+                 from resource_servers rs join servers s on s.id = rs.server_id join machines sm on sm.entity_id = s.id
+                 where rs.resource_id = r.id and s.port is not null
+                   and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers
      from resources r join machines m on m.entity_id = r.id
-     left join resource_servers rs on rs.resource_id = r.id and rs.role = 'primary'
-     left join servers s on s.id = rs.server_id
      where r.attrs ? 'router_port' and m.finished_at is null and m.state <> 'deprovisioning'`,
   );
-  return rows.map((r) => ({
-    resourceId: r.id,
-    port: Number(r.port),
-    target: r.host && r.target_port ? { host: r.host, port: r.target_port } : undefined,
-  }));
+  return rows.map((r) => {
+    const server = (s: { id: string; host: string; port: number }) => ({ id: s.id, host: s.host, port: s.port });
+    const primary = r.servers.find((s) => s.role === 'primary');
+    return {
+      resourceId: r.id,
+      port: Number(r.port),
+      readOnlyPort: r.read_only_port ? Number(r.read_only_port) : undefined,
+      primary: primary && server(primary),
+      standbys: r.servers.filter((s) => s.role === 'standby').map(server),
+    };
+  });
 }
 
+export interface RouterOptions {
+  /** Whether a standby's replay lag is within the bound; the health checks answer it. */
+  replicaWithin?: (serverId: string, maxLagBytes: number) => Promise<boolean>;
+  /** The read-only pool's bound on a standby's replay lag, in bytes. */
+  readOnlyMaxLagBytes?: number;
+  refreshMs?: number;
+}
+
+type Listener = { server: net.Server; port: number };
+
 export class Router {
-  private readonly listeners = new Map<string, { server: net.Server; route: Route }>();
+  private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; route: Route; next: number }>();
   private readonly sockets = new Set<net.Socket>();
   private timer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
@@ -42,7 +73,7 @@ export class Router {
     private readonly pool: Pool,
     private readonly host: string,
     private readonly log: Logger,
-    private readonly refreshMs = 250,
+    private readonly opts: RouterOptions = {},
   ) {}
 
   async start(): Promise<void> {
@@ -51,16 +82,17 @@ export class Router {
       this.refreshing ??= this.refresh()
         .catch((err: unknown) => this.log.warn({ err }, 'refreshing routes failed'))
         .finally(() => (this.refreshing = undefined));
-    }, this.refreshMs);
+    }, this.opts.refreshMs ?? 250);
   }
 
-  /** Listen for new resources, forget deleted ones, and follow each resource's primary. */
+  /** Listen for new resources, forget deleted ones, and follow each resource's servers. */
   async refresh(): Promise<void> {
     const routes = await loadRoutes(this.pool);
     const live = new Set(routes.map((r) => r.resourceId));
     for (const [id, entry] of this.listeners) {
       if (!live.has(id)) {
-        entry.server.close();
+        entry.primary.server.close();
+        entry.readOnly?.server.close();
         this.listeners.delete(id);
       }
     }
@@ -70,16 +102,35 @@ export class Router {
         existing.route = route;
         continue;
       }
-      const entry = { server: net.createServer((socket) => this.pipe(socket, entry.route)), route };
-      entry.server.on('error', (err) => this.log.error({ err, resource: route.resourceId, port: route.port }, 'the router cannot listen for this resource'));
-      entry.server.listen(route.port, this.host);
+      const entry = {
+        route,
+        next: 0,
+        primary: this.listen(route, route.port, (socket) => this.pipe(socket, entry.route.primary)),
+        readOnly: route.readOnlyPort === undefined ? undefined : this.listen(route, route.readOnlyPort, (socket) => void this.pipeRead(socket, entry)),
+      };
       this.listeners.set(route.resourceId, entry);
     }
   }
 
-  private pipe(client: net.Socket, route: Route): void {
-    const target = route.target;
-    if (!target) {
+  private listen(route: Route, port: number, onConnection: (socket: net.Socket) => void): Listener {
+    const server = net.createServer(onConnection);
+    server.on('error', (err) => this.log.error({ err, resource: route.resourceId, port }, 'the router cannot listen for this resource'));
+    server.listen(port, this.host);
+    return { server, port };
+  }
+
+  /** The next standby that keeps up, round robin; the primary when none does. */
+  private async pipeRead(client: net.Socket, entry: { route: Route; next: number }): Promise<void> {
+    const { standbys, primary } = entry.route;
+    const bound = this.opts.readOnlyMaxLagBytes ?? 16 * 1024 * 1024;
+    const within = this.opts.replicaWithin;
+    const ok = within ? await Promise.all(standbys.map((s) => within(s.id, bound).catch(() => false))) : standbys.map(() => true);
+    const pool = standbys.filter((_, i) => ok[i]);
+    this.pipe(client, pool.length > 0 ? pool[entry.next++ % pool.length] : primary);
+  }
+
+  private pipe(client: net.Socket, target: Server | undefined): void {
+    if (!target || client.destroyed) {
       client.destroy();
       return;
     }
@@ -89,16 +140,28 @@ export class Router {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => undefined);
     }
+    // A refused connection is the first sign of a crash: have the server observed now
+    // rather than at its next scheduled observation.
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED') this.observeNow(target.id);
+    });
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
     client.pipe(upstream).pipe(client);
+  }
+
+  private observeNow(serverId: string): void {
+    enqueue(this.pool, { task: 'observe', entityId: serverId, key: 'observe', queue: queueForTask('observe') }).catch((err: unknown) =>
+      this.log.warn({ err, server: serverId }, 'asking for an observation failed'),
+    );
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.refreshing;
     for (const s of this.sockets) s.destroy();
-    await Promise.all([...this.listeners.values()].map((e) => new Promise<void>((resolve) => e.server.close(() => resolve()))));
+    const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly]).filter((l): l is Listener => l !== undefined);
+    await Promise.all(closing.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))));
     this.listeners.clear();
   }
 }

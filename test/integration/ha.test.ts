@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +22,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       HEROKU_ID_URL: platform.url,
       ADDON_CLIENT_SECRET: 's',
       PGFLEET_HANG_PROBES: '2',
+      PGFLEET_READONLY_MAX_LAG: '1MB',
     });
   });
   afterAll(async () => {
@@ -30,12 +32,14 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
   });
 
   /** An ha database through the add-on API, once the platform has its config. */
-  async function provisionHa(): Promise<{ uuid: string; url: string }> {
+  async function provisionHa(): Promise<{ uuid: string; url: string; readOnlyUrl: string }> {
     const uuid = randomUUID();
     const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    return { uuid, url: (JSON.parse(patch.body).config as { value: string }[])[0]!.value };
+    const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
+    expect(Object.keys(config).sort()).toEqual(['PGFLEET_READONLY_URL', 'PGFLEET_URL']);
+    return { uuid, url: config.PGFLEET_URL!, readOnlyUrl: config.PGFLEET_READONLY_URL! };
   }
 
   type Shown = { id: string; role: string; state: string; port: number };
@@ -118,6 +122,30 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     ha = { uuid, url };
   });
 
+  it('spreads reads over the standbys that keep up: a lagging one leaves the read-only pool and comes back', async () => {
+    const { uuid, url, readOnlyUrl } = await provisionHa();
+    const shown = await resource(uuid);
+    const primary = withRole(shown, 'primary');
+    const standby = withRole(shown, 'standby');
+    const where = () => psql(readOnlyUrl, 'select inet_server_port(), pg_is_in_recovery()');
+    // The router follows the control database within a refresh (250 ms).
+    expect(await waitFor('reads to reach the standby', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 5_000)).toBe(true);
+    await expect(psql(readOnlyUrl, 'create table nope (n int)')).rejects.toThrow(/read-only transaction/);
+
+    // Replay stops on the standby while the primary writes past the 1MB bound; commits are
+    // still acknowledged (the standby still receives and flushes the WAL), but its reads go stale.
+    const admin = await adminUrl(db.pool, standby.id);
+    await psql(admin, 'select pg_wal_replay_pause()');
+    try {
+      await psql(url, `create table filler as select repeat('x', 1000) as pad from generate_series(1, 4000)`);
+      expect(await waitFor('reads to leave the lagging standby', async () => ((await where()) === `${primary.port}|f` ? true : undefined), 20_000)).toBe(true);
+    } finally {
+      await psql(admin, 'select pg_wal_replay_resume()');
+    }
+    expect(await waitFor('reads to come back to the standby once it caught up', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 20_000)).toBe(true);
+    expect(await psql(readOnlyUrl, 'select count(*) from filler')).toBe('4000');
+  });
+
   it('fails over when the primary is killed under writes: same URL, no acknowledged row lost, the old primary rejoins', async () => {
     const before = await resource(ha.uuid);
     const oldPrimary = withRole(before, 'primary');
@@ -160,6 +188,23 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(await Promise.all(pids.map(running))).toEqual(pids.map(() => false));
     const { standby: back } = await rejoined(ha.uuid, ha.url, hung.id);
     expect(await writer.missing(serverUrl(ha.url, back.port))).toEqual([]);
+  });
+
+  it('rebuilds a failed primary whose data directory is lost from a backup of the new primary', async () => {
+    const before = await resource(ha.uuid);
+    const lost = withRole(before, 'primary');
+    const standby = withRole(before, 'standby');
+    await psql(ha.url, 'create table survives (n int)');
+    await psql(ha.url, 'insert into survives select generate_series(1, 500)');
+    const [postmaster] = await clusterPids(dataDir(lost.id));
+    process.kill(postmaster!, 'SIGKILL');
+    await rm(dataDir(lost.id), { recursive: true, force: true });
+
+    // Nothing is left to rewind: it comes back from the new primary's base backup and archive.
+    const { primary, standby: back } = await rejoined(ha.uuid, ha.url, lost.id);
+    expect(primary.id).toBe(standby.id);
+    expect(await psql(serverUrl(ha.url, back.port), 'select count(*) from survives')).toBe('500');
+    expect(await psql(ha.url, 'select count(*) from survives')).toBe('500');
   });
 
   it('switches over by hand (pgfleet promote) and back: every row kept, through the same URL', async () => {
