@@ -1,7 +1,7 @@
 import type { Addon } from './config.ts';
 import type { Client, Queryable } from './db.ts';
 import type { PgBinaries } from './pg/binaries.ts';
-import { promoteStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
+import { promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
 import type { Job } from './queue/jobs.ts';
@@ -22,7 +22,7 @@ import {
 } from './resources.ts';
 import { sendEvent, type MachineEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
-import { followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
+import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;
@@ -79,7 +79,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     return server;
   }
 
-  async function superuser(db: Queryable, server: ResourceServer) {
+  async function superuser(db: Queryable, server: Pick<ResourceServer, 'id' | 'host' | 'port'>) {
     const record = await loadServerRecord(db, sealer, server.id);
     return superuserTarget(server, record!.superuserPassword);
   }
@@ -168,10 +168,16 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     restore_standby: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
       const primary = withRole(servers, 'primary');
+      const former = servers.find((s) => s.role === 'former' && s.state === 'fenced');
+      // The old primary's followers (read-only copies, follower resources) stream from the new one.
+      const followers = former ? await followersOf(pool, former.id) : [];
+      for (const follower of followers) {
+        await repointStandby(await superuser(pool, follower), superuserTarget(primary, ''), follower.id);
+      }
       return report(job, { type: 'placed' }, async (client) => {
         if (servers.some((s) => s.role === 'standby')) return;
         const backup = await requestBackup(client, primary.id);
-        const former = servers.find((s) => s.role === 'former' && s.state === 'fenced');
+        for (const follower of followers) await followLeader(client, follower.id, primary, backup);
         if (former) {
           await followLeader(client, former.id, primary, backup);
           await relinkServer(client, resource.id, former.id, 'standby');

@@ -102,6 +102,16 @@ export async function followLeader(db: Queryable, id: string, leader: { id: stri
   );
 }
 
+/** Live servers that stream from `leaderId`: its followers. */
+export async function followersOf(db: Queryable, leaderId: string): Promise<{ id: string; host: string | null; port: number | null }[]> {
+  const { rows } = await db.query<{ id: string; host: string | null; port: number | null }>(
+    `select s.id, s.host, s.port from servers s join machines m on m.entity_id = s.id
+     where s.attrs->'follows' = $1 and m.finished_at is null and m.state not in ('deleting', 'fencing', 'fenced')`,
+    [leaderId],
+  );
+  return rows;
+}
+
 export async function createServer(pool: Pool, sealer: Sealer, provider: string): Promise<ServerView> {
   return transaction(pool, async (client) => {
     const id = await insertServer(client, sealer, provider, { tenancy: 'dedicated', region: 'us-east-1' });

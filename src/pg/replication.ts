@@ -6,6 +6,19 @@ export function standbyName(serverId: string): string {
   return serverId.replace(/-/g, '_');
 }
 
+/** How a standby reaches its leader: as the superuser both share, under its own name. */
+export function primaryConninfo(leader: { host: string; port: number }, password: string, standbyId: string): string {
+  return `host=${leader.host} port=${leader.port} user=postgres password=${password} application_name=${standbyName(standbyId)}`;
+}
+
+/** Point a running standby at another leader (a promoted one): it reconnects there and follows its timeline. */
+export async function repointStandby(standby: SuperuserTarget, leader: { host: string; port: number }, standbyId: string): Promise<void> {
+  await asSuperuser(standby, 'postgres', async (client) => {
+    await client.query(`alter system set primary_conninfo = ${pg.escapeLiteral(primaryConninfo(leader, standby.password, standbyId))}`);
+    await client.query('select pg_reload_conf()');
+  });
+}
+
 /**
  * Require one of `standbys` to confirm every commit, and wait until the primary reports one
  * of them as `sync`: only then is the promise kept. With no standby connected, commits wait;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
-import { standbyName } from '../pg/replication.ts';
+import { primaryConninfo } from '../pg/replication.ts';
 import { openStore } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
@@ -84,7 +84,7 @@ export class LocalProvider implements Provider {
     const restoreConfig = path.join(dir, 'restore.json');
     await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive!.storeUrl, prefix, env: this.archive!.env }));
     const bundle = await archiverBundle(this.home);
-    const conninfo = `host=${server.attrs.leader_host} port=${server.attrs.leader_port} user=postgres password=${server.superuserPassword} application_name=${standbyName(server.id)}`;
+    const conninfo = primaryConninfo({ host: server.attrs.leader_host!, port: Number(server.attrs.leader_port) }, server.superuserPassword, server.id);
     return {
       port: String(port),
       restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),

@@ -207,11 +207,21 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(await psql(ha.url, 'select count(*) from survives')).toBe('500');
   });
 
-  it('switches over by hand (pgfleet promote) and back: every row kept, through the same URL', async () => {
+  it('switches over by hand (pgfleet promote) and back: every row kept, through the same URL, followers repointed', async () => {
     const { uuid, url } = await provisionHa();
     await psql(url, 'create table kept (n int)');
     await psql(url, 'insert into kept select generate_series(1, 1000)');
     const first = withRole(await resource(uuid), 'primary');
+    // A follower resource of it: a read-only copy that must keep following whichever server is primary.
+    const followerUuid = randomUUID();
+    const res = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid: followerUuid, plan: 'dedicated', region: 'us', callback_url: `${platform.url}/addons/${followerUuid}`, oauth_grant: { code: 'g' }, options: { follow: uuid },
+    });
+    expect(res.status).toBe(202);
+    const patch = await waitFor('the follower config', async () => platform.callsTo('PATCH', `/addons/${followerUuid}/config`)[0], 120_000);
+    const followerUrl = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    expect(await psql(followerUrl, 'select count(*) from kept')).toBe('1000');
+    const followerServer = withRole(await resource(followerUuid), 'primary').id;
 
     for (const expected of [1001, 1002]) {
       const before = await resource(uuid);
@@ -229,6 +239,13 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       })).toBe(String(standby.port));
       await psql(url, `insert into kept values (${expected})`);
       expect(await psql(url, 'select count(*) from kept')).toBe(String(expected));
+      await waitFor('the follower to follow the new primary', async () => (await psql(followerUrl, 'select count(*) from kept')) === String(expected), 30_000);
+      // It streams from the new primary itself, not through the old one (which may never come back).
+      const streaming = await waitFor('the follower to stream from the new primary', async () => {
+        const names = await psql(await adminUrl(db.pool, primary.id), 'select application_name from pg_stat_replication');
+        return names.split('\n').includes(followerServer.replace(/-/g, '_')) ? names : undefined;
+      }, 30_000);
+      expect(streaming).toContain(followerServer.replace(/-/g, '_'));
     }
     // Back where it started.
     expect(withRole(await resource(uuid), 'primary').id).toBe(first.id);
