@@ -108,6 +108,16 @@ export async function claimJobs(
   return rows;
 }
 
+/** Milliseconds until the next delayed job of these queues falls due; undefined when none waits. */
+export async function nextDueInMs(db: Queryable, queues: string[] | undefined): Promise<number | undefined> {
+  const { rows } = await db.query<{ ms: number | null }>(
+    `select extract(epoch from min(run_at) - now())::float8 * 1000 as ms from jobs
+     where locked_by is null and dead_at is null and run_at > now() and ($1::text[] is null or queue = any($1::text[]))`,
+    [queues ?? null],
+  );
+  return rows[0]?.ms ?? undefined;
+}
+
 /** Finished jobs leave the table at once: a queue table that keeps them bloats. */
 export async function completeJobs(db: Queryable, workerId: string, ids: string[]): Promise<number> {
   const { rowCount } = await db.query('delete from jobs where id = any($1::bigint[]) and locked_by = $2', [ids, workerId]);

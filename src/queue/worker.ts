@@ -3,7 +3,7 @@ import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import type { Logger } from '../log.ts';
-import { claimJobs, completeJobs, extendLeases, failJob, releaseExpiredLeases, type Job } from './jobs.ts';
+import { claimJobs, completeJobs, extendLeases, failJob, nextDueInMs, releaseExpiredLeases, type Job } from './jobs.ts';
 
 export interface JobContext {
   log: Logger;
@@ -121,8 +121,19 @@ export class Worker {
         }
       }
       if (this.stopped) break;
-      if (claimed === 0 || this.running.size >= this.opts.concurrency) await this.sleep(claimed === 0 ? pollMs : pollMs * 10);
+      if (claimed === 0) await this.sleep(await this.idleMs(pollMs));
+      else if (this.running.size >= this.opts.concurrency) await this.sleep(pollMs * 10);
     }
+  }
+
+  /**
+   * How long to sleep with nothing to claim: until the next delayed job falls due (a server's
+   * re-probe half a second away, say) when that is sooner than the poll. Enqueued jobs that
+   * are due at once wake the worker by NOTIFY.
+   */
+  private async idleMs(pollMs: number): Promise<number> {
+    const next = await nextDueInMs(this.pool, this.opts.queues).catch(() => undefined);
+    return next === undefined ? pollMs : Math.min(pollMs, Math.max(Math.ceil(next), 5));
   }
 
   private wake(): void {

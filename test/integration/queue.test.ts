@@ -132,6 +132,20 @@ describe('queue', () => {
     expect(ran).toHaveLength(1);
   });
 
+  it('runs a delayed job when it falls due, not at the next poll', async () => {
+    const ran: number[] = [];
+    await withWorkers(1, { later: async () => void ran.push(Date.now()) }, async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      const enqueuedAt = Date.now();
+      await enqueue(t.db.pool, { task: 'later', delaySeconds: 0.5 });
+      // The worker polls once a minute and the NOTIFY comes before the job is due: only
+      // sleeping until it falls due runs it in time.
+      await waitFor('the delayed job to run', async () => ran.length > 0, 20_000);
+      expect(ran[0]! - enqueuedAt).toBeGreaterThanOrEqual(450);
+    }, { pollMs: 60_000 });
+    expect(ran).toHaveLength(1);
+  });
+
   it('keeps named queues apart: a dedicated worker takes only its queues', async () => {
     await enqueueMany(t.db.pool, [{ task: 'seen', queue: 'observe' }, { task: 'other', queue: 'default' }]);
     const ran: string[] = [];
