@@ -67,18 +67,18 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
     async restart(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
+        // A primary whose standby is up is the failover's to replace, which is faster than a
+        // restart and cannot race it; asked first, so its fence does not wait for a probe.
+        if (await standbyTakesOver(pool, server.id)) {
+          log.info('a standby takes over from this primary; not restarting it');
+          return;
+        }
         // Re-check before acting: a server that answers again is not restarted.
         const answer = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword }, probe.timeoutMs);
-        // A failover may have begun while this waited: a server being fenced must not come
-        // back, and a primary whose standby is up is the failover's to replace, which is
-        // faster than a restart and cannot race it.
+        // A failover may have begun while this waited: a server being fenced must not come back.
         const state = await machineState(pool, server.id);
         if (state !== 'restarting' && state !== 'failed') {
           log.info({ state }, 'the server is no longer waiting for a restart; not restarting it');
-          return;
-        }
-        if (await standbyTakesOver(pool, server.id)) {
-          log.info('a standby takes over from this primary; not restarting it');
           return;
         }
         if (answer.reachable === 'true') log.info('server answers again; not restarting it');

@@ -225,24 +225,28 @@ export class PgCluster {
    */
   async stop(dataDir: string, mode: StopMode = 'fast'): Promise<void> {
     const status = await this.status(dataDir);
+    // A postmaster killed before may have left backends behind, finishing what they had.
+    if (mode === 'kill') return killCluster(dataDir, status.running ? status.pid : undefined);
     if (!status.running) return;
-    if (mode === 'kill') return killCluster(status.pid!);
     await this.exec(this.bin.pgCtl, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60'], path.dirname(dataDir));
   }
 }
 
 export type StopMode = 'fast' | 'immediate' | 'kill';
 
-/** The processes whose parent is `pid`, from /proc. */
-async function childPids(pid: number): Promise<number[]> {
-  const children: number[] = [];
+/**
+ * The processes of a cluster, from /proc: every Postgres process works in its data
+ * directory, so this finds the postmaster's children and also backends it left behind when
+ * it was killed, which have another parent by then.
+ */
+async function clusterProcesses(dataDir: string): Promise<number[]> {
+  const dir = await fs.realpath(dataDir).catch(() => dataDir);
+  const pids: number[] = [];
   for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await fs.readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === pid) children.push(Number(entry));
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    if ((await fs.readlink(`/proc/${entry}/cwd`).catch(() => '')) === dir) pids.push(Number(entry));
   }
-  return children;
+  return pids;
 }
 
 function sigkill(pid: number): void {
@@ -264,14 +268,15 @@ async function gone(pid: number): Promise<boolean> {
 }
 
 /**
- * The postmaster first, so it cannot start another child, then its children: a child left
- * behind would keep the shared memory attached and the cluster could not start again.
+ * The postmaster first, so it cannot start another child, then every other process of the
+ * cluster: one left behind could finish a commit, and would keep the shared memory attached
+ * so the cluster could not start again.
  */
-async function killCluster(postmaster: number): Promise<void> {
-  const children = await childPids(postmaster);
-  sigkill(postmaster);
-  for (const pid of [...children, ...(await childPids(postmaster))]) sigkill(pid);
-  const all = [postmaster, ...children];
+async function killCluster(dataDir: string, postmaster: number | undefined): Promise<void> {
+  if (postmaster !== undefined) sigkill(postmaster);
+  const others = await clusterProcesses(dataDir);
+  for (const pid of others) sigkill(pid);
+  const all = [...(postmaster === undefined ? [] : [postmaster]), ...others];
   const deadline = Date.now() + 10_000;
   while (!(await Promise.all(all.map(gone))).every(Boolean)) {
     if (Date.now() > deadline) throw new Error(`Postgres processes ${all.join(', ')} did not die of SIGKILL within 10 s`);
