@@ -110,9 +110,14 @@ export const serverMachine = setup({
     sinceStart: ({ context, event }) => event.type === 'observed' && event.at > context.startedAt,
     reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === 'true',
     processDead: ({ event }) => event.type === 'observed' && event.obs.alive === 'false',
+    /**
+     * The run of failed probes is long enough: counted by the observer where it reports the
+     * count (`failed_probes`), else by the observations this machine has seen.
+     */
     probesSpent: ({ context, event }, params: { limit?: number }) => {
-      const limit = params.limit ?? (event.type === 'observed' ? Number(event.obs.hang_probes) || UNREACHABLE_PROBES : UNREACHABLE_PROBES);
-      return context.probes + 1 >= limit;
+      const obs = event.type === 'observed' ? event.obs : {};
+      const limit = params.limit ?? (Number(obs.hang_probes) || UNREACHABLE_PROBES);
+      return params.limit === undefined && obs.failed_probes !== undefined ? Number(obs.failed_probes) >= limit : context.probes + 1 >= limit;
     },
     restartsLeft: ({ context }) => context.restarts < MAX_RESTARTS,
   },

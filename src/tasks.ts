@@ -125,14 +125,16 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
     },
     async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      // How the probe judged, kept with what it saw: the machine counts a hang by it.
-      const sources: Record<string, Record<string, string>> = {
-        provider: await observeProvider(provider, server),
-        probe: { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes) },
-      };
+      const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword }, probe.timeoutMs);
       }
+      // How the probe judged, kept with what it saw: the failed probes in a row, counted here
+      // because several observations can come before the machine sees one, and the run that
+      // makes a hang. A server's jobs run one at a time, so nothing counts in between.
+      const before = (await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes;
+      const failed = sources.postgres?.reachable === 'false' ? Number(before ?? 0) + 1 : 0;
+      sources.probe = { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes), failed_probes: String(failed) };
       return sources;
     },
   } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;

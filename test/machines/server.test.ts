@@ -87,6 +87,15 @@ describe('server machine', () => {
     expect(step(step(at('available'), hang(2)).next, hang(2)).state).toBe('restarting.running');
   });
 
+  it('goes by the observer\'s own count of failed probes, which sees probes the machine missed', () => {
+    const failed = (n: number): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'false', alive: 'true', hang_probes: '3', failed_probes: String(n) } });
+    const s = step(at('available'), failed(1));
+    expect(s.state).toBe('unreachable');
+    // Two more probes failed before the machine saw the next observation.
+    expect(step(s.next, failed(3)).state).toBe('restarting.running');
+    expect(step(s.next, failed(2)).state).toBe('unreachable');
+  });
+
   it('comes back from unreachable without a restart when the server answers again', () => {
     const s = step(at('unreachable'), up());
     expect([s.state, s.jobs]).toEqual(['available', []]);
