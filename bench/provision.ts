@@ -10,7 +10,6 @@
  *
  * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -24,14 +23,7 @@ import { startEphemeralPostgres, type EphemeralPostgres } from '../src/pg/epheme
 import { stopLocalClusters } from '../src/providers/local.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
-
-function envInt(name: string, fallback: number, min = 0): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number ≥ ${min}, got "${raw}"`);
-  return n;
-}
+import { call, envInt, gitCommit, postgresVersion } from './support.ts';
 
 const params = {
   sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
@@ -54,30 +46,6 @@ const message = (err: unknown) => (err instanceof Error ? err.message : String(e
 
 // ---------------------------------------------------------------------------------------
 // Talking to pgfleet and to the databases it hands out.
-
-interface Answer {
-  status: number;
-  json: unknown;
-  /** wallMs() when the whole answer had arrived. */
-  at: number;
-}
-
-async function call(base: string, method: string, route: string, authorization: string, body?: unknown): Promise<Answer> {
-  const res = await fetch(`${base}${route}`, {
-    method,
-    headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  const at = wallMs();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = text;
-  }
-  return { status: res.status, json, at };
-}
 
 function field(value: unknown, ...keys: string[]): unknown {
   let v = value;
@@ -241,26 +209,6 @@ const NOTES = [
 ];
 
 /** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
-function gitCommit(): string {
-  try {
-    const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'src', 'machines', 'migrations') ? '+dirty' : '');
-  } catch {
-    return 'unknown';
-  }
-}
-
-async function postgresVersion(url: string): Promise<string> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const version = (await client.query<{ v: string }>('select version() as v')).rows[0]?.v ?? '?';
-    return version.split(' on ')[0] ?? version;
-  } finally {
-    await client.end();
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 
 async function main(control: EphemeralPostgres, platform: Platform, config: Config, started: (running: Running) => void): Promise<void> {

@@ -1,0 +1,472 @@
+/**
+ * Failover benchmark: a writer commits numbered rows through an `ha` resource's URL (the
+ * router's) while its primary is crashed (SIGKILL of the postmaster) or hung (SIGSTOP of
+ * the postmaster and every child), crash and hang runs alternating. Per run: the time from
+ * the fault to the first commit acknowledged after it, the acknowledged rows missing
+ * afterwards, and the time until the resource is whole again (the old primary back as its
+ * synchronous standby). Against web + worker + clock + router in this process, a fake
+ * platform, and an ephemeral control Postgres.
+ *
+ *   npm run bench:failover
+ *   BENCH_FAILOVER_RUNS=2 npm run bench:failover   # a quick run: 2 crashes and 2 hangs
+ *
+ * Writes bench/results/failover.json and bench/results/failover.md, and prints the
+ * markdown. Exits 1 when an acknowledged row went missing or a run failed.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { localCluster, runProcesses, type Running } from '../src/app.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { startEphemeralPostgres } from '../src/pg/ephemeral.ts';
+import { asSuperuser } from '../src/pg/superuser.ts';
+import { stopLocalClusters } from '../src/providers/local.ts';
+import { loadServerRecord } from '../src/servers.ts';
+import { clusterPids, NumberedWriter, running as processRunning, signalAll } from '../test/support/writer.ts';
+import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
+import { Platform, wallMs } from './provision/platform.ts';
+import { ms, num, type Milestone } from './provision/report.ts';
+import { call, envInt, gitCommit, postgresVersion } from './support.ts';
+
+const params = {
+  /** Runs of each fault; crash and hang alternate. */
+  runs: envInt('BENCH_FAILOVER_RUNS', 10, 1),
+  /** Commits acknowledged before the fault is made. */
+  ackedBeforeFault: 50,
+  /** How long the writer goes on once its commits land on the promoted standby. */
+  writeAfterRecoveryMs: 1000,
+  /** The writer's bounded waits (NumberedWriter's defaults), as a production client's are. */
+  writerConnectTimeoutMs: 2000,
+  writerQueryTimeoutMs: 3000,
+  provisionTimeoutSeconds: 180,
+  recoveryTimeoutSeconds: 60,
+  wholeTimeoutSeconds: 180,
+};
+
+const AIMS: Record<Fault, number> = { crash: 3000, hang: 10_000 };
+const ADDON_PASSWORD = randomBytes(24).toString('base64url');
+const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
+const OPERATOR_TOKEN = randomBytes(24).toString('base64url');
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** Poll `check` until it gives a value; on timeout, fail with what it last said. */
+async function until<T>(what: string, check: () => Promise<T | string>, timeoutMs: number, everyMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await check().catch((err: unknown) => `error: ${message(err)}`);
+    if (typeof result !== 'string') return result;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s (last seen: ${result})`);
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Talking to pgfleet and to the database it hands out.
+
+/** One statement through a fresh connection. */
+async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, query_timeout: 5000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+interface Shown {
+  id: string;
+  role: string;
+  state: string;
+  port: number | null;
+}
+
+interface Context {
+  running: Running;
+  config: Config;
+  resourceId: string;
+  url: string;
+}
+
+/** An ha resource through the add-on API; its URL from the config PATCH the platform gets. */
+async function provisionHa(running: Running, platform: Platform): Promise<{ id: string; url: string }> {
+  const id = randomUUID();
+  const patched = platform.waitFor('PATCH', `/addons/${id}/config`, params.provisionTimeoutSeconds * 1000);
+  patched.catch(() => undefined);
+  const res = await call(running.url!, 'POST', '/heroku/resources', BASIC, {
+    uuid: id,
+    plan: 'ha',
+    region: 'amazon-web-services::us-east-1',
+    callback_url: `${platform.url}/addons/${id}`,
+    name: `bench-${id.slice(0, 8)}`,
+    options: {},
+    oauth_grant: { code: `grant-${id}`, expires_at: new Date(Date.now() + 300_000).toISOString(), type: 'authorization_code' },
+  });
+  if (res.status !== 202) throw new Error(`POST /heroku/resources answered ${res.status}: ${JSON.stringify(res.json)}`);
+  const patch = await patched;
+  const vars = (JSON.parse(patch.body) as { config: { name: string; value: string }[] }).config;
+  const url = vars.find((v) => v.name === 'PGFLEET_URL')?.value;
+  if (!url) throw new Error(`the PATCH carried no PGFLEET_URL: ${patch.body}`);
+  return { id, url };
+}
+
+/**
+ * Whether the resource is whole: available, its primary and standby both available, the
+ * standby synchronous on the primary, and the URL reaching the primary. The pair when it
+ * is, else what is missing.
+ */
+async function whole(ctx: Context): Promise<{ primary: Shown; standby: Shown } | string> {
+  const res = await call(ctx.running.url!, 'GET', `/api/resources/${ctx.resourceId}`, `Bearer ${OPERATOR_TOKEN}`);
+  const shown = res.json as { state: string; servers: Shown[] };
+  const roles = shown.servers.map((s) => `${s.role} ${s.id.slice(0, 8)} ${s.state}`).join(', ');
+  const primary = shown.servers.find((s) => s.role === 'primary');
+  const standby = shown.servers.find((s) => s.role === 'standby');
+  if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available') return `resource ${shown.state}; ${roles}`;
+  const server = await loadServerRecord(ctx.running.pool, ctx.running.sealer, primary.id);
+  if (!server?.host || !server.port) return `the primary ${primary.id} has no address`;
+  const sync = await asSuperuser({ host: server.host, port: server.port, password: server.superuserPassword }, 'postgres', async (client) =>
+    (await client.query<{ name: string }>(`select application_name as name from pg_stat_replication where sync_state = 'sync'`)).rows.map((r) => r.name),
+    2000,
+  );
+  if (!sync.includes(standby.id.replace(/-/g, '_'))) return `the standby ${standby.id.slice(0, 8)} is not synchronous (sync: ${sync.join(', ') || 'none'})`;
+  const [at] = await sql<{ port: number; recovery: boolean }>(ctx.url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery');
+  if (at?.port !== primary.port || at.recovery) return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
+  return { primary, standby };
+}
+
+/**
+ * Transitions of the resource and of its two servers since the fault, in ms after it, each
+ * server named by the role it had before the fault.
+ */
+async function transitionsSince(ctx: Context, names: Map<string, string>, faultAt: number): Promise<Milestone[]> {
+  const { rows } = await ctx.running.pool.query<{ entity: string; to: string; ms: number }>(
+    `select t.entity_id as entity, t.to_state as "to", (extract(epoch from t.at) * 1000)::float8 as ms
+     from transitions t
+     where t.entity_id = any($1::uuid[]) and t.at >= to_timestamp($2::float8 / 1000)
+     order by t.at, t.id`,
+    [[...names.keys()], faultAt],
+  );
+  return rows.map((r) => ({ name: `${names.get(r.entity)}:${r.to}`, ms: r.ms - faultAt }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs.
+
+/** Processes this bench froze and has not let go yet: continued on the way out, whatever happens. */
+const frozen = new Set<number>();
+/** The writer of the run under way, stopped on the way out. */
+let writer: NumberedWriter | undefined;
+
+function thaw(): void {
+  signalAll([...frozen], 'SIGCONT');
+  frozen.clear();
+}
+
+/** The rows committed in a run, with when (clock_timestamp(), ms since the epoch) and on which server port. */
+async function committed(url: string, table: string): Promise<{ n: number; ms: number; port: number }[]> {
+  return sql(url, `select n, (extract(epoch from at) * 1000)::float8 as ms, port from ${table} order by at, n`);
+}
+
+async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<FailoverRun> {
+  const result: FailoverRun = {
+    run,
+    fault,
+    table: `failover_${run}`,
+    primaryBefore: '',
+    standbyBefore: '',
+    primaryAfter: undefined,
+    signalled: 0,
+    frozenLeft: undefined,
+    ackedBeforeFault: 0,
+    acked: 0,
+    recoveryMs: NaN,
+    newPrimaryMs: NaN,
+    oldPrimaryCommitsAfterFault: 0,
+    lastOnOldPrimaryMs: NaN,
+    pauseMs: NaN,
+    wholeMs: NaN,
+    missing: [],
+    missingOnRejoined: [],
+    milestones: [],
+  };
+  let faultAt = NaN;
+  try {
+    const before = await until('the resource to be whole', () => whole(ctx), params.wholeTimeoutSeconds * 1000, 100);
+    result.primaryBefore = before.primary.id;
+    result.standbyBefore = before.standby.id;
+    // The writer inserts n alone; the defaults say when and on which server each row was written.
+    await sql(ctx.url, `create table ${result.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
+    const w = new NumberedWriter(ctx.url, result.table, { connectMs: params.writerConnectTimeoutMs, queryMs: params.writerQueryTimeoutMs });
+    writer = w;
+    w.start();
+    await until('commits before the fault', async () => (w.acknowledged.length >= params.ackedBeforeFault ? true : `${w.acknowledged.length} acknowledged`), 30_000, 5);
+
+    const dataDir = path.join(ctx.config.home, 'servers', before.primary.id, 'data');
+    const pids = await clusterPids(dataDir);
+    result.ackedBeforeFault = w.acknowledged.length;
+    w.fault();
+    faultAt = performance.timeOrigin + w.faultAt;
+    let signalled: number[];
+    if (fault === 'crash') {
+      signalled = pids.slice(0, 1);
+      signalAll(signalled, 'SIGKILL');
+    } else {
+      // The postmaster (first) and every child at once; then any child it forked since they were listed.
+      for (const pid of pids) frozen.add(pid);
+      signalAll(pids, 'SIGSTOP');
+      const late = (await clusterPids(dataDir)).filter((pid) => !frozen.has(pid));
+      for (const pid of late) frozen.add(pid);
+      signalAll(late, 'SIGSTOP');
+      signalled = [...pids, ...late];
+    }
+    result.signalled = signalled.length;
+
+    await until('a commit after the fault', async () => w.recoveryMs ?? `${w.acknowledged.length} acknowledged`, params.recoveryTimeoutSeconds * 1000, 10);
+    result.recoveryMs = w.recoveryMs!;
+    // That commit may have been one under way at the fault, or one an orphaned backend of the
+    // old primary took: wait until the writer's commits land on another server.
+    await until(
+      'commits on the promoted standby',
+      async () => {
+        const [here] = await sql<{ port: number; rows: number }>(ctx.url, `select inet_server_port() as port, (select count(*) from ${result.table} where port = inet_server_port())::int as rows`);
+        return here && here.port !== before.primary.port && here.rows > 0 ? true : `the URL reaches port ${here?.port} with ${here?.rows} rows written there`;
+      },
+      params.recoveryTimeoutSeconds * 1000,
+      20,
+    );
+    await sleep(params.writeAfterRecoveryMs);
+    await w.stop();
+    result.acked = w.acknowledged.length;
+    if (fault === 'hang') result.frozenLeft = (await Promise.all(signalled.map(processRunning))).filter(Boolean).length;
+    result.missing = await w.missing();
+
+    const rows = await committed(ctx.url, result.table);
+    const onOld = rows.filter((r) => r.port === before.primary.port);
+    const lastOnOld = onOld.at(-1);
+    const firstOnNew = rows.find((r) => r.port !== before.primary.port);
+    result.oldPrimaryCommitsAfterFault = onOld.filter((r) => r.ms > faultAt).length;
+    result.lastOnOldPrimaryMs = lastOnOld ? lastOnOld.ms - faultAt : NaN;
+    result.newPrimaryMs = firstOnNew ? firstOnNew.ms - faultAt : NaN;
+    result.pauseMs = firstOnNew && lastOnOld ? firstOnNew.ms - lastOnOld.ms : NaN;
+
+    const after = await until(
+      'the old primary to rejoin as the synchronous standby',
+      async () => {
+        const now = await whole(ctx);
+        if (typeof now === 'string' || now.standby.id === before.primary.id) return now;
+        return `the standby is ${now.standby.id.slice(0, 8)}, not the old primary`;
+      },
+      params.wholeTimeoutSeconds * 1000,
+      100,
+    );
+    result.wholeMs = wallMs() - faultAt;
+    result.primaryAfter = after.primary.id;
+    // The standby may still be replaying the last commits it flushed: give it a moment.
+    const rejoinedUrl = Object.assign(new URL(ctx.url), { port: String(after.standby.port) }).toString();
+    result.missingOnRejoined = await w.missing(rejoinedUrl);
+    for (let tries = 0; result.missingOnRejoined.length > 0 && tries < 50; tries++) {
+      await sleep(100);
+      result.missingOnRejoined = await w.missing(rejoinedUrl);
+    }
+  } catch (err) {
+    result.error = message(err);
+  } finally {
+    await writer?.stop();
+    writer = undefined;
+    thaw();
+  }
+  if (Number.isFinite(faultAt)) {
+    const names = new Map([
+      [ctx.resourceId, 'resource'],
+      ...(result.primaryBefore ? [[result.primaryBefore, 'old primary'] as const] : []),
+      ...(result.standbyBefore ? [[result.standbyBefore, 'old standby'] as const] : []),
+    ]);
+    result.milestones = [
+      ...(await transitionsSince(ctx, names, faultAt).catch(() => [])),
+      { name: 'writer:first acknowledged commit', ms: result.recoveryMs },
+      { name: 'table:last commit on the old primary', ms: result.lastOnOldPrimaryMs },
+      { name: 'table:first commit on the promoted standby', ms: result.newPrimaryMs },
+      { name: 'bench:whole again', ms: result.wholeMs },
+    ]
+      .filter((m) => Number.isFinite(m.ms))
+      .sort((a, b) => a.ms - b.ms);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------
+// The report.
+
+/** The settings that shape a failover, as pgfleet ran with them, beside their defaults. */
+function settings(config: Config): Setting[] {
+  const pick = (c: Config): Record<string, number | string> => ({
+    PGFLEET_OBSERVE_INTERVAL: c.observeInterval,
+    PGFLEET_HANG_PROBES: c.probe.hangProbes,
+    PGFLEET_PROBE_TIMEOUT_MS: c.probe.timeoutMs,
+    PGFLEET_JOB_LEASE: c.jobLease,
+    WORKER_CONCURRENCY: c.concurrency,
+    LOG_LEVEL: c.logLevel,
+  });
+  const defaults = pick(loadConfig({}));
+  return Object.entries(pick(config)).map(([name, value]) => ({ name, value, default: defaults[name]! }));
+}
+
+function notes(config: Config): string[] {
+  const defaults = loadConfig({}).probe;
+  const probeDefaults = config.probe.hangProbes === defaults.hangProbes && config.probe.timeoutMs === defaults.timeoutMs;
+  return [
+    'One process runs web + worker + clock + router (runProcesses, as `pgfleet start` does) against an ephemeral control Postgres; tenant servers are local Postgres clusters under a fresh PGFLEET_HOME. One `ha` resource (a primary and a synchronous standby) serves every run; its URL points at the router, which pipes each new connection to the primary the control database names.',
+    `The writer (NumberedWriter, test/support/writer.ts) commits \`insert into failover_<run> values (n)\` through the resource URL one at a time, as fast as it can; a connection that fails is dropped and a new one made 20 ms later, and n is never reused. Its waits are bounded: ${params.writerConnectTimeoutMs} ms to connect, ${params.writerQueryTimeoutMs} ms per statement, so a commit a hung primary holds costs it up to ${params.writerQueryTimeoutMs} ms before it reconnects. The table's defaults record each row's clock_timestamp() and inet_server_port(): when, and on which server, it was written.`,
+    `Each run waits (untimed) until the resource is whole: available, its primary and standby available, the standby \`sync\` in the primary's pg_stat_replication, and the URL reaching the primary. Then a fresh table, ${params.ackedBeforeFault} acknowledged commits, and the fault: crash = SIGKILL of the primary's postmaster alone (its children are left to notice); hang = SIGSTOP of the postmaster and every child, listed just before, then of any child forked since. The fault instant is the writer's fault() mark, taken just before the signal.`,
+    'Recovery = the fault → the first row written on the promoted standby (its clock_timestamp(); the same host clock as the bench). The writer\'s own figure, the fault → its first acknowledged commit (NumberedWriter.recoveryMs), is reported beside it but is no recovery time: it is often the commit under way at the fault, which the old primary finishes (the standby already had it) before it goes. "Writes stopped for" = the last row written on the old primary → the first on the promoted standby.',
+    `Once a row is on the promoted standby the writer goes on ${params.writeAfterRecoveryMs} ms longer, stops, and the acknowledged numbers not in the table are counted through the URL, and again on the old primary once it is back as the standby (allowing it 5 s to replay). Whole again = the fault → the resource whole with the old primary as its synchronous standby (polled every 100 ms, so up to ~100 ms late). A hung cluster's processes get SIGCONT only when the run ends, after the whole-again wait: until then only pgfleet's fence can end them ("frozen left" counts those still there when writes stopped).`,
+    `Crash and hang runs alternate so that both kinds share the machine's conditions; the promoted standby of one run is the primary of the next. p90 is interpolated between closest ranks. Aims (issue): crash under ${num(AIMS.crash)} ms and hang under ${num(AIMS.hang)} ms median, no acknowledged row lost.`,
+    `A hang is judged by pgfleet's probes: a server whose process lives but fails PGFLEET_HANG_PROBES=${config.probe.hangProbes} probes in a row, each waiting PGFLEET_PROBE_TIMEOUT_MS=${config.probe.timeoutMs} ms (re-probed every 0.5 s once one failed), counts as hung. ${probeDefaults ? "Both are pgfleet's defaults, kept so the figures are what a deployment gets; lower values fail over sooner and risk failing over a primary that is only slow (the CPU is shared)." : 'Set from the environment for this run (pgfleet\'s defaults are in the settings above).'} PGFLEET_OBSERVE_INTERVAL=${config.observeInterval} s (default 5), as in the tests: a crash is seen at once (the router asks for an observation when a connection is refused), a hang only by the periodic observation.`,
+    'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
+  ];
+}
+
+/** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
+// ---------------------------------------------------------------------------------------
+
+async function main(controlUrl: string, platform: Platform, config: Config, started: (running: Running) => void): Promise<boolean> {
+  const loadAverageAtStart = os.loadavg();
+  // Taken now: the working tree may change while the bench runs.
+  const commit = gitCommit();
+  const running = await runProcesses(config, createLogger(config.logLevel), ['web', 'worker', 'clock', 'router']);
+  started(running);
+
+  console.error('provisioning an ha resource…');
+  const provisioned = await provisionHa(running, platform);
+  const ctx: Context = { running, config, resourceId: provisioned.id, url: provisioned.url };
+
+  const runs: FailoverRun[] = [];
+  const total = params.runs * 2;
+  for (let i = 0; i < total; i++) {
+    const fault: Fault = i % 2 === 0 ? 'crash' : 'hang';
+    const run = await failoverRun(ctx, i + 1, fault);
+    runs.push(run);
+    console.error(
+      `run ${i + 1}/${total} ${fault}: ${run.error ? `failed: ${run.error}` : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms (first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`}; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
+    );
+    if (run.error) {
+      console.error('stopping: the resource may not be whole for the next run');
+      break;
+    }
+  }
+
+  const results: Results = {
+    machine: {
+      date: new Date().toISOString(),
+      nproc: os.availableParallelism(),
+      cpu: os.cpus()[0]?.model ?? '?',
+      memoryGiB: os.totalmem() / 2 ** 30,
+      node: process.version,
+      postgres: await postgresVersion(controlUrl),
+      tenantPostgres: await postgresVersion(ctx.url),
+      commit,
+      loadAverageAtStart,
+      loadAverageAtEnd: os.loadavg(),
+    },
+    settings: settings(config),
+    parameters: params,
+    aimsMs: AIMS,
+    notes: notes(config),
+    summary: {
+      crash: summarize(runs.filter((r) => r.fault === 'crash')),
+      hang: summarize(runs.filter((r) => r.fault === 'hang')),
+    },
+    runs,
+  };
+  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  await fs.mkdir(dir, { recursive: true });
+  const md = markdown(results);
+  await fs.writeFile(path.join(dir, 'failover.json'), JSON.stringify(results, null, 2) + '\n');
+  await fs.writeFile(path.join(dir, 'failover.md'), md);
+  console.log(md);
+  return runs.length === total && runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0);
+}
+
+// Started before anything can fail, so that the way out always has it to stop.
+const controlStarting = startEphemeralPostgres();
+controlStarting.catch(() => undefined);
+const platform = new Platform();
+let home: string | undefined;
+let config: Config | undefined;
+let running: Running | undefined;
+
+/** Stop everything this bench started, each part even when another fails; once. */
+let cleaning: Promise<void> | undefined;
+const cleanUp = () =>
+  (cleaning ??= (async () => {
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        console.error(`bench: ${what} failed: ${message(err)}`);
+      }
+    };
+    // Frozen processes first: nothing stops a server whose processes cannot run.
+    await attempt('continuing frozen processes', async () => thaw());
+    if (writer) await attempt('stopping the writer', () => writer!.stop());
+    if (running) await attempt('stopping pgfleet', () => running!.stop());
+    if (home && config) await attempt('stopping local clusters', () => stopLocalClusters(home!, localCluster(config!)));
+    await attempt('stopping the platform', () => platform.stop());
+    await attempt('stopping the control Postgres', async () => (await controlStarting).stop());
+    if (home) await attempt('removing PGFLEET_HOME', () => fs.rm(home!, { recursive: true, force: true }));
+  })());
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
+}
+process.on('uncaughtException', (err) => {
+  console.error('bench: uncaught exception', err);
+  void cleanUp().finally(() => process.exit(1));
+});
+const watchdogMinutes = 10 + 4 * params.runs * 2;
+const watchdog = setTimeout(() => {
+  console.error(`bench: ${watchdogMinutes} minutes passed, giving up`);
+  void cleanUp().finally(() => process.exit(2));
+}, watchdogMinutes * 60_000);
+
+try {
+  const control = await controlStarting;
+  await platform.start();
+  home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-bench-home-'));
+  await fs.chmod(home, 0o755);
+  config = loadConfig({
+    DATABASE_URL: control.url,
+    PGFLEET_HOME: home,
+    PORT: '0',
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'silent',
+    OPERATOR_TOKEN,
+    PGFLEET_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    ADDON_PASSWORD,
+    ADDON_SSO_SALT: randomBytes(24).toString('base64url'),
+    ADDON_CLIENT_SECRET: 'bench-client-secret',
+    HEROKU_API_URL: platform.url,
+    HEROKU_ID_URL: platform.url,
+    PGFLEET_OBSERVE_INTERVAL: '1',
+    // pgfleet's defaults unless given: the settings in the results say which were used.
+    ...(process.env.PGFLEET_HANG_PROBES ? { PGFLEET_HANG_PROBES: process.env.PGFLEET_HANG_PROBES } : {}),
+    ...(process.env.PGFLEET_PROBE_TIMEOUT_MS ? { PGFLEET_PROBE_TIMEOUT_MS: process.env.PGFLEET_PROBE_TIMEOUT_MS } : {}),
+    ...(process.env.PG_BIN ? { PG_BIN: process.env.PG_BIN } : {}),
+    ...(process.env.PGFLEET_PG_USER ? { PGFLEET_PG_USER: process.env.PGFLEET_PG_USER } : {}),
+  });
+  const sound = await main(control.url, platform, config, (r) => (running = r));
+  if (!sound) process.exitCode = 1;
+} catch (err) {
+  console.error(`bench: ${message(err)}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  await cleanUp();
+}
+process.exit(process.exitCode ?? 0);
