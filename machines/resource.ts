@@ -16,7 +16,7 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
 
 export interface ResourceJob {
   type: 'job';
@@ -37,8 +37,12 @@ export type ResourceEvent =
   | { type: 'switchover'; at: string }
   | { type: 'promoted'; at: string }
   | { type: 'step.failed'; at: string; error: string }
-  /** The platform changed the plan; `move` when the new plan needs another kind of server. */
-  | { type: 'change_plan'; at: string; plan: string; move: boolean }
+  /**
+   * The platform changed the plan; `move` when the new plan needs another kind of server,
+   * `standby` when it wants a synchronous standby the old one did not have, or no longer does.
+   */
+  | { type: 'change_plan'; at: string; plan: string; move: boolean; standby?: 'add' | 'drop' }
+  | { type: 'standby.dropped'; at: string }
   | { type: 'applied'; at: string }
   | { type: 'moved'; at: string }
   | { type: 'activated'; at: string }
@@ -116,6 +120,19 @@ function until(role: 'primary' | 'standby' | 'target', state: string, target: st
   };
 }
 
+/**
+ * A synchronous standby for the primary: built from the primary's backup on a server of its
+ * own, caught up, then named in the primary's `synchronous_standby_names`, after which a
+ * commit is acknowledged only once the standby has it. Then on to `done`.
+ */
+function standbySteps(done: string) {
+  return {
+    standby: step('place_standby', { placed: 'syncing' }),
+    syncing: until('standby', 'available', 'synchronous'),
+    synchronous: step('synchronize', { synchronized: done }),
+  };
+}
+
 export const resourceMachine = setup({
   types: {
     context: {} as ResourceContext,
@@ -157,6 +174,8 @@ export const resourceMachine = setup({
       return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
     },
     move: ({ event }) => event.type === 'change_plan' && event.move,
+    addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
+    dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
   },
 }).createMachine({
   id: 'resource',
@@ -177,17 +196,18 @@ export const resourceMachine = setup({
           ...step('create_tenant', {}),
           on: { 'tenant.created': [{ guard: 'wantsStandby', target: 'standby' }, { target: '#resource.available' }] },
         },
-        /** The `ha` plan: a standby built from the primary's backup, on a server of its own. */
-        standby: step('place_standby', { placed: 'syncing' }),
-        syncing: until('standby', 'available', 'synchronous'),
-        /** The primary acknowledges a commit only once the standby has it. */
-        synchronous: step('synchronize', { synchronized: '#resource.available' }),
+        ...standbySteps('#resource.available'),
       },
     },
     available: {
       entry: 'deliverIfWanted',
       on: {
-        change_plan: [{ guard: 'move', target: 'changing' }, { target: 'resizing' }],
+        change_plan: [
+          { guard: 'move', target: 'changing' },
+          { guard: 'addStandby', target: 'adding' },
+          { guard: 'dropStandby', target: 'dropping' },
+          { target: 'resizing' },
+        ],
         deferred: { actions: ['wantDelivery', job('deliver')] },
         delivered: { actions: assign({ deliver: false, deliveryFailures: 0, lastError: undefined }) },
         'delivery.failed': {
@@ -228,6 +248,18 @@ export const resourceMachine = setup({
         synchronous: step('synchronize', { synchronized: '#resource.available' }),
       },
     },
+    /**
+     * Onto a plan with a standby: it is built and made synchronous while the database serves
+     * as before, then the new limits; the platform gets the new URL (the router's).
+     */
+    adding: {
+      initial: 'standby',
+      entry: 'wantDelivery',
+      on: { change_plan: {} },
+      states: standbySteps('#resource.resizing'),
+    },
+    /** Off a plan with a standby: the primary stops waiting for it, then it goes; then the new limits. */
+    dropping: step('drop_standby', { 'standby.dropped': '#resource.resizing', change_plan: {} }),
     /** A plan of the same kind: new limits for the tenant's role, nothing moves. */
     resizing: step('apply_plan', { applied: '#resource.available' }),
     /** A plan of another kind: the database moves to a server of that kind. */

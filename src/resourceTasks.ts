@@ -1,7 +1,7 @@
 import type { Addon } from './config.ts';
 import type { Client, Queryable } from './db.ts';
 import type { PgBinaries } from './pg/binaries.ts';
-import { promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
+import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
 import type { Job } from './queue/jobs.ts';
@@ -188,6 +188,13 @@ export function resourceTasks(opts: ResourceTaskOptions) {
           await linkServer(client, resource.id, standby, 'standby');
         }
       });
+    }),
+
+    /** Off a plan with standbys: first the primary stops waiting for them, or its commits would hang once they go. */
+    drop_standby: step(async (job, { pool }) => {
+      const { resource, servers } = await load(pool, job);
+      await desynchronize(await superuser(pool, withRole(servers, 'primary')));
+      return report(job, { type: 'standby.dropped' }, await release(pool, resource, servers.filter((s) => s.role === 'standby')));
     }),
 
     apply_plan: step(async (job, { pool }) => {

@@ -101,14 +101,7 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
       const existing = await client.query<{ plan: string }>('select plan from resources where id = $1', [req.id]);
       return { created: false, plan: existing.rows[0]!.plan };
     }
-    // A plan with standbys is reached through the router, at addresses that survive failover:
-    // one for the primary, one that spreads reads over the standbys.
-    if (req.plan.standbys > 0) {
-      await client.query(
-        `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port'], array['127.0.0.1', $2, $3]) where id = $1`,
-        [req.id, String(await freePort()), String(await freePort())],
-      );
-    }
+    if (req.plan.standbys > 0) await ensureRoute(client, req.id);
     await createMachine(client, 'resource', req.id);
     // A dedicated server takes seconds: the platform is answered at once and handed the config later.
     if (req.plan.kind === 'dedicated') await sendEvent(client, req.id, { type: 'deferred' });
@@ -321,11 +314,25 @@ export async function resourceState(db: Queryable, id: string): Promise<string |
 }
 
 /** Change the plan column and tell the machine, in one transaction. */
-export async function changePlan(pool: Pool, id: string, plan: Plan, move: boolean): Promise<Step | undefined> {
+export async function changePlan(pool: Pool, id: string, plan: Plan, change: { move: boolean; standby?: 'add' | 'drop' }): Promise<Step | undefined> {
   return transaction(pool, async (client) => {
     await client.query('update resources set plan = $2 where id = $1', [id, plan.name]);
-    return sendEvent(client, id, { type: 'change_plan', plan: plan.name, move });
+    if (change.standby === 'add') await ensureRoute(client, id);
+    return sendEvent(client, id, { type: 'change_plan', plan: plan.name, ...change });
   });
+}
+
+/**
+ * A resource with standbys is reached through the router, at addresses that survive a
+ * failover: one for the primary, one that spreads reads over the standbys. Once it has
+ * them it keeps them, so its URL never changes again.
+ */
+async function ensureRoute(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port'], array['127.0.0.1', $2, $3])
+     where id = $1 and not attrs ? 'router_port'`,
+    [id, String(await freePort()), String(await freePort())],
+  );
 }
 
 export async function tellResource(pool: Pool, id: string, event: MachineEvent): Promise<Step | undefined> {

@@ -53,6 +53,13 @@ export async function promoteStandby(standby: SuperuserTarget): Promise<void> {
       const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
       if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
     }
+  });
+  await desynchronize(standby);
+}
+
+/** The primary acknowledges commits without waiting for any standby (one about to go, say). */
+export async function desynchronize(primary: SuperuserTarget): Promise<void> {
+  await asSuperuser(primary, 'postgres', async (client) => {
     await client.query('alter system reset synchronous_standby_names');
     await client.query('select pg_reload_conf()');
   });

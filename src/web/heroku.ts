@@ -203,11 +203,15 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
         if (before.state === 'resizing' || before.state === 'changing') return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
       }
       if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
-      if ((findPlan(before.plan)?.standbys ?? 0) > 0 || plan.standbys > 0) {
-        throw new HttpError(422, 'changing to or from a plan with standbys is not supported yet: provision a new database and move the data');
-      }
       const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
-      await changePlan(opts.pool, id, plan, primary?.tenancy !== plan.kind);
+      const move = primary?.tenancy !== plan.kind;
+      const standbysBefore = findPlan(before.plan)?.standbys ?? 0;
+      const standby = plan.standbys > standbysBefore ? 'add' : plan.standbys < standbysBefore ? 'drop' : undefined;
+      // A standby comes or goes on the server the database is on: a move is a change of its own.
+      if (standby && move) {
+        throw new HttpError(422, `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`);
+      }
+      await changePlan(opts.pool, id, plan, { move, ...(standby ? { standby } : {}) });
       if (!(await settled(opts.pool, id, opts.addon.answerWithin))) {
         await tellResource(opts.pool, id, { type: 'deferred' });
         return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });

@@ -114,12 +114,53 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(acknowledged).toBe(true);
     await client.end();
     expect(await psql(standbyUrl, 'select count(*) from acked')).toBe('2');
-
-    // Plan changes into or out of ha are refused for now, with a reason.
-    const put = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'dedicated' });
-    expect(put.status).toBe(422);
-    expect(((await put.json()) as { message: string }).message).toMatch(/standbys is not supported yet/);
     ha = { uuid, url };
+  });
+
+  it('changes a dedicated database to ha and back: a standby is added and dropped, every row kept, the URL routed', async () => {
+    const uuid = randomUUID();
+    const post = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'dedicated', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    expect(post.status).toBe(202);
+    const first = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
+    const direct = (JSON.parse(first.body).config as { value: string }[])[0]!.value;
+    await psql(direct, 'create table kept (n int)');
+    await psql(direct, 'insert into kept select generate_series(1, 300)');
+
+    const up = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'ha' });
+    expect([200, 202]).toContain(up.status);
+    const ready = await waitFor('the standby to be added', async () => {
+      const r = await resource(uuid);
+      return r.state === 'available' && r.servers.length === 2 && r.servers.every((s: Shown) => s.state === 'available') ? r : undefined;
+    }, 120_000);
+    expect(ready.plan).toBe('ha');
+    expect(ready.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['adding.standby.trying', 'adding.synchronous.trying']));
+    // The platform is handed the new URLs, the router's, which outlive any server.
+    const patch = await waitFor('the new config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[1], 30_000);
+    const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
+    expect(config).toEqual(ready.config);
+    expect(new URL(config.PGFLEET_URL!).port).not.toBe(new URL(direct).port);
+    expect(await psql(config.PGFLEET_URL!, 'select count(*) from kept')).toBe('300');
+    const standby = withRole(ready, 'standby');
+    expect(await psql(await adminUrl(db.pool, withRole(ready, 'primary').id), `select application_name from pg_stat_replication where sync_state = 'sync'`)).toBe(standby.id.replace(/-/g, '_'));
+
+    const down = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'dedicated' });
+    expect([200, 202]).toContain(down.status);
+    await waitFor('the standby to be dropped', async () => {
+      const r = await resource(uuid);
+      return r.state === 'available' && r.plan === 'dedicated' && r.servers.length === 1;
+    }, 60_000);
+    await waitFor('the standby server to be deleted', async () => (await system.api('GET', `/api/servers/${standby.id}`)).body.state === 'deleted');
+    // The primary no longer waits for a standby, and the URL it was given stays.
+    expect(await psql(await adminUrl(db.pool, withRole(ready, 'primary').id), 'show synchronous_standby_names')).toBe('');
+    await psql(config.PGFLEET_URL!, 'insert into kept values (301)');
+    expect(await psql(config.PGFLEET_URL!, 'select count(*) from kept')).toBe('301');
+
+    // Kind and standbys at once is two changes: refused, saying which to make first.
+    const shared = randomUUID();
+    expect((await addonFetch(system, 'POST', '/heroku/resources', { uuid: shared, plan: 'shared', region: 'us', callback_url: `${platform.url}/addons/${shared}` })).status).toBe(200);
+    const both = await addonFetch(system, 'PUT', `/heroku/resources/${shared}`, { plan: 'ha' });
+    expect(both.status).toBe(422);
+    expect(((await both.json()) as { message: string }).message).toMatch(/change to the dedicated plan first/);
   });
 
   it('spreads reads over the standbys that keep up: a lagging one leaves the read-only pool and comes back', async () => {

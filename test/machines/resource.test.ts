@@ -161,6 +161,25 @@ describe('resource machine', () => {
     expect(s.state).toBe('available');
   });
 
+  it('adds a synchronous standby for a plan that wants one, and drops it for one that does not', () => {
+    const ready = walk(created());
+    let s = step(ready.next, { type: 'change_plan', at: t(), plan: 'ha', move: false, standby: 'add' });
+    expect([s.state, s.jobs]).toEqual(['adding.standby.trying', ['place_standby']]);
+    expect(step(s.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: false, standby: 'drop' }).state).toBe('adding.standby.trying');
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['adding.synchronous.trying', ['synchronize']]);
+    s = step(s.next, { type: 'synchronized', at: t() });
+    expect([s.state, s.jobs]).toEqual(['resizing.trying', ['apply_plan']]);
+    // The URL became the router's: the platform is handed it.
+    expect(step(s.next, { type: 'applied', at: t() }).jobs).toEqual(['deliver']);
+
+    s = step(ready.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: false, standby: 'drop' });
+    expect([s.state, s.jobs]).toEqual(['dropping.trying', ['drop_standby']]);
+    s = step(s.next, { type: 'standby.dropped', at: t() });
+    expect([s.state, s.jobs]).toEqual(['resizing.trying', ['apply_plan']]);
+  });
+
   it('deprovisions from any state, once, and ends', () => {
     let s = walk([{ type: 'deprovision', at: t() }]);
     expect([s.state, s.jobs]).toEqual(['deprovisioning.trying', ['drop_tenant']]);
