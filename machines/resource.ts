@@ -173,6 +173,8 @@ export const resourceMachine = setup({
       const state = event.obs['primary.state'];
       return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
     },
+    /** The standby failed for good (restarts did not bring it back): build another. */
+    standbyLost: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'failed',
     move: ({ event }) => event.type === 'change_plan' && event.move,
     addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
     dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
@@ -217,8 +219,21 @@ export const resourceMachine = setup({
         switchover: 'failover',
         observed: [
           { guard: and(['fresh', 'primaryLost']), target: 'failover', actions: 'see' },
+          { guard: and(['fresh', 'standbyLost']), target: 'replacing', actions: 'see' },
           { guard: 'fresh', actions: 'see' },
         ],
+      },
+    },
+    /**
+     * The standby is lost: the primary stops waiting for it (its commits would hang for
+     * good), the dead server goes, and a new standby is built and made synchronous.
+     */
+    replacing: {
+      initial: 'releasing',
+      on: { change_plan: {} },
+      states: {
+        releasing: step('drop_standby', { 'standby.dropped': 'standby' }),
+        ...standbySteps('#resource.available'),
       },
     },
     /**

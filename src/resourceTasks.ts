@@ -162,8 +162,8 @@ export function resourceTasks(opts: ResourceTaskOptions) {
 
     /**
      * After a failover: the fenced old primary comes back as a standby of the new one (its
-     * machine rewinds or rebuilds it), or, when it is gone, a new server is built as one.
-     * Either way the new primary gets a fresh base backup, on its own timeline.
+     * machine rewinds it, or rebuilds it from a fresh base backup of the new primary, which
+     * is on its own timeline).
      */
     restore_standby: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
@@ -176,17 +176,12 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       }
       return report(job, { type: 'placed' }, async (client) => {
         if (servers.some((s) => s.role === 'standby')) return;
+        if (!former) throw new Error('the resource has no fenced former primary to bring back');
         const backup = await requestBackup(client, primary.id);
         for (const follower of followers) await followLeader(client, follower.id, primary, backup);
-        if (former) {
-          await followLeader(client, former.id, primary, backup);
-          await relinkServer(client, resource.id, former.id, 'standby');
-          await sendEvent(client, former.id, { type: 'rejoin' });
-        } else {
-          const standby = await insertFollower(client, primary.id, backup);
-          if (!standby) throw new Error(`the primary ${primary.id} is not available to build a standby from`);
-          await linkServer(client, resource.id, standby, 'standby');
-        }
+        await followLeader(client, former.id, primary, backup);
+        await relinkServer(client, resource.id, former.id, 'standby');
+        await sendEvent(client, former.id, { type: 'rejoin' });
       });
     }),
 

@@ -187,6 +187,31 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(await psql(readOnlyUrl, 'select count(*) from filler')).toBe('4000');
   });
 
+  it('replaces a standby that is lost for good, without holding commits up for good', async () => {
+    const { uuid, url } = await provisionHa();
+    await psql(url, 'create table kept (n int)');
+    await psql(url, 'insert into kept select generate_series(1, 200)');
+    const lost = withRole(await resource(uuid), 'standby');
+    // Its disk is gone: restarts cannot bring it back, and its server machine gives up.
+    const [postmaster] = await clusterPids(dataDir(lost.id));
+    process.kill(postmaster!, 'SIGKILL');
+    await rm(dataDir(lost.id), { recursive: true, force: true });
+    // A commit now waits for the lost standby, until the primary is told to stop waiting.
+    await psql(url, 'insert into kept values (201)');
+
+    const replaced = await waitFor('a new standby', async () => {
+      const r = await resource(uuid);
+      const standby = r.state === 'available' ? withRole(r, 'standby') : undefined;
+      return standby && standby.id !== lost.id && standby.state === 'available' ? r : undefined;
+    }, 120_000);
+    expect(replaced.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['replacing.releasing.trying', 'replacing.synchronous.trying']));
+    const standby = withRole(replaced, 'standby');
+    expect(await psql(await adminUrl(db.pool, withRole(replaced, 'primary').id), `select application_name from pg_stat_replication where sync_state = 'sync'`)).toBe(standby.id.replace(/-/g, '_'));
+    await psql(url, 'insert into kept values (202)');
+    await waitFor('the new standby to have every row', async () => (await psql(serverUrl(url, standby.port), 'select count(*) from kept')) === '202');
+    await waitFor('the lost standby to be deleted', async () => (await system.api('GET', `/api/servers/${lost.id}`)).body.state === 'deleted');
+  });
+
   it('fails over when the primary is killed under writes: same URL, no acknowledged row lost, the old primary rejoins', async () => {
     const before = await resource(ha.uuid);
     const oldPrimary = withRole(before, 'primary');

@@ -180,6 +180,19 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['resizing.trying', ['apply_plan']]);
   });
 
+  it('replaces a standby that failed for good: the primary stops waiting for it first', () => {
+    const ready = walk(created());
+    expect(step(ready.next, observed({ 'primary.state': 'available', 'standby.state': 'restarting' })).state).toBe('available');
+    let s = step(ready.next, observed({ 'primary.state': 'available', 'standby.state': 'failed' }));
+    expect([s.state, s.jobs]).toEqual(['replacing.releasing.trying', ['drop_standby']]);
+    s = step(s.next, { type: 'standby.dropped', at: t() });
+    expect([s.state, s.jobs]).toEqual(['replacing.standby.trying', ['place_standby']]);
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['replacing.synchronous.trying', ['synchronize']]);
+    expect(step(s.next, { type: 'synchronized', at: t() }).state).toBe('available');
+  });
+
   it('deprovisions from any state, once, and ends', () => {
     let s = walk([{ type: 'deprovision', at: t() }]);
     expect([s.state, s.jobs]).toEqual(['deprovisioning.trying', ['drop_tenant']]);
