@@ -1,10 +1,14 @@
 import type { EscalationReason, IncidentContext, IncidentInput } from '../machines/incident.ts';
 import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
 import type { Journal } from './queue/worker.ts';
+import { standbyTakesOver } from './resources.ts';
 import { createMachine, sendEvent, type MachineName, type Step } from './runner.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
+
+/** Resource states that bring a database back to whole after losing a server: trouble, handled. */
+const RESTORING = new Set(['failover', 'rejoining', 'replacing']);
 
 export function healthOf(machine: MachineName, path: string): Health {
   const top = path.split('.')[0]!;
@@ -16,7 +20,7 @@ export function healthOf(machine: MachineName, path: string): Health {
   }
   if (machine === 'resource') {
     if (top === 'available') return 'healthy';
-    if (path.endsWith('.failed')) return 'unhealthy';
+    if (path.endsWith('.failed') || RESTORING.has(top)) return 'unhealthy';
     if (top === 'deprovisioning' || top === 'deleted') return 'gone';
     return 'neutral';
   }
@@ -34,6 +38,9 @@ export const STUCK_AFTER: Record<string, number> = {
   'server.failed': 60,
   'server.maintaining': 600,
   'resource.failed': 300,
+  'resource.failover': 60,
+  'resource.rejoining': 600,
+  'resource.replacing': 600,
 };
 
 export function stuckAfter(machine: MachineName, path: string, override: number | undefined): number {
@@ -50,6 +57,10 @@ function troubleReason(machine: MachineName, path: string): string {
     if (top === 'restarting') return 'server restarting';
     return 'restart failing';
   }
+  const top = path.split('.')[0];
+  if (top === 'failover') return 'primary lost: failing over to the standby';
+  if (top === 'rejoining') return 'restoring the standby after a failover';
+  if (top === 'replacing') return 'standby lost: replacing it';
   return `${path.replace(/\.failed$/, '')} failing`;
 }
 
@@ -121,7 +132,8 @@ export async function afterStep(db: Queryable, machine: MachineName, entityId: s
   for (const id of open) {
     await sendEvent(db, id, { type: 'entity.changed', at, state: step.to, healthy: health === 'healthy' || health === 'gone', stuckAfter: limit });
   }
-  if (open.length === 0 && health === 'unhealthy') {
+  // A primary whose standby takes over is the resource's trouble, told as its failover.
+  if (open.length === 0 && health === 'unhealthy' && !(machine === 'server' && (await standbyTakesOver(db, entityId)))) {
     await openIncident(db, entityId, 'trouble', troubleReason(machine, step.to), { entityState: step.to, since: at, stuckAfter: limit });
   }
 }

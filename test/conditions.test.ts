@@ -23,6 +23,7 @@ describe('what counts as trouble', () => {
     expect(healthOf('server', 'deleting')).toBe('gone');
     expect(healthOf('resource', 'creating.tenant.failed')).toBe('unhealthy');
     expect(healthOf('resource', 'changing.copying.trying')).toBe('neutral');
+    expect(['failover.fencing.trying', 'rejoining.syncing', 'replacing.standby.trying'].map((s) => healthOf('resource', s))).toEqual(['unhealthy', 'unhealthy', 'unhealthy']);
   });
 
   it('keeps deadlines per state as data, which PGFLEET_STUCK_AFTER overrides', () => {

@@ -234,6 +234,16 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(await writer.missing(serverUrl(ha.url, back.port))).toEqual([]);
     const { rows } = await db.pool.query<{ event: string }>(`select event from transitions where entity_id = $1 order by id`, [oldPrimary.id]);
     expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['fence', 'fenced', 'rejoin', 'rejoined']));
+
+    // Operators read it as one incident of the database, from the fault to whole again.
+    const incidents = (await system.api('GET', '/api/incidents')).body as { id: string; entity: { id: string }; reason: string; state: string }[];
+    expect(incidents.filter((i) => i.entity.id === oldPrimary.id)).toEqual([]);
+    const failover = incidents.find((i) => i.entity.id === ha.uuid);
+    expect(failover).toMatchObject({ reason: 'primary lost: failing over to the standby', state: 'resolved' });
+    const timeline = (await system.api('GET', `/api/incidents/${failover!.id}`)).body.timeline as { summary: string }[];
+    for (const step of ['failover.fencing.trying', 'failover.promoting.trying', 'rejoining.syncing', 'available']) {
+      expect(timeline.some((e) => e.summary.includes(step))).toBe(true);
+    }
   });
 
   it('fails over when the primary hangs (SIGSTOP) under writes, fences it, and it rejoins', async () => {
