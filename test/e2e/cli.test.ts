@@ -110,7 +110,7 @@ describe('the pgfleet command', () => {
     expect((await clusterStatus(path.join(home, 'control', 'data'))).running).toBe(false);
   });
 
-  it('runs the Procfile processes separately against one DATABASE_URL', async () => {
+  it('runs the Procfile processes separately against one DATABASE_URL, and `promote` switches an ha database over', async () => {
     const db = await createTestDatabase();
     const home = await newHome();
     const env = {
@@ -119,6 +119,7 @@ describe('the pgfleet command', () => {
       OPERATOR_TOKEN: 'procfile-test-token-0123456789',
       PGFLEET_ENCRYPTION_KEY: TEST_KEY,
       PGFLEET_OBSERVE_INTERVAL: '1',
+      ADDON_PASSWORD: 'procfile-addon-password-0123',
     };
     const procfile = await fs.readFile('Procfile', 'utf8');
     const commands = Object.fromEntries(procfile.trim().split('\n').map((l) => l.split(/:\s+/)));
@@ -139,9 +140,33 @@ describe('the pgfleet command', () => {
     expect(await cli(['jobs', 'dead'], apiEnv)).toBe('no dead jobs\n');
     await db.pool.query(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now())`);
     expect(await cli(['jobs', 'dead'], apiEnv)).toMatch(/restart .* 10 .* gave up/);
+
+    // An ha database through the add-on API, switched over by an operator with the CLI: the
+    // router process keeps its URL on whichever server is primary.
+    const uuid = randomUUID();
+    const provision = await fetch(`${url}/heroku/resources`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${env.ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ uuid, plan: 'ha', region: 'us' }),
+    });
+    expect(provision.status).toBe(202);
+    type Shown = { state: string; config: { PGFLEET_URL: string }; servers: { id: string; role: string; state: string; port: number }[] };
+    const shown = async () => (await (await fetch(`${url}/api/resources/${uuid}`, { headers: { authorization: `Bearer ${env.OPERATOR_TOKEN}` } })).json()) as Shown;
+    const ready = await waitFor('the ha database', async () => ((await shown()).state === 'available' ? shown() : undefined), 120_000);
+    const standby = ready.servers.find((s) => s.role === 'standby')!;
+    await psql(ready.config.PGFLEET_URL, 'create table kept (n int); insert into kept values (1)');
+    expect(await cli(['promote', uuid], apiEnv)).toMatch(new RegExp(`^switching over ${uuid}: its standby becomes the primary`));
+    await waitFor('the switchover', async () => {
+      const r = await shown();
+      return r.state === 'available' && r.servers.some((s) => s.id === standby.id && s.role === 'primary');
+    }, 120_000);
+    await waitFor('the URL to take writes on the new primary', async () => (await psql(ready.config.PGFLEET_URL, 'insert into kept values (2)').then(() => true, () => false)), 30_000);
+    const primary = (await shown()).servers.find((s) => s.role === 'primary')!;
+    expect(primary.id).toBe(standby.id);
+    expect(await psql(ready.config.PGFLEET_URL, 'select count(*), inet_server_port() from kept')).toBe(`2|${primary.port}`);
     for (const p of procs) expect(await stop(p)).toBe(0);
     await db.drop();
-  });
+  }, 240_000);
 
   it('names the variable when the configuration is wrong, and the fix when the API is unreachable', async () => {
     const bad = await exec(process.execPath, [BIN, 'start'], { env: { ...process.env, PORT: 'abc' } }).catch((e: { code: number; stderr: string }) => e);
