@@ -13,24 +13,22 @@
  * Writes bench/results/failover.json and bench/results/failover.md, and prints the
  * markdown. Exits 1 when an acknowledged row went missing or a run failed.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { localCluster, runProcesses, type Running } from '../src/app.ts';
+import { runProcesses, type Running } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
-import { startEphemeralPostgres } from '../src/pg/ephemeral.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';
-import { stopLocalClusters } from '../src/providers/local.ts';
 import { loadServerRecord } from '../src/servers.ts';
 import { clusterPids, NumberedWriter, running as processRunning, signalAll } from '../test/support/writer.ts';
 import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { ms, num, type Milestone } from './provision/report.ts';
-import { call, envInt, gitCommit, postgresVersion } from './support.ts';
+import { BASIC, call, envInt, gitCommit, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, type BenchSystem } from './support.ts';
 
 const params = {
   /** Runs of each fault; crash and hang alternate. */
@@ -48,12 +46,7 @@ const params = {
 };
 
 const AIMS: Record<Fault, number> = { crash: 3000, hang: 10_000 };
-const ADDON_PASSWORD = randomBytes(24).toString('base64url');
-const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
-const OPERATOR_TOKEN = randomBytes(24).toString('base64url');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Poll `check` until it gives a value; on timeout, fail with what it last said. */
 async function until<T>(what: string, check: () => Promise<T | string>, timeoutMs: number, everyMs: number): Promise<T> {
@@ -336,7 +329,7 @@ function notes(config: Config): string[] {
 /** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
 // ---------------------------------------------------------------------------------------
 
-async function main(controlUrl: string, platform: Platform, config: Config, started: (running: Running) => void): Promise<boolean> {
+async function main({ controlUrl, platform, config, started }: BenchSystem): Promise<boolean> {
   const loadAverageAtStart = os.loadavg();
   // Taken now: the working tree may change while the bench runs.
   const commit = gitCommit();
@@ -394,79 +387,18 @@ async function main(controlUrl: string, platform: Platform, config: Config, star
   return runs.length === total && runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0);
 }
 
-// Started before anything can fail, so that the way out always has it to stop.
-const controlStarting = startEphemeralPostgres();
-controlStarting.catch(() => undefined);
-const platform = new Platform();
-let home: string | undefined;
-let config: Config | undefined;
-let running: Running | undefined;
-
-/** Stop everything this bench started, each part even when another fails; once. */
-let cleaning: Promise<void> | undefined;
-const cleanUp = () =>
-  (cleaning ??= (async () => {
-    const attempt = async (what: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`bench: ${what} failed: ${message(err)}`);
-      }
-    };
-    // Frozen processes first: nothing stops a server whose processes cannot run.
-    await attempt('continuing frozen processes', async () => thaw());
-    if (writer) await attempt('stopping the writer', () => writer!.stop());
-    if (running) await attempt('stopping pgfleet', () => running!.stop());
-    if (home && config) await attempt('stopping local clusters', () => stopLocalClusters(home!, localCluster(config!)));
-    await attempt('stopping the platform', () => platform.stop());
-    await attempt('stopping the control Postgres', async () => (await controlStarting).stop());
-    if (home) await attempt('removing PGFLEET_HOME', () => fs.rm(home!, { recursive: true, force: true }));
-  })());
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
-process.on('uncaughtException', (err) => {
-  console.error('bench: uncaught exception', err);
-  void cleanUp().finally(() => process.exit(1));
-});
-const watchdogMinutes = 10 + 4 * params.runs * 2;
-const watchdog = setTimeout(() => {
-  console.error(`bench: ${watchdogMinutes} minutes passed, giving up`);
-  void cleanUp().finally(() => process.exit(2));
-}, watchdogMinutes * 60_000);
-
-try {
-  const control = await controlStarting;
-  await platform.start();
-  home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-bench-home-'));
-  await fs.chmod(home, 0o755);
-  config = loadConfig({
-    DATABASE_URL: control.url,
-    PGFLEET_HOME: home,
-    PORT: '0',
-    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'silent',
-    OPERATOR_TOKEN,
-    PGFLEET_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    ADDON_PASSWORD,
-    ADDON_SSO_SALT: randomBytes(24).toString('base64url'),
-    ADDON_CLIENT_SECRET: 'bench-client-secret',
-    HEROKU_API_URL: platform.url,
-    HEROKU_ID_URL: platform.url,
+await runBench({
+  env: {
     PGFLEET_OBSERVE_INTERVAL: '1',
     // pgfleet's defaults unless given: the settings in the results say which were used.
     ...(process.env.PGFLEET_HANG_PROBES ? { PGFLEET_HANG_PROBES: process.env.PGFLEET_HANG_PROBES } : {}),
     ...(process.env.PGFLEET_PROBE_TIMEOUT_MS ? { PGFLEET_PROBE_TIMEOUT_MS: process.env.PGFLEET_PROBE_TIMEOUT_MS } : {}),
-    ...(process.env.PG_BIN ? { PG_BIN: process.env.PG_BIN } : {}),
-    ...(process.env.PGFLEET_PG_USER ? { PGFLEET_PG_USER: process.env.PGFLEET_PG_USER } : {}),
-  });
-  const sound = await main(control.url, platform, config, (r) => (running = r));
-  if (!sound) process.exitCode = 1;
-} catch (err) {
-  console.error(`bench: ${message(err)}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanUp();
-}
-process.exit(process.exitCode ?? 0);
+  },
+  watchdogMinutes: 10 + 4 * params.runs * 2,
+  main,
+  // Frozen processes first: nothing stops a server whose processes cannot run.
+  async beforeCleanUp() {
+    thaw();
+    await writer?.stop();
+  },
+});

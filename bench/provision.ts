@@ -10,20 +10,17 @@
  *
  * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { localCluster, runProcesses, type Running } from '../src/app.ts';
-import { loadConfig, type Config } from '../src/config.ts';
+import { runProcesses, type Running } from '../src/app.ts';
 import { createLogger } from '../src/log.ts';
-import { startEphemeralPostgres, type EphemeralPostgres } from '../src/pg/ephemeral.ts';
-import { stopLocalClusters } from '../src/providers/local.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
-import { call, envInt, gitCommit, postgresVersion } from './support.ts';
+import { BASIC, call, envInt, gitCommit, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, type BenchSystem } from './support.ts';
 
 const params = {
   sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
@@ -37,12 +34,7 @@ const params = {
 };
 
 const AIMS = { shared: 300, dedicated: 3000 };
-const ADDON_PASSWORD = randomBytes(24).toString('base64url');
-const BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toString('base64')}`;
-const OPERATOR_TOKEN = randomBytes(24).toString('base64url');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 // ---------------------------------------------------------------------------------------
 // Talking to pgfleet and to the databases it hands out.
@@ -211,11 +203,11 @@ const NOTES = [
 /** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
 // ---------------------------------------------------------------------------------------
 
-async function main(control: EphemeralPostgres, platform: Platform, config: Config, started: (running: Running) => void): Promise<void> {
+async function main({ controlUrl, platform, config, started }: BenchSystem): Promise<void> {
   const loadAverageAtStart = os.loadavg();
   // Taken now: the working tree may change while the bench runs.
   const commit = gitCommit();
-  const postgres = await postgresVersion(control.url);
+  const postgres = await postgresVersion(controlUrl);
   const running = await runProcesses(config, createLogger(config.logLevel), ['web', 'worker', 'clock']);
   started(running);
   const ctx: Context = { running, platform };
@@ -295,68 +287,8 @@ async function main(control: EphemeralPostgres, platform: Platform, config: Conf
   console.log(md);
 }
 
-const control = await startEphemeralPostgres();
-const platform = new Platform();
-let home: string | undefined;
-let config: Config | undefined;
-let running: Running | undefined;
-
-/** Stop everything this bench started, each part even when another fails; once. */
-let cleaning: Promise<void> | undefined;
-const cleanUp = () =>
-  (cleaning ??= (async () => {
-    const attempt = async (what: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`bench: ${what} failed: ${message(err)}`);
-      }
-    };
-    if (running) await attempt('stopping pgfleet', () => running!.stop());
-    if (home && config) await attempt('stopping local clusters', () => stopLocalClusters(home!, localCluster(config!)));
-    await attempt('stopping the platform', () => platform.stop());
-    await attempt('stopping the control Postgres', () => control.stop());
-    if (home) await attempt('removing PGFLEET_HOME', () => fs.rm(home!, { recursive: true, force: true }));
-  })());
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
-process.on('uncaughtException', (err) => {
-  console.error('bench: uncaught exception', err);
-  void cleanUp().finally(() => process.exit(1));
+await runBench({
+  env: { PGFLEET_ANSWER_WITHIN: String(params.answerWithinSeconds) },
+  watchdogMinutes: 20,
+  main,
 });
-const watchdog = setTimeout(() => {
-  console.error('bench: 20 minutes passed, giving up');
-  void cleanUp().finally(() => process.exit(2));
-}, 20 * 60_000);
-
-try {
-  await platform.start();
-  home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-bench-home-'));
-  await fs.chmod(home, 0o755);
-  config = loadConfig({
-    DATABASE_URL: control.url,
-    PGFLEET_HOME: home,
-    PORT: '0',
-    LOG_LEVEL: 'silent',
-    OPERATOR_TOKEN,
-    PGFLEET_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    ADDON_PASSWORD,
-    ADDON_SSO_SALT: randomBytes(24).toString('base64url'),
-    ADDON_CLIENT_SECRET: 'bench-client-secret',
-    HEROKU_API_URL: platform.url,
-    HEROKU_ID_URL: platform.url,
-    PGFLEET_ANSWER_WITHIN: String(params.answerWithinSeconds),
-    ...(process.env.PG_BIN ? { PG_BIN: process.env.PG_BIN } : {}),
-    ...(process.env.PGFLEET_PG_USER ? { PGFLEET_PG_USER: process.env.PGFLEET_PG_USER } : {}),
-  });
-  await main(control, platform, config, (r) => (running = r));
-} catch (err) {
-  console.error(`bench: ${message(err)}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(watchdog);
-  await cleanUp();
-}
-process.exit(process.exitCode ?? 0);
