@@ -14,10 +14,8 @@
  * markdown. Exits 1 when an acknowledged row went missing or a run failed.
  */
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runProcesses, type Running } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
@@ -28,7 +26,7 @@ import { clusterPids, NumberedWriter, running as processRunning, signalAll } fro
 import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { ms, num, type Milestone } from './provision/report.ts';
-import { BASIC, call, envInt, gitCommit, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, type BenchSystem } from './support.ts';
+import { BASIC, call, envInt, gitCommit, message, machineInfo, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
 const params = {
   /** Runs of each fault; crash and hang alternate. */
@@ -357,11 +355,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
 
   const results: Results = {
     machine: {
-      date: new Date().toISOString(),
-      nproc: os.availableParallelism(),
-      cpu: os.cpus()[0]?.model ?? '?',
-      memoryGiB: os.totalmem() / 2 ** 30,
-      node: process.version,
+      ...machineInfo(),
       postgres: await postgresVersion(controlUrl),
       tenantPostgres: await postgresVersion(ctx.url),
       commit,
@@ -378,12 +372,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
     },
     runs,
   };
-  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  await fs.mkdir(dir, { recursive: true });
-  const md = markdown(results);
-  await fs.writeFile(path.join(dir, 'failover.json'), JSON.stringify(results, null, 2) + '\n');
-  await fs.writeFile(path.join(dir, 'failover.md'), md);
-  console.log(md);
+  await writeResults('failover', results, markdown(results));
   return runs.length === total && runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0);
 }
 

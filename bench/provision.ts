@@ -11,16 +11,13 @@
  * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
  */
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { runProcesses, type Running } from '../src/app.ts';
 import { createLogger } from '../src/log.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
-import { BASIC, call, envInt, gitCommit, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, type BenchSystem } from './support.ts';
+import { BASIC, call, envInt, gitCommit, message, machineInfo, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
 const params = {
   sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
@@ -236,11 +233,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   const ok = <T extends { error?: string }>(runs: T[]) => runs.filter((r) => !r.error);
   const results: Results = {
     machine: {
-      date: new Date().toISOString(),
-      nproc: os.availableParallelism(),
-      cpu: os.cpus()[0]?.model ?? '?',
-      memoryGiB: os.totalmem() / 2 ** 30,
-      node: process.version,
+      ...machineInfo(),
       postgres,
       commit,
       loadAverageAtStart,
@@ -279,12 +272,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
     shared,
     dedicated,
   };
-  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  await fs.mkdir(dir, { recursive: true });
-  const md = markdown(results);
-  await fs.writeFile(path.join(dir, 'provision.json'), JSON.stringify(results, null, 2) + '\n');
-  await fs.writeFile(path.join(dir, 'provision.md'), md);
-  console.log(md);
+  await writeResults('provision', results, markdown(results));
 }
 
 await runBench({

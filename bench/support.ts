@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { localCluster, type Running } from '../src/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
@@ -63,6 +64,20 @@ export async function call(base: string, method: string, route: string, authoriz
     json = text;
   }
   return { status: res.status, json, at };
+}
+
+/** Results to `bench/results/<name>.json` and `.md`, and the markdown to stdout. */
+export async function writeResults(name: string, results: unknown, md: string): Promise<void> {
+  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+  await fs.mkdir(dir, { recursive: true });
+  await fs.writeFile(path.join(dir, `${name}.json`), JSON.stringify(results, null, 2) + '\n');
+  await fs.writeFile(path.join(dir, `${name}.md`), md);
+  console.log(md);
+}
+
+/** What a result was measured on, beside the benchmark's own figures. */
+export function machineInfo(): { date: string; nproc: number; cpu: string; memoryGiB: number; node: string } {
+  return { date: new Date().toISOString(), nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? '?', memoryGiB: os.totalmem() / 2 ** 30, node: process.version };
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -19,32 +19,20 @@ need_apt() {
   return 1
 }
 
-if ! command -v psql >/dev/null 2>&1; then
+# need <command> <Debian package>: installed as root, else one line naming the package.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if need_apt; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   else
-    echo "npm test needs psql: install the postgresql-client package" >&2
+    echo "npm test needs $1: install the $2 package" >&2
     exit 1
   fi
-fi
+}
 
-if ! command -v chromium >/dev/null 2>&1; then
-  if need_apt; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "npm test needs chromium: install the chromium package" >&2
-    exit 1
-  fi
-fi
-
-if ! command -v haproxy >/dev/null 2>&1; then
-  if need_apt; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  else
-    echo "npm test needs haproxy: install the haproxy package" >&2
-    exit 1
-  fi
-fi
+need psql postgresql-client
+need chromium chromium
+need haproxy haproxy
 
 if [ ! -x .cache/tools/promtool ]; then
   mkdir -p .cache/tools

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
+import { refreshEvery } from './refresher.ts';
 import type { Sealer } from './sealer.ts';
 
 /**
@@ -207,8 +208,7 @@ export class HealthServer {
   private readonly listeners = new Map<string, { server: http.Server; port: number }>();
   private targets = new Map<string, HealthTarget>();
   private readonly probes = new Map<string, Probe>();
-  private timer: NodeJS.Timeout | undefined;
-  private refreshing: Promise<void> | undefined;
+  private refresher: { stop(): Promise<void> } | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -221,12 +221,7 @@ export class HealthServer {
   ) {}
 
   async start(): Promise<void> {
-    await this.refresh();
-    this.timer = setInterval(() => {
-      this.refreshing ??= this.refresh()
-        .catch((err: unknown) => this.log.warn({ err }, 'refreshing health targets failed'))
-        .finally(() => (this.refreshing = undefined));
-    }, this.refreshMs);
+    this.refresher = await refreshEvery(this.refreshMs, () => this.refresh(), this.log, 'refreshing health targets');
   }
 
   /** Listen for new servers, forget finished ones, and take in roles and machine states. */
@@ -314,8 +309,7 @@ export class HealthServer {
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.refreshing;
+    await this.refresher?.stop();
     await Promise.all(
       [...this.listeners.values()].map(({ server }) => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { enqueue } from './queue/jobs.ts';
+import { refreshEvery } from './refresher.ts';
 import { queueForTask } from './runner.ts';
 
 /**
@@ -66,8 +67,7 @@ type Listener = { server: net.Server; port: number };
 export class Router {
   private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; route: Route; next: number }>();
   private readonly sockets = new Set<net.Socket>();
-  private timer: NodeJS.Timeout | undefined;
-  private refreshing: Promise<void> | undefined;
+  private refresher: { stop(): Promise<void> } | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -77,12 +77,7 @@ export class Router {
   ) {}
 
   async start(): Promise<void> {
-    await this.refresh();
-    this.timer = setInterval(() => {
-      this.refreshing ??= this.refresh()
-        .catch((err: unknown) => this.log.warn({ err }, 'refreshing routes failed'))
-        .finally(() => (this.refreshing = undefined));
-    }, this.opts.refreshMs ?? 250);
+    this.refresher = await refreshEvery(this.opts.refreshMs ?? 250, () => this.refresh(), this.log, 'refreshing routes');
   }
 
   /** Listen for new resources, forget deleted ones, and follow each resource's servers. */
@@ -157,8 +152,7 @@ export class Router {
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.refreshing;
+    await this.refresher?.stop();
     for (const s of this.sockets) s.destroy();
     const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly]).filter((l): l is Listener => l !== undefined);
     await Promise.all(closing.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))));
