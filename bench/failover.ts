@@ -319,7 +319,7 @@ function notes(config: Config): string[] {
     'Recovery = the fault → the first row written on the promoted standby (its clock_timestamp(); the same host clock as the bench). The writer\'s own figure, the fault → its first acknowledged commit (NumberedWriter.recoveryMs), is reported beside it but is no recovery time: it is often the commit under way at the fault, which the old primary finishes (the standby already had it) before it goes. "Writes stopped for" = the last row written on the old primary → the first on the promoted standby.',
     `Once a row is on the promoted standby the writer goes on ${params.writeAfterRecoveryMs} ms longer, stops, and the acknowledged numbers not in the table are counted through the URL, and again on the old primary once it is back as the standby (allowing it 5 s to replay). Whole again = the fault → the resource whole with the old primary as its synchronous standby (polled every 100 ms, so up to ~100 ms late). A hung cluster's processes get SIGCONT only when the run ends, after the whole-again wait: until then only pgfleet's fence can end them ("frozen left" counts those still there when writes stopped).`,
     `Crash and hang runs alternate so that both kinds share the machine's conditions; the promoted standby of one run is the primary of the next. p90 is interpolated between closest ranks. Aims (issue): crash under ${num(AIMS.crash)} ms and hang under ${num(AIMS.hang)} ms median, no acknowledged row lost.`,
-    `A hang is judged by pgfleet's probes: a server whose process lives but fails PGFLEET_HANG_PROBES=${config.probe.hangProbes} probes in a row, each waiting PGFLEET_PROBE_TIMEOUT_MS=${config.probe.timeoutMs} ms (re-probed every 0.5 s once one failed), counts as hung. ${probeDefaults ? "Both are pgfleet's defaults, kept so the figures are what a deployment gets; lower values fail over sooner and risk failing over a primary that is only slow (the CPU is shared)." : 'Set from the environment for this run (pgfleet\'s defaults are in the settings above).'} PGFLEET_OBSERVE_INTERVAL=${config.observeInterval} s (default 5), as in the tests: a crash is seen at once (the router asks for an observation when a connection is refused), a hang only by the periodic observation.`,
+    `A hang is judged by pgfleet's probes: a server whose process lives but fails PGFLEET_HANG_PROBES=${config.probe.hangProbes} probes in a row, each waiting PGFLEET_PROBE_TIMEOUT_MS=${config.probe.timeoutMs} ms (re-probed every 0.5 s once one failed), counts as hung. ${probeDefaults ? "Both are pgfleet's defaults, kept so the figures are what a deployment gets; lower values fail over sooner and risk failing over a primary that is only slow (the CPU is shared)." : 'Set from the environment for this run (pgfleet\'s defaults are in the settings above).'} PGFLEET_OBSERVE_INTERVAL=${config.observeInterval} s (default 5); the servers of a database with a standby are observed every second regardless. A crash is seen at once (the router asks for an observation when a connection is refused), a hang by those probes.`,
     'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
   ];
 }
@@ -377,12 +377,10 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
 }
 
 await runBench({
-  env: {
-    PGFLEET_OBSERVE_INTERVAL: '1',
-    // pgfleet's defaults unless given: the settings in the results say which were used.
-    ...(process.env.PGFLEET_HANG_PROBES ? { PGFLEET_HANG_PROBES: process.env.PGFLEET_HANG_PROBES } : {}),
-    ...(process.env.PGFLEET_PROBE_TIMEOUT_MS ? { PGFLEET_PROBE_TIMEOUT_MS: process.env.PGFLEET_PROBE_TIMEOUT_MS } : {}),
-  },
+  // pgfleet's defaults unless given: the settings in the results say which were used.
+  env: Object.fromEntries(
+    ['PGFLEET_OBSERVE_INTERVAL', 'PGFLEET_HANG_PROBES', 'PGFLEET_PROBE_TIMEOUT_MS'].flatMap((k) => (process.env[k] ? [[k, process.env[k]!]] : [])),
+  ),
   watchdogMinutes: 10 + 4 * params.runs * 2,
   main,
   // Frozen processes first: nothing stops a server whose processes cannot run.

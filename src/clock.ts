@@ -34,6 +34,26 @@ export function enqueueMissing(db: Queryable): Promise<number> {
 }
 
 /**
+ * The servers a failover depends on (the primary and standby of a database that has a
+ * standby) are observed every second whatever PGFLEET_OBSERVE_INTERVAL says: a hang is
+ * judged by their probes, and a crash with no traffic to reveal it by the next one.
+ */
+export const REPLICATED_OBSERVE_EVERY_SECONDS = 1;
+
+export async function enqueueReplicatedObservations(db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, entity_id, task, key)
+     select $1, rs.server_id, 'observe', 'observe'
+     from resource_servers rs join machines m on m.entity_id = rs.server_id
+     where m.finished_at is null and rs.role in ('primary', 'standby')
+       and exists (select 1 from resource_servers s where s.resource_id = rs.resource_id and s.role = 'standby')
+     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
+    [queueForTask('observe')],
+  );
+  return rowCount ?? 0;
+}
+
+/**
  * Every job leaves two dead rows (its claim and its deletion). Left to autovacuum, which
  * looks once a minute by default, a million-job soak at 5k jobs/s piled up 600k dead rows
  * and claims slowed to 67% of their starting rate (bench/results/queue.md); vacuuming the
@@ -71,6 +91,9 @@ export class Clock {
       if (await claimPeriod(this.pool, 'enqueue-missing', this.opts.observeInterval)) {
         const n = await enqueueMissing(this.pool);
         if (n > 0) this.opts.log.debug({ enqueued: n }, 'enqueued observations and ticks');
+      }
+      if (await claimPeriod(this.pool, 'observe-replicated', REPLICATED_OBSERVE_EVERY_SECONDS)) {
+        await enqueueReplicatedObservations(this.pool);
       }
       if (await claimPeriod(this.pool, 'vacuum-jobs', VACUUM_JOBS_EVERY_SECONDS)) {
         await vacuumJobs(this.pool);

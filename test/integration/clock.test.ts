@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { claimPeriod, enqueueMissing, pruneObservations } from '../../src/clock.ts';
+import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
 import { createServer } from '../../src/servers.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
@@ -22,6 +22,20 @@ describe('clock', () => {
     expect(results.reduce((x, y) => x + y, 0)).toBe(2);
     expect(await jobsOf(a.id)).toEqual(['observe', 'tick']);
     expect(await jobsOf(b.id)).toEqual([]);
+  });
+
+  it('observes the servers of a database with a standby every second: its failover waits on their observations', async () => {
+    const [primary, standby, lone] = await Promise.all([1, 2, 3].map(() => createServer(t.db.pool, TEST_SEALER, 'local')));
+    const resource = randomUUID();
+    await t.db.pool.query(
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'ha', 'us', 'us-east-1', $2, $2, 'x')`,
+      [resource, `d${resource.slice(0, 8)}`],
+    );
+    await t.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'primary'), ($1, $3, 'standby')`, [resource, primary!.id, standby!.id]);
+    await t.db.pool.query('delete from jobs');
+    expect(await enqueueReplicatedObservations(t.db.pool)).toBe(2);
+    expect(await enqueueReplicatedObservations(t.db.pool)).toBe(0);
+    expect([await jobsOf(primary!.id), await jobsOf(standby!.id), await jobsOf(lone!.id)]).toEqual([['observe'], ['observe'], []]);
   });
 
   it('does periodic work once per period however many clocks race for it', async () => {
