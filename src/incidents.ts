@@ -2,7 +2,7 @@ import type { EscalationReason, IncidentContext, IncidentInput } from '../machin
 import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
 import type { Journal } from './queue/worker.ts';
 import { standbyTakesOver } from './resources.ts';
-import { createMachine, sendEvent, type MachineName, type Step } from './runner.ts';
+import { createMachine, machineOf, machineState, sendEvent, type MachineName, type Step } from './runner.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
@@ -86,16 +86,6 @@ async function following(db: Queryable, entityId: string): Promise<string[]> {
   return rows.map((r) => r.id);
 }
 
-async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
-  const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
-  return rows[0]?.machine;
-}
-
-async function entityPath(db: Queryable, id: string): Promise<string> {
-  const { rows } = await db.query<{ path: string }>('select state as path from machines where entity_id = $1', [id]);
-  return rows[0]?.path ?? '';
-}
-
 /** Open an incident with its machine, in the caller's transaction. */
 export async function openIncident(
   db: Queryable,
@@ -156,19 +146,17 @@ export async function escalateCondition(db: Queryable, entityId: string, conditi
 }
 
 async function escalate(db: Queryable, entityId: string, machine: MachineName, reason: EscalationReason, detail: string, title: string): Promise<void> {
-  const path = await entityPath(db, entityId);
+  const path = (await machineState(db, entityId)) ?? '';
   let ids = await following(db, entityId);
   if (ids.length === 0) {
     const { rows } = await db.query<{ now: string }>(`select ${isoTime('clock_timestamp()')} as now`);
     await openIncident(db, entityId, 'trouble', title, { entityState: path, since: rows[0]!.now, stuckAfter: stuckAfter(machine, path, settings.stuckAfter) });
     ids = await following(db, entityId);
   }
-  // Only an incident not paged yet for this reason takes it: a retried job pages once.
-  for (const id of ids.slice(0, 1)) {
-    const context = await incidentContext(db, id);
-    if (context?.escalations.some((e) => e.reason === reason)) continue;
-    await sendEvent(db, id, { type: 'escalate', reason, detail });
-  }
+  // The first incident takes it, unless already paged for this reason: a retried job pages once.
+  const id = ids[0];
+  if (!id || (await incidentContext(db, id))?.escalations.some((e) => e.reason === reason)) return;
+  await sendEvent(db, id, { type: 'escalate', reason, detail });
 }
 
 export async function incidentContext(db: Queryable, id: string): Promise<IncidentContext | undefined> {

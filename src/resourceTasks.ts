@@ -20,7 +20,7 @@ import {
   type ResourceRecord,
   type ResourceServer,
 } from './resources.ts';
-import { sendEvent, type MachineEvent } from './runner.ts';
+import { machineState, sendEvent, type MachineEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 
@@ -57,11 +57,6 @@ function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
       return report(job, { type: 'step.failed', error: (err as Error).message });
     }
   };
-}
-
-async function topState(db: Queryable, id: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
-  return rows[0]?.state;
 }
 
 export function resourceTasks(opts: ResourceTaskOptions) {
@@ -104,7 +99,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     place: step(async (job, { pool }) => {
       const { resource } = await load(pool, job);
       return report(job, { type: 'placed' }, async (client) => {
-        const role = (await topState(client, resource.id)) === 'changing' ? 'target' : 'primary';
+        const role = (await machineState(client, resource.id)) === 'changing' ? 'target' : 'primary';
         await placeResource(client, sealer, opts.provider, resource, role);
       });
     }),
@@ -267,7 +262,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const sources: Record<string, Record<string, string>> = { servers: seen };
       const primary = servers.find((s) => s.role === 'primary');
       // Only a primary that is up is worth a login: one that hangs would hold this observation up.
-      if ((await topState(pool, resource.id)) === 'available' && primary?.state === 'available' && primary.host && primary.port) {
+      if ((await machineState(pool, resource.id)) === 'available' && primary?.state === 'available' && primary.host && primary.port) {
         sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant);
       }
       return sources;

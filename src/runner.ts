@@ -60,6 +60,18 @@ export function topState(value: StateValue): string {
   return statePath(value).split('.')[0] ?? '';
 }
 
+/** Which machine an entity has; undefined when it has none. */
+export async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
+  const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
+  return rows[0]?.machine;
+}
+
+/** The top-level state an entity's machine is in now (`machines.state`). */
+export async function machineState(db: Queryable, id: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
+  return rows[0]?.state;
+}
+
 interface ExecutableAction {
   type: string;
   params?: unknown;

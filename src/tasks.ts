@@ -1,7 +1,7 @@
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
 import type { ProbeConfig } from './config.ts';
-import type { Client, Pool, Queryable } from './db.ts';
+import type { Client, Pool } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -10,7 +10,7 @@ import type { ArchiveTarget } from './providers/local.ts';
 import { openStore } from './store/open.ts';
 import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { MACHINES, queueForTask, sendEvent, type MachineName } from './runner.ts';
+import { MACHINES, machineOf, machineState, queueForTask, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
 import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
@@ -140,17 +140,6 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
   } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
 }
 
-
-/** The top-level state of an entity's machine now. */
-async function machineState(db: Queryable, id: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
-  return rows[0]?.state;
-}
-
-async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
-  const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
-  return rows[0]?.machine;
-}
 
 /**
  * A base backup of a server into its archive. The job has no entity: a long backup must not
