@@ -13,6 +13,7 @@ import {
   placeResource,
   resourceConfig,
   resourceServers,
+  serverAddress,
   storeOauthTokens,
   superuserTarget,
   takeOver,
@@ -167,7 +168,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       // The old primary's followers (read-only copies, follower resources) stream from the new one.
       const followers = former ? await followersOf(pool, former.id) : [];
       for (const follower of followers) {
-        await repointStandby(await superuser(pool, follower), superuserTarget(primary, ''), follower.id);
+        await repointStandby(await superuser(pool, follower), serverAddress(primary), follower.id);
       }
       return report(job, { type: 'placed' }, async (client) => {
         if (servers.some((s) => s.role === 'standby')) return;

@@ -163,9 +163,14 @@ export async function resourceServers(db: Queryable, id: string): Promise<Resour
   return rows;
 }
 
-export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
+/** Where a placed server listens; a server not placed yet has no address to use. */
+export function serverAddress(server: { host: string | null; port: number | null; id: string }): { host: string; port: number } {
   if (server.host === null || server.port === null) throw new Error(`server ${server.id} has no address yet`);
-  return { host: server.host, port: server.port, password };
+  return { host: server.host, port: server.port };
+}
+
+export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
+  return { ...serverAddress(server), password };
 }
 
 /**

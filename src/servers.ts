@@ -82,23 +82,24 @@ export async function insertFollower(db: Queryable, leaderId: string, backup?: s
   const leader = rows[0];
   if (!leader) return undefined;
   const inserted = await db.query<{ id: string }>(
-    `insert into servers (provider, superuser_password_sealed, tenancy, region, attrs)
-     values ($1, $2, 'dedicated', $3, hstore(array['follows', 'leader_host', 'leader_port', 'backup_label'], array[$4, $5, $6, $7])) returning id`,
-    [leader.provider, leader.sealed, leader.region, leaderId, leader.host, String(leader.port), backup ?? null],
+    `insert into servers (provider, superuser_password_sealed, tenancy, region) values ($1, $2, 'dedicated', $3) returning id`,
+    [leader.provider, leader.sealed, leader.region],
   );
   const id = inserted.rows[0]!.id;
+  await followLeader(db, id, { id: leaderId, host: leader.host, port: leader.port }, backup);
   await createMachine(db, 'server', id);
   return id;
 }
 
 /**
  * From now on the server follows `leader`: it streams from there, and a rebuild starts from
- * the backup `backup` of it (a leader's older backups may be of a timeline it left).
+ * the backup `backup` of it (a leader's older backups may be of a timeline it left), or from
+ * its latest when no backup is named.
  */
-export async function followLeader(db: Queryable, id: string, leader: { id: string; host: string | null; port: number | null }, backup: string): Promise<void> {
+export async function followLeader(db: Queryable, id: string, leader: { id: string; host: string | null; port: number | null }, backup?: string): Promise<void> {
   await db.query(
     `update servers set attrs = attrs || hstore(array['follows', 'leader_host', 'leader_port', 'backup_label'], array[$2, $3, $4, $5]) where id = $1`,
-    [id, leader.id, leader.host, String(leader.port), backup],
+    [id, leader.id, leader.host, String(leader.port), backup ?? null],
   );
 }
 
