@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { lsnBytes, segmentEndBytes } from '../src/wal/segments.ts';
 
 export interface PostgresTarget {
   host: string;
@@ -30,19 +31,14 @@ select pg_is_in_recovery() as in_recovery,
   (select extract(epoch from max(replay_lag))::float8 from pg_stat_replication) as replication_lag_seconds,
   (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes`;
 
-const SEGMENT_BYTES = 16n * 1024n * 1024n;
-
 /**
  * How much WAL a primary has written past the end of the last archived segment: what would
  * be lost with the server if the archive were all there was. Undefined when it cannot tell.
  */
 export function archiveLagBytes(currentLsn: string | undefined, lastArchived: string | undefined): number | undefined {
-  const lsn = currentLsn && /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(currentLsn);
-  if (!lsn) return undefined;
-  const current = (BigInt(`0x${lsn[1]}`) << 32n) + BigInt(`0x${lsn[2]}`);
-  if (!lastArchived || !/^[0-9A-F]{24}$/.test(lastArchived)) return Number(current);
-  const archivedEnd = (BigInt(`0x${lastArchived.slice(8, 16)}`) << 32n) + (BigInt(`0x${lastArchived.slice(16, 24)}`) + 1n) * SEGMENT_BYTES;
-  return Number(current > archivedEnd ? current - archivedEnd : 0n);
+  const current = lsnBytes(currentLsn);
+  if (current === undefined) return undefined;
+  return Math.max(0, current - (segmentEndBytes(lastArchived) ?? 0));
 }
 
 export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {

@@ -5,6 +5,7 @@ import type { Logger } from './log.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
 import { refreshEvery } from './refresher.ts';
 import type { Sealer } from './sealer.ts';
+import { lsnBytes } from './wal/segments.ts';
 
 /**
  * Patroni's health endpoints, one port per server (its `health_port` attr), so a stock
@@ -67,12 +68,6 @@ export function healthStatus(check: HealthCheck, facts: HealthFacts, maxLag?: nu
     case 'health':
       return facts.probe ? 200 : 503;
   }
-}
-
-/** A WAL location (`16/B374D848`) as a byte position. */
-export function lsnBytes(lsn: string | null | undefined): number | undefined {
-  const m = lsn && /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(lsn);
-  return m ? Number((BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`)) : undefined;
 }
 
 /** Every live, placed server: where it is, its machine, and the server it replicates from. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { healthStatus, lsnBytes, parseLag, type HealthCheck, type HealthFacts } from '../src/health.ts';
+import { healthStatus, parseLag, type HealthCheck, type HealthFacts } from '../src/health.ts';
+import { lsnBytes } from '../src/wal/segments.ts';
 
 const primary: HealthFacts = { machineState: 'available', controlPrimary: true, probe: { inRecovery: false }, lagBytes: undefined };
 const standby: HealthFacts = { machineState: 'available', controlPrimary: false, probe: { inRecovery: true }, lagBytes: 4096 };

@@ -33,3 +33,15 @@ export function nextSegments(name: string, count: number, segmentsPerLog = 0x100
   }
   return out;
 }
+
+/** A WAL location (`16/B374D848`) as a byte position. */
+export function lsnBytes(lsn: string | null | undefined): number | undefined {
+  const m = lsn && /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(lsn);
+  return m ? parseInt(m[1]!, 16) * 2 ** 32 + parseInt(m[2]!, 16) : undefined;
+}
+
+/** The byte position just past a segment (16 MiB segments); undefined for a name that is not one. */
+export function segmentEndBytes(name: string | undefined, segmentBytes = 16 * 1024 * 1024): number | undefined {
+  if (!name || walKind(name) !== 'segment') return undefined;
+  return parseInt(name.slice(8, 16), 16) * 2 ** 32 + (parseInt(name.slice(16, 24), 16) + 1) * segmentBytes;
+}
