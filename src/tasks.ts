@@ -6,8 +6,7 @@ import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
-import type { ArchiveTarget } from './providers/local.ts';
-import { openStore } from './store/open.ts';
+import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, machineOf, machineState, queueForTask, sendEvent } from './runner.ts';
@@ -150,7 +149,7 @@ function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): Job
     const serverId = String(job.payload.server);
     const server = await loadServerRecord(pool, opts.sealer, serverId);
     if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
-    const store = openStore(opts.archive.storeUrl, { ...process.env, ...opts.archive.env });
+    const store = openArchive(opts.archive);
     const label = String(job.payload.label);
     const manifest = await takeBaseBackup(opts.binaries, store, `servers/${serverId}`, { host: server.host, port: server.port, password: server.superuserPassword }, label);
     log.info({ server: serverId, label, bytes: manifest.bytes, parts: manifest.parts.length }, 'base backup taken');

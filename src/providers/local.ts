@@ -5,7 +5,7 @@ import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { freePort } from '../pg/ports.ts';
 import { primaryConninfo } from '../pg/replication.ts';
-import { openStore } from '../store/open.ts';
+import { openArchive, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
 import type { Placement, Provider, Rejoined, ServerRecord } from './provider.ts';
@@ -25,12 +25,6 @@ function serverDataDir(home: string, id: string): string {
 
 /** How long a follower's initialization waits for its leader's first base backup. */
 const FOLLOWER_BACKUP_WAIT_MS = 90_000;
-
-/** Where a provider's servers archive their WAL: a store URL and, for S3, its credentials. */
-export interface ArchiveTarget {
-  storeUrl: string;
-  env?: Record<string, string>;
-}
 
 /** A postgresql.conf string value. */
 const quoted = (value: string) => `'${value.replace(/'/g, "''")}'`;
@@ -58,7 +52,7 @@ export class LocalProvider implements Provider {
   private async restoreFollower(server: ServerRecord, dataDir: string, port: number): Promise<void> {
     const leader = server.attrs.follows!;
     if (!this.archive) throw new Error('followers need a WAL archive: this provider has none');
-    const store = openStore(this.archive.storeUrl, { ...process.env, ...this.archive.env });
+    const store = openArchive(this.archive);
     // A follower's placement asks for a fresh backup of its leader (`backup_label`): wait
     // for that one a while; an older one may be of a timeline the leader has left.
     const wanted = server.attrs.backup_label;

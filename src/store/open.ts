@@ -26,6 +26,17 @@ function invalid(url: string, why: string): Error {
   return new Error(`store URL "${shown(url)}" ${why}: ${FORMS}`);
 }
 
+/** Where servers archive their WAL: a store URL and, for S3, its credentials. */
+export interface ArchiveTarget {
+  storeUrl: string;
+  env?: Record<string, string>;
+}
+
+/** The archive's store, its credentials taking precedence over this process's environment. */
+export function openArchive(target: ArchiveTarget): ObjectStore {
+  return openStore(target.storeUrl, { ...process.env, ...target.env });
+}
+
 /**
  * The object store a URL names: a directory (`file:///abs/path` or `/abs/path`) or an S3
  * bucket (`s3://bucket/prefix?region=&endpoint=&path_style=`). S3 credentials come from

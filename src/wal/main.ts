@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { openStore } from '../store/open.ts';
+import { openArchive } from '../store/open.ts';
 import { ArchiveError, walFetch, walPrefetch, walPush, type ArchiveOptions } from './archive.ts';
 
 /**
@@ -24,7 +24,7 @@ export const EXIT_FATAL = 126;
 
 function load(configFile: string): { options: ArchiveOptions; config: ArchiveConfig } {
   const config = JSON.parse(readFileSync(configFile, 'utf8')) as ArchiveConfig;
-  return { config, options: { store: openStore(config.store, { ...process.env, ...config.env }), prefix: config.prefix } };
+  return { config, options: { store: openArchive({ storeUrl: config.store, env: config.env }), prefix: config.prefix } };
 }
 
 export async function walMain(argv: string[]): Promise<number> {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
-import { openStore } from '../store/open.ts';
+import { openArchive } from '../store/open.ts';
 import { listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
@@ -171,7 +171,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     app.get('/servers/:id/backups', async (req) => {
       const id = serverId(req.params);
-      return listBackups(openStore(opts.archive.storeUrl, { ...process.env, ...opts.archive.env }), `servers/${id}`);
+      return listBackups(openArchive(opts.archive), `servers/${id}`);
     });
 
     /** Jobs whose attempts are spent: what automation could not do, for an operator to look at. */

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Addon } from '../config.ts';
-import type { ArchiveTarget } from '../providers/local.ts';
+import type { ArchiveTarget } from '../store/open.ts';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { Sealer } from '../sealer.ts';
