@@ -26,76 +26,63 @@ export function createMetrics(pool: Pool | undefined): Metrics {
   return { registry, jobDuration };
 }
 
-function registerFleetMetrics(pool: Pool, registry: Registry): void {
+/**
+ * A gauge read from the control database at scrape time: `sql` returns one row per series,
+ * a column per label and `value`. Series in `zeros` are reported as 0 when absent, so a
+ * series exists before its first event.
+ */
+function sqlGauge(pool: Pool, registry: Registry, spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] }): void {
   new Gauge({
+    name: spec.name,
+    help: spec.help,
+    labelNames: spec.labelNames,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      // Every column but `value` is a label: the SQL names them after the gauge's labels.
+      const { rows } = await pool.query<{ value: number; [label: string]: string | number }>(spec.sql);
+      for (const zero of spec.zeros ?? []) this.set(zero, 0);
+      for (const { value, ...labels } of rows) this.set(labels, value);
+    },
+  });
+}
+
+function registerFleetMetrics(pool: Pool, registry: Registry): void {
+  sqlGauge(pool, registry, {
     name: 'pgfleet_entities',
     help: 'Live entities by machine and top-level state.',
-    labelNames: ['machine', 'state'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const { rows } = await pool.query<{ machine: string; state: string; n: number }>(
-        'select machine, state, count(*)::int as n from machines where finished_at is null group by machine, state',
-      );
-      for (const r of rows) this.set({ machine: r.machine, state: r.state }, r.n);
-    },
+    labelNames: ['machine', 'state'],
+    sql: 'select machine, state, count(*)::int as value from machines where finished_at is null group by machine, state',
   });
-  new Gauge({
+  sqlGauge(pool, registry, {
     name: 'pgfleet_incidents_open',
     help: 'Open incidents by kind and state (escalated ones have paged a human).',
-    labelNames: ['kind', 'state'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const { rows } = await pool.query<{ kind: string; state: string; n: number }>(
-        `select i.kind, m.state, count(*)::int as n from incidents i join machines m on m.entity_id = i.id
-         where i.resolved_at is null group by i.kind, m.state`,
-      );
-      for (const r of rows) this.set({ kind: r.kind, state: r.state }, r.n);
-    },
+    labelNames: ['kind', 'state'],
+    sql: `select i.kind, m.state, count(*)::int as value from incidents i join machines m on m.entity_id = i.id
+          where i.resolved_at is null group by i.kind, m.state`,
   });
-  new Gauge({
+  sqlGauge(pool, registry, {
     name: 'pgfleet_queue_jobs',
     help: 'Jobs in the queue by queue and status: ready (due), scheduled (due later), running, dead.',
-    labelNames: ['queue', 'status'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const { rows } = await pool.query<{ queue: string; status: string; n: number }>(
-        `select queue, case when dead_at is not null then 'dead' when locked_by is not null then 'running'
-           when run_at <= now() then 'ready' else 'scheduled' end as status, count(*)::int as n
-         from jobs group by 1, 2`,
-      );
-      for (const q of ['default', 'observe']) for (const s of ['ready', 'scheduled', 'running', 'dead']) this.set({ queue: q, status: s }, 0);
-      for (const r of rows) this.set({ queue: r.queue, status: r.status }, r.n);
-    },
+    labelNames: ['queue', 'status'],
+    sql: `select queue, case when dead_at is not null then 'dead' when locked_by is not null then 'running'
+            when run_at <= now() then 'ready' else 'scheduled' end as status, count(*)::int as value
+          from jobs group by 1, 2`,
+    zeros: ['default', 'observe'].flatMap((queue) => ['ready', 'scheduled', 'running', 'dead'].map((status) => ({ queue, status }))),
   });
-  new Gauge({
+  sqlGauge(pool, registry, {
     name: 'pgfleet_observation_age_seconds',
     help: 'Age of the stalest latest observation among live entities, by machine.',
-    labelNames: ['machine'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const { rows } = await pool.query<{ machine: string; age: number }>(
-        `select m.machine, extract(epoch from now() - min(o.at))::float8 as age
-         from machines m join (select id, last_observed_at as at from servers union all select id, last_observed_at from resources) o on o.id = m.entity_id
-         where m.finished_at is null and o.at is not null group by m.machine`,
-      );
-      for (const r of rows) this.set({ machine: r.machine }, r.age);
-    },
+    labelNames: ['machine'],
+    sql: `select m.machine, extract(epoch from now() - min(o.at))::float8 as value
+          from machines m join (select id, last_observed_at as at from servers union all select id, last_observed_at from resources) o on o.id = m.entity_id
+          where m.finished_at is null and o.at is not null group by m.machine`,
   });
-  new Gauge({
+  sqlGauge(pool, registry, {
     name: 'pgfleet_pages_sent',
     help: 'Pages sent to the pager since the control database began, by action (trigger, resolve).',
-    labelNames: ['action'] as const,
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const { rows } = await pool.query<{ action: string; n: number }>('select action, count(*)::int as n from pages group by action');
-      this.set({ action: 'trigger' }, 0);
-      this.set({ action: 'resolve' }, 0);
-      for (const r of rows) this.set({ action: r.action }, r.n);
-    },
+    labelNames: ['action'],
+    sql: 'select action, count(*)::int as value from pages group by action',
+    zeros: [{ action: 'trigger' }, { action: 'resolve' }],
   });
 }
