@@ -113,13 +113,17 @@ function showServer(s: ServerRow): string {
   return lines.join('\n');
 }
 
+/** What a command answered: as JSON with --json, else as `human` writes it for a person. */
+function print(json: boolean, value: unknown, human: () => string): void {
+  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
 async function servers(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb = 'list', ...rest] = args;
-  const print = (value: unknown, human: () => string) => process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
   switch (verb) {
     case 'list': {
       const rows = (await api(config, 'GET', '/servers')) as ServerRow[];
-      print(rows, () =>
+      print(json, rows, () =>
         rows.length === 0
           ? 'no servers yet: pgfleet servers create'
           : table([['id', 'state', 'provider', 'address', 'observed'], ...rows.map((s) => [s.id, s.state, s.provider, `${s.host ?? '-'}:${s.port ?? '-'}`, s.observedAt ?? 'never'])]),
@@ -130,7 +134,7 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
       const i = rest.indexOf('--provider');
       const provider = i >= 0 ? rest[i + 1] : 'local';
       const server = (await api(config, 'POST', '/servers', { provider })) as ServerRow;
-      print(server, () => `created server ${server.id} (${server.state}); follow it with: pgfleet servers show ${server.id}`);
+      print(json, server, () => `created server ${server.id} (${server.state}); follow it with: pgfleet servers show ${server.id}`);
       return 0;
     }
     case 'show':
@@ -138,7 +142,7 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
       const id = rest[0];
       if (!id) throw new CliError(`usage: pgfleet servers ${verb} <id>`);
       const server = (await api(config, verb === 'show' ? 'GET' : 'DELETE', `/servers/${encodeURIComponent(id)}`)) as ServerRow;
-      print(server, () => (verb === 'show' ? showServer(server) : `deleting server ${server.id}`));
+      print(json, server, () => (verb === 'show' ? showServer(server) : `deleting server ${server.id}`));
       return 0;
     }
     default:
@@ -166,7 +170,7 @@ async function resources(config: Config, args: string[], json: boolean): Promise
       rows.length === 0
         ? 'no resources yet: a platform provisions them through /heroku/resources'
         : table([['id', 'plan', 'state', 'name', 'servers'], ...rows.map((r) => [r.id, r.plan, r.state, r.name ?? '-', r.servers.map((s) => `${s.role}:${s.host ?? '-'}:${s.port ?? '-'}`).join(' ')])]);
-    process.stdout.write(`${json ? JSON.stringify(rows, null, 2) : human()}\n`);
+    print(json, rows, human);
     return 0;
   }
   if (verb === 'show' && id) {
@@ -183,7 +187,7 @@ async function resources(config: Config, args: string[], json: boolean): Promise
         '',
         table([['at', 'from', 'to', 'event'], ...(r.transitions ?? []).map((t) => [t.at, t.from ?? '-', t.to, t.event])]),
       ].join('\n');
-    process.stdout.write(`${json ? JSON.stringify(r, null, 2) : human()}\n`);
+    print(json, r, human);
     return 0;
   }
   throw new CliError('usage: pgfleet resources | pgfleet resources show <id>');
@@ -204,10 +208,9 @@ interface IncidentRow {
 
 async function incidents(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb = 'list', id] = args;
-  const out = (value: unknown, human: () => string) => process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
   if (verb === 'list') {
     const rows = (await api(config, 'GET', '/incidents')) as IncidentRow[];
-    out(rows, () =>
+    print(json, rows, () =>
       rows.length === 0
         ? 'no incidents'
         : table([['id', 'kind', 'state', 'entity', 'reason', 'escalations', 'opened'], ...rows.map((i) => [i.id, i.kind, i.state, `${i.entity.kind} ${i.entity.id}`, i.reason, [...new Set(i.escalations.map((e) => e.reason))].join(',') || '-', i.openedAt])]),
@@ -216,7 +219,7 @@ async function incidents(config: Config, args: string[], json: boolean): Promise
   }
   if (verb === 'show' && id) {
     const i = (await api(config, 'GET', `/incidents/${encodeURIComponent(id)}`)) as IncidentRow;
-    out(i, () =>
+    print(json, i, () =>
       [
         `id:       ${i.id}`,
         `reason:   ${i.reason} (${i.kind})`,
@@ -237,7 +240,7 @@ async function info(config: Config, id: string | undefined, json: boolean): Prom
   if (!id) throw new CliError('usage: pgfleet info <resource>');
   const i = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/info`)) as Record<string, string | number>;
   const labels: [string, string][] = [['plan', 'Plan'], ['status', 'Status'], ['connections', 'Connections'], ['pgVersion', 'PG Version'], ['created', 'Created'], ['dataSize', 'Data Size'], ['tables', 'Tables'], ['region', 'Region'], ['server', 'Server']];
-  process.stdout.write(`${json ? JSON.stringify(i, null, 2) : [`=== ${i.id}`, ...labels.map(([k, l]) => `${`${l}:`.padEnd(13)}${i[k]}`)].join('\n')}\n`);
+  print(json, i, () => [`=== ${i.id}`, ...labels.map(([k, l]) => `${`${l}:`.padEnd(13)}${i[k]}`)].join('\n'));
   return 0;
 }
 
@@ -260,7 +263,7 @@ async function maintenance(config: Config, args: string[], json: boolean): Promi
   const [verb, resource, at] = args;
   if (verb !== 'schedule' || !resource || !at) throw new CliError('usage: pgfleet maintenance schedule <resource> <time>, e.g. 2026-12-01T03:00:00Z');
   const i = (await api(config, 'POST', `/resources/${encodeURIComponent(resource)}/maintenance`, { at })) as IncidentRow;
-  process.stdout.write(`${json ? JSON.stringify(i, null, 2) : `maintenance ${i.id} scheduled for ${i.scheduledFor}: the server restarts then, and its customers have been told`}\n`);
+  print(json, i, () => `maintenance ${i.id} scheduled for ${i.scheduledFor}: the server restarts then, and its customers have been told`);
   return 0;
 }
 
@@ -272,7 +275,7 @@ async function jobs(config: Config, args: string[], json: boolean): Promise<numb
       rows.length === 0
         ? 'no dead jobs'
         : table([['id', 'task', 'entity', 'attempts', 'dead since', 'last error'], ...rows.map((j) => [j.id, j.task, j.entityId ?? '-', String(j.attempts), j.deadAt, (j.lastError ?? '').split('\n')[0]!])]);
-    process.stdout.write(`${json ? JSON.stringify(rows, null, 2) : human()}\n`);
+    print(json, rows, human);
     return 0;
   }
   if (verb === 'retry' && id) {
@@ -329,7 +332,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'promote': {
         if (!rest[0]) throw new CliError('usage: pgfleet promote <resource>');
         const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`)) as { id: string; state: string };
-        process.stdout.write(`${json ? JSON.stringify(r, null, 2) : `switching over ${r.id}: its standby becomes the primary; follow it with pgfleet resources show ${r.id}`}\n`);
+        print(json, r, () => `switching over ${r.id}: its standby becomes the primary; follow it with pgfleet resources show ${r.id}`);
         return 0;
       }
       case 'manifest': {

@@ -13,10 +13,16 @@ import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** A route's `:id` as written (for messages), and as an id when it is a UUID. */
+function idParam(params: unknown): { raw: string; id: string | undefined } {
+  const raw = (params as { id: string }).id;
+  return { raw, id: UUID.test(raw) ? raw.toLowerCase() : undefined };
+}
+
 function serverId(params: unknown): string {
-  const id = (params as { id: string }).id;
-  if (!UUID.test(id)) throw new HttpError(404, `no server with id "${id}": ids look like 0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41`);
-  return id.toLowerCase();
+  const { raw, id } = idParam(params);
+  if (!id) throw new HttpError(404, `no server with id "${raw}": ids look like 0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41`);
+  return id;
 }
 
 /** `{"at": "<ISO time>"}`, from now to 30 days ahead. */
@@ -60,9 +66,9 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.get('/resources', async () => listResources(opts.pool, opts.sealer, prefix));
 
     app.get('/resources/:id', async (req) => {
-      const id = (req.params as { id: string }).id;
-      const resource = UUID.test(id) ? await getResource(opts.pool, opts.sealer, prefix, id.toLowerCase()) : undefined;
-      if (!resource) throw new HttpError(404, `no resource with id "${id}": see GET /api/resources`);
+      const { raw, id } = idParam(req.params);
+      const resource = id ? await getResource(opts.pool, opts.sealer, prefix, id) : undefined;
+      if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
       return resource;
     });
 
@@ -76,24 +82,23 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.get('/incidents', async () => listIncidents(opts.pool));
 
     app.get('/incidents/:id', async (req) => {
-      const id = (req.params as { id: string }).id;
-      const incident = UUID.test(id) ? await getIncident(opts.pool, id.toLowerCase()) : undefined;
-      if (!incident) throw new HttpError(404, `no incident with id "${id}": see GET /api/incidents`);
+      const { raw, id } = idParam(req.params);
+      const incident = id ? await getIncident(opts.pool, id) : undefined;
+      if (!incident) throw new HttpError(404, `no incident with id "${raw}": see GET /api/incidents`);
       return incident;
     });
 
     app.post('/incidents/:id/resolve', async (req, reply) => {
-      const id = (req.params as { id: string }).id;
-      if (!UUID.test(id) || !(await resolveIncident(opts.pool, id.toLowerCase()))) throw new HttpError(404, `no open incident with id "${id}"`);
-      return reply.status(202).send(await getIncident(opts.pool, id.toLowerCase()));
+      const { raw, id } = idParam(req.params);
+      if (!id || !(await resolveIncident(opts.pool, id))) throw new HttpError(404, `no open incident with id "${raw}"`);
+      return reply.status(202).send(await getIncident(opts.pool, id));
     });
 
     /** Maintenance of a server, or of the server a resource lives on: customers hear now, it runs at `at`. */
     for (const kind of ['servers', 'resources'] as const) {
       app.post(`/${kind}/:id/maintenance`, async (req, reply) => {
-        const raw = (req.params as { id: string }).id;
+        const { raw, id } = idParam(req.params);
         const at = maintenanceTime(req.body);
-        const id = UUID.test(raw) ? raw.toLowerCase() : '';
         const serverId = kind === 'servers' ? id : id && (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary')?.id;
         const incident = serverId ? await scheduleMaintenance(opts.pool, serverId, at) : undefined;
         if (!incident) throw new HttpError(404, `no live ${kind === 'servers' ? 'server' : 'resource with a server'} with id "${raw}"`);
@@ -102,19 +107,19 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     }
 
     /** The resource's database as its primary server's superuser reaches it. */
-    async function primaryOf(raw: string) {
-      const id = UUID.test(raw) ? raw.toLowerCase() : '';
+    async function primaryOf(params: unknown) {
+      const { raw, id } = idParam(params);
       const resource = id ? await loadResourceRecord(opts.pool, opts.sealer, id) : undefined;
       if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
-      const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary' && s.state === 'available');
-      if (!primary) throw new HttpError(409, `resource ${id} has no available primary server right now`);
+      const primary = (await resourceServers(opts.pool, resource.id)).find((s) => s.role === 'primary' && s.state === 'available');
+      if (!primary) throw new HttpError(409, `resource ${resource.id} has no available primary server right now`);
       const server = await loadServerRecord(opts.pool, opts.sealer, primary.id);
       return { resource, target: superuserTarget(primary, server!.superuserPassword), primary };
     }
 
     /** Like `heroku pg:info`. */
     app.get('/resources/:id/info', async (req) => {
-      const { resource, target, primary } = await primaryOf((req.params as { id: string }).id);
+      const { resource, target, primary } = await primaryOf(req.params);
       const view = (await getResource(opts.pool, opts.sealer, prefix, resource.id))!;
       const db = await databaseInfo(target, resource.tenant.database);
       return {
@@ -133,7 +138,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     /** Like `heroku pg:diagnose`: each check green, yellow or red. `?long=<seconds>` sets how long is long. */
     app.get('/resources/:id/diagnose', async (req) => {
-      const { resource, target } = await primaryOf((req.params as { id: string }).id);
+      const { resource, target } = await primaryOf(req.params);
       const long = Number((req.query as { long?: string }).long ?? DEFAULT_THRESHOLDS.longSeconds);
       if (!Number.isFinite(long) || long <= 0) throw new HttpError(422, '"long" is a number of seconds, such as 60');
       return diagnose(target, resource.tenant.database, resource.plan.connectionLimit, { ...DEFAULT_THRESHOLDS, longSeconds: long });
@@ -141,24 +146,23 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     /** A switchover by hand: the standby takes over, through the same failover steps (fence, promote). */
     app.post('/resources/:id/promote', async (req, reply) => {
-      const raw = (req.params as { id: string }).id;
-      const id = UUID.test(raw) ? raw.toLowerCase() : '';
+      const { raw, id } = idParam(req.params);
       const resource = id ? await getResource(opts.pool, opts.sealer, prefix, id) : undefined;
       if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
       if (resource.state !== 'available') throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
       if (!resource.servers.some((s) => s.role === 'standby' && s.state === 'available')) throw new HttpError(409, 'the resource has no available standby to promote');
-      await tellResource(opts.pool, id, { type: 'switchover' });
-      return reply.status(202).send(await getResource(opts.pool, opts.sealer, prefix, id));
+      await tellResource(opts.pool, resource.id, { type: 'switchover' });
+      return reply.status(202).send(await getResource(opts.pool, opts.sealer, prefix, resource.id));
     });
 
     /** Where a resource's customer hears of incidents: a webhook of theirs. */
     app.put('/resources/:id/notifications', async (req) => {
-      const id = (req.params as { id: string }).id;
+      const { raw, id } = idParam(req.params);
       const url = (req.body as { url?: unknown } | undefined)?.url;
       if (url !== null && (typeof url !== 'string' || !/^https?:\/\/\S+$/.test(url))) throw new HttpError(422, 'send {"url": "https://…"} (or {"url": null} to stop)');
-      const { rowCount } = UUID.test(id) ? await opts.pool.query('update resources set notify_url = $2 where id = $1', [id.toLowerCase(), url]) : { rowCount: 0 };
-      if (!rowCount) throw new HttpError(404, `no resource with id "${id}"`);
-      return { id, notifyUrl: url };
+      const { rowCount } = id ? await opts.pool.query('update resources set notify_url = $2 where id = $1', [id, url]) : { rowCount: 0 };
+      if (!rowCount) throw new HttpError(404, `no resource with id "${raw}"`);
+      return { id: raw, notifyUrl: url };
     });
 
     /** A base backup of the server into its archive, taken by a worker. */
