@@ -26,7 +26,7 @@ import { clusterPids, NumberedWriter, running as processRunning, signalAll } fro
 import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { ms, num, type Milestone } from './provision/report.ts';
-import { BASIC, call, envInt, gitCommit, message, machineInfo, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
 const params = {
   /** Runs of each fault; crash and hang alternate. */
@@ -355,7 +355,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
 
   const results: Results = {
     machine: {
-      ...machineInfo(),
+      ...hostInfo(),
       postgres: await postgresVersion(controlUrl),
       tenantPostgres: await postgresVersion(ctx.url),
       commit,

@@ -17,7 +17,7 @@ import { runProcesses, type Running } from '../src/app.ts';
 import { createLogger } from '../src/log.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
-import { BASIC, call, envInt, gitCommit, message, machineInfo, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
 const params = {
   sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
@@ -233,7 +233,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   const ok = <T extends { error?: string }>(runs: T[]) => runs.filter((r) => !r.error);
   const results: Results = {
     machine: {
-      ...machineInfo(),
+      ...hostInfo(),
       postgres,
       commit,
       loadAverageAtStart,

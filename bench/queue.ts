@@ -8,11 +8,6 @@
  *
  * Writes bench/results/queue.json and bench/results/queue.md, and prints the markdown.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startEphemeralPostgres, type EphemeralPostgres } from '../src/pg/ephemeral.ts';
 import { createDatabase, graphile, pgboss, pgfleet, type QueueUnderTest, type Setting } from './queue/contenders.ts';
@@ -20,14 +15,7 @@ import { explainClaim } from './queue/explain.ts';
 import { drain, latency, makeJobs, type Sink } from './queue/measure.ts';
 import { markdown, type Machine, type Results, type SettingResult } from './queue/report.ts';
 import { soak } from './queue/soak.ts';
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
-  return n;
-}
+import { envInt, gitCommit, hostInfo, writeResults } from './support.ts';
 
 const params = {
   drainJobs: envInt('BENCH_DRAIN_JOBS', 20_000),
@@ -86,16 +74,6 @@ const NOTES = [
   'One measurement per setting per run, on 2 shared cores: expect ±15% noise between runs.',
 ];
 
-/** The code measured: HEAD, plus "+dirty" when src/ or migrations/ differ from it. */
-function gitCommit(): string {
-  try {
-    const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'src', 'migrations') ? '+dirty' : '');
-  } catch {
-    return 'unknown';
-  }
-}
-
 async function machineInfo(url: string): Promise<Machine> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -106,11 +84,7 @@ async function machineInfo(url: string): Promise<Machine> {
       settings[name] = (await client.query<{ v: string }>(`select current_setting($1) as v`, [name])).rows[0]?.v ?? '?';
     }
     return {
-      date: new Date().toISOString(),
-      nproc: os.availableParallelism(),
-      cpu: os.cpus()[0]?.model ?? '?',
-      memoryGiB: os.totalmem() / 2 ** 30,
-      node: process.version,
+      ...hostInfo(),
       postgres: version.split(' on ')[0] ?? version,
       postgresSettings: settings,
       commit: gitCommit(),
@@ -202,12 +176,7 @@ async function main(server: EphemeralPostgres): Promise<void> {
       return [];
     });
   }
-  const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-  await mkdir(dir, { recursive: true });
-  const md = markdown(results);
-  await writeFile(path.join(dir, 'queue.json'), JSON.stringify(results, null, 2) + '\n');
-  await writeFile(path.join(dir, 'queue.md'), md);
-  console.log(md);
+  await writeResults('queue', results, markdown(results));
 }
 
 const server = await startEphemeralPostgres();

@@ -76,7 +76,15 @@ export async function writeResults(name: string, results: unknown, md: string): 
 }
 
 /** What a result was measured on, beside the benchmark's own figures. */
-export function machineInfo(): { date: string; nproc: number; cpu: string; memoryGiB: number; node: string } {
+export interface Host {
+  date: string;
+  nproc: number;
+  cpu: string;
+  memoryGiB: number;
+  node: string;
+}
+
+export function hostInfo(): Host {
   return { date: new Date().toISOString(), nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? '?', memoryGiB: os.totalmem() / 2 ** 30, node: process.version };
 }
 

@@ -2,6 +2,7 @@
  * The provisioning benchmark's results: the shape of each run, the statistics over runs,
  * and the markdown summary written to bench/results/provision.md.
  */
+import type { Host } from '../support.ts';
 
 export interface Milestone {
   /** `resource:available`, `server:starting.verifying`, `platform:PATCH config`, … */
@@ -75,12 +76,7 @@ export function milestoneStats(runs: { milestones: Milestone[]; error?: string }
   return [...byName].map(([name, values]) => ({ name, ...stats(values) })).sort((a, b) => a.medianMs - b.medianMs);
 }
 
-export interface Machine {
-  date: string;
-  nproc: number;
-  cpu: string;
-  memoryGiB: number;
-  node: string;
+export interface Machine extends Host {
   postgres: string;
   commit: string;
   loadAverageAtStart: number[];

@@ -1,13 +1,9 @@
 import type { ClaimPlan } from './explain.ts';
 import type { DrainResult, LatencyResult } from './measure.ts';
 import type { SoakResult } from './soak.ts';
+import type { Host } from '../support.ts';
 
-export interface Machine {
-  date: string;
-  nproc: number;
-  cpu: string;
-  memoryGiB: number;
-  node: string;
+export interface Machine extends Host {
   postgres: string;
   postgresSettings: Record<string, string>;
   commit: string;
