@@ -174,8 +174,8 @@ export function resourceTasks(opts: ResourceTaskOptions) {
         if (servers.some((s) => s.role === 'standby')) return;
         if (!former) throw new Error('the resource has no fenced former primary to bring back');
         const backup = await requestBackup(client, primary.id);
-        for (const follower of followers) await followLeader(client, follower.id, primary, backup);
-        await followLeader(client, former.id, primary, backup);
+        for (const follower of followers) await followLeader(client, follower.id, primary.id, backup);
+        await followLeader(client, former.id, primary.id, backup);
         await relinkServer(client, resource.id, former.id, 'standby');
         await sendEvent(client, former.id, { type: 'rejoin' });
       });

@@ -74,8 +74,8 @@ export async function requestBackup(db: Queryable, serverId: string): Promise<st
  * takes the leader's latest.
  */
 export async function insertFollower(db: Queryable, leaderId: string, backup?: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ provider: string; host: string | null; port: number | null; sealed: string; region: string }>(
-    `select s.provider, s.host, s.port, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
+  const { rows } = await db.query<{ provider: string; sealed: string; region: string }>(
+    `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
      where s.id = $1 and m.finished_at is null and m.state = 'available'`,
     [leaderId],
   );
@@ -86,21 +86,18 @@ export async function insertFollower(db: Queryable, leaderId: string, backup?: s
     [leader.provider, leader.sealed, leader.region],
   );
   const id = inserted.rows[0]!.id;
-  await followLeader(db, id, { id: leaderId, host: leader.host, port: leader.port }, backup);
+  await followLeader(db, id, leaderId, backup);
   await createMachine(db, 'server', id);
   return id;
 }
 
 /**
- * From now on the server follows `leader`: it streams from there, and a rebuild starts from
- * the backup `backup` of it (a leader's older backups may be of a timeline it left), or from
- * its latest when no backup is named.
+ * From now on the server follows `leaderId`: it streams from there, and a rebuild starts
+ * from the backup `backup` of it (a leader's older backups may be of a timeline it left), or
+ * from its latest when no backup is named.
  */
-export async function followLeader(db: Queryable, id: string, leader: { id: string; host: string | null; port: number | null }, backup?: string): Promise<void> {
-  await db.query(
-    `update servers set attrs = attrs || hstore(array['follows', 'leader_host', 'leader_port', 'backup_label'], array[$2, $3, $4, $5]) where id = $1`,
-    [id, leader.id, leader.host, String(leader.port), backup ?? null],
-  );
+export async function followLeader(db: Queryable, id: string, leaderId: string, backup?: string): Promise<void> {
+  await db.query(`update servers set attrs = attrs || hstore(array['follows', 'backup_label'], array[$2, $3]) where id = $1`, [id, leaderId, backup ?? null]);
 }
 
 /** Live servers that stream from `leaderId`: its followers. */
@@ -154,15 +151,18 @@ export async function requestServerDeletion(pool: Pool, id: string): Promise<{ o
 }
 
 export async function loadServerRecord(db: Queryable, sealer: Sealer, id: string): Promise<ServerRecord | undefined> {
-  const { rows } = await db.query<ServerRecord & { sealed: string }>(
-    `select id, provider, host, port, superuser_password_sealed as sealed, hstore_to_json(attrs) as attrs
-     from servers where id = $1`,
+  const { rows } = await db.query<Omit<ServerRecord, 'leader'> & { sealed: string; leader_host: string | null; leader_port: number | null }>(
+    `select s.id, s.provider, s.host, s.port, s.superuser_password_sealed as sealed, hstore_to_json(s.attrs) as attrs,
+       l.host as leader_host, l.port as leader_port
+     from servers s left join servers l on l.id::text = s.attrs->'follows'
+     where s.id = $1`,
     [id],
   );
   const row = rows[0];
   if (!row) return undefined;
-  const { sealed, ...server } = row;
-  return { ...server, superuserPassword: sealer.open(sealed) };
+  const { sealed, leader_host: leaderHost, leader_port: leaderPort, ...server } = row;
+  const leader = leaderHost !== null && leaderPort !== null ? { host: leaderHost, port: leaderPort } : undefined;
+  return { ...server, superuserPassword: sealer.open(sealed), ...(leader ? { leader } : {}) };
 }
 
 export async function placeServer(db: Queryable, id: string, host: string, port: number, attrs: Record<string, string>): Promise<void> {

@@ -23,6 +23,12 @@ function serverDataDir(home: string, id: string): string {
   return path.join(home, 'servers', id, 'data');
 }
 
+/** Where the server's leader listens; a follower of one that is not placed cannot start. */
+function leaderOf(server: ServerRecord): { host: string; port: number } {
+  if (!server.leader) throw new Error(`server ${server.id} follows ${server.attrs.follows ?? 'no server'}, which has no address`);
+  return server.leader;
+}
+
 /** How long a follower's initialization waits for its leader's first base backup. */
 const FOLLOWER_BACKUP_WAIT_MS = 90_000;
 
@@ -78,7 +84,7 @@ export class LocalProvider implements Provider {
     const restoreConfig = path.join(dir, 'restore.json');
     await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive!.storeUrl, prefix, env: this.archive!.env }));
     const bundle = await archiverBundle(this.home);
-    const conninfo = primaryConninfo({ host: server.attrs.leader_host!, port: Number(server.attrs.leader_port) }, server.superuserPassword, server.id);
+    const conninfo = primaryConninfo(leaderOf(server), server.superuserPassword, server.id);
     return {
       port: String(port),
       restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
@@ -98,7 +104,7 @@ export class LocalProvider implements Provider {
   async rejoin(server: ServerRecord): Promise<Rejoined> {
     const { dataDir, port } = this.placed(server);
     if (!this.archive) throw new Error('rejoining needs a WAL archive: this provider has none');
-    const leader = { host: server.attrs.leader_host!, port: Number(server.attrs.leader_port), password: server.superuserPassword };
+    const leader = { ...leaderOf(server), password: server.superuserPassword };
     await this.cluster.stop(dataDir, 'kill');
     let how: Rejoined = { how: 'rewound' };
     try {

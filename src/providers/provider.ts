@@ -6,6 +6,8 @@ export interface ServerRecord {
   port: number | null;
   superuserPassword: string;
   attrs: Record<string, string>;
+  /** Where the server it follows (`attrs.follows`) listens now, when it follows one that is placed. */
+  leader?: { host: string; port: number };
 }
 
 export interface Placement {
@@ -40,8 +42,8 @@ export interface Provider {
    */
   stop(server: ServerRecord, mode?: 'fast' | 'kill'): Promise<void>;
   /**
-   * Bring a fenced former primary back as a standby of `attrs.follows` (at `leader_host`,
-   * `leader_port`), keeping what it can of its data, and start it.
+   * Bring a fenced former primary back as a standby of `attrs.follows` (at `leader`),
+   * keeping what it can of its data, and start it.
    */
   rejoin(server: ServerRecord): Promise<Rejoined>;
   /** What the provider sees of the host and process, as observation keys. */
