@@ -257,16 +257,6 @@ function sigkill(pid: number): void {
   }
 }
 
-/** A process that is gone, or a zombie whose parent has not reaped it yet. */
-async function gone(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return true;
-  }
-  return isZombie(pid);
-}
-
 /**
  * The postmaster first, so it cannot start another child, then every other process of the
  * cluster: one left behind could finish a commit, and would keep the shared memory attached
@@ -278,7 +268,7 @@ async function killCluster(dataDir: string, postmaster: number | undefined): Pro
   for (const pid of others) sigkill(pid);
   const all = [...(postmaster === undefined ? [] : [postmaster]), ...others];
   const deadline = Date.now() + 10_000;
-  while (!(await Promise.all(all.map(gone))).every(Boolean)) {
+  while ((await Promise.all(all.map(processRunning))).some(Boolean)) {
     if (Date.now() > deadline) throw new Error(`Postgres processes ${all.join(', ')} did not die of SIGKILL within 10 s`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -293,12 +283,17 @@ export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
     return { running: false, pid: undefined };
   }
   if (!Number.isInteger(pid) || pid <= 0) return { running: false, pid: undefined };
+  return { running: await processRunning(pid), pid };
+}
+
+/** A process that exists (perhaps another user's) and is not a zombie waiting to be reaped. */
+async function processRunning(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (err) {
-    return { running: (err as NodeJS.ErrnoException).code === 'EPERM', pid };
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-  return { running: !(await isZombie(pid)), pid };
+  return !(await isZombie(pid));
 }
 
 /**
@@ -309,7 +304,7 @@ export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
  * backend is attached.
  */
 async function clearZombieLock(dataDir: string, pid: number): Promise<void> {
-  if (await gone(pid)) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
+  if (!(await processRunning(pid))) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
 }
 
 /**
