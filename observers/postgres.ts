@@ -1,11 +1,6 @@
-import pg from 'pg';
+import { superuserClient, type SuperuserTarget } from '../src/pg/superuser.ts';
 import { lsnBytes, segmentEndBytes } from '../src/wal/segments.ts';
 
-export interface PostgresTarget {
-  host: string;
-  port: number;
-  password: string;
-}
 
 /**
  * One catalog query fills the whole observation. Every value becomes an hstore string;
@@ -41,17 +36,8 @@ export function archiveLagBytes(currentLsn: string | undefined, lastArchived: st
   return Math.max(0, current - (segmentEndBytes(lastArchived) ?? 0));
 }
 
-export async function observePostgres(target: PostgresTarget, timeoutMs = 2000): Promise<Record<string, string>> {
-  const client = new pg.Client({
-    host: target.host,
-    port: target.port,
-    user: 'postgres',
-    password: target.password,
-    database: 'postgres',
-    connectionTimeoutMillis: timeoutMs,
-    query_timeout: timeoutMs,
-    application_name: 'pgfleet-observer',
-  });
+export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000): Promise<Record<string, string>> {
+  const client = superuserClient(target, { connectTimeoutMs: timeoutMs, queryTimeoutMs: timeoutMs, applicationName: 'pgfleet-observer' });
   client.on('error', () => undefined);
   const started = performance.now();
   try {

@@ -2,7 +2,7 @@ import http from 'node:http';
 import pg from 'pg';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
-import type { SuperuserTarget } from './pg/superuser.ts';
+import { superuserClient, type SuperuserTarget } from './pg/superuser.ts';
 import { refreshEvery } from './refresher.ts';
 import type { Sealer } from './sealer.ts';
 import { lsnBytes } from './wal/segments.ts';
@@ -177,14 +177,7 @@ class Probe {
   }
 
   private open(): Connection {
-    const client = new pg.Client({
-      ...this.target,
-      user: 'postgres',
-      database: 'postgres',
-      connectionTimeoutMillis: this.timeoutMs,
-      query_timeout: this.timeoutMs,
-      application_name: 'pgfleet-health',
-    });
+    const client = superuserClient(this.target, { connectTimeoutMs: this.timeoutMs, queryTimeoutMs: this.timeoutMs, applicationName: 'pgfleet-health' });
     const conn = { client, ready: client.connect() };
     conn.ready.catch(() => undefined);
     client.on('error', () => this.drop(conn));
