@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import { watchChild } from '../child.ts';
 import type { PgBinaries } from './binaries.ts';
 
 const run = promisify(execFile);
@@ -90,12 +91,7 @@ export class PgCluster {
     await fs.rm(scratch, { recursive: true, force: true });
     await this.ensureOwnedDir(scratch);
     const child = spawn('tar', ['-x', '-C', scratch], { uid: this.identity?.uid, gid: this.identity?.gid, stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', resolve);
-    });
+    const { exited, stderr } = watchChild(child);
     try {
       await pipeline(tar, child.stdin!);
     } catch (err) {
@@ -104,7 +100,7 @@ export class PgCluster {
       throw err;
     }
     const code = await exited;
-    if (code !== 0) throw new Error(`tar could not extract the backup (${code}): ${stderr.slice(-500)}`);
+    if (code !== 0) throw new Error(`tar could not extract the backup (${code}): ${stderr().slice(-500)}`);
     // What this copy must do differently from the server it came from (its port, its role).
     await this.writeSettings(scratch, settings);
     // In scratch, before the rename: a copy must never start as a second primary.

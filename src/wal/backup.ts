@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { createGunzip, createGzip, gunzip } from 'node:zlib';
 import type { PgBinaries } from '../pg/binaries.ts';
 import type { ObjectStore } from '../store/store.ts';
+import { watchChild } from '../child.ts';
 
 /**
  * Base backups, streamed: `pg_basebackup` writes a tar to stdout, which is gzipped on the
@@ -96,12 +97,7 @@ export async function takeBaseBackup(bin: PgBinaries, store: ObjectStore, prefix
     env: { PATH: process.env.PATH, PGPASSWORD: source.password, PGCONNECT_TIMEOUT: '10' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
+  const { exited, stderr } = watchChild(child);
   let bytes = 0;
   const counted = child.stdout!.on('data', (d: Buffer) => (bytes += d.length));
   const parts: BackupManifest['parts'] = [];
@@ -118,10 +114,11 @@ export async function takeBaseBackup(bin: PgBinaries, store: ObjectStore, prefix
     throw err;
   });
   const code = await exited;
-  if (code !== 0) throw new Error(`pg_basebackup failed (${code}): ${stderr.trim().slice(-1000)}`);
+  if (code !== 0) throw new Error(`pg_basebackup failed (${code}): ${stderr().trim().slice(-1000)}`);
   const history = await waitForHistory(store, prefix, label, 60_000);
   const manifest: BackupManifest = { ...history, prefix, parts, bytes, startedAt, finishedAt: new Date().toISOString() };
-  await store.putIfAbsent(manifestKey(prefix, label), Buffer.from(JSON.stringify(manifest, null, 2)), { sha256: sha256(Buffer.from(JSON.stringify(manifest, null, 2))) });
+  const body = Buffer.from(JSON.stringify(manifest, null, 2));
+  await store.putIfAbsent(manifestKey(prefix, label), body, { sha256: sha256(body) });
   return manifest;
 }
 
