@@ -11,6 +11,7 @@ import { freePort } from '../../src/pg/ports.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
+import { clusterPids, signalAll } from '../support/writer.ts';
 
 const run = promisify(execFile);
 
@@ -234,19 +235,8 @@ ${servers}
 
   it('answers 503 within about a second when Postgres hangs, instead of holding the check', async () => {
     // Freeze the standby, its postmaster and every backend (the health probe's own too).
-    const pid = Number((await fs.readFile(path.join(system.config.home, 'servers', standby.id, 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]);
-    const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]);
-    const pids = [pid, ...stdout.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0)];
-    const signal = (sig: NodeJS.Signals) => {
-      for (const p of pids) {
-        try {
-          process.kill(p, sig);
-        } catch (err) {
-          // A child may have exited since `ps` listed it (an archiver run, say).
-          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-        }
-      }
-    };
+    const pids = await clusterPids(path.join(system.config.home, 'servers', standby.id, 'data'));
+    const signal = (sig: NodeJS.Signals) => signalAll(pids, sig);
     const answers: { status: number; ms: number }[] = [];
     signal('SIGSTOP');
     try {
