@@ -66,6 +66,17 @@ const job = (task: IncidentTask) => ({ type: 'job' as const, params: { task } })
 
 const elapsedSeconds = (from: string, to: string) => (Date.parse(to) - Date.parse(from)) / 1000;
 
+/**
+ * While automation works on the entity (an open incident, a changeover under way): it
+ * resolves when the entity is healthy, escalates when it stays in a state past that state's
+ * deadline, and an exception or a condition no automation handles pages at once.
+ */
+const WATCHING = {
+  'entity.changed': [{ guard: 'healthy' as const, target: 'resolved' }, { actions: ['follow' as const, 'armDeadline' as const] }],
+  deadline: [{ guard: 'overdue' as const, target: 'escalated', actions: 'escalateStuck' as const }, { actions: 'armDeadline' as const }],
+  escalate: { target: 'escalated', actions: 'record' as const },
+};
+
 export const incidentMachine = setup({
   types: {
     context: {} as IncidentContext,
@@ -124,12 +135,7 @@ export const incidentMachine = setup({
     /** Automation is working on it; nobody is paged yet. */
     open: {
       entry: ['armDeadline', job('notify')],
-      on: {
-        'entity.changed': [{ guard: 'healthy', target: 'resolved' }, { actions: ['follow', 'armDeadline'] }],
-        deadline: [{ guard: 'overdue', target: 'escalated', actions: 'escalateStuck' }, { actions: 'armDeadline' }],
-        // An exception, or a condition no automation handles, pages at once.
-        escalate: { target: 'escalated', actions: 'record' },
-      },
+      on: WATCHING,
     },
     /** A human is paged; automation keeps working, and later reasons join the page. */
     escalated: {
@@ -150,11 +156,7 @@ export const incidentMachine = setup({
     /** The changeover runs; trouble on the entity meanwhile belongs to it. */
     changing: {
       entry: 'armDeadline',
-      on: {
-        'entity.changed': [{ guard: 'healthy', target: 'resolved' }, { actions: ['follow', 'armDeadline'] }],
-        deadline: [{ guard: 'overdue', target: 'escalated', actions: 'escalateStuck' }, { actions: 'armDeadline' }],
-        escalate: { target: 'escalated', actions: 'record' },
-      },
+      on: WATCHING,
     },
     resolved: {
       type: 'final',
