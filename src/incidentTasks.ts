@@ -1,10 +1,10 @@
 import type { IncidentContext } from '../machines/incident.ts';
 import type { PagingConfig } from './config.ts';
-import type { Client, Queryable } from './db.ts';
+import type { Queryable } from './db.ts';
 import { incidentContext } from './incidents.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
-import { sendEvent } from './runner.ts';
+import { report, sendEvent } from './runner.ts';
 
 export interface IncidentRow {
   id: string;
@@ -106,8 +106,6 @@ async function post(url: string, body: unknown): Promise<void> {
 }
 
 export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHandler> {
-  const report = (job: Job, event: { type: string }) => ({ commit: async (client: Client) => void (await sendEvent(client, job.entityId!, event, job.id)) });
-
   async function page(job: Job, { pool, log }: JobContext, action: 'trigger' | 'resolve') {
     const incident = await loadIncident(pool, job.entityId!);
     const context = await incidentContext(pool, job.entityId!);

@@ -21,7 +21,7 @@ import {
   type ResourceRecord,
   type ResourceServer,
 } from './resources.ts';
-import { machineState, sendEvent, type MachineEvent } from './runner.ts';
+import { machineState, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 
@@ -35,15 +35,6 @@ export interface ResourceTaskOptions {
 }
 
 type Outcome = { commit: (client: Client) => Promise<void> };
-
-function report(job: Job, event: MachineEvent, also?: (client: Client) => Promise<void>): Outcome {
-  return {
-    commit: async (client) => {
-      await also?.(client);
-      await sendEvent(client, job.entityId!, event, job.id);
-    },
-  };
-}
 
 /**
  * A step of the resource machine: whatever goes wrong is reported as `step.failed`, for the

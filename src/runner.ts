@@ -2,10 +2,10 @@ import { initialTransition, transition, type AnyStateMachine, type EventObject, 
 import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.ts';
 import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../machines/resource.ts';
 import { SERVER_MACHINE_VERSION, serverMachine } from '../machines/server.ts';
-import { isoTime, type Queryable } from './db.ts';
+import { isoTime, type Client, type Queryable } from './db.ts';
 import { afterStep } from './incidents.ts';
 import type { ObservedTable } from './servers.ts';
-import { enqueueMany, type JobSpec } from './queue/jobs.ts';
+import { enqueueMany, type Job, type JobSpec } from './queue/jobs.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
 export interface JobEmitted {
@@ -58,6 +58,19 @@ export function statePath(value: StateValue): string {
 
 export function topState(value: StateValue): string {
   return statePath(value).split('.')[0] ?? '';
+}
+
+/**
+ * A job's outcome told to its entity's machine: `event` is sent in the job's commit, after
+ * `also` (the job's own writes), so both happen with the job's completion or neither does.
+ */
+export function report(job: Job, event: MachineEvent, also?: (client: Client) => Promise<void>): { commit: (client: Client) => Promise<void> } {
+  return {
+    commit: async (client) => {
+      await also?.(client);
+      await sendEvent(client, job.entityId!, event, job.id);
+    },
+  };
 }
 
 /** Which machine an entity has; undefined when it has none. */

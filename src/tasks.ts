@@ -1,7 +1,7 @@
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
 import type { ProbeConfig } from './config.ts';
-import type { Client, Pool } from './db.ts';
+import type { Pool } from './db.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -9,17 +9,12 @@ import { checkConditions, checkProviderNotices } from './incidents.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { MACHINES, machineOf, machineState, queueForTask, sendEvent } from './runner.ts';
+import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
 import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
 
 export type Providers = Record<string, Provider>;
-
-/** Tell the machine what the job did, inside the job's commit. */
-function report(job: Job, event: { type: string; error?: string }) {
-  return { commit: async (client: Client) => void (await sendEvent(client, job.entityId!, event, job.id)) };
-}
 
 async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sealer): Promise<{ server: ServerRecord; provider: Provider }> {
   if (!job.entityId) throw new Error(`${job.task} needs an entity`);
