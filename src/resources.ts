@@ -250,14 +250,18 @@ async function sharedServersWithRoom(db: Queryable, awsRegion: string): Promise<
 
 /**
  * After a move or a failover: the successor (the move's target, the promoted standby)
- * becomes the primary, and the old primary is kept as `former` until it is dealt with.
+ * becomes the primary, and the old primary is kept as `former` until it is dealt with. Call
+ * it in the transaction that records the step. Two statements, demotion first: the unique
+ * index allows one primary per resource and is checked row by row, so a swap in one UPDATE
+ * failed or not with the rows' physical order. Without a successor (the swap is done
+ * already) nothing changes, so a repeated step keeps its primary.
  */
 export async function takeOver(db: Queryable, id: string, successor: 'target' | 'standby'): Promise<void> {
-  await db.query(
-    `update resource_servers set role = case role when 'primary' then 'former' else 'primary' end
-     where resource_id = $1 and role in ('primary', $2)`,
-    [id, successor],
-  );
+  const { rows } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2 order by created_at limit 1 for update', [id, successor]);
+  const next = rows[0]?.server_id;
+  if (!next) return;
+  await db.query(`update resource_servers set role = 'former' where resource_id = $1 and role = 'primary'`, [id]);
+  await db.query(`update resource_servers set role = 'primary' where resource_id = $1 and server_id = $2`, [id, next]);
 }
 
 /** Whether the server is the primary of a resource with an available standby, which a failover promotes. */
