@@ -14,6 +14,7 @@ import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
 import { configureIncidents, incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
+import { limitTasks } from './limits.ts';
 import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
@@ -69,6 +70,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       handlers: {
         ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
+        ...limitTasks(providers, sealer),
       },
       journal: incidentJournal,
       jobDuration: metrics.jobDuration,

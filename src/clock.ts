@@ -2,6 +2,7 @@ import { schedule, type ScheduledTask } from 'node-cron';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { enqueueForLiveEntities } from './queue/jobs.ts';
+import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
 
 export interface ClockOptions {
@@ -94,6 +95,9 @@ export class Clock {
       }
       if (await claimPeriod(this.pool, 'observe-replicated', REPLICATED_OBSERVE_EVERY_SECONDS)) {
         await enqueueReplicatedObservations(this.pool);
+      }
+      if (await claimPeriod(this.pool, 'enforce-limits', ENFORCE_EVERY_SECONDS)) {
+        await enqueueEnforcement(this.pool, queueForTask('enforce'));
       }
       if (await claimPeriod(this.pool, 'vacuum-jobs', VACUUM_JOBS_EVERY_SECONDS)) {
         await vacuumJobs(this.pool);

@@ -2,6 +2,7 @@ import type { IncidentContext } from '../machines/incident.ts';
 import type { PagingConfig } from './config.ts';
 import type { Queryable } from './db.ts';
 import { incidentContext } from './incidents.ts';
+import { deliverNotifications, postJson } from './notifications.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { report, sendEvent } from './runner.ts';
@@ -95,23 +96,13 @@ export interface IncidentTaskOptions {
   consoleUrl: string | undefined;
 }
 
-async function post(url: string, body: unknown): Promise<void> {
-  let res: Response;
-  try {
-    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000), redirect: 'error' });
-  } catch (err) {
-    throw new Error(`POST ${url} did not answer: ${(err as Error).message}`);
-  }
-  if (!res.ok) throw new Error(`POST ${url} answered ${res.status}`);
-}
-
 export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHandler> {
   async function page(job: Job, { pool, log }: JobContext, action: 'trigger' | 'resolve') {
     const incident = await loadIncident(pool, job.entityId!);
     const context = await incidentContext(pool, job.entityId!);
     if (!incident || !context) throw new Error(`incident ${job.entityId} does not exist`);
     const event = pagerEvent(opts.paging, incident, context, action, opts.consoleUrl);
-    if (opts.paging.webhookUrl) await post(opts.paging.webhookUrl, event);
+    if (opts.paging.webhookUrl) await postJson(opts.paging.webhookUrl, event);
     else log.error({ incident: incident.id, action }, 'a page is due but PAGER_WEBHOOK_URL is not set: it is only recorded');
     await pool.query('insert into pages (incident_id, action, payload) values ($1, $2, $3) on conflict (incident_id, action) do nothing', [incident.id, action, event]);
   }
@@ -129,8 +120,7 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
     },
     /**
      * Put the phase's notification in the outbox for every affected customer, then deliver
-     * what is undelivered to the resources' webhooks; a delivery that fails fails the job,
-     * which the queue retries with backoff.
+     * what is undelivered.
      */
     async notify(job, { pool }) {
       const incident = await loadIncident(pool, job.entityId!);
@@ -144,21 +134,7 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
           [resources, incident.id, note.phase, note.subject, note.body],
         );
       }
-      const { rows } = await pool.query<{ id: string; url: string; resource_id: string; phase: string; subject: string; body: string; created_at: Date }>(
-        `select n.id, r.notify_url as url, n.resource_id, n.phase, n.subject, n.body, n.created_at
-         from notifications n join resources r on r.id = n.resource_id
-         where n.incident_id = $1 and n.delivered_at is null and r.notify_url is not null order by n.id`,
-        [incident.id],
-      );
-      for (const n of rows) {
-        try {
-          await post(n.url, { resource_id: n.resource_id, incident_id: incident.id, phase: n.phase, subject: n.subject, body: n.body, at: n.created_at });
-          await pool.query('update notifications set delivered_at = now(), attempts = attempts + 1, last_error = null where id = $1', [n.id]);
-        } catch (err) {
-          await pool.query('update notifications set attempts = attempts + 1, last_error = $2 where id = $1', [n.id, (err as Error).message]);
-          throw err;
-        }
-      }
+      await deliverNotifications(pool, { incident: incident.id });
     },
     /** The scheduled time has come: the server restarts on purpose, and the incident follows it. */
     async changeover(job, { pool }) {

@@ -12,9 +12,16 @@ export interface Plan {
   connectionLimit: number;
   /** Longest statement before Postgres cancels it, in milliseconds; 0 means none. */
   statementTimeoutMs: number;
+  /** Bytes a shared database may hold before its writes are refused; 0: the server's disk is the limit. */
+  sizeLimitBytes: number;
+  /** Private memory one session may use (whatever `work_mem` it sets) before it is ended; 0: no limit. */
+  memoryLimitBytes: number;
   /** Synchronous standbys on servers of their own: a commit is acknowledged once one has it. */
   standbys: number;
 }
+
+const MIB = 1024 ** 2;
+const GIB = 1024 ** 3;
 
 export const PLANS: readonly Plan[] = [
   {
@@ -23,6 +30,8 @@ export const PLANS: readonly Plan[] = [
     description: 'A database and role of its own on a shared server; ready at once.',
     connectionLimit: 20,
     statementTimeoutMs: 30_000,
+    sizeLimitBytes: GIB,
+    memoryLimitBytes: 256 * MIB,
     standbys: 0,
   },
   {
@@ -31,6 +40,8 @@ export const PLANS: readonly Plan[] = [
     description: 'The shared plan with more connections and longer statements.',
     connectionLimit: 60,
     statementTimeoutMs: 120_000,
+    sizeLimitBytes: 10 * GIB,
+    memoryLimitBytes: 512 * MIB,
     standbys: 0,
   },
   {
@@ -40,6 +51,8 @@ export const PLANS: readonly Plan[] = [
     // Postgres' default max_connections is 100; leave room for the platform's own sessions.
     connectionLimit: 90,
     statementTimeoutMs: 0,
+    sizeLimitBytes: 0,
+    memoryLimitBytes: 0,
     standbys: 0,
   },
   {
@@ -48,6 +61,8 @@ export const PLANS: readonly Plan[] = [
     description: 'A server of its own and a synchronous standby on another: no commit is acknowledged until two servers have it.',
     connectionLimit: 90,
     statementTimeoutMs: 0,
+    sizeLimitBytes: 0,
+    memoryLimitBytes: 0,
     standbys: 1,
   },
 ];

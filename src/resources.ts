@@ -145,6 +145,8 @@ export async function loadResourceRecord(db: Queryable, sealer: Sealer, id: stri
       password: sealer.open(row.password_sealed),
       connectionLimit: plan.connectionLimit,
       statementTimeoutMs: plan.statementTimeoutMs,
+      sizeLimitBytes: plan.sizeLimitBytes,
+      memoryLimitBytes: plan.memoryLimitBytes,
     },
   };
 }

@@ -43,7 +43,7 @@ async function resourcesServedBy(db: Queryable, serverId: string): Promise<strin
 export type MachineEvent = EventObject & Record<string, unknown>;
 
 /** Tasks that go to their own named queue, so a worker can be dedicated to them. */
-const TASK_QUEUES: Record<string, string> = { observe: 'observe' };
+const TASK_QUEUES: Record<string, string> = { observe: 'observe', enforce: 'observe' };
 
 export function queueForTask(task: string): string {
   return TASK_QUEUES[task] ?? 'default';

@@ -11,6 +11,10 @@ export interface Tenant {
   password: string;
   connectionLimit: number;
   statementTimeoutMs: number;
+  /** Bytes the database may hold before writes are refused; 0: no limit. */
+  sizeLimitBytes: number;
+  /** Private memory one session may use before it is ended; 0: no limit. */
+  memoryLimitBytes: number;
 }
 
 /** Names are ours, never the customer's: a letter and hex, so no identifier needs care. */
@@ -46,14 +50,14 @@ const literal = (value: string) => pg.escapeLiteral(value);
 
 /**
  * Create the tenant, or bring an existing one back to the spec: safe to run twice. Nobody
- * but its role may connect to the tenant's database (CONNECT is revoked from PUBLIC), the
- * role owns that database and nothing else, and it may not connect to the server's own
- * databases either.
+ * but its role may connect to the tenant's database (CONNECT is revoked from PUBLIC), and
+ * it may not connect to the server's own databases either. The platform's superuser owns
+ * the database, so the tenant cannot set the database's defaults (a plan's limits among
+ * them); the tenant owns its `public` schema and may create schemas and temporary tables.
  */
 export async function createTenant(target: SuperuserTarget, tenant: Tenant): Promise<void> {
   await asSuperuser(target, 'postgres', async (client) => {
-    await client.query('revoke connect on database postgres from public');
-    await client.query('revoke connect on database template1 from public');
+    await closeServerDatabases(client);
     const exists = (await client.query('select 1 from pg_roles where rolname = $1', [tenant.role])).rowCount === 1;
     await client.query(
       `${exists ? 'alter' : 'create'} role ${ident(tenant.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls
@@ -61,14 +65,58 @@ export async function createTenant(target: SuperuserTarget, tenant: Tenant): Pro
     );
     await applyLimits(client, tenant);
     const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [tenant.database]);
-    if (rowCount === 0) await client.query(`create database ${ident(tenant.database)} owner ${ident(tenant.role)}`);
+    if (rowCount === 0) await client.query(`create database ${ident(tenant.database)} owner postgres`);
+    // Databases made before the platform kept ownership were the tenant's: take them back.
+    await client.query(`alter database ${ident(tenant.database)} owner to postgres`);
     await client.query(`revoke all on database ${ident(tenant.database)} from public`);
+    await client.query(`grant connect, create, temporary on database ${ident(tenant.database)} to ${ident(tenant.role)}`);
   });
+  await asSuperuser(target, tenant.database, (client) => client.query(`alter schema public owner to ${ident(tenant.role)}`));
+}
+
+/**
+ * CONNECT on the server's own databases is revoked from PUBLIC once. Every provision used
+ * to revoke it again, and a burst of provisions on one server failed with "tuple
+ * concurrently updated" (two REVOKEs rewriting one pg_database row; 95 of 200 in a probe):
+ * the revoke is made only while PUBLIC still has the right, one session at a time.
+ */
+async function closeServerDatabases(client: pg.Client): Promise<void> {
+  const open = async () =>
+    (await client.query<{ open: boolean }>(`select has_database_privilege('public', 'postgres', 'connect') or has_database_privilege('public', 'template1', 'connect') as open`)).rows[0]!.open;
+  if (!(await open())) return;
+  await client.query('begin');
+  try {
+    await client.query(`select pg_advisory_xact_lock(hashtext('pgfleet-close-server-databases'))`);
+    if (await open()) {
+      await client.query('revoke connect on database postgres from public');
+      await client.query('revoke connect on database template1 from public');
+    }
+    await client.query('commit');
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * The defaults the tenant's role carries, as `pg_db_role_setting` stores them: the plan's
+ * statement timeout, temporary files bounded by its size (`temp_file_limit` is a setting only
+ * a superuser may change), and read-only transactions while the database is over its size.
+ */
+export function roleSettings(tenant: Pick<Tenant, 'statementTimeoutMs' | 'sizeLimitBytes'>, overSize = false): string[] {
+  return [
+    `statement_timeout=${Number(tenant.statementTimeoutMs)}`,
+    ...(tenant.sizeLimitBytes > 0 ? [`temp_file_limit=${Math.floor(tenant.sizeLimitBytes / 1024)}`] : []),
+    ...(overSize ? ['default_transaction_read_only=on'] : []),
+  ];
 }
 
 async function applyLimits(client: pg.Client, tenant: Tenant): Promise<void> {
   await client.query(`alter role ${ident(tenant.role)} connection limit ${Number(tenant.connectionLimit)}`);
-  await client.query(`alter role ${ident(tenant.role)} set statement_timeout = ${Number(tenant.statementTimeoutMs)}`);
+  for (const setting of roleSettings(tenant)) {
+    const [name, value] = setting.split(/=(.*)/s) as [string, string];
+    await client.query(`alter role ${ident(tenant.role)} set ${ident(name)} = ${literal(value)}`);
+  }
 }
 
 /** A plan change within one kind of server: only the role's limits change. */

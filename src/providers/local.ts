@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
+import { privateMemory } from '../pg/memory.ts';
 import { freePort } from '../pg/ports.ts';
 import { primaryConninfo } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
@@ -192,6 +193,10 @@ export class LocalProvider implements Provider {
       data_dir_bytes: String(await directoryBytes(dataDir)),
       ...(disk ? { disk_free_bytes: String(disk.bavail * disk.bsize), disk_total_bytes: String(disk.blocks * disk.bsize) } : {}),
     };
+  }
+
+  processMemory(_server: ServerRecord, pids: number[]): Promise<Map<number, number>> {
+    return privateMemory(pids);
   }
 
   async destroy(server: ServerRecord): Promise<void> {

@@ -48,6 +48,8 @@ export interface Provider {
   rejoin(server: ServerRecord): Promise<Rejoined>;
   /** What the provider sees of the host and process, as observation keys. */
   observe(server: ServerRecord): Promise<Record<string, string>>;
+  /** Private memory (bytes) of the server's processes by pid, as its host sees them; gone ones are left out. */
+  processMemory(server: ServerRecord, pids: number[]): Promise<Map<number, number>>;
   /** Stop the server and remove everything it had. */
   destroy(server: ServerRecord): Promise<void>;
 }

@@ -73,6 +73,22 @@ export async function enqueueForLiveEntities(db: Queryable, machines: string[], 
 }
 
 /**
+ * One job of `task` per payload, with no entity (so it waits behind no entity's queue), unless
+ * one with the same payload is pending or running: periodic checks that must not pile up
+ * behind a slow worker. One attempt each: the next period is the retry.
+ */
+export async function enqueueUnlessQueued(db: Queryable, task: string, queue: string, payloads: Record<string, string>[]): Promise<number> {
+  if (payloads.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, task, payload, max_attempts)
+     select $1, $2, p, 1 from unnest($3::jsonb[]) as p
+     where not exists (select 1 from jobs j where j.task = $2 and j.payload = p and j.dead_at is null)`,
+    [queue, task, payloads.map((p) => JSON.stringify(p))],
+  );
+  return rowCount ?? 0;
+}
+
+/**
  * Claim up to `limit` due jobs in one statement. A job of an entity is claimable only when
  * it is the head of that entity's queue (no earlier pending job) and no job of the entity
  * is running, so a batch never holds two jobs of one entity and a busy entity offers one

@@ -57,6 +57,19 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await again.end();
     });
 
+    it('reads the private memory of the server\'s backends, and leaves out a process that is gone', async () => {
+      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      await client.connect();
+      try {
+        const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+        const memory = await h.provider.processMemory(server, [pid, 2 ** 22 + 1]);
+        expect([...memory.keys()]).toEqual([pid]);
+        expect(memory.get(pid)).toBeGreaterThan(0);
+      } finally {
+        await client.end();
+      }
+    });
+
     it('refuses connections without the password', async () => {
       const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: 'wrong', database: 'postgres' });
       await expect(client.connect()).rejects.toThrow(/password authentication failed/);
