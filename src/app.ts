@@ -68,7 +68,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
+        ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
         ...limitTasks(providers, sealer),
       },

@@ -28,6 +28,8 @@ export interface Config {
   probe: ProbeConfig;
   /** How far behind its primary a standby may replay and still serve the read-only URL. */
   readOnlyMaxLagBytes: number;
+  /** `max_connections` of a new shared server: its tenants' connection limits must fit in it. */
+  sharedMaxConnections: number;
   /** Seconds a claimed job may run before another worker may take it again. */
   jobLease: number;
   observationRetentionDays: number;
@@ -191,6 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     observeInterval: integer(env, 'PGFLEET_OBSERVE_INTERVAL', 5, 1, 3600),
     readOnlyMaxLagBytes: size(env, 'PGFLEET_READONLY_MAX_LAG', '16MB'),
     probe: { timeoutMs: integer(env, 'PGFLEET_PROBE_TIMEOUT_MS', 1000, 100, 60_000), hangProbes: integer(env, 'PGFLEET_HANG_PROBES', 3, 1, 100) },
+    sharedMaxConnections: integer(env, 'PGFLEET_SHARED_MAX_CONNECTIONS', 300, 40, 10_000),
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     pgBin: nonEmpty(env, 'PG_BIN'),

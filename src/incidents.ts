@@ -220,6 +220,8 @@ export const CONDITIONS: Record<string, (obs: Record<string, string>) => boolean
   'archive lagging': (obs) => Number(obs.archive_lag_bytes) > 256 * 1024 ** 2,
   'disk filling': (obs) => Number(obs.disk_total_bytes) > 0 && Number(obs.disk_free_bytes) / Number(obs.disk_total_bytes) < 0.05,
   'transaction ID wraparound approaching': (obs) => Number(obs.oldest_xid_age) > 1_500_000_000,
+  // Placement keeps shared tenants' limits within max_connections: a server this full is a bug or a leak.
+  'connection slots nearly exhausted': (obs) => Number(obs.max_connections) > 0 && Number(obs.connections) >= 0.95 * Number(obs.max_connections),
   'replication lagging': (obs) => Number(obs.replication_lag_seconds) > 60 || Number(obs.replication_lag_bytes) > 1024 ** 3,
 };
 

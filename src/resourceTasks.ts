@@ -6,11 +6,10 @@ import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTen
 import { deliver } from './platform.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
+import { linkServer, placeResource } from './placement.ts';
 import {
-  linkServer,
   loadResourceRecord,
   relinkServer,
-  placeResource,
   resourceConfig,
   resourceServers,
   serverAddress,
@@ -29,6 +28,8 @@ export interface ResourceTaskOptions {
   sealer: Sealer;
   /** The provider new servers are made on. */
   provider: string;
+  /** `max_connections` of a new shared server. */
+  sharedMaxConnections: number;
   addon: Addon;
   configPrefix: string;
   binaries: PgBinaries;
@@ -92,7 +93,7 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       const { resource } = await load(pool, job);
       return report(job, { type: 'placed' }, async (client) => {
         const role = (await machineState(client, resource.id)) === 'changing' ? 'target' : 'primary';
-        await placeResource(client, sealer, opts.provider, resource, role);
+        await placeResource(client, { sealer, provider: opts.provider, sharedMaxConnections: opts.sharedMaxConnections }, resource, role);
       });
     }),
 

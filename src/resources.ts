@@ -1,11 +1,12 @@
 import { transaction, type Pool, type Queryable } from './db.ts';
-import { findPlan, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
+import { findPlan, type Plan } from './plans.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
 import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
+import { roomToResize } from './placement.ts';
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { freePort } from './pg/ports.ts';
-import { insertFollower, insertServer, listTransitions, requestBackup, type TransitionView } from './servers.ts';
+import { listTransitions, type TransitionView } from './servers.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {
@@ -202,55 +203,6 @@ export function routeOf(attrs: Record<string, string>): Route | undefined {
 }
 
 /**
- * Put the resource on a server of its plan's kind, in the caller's transaction: for a new
- * resource as its `primary`, for a plan change as the `target` it moves to. Shared plans
- * take the least-loaded shared server of the region with room, preferring one that is up;
- * dedicated plans get a server of their own. Safe to repeat: a resource that already has a
- * server in that role keeps it.
- */
-export async function placeResource(db: Queryable, sealer: Sealer, provider: string, resource: ResourceRecord, role: 'primary' | 'target'): Promise<string> {
-  const awsRegion = resource.awsRegion;
-  const { rows: linked } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2', [resource.id, role]);
-  if (linked[0]) return linked[0].server_id;
-  let serverId: string;
-  if (resource.follows) {
-    const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [resource.follows]);
-    // A fresh base backup of the leader to start from, replaying as little WAL as can be.
-    const follower = rows[0] && (await insertFollower(db, rows[0].id, await requestBackup(db, rows[0].id)));
-    if (!follower) throw new Error(`the resource ${resource.follows} it follows has no available primary server`);
-    serverId = follower;
-  } else if (resource.plan.kind === 'dedicated') {
-    serverId = await insertServer(db, sealer, provider, { tenancy: 'dedicated', region: awsRegion });
-  } else {
-    // One placement per region at a time, so two never open two new shared servers at once.
-    await db.query('select pg_advisory_xact_lock(hashtext($1))', [`pgfleet-place-shared:${awsRegion}`]);
-    const room = await sharedServersWithRoom(db, awsRegion);
-    // Lock the chosen server's machine: an operator's delete of it waits, then sees the tenant.
-    const chosen = room[0] && (await db.query(`select 1 from machines where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [room[0].id])).rowCount === 1 ? room[0].id : undefined;
-    serverId = chosen ?? (await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion }));
-    // Keep a server with room in the region, so the next shared resource need not wait for one.
-    const full = (room[0]?.tenants ?? 0) + 1 >= SHARED_SERVER_TENANTS;
-    if (room.length <= 1 && full) await insertServer(db, sealer, provider, { tenancy: 'shared', region: awsRegion });
-  }
-  await linkServer(db, resource.id, serverId, role);
-  return serverId;
-}
-
-async function sharedServersWithRoom(db: Queryable, awsRegion: string): Promise<{ id: string; tenants: number }[]> {
-  const { rows } = await db.query<{ id: string; tenants: number }>(
-    `select s.id, count(rs.resource_id)::int as tenants
-     from servers s join machines m on m.entity_id = s.id
-     left join resource_servers rs on rs.server_id = s.id
-     where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state not in ('deleting', 'failed')
-     group by s.id, m.state
-     having count(rs.resource_id) < $2
-     order by (m.state = 'available') desc, count(rs.resource_id), s.created_at`,
-    [awsRegion, SHARED_SERVER_TENANTS],
-  );
-  return rows;
-}
-
-/**
  * After a move or a failover: the successor (the move's target, the promoted standby)
  * becomes the primary, and the old primary is kept as `former` until it is dealt with. Call
  * it in the transaction that records the step. Two statements, demotion first: the unique
@@ -281,10 +233,6 @@ export async function standbyTakesOver(db: Queryable, serverId: string): Promise
 /** A server of the resource takes another role: a former primary that rejoined as a standby. */
 export async function relinkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {
   await db.query('update resource_servers set role = $3 where resource_id = $1 and server_id = $2', [resourceId, serverId, role]);
-}
-
-export async function linkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {
-  await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resourceId, serverId, role]);
 }
 
 export async function unlinkServer(db: Queryable, resourceId: string, serverId: string): Promise<void> {
@@ -327,6 +275,8 @@ export async function resourceState(db: Queryable, id: string): Promise<string |
 /** Change the plan column and tell the machine, in one transaction. */
 export async function changePlan(pool: Pool, id: string, plan: Plan, change: { move: boolean; standby?: 'add' | 'drop' }): Promise<Step | undefined> {
   return transaction(pool, async (client) => {
+    // A bigger shared plan that its server has no connections left for moves to one that has.
+    if (!change.move && plan.kind === 'shared' && !(await roomToResize(client, id, plan))) change = { ...change, move: true };
     await client.query('update resources set plan = $2 where id = $1', [id, plan.name]);
     if (change.standby === 'add') await ensureRoute(client, id);
     return sendEvent(client, id, { type: 'change_plan', plan: plan.name, ...change });

@@ -34,13 +34,16 @@ export interface ServerPlacement {
   tenancy: 'shared' | 'dedicated';
   /** The AWS region name the server lives in. */
   region: string;
+  /** Its `max_connections`, when not Postgres' default. */
+  maxConnections?: number;
 }
 
 /** Insert the row and its machine in the caller's transaction: nothing exists without a machine. */
 export async function insertServer(db: Queryable, sealer: Sealer, provider: string, placement: ServerPlacement): Promise<string> {
   const { rows } = await db.query<{ id: string }>(
-    'insert into servers (provider, superuser_password_sealed, tenancy, region) values ($1, $2, $3, $4) returning id',
-    [provider, sealer.seal(randomBytes(32).toString('base64url')), placement.tenancy, placement.region],
+    `insert into servers (provider, superuser_password_sealed, tenancy, region, attrs)
+     values ($1, $2, $3, $4, case when $5::int is null then ''::hstore else hstore('max_connections', $5::text) end) returning id`,
+    [provider, sealer.seal(randomBytes(32).toString('base64url')), placement.tenancy, placement.region, placement.maxConnections ?? null],
   );
   const id = rows[0]!.id;
   await createMachine(db, 'server', id);

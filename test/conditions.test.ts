@@ -14,6 +14,8 @@ describe('what counts as trouble', () => {
     expect(present({ replication_lag_seconds: '0.4', replication_lag_bytes: '8192' })).toEqual([]);
     expect(present({ replication_lag_seconds: '75' })).toEqual(['replication lagging']);
     expect(present({ replication_lag_bytes: String(2 * 1024 ** 3) })).toEqual(['replication lagging']);
+    expect(present({ connections: '60', max_connections: '100' })).toEqual([]);
+    expect(present({ connections: '96', max_connections: '100' })).toEqual(['connection slots nearly exhausted']);
   });
 
   it('tells healthy, trouble, on-the-way and going-away states apart', () => {

@@ -111,8 +111,16 @@ export function roleSettings(tenant: Pick<Tenant, 'statementTimeoutMs' | 'sizeLi
   ];
 }
 
+/**
+ * Logins the role may hold beyond its plan's: the platform's check that the customer can
+ * log in (the resource observer) logs in as the tenant every few seconds, and without a slot
+ * of its own it took one of the customer's: a customer opening its 20th connection at that
+ * moment was refused.
+ */
+export const PLATFORM_LOGIN_SLOTS = 1;
+
 async function applyLimits(client: pg.Client, tenant: Tenant): Promise<void> {
-  await client.query(`alter role ${ident(tenant.role)} connection limit ${Number(tenant.connectionLimit)}`);
+  await client.query(`alter role ${ident(tenant.role)} connection limit ${Number(tenant.connectionLimit) + PLATFORM_LOGIN_SLOTS}`);
   for (const setting of roleSettings(tenant)) {
     const [name, value] = setting.split(/=(.*)/s) as [string, string];
     await client.query(`alter role ${ident(tenant.role)} set ${ident(name)} = ${literal(value)}`);

@@ -160,10 +160,13 @@ export class LocalProvider implements Provider {
 
   async initialize(server: ServerRecord): Promise<void> {
     const { dataDir, port } = this.placed(server);
-    if (server.attrs.follows) await this.restoreFollower(server, dataDir, port);
+    if (server.attrs.follows) return this.restoreFollower(server, dataDir, port);
     // So that pg_rewind can bring it back as a standby after a failover: hint bits in the
-    // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes.
-    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: { ...REWINDABLE, ...(await this.archiveSettings(server)) } });
+    // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes. A shared
+    // server's max_connections is its tenants' connection budget (src/placement.ts).
+    const settings: Record<string, string> = { ...REWINDABLE, ...(await this.archiveSettings(server)) };
+    if (server.attrs.max_connections) settings.max_connections = server.attrs.max_connections;
+    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings });
   }
 
   async start(server: ServerRecord): Promise<void> {

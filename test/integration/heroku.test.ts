@@ -145,7 +145,8 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(await refused(intoPostgres.toString())).toMatch(/permission denied for database/);
 
     const [me] = await nodePg(shared.url, `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout from pg_roles where rolname = current_user`);
-    expect(me).toEqual({ rolconnlimit: 20, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
+    // The plan's 20, and one for the platform's check that the customer can log in.
+    expect(me).toEqual({ rolconnlimit: 21, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
     const serverId = (await resource(shared.id)).servers[0].id;
     const [stored] = await nodePg(await adminUrl(db.pool, serverId), 'select rolpassword from pg_authid where rolname = $1', [a.username]);
     expect(stored?.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
@@ -236,7 +237,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(plus.status).toBe(200);
     expect(plus.body.config).toBeUndefined();
     const [limits] = await nodePg(shared.url, `select rolconnlimit from pg_roles where rolname = current_user`);
-    expect(limits?.rolconnlimit).toBe(60);
+    expect(limits?.rolconnlimit).toBe(61);
 
     // A writer keeps committing while the database moves: every acknowledged row must arrive.
     await nodePg(shared.url, 'create table acked (n int primary key)');

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { recordUsage } from '../../src/limits.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
@@ -50,5 +51,59 @@ describe('recording a tenant\'s size', () => {
     expect((await notices()).map((n) => n.phase)).toEqual(['size_limit', 'size_ok']);
     const { rows } = await ctx.db.pool.query<{ over: string }>(`select attrs->'over_size' as over from resources where id = $1`, [id]);
     expect(rows[0]?.over).toBe('false');
+  });
+});
+
+/**
+ * A shared server takes tenants only while their plans' connection limits fit in its
+ * max_connections (here 100: four tenants of 20 + 1 after the platform's 13). Before, 50 tenants
+ * of 20 shared 100 slots, and five holding their limit locked every other tenant out.
+ */
+describe('connections on shared servers', () => {
+  const ctx = useSystem(['web', 'worker', 'clock'], { PGFLEET_SHARED_MAX_CONNECTIONS: '100' });
+
+  async function provision(plan: string): Promise<{ id: string; url: string; server: string }> {
+    const id = randomUUID();
+    expect([200, 202]).toContain((await addonFetch(ctx.system, 'POST', '/heroku/resources', { uuid: id, plan, region: 'us' })).status);
+    return waitFor('the shared database', async () => {
+      const { body } = await ctx.system.api('GET', `/api/resources/${id}`);
+      return body.state === 'available' ? { id, url: body.config.PGFLEET_URL as string, server: body.servers[0].id as string } : undefined;
+    }, 60_000, 250);
+  }
+
+  async function hold(url: string, n: number): Promise<pg.Client[]> {
+    const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 }));
+    for (const c of clients) c.on('error', () => undefined);
+    const results = await Promise.allSettled(clients.map((c) => c.connect()));
+    const failed = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
+    if (failed.length > 0) {
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+      throw new Error(`${failed.length} of ${n} connections failed: ${failed[0]}`);
+    }
+    return clients;
+  }
+
+  it('lets every tenant hold its whole limit at once, and moves a resize that no longer fits', async () => {
+    const tenants: { id: string; url: string; server: string }[] = [];
+    for (let i = 0; i < 5; i++) tenants.push(await provision('shared'));
+    const held: pg.Client[] = [];
+    try {
+      for (const t of tenants) held.push(...(await hold(t.url, 20)));
+      // Each tenant's own limit still holds (one more, the platform's slot, is free between its checks).
+      await expect(hold(tenants[0]!.url, 2)).rejects.toThrow(/too many connections for role/);
+    } finally {
+      await Promise.all(held.map((c) => c.end().catch(() => undefined)));
+    }
+    expect(new Set(tenants.map((t) => t.server)).size).toBe(2);
+
+    // shared-plus takes 61 of the 87: not left beside two others (42), so it moves.
+    const crowded = tenants.find((t) => tenants.filter((o) => o.server === t.server).length >= 3)!;
+    const resized = await addonFetch(ctx.system, 'PUT', `/heroku/resources/${crowded.id}`, { plan: 'shared-plus' });
+    expect([200, 202]).toContain(resized.status);
+    const moved = await waitFor('the resize to move the database', async () => {
+      const { body } = await ctx.system.api('GET', `/api/resources/${crowded.id}`);
+      return body.state === 'available' && body.plan === 'shared-plus' && body.servers[0].id !== crowded.server ? (body.config.PGFLEET_URL as string) : undefined;
+    }, 90_000, 250);
+    await Promise.all((await hold(moved, 60)).map((c) => c.end()));
   });
 });
