@@ -98,11 +98,11 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => health.stop(), () => router.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, host: config.host });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
   } else if (config.metricsPort !== undefined) {
-    const server = metricsServer(metrics.registry);
+    const server = metricsServer(metrics.registry, config.host, token);
     await server.listen({ port: config.metricsPort, host: config.host });
     stops.push(() => server.close());
   }
