@@ -130,9 +130,26 @@ function securityHeaders(app: FastifyInstance): void {
   });
 }
 
+export interface RouteEntry {
+  method: string;
+  url: string;
+}
+
+const ROUTES = new WeakMap<FastifyInstance, RouteEntry[]>();
+
+/** Every route a web app serves, as Fastify registered them (the fuzz test takes them all). */
+export function routesOf(app: FastifyInstance): RouteEntry[] {
+  return ROUTES.get(app) ?? [];
+}
+
 export function buildWeb(opts: WebOptions): FastifyInstance {
   const app: FastifyInstance = Fastify({ loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger, bodyLimit: 64 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
+  });
+  const routes: RouteEntry[] = [];
+  ROUTES.set(app, routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
   });
 
   // Every error is JSON with a message for a human; our own 5xx never leak internals.
