@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { pathToFileURL } from 'node:url';
 import { configVarPrefix, type Config } from './config.ts';
 import { Clock } from './clock.ts';
@@ -28,6 +29,7 @@ export interface Running {
   databaseUrl: string;
   /** Where the web process listens, when it runs. */
   url: string | undefined;
+  web: FastifyInstance | undefined;
   operatorToken: string;
   sealer: Sealer;
   providers: Record<string, Provider>;
@@ -61,6 +63,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;
+  let web: FastifyInstance | undefined;
 
   if (processes.includes('worker')) {
     const worker = new Worker(pool, {
@@ -100,11 +103,12 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => health.stop(), () => router.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });
-    url = await web.listen({ port: config.port, host: config.host });
-    stops.push(() => web.close());
+    const app = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, host: config.host });
+    url = await app.listen({ port: config.port, host: config.host });
+    stops.push(() => app.close());
+    web = app;
   } else if (config.metricsPort !== undefined) {
-    const server = metricsServer(metrics.registry);
+    const server = metricsServer(metrics.registry, config.host, token);
     await server.listen({ port: config.metricsPort, host: config.host });
     stops.push(() => server.close());
   }
@@ -113,6 +117,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     pool,
     databaseUrl,
     url,
+    web,
     operatorToken: token,
     sealer,
     providers,

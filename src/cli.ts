@@ -1,6 +1,6 @@
 import { runProcesses, localCluster, type ProcessName } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { addonSecrets, operatorToken } from './control.ts';
+import { addonSecrets, existingOperatorToken } from './control.ts';
 import { addonManifest } from './manifest.ts';
 import { walMain } from './wal/main.ts';
 import { createLogger } from './log.ts';
@@ -62,7 +62,9 @@ async function serve(config: Config, processes: ProcessName[]): Promise<number> 
 
 async function api(config: Config, method: string, route: string, body?: unknown): Promise<unknown> {
   const base = process.env.PGFLEET_API_URL ?? `http://127.0.0.1:${config.port}`;
-  const token = await operatorToken(config.home, config.operatorToken);
+  // A client only reads the token: one it made up would open nothing, and would be kept.
+  const token = existingOperatorToken(config.home, config.operatorToken);
+  if (!token) throw new CliError(`no operator token: set OPERATOR_TOKEN, or PGFLEET_HOME to the home of \`pgfleet start\` (${config.home} has none)`);
   let res: Response;
   try {
     res = await fetch(`${base}/api${route}`, {
@@ -133,6 +135,7 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
     case 'create': {
       const i = rest.indexOf('--provider');
       const provider = i >= 0 ? rest[i + 1] : 'local';
+      if (provider === undefined || provider === '' || provider.startsWith('-')) throw new CliError('usage: pgfleet servers create [--provider <name>], e.g. --provider local');
       const server = (await api(config, 'POST', '/servers', { provider })) as ServerRow;
       print(json, server, () => `created server ${server.id} (${server.state}); follow it with: pgfleet servers show ${server.id}`);
       return 0;

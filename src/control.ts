@@ -46,10 +46,15 @@ export async function startEmbeddedControl(home: string, cluster: PgCluster): Pr
   return `postgres://postgres:${encodeURIComponent(state.password)}@127.0.0.1:${state.port}/pgfleet`;
 }
 
+function readSecrets(home: string): Record<string, string> {
+  const file = path.join(home, 'secrets.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
+}
+
 /** A secret pgfleet made once and keeps in PGFLEET_HOME/secrets.json (mode 600). */
 async function keptSecret(home: string, name: string, bytes: number): Promise<string> {
   const file = path.join(home, 'secrets.json');
-  const secrets = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
+  const secrets = readSecrets(home);
   if (secrets[name]) return secrets[name];
   secrets[name] = randomBytes(bytes).toString('base64url');
   await fs.mkdir(home, { recursive: true });
@@ -60,6 +65,11 @@ async function keptSecret(home: string, name: string, bytes: number): Promise<st
 /** OPERATOR_TOKEN, or the one pgfleet made and keeps under PGFLEET_HOME. */
 export async function operatorToken(home: string, fromEnv: string | undefined): Promise<string> {
   return fromEnv ?? keptSecret(home, 'operatorToken', 24);
+}
+
+/** OPERATOR_TOKEN, or the one `pgfleet start` keeps under PGFLEET_HOME; never a new one. */
+export function existingOperatorToken(home: string, fromEnv: string | undefined): string | undefined {
+  return fromEnv ?? readSecrets(home).operatorToken;
 }
 
 /**

@@ -75,7 +75,10 @@ export function findPlan(name: unknown): Plan | undefined {
 }
 
 /** Heroku's short region names and the AWS regions they stand for. */
-const SHORT_REGIONS: Record<string, string> = { us: 'us-east-1', eu: 'eu-west-1' };
+const SHORT_REGIONS = new Map([
+  ['us', 'us-east-1'],
+  ['eu', 'eu-west-1'],
+]);
 const AWS_REGION = /^amazon-web-services::([a-z]{2}(?:-gov)?-[a-z]+-\d)$/;
 
 /**
@@ -84,7 +87,8 @@ const AWS_REGION = /^amazon-web-services::([a-z]{2}(?:-gov)?-[a-z]+-\d)$/;
  */
 export function awsRegion(name: unknown): string | undefined {
   if (typeof name !== 'string') return undefined;
-  return SHORT_REGIONS[name] ?? AWS_REGION.exec(name)?.[1];
+  // A Map, not an object: "constructor" or "__proto__" must not be found on a prototype.
+  return SHORT_REGIONS.get(name) ?? AWS_REGION.exec(name)?.[1];
 }
 
 export const REGION_HELP = 'use "us", "eu" or "amazon-web-services::<aws region>" such as "amazon-web-services::us-east-1"';

@@ -41,8 +41,9 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.addHook('onRequest', requireOperator(opts.operatorToken));
 
     app.post('/servers', async (req, reply) => {
-      const body = req.body ?? {};
-      if (typeof body !== 'object' || Array.isArray(body)) {
+      // No body is the default server; a body, even `null`, must be an object.
+      const body = req.body === undefined ? {} : req.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
         throw new HttpError(400, 'send a JSON object such as {"provider":"local"}');
       }
       const provider = (body as { provider?: unknown }).provider ?? 'local';

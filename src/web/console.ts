@@ -1,4 +1,4 @@
-import cookie from '@fastify/cookie';
+import { createHash } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
@@ -11,9 +11,8 @@ import { MACHINES, type MachineName } from '../runner.ts';
 import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
 import { escapeHtml as h, page } from './html.ts';
 import { HttpError, sameSecret, type WebOptions } from './server.ts';
+import { checkCsrf, csrfField, Sessions, type Session } from './sessions.ts';
 
-const SESSION_COOKIE = 'pgfleet_console';
-const SESSION_SECONDS = 12 * 60 * 60;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const CONSOLE_STYLE = `
@@ -31,6 +30,7 @@ const CONSOLE_STYLE = `
   .kind { font-size: .75rem; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); }
   .login { max-width: 360px; margin: 5rem auto; } .login input { width: 100%; padding: .5rem; margin: .5rem 0 1rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; }
   .live { font-size: .8rem; color: var(--muted); }
+  form.inline { display: inline; } button.link { border: 0; background: none; padding: 0; color: #d5dbea; font-size: inherit; }
 `;
 
 /** Healthy, on the way, or in trouble, at a glance. */
@@ -99,7 +99,7 @@ function timelineTable(entries: TimelineEntry[]): string {
  * Pages refresh themselves: every few seconds the page asks for itself again and swaps in
  * its <main>, so a console left open keeps up without a full reload (and keeps its scroll).
  */
-const LIVE_SCRIPT = `<script>
+const LIVE_CODE = `
 (() => {
   setInterval(async () => {
     try {
@@ -110,26 +110,32 @@ const LIVE_SCRIPT = `<script>
     } catch {}
   }, 2000);
 })();
-</script>`;
+`;
+const LIVE_SCRIPT = `<script>${LIVE_CODE}</script>`;
+/** The pages' content security policy lets this one script run, and no other. */
+export const LIVE_SCRIPT_HASH = `sha256-${createHash('sha256').update(LIVE_CODE).digest('base64')}`;
+
+/**
+ * Where to go after signing in: a console path and query of plain characters, nothing
+ * that could end a header line or lead off this site.
+ */
+const NEXT = /^\/console(?:\/[A-Za-z0-9._~/-]*)?(?:\?[A-Za-z0-9._~=&%-]*)?$/;
+function nextPage(raw: unknown): string {
+  return typeof raw === 'string' && NEXT.test(raw) && !raw.startsWith('/console/login') && !raw.startsWith('/console/logout') ? raw : '/console';
+}
 
 export function consoleUi(opts: WebOptions): FastifyPluginAsync {
   const prefix = configVarPrefix(opts.addon.id);
 
-  function signedIn(req: FastifyRequest): boolean {
-    const raw = req.cookies[SESSION_COOKIE];
-    if (!raw) return false;
-    try {
-      const session = JSON.parse(opts.sealer.open(raw)) as { exp: number };
-      return session.exp > Date.now() / 1000;
-    } catch {
-      return false;
-    }
-  }
+  const sessions = new Sessions(opts.pool, opts.addon.publicUrl);
+  const signedIn = new WeakMap<FastifyRequest, Session>();
+  const session = (req: FastifyRequest) => signedIn.get(req)!;
 
   function render(req: FastifyRequest, reply: FastifyReply, title: string, main: string) {
     reply.type('text/html').header('cache-control', 'no-store');
     if (req.headers['x-pgfleet-partial'] === '1') return reply.send(main);
-    const nav = `<header><nav><a class="brand" href="/console">pgfleet</a><a href="/console">Fleet</a><a href="/console/incidents">Incidents</a><a href="/console/jobs">Dead jobs</a><span class="right"><span class="live">live · refreshes every 2 s</span> · <a href="/console/logout">sign out</a></span></nav></header>`;
+    const signOut = `<form class="inline" method="post" action="/console/logout">${csrfField(session(req))}<button class="link" type="submit">sign out</button></form>`;
+    const nav = `<header><nav><a class="brand" href="/console">pgfleet</a><a href="/console">Fleet</a><a href="/console/incidents">Incidents</a><a href="/console/jobs">Dead jobs</a><span class="right"><span class="live">live · refreshes every 2 s</span> · ${signOut}</span></nav></header>`;
     return reply.send(page(`${title} · pgfleet`, `${nav}<main>${main}</main>${LIVE_SCRIPT}`, CONSOLE_STYLE));
   }
 
@@ -140,7 +146,6 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
   };
 
   return async (app: FastifyInstance) => {
-    await app.register(cookie);
     await app.register(formbody, { bodyLimit: 4096 });
 
     app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
@@ -150,17 +155,26 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       return reply.status(status).type('text/html').send(page('pgfleet', `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`, CONSOLE_STYLE));
     });
 
+    const isLogin = (req: FastifyRequest) => req.routeOptions.url === '/console/login';
+
     app.addHook('onRequest', async (req, reply) => {
-      if (req.url.startsWith('/console/login')) return;
-      if (!signedIn(req)) {
+      if (isLogin(req)) return;
+      const current = await sessions.find(req, 'console');
+      if (!current) {
         if (req.headers['x-pgfleet-partial'] === '1') return reply.status(401).send();
-        return reply.redirect(`/console/login?next=${encodeURIComponent(req.url)}`, 303);
+        return reply.redirect(`/console/login?next=${encodeURIComponent(nextPage(req.url))}`, 303);
       }
+      signedIn.set(req, current);
+    });
+
+    // Every form a signed-in page posts carries the session's CSRF token.
+    app.addHook('preHandler', async (req) => {
+      if (req.method !== 'GET' && req.method !== 'HEAD' && !isLogin(req)) checkCsrf(session(req), req.body);
     });
 
     app.get('/console/login', async (req, reply) => {
       const failed = (req.query as { failed?: string }).failed !== undefined;
-      const next = (req.query as { next?: string }).next ?? '/console';
+      const next = nextPage((req.query as { next?: unknown }).next);
       return reply.type('text/html').send(
         page(
           'Sign in · pgfleet',
@@ -174,15 +188,17 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     });
 
     app.post('/console/login', async (req, reply) => {
-      const form = (req.body ?? {}) as { token?: string; next?: string };
-      const next = typeof form.next === 'string' && form.next.startsWith('/console') && !form.next.startsWith('/console/login') ? form.next : '/console';
+      const form = (req.body ?? {}) as { token?: unknown; next?: unknown };
+      const next = nextPage(form.next);
       if (typeof form.token !== 'string' || !sameSecret(form.token, opts.operatorToken)) return reply.redirect(`/console/login?failed&next=${encodeURIComponent(next)}`, 303);
-      const session = opts.sealer.seal(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS }));
-      reply.setCookie(SESSION_COOKIE, session, { path: '/console', httpOnly: true, sameSite: 'strict', maxAge: SESSION_SECONDS });
+      await sessions.start(req, reply, 'console', null);
       return reply.redirect(next, 303);
     });
 
-    app.get('/console/logout', async (_, reply) => reply.clearCookie(SESSION_COOKIE, { path: '/console' }).redirect('/console/login', 303));
+    app.post('/console/logout', async (req, reply) => {
+      await sessions.end(req, reply, 'console');
+      return reply.redirect('/console/login', 303);
+    });
 
     app.get('/console', async (req, reply) => {
       const [servers, resources, incidents, queue] = await Promise.all([
@@ -275,7 +291,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
         `Incident ${incidentId.slice(0, 8)}`,
         `<h1>${h(incident.reason)}</h1>${
           incident.resolvedAt === null
-            ? `<form method="post" action="/console/incidents/${h(incident.id)}/resolve" style="float:right"><button type="submit">Resolve</button></form>`
+            ? `<form method="post" action="/console/incidents/${h(incident.id)}/resolve" style="float:right">${csrfField(session(req))}<button type="submit">Resolve</button></form>`
             : ''
         }<p>${stateBadge(incident.state)} <span class="muted">${h(incident.kind)} on <a href="/console/${entityPath}/${h(incident.entity.id)}">${h(incident.entity.kind)} ${h(incident.entity.id)}</a> · opened ${h(time(incident.openedAt))} UTC${incident.resolvedAt ? ` · resolved ${h(time(incident.resolvedAt))} UTC` : ''}${incident.scheduledFor ? ` · scheduled for ${h(time(incident.scheduledFor))} UTC` : ''}</span></p>
          ${incident.escalations.length ? `<section><h2>Escalations</h2>${table(['at', 'reason', 'detail'], incident.escalations.map((e) => [time(e.at), h(e.reason), h(e.detail)]), '')}</section>` : ''}
@@ -300,7 +316,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
         'Dead jobs',
         `<h1>Dead jobs</h1><p class="muted">Jobs whose attempts are spent: what automation could not do.</p><section>${table(
           ['job', 'task', 'entity', 'attempts', 'dead since', 'last error', ''],
-          jobs.map((j) => [h(j.id), h(j.task), j.entityId ? `<span class="mono">${h(j.entityId.slice(0, 8))}</span>` : '—', h(j.attempts), h(ago(j.deadAt)), `<span class="mono">${h((j.lastError ?? '').split('\n')[0])}</span>`, `<form method="post" action="/console/jobs/${h(j.id)}/retry"><button type="submit">Retry</button></form>`]),
+          jobs.map((j) => [h(j.id), h(j.task), j.entityId ? `<span class="mono">${h(j.entityId.slice(0, 8))}</span>` : '—', h(j.attempts), h(ago(j.deadAt)), `<span class="mono">${h((j.lastError ?? '').split('\n')[0])}</span>`, `<form method="post" action="/console/jobs/${h(j.id)}/retry">${csrfField(session(req))}<button type="submit">Retry</button></form>`]),
           'No dead jobs.',
         )}</section>`,
       );

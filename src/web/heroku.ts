@@ -1,24 +1,15 @@
-import { createHash } from 'node:crypto';
-import cookie from '@fastify/cookie';
-import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
-import { listNotifications } from '../incidentViews.ts';
 import { callbackAllowed } from '../platform.ts';
 import { changePlan, createResource, getResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources.ts';
-import { HttpError, sameSecret, type WebOptions } from './server.ts';
-import { renderResourcePage, renderSsoError } from './sso.ts';
+import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { renderSsoError, ssoRoutes } from './sso.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Heroku add-on names: letters, digits, `-`, `_`, `.`; nothing that needs quoting anywhere. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 const HEROKU_ID = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,254}$/;
-/** How long an SSO token's timestamp stays good, and how long the session it opens lasts. */
-const SSO_WINDOW_SECONDS = 5 * 60;
-const SESSION_SECONDS = 60 * 60;
-const SESSION_COOKIE = 'pgfleet_sso';
 
 type Body = Record<string, unknown>;
 
@@ -106,8 +97,26 @@ async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> 
   }
 }
 
-export function ssoToken(id: string, salt: string, timestamp: string): string {
-  return createHash('sha1').update(`${id}:${salt}:${timestamp}`).digest('hex');
+/**
+ * A repeated provision is answered as the first was, if it asks for the same thing: a
+ * deprovisioned uuid is gone (410), and another plan, region or leader under the same uuid
+ * is a conflict the platform must hear of (409), not the old database.
+ */
+async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boolean> {
+  const { rows } = await pool.query<{ plan: string; region: string; aws_region: string; follows: string | null; state: string | null }>(
+    `select r.plan, r.region, r.aws_region, r.follows, m.state from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
+    [request.id],
+  );
+  const existing = rows[0];
+  if (!existing) return false;
+  if (existing.state === 'deleted' || existing.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned: provision a new one under a new uuid');
+  if (existing.plan !== request.plan.name || existing.aws_region !== request.awsRegion || existing.follows !== request.follows) {
+    throw new HttpError(
+      409,
+      `the resource ${request.id} already exists on plan "${existing.plan}" in region "${existing.region}"${existing.follows ? `, following ${existing.follows}` : ''}: repeat the provision as it was, or change the plan with PUT`,
+    );
+  }
+  return true;
 }
 
 /**
@@ -126,26 +135,6 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
     return reply.status(202).send({ id, message: pending });
   }
 
-  function ssoCheck(id: unknown, token: unknown, timestamp: unknown): string {
-    if (typeof id !== 'string' || !UUID.test(id) || typeof token !== 'string' || typeof timestamp !== 'string' || !/^\d{1,12}$/.test(timestamp)) {
-      throw new HttpError(403, 'single sign-on needs the resource id, a token and a timestamp: open the database from your platform dashboard');
-    }
-    const age = Date.now() / 1000 - Number(timestamp);
-    if (age > SSO_WINDOW_SECONDS || age < -60) throw new HttpError(403, 'this sign-on link has expired: open the database again from your platform dashboard');
-    if (!sameSecret(token.toLowerCase(), ssoToken(id.toLowerCase(), opts.addon.ssoSalt, timestamp))) {
-      throw new HttpError(403, 'this sign-on token is not valid: open the database again from your platform dashboard');
-    }
-    return id.toLowerCase();
-  }
-
-  async function signIn(reply: FastifyReply, id: string, navData: unknown) {
-    if (!(await getResource(opts.pool, opts.sealer, prefix, id))) throw new HttpError(403, 'there is no such database: open it again from your platform dashboard');
-    const session = opts.sealer.seal(JSON.stringify({ id, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS }));
-    reply.setCookie(SESSION_COOKIE, session, { path: '/sso', httpOnly: true, sameSite: 'lax', maxAge: SESSION_SECONDS });
-    if (typeof navData === 'string') reply.setCookie('heroku-nav-data', navData, { path: '/', sameSite: 'lax' });
-    return reply.redirect(`/sso/resources/${id}`, 302);
-  }
-
   /** Only a live database with a server of its own can be followed: a shared server holds other tenants too. */
   async function checkLeader(id: string): Promise<void> {
     const leader = await getResource(opts.pool, opts.sealer, prefix, id);
@@ -159,9 +148,6 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   const basic = (req: FastifyRequest) => checkBasic(req, opts);
 
   return async (app: FastifyInstance) => {
-    await app.register(cookie);
-    await app.register(formbody, { bodyLimit: 16 * 1024 });
-
     app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
       const status = err.statusCode ?? 500;
       if (status >= 500) {
@@ -180,8 +166,11 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
 
     app.post('/heroku/resources', { onRequest: basic }, async (req, reply) => {
       const request = parseProvision(req.body, opts);
-      if (request.follows) await checkLeader(request.follows);
+      const repeated = await checkRepeat(opts.pool, request);
+      if (request.follows && !repeated) await checkLeader(request.follows);
       const { created, plan } = await createResource(opts.pool, opts.sealer, request);
+      // Two first requests at once: the one that lost the race is a repeat, checked as one.
+      if (!created && !repeated) await checkRepeat(opts.pool, request);
       req.log.info({ resource: request.id, plan, created }, created ? 'provisioning' : 'provision repeated');
       if (findPlan(plan)?.kind === 'dedicated') {
         return reply.status(202).send({ id: request.id, message: 'Your database is being provisioned; it will be ready in moments.' });
@@ -230,35 +219,6 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       return reply.status(204).send();
     });
 
-    /** Legacy single sign-on: a GET with the token in the query. */
-    app.get('/heroku/resources/:id', async (req, reply) => {
-      const q = req.query as Body;
-      const id = ssoCheck((req.params as { id: string }).id, q.token, q.timestamp);
-      return signIn(reply, id, q['nav-data']);
-    });
-
-    /** v3 single sign-on: a form POST. */
-    app.post('/sso/login', async (req, reply) => {
-      const form = (req.body ?? {}) as Body;
-      const id = ssoCheck(form.resource_id ?? form.id, form.resource_token ?? form.token, form.timestamp);
-      return signIn(reply, id, form['nav-data']);
-    });
-
-    app.get('/sso/resources/:id', async (req, reply) => {
-      const id = resourceId(req.params);
-      const raw = req.cookies[SESSION_COOKIE];
-      let session: { id?: string; exp?: number } = {};
-      try {
-        session = raw ? JSON.parse(opts.sealer.open(raw)) : {};
-      } catch {
-        session = {};
-      }
-      if (session.id !== id || (session.exp ?? 0) < Date.now() / 1000) {
-        throw new HttpError(403, 'your session for this database has ended: open it again from your platform dashboard');
-      }
-      const resource = await getResource(opts.pool, opts.sealer, prefix, id);
-      if (!resource) throw new HttpError(404, 'this database no longer exists');
-      return reply.type('text/html').send(renderResourcePage(resource, prefix, await listNotifications(opts.pool, id)));
-    });
+    await app.register(ssoRoutes(opts));
   };
 }

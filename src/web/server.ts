@@ -7,7 +7,7 @@ import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
-import { consoleUi } from './console.ts';
+import { consoleUi, LIVE_SCRIPT_HASH } from './console.ts';
 import { herokuApi } from './heroku.ts';
 
 export interface WebOptions {
@@ -18,9 +18,13 @@ export interface WebOptions {
   sealer: Sealer;
   addon: Addon;
   metrics: Registry;
+  /** The address the web process binds: beyond loopback, /metrics wants the operator token. */
+  host: string;
   /** Where servers archive: the API lists backups from it. */
   archive: ArchiveTarget;
 }
+
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An error whose message tells the caller what to fix, with the status to send. */
 export class HttpError extends Error {
@@ -48,9 +52,104 @@ export function requireOperator(token: string) {
   };
 }
 
+/** 127.0.0.0/8 and ::1, also as an IPv4-mapped IPv6 address. */
+export function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (/^(::ffff:)?127\./.test(address) || address === '::1');
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || isLoopback(host);
+}
+
+/**
+ * /metrics: open on loopback, where a local Prometheus scrapes it; anywhere else it shows
+ * the fleet's shape to whoever asks, so it wants the operator token.
+ */
+function metricsRoute(app: FastifyInstance, registry: Registry, host: string, token: string): void {
+  const onRequest = isLoopbackHost(host) ? [] : [requireOperator(token)];
+  app.get('/metrics', { onRequest }, async (_, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+}
+
+/** Our bodies are at most three deep; 32 leaves room and stops a stack overflow long before it. */
+const MAX_JSON_DEPTH = 32;
+
+/** Whether brackets outside strings nest deeper than `max`: one pass, no recursion. */
+function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * Fastify's JSON parser (which refuses `__proto__`), behind two checks of our own: a body
+ * nested too deep is a 400 before anything recurses through it, and an empty body is no
+ * body for a DELETE, whose callers may well send `Content-Type: application/json` with it.
+ */
+function jsonParser(app: FastifyInstance): void {
+  const parse = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body as string;
+    if (text.trim() === '' && req.method === 'DELETE') return done(null, undefined);
+    if (nestedDeeperThan(text, MAX_JSON_DEPTH)) return done(new HttpError(400, `the JSON is nested more than ${MAX_JSON_DEPTH} deep: send a flat object`), undefined);
+    return parse(req, text, done);
+  });
+}
+
+/**
+ * What every answer carries: never framed, never sniffed, never cached (pages and answers
+ * hold credentials), and pages run only our own script.
+ */
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'none'",
+  `script-src '${LIVE_SCRIPT_HASH}'`,
+  "style-src 'unsafe-inline'",
+  "connect-src 'self'",
+  "img-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+function securityHeaders(app: FastifyInstance): void {
+  app.addHook('onSend', async (_, reply, payload) => {
+    reply.header('x-frame-options', 'DENY').header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
+    if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    if (String(reply.getHeader('content-type') ?? '').startsWith('text/html')) reply.header('content-security-policy', CONTENT_SECURITY_POLICY);
+    return payload;
+  });
+}
+
+export interface RouteEntry {
+  method: string;
+  url: string;
+}
+
+const ROUTES = new WeakMap<FastifyInstance, RouteEntry[]>();
+
+/** Every route a web app serves, as Fastify registered them (the fuzz test takes them all). */
+export function routesOf(app: FastifyInstance): RouteEntry[] {
+  return ROUTES.get(app) ?? [];
+}
+
 export function buildWeb(opts: WebOptions): FastifyInstance {
   const app: FastifyInstance = Fastify({ loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger, bodyLimit: 64 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
+  });
+  const routes: RouteEntry[] = [];
+  ROUTES.set(app, routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
   });
 
   // Every error is JSON with a message for a human; our own 5xx never leak internals.
@@ -71,9 +170,11 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
     return reply.status(status).send({ error: message });
   });
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: `no route ${req.method} ${req.url}` }));
+  jsonParser(app);
+  securityHeaders(app);
 
   app.get('/health', async () => ({ ok: true }));
-  app.get('/metrics', async (_, reply) => reply.type(opts.metrics.contentType).send(await opts.metrics.metrics()));
+  metricsRoute(app, opts.metrics, opts.host, opts.operatorToken);
   app.register(operatorApi(opts), { prefix: '/api' });
   app.register(herokuApi(opts));
   app.register(consoleUi(opts));
@@ -81,8 +182,8 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
 }
 
 /** /metrics alone, for a process without `web` (METRICS_PORT). */
-export function metricsServer(registry: Registry): FastifyInstance {
+export function metricsServer(registry: Registry, host: string, token: string): FastifyInstance {
   const app: FastifyInstance = Fastify();
-  app.get('/metrics', async (_, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  metricsRoute(app, registry, host, token);
   return app;
 }

@@ -72,7 +72,7 @@ describe('the pgfleet command', () => {
 
     // The manifest holds the credentials pgfleet made for this home; a platform provisions with them.
     const manifest = JSON.parse(await cli(['manifest'], env)) as { id: string; api: { password: string; config_vars: string[]; version: string } };
-    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL'], version: '3' } });
+    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL', 'PGFLEET_READONLY_URL'], version: '3' } });
     const uuid = randomUUID();
     const provision = await fetch(`${url}/heroku/resources`, {
       method: 'POST',
@@ -172,8 +172,21 @@ describe('the pgfleet command', () => {
     const bad = await exec(process.execPath, [BIN, 'start'], { env: { ...process.env, PORT: 'abc' } }).catch((e: { code: number; stderr: string }) => e);
     expect(bad).toMatchObject({ code: 1, stderr: 'pgfleet: PORT must be a whole number from 0 to 65535, not "abc"\n' });
     const home = await newHome();
-    const down = await exec(process.execPath, [BIN, 'servers'], { env: { ...process.env, PGFLEET_HOME: home, PGFLEET_API_URL: 'http://127.0.0.1:1' } }).catch((e: { code: number; stderr: string }) => e);
+    const env: NodeJS.ProcessEnv = { ...process.env, PGFLEET_HOME: home, PGFLEET_API_URL: 'http://127.0.0.1:1' };
+    delete env.OPERATOR_TOKEN;
+    const fails = (args: string[], extra: Record<string, string> = {}) => exec(process.execPath, [BIN, ...args], { env: { ...env, ...extra } }).catch((e: { code: number; stderr: string }) => e);
+    const down = await fails(['servers'], { OPERATOR_TOKEN: 'cli-test-token-0123456789' });
     expect(down).toMatchObject({ code: 1 });
     expect((down as { stderr: string }).stderr).toMatch(/cannot reach pgfleet at http:\/\/127.0.0.1:1/);
+
+    // A client without a token says so, and makes none up (a new one would open nothing).
+    const untokened = await fails(['servers']);
+    expect(untokened).toMatchObject({ code: 1 });
+    expect((untokened as { stderr: string }).stderr).toMatch(/^pgfleet: no operator token: set OPERATOR_TOKEN/);
+    await expect(fs.access(path.join(home, 'secrets.json'))).rejects.toThrow(/ENOENT/);
+
+    // `--provider` without a name is a mistake, not the default provider.
+    const bare = await fails(['servers', 'create', '--provider'], { OPERATOR_TOKEN: 'cli-test-token-0123456789' });
+    expect(bare).toMatchObject({ code: 1, stderr: 'pgfleet: usage: pgfleet servers create [--provider <name>], e.g. --provider local\n' });
   });
 });
