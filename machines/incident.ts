@@ -39,6 +39,8 @@ export interface IncidentInput {
   stuckAfter: number;
   /** Seconds until a scheduled changeover. */
   startsIn?: number;
+  /** Seconds trouble must last before customers are told: a blip fixed sooner is not news to them. */
+  noticeAfter?: number;
 }
 
 export interface IncidentContext {
@@ -49,6 +51,8 @@ export interface IncidentContext {
   stuckAfter: number;
   escalations: Escalation[];
   startsIn: number;
+  /** Snapshots from before it was kept lack it: they tell at once, as they did. */
+  noticeAfter?: number;
 }
 
 export type IncidentEvent =
@@ -109,6 +113,8 @@ export const incidentMachine = setup({
     unpageIfPaged: enqueueActions(({ context, enqueue }) => {
       if (context.escalations.length > 0) enqueue.emit({ type: 'job', task: 'unpage' });
     }),
+    /** Trouble is told once it has lasted its grace; the notify job finds out whether it still concerns anyone. */
+    notifyAfterGrace: emit(({ context }) => ({ type: 'job' as const, task: 'notify' as const, ...(context.noticeAfter ? { delaySeconds: context.noticeAfter } : {}) })),
     scheduleChangeover: emit(({ context }) => ({ type: 'job' as const, task: 'changeover' as const, delaySeconds: Math.max(context.startsIn, 0) })),
   },
   guards: {
@@ -125,6 +131,7 @@ export const incidentMachine = setup({
     stuckAfter: input.stuckAfter,
     escalations: [],
     startsIn: input.startsIn ?? 0,
+    noticeAfter: input.noticeAfter ?? 0,
   }),
   initial: 'opening',
   on: { resolve: '.resolved' },
@@ -134,7 +141,7 @@ export const incidentMachine = setup({
     },
     /** Automation is working on it; nobody is paged yet. */
     open: {
-      entry: ['armDeadline', job('notify')],
+      entry: ['armDeadline', 'notifyAfterGrace'],
       on: WATCHING,
     },
     /** A human is paged; automation keeps working, and later reasons join the page. */

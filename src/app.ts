@@ -59,7 +59,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
-  configureIncidents({ stuckAfter: config.paging.stuckAfter });
+  configureIncidents({ stuckAfter: config.paging.stuckAfter, noticeGrace: config.paging.noticeGrace });
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;

@@ -57,6 +57,8 @@ export interface PagingConfig {
   routingKey: string;
   /** Overrides every state's deadline, in seconds: for tests and drills. */
   stuckAfter: number | undefined;
+  /** Seconds trouble must last before its customers are told; shorter blips are not news to them. */
+  noticeGrace: number;
 }
 
 /** The Heroku add-on partner API: who may call it and where the platform answers. */
@@ -209,6 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
       webhookUrl: httpUrl(env, 'PAGER_WEBHOOK_URL', undefined),
       routingKey: nonEmpty(env, 'PAGER_ROUTING_KEY') ?? 'pgfleet',
       stuckAfter: nonEmpty(env, 'PGFLEET_STUCK_AFTER') === undefined ? undefined : integer(env, 'PGFLEET_STUCK_AFTER', 0, 1, 86400),
+      noticeGrace: integer(env, 'PGFLEET_NOTICE_GRACE', 30, 0, 3600),
     },
   };
 }

@@ -1,7 +1,8 @@
 import type { IncidentContext } from '../machines/incident.ts';
 import type { PagingConfig } from './config.ts';
 import type { Queryable } from './db.ts';
-import { incidentContext } from './incidents.ts';
+import { healthOf, incidentContext } from './incidents.ts';
+import type { MachineName } from './runner.ts';
 import { deliverNotifications, postJson } from './notifications.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -55,6 +56,23 @@ async function affectedResources(db: Queryable, incident: IncidentRow): Promise<
   if (incident.entityKind === 'resource') return [incident.entityId];
   const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [incident.entityId]);
   return rows.map((r) => r.id);
+}
+
+/**
+ * Of the customers an incident concerns, those to tell of this phase. Trouble is told after
+ * its grace only while the entity is still in trouble: a blip that automation fixed, or a
+ * condition on a server that serves its databases well (an archive lagging behind a
+ * tenant's big write), is the operator's to hear, not every tenant's. So its resolution is
+ * told only to those told it began.
+ */
+async function toldOf(db: Queryable, incident: IncidentRow, phase: string | undefined, resources: string[]): Promise<string[]> {
+  if (incident.kind !== 'trouble' || resources.length === 0) return resources;
+  if (phase === 'opened') {
+    const context = await incidentContext(db, incident.id);
+    return context && healthOf(incident.entityKind as MachineName, context.entityState) === 'unhealthy' ? resources : [];
+  }
+  const { rows } = await db.query<{ id: string }>(`select resource_id as id from notifications where incident_id = $1 and phase = 'opened'`, [incident.id]);
+  return rows.map((r) => r.id).filter((id) => resources.includes(id));
 }
 
 const utc = (d: Date | string) => `${new Date(d).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
@@ -126,7 +144,7 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
       const incident = await loadIncident(pool, job.entityId!);
       if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
       const note = notificationFor(incident);
-      const resources = await affectedResources(pool, incident);
+      const resources = await toldOf(pool, incident, note?.phase, await affectedResources(pool, incident));
       if (note && resources.length > 0) {
         await pool.query(
           `insert into notifications (resource_id, incident_id, phase, subject, body)

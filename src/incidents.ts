@@ -66,9 +66,11 @@ function troubleReason(machine: MachineName, path: string): string {
 
 export interface IncidentSettings {
   stuckAfter: number | undefined;
+  /** Seconds trouble lasts before its customers are told (PGFLEET_NOTICE_GRACE). */
+  noticeGrace: number;
 }
 
-let settings: IncidentSettings = { stuckAfter: undefined };
+let settings: IncidentSettings = { stuckAfter: undefined, noticeGrace: 0 };
 
 /** The deadline override comes from the configuration, once, at start-up. */
 export function configureIncidents(next: IncidentSettings): void {
@@ -95,6 +97,7 @@ export async function openIncident(
   input: Omit<IncidentInput, 'kind'>,
   scheduledFor?: string,
 ): Promise<string | undefined> {
+  if (kind === 'trouble') input = { noticeAfter: settings.noticeGrace, ...input };
   const { rows } = await db.query<{ id: string }>(
     `insert into incidents (entity_id, kind, reason, scheduled_for) values ($1, $2, $3, $4)
      on conflict (entity_id) where kind = 'trouble' and resolved_at is null do nothing returning id`,

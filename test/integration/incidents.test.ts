@@ -256,3 +256,75 @@ describe('a server that cannot be fixed by automation', () => {
     expect(path_.at(-1)).toBe('available');
   });
 });
+
+/**
+ * Customers hear of trouble that lasts (here 8 s) and concerns their database. Before, an
+ * 8 s blip on a shared server sent every tenant two notices, and an archive lagging behind
+ * one tenant's big write told every tenant of the server its database was in trouble.
+ */
+describe('what customers are told', () => {
+  const ctx = useSystemWithPager({ PGFLEET_NOTICE_GRACE: '8' });
+
+  async function tenantWithWebhook(): Promise<{ id: string; url: string; serverId: string }> {
+    const { system, hooks } = ctx;
+    const id = randomUUID();
+    await addonFetch(system, 'POST', '/heroku/resources', { uuid: id, plan: 'shared', region: 'us' });
+    const url = await waitFor('the database', async () => {
+      const { body } = await system.api('GET', `/api/resources/${id}`);
+      return body.state === 'available' ? (body.config.PGFLEET_URL as string) : undefined;
+    });
+    expect((await system.api('PUT', `/api/resources/${id}/notifications`, { url: `${hooks.url}/customer/${id}` })).status).toBe(200);
+    return { id, url, serverId: (await system.api('GET', `/api/resources/${id}`)).body.servers[0].id as string };
+  }
+
+  const told = (id: string) => ctx.hooks.callsTo('POST', `/customer/${id}`).map((c) => (JSON.parse(c.body) as { phase: string }).phase);
+  const notices = async (id: string) => (await ctx.db.pool.query<{ phase: string }>('select phase from notifications where resource_id = $1 order by id', [id])).rows.map((r) => r.phase);
+  /** Until the incident's notice jobs (the delayed one among them) have run. */
+  const settled = (incidentId: string) =>
+    waitFor('the incident\'s notices to have run', async () => (await ctx.db.pool.query(`select 1 from jobs where entity_id = $1 and task = 'notify' and dead_at is null`, [incidentId])).rowCount === 0, 30_000);
+
+  it('does not tell a customer of a blip that automation fixed within the grace', async () => {
+    const { system } = ctx;
+    const { id, serverId } = await tenantWithWebhook();
+    process.kill(await pidOf(system, serverId), 'SIGKILL');
+    const [opened] = await waitFor('an incident', async () => {
+      const found = (await incidentsOf(system, serverId)).filter((i) => i.kind === 'trouble');
+      return found.length > 0 ? found : undefined;
+    });
+    await waitFor('it to resolve', async () => (await incident(system, opened!.id)).state === 'resolved');
+    await settled(opened!.id);
+    expect(await notices(id)).toEqual([]);
+    expect(told(id)).toEqual([]);
+  });
+
+  it('tells the customer of trouble that lasts, and of its end', async () => {
+    const { system } = ctx;
+    const { id, serverId } = await tenantWithWebhook();
+    const conf = path.join(system.config.home, 'servers', serverId, 'data', 'postgresql.conf');
+    const good = await readFile(conf, 'utf8');
+    await appendFile(conf, "\nshared_buffers = 'a lot'\n");
+    process.kill(await pidOf(system, serverId), 'SIGKILL');
+    await waitFor('the customer to be told', async () => told(id).includes('opened'), 60_000);
+    await writeFile(conf, good);
+    await waitFor('the customer to be told it is over', async () => told(id).includes('resolved'), 90_000);
+    expect(told(id)).toEqual(['opened', 'resolved']);
+  });
+
+  it('pages the operator, not the tenants, for a condition on a server that serves them well', async () => {
+    const { system, db, hooks } = ctx;
+    const { id, serverId } = await tenantWithWebhook();
+    const admin = await adminUrl(db.pool, serverId);
+    await psql(admin, "alter system set archive_command = 'false'");
+    await psql(admin, 'select pg_reload_conf()');
+    await psql(admin, 'create table t (n int); insert into t values (1); select pg_switch_wal()');
+    const open = await waitFor('the archive to page', async () => (await incidentsOf(system, serverId)).find((i) => i.reason === 'archive failing' && i.state === 'escalated'), 60_000);
+    expect(pages(hooks).some((p) => p.dedup_key === open.id && p.event_action === 'trigger')).toBe(true);
+    await settled(open.id);
+    expect(await notices(id)).toEqual([]);
+    await psql(admin, "alter system set archive_command = 'true'");
+    await psql(admin, 'select pg_reload_conf()');
+    await waitFor('the incident to resolve', async () => (await incident(system, open.id)).state === 'resolved', 60_000);
+    await settled(open.id);
+    expect(told(id)).toEqual([]);
+  });
+});

@@ -27,6 +27,12 @@ describe('incident machine', () => {
     expect(start(trouble)).toMatchObject({ state: 'open', jobs: ['deadline+60s', 'notify'] });
   });
 
+  it('tells the customer of trouble only after its grace, and of its end at once', () => {
+    const s = start({ ...trouble, noticeAfter: 30 });
+    expect(s.jobs).toEqual(['deadline+60s', 'notify+30s']);
+    expect(step(s.next, changed(8, 'available', true)).jobs).toEqual(['notify']);
+  });
+
   it('follows the entity, re-arming the deadline for each new state, and resolves when it is healthy', () => {
     let s = start(trouble);
     s = step(s.next, changed(10, 'restarting.running', false, 180));
