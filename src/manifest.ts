@@ -15,7 +15,7 @@ export function addonManifest(addon: Addon, localPort: number): Record<string, u
     name: addon.id,
     api: {
       config_vars_prefix: prefix,
-      config_vars: [`${prefix}_URL`],
+      config_vars: [`${prefix}_URL`, `${prefix}_CONNECTION_POOL_URL`],
       password: addon.password,
       sso_salt: addon.ssoSalt,
       regions: ['us', 'eu'],

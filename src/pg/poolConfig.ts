@@ -36,6 +36,15 @@ export const STATS_USER = 'pgfleet_stats';
 export const PGFLEET_SESSIONS = 7;
 
 /**
+ * The part of a tenant's connection limit its pool may use: a pooled server connection
+ * logs in as the tenant's role and counts against the role's limit like a direct one, so a
+ * pool allowed the whole limit would leave a tenant that also connects directly refused
+ * there, and its pool failing logins. Heroku's pooler takes 75% too: a plan of 20 pools 15
+ * and keeps 5 for direct connections.
+ */
+export const POOLED_SHARE_OF_LIMIT = 0.75;
+
+/**
  * Idle server connections close after 30 s: a pooled connection counts against its role's
  * connection limit like a direct one, so idle ones must not sit on a tenant's limit.
  */
@@ -79,16 +88,16 @@ export async function readPoolCatalog(target: SuperuserTarget): Promise<PoolCata
 /**
  * Server connections each tenant may have through the pooler. Together they never exceed
  * what the server has room for (`max_connections` less what is kept back) and none exceeds
- * its tenant's own limit. When the limits fit, each tenant gets its limit (2 tenants of 20
- * on a server of 100: 20 each); else each gets 1 (0 would mean no limit to pgbouncer) and
- * the rest of the room is shared in proportion to the limits, rounded down: 40 tenants of
- * 20 and one of 90 on a room of 90 get 1 + ⌊49 × 19 / 849⌋ = 2 each and 1 + ⌊49 × 89 / 849⌋ = 6
-(86 in all). A server takes
- * at most 50 tenants, fewer than its room, so every tenant gets its 1.
+ * 75% of its tenant's own limit. When those fit, each tenant gets them (2 tenants of 20 on
+ * a server of 100: 15 each); else each gets 1 (0 would mean no limit to pgbouncer) and the
+ * rest of the room is shared in proportion, rounded down: 40 tenants of 15 and one of 67 on
+ * a room of 90 get 1 + ⌊49 × 14 / 626⌋ = 2 each and 1 + ⌊49 × 66 / 626⌋ = 6 (86 in all). A
+ * server takes at most 50 tenants, fewer than its room, so every tenant gets its 1.
  */
 export function poolShares(catalog: PoolCatalog): Map<string, number> {
   const room = Math.max(catalog.maxConnections - catalog.superuserReserved - PGFLEET_SESSIONS, 1);
-  const limit = (t: PoolTenant) => (t.connectionLimit < 0 ? room : Math.max(Math.min(t.connectionLimit, room), 1));
+  const pooled = (t: PoolTenant) => Math.floor(t.connectionLimit * POOLED_SHARE_OF_LIMIT);
+  const limit = (t: PoolTenant) => (t.connectionLimit < 0 ? room : Math.max(Math.min(pooled(t), room), 1));
   const total = catalog.tenants.reduce((sum, t) => sum + limit(t), 0);
   const count = catalog.tenants.length;
   const spare = Math.max(room - count, 0);
