@@ -160,6 +160,10 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
     `server_idle_timeout = ${SERVER_IDLE_TIMEOUT_SECONDS}`,
     // JDBC sends it at start-up; pgbouncer would otherwise refuse such clients.
     'ignore_startup_parameters = extra_float_digits',
+    // Two lines per client connection would grow the log without bound under an app that
+    // connects per request; failures and the minutely stats are still logged.
+    'log_connections = 0',
+    'log_disconnections = 0',
     `pidfile = ${place.dir}/pgbouncer.pid`,
     `logfile = ${place.dir}/pgbouncer.log`,
     '',
