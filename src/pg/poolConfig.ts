@@ -64,8 +64,21 @@ function statsVerifier(superuserPassword: string): string {
   return scramVerifier(statsPassword(superuserPassword), salt);
 }
 
-export async function readPoolCatalog(target: SuperuserTarget): Promise<PoolCatalog> {
+/**
+ * The advisory lock key that serialises refreshes of one server's pooler. Workers in any
+ * process may refresh it at once (a tenant made by one, the pooler restarted by another):
+ * one that read the catalog before a tenant was made must not write its files after one
+ * that read it since, nor two write the same files at once.
+ */
+const POOL_REFRESH_LOCK = 0x70_6f_6f_6c;
+
+/**
+ * Run `fn` with the server's catalog as it is now, holding the server's pool refresh lock
+ * until `fn` is done (a session lock, so it goes with the connection whatever happens).
+ */
+export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: PoolCatalog) => Promise<T>): Promise<T> {
   return asSuperuser(target, 'postgres', async (client) => {
+    await client.query('select pg_advisory_lock($1)', [POOL_REFRESH_LOCK]);
     const settings = await client.query<{ max: number; reserved: number }>(
       `select current_setting('max_connections')::int as max, current_setting('superuser_reserved_connections')::int as reserved`,
     );
@@ -81,7 +94,7 @@ export async function readPoolCatalog(target: SuperuserTarget): Promise<PoolCata
          and d.datname ~ '^[a-z_][a-z0-9_]*$' and r.rolname ~ '^[a-z_][a-z0-9_]*$'
        order by d.datname`,
     );
-    return { maxConnections: settings.rows[0]!.max, superuserReserved: settings.rows[0]!.reserved, tenants: rows };
+    return fn({ maxConnections: settings.rows[0]!.max, superuserReserved: settings.rows[0]!.reserved, tenants: rows });
   });
 }
 

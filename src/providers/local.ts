@@ -4,7 +4,7 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
-import { poolFiles, readPoolCatalog } from '../pg/poolConfig.ts';
+import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
 import { freePort } from '../pg/ports.ts';
 import { primaryConninfo } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
@@ -71,9 +71,11 @@ export class LocalProvider implements Provider {
     if (!this.pooler || !poolPort) return;
     const { port } = this.placed(server);
     const dir = serverPoolDir(this.home, server.id);
-    const catalog = await readPoolCatalog({ host: server.host ?? '127.0.0.1', port, password: server.superuserPassword });
-    const changed = await this.pooler.configure(dir, poolFiles({ dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword }, catalog));
-    await this.pooler.start(dir, poolPort, changed);
+    const pooler = this.pooler;
+    await withPoolCatalog({ host: server.host ?? '127.0.0.1', port, password: server.superuserPassword }, async (catalog) => {
+      const changed = await pooler.configure(dir, poolFiles({ dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword }, catalog));
+      await pooler.start(dir, poolPort, changed);
+    });
   }
 
   /**

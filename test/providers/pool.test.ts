@@ -101,6 +101,15 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     expect((await poolerStatus(poolDir())).pid).toBe(before);
   });
 
+  it('serialises refreshes: several workers refreshing one pooler at once all succeed, and every tenant gets in', async () => {
+    const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
+    const made = Array.from({ length: 4 }, tenant);
+    for (const t of made) await createTenant(target, t);
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => provider.refreshPool(server)));
+    expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
+    for (const t of made) expect(await psql(pooled(t), 'select current_user')).toBe(t.role);
+  });
+
   it('stops with its server (a fence takes no connection), comes back with it, and goes with it', async () => {
     const port = Number(server.attrs.pool_port);
     await provider.stop(server, 'kill');
