@@ -41,7 +41,7 @@ async function startPool(provider: Provider, server: ServerRecord, log: Logger):
 }
 
 /** Configure the pooler of a server from its catalog again, after its tenants changed. */
-export async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
+async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
   const server = await loadServerRecord(db, sealer, serverId);
   if (!server) throw new Error(`server ${serverId} does not exist`);
   const provider = providers[server.provider];

@@ -33,7 +33,7 @@ export const STATS_USER = 'pgfleet_stats';
  * (the observer, the tenant probe, a base backup, a dump during a move, an operator's psql).
  * With the 3, a default server (100) has 90 left: the dedicated plan's connection limit.
  */
-export const PGFLEET_SESSIONS = 7;
+const PGFLEET_SESSIONS = 7;
 
 /**
  * The part of a tenant's connection limit its pool may use: a pooled server connection
@@ -42,7 +42,7 @@ export const PGFLEET_SESSIONS = 7;
  * there, and its pool failing logins. Heroku's pooler takes 75% too: a plan of 20 pools 15
  * and keeps 5 for direct connections.
  */
-export const POOLED_SHARE_OF_LIMIT = 0.75;
+const POOLED_SHARE_OF_LIMIT = 0.75;
 
 /**
  * Idle server connections close after 30 s: a pooled connection counts against its role's
