@@ -23,7 +23,7 @@ export const REPROBE_SECONDS = 0.5;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
-export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
+export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
 export interface JobEmitted {
   type: 'job';
@@ -110,6 +110,8 @@ export const serverMachine = setup({
     sinceStart: ({ context, event }) => event.type === 'observed' && event.at > context.startedAt,
     reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === 'true',
     processDead: ({ event }) => event.type === 'observed' && event.obs.alive === 'false',
+    /** The connection pooler in front of it is not running (a server without one reports nothing). */
+    poolDead: ({ event }) => event.type === 'observed' && event.obs.pool_alive === 'false',
     /**
      * The run of failed probes is long enough: counted by the observer where it reports the
      * count (`failed_probes`), else by the observations this machine has seen.
@@ -171,6 +173,8 @@ export const serverMachine = setup({
         maintain: 'maintaining',
         observed: [
           { guard: and(['fresh', not('reachable')]), target: 'unreachable', actions: 'see' },
+          // Postgres answers but its pooler is gone: only the pooler is started again.
+          { guard: and(['fresh', 'poolDead']), actions: ['see', job('restart_pool')] },
           { guard: 'fresh', actions: 'see' },
         ],
       },

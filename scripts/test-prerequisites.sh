@@ -11,6 +11,8 @@
 #   chromium  the console is tested in a real headless browser (Debian's chromium package)
 #   haproxy   routes to the health endpoints as a stock Patroni setup would (Debian's haproxy
 #             package; the test runs its own haproxy and never starts the system's service)
+#   pgbouncer pgfleet runs one in front of every server (Debian's pgbouncer package; pgfleet
+#             runs its own, as the Postgres user, and never the system's service)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +48,12 @@ if ! ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 && [ -z "${PG_BIN:-}
 fi
 need chromium chromium
 need haproxy haproxy
+# In /usr/sbin, which a user's PATH may lack. Right after installing it, its service is
+# stopped by its own init script where the package started it: the tests run their own.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  need pgbouncer pgbouncer
+  service pgbouncer stop >/dev/null 2>&1 || true
+fi
 
 if [ ! -x .cache/tools/promtool ]; then
   mkdir -p .cache/tools

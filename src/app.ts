@@ -9,6 +9,7 @@ import type { Logger } from './log.ts';
 import { migrate } from './migrate.ts';
 import { findPgBinaries } from './pg/binaries.ts';
 import { PgCluster, pgIdentity } from './pg/cluster.ts';
+import { findPgbouncer, Pgbouncer } from './pg/pgbouncer.ts';
 import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
@@ -41,6 +42,17 @@ export function localCluster(config: Config, binaries = findPgBinaries(config.pg
 }
 
 /**
+ * The pgbouncer that runs in front of every server, looked for once at start-up. Without
+ * one pgfleet still runs: its servers get no pooler and its databases no pooled URL.
+ */
+function pooler(config: Config, cluster: PgCluster, log: Logger): Pgbouncer | undefined {
+  const bin = findPgbouncer(config.pgbouncerBin);
+  if (bin) return new Pgbouncer(bin, cluster);
+  log.warn('pgbouncer not found: install the Debian package pgbouncer (or set PGBOUNCER_BIN); new servers get no connection pooler and databases no CONNECTION_POOL_URL');
+  return undefined;
+}
+
+/**
  * One codebase, several entry points: `start` runs web, worker and clock in one process;
  * the Procfile runs each alone against one DATABASE_URL.
  */
@@ -55,7 +67,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     // The archiver runs as the Postgres user, without our environment: S3 credentials go in its config.
     env: config.storeEnv,
   };
-  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster, archive) };
+  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster, archive, pooler(config, cluster, log)) };
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };

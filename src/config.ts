@@ -34,6 +34,8 @@ export interface Config {
   jobLease: number;
   observationRetentionDays: number;
   pgBin: string | undefined;
+  /** The pgbouncer binary; unset: the one on the PATH (or /usr/sbin), else no poolers. */
+  pgbouncerBin: string | undefined;
   /** 32 bytes that seal credentials at rest; unset means the one kept under `home`. */
   encryptionKey: Buffer | undefined;
   /** The unprivileged user that runs Postgres when pgfleet runs as root. */
@@ -199,6 +201,7 @@ export function loadConfig(env: Env = process.env): Config {
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     pgBin: nonEmpty(env, 'PG_BIN'),
+    pgbouncerBin: nonEmpty(env, 'PGBOUNCER_BIN'),
     encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     logLevel,

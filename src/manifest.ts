@@ -15,8 +15,8 @@ export function addonManifest(addon: Addon, localPort: number): Record<string, u
     name: addon.id,
     api: {
       config_vars_prefix: prefix,
-      // Every plan hands out the URL; the `ha` plan also a read-only one.
-      config_vars: [`${prefix}_URL`, `${prefix}_READONLY_URL`],
+      // Every plan hands out the URL and the pooled URL; the `ha` plan also a read-only one.
+      config_vars: [`${prefix}_URL`, `${prefix}_CONNECTION_POOL_URL`, `${prefix}_READONLY_URL`],
       password: addon.password,
       sso_salt: addon.ssoSalt,
       regions: ['us', 'eu'],

@@ -4,6 +4,7 @@ import type { PgBinaries } from './pg/binaries.ts';
 import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
+import type { Logger } from './log.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { linkServer, placeResource } from './placement.ts';
@@ -52,7 +53,10 @@ function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
   };
 }
 
-export function resourceTasks(opts: ResourceTaskOptions) {
+/** Configure a server's pooler again from its catalog, after the tenants on it changed. */
+export type RefreshPool = (db: Queryable, serverId: string) => Promise<void>;
+
+export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPool) {
   const { sealer } = opts;
 
   async function load(db: Queryable, job: Job): Promise<{ resource: ResourceRecord; servers: ResourceServer[] }> {
@@ -76,9 +80,20 @@ export function resourceTasks(opts: ResourceTaskOptions) {
    * Take the tenant off servers it no longer lives on: dropped now from shared ones; in the
    * job's commit, dedicated ones are deleted and every link goes.
    */
-  async function release(db: Queryable, resource: ResourceRecord, gone: ResourceServer[]): Promise<(client: Client) => Promise<void>> {
+  /**
+   * Where the tenant is gone or a failover is under way, a pooler that cannot be refreshed
+   * must not hold the step up: a dropped tenant's entry lets nobody in, and a running
+   * pooler of a promoted standby already knows its tenants.
+   */
+  async function refreshPoolOrWarn(db: Queryable, serverId: string, log: Logger): Promise<void> {
+    await refreshPool(db, serverId).catch((err: unknown) => log.warn({ err, server: serverId }, 'the pooler was not refreshed'));
+  }
+
+  async function release(db: Queryable, log: Logger, resource: ResourceRecord, gone: ResourceServer[]): Promise<(client: Client) => Promise<void>> {
     for (const server of gone) {
-      if (server.tenancy === 'shared' && !server.finished) await dropTenant(await superuser(db, server), resource.tenant);
+      if (server.tenancy !== 'shared' || server.finished) continue;
+      await dropTenant(await superuser(db, server), resource.tenant);
+      await refreshPoolOrWarn(db, server.id, log);
     }
     return async (client) => {
       for (const server of gone) {
@@ -107,6 +122,8 @@ export function resourceTasks(opts: ResourceTaskOptions) {
       } else {
         await createTenant(await superuser(pool, primary), resource.tenant);
       }
+      // The pooled URL handed out with the config must let the tenant in at once.
+      await refreshPool(pool, primary.id);
       return report(job, { type: 'tenant.created', standby: resource.plan.standbys > 0 });
     }),
 
@@ -141,10 +158,12 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     }),
 
     /** The standby becomes the primary, with every commit the old one acknowledged. */
-    promote: step(async (job, { pool }) => {
+    promote: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
       const standby = withRole(servers, 'standby');
       await promoteStandby(await superuser(pool, standby));
+      // Promoted, it has replayed every change to the tenants: its pooler learns the latest.
+      await refreshPoolOrWarn(pool, standby.id, log);
       return report(job, { type: 'promoted' }, (client) => takeOver(client, resource.id, 'standby'));
     }),
 
@@ -174,15 +193,17 @@ export function resourceTasks(opts: ResourceTaskOptions) {
     }),
 
     /** Off a plan with standbys: first the primary stops waiting for them, or its commits would hang once they go. */
-    drop_standby: step(async (job, { pool }) => {
+    drop_standby: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
       await desynchronize(await superuser(pool, withRole(servers, 'primary')));
-      return report(job, { type: 'standby.dropped' }, await release(pool, resource, servers.filter((s) => s.role === 'standby')));
+      return report(job, { type: 'standby.dropped' }, await release(pool, log, resource, servers.filter((s) => s.role === 'standby')));
     }),
 
     apply_plan: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
-      await setTenantLimits(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      const primary = withRole(servers, 'primary');
+      await setTenantLimits(await superuser(pool, primary), resource.tenant);
+      await refreshPool(pool, primary.id);
       return report(job, { type: 'applied' });
     }),
 
@@ -209,18 +230,20 @@ export function resourceTasks(opts: ResourceTaskOptions) {
 
     activate: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
-      await thawTenant(await superuser(pool, withRole(servers, 'primary')), resource.tenant);
+      const primary = withRole(servers, 'primary');
+      await thawTenant(await superuser(pool, primary), resource.tenant);
+      await refreshPool(pool, primary.id);
       return report(job, { type: 'activated' });
     }),
 
-    cleanup: step(async (job, { pool }) => {
+    cleanup: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
-      return report(job, { type: 'cleaned' }, await release(pool, resource, servers.filter((s) => s.role === 'former')));
+      return report(job, { type: 'cleaned' }, await release(pool, log, resource, servers.filter((s) => s.role === 'former')));
     }),
 
-    drop_tenant: step(async (job, { pool }) => {
+    drop_tenant: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
-      return report(job, { type: 'dropped' }, await release(pool, resource, servers));
+      return report(job, { type: 'dropped' }, await release(pool, log, resource, servers));
     }),
 
     /** Hand the platform the config; failures are the machine's to retry, forever if need be. */

@@ -50,6 +50,8 @@ export interface ResourceServer {
   port: number | null;
   /** Whether the provider last saw the server's process alive ('true'/'false'), if it looked. */
   alive: string | null;
+  /** Where the server's connection pooler listens; null for a server without one. */
+  poolPort: number | null;
 }
 
 export interface ResourceView {
@@ -158,7 +160,8 @@ export async function storeOauthTokens(db: Queryable, sealer: Sealer, id: string
 
 export async function resourceServers(db: Queryable, id: string): Promise<ResourceServer[]> {
   const { rows } = await db.query<ResourceServer>(
-    `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port, s.last_observation->'alive' as alive
+    `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port, s.last_observation->'alive' as alive,
+       (s.attrs->'pool_port')::int as "poolPort"
      from resource_servers rs join servers s on s.id = rs.server_id join machines m on m.entity_id = s.id
      where rs.resource_id = $1 order by rs.created_at`,
     [id],
@@ -179,14 +182,20 @@ export function superuserTarget(server: { host: string | null; port: number | nu
 /**
  * The config vars a platform gets: `<PREFIX>_URL`, every value a string. It points at the
  * router when the resource has one (its address outlives any server), else at the primary;
- * with the router comes `<PREFIX>_READONLY_URL`, for reads that may lag a little.
+ * with the router comes `<PREFIX>_READONLY_URL`, for reads that may lag a little. Beside
+ * each URL to Postgres, `<PREFIX>_CONNECTION_POOL_URL` (Heroku's name) reaches the same
+ * database through the server's pgbouncer, where many clients share few server
+ * connections; only when the server has a pooler (through the router when there is one).
  */
 export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined, route: Route | undefined): Record<string, string> {
   if (!primary || primary.host === null || primary.port === null) return {};
-  if (!route) return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant) };
+  const pool = (host: string, port: number | null | undefined) =>
+    primary.poolPort !== null && port ? { [`${prefix}_CONNECTION_POOL_URL`]: tenantUrl(host, port, tenant) } : {};
+  if (!route) return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant), ...pool(primary.host, primary.poolPort) };
   return {
     [`${prefix}_URL`]: tenantUrl(route.host, route.port, tenant),
     ...(route.readOnlyPort ? { [`${prefix}_READONLY_URL`]: tenantUrl(route.host, route.readOnlyPort, tenant) } : {}),
+    ...pool(route.host, route.poolPort),
   };
 }
 
@@ -195,11 +204,14 @@ export interface Route {
   port: number;
   /** Reads spread over the standbys that keep up (the primary when none does). */
   readOnlyPort: number | undefined;
+  /** Piped to the current primary's pooler. */
+  poolPort: number | undefined;
 }
 
 export function routeOf(attrs: Record<string, string>): Route | undefined {
   if (!attrs.router_port || !attrs.router_host) return undefined;
-  return { host: attrs.router_host, port: Number(attrs.router_port), readOnlyPort: attrs.router_read_only_port ? Number(attrs.router_read_only_port) : undefined };
+  const port = (name: string) => (attrs[name] ? Number(attrs[name]) : undefined);
+  return { host: attrs.router_host, port: Number(attrs.router_port), readOnlyPort: port('router_read_only_port'), poolPort: port('router_pool_port') };
 }
 
 /**
@@ -285,14 +297,14 @@ export async function changePlan(pool: Pool, id: string, plan: Plan, change: { m
 
 /**
  * A resource with standbys is reached through the router, at addresses that survive a
- * failover: one for the primary, one that spreads reads over the standbys. Once it has
- * them it keeps them, so its URL never changes again.
+ * failover: one for the primary, one that spreads reads over the standbys, one for the
+ * primary's pooler. Once it has them it keeps them, so its URLs never change again.
  */
 async function ensureRoute(db: Queryable, id: string): Promise<void> {
   await db.query(
-    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port'], array['127.0.0.1', $2, $3])
+    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'], array['127.0.0.1', $2, $3, $4])
      where id = $1 and not attrs ? 'router_port'`,
-    [id, String(await freePort()), String(await freePort())],
+    [id, String(await freePort()), String(await freePort()), String(await freePort())],
   );
 }
 

@@ -14,27 +14,37 @@ import { queueForTask } from './runner.ts';
  * clients reach the new one. The old primary is fenced before the standby is promoted, so
  * the router never has two primaries to choose from. On the second (read-only) port, each
  * connection goes to the next of the standbys that keep up (replay lag within a bound, as
- * their health check measures it), and to the primary when none does.
+ * their health check measures it), and to the primary when none does. On a third (the
+ * pooled URL), each connection goes to the current primary's pgbouncer.
  */
 export interface Server {
   id: string;
   host: string;
   port: number;
+  /** Where the server's pgbouncer listens, when it has one. */
+  poolPort?: number;
 }
 
 export interface Route {
   resourceId: string;
   port: number;
   readOnlyPort: number | undefined;
+  poolPort: number | undefined;
   primary: Server | undefined;
   /** Standbys whose machines are available, in a stable order. */
   standbys: Server[];
 }
 
 export async function loadRoutes(pool: Pool): Promise<Route[]> {
-  const { rows } = await pool.query<{ id: string; port: string; read_only_port: string | null; servers: { id: string; role: string; host: string; port: number }[] }>(
-    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port,
-       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port) order by s.id)
+  const { rows } = await pool.query<{
+    id: string;
+    port: string;
+    read_only_port: string | null;
+    pool_port: string | null;
+    servers: { id: string; role: string; host: string; port: number; pool_port: string | null }[];
+  }>(
+    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port, r.attrs->'router_pool_port' as pool_port,
+       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port, 'pool_port', s.attrs->'pool_port') order by s.id)
                  from resource_servers rs join servers s on s.id = rs.server_id join machines sm on sm.entity_id = s.id
                  where rs.resource_id = r.id and s.port is not null
                    and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers
@@ -42,16 +52,22 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
      where r.attrs ? 'router_port' and m.finished_at is null and m.state <> 'deprovisioning'`,
   );
   return rows.map((r) => {
-    const server = (s: { id: string; host: string; port: number }) => ({ id: s.id, host: s.host, port: s.port });
+    const server = (s: { id: string; host: string; port: number; pool_port: string | null }) => ({ id: s.id, host: s.host, port: s.port, ...(s.pool_port ? { poolPort: Number(s.pool_port) } : {}) });
     const primary = r.servers.find((s) => s.role === 'primary');
     return {
       resourceId: r.id,
       port: Number(r.port),
       readOnlyPort: r.read_only_port ? Number(r.read_only_port) : undefined,
+      poolPort: r.pool_port ? Number(r.pool_port) : undefined,
       primary: primary && server(primary),
       standbys: r.servers.filter((s) => s.role === 'standby').map(server),
     };
   });
+}
+
+/** The server's pgbouncer as a place to pipe to; none for a server without one. */
+function poolOf(server: Server | undefined): Server | undefined {
+  return server?.poolPort === undefined ? undefined : { id: server.id, host: server.host, port: server.poolPort };
 }
 
 export interface RouterOptions {
@@ -65,7 +81,7 @@ export interface RouterOptions {
 type Listener = { server: net.Server; port: number };
 
 export class Router {
-  private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; route: Route; next: number }>();
+  private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; pooled: Listener | undefined; route: Route; next: number }>();
   private readonly sockets = new Set<net.Socket>();
   private refresher: { stop(): Promise<void> } | undefined;
 
@@ -88,6 +104,7 @@ export class Router {
       if (!live.has(id)) {
         entry.primary.server.close();
         entry.readOnly?.server.close();
+        entry.pooled?.server.close();
         this.listeners.delete(id);
       }
     }
@@ -102,6 +119,7 @@ export class Router {
         next: 0,
         primary: this.listen(route, route.port, (socket) => this.pipe(socket, entry.route.primary)),
         readOnly: route.readOnlyPort === undefined ? undefined : this.listen(route, route.readOnlyPort, (socket) => void this.pipeRead(socket, entry)),
+        pooled: route.poolPort === undefined ? undefined : this.listen(route, route.poolPort, (socket) => this.pipe(socket, poolOf(entry.route.primary))),
       };
       this.listeners.set(route.resourceId, entry);
     }
@@ -154,7 +172,7 @@ export class Router {
   async stop(): Promise<void> {
     await this.refresher?.stop();
     for (const s of this.sockets) s.destroy();
-    const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly]).filter((l): l is Listener => l !== undefined);
+    const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly, e.pooled]).filter((l): l is Listener => l !== undefined);
     await Promise.all(closing.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))));
     this.listeners.clear();
   }

@@ -1,7 +1,9 @@
+import { observePooler } from '../observers/pgbouncer.ts';
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
 import type { ProbeConfig } from './config.ts';
-import type { Pool } from './db.ts';
+import type { Pool, Queryable } from './db.ts';
+import type { Logger } from './log.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -23,6 +25,28 @@ async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sea
   const provider = providers[server.provider];
   if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
   return { server, provider };
+}
+
+/**
+ * Once Postgres is up, its pooler: a pooler that cannot start must not count against the
+ * server (a restart would kill a healthy Postgres for it), so this only warns; the
+ * observation then finds it dead and the machine asks for `restart_pool`.
+ */
+async function startPool(provider: Provider, server: ServerRecord, log: Logger): Promise<void> {
+  try {
+    await provider.refreshPool(server);
+  } catch (err) {
+    log.warn({ err }, 'the pooler did not start');
+  }
+}
+
+/** Configure the pooler of a server from its catalog again, after its tenants changed. */
+async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
+  const server = await loadServerRecord(db, sealer, serverId);
+  if (!server) throw new Error(`server ${serverId} does not exist`);
+  const provider = providers[server.provider];
+  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
+  await provider.refreshPool(server);
 }
 
 /**
@@ -52,6 +76,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
         await provider.start(server);
+        await startPool(provider, server, log);
         return report(job, { type: 'started' });
       } catch (err) {
         log.warn({ err }, 'start failed');
@@ -77,6 +102,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
         }
         if (answer.reachable === 'true') log.info('server answers again; not restarting it');
         else await provider.restart(server);
+        await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
         log.warn({ err }, 'restart failed');
@@ -89,6 +115,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
       try {
         await provider.stop(server);
         await provider.start(server);
+        await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
         log.warn({ err }, 'maintenance restart failed');
@@ -110,7 +137,21 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       const rejoined = await provider.rejoin(server);
       log.info({ leader: server.attrs.follows, ...rejoined }, 'the former primary rejoined as a standby');
+      await startPool(provider, server, log);
       return report(job, { type: 'rejoined' });
+    },
+    /**
+     * The pooler of an available server was seen dead: start it again. Only while it is
+     * available: a server being fenced or stopped must not get its pooler back.
+     */
+    async restart_pool(job, { pool, log }) {
+      const state = await machineState(pool, job.entityId!);
+      if (state !== 'available') {
+        log.info({ state }, 'the server is not available; not starting its pooler');
+        return;
+      }
+      const { server, provider } = await serverFor(pool, job, providers, sealer);
+      await provider.refreshPool(server);
     },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -122,6 +163,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
       const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword }, probe.timeoutMs);
+        if (server.attrs.pool_port) sources.pgbouncer = await observePooler(server.host, Number(server.attrs.pool_port), server.superuserPassword, probe.timeoutMs);
       }
       // How the probe judged, kept with what it saw: the failed probes in a row, counted here
       // because several observations can come before the machine sees one, and the run that
@@ -157,7 +199,7 @@ function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): Job
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget; probe: ProbeConfig }): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe);
-  const { observe: observeResource, ...resource } = resourceTasks(opts);
+  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
   const observers = { server: observeServer, resource: observeResource };
   // One queue of task names: a resource task named like a server task would silently replace it.
   const clash = Object.keys(server).filter((task) => task in resource);

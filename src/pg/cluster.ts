@@ -51,7 +51,8 @@ export interface ClusterStatus {
 export class PgCluster {
   constructor(
     private readonly bin: PgBinaries,
-    private readonly identity: PgIdentity | undefined,
+    /** Who runs Postgres, and the pgbouncer in front of it. */
+    readonly identity: PgIdentity | undefined,
   ) {}
 
   private async exec(file: string, args: string[], cwd: string, env: Record<string, string> = {}): Promise<string> {
@@ -283,7 +284,7 @@ export async function clusterStatus(dataDir: string): Promise<ClusterStatus> {
 }
 
 /** A process that exists (perhaps another user's) and is not a zombie waiting to be reaped. */
-async function processRunning(pid: number): Promise<boolean> {
+export async function processRunning(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (err) {

@@ -4,6 +4,8 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { privateMemory } from '../pg/memory.ts';
+import { stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
+import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
 import { freePort } from '../pg/ports.ts';
 import { primaryConninfo } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
@@ -24,6 +26,11 @@ function serverDataDir(home: string, id: string): string {
   return path.join(home, 'servers', id, 'data');
 }
 
+/** The pgbouncer in front of the server keeps its files and pid file here, beside the data directory. */
+function serverPoolDir(home: string, id: string): string {
+  return path.join(home, 'servers', id, 'pgbouncer');
+}
+
 /** Where the server's leader listens; a follower of one that is not placed cannot start. */
 function leaderOf(server: ServerRecord): { host: string; port: number } {
   if (!server.leader) throw new Error(`server ${server.id} follows ${server.attrs.follows ?? 'no server'}, which has no address`);
@@ -40,7 +47,9 @@ const REWINDABLE = { wal_log_hints: 'on', wal_keep_size: quoted('256MB') };
 
 /**
  * The embedded default: each server is a real Postgres cluster in its own directory under
- * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl.
+ * PGFLEET_HOME/servers, on its own loopback port, run with pg_ctl; with a pgbouncer in
+ * front of it on another port (`pool_port`) when the machine has one. The pooler lives and
+ * dies with its server: started (`refreshPool`) once Postgres is up, stopped with it.
  */
 export class LocalProvider implements Provider {
   readonly name = 'local';
@@ -49,7 +58,26 @@ export class LocalProvider implements Provider {
     private readonly home: string,
     private readonly cluster: PgCluster,
     private readonly archive?: ArchiveTarget,
+    private readonly pooler?: Pgbouncer,
   ) {}
+
+  /**
+   * Bring the server's pooler to what the server's catalog says (its tenants, their
+   * verifiers and limits) and make sure it runs: configured, reloaded when that changed
+   * something, started when it was not running. A server placed without a pooler (none on
+   * this machine then) has none.
+   */
+  async refreshPool(server: ServerRecord): Promise<void> {
+    const poolPort = Number(server.attrs.pool_port);
+    if (!this.pooler || !poolPort) return;
+    const { port } = this.placed(server);
+    const dir = serverPoolDir(this.home, server.id);
+    const pooler = this.pooler;
+    await withPoolCatalog({ host: server.host ?? '127.0.0.1', port, password: server.superuserPassword }, async (catalog) => {
+      const changed = await pooler.configure(dir, poolFiles({ dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword }, catalog));
+      await pooler.start(dir, poolPort, changed);
+    });
+  }
 
   /**
    * A follower starts from its leader's latest base backup, replays the leader's archive
@@ -155,7 +183,9 @@ export class LocalProvider implements Provider {
     if (server.host !== null && server.port !== null) return { host: server.host, port: server.port, attrs: server.attrs };
     await fs.mkdir(path.join(this.home, 'servers'), { recursive: true, mode: 0o755 });
     // The router process answers this server's health checks (Patroni's endpoints) on a port of its own.
-    return { host: '127.0.0.1', port: await freePort(), attrs: { data_dir: this.dataDir(server), health_port: String(await freePort()) } };
+    const attrs: Record<string, string> = { data_dir: this.dataDir(server), health_port: String(await freePort()) };
+    if (this.pooler) attrs.pool_port = String(await freePort());
+    return { host: '127.0.0.1', port: await freePort(), attrs };
   }
 
   async initialize(server: ServerRecord): Promise<void> {
@@ -176,13 +206,16 @@ export class LocalProvider implements Provider {
   async restart(server: ServerRecord): Promise<void> {
     const { dataDir } = this.placed(server);
     // A process that is alive but not answering is hung, and may not even take a signal it
-    // has to handle: kill it before starting.
+    // has to handle: kill it before starting. A pooler that runs keeps its clients, which
+    // reconnect to the new Postgres.
     await this.cluster.stop(dataDir, 'kill');
     await this.cluster.start(dataDir);
   }
 
+  /** Postgres first, then its pooler: a fenced primary acknowledges no commit and takes no connection. */
   async stop(server: ServerRecord, mode: 'fast' | 'kill' = 'fast'): Promise<void> {
     await this.cluster.stop(this.placed(server).dataDir, mode);
+    await stopPooler(serverPoolDir(this.home, server.id), mode);
   }
 
   async observe(server: ServerRecord): Promise<Record<string, string>> {
@@ -193,6 +226,7 @@ export class LocalProvider implements Provider {
     return {
       alive: String(status.running),
       ...(status.pid !== undefined && status.running ? { pid: String(status.pid) } : {}),
+      ...(server.attrs.pool_port ? { pool_alive: String((await poolerStatus(serverPoolDir(this.home, server.id))).running) } : {}),
       data_dir_bytes: String(await directoryBytes(dataDir)),
       ...(disk ? { disk_free_bytes: String(disk.bavail * disk.bsize), disk_total_bytes: String(disk.blocks * disk.bsize) } : {}),
     };
@@ -205,11 +239,12 @@ export class LocalProvider implements Provider {
   async destroy(server: ServerRecord): Promise<void> {
     const dataDir = this.dataDir(server);
     await this.cluster.stop(dataDir, 'kill');
+    await stopPooler(serverPoolDir(this.home, server.id), 'kill');
     await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
   }
 }
 
-/** Stop every cluster under PGFLEET_HOME: the servers and the embedded control database. */
+/** Stop every cluster under PGFLEET_HOME, the servers (with their poolers) and the embedded control database. */
 export async function stopLocalClusters(home: string, cluster: PgCluster): Promise<string[]> {
   let ids: string[];
   try {
@@ -218,6 +253,7 @@ export async function stopLocalClusters(home: string, cluster: PgCluster): Promi
     ids = [];
   }
   const stopped: string[] = [];
+  for (const id of ids) await stopPooler(serverPoolDir(home, id));
   for (const dir of [...ids.map((id) => serverDataDir(home, id)), controlDataDir(home)]) {
     if (!(await cluster.status(dir)).running) continue;
     await cluster.stop(dir);

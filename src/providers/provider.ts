@@ -46,7 +46,13 @@ export interface Provider {
    * keeping what it can of its data, and start it.
    */
   rejoin(server: ServerRecord): Promise<Rejoined>;
-  /** What the provider sees of the host and process, as observation keys. */
+  /**
+   * Configure the connection pooler in front of the server from the server's catalog and
+   * make sure it runs; nothing for a server placed without one. Called once Postgres is up
+   * (after a start, restart or rejoin), after its tenants change, and when it was seen dead.
+   */
+  refreshPool(server: ServerRecord): Promise<void>;
+  /** What the provider sees of the host and process, as observation keys (`pool_alive` for the pooler). */
   observe(server: ServerRecord): Promise<Record<string, string>>;
   /** Private memory (bytes) of the server's processes by pid, as its host sees them; gone ones are left out. */
   processMemory(server: ServerRecord, pids: number[]): Promise<Map<number, number>>;

@@ -72,7 +72,7 @@ describe('the pgfleet command', () => {
 
     // The manifest holds the credentials pgfleet made for this home; a platform provisions with them.
     const manifest = JSON.parse(await cli(['manifest'], env)) as { id: string; api: { password: string; config_vars: string[]; version: string } };
-    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL', 'PGFLEET_READONLY_URL'], version: '3' } });
+    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL'], version: '3' } });
     const uuid = randomUUID();
     const provision = await fetch(`${url}/heroku/resources`, {
       method: 'POST',

@@ -38,7 +38,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
-    expect(Object.keys(config).sort()).toEqual(['PGFLEET_READONLY_URL', 'PGFLEET_URL']);
+    expect(Object.keys(config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL', 'PGFLEET_URL']);
     return { uuid, url: config.PGFLEET_URL!, readOnlyUrl: config.PGFLEET_READONLY_URL! };
   }
 

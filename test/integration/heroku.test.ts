@@ -101,7 +101,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     const res = await addon('POST', '/heroku/resources', body);
     expect(res.status).toBe(200);
     expect(res.body.id).toBe(body.uuid);
-    expect(Object.keys(res.body.config)).toEqual(['PGFLEET_URL']);
+    expect(Object.keys(res.body.config)).toEqual(['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL']);
     const url = res.body.config.PGFLEET_URL as string;
     expect(url).toMatch(/^postgres:\/\/u[0-9a-f]{16}:[A-Za-z0-9_-]{43}@127\.0\.0\.1:\d+\/d[0-9a-f]{16}$/);
     shared = { id: body.uuid, url };
@@ -178,7 +178,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(patch!.headers.authorization).toBe('Bearer access-1');
     expect(patch!.headers.accept).toBe('application/vnd.heroku+json; version=3');
     const config = JSON.parse(patch!.body).config as { name: string; value: string }[];
-    expect(config.map((c) => c.name)).toEqual(['PGFLEET_URL']);
+    expect(config.map((c) => c.name)).toEqual(['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL']);
     expect(done.headers.authorization).toBe('Bearer access-1');
     expect(platform.calls.indexOf(patch!)).toBeLessThan(platform.calls.indexOf(done));
 

@@ -53,6 +53,30 @@ describe('server machine', () => {
     expect(s.next.context.lastError).toMatch(/never accepted/);
   });
 
+  it('starts only the pooler again when Postgres answers but its pooler is dead, and stays available', () => {
+    const poolDead = (): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true', pool_alive: 'false' } });
+    let s = step(at('available'), poolDead());
+    expect([s.state, s.jobs]).toEqual(['available', ['restart_pool']]);
+    // Each fresh observation asks again (a pending job is not doubled); a stale one does not.
+    const seen = s.next.context.seenAt;
+    s = step(s.next, poolDead());
+    expect([s.state, s.jobs]).toEqual(['available', ['restart_pool']]);
+    s = step(s.next, { type: 'observed', at: seen, obs: { reachable: 'true', pool_alive: 'false' } });
+    expect(s.jobs).toEqual([]);
+    s = step(s.next, { type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true', pool_alive: 'true' } });
+    expect([s.state, s.jobs]).toEqual(['available', []]);
+  });
+
+  it('leaves the pooler of a server that does not answer to the restart of the server', () => {
+    const s = step(at('available'), { type: 'observed', at: t(), obs: { reachable: 'false', alive: 'false', pool_alive: 'false' } });
+    expect([s.state, s.jobs]).toEqual(['unreachable', ['observe+0.5s']]);
+  });
+
+  it('never starts the pooler of a fenced server', () => {
+    const s = step(at('fenced'), { type: 'observed', at: t(), obs: { reachable: 'false', alive: 'false', pool_alive: 'false' } });
+    expect([s.state, s.jobs]).toEqual(['fenced', []]);
+  });
+
   it('goes unreachable on a failed probe, then restarts at once when the process is dead', () => {
     let s = step(at('available'), down());
     expect([s.state, s.jobs]).toEqual(['unreachable', ['observe+0.5s']]);

@@ -1,0 +1,136 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { observePooler } from '../../observers/pgbouncer.ts';
+import { findPgBinaries } from '../../src/pg/binaries.ts';
+import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
+import { findPgbouncer, Pgbouncer, poolerStatus } from '../../src/pg/pgbouncer.ts';
+import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
+import { LocalProvider } from '../../src/providers/local.ts';
+import type { ServerRecord } from '../../src/providers/provider.ts';
+import { psql } from '../support/system.ts';
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () => {
+  let home: string;
+  let provider: LocalProvider;
+  const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
+  const tenant = (): Tenant => ({ ...tenantNames(), password: tenantPassword(), connectionLimit: 5, statementTimeoutMs: 30_000, sizeLimitBytes: 0, memoryLimitBytes: 0 });
+  const a = tenant();
+  const b = tenant();
+  const poolDir = () => path.join(home, 'servers', server.id, 'pgbouncer');
+  const pooled = (t: Tenant, database = t.database) => tenantUrl('127.0.0.1', Number(server.attrs.pool_port), { ...t, database });
+
+  beforeAll(async () => {
+    home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-pool-'));
+    await fs.chmod(home, 0o755);
+    const cluster = new PgCluster(findPgBinaries(process.env.PG_BIN), pgIdentity());
+    provider = new LocalProvider(home, cluster, undefined, new Pgbouncer(findPgbouncer(undefined)!, cluster));
+    Object.assign(server, await provider.provision(server));
+    await provider.initialize(server);
+    await provider.start(server);
+    const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
+    await createTenant(target, a);
+    await createTenant(target, b);
+  });
+  afterAll(async () => {
+    await provider?.destroy(server).catch(() => undefined);
+    await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('runs as the Postgres user with a pid file of its own, and lets each tenant into its own database', async () => {
+    expect(server.attrs.pool_port).toMatch(/^\d+$/);
+    await provider.refreshPool(server);
+    const { running, pid } = await poolerStatus(poolDir());
+    expect(running).toBe(true);
+    const owner = (await fs.stat(`/proc/${pid}`)).uid;
+    expect(owner).toBe(pgIdentity()?.uid ?? process.getuid!());
+    expect(await psql(pooled(a), 'select current_user || \' \' || current_database()')).toBe(`${a.role} ${a.database}`);
+    const client = new pg.Client({ connectionString: pooled(b) });
+    await client.connect();
+    expect((await client.query('select $1::int + 1 as n', [41])).rows[0].n).toBe(42);
+    await client.end();
+    // No password in any file: the verifiers Postgres holds, and the settings.
+    for (const file of await fs.readdir(poolDir())) {
+      const text = await fs.readFile(path.join(poolDir(), file), 'utf8');
+      expect(text).not.toContain(a.password);
+      expect(text).not.toContain(server.superuserPassword);
+    }
+  });
+
+  it('refuses a tenant another tenant\'s database, the superuser, and its admin console', async () => {
+    await expect(psql(pooled(a, b.database), 'select 1')).rejects.toThrow(/login rejected/);
+    await expect(psql(pooled({ ...b, password: a.password }), 'select 1')).rejects.toThrow(/authentication failed/);
+    const superuser = { database: a.database, role: 'postgres', password: server.superuserPassword };
+    await expect(psql(tenantUrl('127.0.0.1', Number(server.attrs.pool_port), superuser), 'select 1')).rejects.toThrow(/authentication failed|login rejected/);
+    await expect(psql(pooled(a, 'pgbouncer'), 'show pools')).rejects.toThrow(/login rejected|not allowed/);
+  });
+
+  it('is observed: alive to the provider, its pools to the stats user', async () => {
+    expect((await provider.observe(server)).pool_alive).toBe('true');
+    const seen = await observePooler('127.0.0.1', Number(server.attrs.pool_port), server.superuserPassword);
+    expect(seen).toMatchObject({ pool_reachable: 'true', pool_waiting_clients: '0' });
+  });
+
+  it('is refreshed in place: the same process learns a new tenant, and forgets a dropped one', async () => {
+    const before = (await poolerStatus(poolDir())).pid;
+    const c = tenant();
+    await createTenant({ host: server.host!, port: server.port!, password: server.superuserPassword }, c);
+    await expect(psql(pooled(c), 'select 1')).rejects.toThrow();
+    await provider.refreshPool(server);
+    expect(await psql(pooled(c), 'select 1')).toBe('1');
+    await dropTenant({ host: server.host!, port: server.port!, password: server.superuserPassword }, c);
+    await provider.refreshPool(server);
+    const ini = await fs.readFile(path.join(poolDir(), 'pgbouncer.ini'), 'utf8');
+    expect([ini.includes(a.database), ini.includes(c.database)]).toEqual([true, false]);
+    expect((await poolerStatus(poolDir())).pid).toBe(before);
+  });
+
+  it('serialises refreshes: several workers refreshing one pooler at once all succeed, and every tenant gets in', async () => {
+    const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
+    const made = Array.from({ length: 4 }, tenant);
+    for (const t of made) await createTenant(target, t);
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => provider.refreshPool(server)));
+    expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
+    for (const t of made) expect(await psql(pooled(t), 'select current_user')).toBe(t.role);
+  });
+
+  it('stops with its server (a fence takes no connection), comes back with it, and goes with it', async () => {
+    const port = Number(server.attrs.pool_port);
+    await provider.stop(server, 'kill');
+    expect(await refused(port)).toBe(true);
+    expect((await provider.observe(server)).pool_alive).toBe('false');
+    await provider.start(server);
+    await provider.refreshPool(server);
+    expect(await psql(pooled(a), 'select 1')).toBe('1');
+
+    // Killed on its own, it leaves its pid file behind; a refresh starts it again.
+    const { pid } = await poolerStatus(poolDir());
+    process.kill(pid!, 'SIGKILL');
+    await expect.poll(async () => (await poolerStatus(poolDir())).running).toBe(false);
+    await provider.refreshPool(server);
+    expect((await poolerStatus(poolDir())).pid).not.toBe(pid);
+    expect(await psql(pooled(a), 'select 1')).toBe('1');
+
+    const last = (await poolerStatus(poolDir())).pid!;
+    await provider.destroy(server);
+    expect(await refused(port)).toBe(true);
+    expect(existsSync(`/proc/${last}/cmdline`) && (await fs.readFile(`/proc/${last}/cmdline`, 'utf8')).includes('pgbouncer.ini')).toBe(false);
+    expect(existsSync(poolDir())).toBe(false);
+  });
+});
