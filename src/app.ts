@@ -18,6 +18,7 @@ import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
 import { allTasks } from './tasks.ts';
+import { certificateAuthority } from './tls/authority.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
 
 export type ProcessName = 'web' | 'worker' | 'clock' | 'router';
@@ -56,6 +57,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
+  const tls = { authority: await certificateAuthority(pool, sealer), ...config.tls };
   configureIncidents({ stuckAfter: config.paging.stuckAfter });
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
@@ -67,7 +69,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
+        ...allTasks(providers, { sealer, provider: 'local', addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe, tls }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
       },
       journal: incidentJournal,
@@ -81,6 +83,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     const clock = new Clock(pool, {
       observeInterval: config.observeInterval,
       observationRetentionDays: config.observationRetentionDays,
+      tlsRenewDays: config.tls.renewDays,
       log: log.child({ process: 'clock' }),
     });
     await clock.start();
@@ -98,7 +101,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => health.stop(), () => router.stop());
   }
   if (processes.includes('web')) {
-    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive });
+    const web = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, caCertificate: tls.authority.certificate });
     url = await web.listen({ port: config.port, host: config.host });
     stops.push(() => web.close());
   } else if (config.metricsPort !== undefined) {

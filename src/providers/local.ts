@@ -8,6 +8,8 @@ import { primaryConninfo } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
+import type { KeyedCertificate } from '../tls/certificates.ts';
+import { CERT_FILE, KEY_FILE, PG_HBA, TLS_DIR, TLS_SETTINGS } from '../tls/postgres.ts';
 import type { Placement, Provider, Rejoined, ServerRecord } from './provider.ts';
 
 /** Bytes under a directory, for the data directory size observation. */
@@ -90,6 +92,7 @@ export class LocalProvider implements Provider {
       restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
       primary_conninfo: quoted(conninfo),
       recovery_target_timeline: quoted('latest'),
+      ...TLS_SETTINGS,
       ...(await this.archiveSettings(server)),
     };
   }
@@ -121,6 +124,7 @@ export class LocalProvider implements Provider {
         throw new Error(`${(err as Error).message}; and rebuilding from the archive failed: ${(restoreErr as Error).message}`);
       });
     }
+    await this.writeHba(dataDir);
     await this.cluster.start(dataDir);
     return how;
   }
@@ -157,12 +161,36 @@ export class LocalProvider implements Provider {
     return { host: '127.0.0.1', port: await freePort(), attrs: { data_dir: this.dataDir(server), health_port: String(await freePort()) } };
   }
 
-  async initialize(server: ServerRecord): Promise<void> {
+  async initialize(server: ServerRecord, certificate: KeyedCertificate): Promise<void> {
     const { dataDir, port } = this.placed(server);
+    // Before the cluster: a cluster whose settings name TLS files cannot start without them.
+    await this.installCertificate(server, certificate);
     if (server.attrs.follows) await this.restoreFollower(server, dataDir, port);
     // So that pg_rewind can bring it back as a standby after a failover: hint bits in the
     // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes.
-    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: { ...REWINDABLE, ...(await this.archiveSettings(server)) } });
+    else await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings: { ...REWINDABLE, ...TLS_SETTINGS, ...(await this.archiveSettings(server)) } });
+    await this.writeHba(dataDir);
+  }
+
+  /**
+   * Each file is written aside and renamed into place, so Postgres, whenever it reads them
+   * (a start, a reload), finds a whole key and a whole certificate; the key first, so the
+   * window in which the two do not match is the one between two renames.
+   */
+  async installCertificate(server: ServerRecord, certificate: KeyedCertificate): Promise<void> {
+    const dir = path.join(this.home, 'servers', server.id, TLS_DIR);
+    await this.cluster.ensureOwnedDir(path.dirname(dir));
+    await this.cluster.ensureOwnedDir(dir);
+    for (const [name, content] of [[KEY_FILE, certificate.key], [CERT_FILE, certificate.certificate]] as const) {
+      const file = path.join(dir, name);
+      await this.cluster.writeOwnedFile(`${file}.new`, content);
+      await fs.rename(`${file}.new`, file);
+    }
+  }
+
+  /** A copy carries its leader's pg_hba.conf, which may be older than TLS: each server gets pgfleet's own. */
+  private async writeHba(dataDir: string): Promise<void> {
+    await this.cluster.writeOwnedFile(path.join(dataDir, 'pg_hba.conf'), PG_HBA);
   }
 
   async start(server: ServerRecord): Promise<void> {

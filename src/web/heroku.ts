@@ -258,7 +258,7 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       }
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!resource) throw new HttpError(404, 'this database no longer exists');
-      return reply.type('text/html').send(renderResourcePage(resource, prefix, await listNotifications(opts.pool, id)));
+      return reply.type('text/html').send(renderResourcePage(resource, prefix, await listNotifications(opts.pool, id), opts.caCertificate));
     });
   };
 }

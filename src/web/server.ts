@@ -9,6 +9,7 @@ import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
 import { consoleUi } from './console.ts';
 import { herokuApi } from './heroku.ts';
+import { tlsRoutes } from './tls.ts';
 
 export interface WebOptions {
   pool: Pool;
@@ -20,6 +21,8 @@ export interface WebOptions {
   metrics: Registry;
   /** Where servers archive: the API lists backups from it. */
   archive: ArchiveTarget;
+  /** pgfleet's CA certificate (PEM), handed to customers who check their server's certificate. */
+  caCertificate: string;
 }
 
 /** An error whose message tells the caller what to fix, with the status to send. */
@@ -77,6 +80,7 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
   app.register(operatorApi(opts), { prefix: '/api' });
   app.register(herokuApi(opts));
   app.register(consoleUi(opts));
+  app.register(tlsRoutes(opts));
   return app;
 }
 

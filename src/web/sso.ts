@@ -1,6 +1,7 @@
 import type { ResourceView } from '../resources.ts';
 import { escapeHtml, page } from './html.ts';
 import type { TransitionView } from '../servers.ts';
+import { renderTlsSection } from './tls.ts';
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
@@ -23,7 +24,7 @@ function notices(list: CustomerNotice[]): string {
   return list.map((n) => `<p><b>${escapeHtml(n.subject)}</b> <span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span><br>${escapeHtml(n.body)}</p>`).join('');
 }
 
-export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[]): string {
+export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[], caCertificate: string): string {
   const url = resource.config[`${prefix}_URL`];
   const parsed = url ? new URL(url) : undefined;
   const connection = parsed
@@ -44,6 +45,7 @@ export function renderResourcePage(resource: ResourceView & { transitions: Trans
      <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>
+     <section><h2>TLS</h2>${renderTlsSection(caCertificate)}</section>
      <section><h2>Notices</h2>${notices(notifications)}</section>
      <section><h2>Recent events</h2>${events(resource.transitions)}</section></main>`,
   );
