@@ -31,6 +31,8 @@ export interface Running {
   operatorToken: string;
   sealer: Sealer;
   providers: Record<string, Provider>;
+  /** The deployment's CA certificate (PEM), which customers check their servers' certificates with. */
+  caCertificate: string;
   stop(): Promise<void>;
 }
 
@@ -117,6 +119,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     operatorToken: token,
     sealer,
     providers,
+    caCertificate: tls.authority.certificate,
     async stop() {
       for (const stop of stops.reverse()) await stop();
       await pool.end();

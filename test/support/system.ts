@@ -23,6 +23,8 @@ export const ADDON_BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toS
 export interface System {
   config: Config;
   running: Running;
+  /** The CA certificate the system hands out, saved to a file as a customer would save it. */
+  caFile: string;
   api(method: string, route: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
@@ -44,9 +46,12 @@ export async function startSystem(databaseUrl: string, processes: ProcessName[] 
     ...env,
   });
   const running = await runProcesses(config, createLogger(config.logLevel), processes);
+  const caFile = path.join(home, 'pgfleet-ca.pem');
+  await fs.writeFile(caFile, running.caCertificate);
   return {
     config,
     running,
+    caFile,
     async api(method, route, body, headers = {}) {
       const res = await fetch(`${running.url}${route}`, {
         method,
@@ -73,6 +78,15 @@ const run = promisify(execFile);
 export async function psql(url: string, sql: string): Promise<string> {
   const { stdout } = await run('psql', [url, '-XAtc', sql], { timeout: 20_000 });
   return stdout.trim();
+}
+
+/**
+ * A customer's URL as the README's verify-full recipe makes it: the server's certificate
+ * must chain to pgfleet's CA (`caFile`) and name the host in the URL. psql and
+ * node-postgres both take it; the last `sslmode` wins in both.
+ */
+export function verifyFull(url: string, caFile: string): string {
+  return `${url}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
 }
 
 /** A call to the add-on API, as the platform makes it. */
