@@ -13,16 +13,12 @@ import { renewCertificateTask } from '../../src/tls/renewal.ts';
 import { ssoToken } from '../../src/web/heroku.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, verifyFull, type System } from '../support/system.ts';
+import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { caClient, verifyFull } from '../support/tls.ts';
 
 const SSO_SALT = 'sso-salt-0123456789abcdef';
 
-/** The README's node-postgres recipe: the URL without its sslmode, and `ssl: { ca }`. */
-function nodeClient(url: string, ca: string): pg.Client {
-  const u = new URL(url);
-  u.searchParams.delete('sslmode');
-  return new pg.Client({ connectionString: u.href, ssl: { ca }, connectionTimeoutMillis: 5000 });
-}
+const nodeClient = (url: string, ca: string) => caClient(url, ca, { connectionTimeoutMillis: 5000 });
 
 async function nodeQuery(client: pg.Client, sql: string): Promise<Record<string, unknown>> {
   await client.connect();

@@ -80,15 +80,6 @@ export async function psql(url: string, sql: string): Promise<string> {
   return stdout.trim();
 }
 
-/**
- * A customer's URL as the README's verify-full recipe makes it: the server's certificate
- * must chain to pgfleet's CA (`caFile`) and name the host in the URL. psql and
- * node-postgres both take it; the last `sslmode` wins in both.
- */
-export function verifyFull(url: string, caFile: string): string {
-  return `${url}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
-}
-
 /** A call to the add-on API, as the platform makes it. */
 export function addonFetch(system: System, method: string, route: string, body?: unknown): Promise<Response> {
   return fetch(`${system.running.url}${route}`, {
