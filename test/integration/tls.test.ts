@@ -5,6 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servedCertificate } from '../../observers/tls.ts';
 import { createLogger } from '../../src/log.ts';
+import { pgIdentity } from '../../src/pg/cluster.ts';
 import { loadServerRecord } from '../../src/servers.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
@@ -94,6 +95,13 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     expect(await psql(verifyFull(url, system.caFile), SSL_NOW)).toMatch(/^t\|TLSv1\.[23]$/);
     expect(await nodeQuery(nodeClient(url, ca), SSL_NOW)).toMatchObject({ ssl: true });
     expect(await nodeQuery(new pg.Client({ connectionString: verifyFull(url, system.caFile) }), SSL_NOW)).toMatchObject({ ssl: true });
+
+    // The key is the Postgres user's alone, and lives beside the data directory, never in it.
+    const serverDir = path.join(system.config.home, 'servers', (await primaryOf(uuid)).id);
+    const key = await fs.stat(path.join(serverDir, 'tls', 'server.key'));
+    expect(key.mode & 0o777).toBe(0o600);
+    expect(key.uid).toBe(pgIdentity(system.config.pgUser)?.uid ?? process.getuid!());
+    expect((await fs.readdir(path.join(serverDir, 'data'))).filter((f) => /\.(key|crt)$/.test(f))).toEqual([]);
 
     // Verification is real: another CA's certificate is not this one's.
     const stranger = path.join(system.config.home, 'stranger-ca.pem');
