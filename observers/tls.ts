@@ -13,9 +13,17 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 export async function observeTls(host: string, port: number, timeoutMs = 2000): Promise<Record<string, string>> {
   try {
     const cert = await servedCertificate(host, port, timeoutMs);
-    return { tls_cert_expires_at: new Date(cert.valid_to).toISOString(), tls_cert_serial: cert.serialNumber.toLowerCase() };
+    return { tls_offered: 'true', tls_cert_expires_at: new Date(cert.valid_to).toISOString(), tls_cert_serial: cert.serialNumber.toLowerCase() };
   } catch (err) {
+    if (err instanceof TlsNotOffered) return { tls_offered: 'false' };
     return { tls_error: (err as Error).message.slice(0, 300) };
+  }
+}
+
+/** The server answered the SSLRequest with 'N': it runs without `ssl = on` (one made before pgfleet had TLS). */
+export class TlsNotOffered extends Error {
+  constructor() {
+    super('the server does not offer TLS');
   }
 }
 
@@ -32,7 +40,7 @@ export function servedCertificate(host: string, port: number, timeoutMs: number)
     socket.on('error', fail);
     socket.once('connect', () => socket.write(SSL_REQUEST));
     socket.once('data', (answer) => {
-      if (answer[0] !== 0x53) return fail(new Error('the server does not offer TLS'));
+      if (answer[0] !== 0x53) return fail(new TlsNotOffered());
       // Any certificate is read: whether clients trust it is theirs to decide; its expiry is ours.
       secure = tls.connect({ socket, rejectUnauthorized: false, servername: net.isIP(host) ? undefined : host });
       secure.on('error', fail);

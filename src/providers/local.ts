@@ -188,6 +188,10 @@ export class LocalProvider implements Provider {
     }
   }
 
+  async requireTls(server: ServerRecord): Promise<void> {
+    await this.writeHba(this.placed(server).dataDir);
+  }
+
   /** A copy carries its leader's pg_hba.conf, which may be older than TLS: each server gets pgfleet's own. */
   private async writeHba(dataDir: string): Promise<void> {
     await this.cluster.writeOwnedFile(path.join(dataDir, 'pg_hba.conf'), PG_HBA);

@@ -42,6 +42,11 @@ export interface Provider {
    * running server serves them from its next configuration reload.
    */
   installCertificate(server: ServerRecord, certificate: KeyedCertificate): Promise<void>;
+  /**
+   * Let customers' roles connect over TLS only (pg_hba.conf), from the next configuration
+   * reload. Only for a server that serves TLS: others would let no customer in.
+   */
+  requireTls(server: ServerRecord): Promise<void>;
   /** Start it and wait until it accepts connections; a running server is left alone. */
   start(server: ServerRecord): Promise<void>;
   /** Bring back a server that is down or hung. */

@@ -144,6 +144,38 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     await expect(psql(`${url}&sslmode=disable`, 'select 1')).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
   });
 
+  it('a server from before TLS gets it with no restart, and then holds customers to it', async () => {
+    const created = await system.api('POST', '/api/servers', { provider: 'local' });
+    const id = created.body.id as string;
+    await waitFor('the server to be available', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available', 60_000);
+    const admin = await adminUrl(db.pool, id);
+    const startedAt = await psql(admin, 'select pg_postmaster_start_time()');
+    await psql(admin, "create role app login password 'app-password-0123456789'");
+    const { hostname: host, port } = new URL(admin);
+    const app = `postgres://app:app-password-0123456789@${host}:${port}/postgres`;
+
+    // As servers were made before: initdb's pg_hba.conf (TCP lines) and no TLS.
+    await fs.writeFile(path.join(system.config.home, 'servers', id, 'data', 'pg_hba.conf'), 'host all all all scram-sha-256\nhost replication all all scram-sha-256\n');
+    await psql(admin, 'alter system set ssl = off');
+    await psql(admin, 'select pg_reload_conf()');
+
+    // Seen without TLS (the job acts only on such an observation), then seen with it, required.
+    const seenWithout = await waitFor('an observation without TLS', async () => {
+      const { rows } = await db.pool.query<{ at: Date }>(`select max(observed_at) as at from observations where entity_id = $1 and attrs->'tls_offered' = 'false'`, [id]);
+      return rows[0]!.at ?? undefined;
+    }, 30_000);
+    await waitFor('TLS on and required', async () => {
+      const { rows } = await db.pool.query<{ obs: Record<string, string>; at: Date }>('select hstore_to_json(last_observation) as obs, last_observed_at as at from servers where id = $1', [id]);
+      const { obs, at } = rows[0]!;
+      return at > seenWithout && obs.tls_offered === 'true' && obs.tls_required === 'true';
+    }, 60_000);
+    const served = await servedCertificate(host, Number(port), 2000);
+    expect(new X509Certificate(served.raw).checkIssued(new X509Certificate(ca))).toBe(true);
+    expect(await psql(admin, 'select pg_postmaster_start_time()')).toBe(startedAt);
+    expect(await psql(verifyFull(`${app}?sslmode=require`, system.caFile), SSL_NOW)).toMatch(/^t\|TLSv1\.[23]$/);
+    await expect(psql(`${app}?sslmode=disable`, 'select 1')).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
+  });
+
   it('renews a certificate near its expiry with no restart; open and new connections keep working', async () => {
     const { id: serverId } = await primaryOf(shared.id);
     const server = (await loadServerRecord(db.pool, TEST_SEALER, serverId))!;

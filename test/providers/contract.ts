@@ -80,6 +80,20 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await client.end();
     });
 
+    it('lets customers\' roles in over TLS only', async () => {
+      const admin = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      await admin.connect();
+      await admin.query("create role app login password 'app-password-0123456789'");
+      await h.provider.requireTls(server);
+      await admin.query('select pg_reload_conf()');
+      await admin.end();
+      const app = (ssl: pg.ClientConfig['ssl']) => new pg.Client({ host: server.host!, port: server.port!, user: 'app', password: 'app-password-0123456789', database: 'postgres', ssl });
+      await expect(app(false).connect()).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
+      const tls = app({ ca: ca.certificate });
+      await tls.connect();
+      await tls.end();
+    });
+
     it('refuses connections without the password', async () => {
       const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: 'wrong', database: 'postgres' });
       await expect(client.connect()).rejects.toThrow(/password authentication failed/);
