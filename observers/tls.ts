@@ -46,7 +46,9 @@ export function servedCertificate(host: string, port: number, timeoutMs: number)
       secure.on('error', fail);
       secure.once('secureConnect', () => {
         const cert = secure!.getPeerCertificate();
-        secure!.destroy();
+        // end(), not destroy(): the client's last handshake message must still reach the
+        // server, or Postgres logs "could not accept SSL connection: EOF detected" each time.
+        secure!.end();
         if (!cert.valid_to) return reject(new Error('the server sent no certificate'));
         resolve(cert);
       });

@@ -8,7 +8,7 @@ import { enqueueRenewals } from './tls/renewal.ts';
 export interface ClockOptions {
   observeInterval: number;
   observationRetentionDays: number;
-  /** Servers whose certificates expire within this many days get a new one; unset: none. */
+  /** Servers whose certificates expire within this many days get a new one (and servers without TLS get it); unset: none. */
   tlsRenewDays?: number;
   log: Logger;
 }

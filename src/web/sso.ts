@@ -45,7 +45,7 @@ export function renderResourcePage(resource: ResourceView & { transitions: Trans
      <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>
-     <section><h2>TLS</h2>${renderTlsSection(caCertificate)}</section>
+     <section><h2>TLS</h2>${renderTlsSection(caCertificate, `${prefix}_URL`)}</section>
      <section><h2>Notices</h2>${notices(notifications)}</section>
      <section><h2>Recent events</h2>${events(resource.transitions)}</section></main>`,
   );

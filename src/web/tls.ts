@@ -29,10 +29,10 @@ export function tlsRoutes(opts: Pick<WebOptions, 'caCertificate' | 'operatorToke
 }
 
 /** The SSO page's section: where the CA is and how to connect checking the server's certificate. */
-export function renderTlsSection(caCertificate: string): string {
+export function renderTlsSection(caCertificate: string, urlVar: string): string {
   return `<p>Connections are encrypted (TLS); your URL says <code>sslmode=require</code>. To also check that you
      reach your own server, download <a href="/ca.pem" download="pgfleet-ca.pem">pgfleet's CA certificate</a> and connect
      with <code>sslmode=verify-full</code>:</p>
-     <pre class="mono">psql "$DATABASE_URL&amp;sslmode=verify-full&amp;sslrootcert=pgfleet-ca.pem"</pre>
+     <pre class="mono">psql "$${escapeHtml(urlVar)}&amp;sslmode=verify-full&amp;sslrootcert=pgfleet-ca.pem"</pre>
      <details><summary>CA certificate</summary><pre class="mono">${escapeHtml(caCertificate)}</pre></details>`;
 }

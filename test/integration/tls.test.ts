@@ -123,7 +123,7 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     const session = login.headers.getSetCookie().find((c) => c.startsWith('pgfleet_sso='))!.split(';')[0]!;
     const page = await (await fetch(`${system.running.url}/sso/resources/${shared.id}`, { headers: { cookie: session } })).text();
     expect(page).toContain('href="/ca.pem"');
-    expect(page).toContain('sslmode=verify-full');
+    expect(page).toContain('psql "$PGFLEET_URL&amp;sslmode=verify-full&amp;sslrootcert=pgfleet-ca.pem"');
     expect(page).toContain(ca.trim());
   });
 
