@@ -14,6 +14,7 @@
  * markdown. Exits 1 when an acknowledged row went missing or a run failed.
  */
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -22,6 +23,7 @@ import { loadConfig, type Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';
 import { loadServerRecord } from '../src/servers.ts';
+import { verifyFull } from '../test/support/tls.ts';
 import { clusterPids, NumberedWriter, running as processRunning, signalAll } from '../test/support/writer.ts';
 import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
 import { Platform, wallMs } from './provision/platform.ts';
@@ -336,7 +338,10 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
 
   console.error('provisioning an ha resource…');
   const provisioned = await provisionHa(running, platform);
-  const ctx: Context = { running, config, resourceId: provisioned.id, url: provisioned.url };
+  // The writer checks the server's certificate, as a customer with verify-full does.
+  const caFile = path.join(config.home, 'pgfleet-ca.pem');
+  await writeFile(caFile, running.caCertificate);
+  const ctx: Context = { running, config, resourceId: provisioned.id, url: verifyFull(provisioned.url, caFile) };
 
   const runs: FailoverRun[] = [];
   const total = params.runs * 2;

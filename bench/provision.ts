@@ -11,12 +11,15 @@
  * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
  */
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { runProcesses, type Running } from '../src/app.ts';
 import { createLogger } from '../src/log.ts';
 import { Platform, wallMs } from './provision/platform.ts';
 import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
+import { verifyFull } from '../test/support/tls.ts';
 import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
 const params = {
@@ -83,6 +86,8 @@ async function firstSelect(url: string, deadline: number): Promise<{ at: number;
 interface Context {
   running: Running;
   platform: Platform;
+  /** pgfleet's CA certificate, saved as a customer saves it to connect with verify-full. */
+  caFile: string;
 }
 
 const web = (ctx: Context) => ctx.running.url!;
@@ -133,7 +138,7 @@ async function sharedRun(ctx: Context): Promise<SharedRun> {
     const res = await call(web(ctx), 'POST', '/heroku/resources', BASIC, body);
     const url = field(res.json, 'config', 'PGFLEET_URL');
     if (res.status !== 200 || typeof url !== 'string') throw new Error(`POST answered ${res.status}: ${JSON.stringify(res.json)}`);
-    const ok = await firstSelect(url, t0 + params.sharedTimeoutSeconds * 1000);
+    const ok = await firstSelect(verifyFull(url, ctx.caFile), t0 + params.sharedTimeoutSeconds * 1000);
     const milestones = [
       ...(await transitionsSince(ctx, body.uuid, t0)),
       { name: 'http:200 answered', ms: res.at - t0 },
@@ -158,7 +163,7 @@ async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
     const vars = field(JSON.parse(patch.body) as unknown, 'config');
     const url = Array.isArray(vars) ? field(vars.find((v) => field(v, 'name') === 'PGFLEET_URL'), 'value') : undefined;
     if (typeof url !== 'string') throw new Error(`the PATCH carried no PGFLEET_URL: ${patch.body}`);
-    const ok = await firstSelect(url, t0 + deadline);
+    const ok = await firstSelect(verifyFull(url, ctx.caFile), t0 + deadline);
     const provisioned = await ctx.platform.waitFor('POST', `/addons/${body.uuid}/actions/provision`, deadline);
     const token = ctx.platform.calls.find((c) => c.path === '/oauth/token' && new URLSearchParams(c.body).get('code') === body.oauth_grant.code);
     const milestones = [
@@ -207,7 +212,9 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   const postgres = await postgresVersion(controlUrl);
   const running = await runProcesses(config, createLogger(config.logLevel), ['web', 'worker', 'clock']);
   started(running);
-  const ctx: Context = { running, platform };
+  const caFile = path.join(config.home, 'pgfleet-ca.pem');
+  await writeFile(caFile, running.caCertificate);
+  const ctx: Context = { running, platform, caFile };
 
   console.error('warm-up: first shared provision…');
   const firstShared = await sharedRun(ctx);

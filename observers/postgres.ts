@@ -16,6 +16,8 @@ select pg_is_in_recovery() as in_recovery,
   (select timeline_id from pg_control_checkpoint()) as timeline,
   (select max(age(datfrozenxid)) from pg_database) as oldest_xid_age,
   (select failed_count from pg_stat_archiver) as archiver_failed_count,
+  -- Whether pg_hba.conf makes customers' roles use TLS (pgfleet's has a hostssl line).
+  exists (select from pg_hba_file_rules where type = 'hostssl') as tls_required,
   (select archived_count from pg_stat_archiver) as archiver_archived_count,
   (select last_failed_wal from pg_stat_archiver) as archiver_last_failed_wal,
   (select last_archived_wal from pg_stat_archiver) as archiver_last_archived_wal,

@@ -21,6 +21,7 @@ import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
 import { allTasks } from './tasks.ts';
+import { certificateAuthority } from './tls/authority.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
 
 export type ProcessName = 'web' | 'worker' | 'clock' | 'router';
@@ -34,6 +35,8 @@ export interface Running {
   operatorToken: string;
   sealer: Sealer;
   providers: Record<string, Provider>;
+  /** The deployment's CA certificate (PEM), which customers check their servers' certificates with. */
+  caCertificate: string;
   stop(): Promise<void>;
 }
 
@@ -71,6 +74,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
+  const tls = { authority: await certificateAuthority(pool, sealer), ...config.tls };
   configureIncidents({ stuckAfter: config.paging.stuckAfter, noticeGrace: config.paging.noticeGrace });
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
@@ -83,7 +87,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe }),
+        ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe, tls }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
         ...limitTasks(providers, sealer),
       },
@@ -98,6 +102,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     const clock = new Clock(pool, {
       observeInterval: config.observeInterval,
       observationRetentionDays: config.observationRetentionDays,
+      tlsRenewDays: config.tls.renewDays,
       log: log.child({ process: 'clock' }),
     });
     await clock.start();
@@ -115,7 +120,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => health.stop(), () => router.stop());
   }
   if (processes.includes('web')) {
-    const app = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, host: config.host });
+    const app = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, host: config.host, caCertificate: tls.authority.certificate });
     url = await app.listen({ port: config.port, host: config.host });
     stops.push(() => app.close());
     web = app;
@@ -133,6 +138,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     operatorToken: token,
     sealer,
     providers,
+    caCertificate: tls.authority.certificate,
     async stop() {
       for (const stop of stops.reverse()) await stop();
       await pool.end();

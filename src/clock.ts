@@ -4,10 +4,13 @@ import type { Logger } from './log.ts';
 import { enqueueForLiveEntities } from './queue/jobs.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
+import { enqueueRenewals } from './tls/renewal.ts';
 
 export interface ClockOptions {
   observeInterval: number;
   observationRetentionDays: number;
+  /** Servers whose certificates expire within this many days get a new one (and servers without TLS get it); unset: none. */
+  tlsRenewDays?: number;
   log: Logger;
 }
 
@@ -92,6 +95,11 @@ export class Clock {
       if (await claimPeriod(this.pool, 'enqueue-missing', this.opts.observeInterval)) {
         const n = await enqueueMissing(this.pool);
         if (n > 0) this.opts.log.debug({ enqueued: n }, 'enqueued observations and ticks');
+      }
+      // As often as observations come: the query reads one key of each live server's row.
+      if (this.opts.tlsRenewDays !== undefined && (await claimPeriod(this.pool, 'renew-certificates', this.opts.observeInterval))) {
+        const n = await enqueueRenewals(this.pool, this.opts.tlsRenewDays);
+        if (n > 0) this.opts.log.info({ enqueued: n }, 'asked for certificate renewals');
       }
       if (await claimPeriod(this.pool, 'observe-replicated', REPLICATED_OBSERVE_EVERY_SECONDS)) {
         await enqueueReplicatedObservations(this.pool);

@@ -50,6 +50,13 @@ export interface Config {
   storeEnv: Record<string, string>;
   /** Where a process without `web` serves its /metrics (a worker's job durations); unset: nowhere. */
   metricsPort: number | undefined;
+  tls: TlsConfig;
+}
+
+/** How long servers' TLS certificates live, and how long before they expire they are replaced. */
+export interface TlsConfig {
+  certDays: number;
+  renewDays: number;
 }
 
 /** Where pages go, and how long an entity may stay in a bad state before one does. */
@@ -152,6 +159,19 @@ function storeUrl(env: Env): string | undefined {
   return raw;
 }
 
+/**
+ * 90-day certificates renewed 30 days ahead, as Let's Encrypt does: a renewal that keeps
+ * failing has a month to be noticed before any client sees an expired certificate.
+ */
+function tlsConfig(env: Env): TlsConfig {
+  const certDays = integer(env, 'PGFLEET_TLS_CERT_DAYS', 90, 1, 825);
+  const renewDays = integer(env, 'PGFLEET_TLS_RENEW_DAYS', Math.min(30, certDays - 1), 0, 824);
+  if (renewDays >= certDays) {
+    throw new ConfigError(`PGFLEET_TLS_RENEW_DAYS (${renewDays}) must be less than PGFLEET_TLS_CERT_DAYS (${certDays}), or every certificate would be due as soon as it is made`);
+  }
+  return { certDays, renewDays };
+}
+
 function addonConfig(env: Env): AddonConfig {
   const id = nonEmpty(env, 'ADDON_ID') ?? 'pgfleet';
   if (!/^[a-z][a-z0-9-]{1,49}$/.test(id)) throw new ConfigError('ADDON_ID must be lower-case letters, digits and "-", starting with a letter, such as "pgfleet"');
@@ -210,6 +230,7 @@ export function loadConfig(env: Env = process.env): Config {
     storeUrl: storeUrl(env),
     storeEnv: Object.fromEntries(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION'].flatMap((k) => (env[k] ? [[k, env[k]!]] : []))),
     metricsPort: nonEmpty(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
+    tls: tlsConfig(env),
     paging: {
       webhookUrl: httpUrl(env, 'PAGER_WEBHOOK_URL', undefined),
       routingKey: nonEmpty(env, 'PAGER_ROUTING_KEY') ?? 'pgfleet',

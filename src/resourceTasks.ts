@@ -24,6 +24,7 @@ import {
 import { machineState, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
+import type { TlsOptions } from './tls/renewal.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;
@@ -34,6 +35,8 @@ export interface ResourceTaskOptions {
   addon: Addon;
   configPrefix: string;
   binaries: PgBinaries;
+  /** Tenants are probed as a customer with `sslmode=verify-full` connects: trusting this authority alone. */
+  tls: TlsOptions;
 }
 
 type Outcome = { commit: (client: Client) => Promise<void> };
@@ -117,7 +120,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const primary = withRole(servers, 'primary');
       if (resource.follows) {
         // A follower is a copy: its tenant came with the backup; it must only be able to log in.
-        const probe = await probeTenant(primary.host!, primary.port!, resource.tenant);
+        const probe = await probeTenant(primary.host!, primary.port!, resource.tenant, opts.tls.authority.certificate);
         if (probe.reachable !== 'true') throw new Error(`the follower does not let its tenant in yet: ${probe.error}`);
       } else {
         await createTenant(await superuser(pool, primary), resource.tenant);
@@ -286,7 +289,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const primary = servers.find((s) => s.role === 'primary');
       // Only a primary that is up is worth a login: one that hangs would hold this observation up.
       if ((await machineState(pool, resource.id)) === 'available' && primary?.state === 'available' && primary.host && primary.port) {
-        sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant);
+        sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant, opts.tls.authority.certificate);
       }
       return sources;
     },

@@ -1,6 +1,7 @@
 import { observePooler } from '../observers/pgbouncer.ts';
 import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
+import { observeTls } from '../observers/tls.ts';
 import type { ProbeConfig } from './config.ts';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
@@ -15,6 +16,7 @@ import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent } fr
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
 import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
+import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './tls/renewal.ts';
 
 export type Providers = Record<string, Provider>;
 
@@ -55,7 +57,7 @@ async function refreshServerPool(db: Queryable, providers: Providers, sealer: Se
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
+function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -69,7 +71,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
     },
     async initialize(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.initialize(server);
+      await provider.initialize(server, await issueFor(server, tls));
       return report(job, { type: 'initialized' });
     },
     async start(job, { pool, log }) {
@@ -162,8 +164,14 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
-        sources.postgres = await observePostgres({ host: server.host, port: server.port, password: server.superuserPassword }, probe.timeoutMs);
-        if (server.attrs.pool_port) sources.pgbouncer = await observePooler(server.host, Number(server.attrs.pool_port), server.superuserPassword, probe.timeoutMs);
+        // Side by side: a hung server must not make the observation wait for two timeouts.
+        const poolPort = server.attrs.pool_port ? Number(server.attrs.pool_port) : undefined;
+        const [postgres, tls, pgbouncer] = await Promise.all([
+          observePostgres({ host: server.host, port: server.port, password: server.superuserPassword }, probe.timeoutMs),
+          observeTls(server.host, server.port, probe.timeoutMs),
+          poolPort === undefined ? undefined : observePooler(server.host, poolPort, server.superuserPassword, probe.timeoutMs),
+        ]);
+        Object.assign(sources, { postgres, tls }, pgbouncer ? { pgbouncer } : {});
       }
       // How the probe judged, kept with what it saw: the failed probes in a row, counted here
       // because several observations can come before the machine sees one, and the run that
@@ -198,7 +206,7 @@ function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): Job
  * only record what they see, and the tick that follows shows it to the entity's machine.
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget; probe: ProbeConfig }): Record<string, JobHandler> {
-  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe);
+  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
   const observers = { server: observeServer, resource: observeResource };
   // One queue of task names: a resource task named like a server task would silently replace it.
@@ -208,6 +216,7 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions & { arc
     ...server,
     ...resource,
     backup: backupTask(opts),
+    [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
     async observe(job, ctx) {
       const machine = await machineOf(ctx.pool, job.entityId!);
       if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);

@@ -54,13 +54,13 @@ describe('the pooled URL in the config vars', () => {
 
   it('points at the server\'s pooler, or at the router\'s pool port when routed', () => {
     expect(resourceConfig('PGFLEET', tenant, server(6432), undefined)).toEqual({
-      PGFLEET_URL: 'postgres://u1:p@127.0.0.1:5432/d1',
-      PGFLEET_CONNECTION_POOL_URL: 'postgres://u1:p@127.0.0.1:6432/d1',
+      PGFLEET_URL: 'postgres://u1:p@127.0.0.1:5432/d1?sslmode=require',
+      PGFLEET_CONNECTION_POOL_URL: 'postgres://u1:p@127.0.0.1:6432/d1?sslmode=require',
     });
     expect(resourceConfig('PGFLEET', tenant, server(6432), { host: '127.0.0.1', port: 7000, readOnlyPort: 7001, poolPort: 7002 })).toEqual({
-      PGFLEET_URL: 'postgres://u1:p@127.0.0.1:7000/d1',
-      PGFLEET_READONLY_URL: 'postgres://u1:p@127.0.0.1:7001/d1',
-      PGFLEET_CONNECTION_POOL_URL: 'postgres://u1:p@127.0.0.1:7002/d1',
+      PGFLEET_URL: 'postgres://u1:p@127.0.0.1:7000/d1?sslmode=require',
+      PGFLEET_READONLY_URL: 'postgres://u1:p@127.0.0.1:7001/d1?sslmode=require',
+      PGFLEET_CONNECTION_POOL_URL: 'postgres://u1:p@127.0.0.1:7002/d1?sslmode=require',
     });
   });
 

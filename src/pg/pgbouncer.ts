@@ -96,6 +96,12 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
+/** Make a running pooler read its files again (SIGHUP); none running, nothing to do. */
+export async function reloadPooler(dir: string): Promise<void> {
+  const status = await poolerStatus(dir);
+  if (status.running) signal(status.pid!, 'SIGHUP');
+}
+
 /**
  * pgbouncer processes, one per server, run as the user that runs Postgres (never as root)
  * from files in a directory of the server's own, with a pid file there like postmaster.pid.

@@ -82,17 +82,19 @@ export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: 
     const settings = await client.query<{ max: number; reserved: number }>(
       `select current_setting('max_connections')::int as max, current_setting('superuser_reserved_connections')::int as reserved`,
     );
-    // Tenant databases: every connectable database but the server's own, owned by a login
-    // role that is no superuser. Only SCRAM verifiers: pgbouncer logs in to Postgres with
-    // the client's own SCRAM proof, which needs the very verifier the server holds. Only
-    // plain names (pgfleet's are `d…` and `u…` in hex), which need no quoting in the files.
+    // Tenant databases: every connectable database but the server's own, with the login
+    // role that is no superuser and was granted CONNECT on it (the platform owns tenant
+    // databases; their tenant is the role it let in). Only SCRAM verifiers: pgbouncer logs
+    // in to Postgres with the client's own SCRAM proof, which needs the very verifier the
+    // server holds. Only plain names (pgfleet's are `d…` and `u…` in hex), which need no
+    // quoting in the files.
     const { rows } = await client.query<PoolTenant>(
-      `select d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit"
-       from pg_database d join pg_authid r on r.oid = d.datdba
-       where d.datallowconn and not d.datistemplate and d.datname <> 'postgres'
+      `select distinct on (d.datname) d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit"
+       from pg_database d cross join lateral aclexplode(d.datacl) a join pg_authid r on r.oid = a.grantee
+       where a.privilege_type = 'CONNECT' and d.datallowconn and not d.datistemplate and d.datname <> 'postgres'
          and r.rolcanlogin and not r.rolsuper and r.rolpassword like 'SCRAM-SHA-256$%'
          and d.datname ~ '^[a-z_][a-z0-9_]*$' and r.rolname ~ '^[a-z_][a-z0-9_]*$'
-       order by d.datname`,
+       order by d.datname, r.rolname`,
     );
     return fn({ maxConnections: settings.rows[0]!.max, superuserReserved: settings.rows[0]!.reserved, tenants: rows });
   });
@@ -130,6 +132,8 @@ export interface PoolPlace {
   listenPort: number;
   serverPort: number;
   superuserPassword: string;
+  /** The server's own key and certificate: clients reach the pooler over TLS, as they reach Postgres. */
+  tls?: { keyFile: string; certFile: string };
 }
 
 const quote = (value: string) => `"${value.replace(/"/g, '""')}"`;
@@ -177,6 +181,11 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
     // connects per request; failures and the minutely stats are still logged.
     'log_connections = 0',
     'log_disconnections = 0',
+    // Tenants reach Postgres over TLS only (pg_hba hostssl), through the pooler too: the
+    // pooler takes TLS with the server's own certificate and speaks TLS to the server.
+    ...(place.tls
+      ? ['client_tls_sslmode = require', `client_tls_key_file = ${place.tls.keyFile}`, `client_tls_cert_file = ${place.tls.certFile}`, 'client_tls_protocols = secure', 'server_tls_sslmode = require']
+      : []),
     `pidfile = ${place.dir}/pgbouncer.pid`,
     `logfile = ${place.dir}/pgbouncer.log`,
     '',

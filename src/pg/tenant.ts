@@ -28,8 +28,13 @@ export function tenantPassword(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/**
+ * `sslmode=require`: the server takes tenants over TLS only, and every libpq client
+ * (psql, Python's psycopg, Ruby's pg) encrypts without needing pgfleet's CA. A client that
+ * also checks the certificate adds `sslmode=verify-full` and the CA (README, "TLS").
+ */
 export function tenantUrl(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>): string {
-  return `postgres://${tenant.role}:${encodeURIComponent(tenant.password)}@${host}:${port}/${tenant.database}`;
+  return `postgres://${tenant.role}:${encodeURIComponent(tenant.password)}@${host}:${port}/${tenant.database}?sslmode=require`;
 }
 
 /**
@@ -203,9 +208,23 @@ export async function thawTenant(target: SuperuserTarget, tenant: Pick<Tenant, '
   await asSuperuser(target, 'postgres', (client) => client.query(`alter role ${ident(tenant.role)} login`));
 }
 
-/** Whether the tenant itself can log in and run a query: what its customer sees. */
-export async function probeTenant(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, timeoutMs = 2000): Promise<Record<string, string>> {
-  const client = new pg.Client({ host, port, user: tenant.role, password: tenant.password, database: tenant.database, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'pgfleet-observer' });
+/**
+ * Whether the tenant itself can log in and run a query: what its customer sees, over TLS
+ * and checking the server's certificate against pgfleet's authority (`ca`), as a customer
+ * with `sslmode=verify-full` does.
+ */
+export async function probeTenant(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, ca: string, timeoutMs = 2000): Promise<Record<string, string>> {
+  const client = new pg.Client({
+    host,
+    port,
+    user: tenant.role,
+    password: tenant.password,
+    database: tenant.database,
+    ssl: { ca },
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: 'pgfleet-observer',
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -4,13 +4,15 @@ import path from 'node:path';
 import { controlDataDir } from '../control.ts';
 import type { PgCluster } from '../pg/cluster.ts';
 import { privateMemory } from '../pg/memory.ts';
-import { stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
+import { reloadPooler, stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
 import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
 import { freePort } from '../pg/ports.ts';
 import { primaryConninfo } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
+import type { KeyedCertificate } from '../tls/certificates.ts';
+import { CERT_FILE, KEY_FILE, PG_HBA, TLS_DIR, TLS_SETTINGS } from '../tls/postgres.ts';
 import type { Placement, Provider, Rejoined, ServerRecord } from './provider.ts';
 
 /** Bytes under a directory, for the data directory size observation. */
@@ -74,7 +76,9 @@ export class LocalProvider implements Provider {
     const dir = serverPoolDir(this.home, server.id);
     const pooler = this.pooler;
     await withPoolCatalog({ host: server.host ?? '127.0.0.1', port, password: server.superuserPassword }, async (catalog) => {
-      const changed = await pooler.configure(dir, poolFiles({ dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword }, catalog));
+      const tls = path.join(this.home, 'servers', server.id, TLS_DIR);
+      const place = { dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword, tls: { keyFile: path.join(tls, KEY_FILE), certFile: path.join(tls, CERT_FILE) } };
+      const changed = await pooler.configure(dir, poolFiles(place, catalog));
       await pooler.start(dir, poolPort, changed);
     });
   }
@@ -119,6 +123,7 @@ export class LocalProvider implements Provider {
       restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
       primary_conninfo: quoted(conninfo),
       recovery_target_timeline: quoted('latest'),
+      ...TLS_SETTINGS,
       ...(await this.archiveSettings(server)),
     };
   }
@@ -150,6 +155,7 @@ export class LocalProvider implements Provider {
         throw new Error(`${(err as Error).message}; and rebuilding from the archive failed: ${(restoreErr as Error).message}`);
       });
     }
+    await this.writeHba(dataDir);
     await this.cluster.start(dataDir);
     return how;
   }
@@ -188,15 +194,47 @@ export class LocalProvider implements Provider {
     return { host: '127.0.0.1', port: await freePort(), attrs };
   }
 
-  async initialize(server: ServerRecord): Promise<void> {
+  async initialize(server: ServerRecord, certificate: KeyedCertificate): Promise<void> {
     const { dataDir, port } = this.placed(server);
-    if (server.attrs.follows) return this.restoreFollower(server, dataDir, port);
-    // So that pg_rewind can bring it back as a standby after a failover: hint bits in the
-    // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes. A shared
-    // server's max_connections is its tenants' connection budget (src/placement.ts).
-    const settings: Record<string, string> = { ...REWINDABLE, ...(await this.archiveSettings(server)) };
-    if (server.attrs.max_connections) settings.max_connections = server.attrs.max_connections;
-    await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings });
+    // Before the cluster: a cluster whose settings name TLS files cannot start without them.
+    await this.installCertificate(server, certificate);
+    if (server.attrs.follows) await this.restoreFollower(server, dataDir, port);
+    else {
+      // So that pg_rewind can bring it back as a standby after a failover: hint bits in the
+      // WAL, and WAL kept past the checkpoints the rewind's own crash recovery makes. A shared
+      // server's max_connections is its tenants' connection budget (src/placement.ts).
+      const settings: Record<string, string> = { ...REWINDABLE, ...TLS_SETTINGS, ...(await this.archiveSettings(server)) };
+      if (server.attrs.max_connections) settings.max_connections = server.attrs.max_connections;
+      await this.cluster.init({ dataDir, port, superuserPassword: server.superuserPassword, settings });
+    }
+    await this.writeHba(dataDir);
+  }
+
+  /**
+   * Each file is written aside and renamed into place, so Postgres, whenever it reads them
+   * (a start, a reload), finds a whole key and a whole certificate; the key first, so the
+   * window in which the two do not match is the one between two renames.
+   */
+  async installCertificate(server: ServerRecord, certificate: KeyedCertificate): Promise<void> {
+    const dir = path.join(this.home, 'servers', server.id, TLS_DIR);
+    await this.cluster.ensureOwnedDir(path.dirname(dir));
+    await this.cluster.ensureOwnedDir(dir);
+    for (const [name, content] of [[KEY_FILE, certificate.key], [CERT_FILE, certificate.certificate]] as const) {
+      const file = path.join(dir, name);
+      await this.cluster.writeOwnedFile(`${file}.new`, content);
+      await fs.rename(`${file}.new`, file);
+    }
+    // The pooler serves the same certificate: a reload makes it read the new one.
+    await reloadPooler(serverPoolDir(this.home, server.id));
+  }
+
+  async requireTls(server: ServerRecord): Promise<void> {
+    await this.writeHba(this.placed(server).dataDir);
+  }
+
+  /** A copy carries its leader's pg_hba.conf, which may be older than TLS: each server gets pgfleet's own. */
+  private async writeHba(dataDir: string): Promise<void> {
+    await this.cluster.writeOwnedFile(path.join(dataDir, 'pg_hba.conf'), PG_HBA);
   }
 
   async start(server: ServerRecord): Promise<void> {

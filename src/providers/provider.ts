@@ -1,3 +1,5 @@
+import type { KeyedCertificate } from '../tls/certificates.ts';
+
 /** A server as a provider sees it. */
 export interface ServerRecord {
   id: string;
@@ -30,8 +32,21 @@ export interface Provider {
   readonly name: string;
   /** Decide where the server lives. Repeating it for a placed server returns the same place. */
   provision(server: ServerRecord): Promise<Placement>;
-  /** Create the cluster if it does not exist yet. */
-  initialize(server: ServerRecord): Promise<void>;
+  /**
+   * Create the cluster if it does not exist yet, speaking TLS with `certificate` (written
+   * again when the cluster exists: initializing twice is fine).
+   */
+  initialize(server: ServerRecord, certificate: KeyedCertificate): Promise<void>;
+  /**
+   * Put a new key and certificate where the server reads them, replacing the old ones; a
+   * running server serves them from its next configuration reload.
+   */
+  installCertificate(server: ServerRecord, certificate: KeyedCertificate): Promise<void>;
+  /**
+   * Let customers' roles connect over TLS only (pg_hba.conf), from the next configuration
+   * reload. Only for a server that serves TLS: others would let no customer in.
+   */
+  requireTls(server: ServerRecord): Promise<void>;
   /** Start it and wait until it accepts connections; a running server is left alone. */
   start(server: ServerRecord): Promise<void>;
   /** Bring back a server that is down or hung. */

@@ -9,6 +9,7 @@ import type { Sealer } from '../sealer.ts';
 import { operatorApi } from './api.ts';
 import { consoleUi, LIVE_SCRIPT_HASH } from './console.ts';
 import { herokuApi } from './heroku.ts';
+import { tlsRoutes } from './tls.ts';
 
 export interface WebOptions {
   pool: Pool;
@@ -22,6 +23,8 @@ export interface WebOptions {
   host: string;
   /** Where servers archive: the API lists backups from it. */
   archive: ArchiveTarget;
+  /** pgfleet's CA certificate (PEM), handed to customers who check their server's certificate. */
+  caCertificate: string;
 }
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -178,6 +181,7 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
   app.register(operatorApi(opts), { prefix: '/api' });
   app.register(herokuApi(opts));
   app.register(consoleUi(opts));
+  app.register(tlsRoutes(opts));
   return app;
 }
 

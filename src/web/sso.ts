@@ -15,6 +15,7 @@ const SSO_WINDOW_SECONDS = 5 * 60;
 /** Heroku's nav-data is base64 JSON; anything else is not kept. */
 const NAV_DATA = /^[A-Za-z0-9+/=._-]{1,4096}$/;
 const GONE = new Set(['deleted', 'deprovisioning']);
+import { renderTlsSection } from './tls.ts';
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
@@ -37,7 +38,7 @@ function notices(list: CustomerNotice[]): string {
   return list.map((n) => `<p><b>${escapeHtml(n.subject)}</b> <span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span><br>${escapeHtml(n.body)}</p>`).join('');
 }
 
-export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[], csrfInput: string): string {
+export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[], csrfInput: string, caCertificate: string): string {
   const url = resource.config[`${prefix}_URL`];
   const parsed = url ? new URL(url) : undefined;
   const connection = parsed
@@ -58,6 +59,7 @@ export function renderResourcePage(resource: ResourceView & { transitions: Trans
      <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>
+     <section><h2>TLS</h2>${renderTlsSection(caCertificate, `${prefix}_URL`)}</section>
      <section><h2>Notices</h2>${notices(notifications)}</section>
      <section><h2>Recent events</h2>${events(resource.transitions)}</section></main>`,
   );
@@ -167,7 +169,7 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!resource || GONE.has(resource.state)) throw new HttpError(404, 'this database no longer exists');
       const notices = await listNotifications(opts.pool, id);
-      return reply.type('text/html').header('cache-control', 'no-store').send(renderResourcePage(resource, prefix, notices, csrfField(session)));
+      return reply.type('text/html').header('cache-control', 'no-store').send(renderResourcePage(resource, prefix, notices, csrfField(session), opts.caCertificate));
     });
 
     app.post('/sso/logout', async (req, reply) => {

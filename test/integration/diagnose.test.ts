@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { addonFetch, startSystem, type System } from '../support/system.ts';
+import { verifyFull } from '../support/tls.ts';
 
 
 describe('info and diagnose of a customer database', () => {
@@ -26,7 +27,7 @@ describe('info and diagnose of a customer database', () => {
   });
 
   const connect = async () => {
-    const c = new pg.Client({ connectionString: url });
+    const c = new pg.Client({ connectionString: verifyFull(url, system.caFile) });
     c.on('error', () => undefined);
     await c.connect();
     clients.push(c);

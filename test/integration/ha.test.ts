@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
+import { verifyFull } from '../support/tls.ts';
 import { clusterPids, NumberedWriter, running, signalAll } from '../support/writer.ts';
 
 describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 }, () => {
@@ -66,7 +67,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
   /** Make a fault under writes through the resource's URL; resolve once writes resumed. */
   async function underWrites(url: string, table: string, fault: () => Promise<void>): Promise<NumberedWriter> {
     await psql(url, `create table ${table} (n int primary key)`);
-    const writer = new NumberedWriter(url, table);
+    const writer = new NumberedWriter(verifyFull(url, system.caFile), table);
     writer.start();
     try {
       await waitFor('some commits', async () => writer.acknowledged.length > 50, 10_000, 5);
@@ -98,7 +99,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     // Freeze the standby (its postmaster and every child, the WAL receiver too): a commit now
     // waits instead of being acknowledged by the primary alone.
     const pids = await clusterPids(dataDir(standby.id));
-    const client = new pg.Client({ connectionString: url });
+    const client = new pg.Client({ connectionString: verifyFull(url, system.caFile) });
     await client.connect();
     let acknowledged = false;
     signalAll(pids, 'SIGSTOP');
@@ -231,7 +232,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     // The old primary comes back as the new primary's synchronous standby, with every row.
     const { primary, standby: back } = await rejoined(ha.uuid, ha.url, oldPrimary.id);
     expect(primary.id).toBe(standby.id);
-    expect(await writer.missing(serverUrl(ha.url, back.port))).toEqual([]);
+    expect(await writer.missing(verifyFull(serverUrl(ha.url, back.port), system.caFile))).toEqual([]);
     const { rows } = await db.pool.query<{ event: string }>(`select event from transitions where entity_id = $1 order by id`, [oldPrimary.id]);
     expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['fence', 'fenced', 'rejoin', 'rejoined']));
 
@@ -263,7 +264,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     // The fence killed every process of the hung server, frozen as they were.
     expect(await Promise.all(pids.map(running))).toEqual(pids.map(() => false));
     const { standby: back } = await rejoined(ha.uuid, ha.url, hung.id);
-    expect(await writer.missing(serverUrl(ha.url, back.port))).toEqual([]);
+    expect(await writer.missing(verifyFull(serverUrl(ha.url, back.port), system.caFile))).toEqual([]);
   });
 
   it('rebuilds a failed primary whose data directory is lost from a backup of the new primary', async () => {

@@ -5,12 +5,18 @@ import { ssoToken } from '../../src/web/sso.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { ADDON_BASIC, ADDON_PASSWORD, adminUrl, psql, startSystem, type System } from '../support/system.ts';
+import { verifyFull } from '../support/tls.ts';
 
 const SSO_SALT = 'sso-salt-0123456789abcdef';
+/** The CA the system under test hands out, saved to a file; set once the system runs. */
+let caFile: string;
 
-/** Through node-postgres, as an app would. */
+/**
+ * Through node-postgres, as an app would: a customer's URL (it says `sslmode`) checking the
+ * server's certificate against pgfleet's CA, a server's superuser URL as it is.
+ */
 async function nodePg<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({ connectionString: new URL(url).searchParams.has('sslmode') ? verifyFull(url, caFile) : url, connectionTimeoutMillis: 5000 });
   await client.connect();
   try {
     return (await client.query<T>(sql, params)).rows;
@@ -43,6 +49,7 @@ describe('the Heroku add-on API hands out working databases', () => {
       HEROKU_ID_URL: platform.url,
       PGFLEET_ANSWER_WITHIN: '20',
     });
+    caFile = system.caFile;
   });
   afterAll(async () => {
     await system?.stop();
@@ -103,7 +110,7 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(res.body.id).toBe(body.uuid);
     expect(Object.keys(res.body.config)).toEqual(['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL']);
     const url = res.body.config.PGFLEET_URL as string;
-    expect(url).toMatch(/^postgres:\/\/u[0-9a-f]{16}:[A-Za-z0-9_-]{43}@127\.0\.0\.1:\d+\/d[0-9a-f]{16}$/);
+    expect(url).toMatch(/^postgres:\/\/u[0-9a-f]{16}:[A-Za-z0-9_-]{43}@127\.0\.0\.1:\d+\/d[0-9a-f]{16}\?sslmode=require$/);
     shared = { id: body.uuid, url };
 
     await psql(url, 'create table notes (id serial primary key, body text); insert into notes (body) values ($$from psql$$)');
@@ -241,7 +248,7 @@ describe('the Heroku add-on API hands out working databases', () => {
 
     // A writer keeps committing while the database moves: every acknowledged row must arrive.
     await nodePg(shared.url, 'create table acked (n int primary key)');
-    const writer = new pg.Client({ connectionString: shared.url });
+    const writer = new pg.Client({ connectionString: verifyFull(shared.url, caFile) });
     writer.on('error', () => undefined);
     await writer.connect();
     const acknowledged: number[] = [];

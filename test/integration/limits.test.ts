@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { recordUsage } from '../../src/limits.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 import { addonFetch, psql, useSystem } from '../support/system.ts';
+import { verifyFull } from '../support/tls.ts';
 
 /** The plan's limits on a shared server, held by the running system from outside the tenant's sessions. */
 describe('plan limits on a shared server', () => {
@@ -72,7 +73,7 @@ describe('connections on shared servers', () => {
   }
 
   async function hold(url: string, n: number): Promise<pg.Client[]> {
-    const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 }));
+    const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: verifyFull(url, ctx.system.caFile), connectionTimeoutMillis: 10_000 }));
     for (const c of clients) c.on('error', () => undefined);
     const results = await Promise.allSettled(clients.map((c) => c.connect()));
     const failed = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));

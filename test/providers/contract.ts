@@ -1,7 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { servedCertificate } from '../../observers/tls.ts';
 import type { Provider, ServerRecord } from '../../src/providers/provider.ts';
+import { createAuthority, issueServerCertificate, type KeyedCertificate } from '../../src/tls/certificates.ts';
+import { certificateHosts } from '../../src/tls/postgres.ts';
+import { waitFor } from '../support/db.ts';
 
 export interface ProviderHarness {
   provider: Provider;
@@ -24,10 +28,15 @@ async function select1(server: ServerRecord): Promise<number> {
 export function providerContract(name: string, make: () => Promise<ProviderHarness>): void {
   describe(`provider contract: ${name}`, () => {
     let h: ProviderHarness;
+    let ca: KeyedCertificate;
+    const issue = () => issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 });
+    const serial = (cert: KeyedCertificate) => new X509Certificate(cert.certificate).serialNumber;
+    const served = async () => (await servedCertificate(server.host!, server.port!, 5000)).serialNumber;
     const server: ServerRecord = { id: randomUUID(), provider: name, host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
 
     beforeAll(async () => {
       h = await make();
+      ca = await createAuthority();
     });
     afterAll(async () => {
       await h?.provider.destroy(server).catch(() => undefined);
@@ -42,14 +51,15 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
     });
 
     it('initializes, and initializing again leaves the cluster as it is', async () => {
-      await h.provider.initialize(server);
+      const certificate = await issue();
+      await h.provider.initialize(server, certificate);
       await h.provider.start(server);
       const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
       await client.connect();
       await client.query('create table precious (v text)');
       await client.query('insert into precious values ($1)', ['only copy']);
       await client.end();
-      await h.provider.initialize(server);
+      await h.provider.initialize(server, await issue());
       await h.provider.start(server);
       const again = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
       await again.connect();
@@ -68,6 +78,33 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       } finally {
         await client.end();
       }
+    });
+
+    it('serves its certificate to clients that check it against the CA, and a new one after a reload', async () => {
+      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres', ssl: { ca: ca.certificate } });
+      await client.connect();
+      expect((await client.query<{ ssl: boolean }>('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0]!.ssl).toBe(true);
+      const next = await issue();
+      await h.provider.installCertificate(server, next);
+      await client.query('select pg_reload_conf()');
+      await waitFor('the new certificate to be served', async () => (await served()) === serial(next), 10_000);
+      // The session that was open goes on; its TLS session was made with the old certificate.
+      expect((await client.query<{ n: number }>('select 1 as n')).rows[0]!.n).toBe(1);
+      await client.end();
+    });
+
+    it('lets customers\' roles in over TLS only', async () => {
+      const admin = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      await admin.connect();
+      await admin.query("create role app login password 'app-password-0123456789'");
+      await h.provider.requireTls(server);
+      await admin.query('select pg_reload_conf()');
+      await admin.end();
+      const app = (ssl: pg.ClientConfig['ssl']) => new pg.Client({ host: server.host!, port: server.port!, user: 'app', password: 'app-password-0123456789', database: 'postgres', ssl });
+      await expect(app(false).connect()).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
+      const tls = app({ ca: ca.certificate });
+      await tls.connect();
+      await tls.end();
     });
 
     it('refuses connections without the password', async () => {

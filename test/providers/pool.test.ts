@@ -4,7 +4,6 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observePooler } from '../../observers/pgbouncer.ts';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
@@ -13,7 +12,10 @@ import { findPgbouncer, Pgbouncer, poolerStatus } from '../../src/pg/pgbouncer.t
 import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
 import { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
+import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
+import { certificateHosts } from '../../src/tls/postgres.ts';
 import { psql } from '../support/system.ts';
+import { caClient } from '../support/tls.ts';
 
 function refused(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -29,6 +31,7 @@ function refused(port: number): Promise<boolean> {
 describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () => {
   let home: string;
   let provider: LocalProvider;
+  let caPem: string;
   const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
   const tenant = (): Tenant => ({ ...tenantNames(), password: tenantPassword(), connectionLimit: 5, statementTimeoutMs: 30_000, sizeLimitBytes: 0, memoryLimitBytes: 0 });
   const a = tenant();
@@ -42,7 +45,9 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const cluster = new PgCluster(findPgBinaries(process.env.PG_BIN), pgIdentity());
     provider = new LocalProvider(home, cluster, undefined, new Pgbouncer(findPgbouncer(undefined)!, cluster));
     Object.assign(server, await provider.provision(server));
-    await provider.initialize(server);
+    const ca = await createAuthority();
+    caPem = ca.certificate;
+    await provider.initialize(server, await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }));
     await provider.start(server);
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     await createTenant(target, a);
@@ -61,7 +66,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const owner = (await fs.stat(`/proc/${pid}`)).uid;
     expect(owner).toBe(pgIdentity()?.uid ?? process.getuid!());
     expect(await psql(pooled(a), 'select current_user || \' \' || current_database()')).toBe(`${a.role} ${a.database}`);
-    const client = new pg.Client({ connectionString: pooled(b) });
+    const client = caClient(pooled(b), caPem);
     await client.connect();
     expect((await client.query('select $1::int + 1 as n', [41])).rows[0].n).toBe(42);
     await client.end();

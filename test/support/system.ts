@@ -23,6 +23,8 @@ export const ADDON_BASIC = `Basic ${Buffer.from(`pgfleet:${ADDON_PASSWORD}`).toS
 export interface System {
   config: Config;
   running: Running;
+  /** The CA certificate the system hands out, saved to a file as a customer would save it. */
+  caFile: string;
   api(method: string, route: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
@@ -44,9 +46,12 @@ export async function startSystem(databaseUrl: string, processes: ProcessName[] 
     ...env,
   });
   const running = await runProcesses(config, createLogger(config.logLevel), processes);
+  const caFile = path.join(home, 'pgfleet-ca.pem');
+  await fs.writeFile(caFile, running.caCertificate);
   return {
     config,
     running,
+    caFile,
     async api(method, route, body, headers = {}) {
       const res = await fetch(`${running.url}${route}`, {
         method,
