@@ -17,6 +17,7 @@ import { Sealer } from './sealer.ts';
 import { configureIncidents, incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
 import { limitTasks } from './limits.ts';
+import { archiveRetentionTasks } from './wal/retention.ts';
 import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
@@ -90,6 +91,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
         ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe, tls }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
         ...limitTasks(providers, sealer),
+        ...archiveRetentionTasks(archive, config.archiveRetentionSeconds),
       },
       journal: incidentJournal,
       jobDuration: metrics.jobDuration,

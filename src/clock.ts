@@ -1,7 +1,9 @@
 import { schedule, type ScheduledTask } from 'node-cron';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import { enqueueForLiveEntities } from './queue/jobs.ts';
+import { enqueueForLiveEntities, enqueueUnlessQueued } from './queue/jobs.ts';
+import { retireEmptySharedServers } from './placement.ts';
+import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
 import { enqueueRenewals } from './tls/renewal.ts';
@@ -57,6 +59,9 @@ export async function enqueueReplicatedObservations(db: Queryable): Promise<numb
   return rowCount ?? 0;
 }
 
+/** How often empty shared servers beyond the region's spare are retired. */
+export const RETIRE_EVERY_SECONDS = 10;
+
 /**
  * Every job leaves two dead rows (its claim and its deletion). Left to autovacuum, which
  * looks once a minute by default, a million-job soak at 5k jobs/s piled up 600k dead rows
@@ -106,6 +111,13 @@ export class Clock {
       }
       if (await claimPeriod(this.pool, 'enforce-limits', ENFORCE_EVERY_SECONDS)) {
         await enqueueEnforcement(this.pool, queueForTask('enforce'));
+      }
+      if (await claimPeriod(this.pool, 'retire-shared-servers', RETIRE_EVERY_SECONDS)) {
+        const retired = await retireEmptySharedServers(this.pool);
+        if (retired.length > 0) this.opts.log.info({ retired }, 'retired empty shared servers beyond the spare');
+      }
+      if (await claimPeriod(this.pool, 'prune-archives', PRUNE_ARCHIVES_EVERY_SECONDS)) {
+        await enqueueUnlessQueued(this.pool, 'prune_archives', 'default', [{}]);
       }
       if (await claimPeriod(this.pool, 'vacuum-jobs', VACUUM_JOBS_EVERY_SECONDS)) {
         await vacuumJobs(this.pool);

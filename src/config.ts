@@ -33,6 +33,8 @@ export interface Config {
   /** Seconds a claimed job may run before another worker may take it again. */
   jobLease: number;
   observationRetentionDays: number;
+  /** Seconds a deleted server's WAL archive and backups are kept before they are removed. */
+  archiveRetentionSeconds: number;
   pgBin: string | undefined;
   /** The pgbouncer binary; unset: the one on the PATH (or /usr/sbin), else no poolers. */
   pgbouncerBin: string | undefined;
@@ -220,6 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
     sharedMaxConnections: integer(env, 'PGFLEET_SHARED_MAX_CONNECTIONS', 300, 40, 10_000),
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
+    archiveRetentionSeconds: integer(env, 'PGFLEET_ARCHIVE_RETENTION_SECONDS', 7 * 86_400, 1, 10 * 365 * 86_400),
     pgBin: nonEmpty(env, 'PG_BIN'),
     pgbouncerBin: nonEmpty(env, 'PGBOUNCER_BIN'),
     encryptionKey: encryptionKey(env),

@@ -1,6 +1,7 @@
-import type { Queryable } from './db.ts';
+import { transaction, type Pool, type Queryable } from './db.ts';
 import { PLANS, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
 import type { Sealer } from './sealer.ts';
+import { sendEvent } from './runner.ts';
 import { insertFollower, insertServer, requestBackup } from './servers.ts';
 import { PLATFORM_LOGIN_SLOTS } from './pg/tenant.ts';
 
@@ -125,4 +126,35 @@ export async function roomToResize(db: Queryable, resourceId: string, plan: Plan
 
 export async function linkServer(db: Queryable, resourceId: string, serverId: string, role: 'primary' | 'standby' | 'target' | 'former'): Promise<void> {
   await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resourceId, serverId, role]);
+}
+
+/**
+ * Empty shared servers of a region beyond one spare go: deprovisioning empties shared
+ * servers, and they used to run for ever. Placement and this take the same region lock, and
+ * the machine row is locked before the links are counted, so a tenant placed meanwhile is
+ * either seen (and the server kept) or waits and finds the server deleting. The oldest empty
+ * one stays as the region's spare. Returns the servers asked to go.
+ */
+export async function retireEmptySharedServers(pool: Pool): Promise<string[]> {
+  const { rows: regions } = await pool.query<{ region: string }>(`select distinct region from servers where tenancy = 'shared'`);
+  const retired: string[] = [];
+  for (const { region } of regions) {
+    retired.push(
+      ...(await transaction(pool, async (client) => {
+        await lockRegion(client, region);
+        const { rows } = await client.query<{ id: string }>(
+          `select s.id from servers s join machines m on m.entity_id = s.id
+           where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state = 'available'
+             and not exists (select 1 from resource_servers rs where rs.server_id = s.id)
+           order by s.created_at
+           for update of m`,
+          [region],
+        );
+        const extra = rows.slice(1).map((r) => r.id);
+        for (const id of extra) await sendEvent(client, id, { type: 'delete' });
+        return extra;
+      })),
+    );
+  }
+  return retired;
 }

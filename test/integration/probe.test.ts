@@ -229,7 +229,7 @@ describe('the web process after the outside probe', () => {
 
     it('lists every config var a plan hands out in the manifest', () => {
       const manifest = addonManifest({ ...system.config.addon, password: 'p', ssoSalt: 's' }, 5000) as { api: { config_vars: string[] } };
-      expect(manifest.api.config_vars).toEqual(['PGFLEET_URL', 'PGFLEET_READONLY_URL']);
+      expect(manifest.api.config_vars).toEqual(['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL']);
     });
   });
 
