@@ -8,7 +8,7 @@ import { createPool, type Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { migrate } from './migrate.ts';
 import { findPgBinaries } from './pg/binaries.ts';
-import { PgCluster, pgIdentity } from './pg/cluster.ts';
+import { controlIdentity, PgCluster, pgIdentity } from './pg/cluster.ts';
 import { findPgbouncer, Pgbouncer } from './pg/pgbouncer.ts';
 import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
@@ -45,6 +45,11 @@ export function localCluster(config: Config, binaries = findPgBinaries(config.pg
   return new PgCluster(binaries, pgIdentity(config.pgUser));
 }
 
+/** The embedded control database's own cluster, run by a user of its own (src/pg/cluster.ts controlIdentity). */
+export function controlCluster(config: Config, binaries = findPgBinaries(config.pgBin)): PgCluster {
+  return new PgCluster(binaries, controlIdentity(config.controlPgUser, pgIdentity(config.pgUser)));
+}
+
 /**
  * The pgbouncer that runs in front of every server, looked for once at start-up. Without
  * one pgfleet still runs: its servers get no pooler and its databases no pooled URL.
@@ -63,7 +68,7 @@ function pooler(config: Config, cluster: PgCluster, log: Logger): Pgbouncer | un
 export async function runProcesses(config: Config, log: Logger, processes: ProcessName[]): Promise<Running> {
   const binaries = findPgBinaries(config.pgBin);
   const cluster = localCluster(config, binaries);
-  const databaseUrl = config.databaseUrl ?? (await startEmbeddedControl(config.home, cluster));
+  const databaseUrl = config.databaseUrl ?? (await startEmbeddedControl(config.home, controlCluster(config, binaries)));
   const pool = createPool(databaseUrl, config.concurrency + 5);
   await migrate(pool);
   const archive = {

@@ -1,4 +1,4 @@
-import { runProcesses, localCluster, type ProcessName } from './app.ts';
+import { controlCluster, runProcesses, localCluster, type ProcessName } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { addonSecrets, existingOperatorToken } from './control.ts';
 import { addonManifest } from './manifest.ts';
@@ -290,7 +290,7 @@ async function jobs(config: Config, args: string[], json: boolean): Promise<numb
 }
 
 async function down(config: Config): Promise<number> {
-  const stopped = await stopLocalClusters(config.home, localCluster(config));
+  const stopped = await stopLocalClusters(config.home, localCluster(config), controlCluster(config));
   for (const dir of stopped) process.stdout.write(`stopped ${dir}\n`);
   process.stdout.write(`${stopped.length} Postgres server${stopped.length === 1 ? '' : 's'} stopped under ${config.home}\n`);
   return 0;

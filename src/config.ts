@@ -42,6 +42,8 @@ export interface Config {
   encryptionKey: Buffer | undefined;
   /** The unprivileged user that runs Postgres when pgfleet runs as root. */
   pgUser: string | undefined;
+  /** The user that runs the embedded control database when pgfleet runs as root: not `pgUser`. */
+  controlPgUser: string;
   logLevel: string;
   logFormat: LogFormat;
   addon: AddonConfig;
@@ -227,6 +229,7 @@ export function loadConfig(env: Env = process.env): Config {
     pgbouncerBin: nonEmpty(env, 'PGBOUNCER_BIN'),
     encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
+    controlPgUser: nonEmpty(env, 'PGFLEET_CONTROL_PG_USER') ?? 'pgfleet-control',
     logLevel,
     logFormat,
     addon: addonConfig(env),

@@ -35,6 +35,26 @@ export function pgIdentity(preferred?: string): PgIdentity | undefined {
   throw new Error(`pgfleet runs as root and Postgres will not: create the user ${candidates.join(' or ')} or set PGFLEET_PG_USER to an unprivileged user`);
 }
 
+/**
+ * The control database runs as a user of its own, never as the one that runs customers'
+ * servers: a server's processes (its superuser reads files with pg_read_file) must not be
+ * able to read the control database's files, which hold every credential, sealed or not.
+ * When we are root and the user does not exist, it is made as a system user, as a package
+ * would; when we are not root, there is only ourselves (and the README says so).
+ */
+export function controlIdentity(name: string, serverUser: PgIdentity | undefined): PgIdentity | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const id = (flag: string) => Number(execFileSync('id', [flag, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+  try {
+    id('-u');
+  } catch {
+    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
+  }
+  const identity = { user: name, uid: id('-u'), gid: id('-g') };
+  if (identity.uid === serverUser?.uid) throw new Error(`PGFLEET_CONTROL_PG_USER (${name}) is the user that runs customers' servers: give the control database a user of its own`);
+  return identity;
+}
+
 export interface ClusterSpec {
   dataDir: string;
   port: number;
@@ -65,6 +85,16 @@ export class PgCluster {
       maxBuffer: 16 * 1024 * 1024,
     });
     return stdout;
+  }
+
+  /**
+   * A stopped cluster another user left (an older pgfleet ran the control database as the
+   * servers' user) becomes this cluster's user's, with everything beside it in its parent.
+   */
+  async adopt(dataDir: string): Promise<void> {
+    if (!this.identity || !existsSync(dataDir)) return;
+    if ((await fs.stat(dataDir)).uid === this.identity.uid || (await this.status(dataDir)).running) return;
+    await run('chown', ['-R', `${this.identity.uid}:${this.identity.gid}`, path.dirname(dataDir)]);
   }
 
   /** A directory the Postgres user owns (when we are root) and can reach. */

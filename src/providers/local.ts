@@ -42,6 +42,16 @@ function leaderOf(server: ServerRecord): { host: string; port: number } {
 /** How long a follower's initialization waits for its leader's first base backup. */
 const FOLLOWER_BACKUP_WAIT_MS = 90_000;
 
+/**
+ * What a server's archiver reads: the store and its prefix, and the store's credentials
+ * only when the store needs them (S3). A directory store needs none, and a secret is
+ * written only where it is used: the S3 keys had been in every server's file.
+ */
+function archiverConfig(archive: ArchiveTarget, prefix: string): string {
+  const needsCredentials = archive.storeUrl.startsWith('s3://');
+  return JSON.stringify({ store: archive.storeUrl, prefix, ...(needsCredentials && archive.env ? { env: archive.env } : {}) });
+}
+
 /** A postgresql.conf string value. */
 const quoted = (value: string) => `'${value.replace(/'/g, "''")}'`;
 
@@ -115,7 +125,7 @@ export class LocalProvider implements Provider {
     const dir = path.join(this.home, 'servers', server.id);
     await this.cluster.ensureOwnedDir(dir);
     const restoreConfig = path.join(dir, 'restore.json');
-    await this.cluster.writeOwnedFile(restoreConfig, JSON.stringify({ store: this.archive!.storeUrl, prefix, env: this.archive!.env }));
+    await this.cluster.writeOwnedFile(restoreConfig, archiverConfig(this.archive!, prefix));
     const bundle = await archiverBundle(this.home);
     const conninfo = primaryConninfo(leaderOf(server), server.superuserPassword, server.id);
     return {
@@ -170,7 +180,7 @@ export class LocalProvider implements Provider {
     await this.cluster.ensureOwnedDir(dir);
     if (this.archive.storeUrl.startsWith('file://')) await this.cluster.ensureOwnedDir(new URL(this.archive.storeUrl).pathname);
     const config = path.join(dir, 'archive.json');
-    await this.cluster.writeOwnedFile(config, JSON.stringify({ store: this.archive.storeUrl, prefix: `servers/${server.id}`, env: this.archive.env }));
+    await this.cluster.writeOwnedFile(config, archiverConfig(this.archive, `servers/${server.id}`));
     const bundle = await archiverBundle(this.home);
     const command = `"${process.execPath}" "${bundle}" wal-push "%p" --config "${config}"`;
     return { archive_mode: 'on', archive_command: quoted(command), archive_timeout: quoted('60s') };
@@ -283,7 +293,7 @@ export class LocalProvider implements Provider {
 }
 
 /** Stop every cluster under PGFLEET_HOME, the servers (with their poolers) and the embedded control database. */
-export async function stopLocalClusters(home: string, cluster: PgCluster): Promise<string[]> {
+export async function stopLocalClusters(home: string, cluster: PgCluster, control: PgCluster = cluster): Promise<string[]> {
   let ids: string[];
   try {
     ids = readdirSync(path.join(home, 'servers'));
@@ -292,9 +302,10 @@ export async function stopLocalClusters(home: string, cluster: PgCluster): Promi
   }
   const stopped: string[] = [];
   for (const id of ids) await stopPooler(serverPoolDir(home, id));
-  for (const dir of [...ids.map((id) => serverDataDir(home, id)), controlDataDir(home)]) {
-    if (!(await cluster.status(dir)).running) continue;
-    await cluster.stop(dir);
+  const all: [PgCluster, string][] = [...ids.map((id): [PgCluster, string] => [cluster, serverDataDir(home, id)]), [control, controlDataDir(home)]];
+  for (const [runs, dir] of all) {
+    if (!(await runs.status(dir)).running) continue;
+    await runs.stop(dir);
     stopped.push(dir);
   }
   return stopped;
