@@ -45,7 +45,24 @@ interface Activity {
   running_ms: number | null;
 }
 
+/**
+ * The settings that make a plan's limits, or undo them: the plan's own, and the memory a
+ * session may take by default (the memory check would end every session of a tenant whose
+ * role says work_mem = 2000GB). A tenant's other defaults (search_path, TimeZone, …) are its own.
+ */
+const GOVERNED = new Set([
+  'statement_timeout', 'temp_file_limit', 'default_transaction_read_only', 'transaction_read_only',
+  'work_mem', 'maintenance_work_mem', 'hash_mem_multiplier', 'temp_buffers', 'logical_decoding_work_mem',
+]);
+const nameOf = (setting: string) => setting.split('=')[0]!.toLowerCase();
+const governed = (config: string[]) => config.filter((s) => GOVERNED.has(nameOf(s)));
 const sameSettings = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join('\n') === [...b].sort().join('\n');
+
+interface Setting {
+  role: string | null;
+  database: string | null;
+  setconfig: string[];
+}
 
 export async function govern(target: SuperuserTarget, tenants: GovernedTenant[], opts: GovernOptions): Promise<Governed[]> {
   if (tenants.length === 0) return [];
@@ -70,7 +87,7 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
         )
       ).rows;
       const settings = (
-        await client.query<{ role: string | null; database: string | null; setconfig: string[] }>(
+        await client.query<Setting>(
           `select r.rolname as role, d.datname as database, s.setconfig from pg_db_role_setting s
            left join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase
            where r.rolname = any($1) or d.datname = any($2)`,
@@ -85,8 +102,8 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
         const overSize = tenant.sizeLimitBytes > 0 && sizeBytes > tenant.sizeLimitBytes;
         const wanted = roleSettings(tenant, overSize);
         const own = settings.filter((s) => s.role === tenant.role || s.database === tenant.database);
-        const roleLevel = own.find((s) => s.role === tenant.role && s.database === null)?.setconfig ?? [];
-        const settingsRestored = !sameSettings(roleLevel, wanted) || own.some((s) => s.database !== null);
+        const roleLevel = governed(own.find((s) => s.role === tenant.role && s.database === null)?.setconfig ?? []);
+        const settingsRestored = !sameSettings(roleLevel, wanted) || own.some((s) => s.database !== null && governed(s.setconfig).length > 0);
         if (settingsRestored) await restoreSettings(client, tenant, own, wanted);
 
         const sessions = activity.filter((a) => a.role === tenant.role);
@@ -123,15 +140,21 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
   );
 }
 
-/** Every default the tenant's role and database carry goes; the plan's come back. */
-async function restoreSettings(client: pg.Client, tenant: GovernedTenant, own: { role: string | null; database: string | null }[], wanted: string[]): Promise<void> {
+/**
+ * Each of the tenant's defaults (its role's, its role's in a database, its database's)
+ * that names a governed setting goes, and the plan's come back; the rest is the tenant's.
+ */
+async function restoreSettings(client: pg.Client, tenant: GovernedTenant, own: Setting[], wanted: string[]): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role);
   await client.query('begin');
   try {
-    await client.query(`alter role ${role} reset all`);
     for (const s of own) {
-      if (s.role === tenant.role && s.database !== null) await client.query(`alter role ${role} in database ${pg.escapeIdentifier(s.database)} reset all`);
-      if (s.role === null && s.database !== null) await client.query(`alter database ${pg.escapeIdentifier(s.database)} reset all`);
+      for (const name of new Set(governed(s.setconfig).map(nameOf))) {
+        const setting = pg.escapeIdentifier(name);
+        if (s.role === tenant.role && s.database === null) await client.query(`alter role ${role} reset ${setting}`);
+        else if (s.role === tenant.role) await client.query(`alter role ${role} in database ${pg.escapeIdentifier(s.database!)} reset ${setting}`);
+        else await client.query(`alter database ${pg.escapeIdentifier(s.database!)} reset ${setting}`);
+      }
     }
     for (const setting of wanted) {
       const [name, value] = setting.split(/=(.*)/s) as [string, string];

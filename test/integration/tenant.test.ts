@@ -90,11 +90,13 @@ describe('tenants on a shared server', () => {
     await as(t, async (c) => {
       await c.query('alter role current_user set statement_timeout = 0');
       await c.query(`alter role current_user in database ${t.database} set work_mem = '2000GB'`);
+      // Its own business: kept.
+      await c.query('alter role current_user set search_path = app, public');
     });
     expect(await as(t, async (c) => (await c.query('show statement_timeout')).rows[0].statement_timeout)).toBe('0');
     const [governed] = await govern(target(), [t], { previousSizes: {} });
     expect(governed?.settingsRestored).toBe(true);
-    expect(await as(t, async (c) => [(await c.query('show statement_timeout')).rows[0].statement_timeout, (await c.query('show work_mem')).rows[0].work_mem])).toEqual(['2s', '4MB']);
+    expect(await as(t, async (c) => [(await c.query('show statement_timeout')).rows[0].statement_timeout, (await c.query('show work_mem')).rows[0].work_mem, (await c.query('show search_path')).rows[0].search_path])).toEqual(['2s', '4MB', 'app, public']);
     // Looking again changes nothing.
     expect((await govern(target(), [t], { previousSizes: {} }))[0]?.settingsRestored).toBe(false);
     await as(t, async (c) => expect(c.query('set temp_file_limit = -1')).rejects.toThrow(/permission denied/));
