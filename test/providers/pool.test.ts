@@ -10,6 +10,7 @@ import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
 import { findPgbouncer, Pgbouncer, poolerStatus } from '../../src/pg/pgbouncer.ts';
 import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
+import { govern } from '../../src/pg/governor.ts';
 import { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
@@ -113,6 +114,39 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const results = await Promise.allSettled(Array.from({ length: 8 }, () => provider.refreshPool(server)));
     expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
     for (const t of made) expect(await psql(pooled(t), 'select current_user')).toBe(t.role);
+  });
+
+  it('holds a tenant to its plan through the pooler as directly: a lifted statement timeout is cancelled', async () => {
+    const strict = { ...tenant(), statementTimeoutMs: 1500 };
+    const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
+    await createTenant(target, strict);
+    await provider.refreshPool(server);
+    const client = caClient(pooled(strict), caPem);
+    await client.connect();
+    try {
+      // In one transaction: the pool keeps it on one server connection, where the SET holds.
+      let done = false;
+      const sleeping = (async () => {
+        try {
+          await client.query('begin');
+          await client.query('set local statement_timeout = 0');
+          await client.query('select pg_sleep(60)');
+        } finally {
+          done = true;
+        }
+      })();
+      sleeping.catch(() => undefined);
+      const cancelled: number[] = [];
+      while (!done) {
+        const [governed] = await govern(target, [strict], { previousSizes: {} });
+        cancelled.push(...governed!.cancelled);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      await expect(sleeping).rejects.toThrow(/canceling statement due to user request/);
+      expect(cancelled.length).toBeGreaterThan(0);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   });
 
   it('stops with its server (a fence takes no connection), comes back with it, and goes with it', async () => {
