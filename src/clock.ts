@@ -4,6 +4,7 @@ import type { Logger } from './log.ts';
 import { enqueueForLiveEntities, enqueueUnlessQueued } from './queue/jobs.ts';
 import { retireEmptySharedServers } from './placement.ts';
 import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
+import { sweepExpiredSessions } from './web/sessions.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
 import { enqueueRenewals } from './tls/renewal.ts';
@@ -124,6 +125,7 @@ export class Clock {
       }
       if (await claimPeriod(this.pool, 'prune-observations', 3600)) {
         await pruneObservations(this.pool, this.opts.observationRetentionDays);
+        await sweepExpiredSessions(this.pool);
       }
     } catch (err) {
       this.opts.log.error({ err }, 'clock tick failed');

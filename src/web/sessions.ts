@@ -102,6 +102,15 @@ export class Sessions {
   }
 }
 
+/**
+ * Expired sessions and SSO tokens past their window: starting a session sweeps them too,
+ * but a deployment nobody signs in to would keep them, so the clock sweeps every hour.
+ */
+export async function sweepExpiredSessions(db: Queryable): Promise<void> {
+  await db.query('delete from sessions where expires_at < now()');
+  await db.query('delete from sso_tokens_used where expires_at < now()');
+}
+
 /** A form of a session's page must post back its CSRF token: a page elsewhere cannot know it. */
 export function checkCsrf(session: Session, body: unknown): void {
   const given = (body as { csrf?: unknown } | undefined)?.csrf;

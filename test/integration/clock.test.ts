@@ -1,6 +1,7 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
+import { sweepExpiredSessions } from '../../src/web/sessions.ts';
 import { createServer } from '../../src/servers.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
@@ -61,5 +62,18 @@ describe('clock', () => {
     expect(rows.map((r) => r.days)).toEqual([0]);
     // Partitions exist ahead of time, so tomorrow's observations have somewhere to go.
     await t.db.pool.query(`insert into observations (entity_id, observed_at, source, attrs) values ($1, now() + interval '1 day', 'x', '')`, [entity]);
+  });
+
+  it('sweeps sessions and used SSO tokens that have expired, and keeps the live ones', async () => {
+    const token = () => randomBytes(32);
+    const live = token();
+    await t.db.pool.query(
+      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at) values ($1, 'console', null, 'c', now() - interval '1 minute'), ($2, 'console', null, 'c', now() + interval '1 hour')`,
+      [token(), live],
+    );
+    await t.db.pool.query(`insert into sso_tokens_used (token_sha256, expires_at) values ($1, now() - interval '1 second')`, [token()]);
+    await sweepExpiredSessions(t.db.pool);
+    expect((await t.db.pool.query<{ t: Buffer }>('select token_sha256 as t from sessions')).rows.map((r) => r.t.equals(live))).toEqual([true]);
+    expect((await t.db.pool.query('select 1 from sso_tokens_used')).rowCount).toBe(0);
   });
 });
