@@ -69,7 +69,7 @@ export function credentialRoutes(app: FastifyInstance, opts: WebOptions, prefix:
     const { resource, state } = await resourceOf(req.params);
     const body = req.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'send a JSON object such as {"name": "analyst", "privileges": "read"}');
-    const { name, privileges = 'read', ...rest } = body as Record<string, unknown>;
+    const { name, privileges, ...rest } = body as Record<string, unknown>;
     if (Object.keys(rest).length > 0) throw new HttpError(422, `unknown field ${Object.keys(rest).map((k) => JSON.stringify(k)).join(', ')}: a credential takes "name" and "privileges"`);
     if (typeof name !== 'string' || !CREDENTIAL_NAME.test(name)) throw new HttpError(422, '"name" is 1 to 30 lowercase letters, digits and "_", starting with a letter, such as "analyst"');
     if (name === OWNER_CREDENTIAL) throw new HttpError(422, '"default" is the owner\'s credential: choose another name');

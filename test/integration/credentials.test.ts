@@ -1,11 +1,14 @@
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/queue/jobs.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, TOKEN, type System } from '../support/system.ts';
 import { caClient, verifyFull } from '../support/tls.ts';
 
 describe('credentials: rotating the owner\'s password, and named credentials', { timeout: 180_000 }, () => {
@@ -131,8 +134,9 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
     // Named credentials are not config vars: the app's config is left alone.
     expect(Object.keys((await resource()).config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
 
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst' })).status).toBe(409);
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'default' })).status).toBe(422);
+    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst', privileges: 'write' })).status).toBe(409);
+    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'default', privileges: 'read' })).status).toBe(422);
+    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'nameless' })).status).toBe(422);
     expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'Bad Name' })).status).toBe(422);
     expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'x', privileges: 'all' })).status).toBe(422);
     expect((await system.api('DELETE', `/api/resources/${id}/credentials/nobody`)).status).toBe(404);
@@ -183,7 +187,7 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
   });
 
   it('rotates a named credential: the old password logs in no more, the new one does', async () => {
-    const before = (await system.api('POST', `/api/resources/${id}/credentials`, { name: 'rotated' })).body as { url: string };
+    const before = (await system.api('POST', `/api/resources/${id}/credentials`, { name: 'rotated', privileges: 'read' })).body as { url: string };
     const res = await system.api('POST', `/api/resources/${id}/credentials/rotated/rotate`);
     expect(res.status).toBe(202);
     await waitFor('the rotation', async () => (await credentials()).find((c) => c.name === 'rotated')?.state === 'active');
@@ -192,7 +196,7 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
   });
 
   it('destroys a named credential: its sessions end, it logs in no more, and its role goes', async () => {
-    const made = (await system.api('POST', `/api/resources/${id}/credentials`, { name: 'leaving' })).body as { url: string; pooledUrl: string };
+    const made = (await system.api('POST', `/api/resources/${id}/credentials`, { name: 'leaving', privileges: 'read' })).body as { url: string; pooledUrl: string };
     const open = caClient(made.url, ca, { connectionTimeoutMillis: 10_000 });
     const ended: Error[] = [];
     open.on('error', (err) => ended.push(err));
@@ -211,5 +215,27 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
     // The others and the owner are untouched.
     expect((await credentials()).map((c) => c.name)).toEqual(['default', 'analyst', 'writer', 'rotated']);
     expect(await psql(config.PGFLEET_URL!, 'select count(*) from notes')).toBe('2');
+  });
+
+  it('does the same from the command line', async () => {
+    const cli = async (...args: string[]) =>
+      (
+        await promisify(execFile)(process.execPath, [path.resolve('bin/pgfleet.js'), 'credentials', ...args], {
+          env: { ...process.env, PGFLEET_API_URL: system.running.url!, OPERATOR_TOKEN: TOKEN, PGFLEET_HOME: system.config.home },
+        })
+      ).stdout;
+    const created = await cli('create', id, 'reporter', '--read-only');
+    expect(created).toMatch(/^created reporter \(\w+_reporter, read, active\)/);
+    const url = /url: +(\S+)/.exec(created)![1]!;
+    expect(await psql(url, 'select count(*) from notes')).toBe('2');
+    expect(await cli(id)).toMatch(/^reporter +\w+_reporter +read +active$/m);
+    const rotated = /url: +(\S+)/.exec(await cli('rotate', id, 'reporter'))![1]!;
+    await waitFor('the rotation', async () => (await credentials()).find((c) => c.name === 'reporter')?.state === 'active');
+    expect(await psql(rotated, 'select current_user')).toMatch(/_reporter$/);
+    expect(await cli('destroy', id, 'reporter')).toMatch(/destroying reporter/);
+    await waitFor('the credential to go', async () => !(await credentials()).some((c) => c.name === 'reporter'), 30_000);
+    expect(await cli('rotate', id)).toMatch(/rotating the owner's password/);
+    await waitFor('the owner\'s rotation', async () => (await resource()).state === 'available' && (await credentials())[0]!.state === 'active', 30_000);
+    expect((await resource()).config.PGFLEET_URL).not.toBe(config.PGFLEET_URL);
   });
 });
