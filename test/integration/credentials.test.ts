@@ -59,6 +59,13 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
     const pooled = await session(before.PGFLEET_CONNECTION_POOL_URL!);
     await pooled.query('select 1');
     const calls = platform.callsTo('PATCH', `/addons/${id}/config`).length;
+    // A follower's row: the same role, so the same password (its server gets it by replication).
+    const follower = randomUUID();
+    await db.pool.query(
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed, follows)
+       select $2, 'dedicated', region, aws_region, database_name, role_name, password_sealed, id from resources where id = $1`,
+      [id, follower],
+    );
 
     const res = await system.api('POST', `/api/resources/${id}/credentials/rotate`);
     expect(res.status).toBe(202);
@@ -73,6 +80,8 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
     expect(new URL(handed.PGFLEET_URL!).password).not.toBe(new URL(before.PGFLEET_URL!).password);
     await waitFor('the resource to be available', async () => (await resource()).state === 'available');
     expect((await resource()).config).toEqual(handed);
+    const { rows } = await db.pool.query<{ sealed: string }>('select password_sealed as sealed from resources where id = $1', [follower]);
+    expect(TEST_SEALER.open(rows[0]!.sealed)).toBe(decodeURIComponent(new URL(handed.PGFLEET_URL!).password));
 
     expect((await direct.query('select count(*)::int as n from notes')).rows[0].n).toBe(1);
     // A client of the pooler logged in before keeps working too, on a server connection made since.
