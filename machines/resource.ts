@@ -70,6 +70,8 @@ export interface ResourceContext {
   deliveryFailures: number;
   /** A rotation of the owner's password is under way, and outlasts a failover that interrupts it. */
   rotating?: boolean;
+  /** Named credentials are being made agree with the control database, and outlast a failover too. */
+  syncing?: boolean;
 }
 
 /** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
@@ -94,7 +96,7 @@ const ERROR_LIMIT = 1000;
  * A fresh observation asks for the job again, which puts back a job that fell out and
  * changes nothing when it is pending (jobs are unique per entity and task).
  */
-type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | ('wantDelivery' | 'rotationDone')[] };
+type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | 'syncDone' | ('wantDelivery' | 'rotationDone')[] };
 
 /** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
 type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
@@ -184,6 +186,8 @@ export const resourceMachine = setup({
     }),
     rotationStarted: assign({ rotating: true }),
     rotationDone: assign({ rotating: false }),
+    syncStarted: assign({ syncing: true }),
+    syncDone: assign({ syncing: false }),
     retryDelivery: emit(({ context }) => ({ type: 'job' as const, task: 'deliver' as const, delaySeconds: deliveryBackoffSeconds(context.deliveryFailures) })),
   },
   guards: {
@@ -200,6 +204,7 @@ export const resourceMachine = setup({
     addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
     dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
     rotationUnfinished: ({ context }) => context.rotating === true,
+    syncUnfinished: ({ context }) => context.syncing === true,
   },
 }).createMachine({
   id: 'resource',
@@ -225,8 +230,11 @@ export const resourceMachine = setup({
     },
     available: {
       entry: 'deliverIfWanted',
-      // A failover interrupted a rotation: the new primary has the pending password or not; finish it.
-      always: { guard: 'rotationUnfinished', target: 'rotating' },
+      // A failover interrupted a credential step: the new primary has its change or not; finish it.
+      always: [
+        { guard: 'rotationUnfinished', target: 'rotating' },
+        { guard: 'syncUnfinished', target: 'syncing' },
+      ],
       on: {
         rotate: 'rotating',
         credentials: 'syncing',
@@ -312,8 +320,13 @@ export const resourceMachine = setup({
       ]),
       entry: ['rotationStarted', 'resetFailures'],
     },
-    /** Named credentials made, rotated or destroyed on the primary as the control database asks. */
-    syncing: step('sync_credentials', { 'credentials.synced': '#resource.available', change_plan: {} }),
+    /** Named credentials made, rotated or destroyed on the primary as the control database asks; a failover first, as above. */
+    syncing: {
+      ...step('sync_credentials', { 'credentials.synced': { target: '#resource.available', actions: 'syncDone' }, change_plan: {} }, [
+        { guard: 'freshPrimaryLost', target: '#resource.failover', actions: 'see' },
+      ]),
+      entry: ['syncStarted', 'resetFailures'],
+    },
     /** A plan of the same kind: new limits for the tenant's role, nothing moves. */
     resizing: step('apply_plan', { applied: '#resource.available' }),
     /** A plan of another kind: the database moves to a server of that kind. */

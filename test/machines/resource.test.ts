@@ -236,6 +236,22 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['available', []]);
   });
 
+  it('fails over when the primary is lost while credentials are synced, then syncs them on the new primary', () => {
+    let s = step(walk(created()).next, { type: 'credentials', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'failed', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+    s = step(s.next, { type: 'fencing', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'promoted', at: t() });
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'synchronized', at: t() });
+    expect([s.state, s.jobs]).toEqual(['syncing.trying', ['deliver', 'sync_credentials']]);
+    s = step(s.next, { type: 'credentials.synced', at: t() });
+    // The failover's new URL is still wanted by the platform until it takes it (one pending job per task).
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+  });
+
   it('deprovisions from any state, once, and ends', () => {
     let s = walk([{ type: 'deprovision', at: t() }]);
     expect([s.state, s.jobs]).toEqual(['deprovisioning.trying', ['drop_tenant']]);
