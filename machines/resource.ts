@@ -16,7 +16,7 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe';
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
 
 export interface ResourceJob {
   type: 'job';
@@ -51,6 +51,12 @@ export type ResourceEvent =
   | { type: 'deferred'; at: string }
   | { type: 'delivered'; at: string }
   | { type: 'delivery.failed'; at: string; error: string }
+  /** A new password for the owner was stored as pending: set it on the server, then hand it over. */
+  | { type: 'rotate'; at: string }
+  | { type: 'rotated'; at: string }
+  /** Named credentials were asked to be made, rotated or destroyed. */
+  | { type: 'credentials'; at: string }
+  | { type: 'credentials.synced'; at: string }
   | { type: 'deprovision'; at: string }
   | { type: 'dropped'; at: string };
 
@@ -62,6 +68,10 @@ export interface ResourceContext {
   /** The platform still needs the config: it was answered before the URL was final. */
   deliver: boolean;
   deliveryFailures: number;
+  /** A rotation of the owner's password is under way, and outlasts a failover that interrupts it. */
+  rotating?: boolean;
+  /** Named credentials are being made agree with the control database, and outlast a failover too. */
+  syncing?: boolean;
 }
 
 /** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
@@ -86,12 +96,28 @@ const ERROR_LIMIT = 1000;
  * A fresh observation asks for the job again, which puts back a job that fell out and
  * changes nothing when it is pending (jobs are unique per entity and task).
  */
-function step(task: ResourceTask, done: Record<string, string | Record<string, never> | { target: string; actions: 'wantDelivery' }>) {
+type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | 'syncDone' | ('wantDelivery' | 'rotationDone')[] };
+
+/** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
+type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
+
+/**
+ * The primary is lost while a synchronous standby is up: fail over. Lost is a crash (its
+ * process is gone: seen at the first failed probe), or a server its machine gave up
+ * waiting for (a hang: a run of failed probes), or one that restarts do not bring back.
+ */
+function primaryLost(event: ResourceEvent): boolean {
+  if (event.type !== 'observed' || event.obs['standby.state'] !== 'available') return false;
+  const state = event.obs['primary.state'];
+  return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
+}
+
+function step(task: ResourceTask, done: Record<string, Done>, interrupt: Interrupt[] = []) {
   const retry = [
     { guard: 'retriesLeft' as const, target: 'trying', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
     { target: 'failed', reenter: true, actions: ['countFailure' as const, 'recordError' as const] },
   ];
-  const awaiting = { guard: 'fresh' as const, actions: ['see' as const, { type: 'stepJob' as const, params: { task } }] };
+  const awaiting = [...interrupt, { guard: 'fresh' as const, actions: ['see' as const, { type: 'stepJob' as const, params: { task } }] }];
   return {
     initial: 'trying' as const,
     entry: 'resetFailures' as const,
@@ -151,10 +177,17 @@ export const resourceMachine = setup({
     countFailure: assign({ failures: ({ context }) => context.failures + 1 }),
     recordError: assign({ lastError: ({ event }) => ('error' in event ? event.error.slice(0, ERROR_LIMIT) : undefined) }),
     wantDelivery: assign({ deliver: true, deliveryFailures: 0 }),
-    /** On reaching `available`: hand the platform its config if it is still waiting for it. */
+    /**
+     * On reaching `available`: hand the platform its config if it is still waiting for it;
+     * not while a rotation is unfinished, which goes on at once and hands over the new one.
+     */
     deliverIfWanted: enqueueActions(({ context, enqueue }) => {
-      if (context.deliver) enqueue.emit({ type: 'job', task: 'deliver' });
+      if (context.deliver && !context.rotating) enqueue.emit({ type: 'job', task: 'deliver' });
     }),
+    rotationStarted: assign({ rotating: true }),
+    rotationDone: assign({ rotating: false }),
+    syncStarted: assign({ syncing: true }),
+    syncDone: assign({ syncing: false }),
     retryDelivery: emit(({ context }) => ({ type: 'job' as const, task: 'deliver' as const, delaySeconds: deliveryBackoffSeconds(context.deliveryFailures) })),
   },
   guards: {
@@ -163,21 +196,15 @@ export const resourceMachine = setup({
     /** A server of the resource, in the role given, is in the state given. */
     serverIs: ({ event }, params: { role: string; state: string }) => event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
-    /**
-     * The primary is lost while a synchronous standby is up: fail over. Lost is a crash (its
-     * process is gone: seen at the first failed probe), or a server its machine gave up
-     * waiting for (a hang: a run of failed probes), or one that restarts do not bring back.
-     */
-    primaryLost: ({ event }) => {
-      if (event.type !== 'observed' || event.obs['standby.state'] !== 'available') return false;
-      const state = event.obs['primary.state'];
-      return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
-    },
+    primaryLost: ({ event }) => primaryLost(event),
+    freshPrimaryLost: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
     /** The standby failed for good (restarts did not bring it back): build another. */
     standbyLost: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'failed',
     move: ({ event }) => event.type === 'change_plan' && event.move,
     addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
     dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
+    rotationUnfinished: ({ context }) => context.rotating === true,
+    syncUnfinished: ({ context }) => context.syncing === true,
   },
 }).createMachine({
   id: 'resource',
@@ -203,7 +230,14 @@ export const resourceMachine = setup({
     },
     available: {
       entry: 'deliverIfWanted',
+      // A failover interrupted a credential step: the new primary has its change or not; finish it.
+      always: [
+        { guard: 'rotationUnfinished', target: 'rotating' },
+        { guard: 'syncUnfinished', target: 'syncing' },
+      ],
       on: {
+        rotate: 'rotating',
+        credentials: 'syncing',
         change_plan: [
           { guard: 'move', target: 'changing' },
           { guard: 'addStandby', target: 'adding' },
@@ -275,6 +309,24 @@ export const resourceMachine = setup({
     },
     /** Off a plan with a standby: the primary stops waiting for it, then it goes; then the new limits. */
     dropping: step('drop_standby', { 'standby.dropped': '#resource.resizing', change_plan: {} }),
+    /**
+     * A new password for the owner: the pending one set on the primary (sessions logged in
+     * keep running), made current with its followers', then handed to the platform. A lost
+     * primary is failed over at once; the rotation finishes on the new one.
+     */
+    rotating: {
+      ...step('rotate_password', { rotated: { target: '#resource.available', actions: ['rotationDone', 'wantDelivery'] }, change_plan: {} }, [
+        { guard: 'freshPrimaryLost', target: '#resource.failover', actions: 'see' },
+      ]),
+      entry: ['rotationStarted', 'resetFailures'],
+    },
+    /** Named credentials made, rotated or destroyed on the primary as the control database asks; a failover first, as above. */
+    syncing: {
+      ...step('sync_credentials', { 'credentials.synced': { target: '#resource.available', actions: 'syncDone' }, change_plan: {} }, [
+        { guard: 'freshPrimaryLost', target: '#resource.failover', actions: 'see' },
+      ]),
+      entry: ['syncStarted', 'resetFailures'],
+    },
     /** A plan of the same kind: new limits for the tenant's role, nothing moves. */
     resizing: step('apply_plan', { applied: '#resource.available' }),
     /** A plan of another kind: the database moves to a server of that kind. */

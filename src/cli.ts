@@ -3,6 +3,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { addonSecrets, existingOperatorToken } from './control.ts';
 import { addonManifest } from './manifest.ts';
 import { walMain } from './wal/main.ts';
+import { credentialsCommand } from './cliCredentials.ts';
 import { createLogger } from './log.ts';
 import { stopLocalClusters } from './providers/local.ts';
 
@@ -22,6 +23,14 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet diagnose <resource>   connections, long queries and transactions, idle in transaction,
                                 blocking, unused indexes, bloat, hit rate, xid wraparound
   pgfleet promote <resource>    switch over: its standby becomes the primary (same URL)
+  pgfleet credentials <resource>
+                                its credentials: the owner (default) and named ones
+  pgfleet credentials create <resource> <name> [--read-only]
+                                another login role (read-write, or SELECT only); prints its URL once
+  pgfleet credentials rotate <resource> [<name>]
+                                a new password: the owner's goes to the platform, a named one is printed
+  pgfleet credentials destroy <resource> <name>
+                                its sessions end and its role goes
   pgfleet incidents             open and recent incidents
   pgfleet incidents show <id>   an incident with its escalations and timeline
   pgfleet maintenance schedule <resource> <time>
@@ -328,6 +337,13 @@ export async function main(argv: string[]): Promise<number> {
         return await incidents(config, rest, json);
       case 'info':
         return await info(config, rest[0], json);
+      case 'credentials':
+        return await credentialsCommand(rest, {
+          api: (method, route, body) => api(config, method, route, body),
+          print: (value, human) => print(json, value, human),
+          table,
+          usage: (message) => new CliError(message),
+        });
       case 'diagnose':
         return await diagnoseCommand(config, rest[0], json);
       case 'maintenance':

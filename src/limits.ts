@@ -25,8 +25,10 @@ interface TenantRow extends GovernedTenant {
 }
 
 async function tenantsOf(db: Queryable, serverId: string): Promise<TenantRow[]> {
-  const { rows } = await db.query<{ id: string; plan: string; database: string; role: string; size: string | null; over: string | null }>(
-    `select r.id, r.plan, r.database_name as database, r.role_name as role, r.attrs->'size_bytes' as size, r.attrs->'over_size' as over
+  // Named credentials log in to the same database: the plan holds them as it holds the owner.
+  const { rows } = await db.query<{ id: string; plan: string; database: string; role: string; others: string[]; size: string | null; over: string | null }>(
+    `select r.id, r.plan, r.database_name as database, r.role_name as role, r.attrs->'size_bytes' as size, r.attrs->'over_size' as over,
+       array(select c.role_name from credentials c where c.resource_id = r.id order by c.role_name) as others
      from resource_servers rs join resources r on r.id = rs.resource_id join machines m on m.entity_id = r.id
      where rs.server_id = $1 and rs.role = 'primary' and m.finished_at is null and m.state <> 'deprovisioning'`,
     [serverId],
@@ -39,6 +41,7 @@ async function tenantsOf(db: Queryable, serverId: string): Promise<TenantRow[]> 
         id: r.id,
         database: r.database,
         role: r.role,
+        others: r.others,
         statementTimeoutMs: plan.statementTimeoutMs,
         sizeLimitBytes: plan.sizeLimitBytes,
         memoryLimitBytes: plan.memoryLimitBytes,

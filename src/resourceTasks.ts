@@ -4,6 +4,9 @@ import type { PgBinaries } from './pg/binaries.ts';
 import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
+import { credentialTasks } from './credentialTasks.ts';
+import { namedRoleNames, namedRoles } from './credentials.ts';
+import { syncNamedRoles } from './pg/credentials.ts';
 import type { Logger } from './log.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -50,10 +53,14 @@ function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
     try {
       return await fn(job, ctx);
     } catch (err) {
-      ctx.log.warn({ err }, `${job.task} failed`);
-      return report(job, { type: 'step.failed', error: (err as Error).message });
+      return failed(job, err, ctx.log);
     }
   };
+}
+
+function failed(job: Job, err: unknown, log: Logger): Outcome {
+  log.warn({ err }, `${job.task} failed`);
+  return report(job, { type: 'step.failed', error: (err as Error).message });
 }
 
 /** Configure a server's pooler again from its catalog, after the tenants on it changed. */
@@ -93,9 +100,10 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
   }
 
   async function release(db: Queryable, log: Logger, resource: ResourceRecord, gone: ResourceServer[]): Promise<(client: Client) => Promise<void>> {
+    const others = await namedRoleNames(db, resource.id);
     for (const server of gone) {
       if (server.tenancy !== 'shared' || server.finished) continue;
-      await dropTenant(await superuser(db, server), resource.tenant);
+      await dropTenant(await superuser(db, server), resource.tenant, others);
       await refreshPoolOrWarn(db, server.id, log);
     }
     return async (client) => {
@@ -107,6 +115,8 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
   }
 
   return {
+    ...credentialTasks(sealer, opts.tls.authority.certificate, refreshPool, failed),
+
     place: step(async (job, { pool }) => {
       const { resource } = await load(pool, job);
       return report(job, { type: 'placed' }, async (client) => {
@@ -219,13 +229,15 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const { resource, servers } = await load(pool, job);
       const from = await superuser(pool, withRole(servers, 'primary'));
       const to = await superuser(pool, withRole(servers, 'target'));
-      await freezeTenant(from, resource.tenant);
+      // Named credentials may write too: they stop with the owner.
+      const others = await namedRoleNames(pool, resource.id);
+      await freezeTenant(from, resource.tenant, others);
       try {
         await copyTenant(opts.binaries, from, to, resource.tenant);
       } catch (err) {
         // The step waits out a backoff before it copies again: meanwhile the tenant works
         // where its data still is, rather than being locked out for minutes.
-        await thawTenant(from, resource.tenant);
+        await thawTenant(from, resource.tenant, others);
         throw err;
       }
       return report(job, { type: 'moved' }, (client) => takeOver(client, resource.id, 'target'));
@@ -234,7 +246,10 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     activate: step(async (job, { pool }) => {
       const { resource, servers } = await load(pool, job);
       const primary = withRole(servers, 'primary');
-      await thawTenant(await superuser(pool, primary), resource.tenant);
+      const target = await superuser(pool, primary);
+      await thawTenant(target, resource.tenant);
+      // The copy carries no roles nor grants: named credentials are made again on the new server.
+      await syncNamedRoles(target, resource.tenant, await namedRoles(pool, sealer, resource.id));
       await refreshPool(pool, primary.id);
       return report(job, { type: 'activated' });
     }),

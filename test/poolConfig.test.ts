@@ -39,6 +39,20 @@ describe('pool shares of a server', () => {
     const again = poolFiles({ dir: '/srv/p', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) }, { maxConnections: 100, superuserReserved: 3, tenants: tenants(2, 20) });
     expect(again).toEqual(files);
   });
+
+  it('lets every role granted CONNECT on a database through, within the database\'s share, a named role within its own', () => {
+    const owner = { database: 'd1', role: 'u1', verifier: 'SCRAM-SHA-256$4096:c2FsdA==$a:b', connectionLimit: 21, databaseLimit: 21 };
+    const analyst = { ...owner, role: 'u1_analyst', verifier: 'SCRAM-SHA-256$4096:c2FsdA==$c:d', connectionLimit: 5 };
+    const catalog = { maxConnections: 100, superuserReserved: 3, tenants: [owner, analyst, ...tenants(1, 20, 2)] };
+    expect([...poolShares(catalog)]).toEqual([['d1', 15], ['d2', 15]]);
+    const files = poolFiles({ dir: '/srv/p', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) }, catalog);
+    expect(files['pgbouncer.ini'].match(/^d1 = /gm)).toHaveLength(1);
+    expect(files['pgbouncer.ini']).toMatch(/^\[users\]\nu1_analyst = max_user_connections=3\n/m);
+    expect(files['hba.conf'].split('\n')).toEqual(expect.arrayContaining(['host d1 u1 127.0.0.1/32 scram-sha-256', 'host d1 u1_analyst 127.0.0.1/32 scram-sha-256']));
+    expect(files['userlist.txt']).toContain('"u1_analyst" "SCRAM-SHA-256$4096:c2FsdA==$c:d"');
+    // A database without a limit of its own (made before there was one) is held to its largest role's.
+    expect(poolShares({ ...catalog, tenants: [{ ...owner, databaseLimit: -1 }, { ...analyst, databaseLimit: -1 }] }).get('d1')).toBe(15);
+  });
 });
 
 describe('finding pgbouncer', () => {

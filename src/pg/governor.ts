@@ -12,7 +12,10 @@ import { roleSettings, type Tenant } from './tenant.ts';
  * whose private memory passes the plan's bound is ended, and a database past its size is
  * made read-only by default, with any session that still makes it grow ended.
  */
-export type GovernedTenant = Pick<Tenant, 'database' | 'role' | 'statementTimeoutMs' | 'sizeLimitBytes' | 'memoryLimitBytes'>;
+export type GovernedTenant = Pick<Tenant, 'database' | 'role' | 'statementTimeoutMs' | 'sizeLimitBytes' | 'memoryLimitBytes'> & {
+  /** Its named credentials' roles, held to the same plan as the owner (absent ones are skipped). */
+  others?: string[];
+};
 
 export interface Governed {
   role: string;
@@ -66,7 +69,7 @@ interface Setting {
 
 export async function govern(target: SuperuserTarget, tenants: GovernedTenant[], opts: GovernOptions): Promise<Governed[]> {
   if (tenants.length === 0) return [];
-  const roles = tenants.map((t) => t.role);
+  const roles = tenants.flatMap((t) => [t.role, ...(t.others ?? [])]);
   const databases = tenants.map((t) => t.database);
   return asSuperuser(
     target,
@@ -94,6 +97,7 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
           [roles, databases],
         )
       ).rows;
+      const existing = new Set((await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1)', [roles])).rows.map((r) => r.rolname));
       const memory = opts.memoryOf && activity.length > 0 ? await opts.memoryOf(activity.map((a) => a.pid)) : new Map<number, number>();
 
       const results: Governed[] = [];
@@ -101,12 +105,19 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
         const sizeBytes = sizes.get(tenant.database) ?? 0;
         const overSize = tenant.sizeLimitBytes > 0 && sizeBytes > tenant.sizeLimitBytes;
         const wanted = roleSettings(tenant, overSize);
-        const own = settings.filter((s) => s.role === tenant.role || s.database === tenant.database);
-        const roleLevel = governed(own.find((s) => s.role === tenant.role && s.database === null)?.setconfig ?? []);
-        const settingsRestored = !sameSettings(roleLevel, wanted) || own.some((s) => s.database !== null && governed(s.setconfig).length > 0);
-        if (settingsRestored) await restoreSettings(client, tenant, own, wanted);
+        const tenantRoles = [tenant.role, ...(tenant.others ?? [])].filter((r) => existing.has(r));
+        let settingsRestored = false;
+        let wasReadOnly = true;
+        for (const role of tenantRoles) {
+          const own = settings.filter((s) => s.role === role || (s.role === null && s.database === tenant.database));
+          const roleLevel = governed(own.find((s) => s.role === role && s.database === null)?.setconfig ?? []);
+          if (role === tenant.role) wasReadOnly = roleLevel.includes('default_transaction_read_only=on');
+          if (sameSettings(roleLevel, wanted) && !own.some((s) => s.database !== null && governed(s.setconfig).length > 0)) continue;
+          await restoreSettings(client, role, own, wanted);
+          settingsRestored = true;
+        }
 
-        const sessions = activity.filter((a) => a.role === tenant.role);
+        const sessions = activity.filter((a) => tenantRoles.includes(a.role));
         const cancelled: number[] = [];
         const terminated: { pid: number; why: string }[] = [];
         const end = async (pid: number, why: string) => {
@@ -114,7 +125,6 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
           await client.query('select pg_terminate_backend($1)', [pid]);
           terminated.push({ pid, why });
         };
-        const wasReadOnly = roleLevel.includes('default_transaction_read_only=on');
         const grew = sizeBytes > (opts.previousSizes[tenant.database] ?? sizeBytes) + GROWTH_TOLERANCE_BYTES;
         for (const s of sessions) {
           // Sessions that began before the limit came into force are not read-only: they end.
@@ -141,19 +151,20 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
 }
 
 /**
- * Each of the tenant's defaults (its role's, its role's in a database, its database's)
- * that names a governed setting goes, and the plan's come back; the rest is the tenant's.
+ * Each default of one of the tenant's roles (the role's, the role's in a database, the
+ * tenant database's) that names a governed setting goes, and the plan's come back; the
+ * rest is the tenant's.
  */
-async function restoreSettings(client: pg.Client, tenant: GovernedTenant, own: Setting[], wanted: string[]): Promise<void> {
-  const role = pg.escapeIdentifier(tenant.role);
+async function restoreSettings(client: pg.Client, name: string, own: Setting[], wanted: string[]): Promise<void> {
+  const role = pg.escapeIdentifier(name);
   await client.query('begin');
   try {
     for (const s of own) {
-      for (const name of new Set(governed(s.setconfig).map(nameOf))) {
-        const setting = pg.escapeIdentifier(name);
-        if (s.role === tenant.role && s.database === null) await client.query(`alter role ${role} reset ${setting}`);
-        else if (s.role === tenant.role) await client.query(`alter role ${role} in database ${pg.escapeIdentifier(s.database!)} reset ${setting}`);
-        else await client.query(`alter database ${pg.escapeIdentifier(s.database!)} reset ${setting}`);
+      for (const setting of new Set(governed(s.setconfig).map(nameOf))) {
+        const quoted = pg.escapeIdentifier(setting);
+        if (s.role === name && s.database === null) await client.query(`alter role ${role} reset ${quoted}`);
+        else if (s.role === name) await client.query(`alter role ${role} in database ${pg.escapeIdentifier(s.database!)} reset ${quoted}`);
+        else await client.query(`alter database ${pg.escapeIdentifier(s.database!)} reset ${quoted}`);
       }
     }
     for (const setting of wanted) {

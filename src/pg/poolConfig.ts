@@ -4,7 +4,8 @@ import { asSuperuser, type SuperuserTarget } from './superuser.ts';
 
 /**
  * What a server's pgbouncer must know, read from the server's own catalog: every tenant
- * database with its owner, the owner's SCRAM verifier and connection limit, and how many
+ * database with the login roles let into it (its owner and its named credentials), their
+ * SCRAM verifiers and connection limits, and how many
  * connections the server takes. The catalog is the one source of truth, so a pooler
  * configured from it after any change (a tenant made, dropped, its plan changed, a
  * failover) never disagrees with Postgres, and no password is stored anywhere else.
@@ -15,6 +16,7 @@ export interface PoolCatalog {
   tenants: PoolTenant[];
 }
 
+/** One login role granted CONNECT on one tenant database: a row per pair. */
 export interface PoolTenant {
   database: string;
   role: string;
@@ -22,6 +24,11 @@ export interface PoolTenant {
   verifier: string;
   /** The role's connection limit; -1 means none. */
   connectionLimit: number;
+  /**
+   * The database's connection limit, which bounds all its roles together (the plan's);
+   * -1 or absent (tenants made before it was set) means its largest role's limit.
+   */
+  databaseLimit?: number;
 }
 
 /** The admin-console user that may only read pgbouncer's statistics (`SHOW POOLS`). */
@@ -82,14 +89,14 @@ export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: 
     const settings = await client.query<{ max: number; reserved: number }>(
       `select current_setting('max_connections')::int as max, current_setting('superuser_reserved_connections')::int as reserved`,
     );
-    // Tenant databases: every connectable database but the server's own, with the login
+    // Tenant databases: every connectable database but the server's own, with each login
     // role that is no superuser and was granted CONNECT on it (the platform owns tenant
-    // databases; their tenant is the role it let in). Only SCRAM verifiers: pgbouncer logs
+    // databases; their tenant and its named credentials are the roles it let in). Only SCRAM verifiers: pgbouncer logs
     // in to Postgres with the client's own SCRAM proof, which needs the very verifier the
     // server holds. Only plain names (pgfleet's are `d…` and `u…` in hex), which need no
     // quoting in the files.
     const { rows } = await client.query<PoolTenant>(
-      `select distinct on (d.datname) d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit"
+      `select distinct d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit", d.datconnlimit as "databaseLimit"
        from pg_database d cross join lateral aclexplode(d.datacl) a join pg_authid r on r.oid = a.grantee
        where a.privilege_type = 'CONNECT' and d.datallowconn and not d.datistemplate and d.datname <> 'postgres'
          and r.rolcanlogin and not r.rolsuper and r.rolpassword like 'SCRAM-SHA-256$%'
@@ -111,13 +118,42 @@ export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: 
  */
 export function poolShares(catalog: PoolCatalog): Map<string, number> {
   const room = Math.max(catalog.maxConnections - catalog.superuserReserved - PGFLEET_SESSIONS, 1);
-  const pooled = (t: PoolTenant) => Math.floor(t.connectionLimit * POOLED_SHARE_OF_LIMIT);
-  const limit = (t: PoolTenant) => (t.connectionLimit < 0 ? room : Math.max(Math.min(pooled(t), room), 1));
-  const total = catalog.tenants.reduce((sum, t) => sum + limit(t), 0);
-  const count = catalog.tenants.length;
+  const databases = databaseLimits(catalog.tenants);
+  const limit = (connectionLimit: number) => (connectionLimit < 0 ? room : Math.max(Math.min(pooledShare(connectionLimit), room), 1));
+  const total = [...databases.values()].reduce((sum, l) => sum + limit(l), 0);
+  const count = databases.size;
   const spare = Math.max(room - count, 0);
-  const share = (t: PoolTenant) => (total <= room ? limit(t) : 1 + Math.floor((spare * (limit(t) - 1)) / (total - count)));
-  return new Map(catalog.tenants.map((t) => [t.database, share(t)]));
+  const share = (l: number) => (total <= room ? limit(l) : 1 + Math.floor((spare * (limit(l) - 1)) / (total - count)));
+  return new Map([...databases].map(([database, l]) => [database, share(l)]));
+}
+
+const pooledShare = (connectionLimit: number) => Math.floor(connectionLimit * POOLED_SHARE_OF_LIMIT);
+
+/** Each database's connection limit: its own, else its largest role's (-1 when a role has none). */
+function databaseLimits(tenants: PoolTenant[]): Map<string, number> {
+  const limits = new Map<string, number>();
+  for (const t of tenants) {
+    const own = t.databaseLimit ?? -1;
+    const before = limits.get(t.database);
+    if (own >= 0) limits.set(t.database, own);
+    else if (before === undefined || (before >= 0 && (t.connectionLimit < 0 || t.connectionLimit > before))) limits.set(t.database, t.connectionLimit);
+  }
+  return limits;
+}
+
+/**
+ * Server connections one role may hold through the pool, where that is less than its
+ * database's share: a named credential's own limit (a quarter of the plan's) taken down by
+ * the same 75%, so its pool never asks Postgres for more than the role may have.
+ */
+function userCaps(catalog: PoolCatalog, shares: Map<string, number>): Map<string, number> {
+  const caps = new Map<string, number>();
+  for (const t of catalog.tenants) {
+    if (t.connectionLimit < 0) continue;
+    const cap = Math.max(pooledShare(t.connectionLimit), 1);
+    if (cap < shares.get(t.database)!) caps.set(t.role, Math.min(cap, caps.get(t.role) ?? cap));
+  }
+  return caps;
 }
 
 export interface PoolFiles {
@@ -144,21 +180,22 @@ const quote = (value: string) => `"${value.replace(/"/g, '""')}"`;
  * database the client asks for (`auth_dbname` came in 1.20), which would put a function and
  * a CONNECT grant for a lookup role into every customer's database, and into its dump when
  * it moves. A verifier cannot log in by itself; pgbouncer logs in to Postgres with the
- * client's own SCRAM proof. `auth_type = hba` with one line per tenant lets a role reach
+ * client's own SCRAM proof. `auth_type = hba` with one line per role and database lets a role reach
  * only its own database: another tenant's is refused at the pooler, before any server
  * connection is tried.
  */
 export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
   const shares = poolShares(catalog);
-  const databases = catalog.tenants.map((t) => {
-    const share = shares.get(t.database)!;
-    return `${t.database} = host=127.0.0.1 port=${place.serverPort} dbname=${t.database} pool_size=${share} max_db_connections=${share}`;
-  });
+  const databases = [...shares].map(
+    ([database, share]) => `${database} = host=127.0.0.1 port=${place.serverPort} dbname=${database} pool_size=${share} max_db_connections=${share}`,
+  );
+  const caps = [...userCaps(catalog, shares)].map(([role, cap]) => `${role} = max_user_connections=${cap}`);
   const ini = [
     '; written by pgfleet from the server catalog; edits are overwritten',
     '[databases]',
     ...databases,
     '',
+    ...(caps.length > 0 ? ['[users]', ...caps, ''] : []),
     '[pgbouncer]',
     'listen_addr = 127.0.0.1',
     `listen_port = ${place.listenPort}`,
@@ -190,7 +227,8 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
     `logfile = ${place.dir}/pgbouncer.log`,
     '',
   ].join('\n');
-  const users = [...catalog.tenants.map((t) => [t.role, t.verifier]), [STATS_USER, statsVerifier(place.superuserPassword)]];
+  const verifiers = new Map(catalog.tenants.map((t) => [t.role, t.verifier]));
+  const users = [...verifiers, [STATS_USER, statsVerifier(place.superuserPassword)]];
   const hba = [
     ...catalog.tenants.map((t) => `host ${t.database} ${t.role} 127.0.0.1/32 scram-sha-256`),
     `host pgbouncer ${STATS_USER} 127.0.0.1/32 scram-sha-256`,

@@ -68,9 +68,9 @@ export async function createTenant(target: SuperuserTarget, tenant: Tenant): Pro
       `${exists ? 'alter' : 'create'} role ${ident(tenant.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls
        password ${literal(scramVerifier(tenant.password))}`,
     );
-    await applyLimits(client, tenant);
     const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [tenant.database]);
     if (rowCount === 0) await client.query(`create database ${ident(tenant.database)} owner postgres`);
+    await applyLimits(client, tenant);
     // Databases made before the platform kept ownership were the tenant's: take them back.
     await client.query(`alter database ${ident(tenant.database)} owner to postgres`);
     await client.query(`revoke all on database ${ident(tenant.database)} from public`);
@@ -124,8 +124,17 @@ export function roleSettings(tenant: Pick<Tenant, 'statementTimeoutMs' | 'sizeLi
  */
 export const PLATFORM_LOGIN_SLOTS = 1;
 
+/**
+ * The plan's connection limit on the owner's role, and on the database too: the database's
+ * bounds the owner and its named credentials together (src/pg/credentials.ts), so another
+ * login role never adds connections to the plan's budget on a shared server.
+ */
 async function applyLimits(client: pg.Client, tenant: Tenant): Promise<void> {
-  await client.query(`alter role ${ident(tenant.role)} connection limit ${Number(tenant.connectionLimit) + PLATFORM_LOGIN_SLOTS}`);
+  const limit = Number(tenant.connectionLimit) + PLATFORM_LOGIN_SLOTS;
+  await client.query(`alter role ${ident(tenant.role)} connection limit ${limit}`);
+  if ((await client.query('select 1 from pg_database where datname = $1', [tenant.database])).rowCount === 1) {
+    await client.query(`alter database ${ident(tenant.database)} connection limit ${limit}`);
+  }
   for (const setting of roleSettings(tenant)) {
     const [name, value] = setting.split(/=(.*)/s) as [string, string];
     await client.query(`alter role ${ident(tenant.role)} set ${ident(name)} = ${literal(value)}`);
@@ -138,17 +147,19 @@ export async function setTenantLimits(target: SuperuserTarget, tenant: Tenant): 
 }
 
 /**
- * Stop the tenant writing: no new logins, and every session ended. Its committed data
- * stays where it is, to be copied.
+ * Stop the tenant writing: no new logins, and every session ended, of its owner and of its
+ * named credentials (`others`, which may write too). Its committed data stays where it is,
+ * to be copied.
  */
-export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>): Promise<void> {
+export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>, others: string[] = []): Promise<void> {
+  const roles = [tenant.role, ...others];
   await asSuperuser(target, 'postgres', async (client) => {
-    await client.query(`alter role ${ident(tenant.role)} nologin`);
+    for (const role of await existingRoles(client, roles)) await client.query(`alter role ${ident(role)} nologin`);
     // Terminating is asynchronous: wait until every session is gone, so none can still commit.
     for (let i = 0; ; i++) {
       const { rows } = await client.query<{ n: number }>(
-        'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-        [tenant.role],
+        'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where usename = any($1) and pid <> pg_backend_pid()',
+        [roles],
       );
       if (rows[0]!.n === 0) return;
       if (i >= 100) throw new Error(`sessions of ${tenant.role} did not end within 10 s`);
@@ -157,12 +168,19 @@ export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant,
   });
 }
 
-/** Remove the tenant's database and role; nothing to do when they are gone already. */
-export async function dropTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'database' | 'role'>): Promise<void> {
+async function existingRoles(client: pg.Client, roles: string[]): Promise<string[]> {
+  return (await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1) order by rolname', [roles])).rows.map((r) => r.rolname);
+}
+
+/**
+ * Remove the tenant's database, its role and its named credentials' roles (`others`);
+ * nothing to do when they are gone already. Their grants went with the database.
+ */
+export async function dropTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'database' | 'role'>, others: string[] = []): Promise<void> {
   await asSuperuser(target, 'postgres', async (client) => {
-    await client.query(`alter role ${ident(tenant.role)} nologin`).catch(() => undefined);
+    for (const role of [tenant.role, ...others]) await client.query(`alter role ${ident(role)} nologin`).catch(() => undefined);
     await client.query(`drop database if exists ${ident(tenant.database)} with (force)`);
-    await client.query(`drop role if exists ${ident(tenant.role)}`);
+    for (const role of [...others, tenant.role]) await client.query(`drop role if exists ${ident(role)}`);
   });
 }
 
@@ -204,8 +222,12 @@ export async function copyTenant(bin: PgBinaries, from: SuperuserTarget, to: Sup
 }
 
 /** Let the tenant log in again, on the server that now holds its data. */
-export async function thawTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>): Promise<void> {
-  await asSuperuser(target, 'postgres', (client) => client.query(`alter role ${ident(tenant.role)} login`));
+export async function thawTenant(target: SuperuserTarget, tenant: Pick<Tenant, 'role'>, others: string[] = []): Promise<void> {
+  await asSuperuser(target, 'postgres', async (client) => {
+    await client.query(`alter role ${ident(tenant.role)} login`);
+    // Named credentials come to a new server with the next step; where they are, they log in again.
+    for (const role of await existingRoles(client, others)) await client.query(`alter role ${ident(role)} login`);
+  });
 }
 
 /**

@@ -9,6 +9,7 @@ import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
 import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
 import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestBackup, requestServerDeletion } from '../servers.ts';
+import { credentialRoutes } from './credentialsApi.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -65,6 +66,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     const prefix = configVarPrefix(opts.addon.id);
     app.get('/resources', async () => listResources(opts.pool, opts.sealer, prefix));
+    credentialRoutes(app, opts, prefix);
 
     app.get('/resources/:id', async (req) => {
       const { raw, id } = idParam(req.params);

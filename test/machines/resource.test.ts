@@ -193,6 +193,65 @@ describe('resource machine', () => {
     expect(step(s.next, { type: 'synchronized', at: t() }).state).toBe('available');
   });
 
+  it('rotates the owner\'s password as a step, then hands the platform the new config', () => {
+    const ready = walk(created());
+    let s = step(ready.next, { type: 'rotate', at: t() });
+    expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
+    // A second request, or a plan change, while it runs changes nothing.
+    expect(step(s.next, { type: 'rotate', at: t() }).jobs).toEqual([]);
+    expect(step(s.next, { type: 'change_plan', at: t(), plan: 'shared-plus', move: false }).state).toBe('rotating.trying');
+    s = step(s.next, failed());
+    expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password+1s']]);
+    s = step(s.next, { type: 'rotated', at: t() });
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+    expect(s.next.context.rotating).toBe(false);
+    // Only an available database rotates: one that is changing plan does not take it.
+    const changing = step(ready.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: true });
+    expect(step(changing.next, { type: 'rotate', at: t() }).state).toBe('changing.placing.trying');
+  });
+
+  it('fails over when the primary is lost during a rotation, and finishes the rotation on the new primary', () => {
+    let s = step(walk(created()).next, { type: 'rotate', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
+    s = step(s.next, observed({ 'primary.state': 'restarting', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+    s = step(s.next, { type: 'fencing', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'promoted', at: t() });
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'synchronized', at: t() });
+    // No config with the old password in between: the rotation goes on, and its end hands over the new one.
+    expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
+    s = step(s.next, { type: 'rotated', at: t() });
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+  });
+
+  it('makes, rotates and destroys named credentials as a step, without touching the config', () => {
+    let s = step(walk(created()).next, { type: 'credentials', at: t() });
+    expect([s.state, s.jobs]).toEqual(['syncing.trying', ['sync_credentials']]);
+    expect(step(s.next, { type: 'rotate', at: t() }).state).toBe('syncing.trying');
+    s = step(s.next, { type: 'credentials.synced', at: t() });
+    expect([s.state, s.jobs]).toEqual(['available', []]);
+  });
+
+  it('fails over when the primary is lost while credentials are synced, then syncs them on the new primary', () => {
+    let s = step(walk(created()).next, { type: 'credentials', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'failed', 'standby.state': 'available' }));
+    expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+    s = step(s.next, { type: 'fencing', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'promoted', at: t() });
+    s = step(s.next, { type: 'placed', at: t() });
+    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+    s = step(s.next, { type: 'synchronized', at: t() });
+    expect([s.state, s.jobs]).toEqual(['syncing.trying', ['deliver', 'sync_credentials']]);
+    s = step(s.next, { type: 'credentials.synced', at: t() });
+    // The failover's new URL is still wanted by the platform until it takes it (one pending job per task).
+    expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+  });
+
   it('deprovisions from any state, once, and ends', () => {
     let s = walk([{ type: 'deprovision', at: t() }]);
     expect([s.state, s.jobs]).toEqual(['deprovisioning.trying', ['drop_tenant']]);
