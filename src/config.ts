@@ -1,3 +1,4 @@
+import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import type { LogFormat } from './log.ts';
 import { parseLag } from './health.ts';
@@ -123,6 +124,19 @@ function size(env: Env, name: string, fallback: string): number {
   return bytes;
 }
 
+/** A path to a program, checked at start-up, before anything is started. */
+function executableFile(env: Env, name: string): string | undefined {
+  const file = nonEmpty(env, name);
+  if (file === undefined) return undefined;
+  try {
+    accessSync(file, constants.X_OK);
+    if (!statSync(file).isFile()) throw new Error('not a file');
+  } catch {
+    throw new ConfigError(`${name}=${file} is not an executable file: point it at the program, or unset it`);
+  }
+  return file;
+}
+
 function nonEmpty(env: Env, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
@@ -226,7 +240,7 @@ export function loadConfig(env: Env = process.env): Config {
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     archiveRetentionSeconds: integer(env, 'PGFLEET_ARCHIVE_RETENTION_SECONDS', 7 * 86_400, 1, 10 * 365 * 86_400),
     pgBin: nonEmpty(env, 'PG_BIN'),
-    pgbouncerBin: nonEmpty(env, 'PGBOUNCER_BIN'),
+    pgbouncerBin: executableFile(env, 'PGBOUNCER_BIN'),
     encryptionKey: encryptionKey(env),
     pgUser: nonEmpty(env, 'PGFLEET_PG_USER'),
     controlPgUser: nonEmpty(env, 'PGFLEET_CONTROL_PG_USER') ?? 'pgfleet-control',
