@@ -14,8 +14,9 @@ interface Waiter {
  * Requests that wait for their resource to settle (a provision or plan change answered with
  * the config when it is ready within PGFLEET_ANSWER_WITHIN) share one look at the control
  * database per tick, whatever their number. Each used to look on its own every 10 ms: a
- * burst of 200 provisions made 20,000 queries a second, which filled the process' pool and
- * its event loop, and the jobs doing the provisioning waited behind them.
+ * burst of 200 provisions asked for 20,000 queries a second, queued for the pool the worker
+ * shares under `pgfleet start`; the control database committed 137,801 transactions during
+ * such a burst, and 15,236 with one look per tick (bench:provision).
  */
 export function settler(pool: Queryable) {
   const waiters = new Set<Waiter>();
