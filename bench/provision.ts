@@ -6,19 +6,22 @@
  * fake platform, and an ephemeral control Postgres.
  *
  *   npm run bench:provision
- *   BENCH_PROVISION_SHARED=5 BENCH_PROVISION_DEDICATED=2 npm run bench:provision   # a quick run
+ *   BENCH_PROVISION_SHARED=5 BENCH_PROVISION_DEDICATED=2 BENCH_PROVISION_BURST=20 npm run bench:provision   # a quick run
+ *
+ * Then a burst: BENCH_PROVISION_BURST shared provisions POSTed at once (bench/provision/burst.ts).
+ * Exits 1 when any provision failed for good.
  *
  * Writes bench/results/provision.json and bench/results/provision.md, and prints the markdown.
  */
-import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
-import { runProcesses, type Running } from '../src/app.ts';
+import { runProcesses } from '../src/app.ts';
 import { createLogger } from '../src/log.ts';
-import { Platform, wallMs } from './provision/platform.ts';
-import { markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Milestone, type Results, type SharedRun } from './provision/report.ts';
+import { firstSelect, patchedUrl, provisionBody, RETRY_MS, field, transitionsSince, web, type Context } from './provision/client.ts';
+import { wallMs } from './provision/platform.ts';
+import { runBurst } from './provision/burst.ts';
+import { burstSummary as summarizeBurst, markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Results, type SharedRun } from './provision/report.ts';
 import { verifyFull } from '../test/support/tls.ts';
 import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
 
@@ -27,86 +30,16 @@ const params = {
   dedicatedRuns: envInt('BENCH_PROVISION_DEDICATED', 8, 1),
   /** PGFLEET_ANSWER_WITHIN: how long a shared provision may wait to answer 200 with the config. */
   answerWithinSeconds: 20,
-  /** Pause between tries of `select 1` while the URL does not answer yet. */
-  retryMs: 5,
+  retryMs: RETRY_MS,
   sharedTimeoutSeconds: 60,
   dedicatedTimeoutSeconds: 120,
+  /** Shared provisions POSTed at once after the sequential runs. */
+  burst: envInt('BENCH_PROVISION_BURST', 200, 1),
+  /** Each provision of the burst: POST → `select 1` answered, or it failed. */
+  burstTimeoutSeconds: 180,
 };
 
 const AIMS = { shared: 300, dedicated: 3000 };
-
-
-// ---------------------------------------------------------------------------------------
-// Talking to pgfleet and to the databases it hands out.
-
-function field(value: unknown, ...keys: string[]): unknown {
-  let v = value;
-  for (const k of keys) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined;
-  return v;
-}
-
-function provisionBody(platform: Platform, plan: string) {
-  const uuid = randomUUID();
-  return {
-    uuid,
-    plan,
-    region: 'amazon-web-services::us-east-1',
-    callback_url: `${platform.url}/addons/${uuid}`,
-    name: `bench-${uuid.slice(0, 8)}`,
-    options: {},
-    oauth_grant: { code: `grant-${uuid}`, expires_at: new Date(Date.now() + 300_000).toISOString(), type: 'authorization_code' },
-  };
-}
-
-/** Try `select 1` through a fresh node-postgres connection until it answers; when it did. */
-async function firstSelect(url: string, deadline: number): Promise<{ at: number; attempts: number }> {
-  let lastError = '';
-  for (let attempts = 1; ; attempts++) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      const { rows } = await client.query<{ one: number }>('select 1 as one');
-      const at = wallMs();
-      if (rows[0]?.one !== 1) throw new Error(`select 1 answered ${JSON.stringify(rows)}`);
-      return { at, attempts };
-    } catch (err) {
-      lastError = message(err);
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-    if (wallMs() > deadline) throw new Error(`no answer to select 1 after ${attempts} tries: ${lastError}`);
-    await sleep(params.retryMs);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Runs.
-
-interface Context {
-  running: Running;
-  platform: Platform;
-  /** pgfleet's CA certificate, saved as a customer saves it to connect with verify-full. */
-  caFile: string;
-}
-
-const web = (ctx: Context) => ctx.running.url!;
-
-/**
- * Transitions of the resource's machine and of the server machines it was placed on, made
- * since t0 (`at` is the database's now(): the start of the transaction that committed it).
- */
-async function transitionsSince(ctx: Context, resourceId: string, t0: number): Promise<Milestone[]> {
-  const { rows } = await ctx.running.pool.query<{ machine: string; to: string; ms: number }>(
-    `select t.machine, t.to_state as "to", (extract(epoch from t.at) * 1000)::float8 as ms
-     from transitions t
-     where (t.entity_id = $1 or t.entity_id in (select server_id from resource_servers where resource_id = $1))
-       and t.at >= to_timestamp($2::float8 / 1000)
-     order by t.at, t.id`,
-    [resourceId, t0 - 5],
-  );
-  return rows.map((r) => ({ name: `${r.machine}:${r.to}`, ms: Math.max(0, r.ms - t0) }));
-}
 
 async function waitForState(ctx: Context, route: string, state: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -160,10 +93,7 @@ async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
     const res = await call(web(ctx), 'POST', '/heroku/resources', BASIC, body);
     if (res.status !== 202) throw new Error(`POST answered ${res.status}: ${JSON.stringify(res.json)}`);
     const patch = await patched;
-    const vars = field(JSON.parse(patch.body) as unknown, 'config');
-    const url = Array.isArray(vars) ? field(vars.find((v) => field(v, 'name') === 'PGFLEET_URL'), 'value') : undefined;
-    if (typeof url !== 'string') throw new Error(`the PATCH carried no PGFLEET_URL: ${patch.body}`);
-    const ok = await firstSelect(verifyFull(url, ctx.caFile), t0 + deadline);
+    const ok = await firstSelect(verifyFull(patchedUrl(patch.body), ctx.caFile), t0 + deadline);
     const provisioned = await ctx.platform.waitFor('POST', `/addons/${body.uuid}/actions/provision`, deadline);
     const token = ctx.platform.calls.find((c) => c.path === '/oauth/token' && new URLSearchParams(c.body).get('code') === body.oauth_grant.code);
     const milestones = [
@@ -197,15 +127,15 @@ const NOTES = [
   `t0 is taken just before the POST; the end is when a fresh node-postgres connection (new Client each try, retried every ${params.retryMs} ms) has answered \`select 1\` through the URL — for shared the one in the 200 answer, for dedicated the one in the PATCH the platform received.`,
   `Runs are sequential. The first shared provision is a warm-up reported alone: it opens the shared server (initdb + start). Each later shared resource is deprovisioned after it is measured (untimed, waited for until deleted), so every shared run places a tenant on a server holding only the warm-up tenant.`,
   'Each dedicated resource is deprovisioned after it is measured, and the bench waits (untimed) until the resource and its server are deleted, so runs do not overlap and no servers pile up.',
+  `The burst comes last: ${params.burst} shared provisions POSTed at once (Promise.all of fetches, each its own uuid), onto the shared server the warm-up opened and whatever servers placement opens meanwhile; a 202 is followed to the platform's config PATCH. Each must reach \`select 1\` within ${params.burstTimeoutSeconds} s. Burst resources are not deprovisioned.`,
   'Milestone times from the transitions table are the database\'s now(): the start of the transaction that committed the transition, on the same host clock as the bench.',
   `p90 is interpolated between closest ranks; with ${params.dedicatedRuns} dedicated runs it sits between the two slowest. Aims (issue): shared under ${AIMS.shared} ms, dedicated under ${num(AIMS.dedicated)} ms, judged by the median.`,
   'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
 ];
 
-/** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
 // ---------------------------------------------------------------------------------------
 
-async function main({ controlUrl, platform, config, started }: BenchSystem): Promise<void> {
+async function main({ controlUrl, platform, config, started }: BenchSystem): Promise<boolean> {
   const loadAverageAtStart = os.loadavg();
   // Taken now: the working tree may change while the bench runs.
   const commit = gitCommit();
@@ -236,6 +166,11 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
     console.error(`dedicated ${i + 1}/${params.dedicatedRuns}: ${run.error ?? `${ms(run.totalMs)} ms (PATCH at ${ms(run.patchMs)} ms)`}`);
     await deprovision(ctx, run.id).catch((err: unknown) => console.error(`  deprovision failed: ${message(err)}`));
   }
+
+  console.error(`burst: ${params.burst} shared provisions at once…`);
+  const burst = await runBurst(ctx, params.burst, params.burstTimeoutSeconds);
+  const burstSummary = summarizeBurst(burst);
+  console.error(`  200 × ${burstSummary.answered200}, 202 × ${burstSummary.answered202}, failed ${burstSummary.failed}; ${ms(burst.wallMs)} ms until the last was ready`);
 
   const ok = <T extends { error?: string }>(runs: T[]) => runs.filter((r) => !r.error);
   const results: Results = {
@@ -274,16 +209,19 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
       },
       sharedMilestones: milestoneStats(shared),
       dedicatedMilestones: milestoneStats(dedicated),
+      burst: burstSummary,
     },
     firstShared,
     shared,
     dedicated,
+    burst,
   };
   await writeResults('provision', results, markdown(results));
+  return [...shared, ...dedicated, ...burst.runs].every((r) => !r.error);
 }
 
 await runBench({
   env: { PGFLEET_ANSWER_WITHIN: String(params.answerWithinSeconds) },
-  watchdogMinutes: 20,
+  watchdogMinutes: 30,
   main,
 });

@@ -48,12 +48,16 @@ export interface Answer {
   at: number;
 }
 
-/** An HTTP call as the platform or an operator makes it; a body that is not JSON comes back as text. */
-export async function call(base: string, method: string, route: string, authorization: string, body?: unknown): Promise<Answer> {
+/**
+ * An HTTP call as the platform or an operator makes it; a body that is not JSON comes back
+ * as text. `signal` bounds it (AbortSignal.timeout).
+ */
+export async function call(base: string, method: string, route: string, authorization: string, body?: unknown, signal?: AbortSignal): Promise<Answer> {
   const res = await fetch(`${base}${route}`, {
     method,
     headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
   });
   const text = await res.text();
   const at = wallMs();

@@ -40,6 +40,65 @@ export interface DedicatedRun {
   error?: string;
 }
 
+export interface BurstRun {
+  id: string;
+  /** When its POST went, ms after the burst began. */
+  postedMs: number;
+  /** 200: the config came with the answer; 202: it came later by the platform's PATCH; 0: no answer. */
+  status: number;
+  /** POST → its answer. */
+  answerMs: number;
+  /** POST → the config in hand: the 200 answer, or the PATCH after a 202. */
+  configMs: number;
+  /** POST → a `select 1` answered through the URL of the config. */
+  readyMs: number;
+  attempts: number;
+  milestones: Milestone[];
+  error?: string;
+}
+
+/** Worker time spent on one task over the burst. */
+export interface JobTime {
+  task: string;
+  count: number;
+  seconds: number;
+}
+
+export interface Burst {
+  size: number;
+  timeoutSeconds: number;
+  /** First POST → the last run ready (or given up). */
+  wallMs: number;
+  /** While the burst ran: the share of the machine's CPU time busy and waiting on I/O (all cores, any process), this process' CPU seconds (pgfleet's web, worker and clock, and the bench's clients), the control database's transactions. */
+  load: { machineBusy: number; machineIowait: number; processCpuSeconds: number; controlTransactions: number };
+  runs: BurstRun[];
+  jobs: JobTime[];
+  /** Transitions on `step.failed` since the burst began: a step that failed and was retried. */
+  stepFailures: { entity: string; machine: string; state: string; ms: number; error: string | null }[];
+  /** Jobs that died since the burst began. */
+  deadJobs: { task: string; entity: string | null; error: string | null }[];
+  /** Every live shared server after the burst; `openedMs` after the burst began. */
+  sharedServers: { id: string; openedInBurst: boolean; openedMs: number; availableMs: number | null; tenants: number }[];
+}
+
+export interface BurstSummary {
+  answered200: number;
+  answered202: number;
+  failed: number;
+  answer: Stats;
+  answer200: Stats;
+  answer202: Stats;
+  /** POST → PATCH config, of the 202s. */
+  patch202: Stats;
+  ready: Stats;
+  ready200: Stats;
+  ready202: Stats;
+  stepFailures: number;
+  deadJobs: number;
+  serversOpened: number;
+  milestones: (Stats & { name: string })[];
+}
+
 export interface Stats {
   n: number;
   medianMs: number;
@@ -76,6 +135,27 @@ export function milestoneStats(runs: { milestones: Milestone[]; error?: string }
   return [...byName].map(([name, values]) => ({ name, ...stats(values) })).sort((a, b) => a.medianMs - b.medianMs);
 }
 
+export function burstSummary(b: Burst): BurstSummary {
+  const of = (status: number) => b.runs.filter((r) => r.status === status && !r.error);
+  const ok = b.runs.filter((r) => !r.error);
+  return {
+    answered200: b.runs.filter((r) => r.status === 200).length,
+    answered202: b.runs.filter((r) => r.status === 202).length,
+    failed: b.runs.length - ok.length,
+    answer: stats(b.runs.map((r) => r.answerMs)),
+    answer200: stats(of(200).map((r) => r.answerMs)),
+    answer202: stats(of(202).map((r) => r.answerMs)),
+    patch202: stats(of(202).map((r) => r.configMs)),
+    ready: stats(ok.map((r) => r.readyMs)),
+    ready200: stats(of(200).map((r) => r.readyMs)),
+    ready202: stats(of(202).map((r) => r.readyMs)),
+    stepFailures: b.stepFailures.length,
+    deadJobs: b.deadJobs.length,
+    serversOpened: b.sharedServers.filter((s) => s.openedInBurst).length,
+    milestones: milestoneStats(b.runs),
+  };
+}
+
 export interface Machine extends Host {
   postgres: string;
   commit: string;
@@ -94,20 +174,72 @@ export interface Results {
     dedicated: { total: Stats; http: Stats; token: Stats; patch: Stats; provisioned: Stats; afterPatch: Stats; attempts: Stats; failed: number };
     sharedMilestones: (Stats & { name: string })[];
     dedicatedMilestones: (Stats & { name: string })[];
+    burst: BurstSummary;
   };
   firstShared: SharedRun;
   shared: SharedRun[];
   dedicated: DedicatedRun[];
+  burst: Burst;
 }
 
 export const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
 export const ms = (n: number) => num(n, n < 100 ? 1 : 0);
 
+const statRow = (label: string, st: Stats, extra = '') => `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
+
+/** How many times each message came, most first: ` ("message" × n; …)`. */
+function tally(messages: (string | null)[]): string {
+  if (messages.length === 0) return '';
+  const counts = new Map<string, number>();
+  for (const m of messages) counts.set((m ?? 'no message').slice(0, 160), (counts.get((m ?? 'no message').slice(0, 160)) ?? 0) + 1);
+  return ` (${[...counts].sort((a, b) => b[1] - a[1]).map(([m, n]) => `"${m}" × ${n}`).join('; ')})`;
+}
+
+function burstLines(b: Burst, s: BurstSummary): string[] {
+  const failed = b.runs.filter((x) => x.error);
+  return [
+    '## Burst: shared provisions POSTed at once',
+    '',
+    `After the sequential runs, ${b.size} shared provisions (each its own uuid) were POSTed together to the same running system and each followed to a URL that answers \`select 1\` (verify-full) within ${b.timeoutSeconds} s. Answered 200 with the config: **${s.answered200}**; 202, the config delivered later by the platform's PATCH: **${s.answered202}**; failed for good: **${s.failed}**. First POST → the last one ready: ${num(b.wallMs / 1000, 1)} s.`,
+    '',
+    '| measure | runs | median ms | p90 ms | max ms |',
+    '|---|--:|--:|--:|--:|',
+    statRow('POST → answer (all)', s.answer),
+    statRow('POST → 200 with the config', s.answer200),
+    statRow('POST → 202', s.answer202),
+    statRow('202: POST → PATCH config at the platform', s.patch202),
+    statRow('POST → `select 1` answered (all)', s.ready),
+    statRow('POST → `select 1` answered, of the 200s', s.ready200),
+    statRow('POST → `select 1` answered, of the 202s', s.ready202),
+    '',
+    ...(failed.length > 0 ? [...failed.map((x) => `- failed ${x.id}: ${x.error}`), ''] : []),
+    `While it ran, the machine's CPUs were ${num(b.load.machineBusy * 100)}% busy and ${num(b.load.machineIowait * 100)}% waiting on I/O (every process on the machine); the bench's process (pgfleet's web, worker and clock, and the bench's own clients) used ${num(b.load.processCpuSeconds, 1)} CPU-seconds; the control database committed ${num(b.load.controlTransactions)} transactions.`,
+    '',
+    `Steps that failed on the way and were retried (\`step.failed\` transitions since the burst began): **${s.stepFailures}**${tally(b.stepFailures.map((f) => `${f.state}: ${f.error}`))}. Dead jobs: **${s.deadJobs}**${tally(b.deadJobs.map((j) => `${j.task}: ${j.error}`))}. Shared servers the burst opened: **${s.serversOpened}**.`,
+    '',
+    '| shared server | opened, ms after the burst began | available, ms after the burst began | tenants after the burst |',
+    '|---|--:|--:|--:|',
+    ...b.sharedServers.map((x) => `| ${x.id.slice(0, 8)}${x.openedInBurst ? '' : ' (before the burst)'} | ${x.openedInBurst ? ms(x.openedMs) : '—'} | ${x.openedInBurst && x.availableMs !== null ? ms(x.availableMs) : '—'} | ${x.tenants} |`),
+    '',
+    'Where the time goes: each milestone in ms after its own POST, over the runs that reached it, ordered by median.',
+    '',
+    '| burst milestone | runs | median ms | p90 ms | max ms |',
+    '|---|--:|--:|--:|--:|',
+    ...s.milestones.map((x) => statRow(x.name, x)),
+    '',
+    'Worker time by task while the burst ran (pgfleet_job_duration_seconds: claim → commit, summed over the worker\'s slots):',
+    '',
+    '| task | jobs | total s | mean ms |',
+    '|---|--:|--:|--:|',
+    ...b.jobs.map((j) => `| ${j.task} | ${j.count} | ${num(j.seconds, 1)} | ${ms((j.seconds * 1000) / j.count)} |`),
+    '',
+  ];
+}
+
 export function markdown(r: Results): string {
   const m = r.machine;
   const s = r.summary;
   const met = (median: number, aim: number) => (Number.isFinite(median) ? (median < aim ? 'met' : 'not met') : 'no result');
-  const row = (label: string, st: Stats, extra = '') => `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
   const lines = [
     '# Provisioning benchmark',
     '',
@@ -120,8 +252,8 @@ export function markdown(r: Results): string {
     '| plan | runs | median ms | p90 ms | max ms | aim | aim met (median) |',
     '|---|--:|--:|--:|--:|---|---|',
     `| first shared provision (creates the shared server) | ${s.firstShared.n} | ${ms(s.firstShared.medianMs)} | — | — | — | — |`,
-    row('shared', s.shared.total, ` < ${num(r.aimsMs.shared)} ms | ${met(s.shared.total.medianMs, r.aimsMs.shared)} |`),
-    row('dedicated', s.dedicated.total, ` < ${num(r.aimsMs.dedicated)} ms | ${met(s.dedicated.total.medianMs, r.aimsMs.dedicated)} |`),
+    statRow('shared', s.shared.total, ` < ${num(r.aimsMs.shared)} ms | ${met(s.shared.total.medianMs, r.aimsMs.shared)} |`),
+    statRow('dedicated', s.dedicated.total, ` < ${num(r.aimsMs.dedicated)} ms | ${met(s.dedicated.total.medianMs, r.aimsMs.dedicated)} |`),
     '',
   ];
   if (s.shared.failed > 0 || s.dedicated.failed > 0) {
@@ -134,13 +266,13 @@ export function markdown(r: Results): string {
     '',
     '| measure | runs | median ms | p90 ms | max ms |',
     '|---|--:|--:|--:|--:|',
-    row('shared: POST → 200 with the config', s.shared.http),
-    row('shared: 200 → `select 1` answered', s.shared.afterAnswer),
-    row('dedicated: POST → 202', s.dedicated.http),
-    row('dedicated: POST → grant exchanged at the platform', s.dedicated.token),
-    row('dedicated: POST → PATCH config at the platform', s.dedicated.patch),
-    row('dedicated: POST → actions/provision at the platform', s.dedicated.provisioned),
-    row('dedicated: PATCH config → `select 1` answered', s.dedicated.afterPatch),
+    statRow('shared: POST → 200 with the config', s.shared.http),
+    statRow('shared: 200 → `select 1` answered', s.shared.afterAnswer),
+    statRow('dedicated: POST → 202', s.dedicated.http),
+    statRow('dedicated: POST → grant exchanged at the platform', s.dedicated.token),
+    statRow('dedicated: POST → PATCH config at the platform', s.dedicated.patch),
+    statRow('dedicated: POST → actions/provision at the platform', s.dedicated.provisioned),
+    statRow('dedicated: PATCH config → `select 1` answered', s.dedicated.afterPatch),
     '',
     `First shared provision (ms after the POST): ${r.firstShared.milestones.map((x) => `${x.name} ${ms(x.ms)}`).join(' → ')}.`,
     '',
@@ -158,6 +290,7 @@ export function markdown(r: Results): string {
     '|---|--:|--:|--:|',
     ...s.sharedMilestones.map((x) => `| ${x.name} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
     '',
+    ...burstLines(r.burst, s.burst),
     '## Dedicated runs',
     '',
     '| run | total ms | 202 ms | grant exchanged ms | PATCH config ms | actions/provision ms |',

@@ -5,6 +5,7 @@ import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts'
 import { callbackAllowed } from '../platform.ts';
 import { changePlan, createResource, getResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';
 
 /** Heroku add-on names: letters, digits, `-`, `_`, `.`; nothing that needs quoting anywhere. */
@@ -78,17 +79,6 @@ function resourceId(params: unknown): string {
   return id.toLowerCase();
 }
 
-/** Wait until the resource's machine settles in `available` (true) or the deadline passes. */
-async function settled(pool: Pool, id: string, withinSeconds: number): Promise<boolean> {
-  const deadline = Date.now() + withinSeconds * 1000;
-  for (;;) {
-    const state = await resourceState(pool, id);
-    if (state === 'available') return true;
-    if (state === 'deleted' || state === 'deprovisioning' || Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> {
   const match = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
   const [user, ...rest] = match?.[1] ? Buffer.from(match[1], 'base64').toString('utf8').split(':') : [];
@@ -125,9 +115,10 @@ async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boole
  */
 export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   const prefix = configVarPrefix(opts.addon.id);
+  const { settled } = settler(opts.pool);
 
   async function answerWithConfig(id: string, reply: FastifyReply, ready: string, pending: string) {
-    if (await settled(opts.pool, id, opts.addon.answerWithin)) {
+    if (await settled(id, opts.addon.answerWithin)) {
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
       return reply.status(200).send({ id, config: resource!.config, message: ready });
     }
@@ -201,7 +192,7 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
         throw new HttpError(422, `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`);
       }
       await changePlan(opts.pool, id, plan, { move, ...(standby ? { standby } : {}) });
-      if (!(await settled(opts.pool, id, opts.addon.answerWithin))) {
+      if (!(await settled(id, opts.addon.answerWithin))) {
         await tellResource(opts.pool, id, { type: 'deferred' });
         return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
       }
