@@ -3,7 +3,7 @@ import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import type { Logger } from '../log.ts';
-import { claimJobs, completeJobs, extendLeases, failJob, nextDueInMs, releaseExpiredLeases, type Job } from './jobs.ts';
+import { claimJobs, completeJobs, extendLeases, failJob, nextDueInMs, PRIORITY, releaseExpiredLeases, type Job } from './jobs.ts';
 
 export interface JobContext {
   log: Logger;
@@ -32,6 +32,8 @@ export interface WorkerOptions {
   jobDuration?: Histogram<'queue' | 'task' | 'outcome'>;
   queues: string[] | undefined;
   concurrency: number;
+  /** Of `concurrency`, the slots only urgent jobs take; urgentSlotsFor(concurrency) unless given. */
+  urgentSlots?: number;
   leaseSeconds: number;
   handlers: Record<string, JobHandler>;
   log: Logger;
@@ -40,6 +42,20 @@ export interface WorkerOptions {
 }
 
 class LeaseLost extends Error {}
+
+/**
+ * Slots a worker keeps for urgent jobs: a quarter, at least one when it has two or more.
+ * Routine observations take up to a probe's timeout each (1 s against a hung server), so a
+ * worker of 10 full of them made a failover step wait for a slot; 2 slots of 10 let two
+ * databases fail over side by side (a failover runs one step at a time) while 8 keep
+ * routine work going. A dedicated failover queue would need a worker of its own, and the
+ * steps of a failover are observations and ticks as much as fences and promotions: the
+ * same tasks as routine work, in the same per-entity queues. Priority and kept slots sort
+ * them within one queue instead.
+ */
+export function urgentSlotsFor(concurrency: number): number {
+  return concurrency >= 2 ? Math.max(1, Math.floor(concurrency / 4)) : 0;
+}
 
 export class Worker {
   readonly id = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -98,15 +114,20 @@ export class Worker {
 
   private async run(): Promise<void> {
     const pollMs = this.opts.pollMs ?? 1000;
+    const kept = this.opts.urgentSlots ?? urgentSlotsFor(this.opts.concurrency);
     while (!this.stopped) {
       const free = this.opts.concurrency - this.running.size;
+      // Jobs below urgent take the slots not kept; once those are full, only urgent ones are claimed.
+      const notUrgent = [...this.running.values()].filter((j) => j.priority < PRIORITY.urgent).length;
+      const room = this.opts.concurrency - kept - notUrgent;
       let claimed = 0;
       if (free > 0) {
         try {
           const jobs = await claimJobs(this.pool, {
             workerId: this.id,
             queues: this.opts.queues,
-            limit: free,
+            limit: room > 0 ? Math.min(free, room) : free,
+            minPriority: room > 0 ? PRIORITY.routine : PRIORITY.urgent,
             leaseSeconds: this.opts.leaseSeconds,
           });
           claimed = jobs.length;
