@@ -9,3 +9,11 @@ alter table jobs add column priority smallint not null default 0;
 -- of the first column.
 drop index jobs_ready;
 create index jobs_ready on jobs (priority desc, run_at, id) where locked_by is null and dead_at is null;
+
+-- A job is claimable at the head of its entity's queue: no due job of the entity ranks
+-- higher, and none of its rank is earlier. Each is one range of this index; the head
+-- check as a single row comparison of (-priority, run_at, id) could not use it and read
+-- every pending job of the entity, 20 of them per claimed job in bench:queue (6,707 →
+-- 4,169 jobs/s drained).
+drop index jobs_entity_pending;
+create index jobs_entity_pending on jobs (entity_id, priority, run_at, id) where locked_by is null and dead_at is null;

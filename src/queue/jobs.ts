@@ -129,8 +129,12 @@ export async function claimJobs(
            not exists (select 1 from jobs r where r.entity_id = j.entity_id and r.locked_by is not null)
            and not exists (
              select 1 from jobs e
-             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null and e.run_at <= now()
-               and (-e.priority, e.run_at, e.id) < (-j.priority, j.run_at, j.id))))
+             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+               and e.priority > j.priority and e.run_at <= now())
+           and not exists (
+             select 1 from jobs e
+             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+               and e.priority = j.priority and (e.run_at, e.id) < (j.run_at, j.id))))
        order by j.priority desc, j.run_at, j.id
        limit $2
        for update skip locked

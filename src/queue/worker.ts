@@ -32,7 +32,7 @@ export interface WorkerOptions {
   jobDuration?: Histogram<'queue' | 'task' | 'outcome'>;
   queues: string[] | undefined;
   concurrency: number;
-  /** Of `concurrency`, the slots only urgent jobs take; urgentSlotsFor(concurrency) unless given. */
+  /** Slots beyond `concurrency` that only urgent jobs take; urgentSlotsFor(concurrency) unless given. */
   urgentSlots?: number;
   leaseSeconds: number;
   handlers: Record<string, JobHandler>;
@@ -44,18 +44,20 @@ export interface WorkerOptions {
 class LeaseLost extends Error {}
 
 /**
- * Slots a worker keeps for urgent jobs: a quarter, at least one when it has two or more.
+ * Slots a worker keeps for urgent jobs beyond its concurrency: a quarter of it, at least one.
  * A routine observation of a server that does not answer takes the probe's timeout (1 s),
  * and ten of them fill a worker of 10 for that long: however it ranks, a failover step
- * would wait for a slot. 2 of 10 let two databases fail over side by side (a failover runs
- * one step at a time) while 8 keep routine work going. No dedicated failover queue: it
- * would need a worker of its own, and a failover's steps are observations and ticks as much
- * as fences and promotions, the same tasks as routine work in the same per-entity queues.
- * Priorities and these slots in the one queue took a crash's failover with 30 other
- * servers from 3,919 ms to 933 ms, the same as with none (984 ms; bench/results/failover.md).
+ * would wait for a slot. 2 more for 10 let two databases fail over side by side (a failover
+ * runs one step at a time). They come on top of the concurrency rather than out of it:
+ * taken out of it, other jobs lost 2 of 10 slots and the queue drained no-op jobs 38%
+ * slower (bench:queue, 6,707 → 4,171 jobs/s). No dedicated failover queue: it would need a
+ * worker of its own, and a failover's steps are observations and ticks as much as fences and
+ * promotions, the same tasks as routine work in the same per-entity queues. Priorities and
+ * these slots in the one queue took a crash's failover with 30 other servers from 3,919 ms
+ * to 933 ms, the same as with none (984 ms; bench/results/failover.md).
  */
 export function urgentSlotsFor(concurrency: number): number {
-  return concurrency >= 2 ? Math.max(1, Math.floor(concurrency / 4)) : 0;
+  return Math.max(1, Math.floor(concurrency / 4));
 }
 
 export class Worker {
@@ -64,9 +66,11 @@ export class Worker {
   private readonly toComplete: string[] = [];
   private completing: Promise<void> | undefined;
   private stopped = true;
-  private wakeSleeper: (() => void) | undefined;
+  private wakeSleeper: ((woken: boolean) => void) | undefined;
   /** A wake-up that came while the loop was claiming: the next sleep returns at once. */
   private woken = false;
+  /** Whether an urgent job may have become claimable since the last claim. */
+  private urgentMayWait = true;
   private listener: Client | undefined;
   private loop: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -115,20 +119,23 @@ export class Worker {
 
   private async run(): Promise<void> {
     const pollMs = this.opts.pollMs ?? 1000;
-    const kept = this.opts.urgentSlots ?? urgentSlotsFor(this.opts.concurrency);
+    const { concurrency } = this.opts;
+    const kept = this.opts.urgentSlots ?? urgentSlotsFor(concurrency);
     while (!this.stopped) {
-      const free = this.opts.concurrency - this.running.size;
-      // Jobs below urgent take the slots not kept; once those are full, only urgent ones are claimed.
-      const notUrgent = [...this.running.values()].filter((j) => j.priority < PRIORITY.urgent).length;
-      const room = this.opts.concurrency - kept - notUrgent;
+      const free = concurrency + kept - this.running.size;
+      const room = concurrency - this.notUrgentRunning();
+      // With the slots of other jobs full, only urgent ones are claimed, and only once one
+      // may have come: an enqueue's NOTIFY, a job that ended, or a sleep that ran out.
+      const urgentOnly = room <= 0;
       let claimed = 0;
-      if (free > 0) {
+      if (free > 0 && (!urgentOnly || this.urgentMayWait)) {
+        this.urgentMayWait = false;
         try {
           const jobs = await claimJobs(this.pool, {
             workerId: this.id,
             queues: this.opts.queues,
-            limit: room > 0 ? Math.min(free, room) : free,
-            minPriority: room > 0 ? PRIORITY.routine : PRIORITY.urgent,
+            limit: urgentOnly ? free : Math.min(free, room),
+            minPriority: urgentOnly ? PRIORITY.urgent : PRIORITY.routine,
             leaseSeconds: this.opts.leaseSeconds,
           });
           claimed = jobs.length;
@@ -143,9 +150,20 @@ export class Worker {
         }
       }
       if (this.stopped) break;
-      if (claimed === 0) await this.sleep(await this.idleMs(pollMs));
-      else if (this.running.size >= this.opts.concurrency) await this.sleep(pollMs * 10);
+      const roomLeft = this.running.size < concurrency + kept && concurrency - this.notUrgentRunning() > 0;
+      if (claimed > 0 && roomLeft) continue;
+      // Nothing to claim: until something comes or ends, or the next delayed job falls due.
+      // Slots just filled: until a job ends (one does soon), or a poll, whichever is first;
+      // the delayed-job query is spared there, since it was one more per claim of a busy worker.
+      const woken = await this.sleep(claimed === 0 ? await this.idleMs(pollMs) : pollMs);
+      if (!woken) this.urgentMayWait = true;
     }
+  }
+
+  private notUrgentRunning(): number {
+    let n = 0;
+    for (const job of this.running.values()) if (job.priority < PRIORITY.urgent) n++;
+    return n;
   }
 
   /**
@@ -159,22 +177,24 @@ export class Worker {
   }
 
   private wake(): void {
-    if (this.wakeSleeper) this.wakeSleeper();
+    this.urgentMayWait = true;
+    if (this.wakeSleeper) this.wakeSleeper(true);
     else this.woken = true;
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** True when woken, false when the time ran out. */
+  private sleep(ms: number): Promise<boolean> {
     if (this.woken) {
       this.woken = false;
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
     return new Promise((resolve) => {
-      const done = () => {
+      const done = (woken: boolean) => {
         clearTimeout(timer);
         this.wakeSleeper = undefined;
-        resolve();
+        resolve(woken);
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(() => done(false), ms);
       this.wakeSleeper = done;
     });
   }

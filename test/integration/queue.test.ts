@@ -230,16 +230,16 @@ describe('queue priorities', () => {
     await enqueueMany(t.db.pool, Array.from({ length: 20 }, () => ({ task: 'observe', entityId: randomUUID(), priority: PRIORITY.routine })));
     await withWorkers(1, handlers, async () => {
       try {
-        // Concurrency 4 with one slot kept: three routine jobs run, and the rest wait although a slot is free.
-        await waitFor('the routine jobs to take their slots', async () => routine === 3, 20_000);
+        // Concurrency 4 and one slot kept beyond it: four routine jobs run, and the rest wait although a slot is free.
+        await waitFor('the routine jobs to take their slots', async () => routine === 4, 20_000);
         await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
         await waitFor('the urgent job to run beside the stuck routine ones', async () => urgent.length === 1, 20_000);
-        expect(routine).toBe(3);
+        expect(routine).toBe(4);
       } finally {
         release();
       }
       await waitFor('the queue to drain', async () => (await pending()) === 0);
     }, { concurrency: 4, urgentSlots: 1 });
-    expect(mostRoutine).toBe(3);
+    expect(mostRoutine).toBe(4);
   });
 });
