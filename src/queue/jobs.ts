@@ -5,7 +5,7 @@ import type { Queryable } from '../db.ts';
 /**
  * Claims take higher priorities first. With 30 other servers observed every 5 s, a
  * failover's steps (each a job: the re-probes, the ticks, the fence, the promotion) queued
- * behind 60 routine observations and ticks at each step (bench/results/failover.md). What
+ * behind 60 routine observations and ticks at each step (bench:failover). What
  * the clock enqueues on its period is `routine`; what a machine asks for is `work`; what it
  * asks for while its entity is in trouble or failing over, and what follows from that, is
  * `urgent`, and a worker keeps slots that only urgent jobs take (src/queue/worker.ts).

@@ -52,9 +52,9 @@ class LeaseLost extends Error {}
  * other jobs keep all 10 and the queue's throughput stays what it was (bench:queue drained
  * 6,592 jobs/s against 6,707 before priorities). No dedicated failover queue: it would need a
  * worker of its own, and a failover's steps are observations and ticks as much as fences and
- * promotions, the same tasks as routine work in the same per-entity queues. Priorities and
- * these slots in the one queue took a crash's failover with 30 other servers from 3,919 ms
- * to 933 ms, the same as with none (984 ms; bench/results/failover.md).
+ * promotions, the same tasks as routine work in the same per-entity queues. With priorities
+ * and these slots in the one queue, 30 other servers change a failover's medians by +37 ms
+ * (crash) and -306 ms (hang), where they added 176 and 451 ms before (bench:failover).
  */
 export function urgentSlotsFor(concurrency: number): number {
   return Math.max(1, Math.floor(concurrency / 4));
