@@ -8,31 +8,53 @@
  * platform, and an ephemeral control Postgres.
  *
  *   npm run bench:failover
- *   BENCH_FAILOVER_RUNS=2 npm run bench:failover   # a quick run: 2 crashes and 2 hangs
+ *   BENCH_FAILOVER_RUNS=2 npm run bench:failover   # a quick run: 2 crashes and 2 hangs per fleet size
+ *   BENCH_FAILOVER_FLEET=30 npm run bench:failover # only with 30 other servers
+ *
+ * BENCH_FAILOVER_FLEET lists the sizes of the fleet around the measured resource (default
+ * 0,30): for each, in ascending order, the bench first provisions dedicated resources (each
+ * a server of its own, observed by the same worker and clock) until that many others
+ * exist, then makes its runs. Failover work must not queue behind the routine observation
+ * of other servers: the figures should not grow with the fleet.
  *
  * Writes bench/results/failover.json and bench/results/failover.md, and prints the
  * markdown. Exits 1 when an acknowledged row went missing or a run failed.
  */
-import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { runProcesses, type Running } from '../src/app.ts';
-import { loadConfig, type Config } from '../src/config.ts';
+import type { Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';
 import { loadServerRecord } from '../src/servers.ts';
 import { verifyFull } from '../test/support/tls.ts';
 import { clusterPids, NumberedWriter, running as processRunning, signalAll } from '../test/support/writer.ts';
-import { markdown, summarize, type FailoverRun, type Fault, type Results, type Setting } from './failover/report.ts';
-import { Platform, wallMs } from './provision/platform.ts';
-import { ms, num, type Milestone } from './provision/report.ts';
-import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+import { fleetObservations, growFleet, provision } from './failover/fleet.ts';
+import { notes, settings } from './failover/notes.ts';
+import { markdown, summarize, type FailoverRun, type Fault, type FleetResult, type Results } from './failover/report.ts';
+import { wallMs } from './provision/platform.ts';
+import { ms, type Milestone } from './provision/report.ts';
+import { call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+
+/** The fleet sizes to measure at, ascending and without repeats. */
+function fleetSizes(raw: string | undefined): number[] {
+  const sizes = (raw ?? '0,30').split(',').map((part) => {
+    const n = Number(part.trim());
+    if (part.trim() === '' || !Number.isInteger(n) || n < 0) throw new Error(`BENCH_FAILOVER_FLEET must list whole numbers ≥ 0 (e.g. 0,30), got "${raw}"`);
+    return n;
+  });
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
+const fleets = fleetSizes(process.env.BENCH_FAILOVER_FLEET);
 
 const params = {
-  /** Runs of each fault; crash and hang alternate. */
+  /** Runs of each fault at each fleet size; crash and hang alternate. */
   runs: envInt('BENCH_FAILOVER_RUNS', 10, 1),
+  /** The most other servers provisioned. */
+  fleetMax: fleets.at(-1)!,
   /** Commits acknowledged before the fault is made. */
   ackedBeforeFault: 50,
   /** How long the writer goes on once its commits land on the promoted standby. */
@@ -86,28 +108,6 @@ interface Context {
   config: Config;
   resourceId: string;
   url: string;
-}
-
-/** An ha resource through the add-on API; its URL from the config PATCH the platform gets. */
-async function provisionHa(running: Running, platform: Platform): Promise<{ id: string; url: string }> {
-  const id = randomUUID();
-  const patched = platform.waitFor('PATCH', `/addons/${id}/config`, params.provisionTimeoutSeconds * 1000);
-  patched.catch(() => undefined);
-  const res = await call(running.url!, 'POST', '/heroku/resources', BASIC, {
-    uuid: id,
-    plan: 'ha',
-    region: 'amazon-web-services::us-east-1',
-    callback_url: `${platform.url}/addons/${id}`,
-    name: `bench-${id.slice(0, 8)}`,
-    options: {},
-    oauth_grant: { code: `grant-${id}`, expires_at: new Date(Date.now() + 300_000).toISOString(), type: 'authorization_code' },
-  });
-  if (res.status !== 202) throw new Error(`POST /heroku/resources answered ${res.status}: ${JSON.stringify(res.json)}`);
-  const patch = await patched;
-  const vars = (JSON.parse(patch.body) as { config: { name: string; value: string }[] }).config;
-  const url = vars.find((v) => v.name === 'PGFLEET_URL')?.value;
-  if (!url) throw new Error(`the PATCH carried no PGFLEET_URL: ${patch.body}`);
-  return { id, url };
 }
 
 /**
@@ -295,39 +295,6 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
 }
 
 // ---------------------------------------------------------------------------------------
-// The report.
-
-/** The settings that shape a failover, as pgfleet ran with them, beside their defaults. */
-function settings(config: Config): Setting[] {
-  const pick = (c: Config): Record<string, number | string> => ({
-    PGFLEET_OBSERVE_INTERVAL: c.observeInterval,
-    PGFLEET_HANG_PROBES: c.probe.hangProbes,
-    PGFLEET_PROBE_TIMEOUT_MS: c.probe.timeoutMs,
-    PGFLEET_JOB_LEASE: c.jobLease,
-    WORKER_CONCURRENCY: c.concurrency,
-    LOG_LEVEL: c.logLevel,
-  });
-  const defaults = pick(loadConfig({}));
-  return Object.entries(pick(config)).map(([name, value]) => ({ name, value, default: defaults[name]! }));
-}
-
-function notes(config: Config): string[] {
-  const defaults = loadConfig({}).probe;
-  const probeDefaults = config.probe.hangProbes === defaults.hangProbes && config.probe.timeoutMs === defaults.timeoutMs;
-  return [
-    'One process runs web + worker + clock + router (runProcesses, as `pgfleet start` does) against an ephemeral control Postgres; tenant servers are local Postgres clusters under a fresh PGFLEET_HOME. One `ha` resource (a primary and a synchronous standby) serves every run; its URL points at the router, which pipes each new connection to the primary the control database names.',
-    `The writer (NumberedWriter, test/support/writer.ts) commits \`insert into failover_<run> values (n)\` through the resource URL one at a time, as fast as it can; a connection that fails is dropped and a new one made 20 ms later, and n is never reused. Its waits are bounded: ${params.writerConnectTimeoutMs} ms to connect, ${params.writerQueryTimeoutMs} ms per statement, so a commit a hung primary holds costs it up to ${params.writerQueryTimeoutMs} ms before it reconnects. The table's defaults record each row's clock_timestamp() and inet_server_port(): when, and on which server, it was written.`,
-    `Each run waits (untimed) until the resource is whole: available, its primary and standby available, the standby \`sync\` in the primary's pg_stat_replication, and the URL reaching the primary. Then a fresh table, ${params.ackedBeforeFault} acknowledged commits, and the fault: crash = SIGKILL of the primary's postmaster alone (its children are left to notice); hang = SIGSTOP of the postmaster and every child, listed just before, then of any child forked since. The fault instant is the writer's fault() mark, taken just before the signal.`,
-    'Recovery = the fault → the first row written on the promoted standby (its clock_timestamp(); the same host clock as the bench). The writer\'s own figure, the fault → its first acknowledged commit (NumberedWriter.recoveryMs), is reported beside it but is no recovery time: it is often the commit under way at the fault, which the old primary finishes (the standby already had it) before it goes. "Writes stopped for" = the last row written on the old primary → the first on the promoted standby.',
-    `Once a row is on the promoted standby the writer goes on ${params.writeAfterRecoveryMs} ms longer, stops, and the acknowledged numbers not in the table are counted through the URL, and again on the old primary once it is back as the standby (allowing it 5 s to replay). Whole again = the fault → the resource whole with the old primary as its synchronous standby (polled every 100 ms, so up to ~100 ms late). A hung cluster's processes get SIGCONT only when the run ends, after the whole-again wait: until then only pgfleet's fence can end them ("frozen left" counts those still there when writes stopped).`,
-    `Crash and hang runs alternate so that both kinds share the machine's conditions; the promoted standby of one run is the primary of the next. p90 is interpolated between closest ranks. Aims (issue): crash under ${num(AIMS.crash)} ms and hang under ${num(AIMS.hang)} ms median, no acknowledged row lost.`,
-    `A hang is judged by pgfleet's probes: a server whose process lives but fails PGFLEET_HANG_PROBES=${config.probe.hangProbes} probes in a row, each waiting PGFLEET_PROBE_TIMEOUT_MS=${config.probe.timeoutMs} ms (re-probed every 0.5 s once one failed), counts as hung. ${probeDefaults ? "Both are pgfleet's defaults, kept so the figures are what a deployment gets; lower values fail over sooner and risk failing over a primary that is only slow (the CPU is shared)." : 'Set from the environment for this run (pgfleet\'s defaults are in the settings above).'} PGFLEET_OBSERVE_INTERVAL=${config.observeInterval} s (default 5); the servers of a database with a standby are observed every second regardless. A crash is seen at once (the router asks for an observation when a connection is refused), a hang by those probes.`,
-    'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
-  ];
-}
-
-/** The code measured: HEAD, plus "+dirty" when src/, machines/ or migrations/ differ from it. */
-// ---------------------------------------------------------------------------------------
 
 async function main({ controlUrl, platform, config, started }: BenchSystem): Promise<boolean> {
   const loadAverageAtStart = os.loadavg();
@@ -337,28 +304,55 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   started(running);
 
   console.error('provisioning an ha resource…');
-  const provisioned = await provisionHa(running, platform);
+  const provisioned = await provision(running, platform, 'ha', params.provisionTimeoutSeconds * 1000);
   // The writer checks the server's certificate, as a customer with verify-full does.
   const caFile = path.join(config.home, 'pgfleet-ca.pem');
   await writeFile(caFile, running.caCertificate);
   const ctx: Context = { running, config, resourceId: provisioned.id, url: verifyFull(provisioned.url, caFile) };
 
-  const runs: FailoverRun[] = [];
-  const total = params.runs * 2;
-  for (let i = 0; i < total; i++) {
-    const fault: Fault = i % 2 === 0 ? 'crash' : 'hang';
-    const run = await failoverRun(ctx, i + 1, fault);
-    runs.push(run);
-    console.error(
-      `run ${i + 1}/${total} ${fault}: ${run.error ? `failed: ${run.error}` : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms (first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`}; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
-    );
-    if (run.error) {
-      console.error('stopping: the resource may not be whole for the next run');
-      break;
+  const results: FleetResult[] = [];
+  const fleet: string[] = [];
+  let number = 0;
+  let failed = false;
+  for (const size of fleets) {
+    let provisionMs = 0;
+    if (size > fleet.length) {
+      console.error(`provisioning ${size - fleet.length} dedicated resources, for a fleet of ${size}…`);
+      const started = wallMs();
+      fleet.push(...(await growFleet(running, platform, size - fleet.length, params.provisionTimeoutSeconds * 1000)));
+      provisionMs = wallMs() - started;
     }
+    const from = wallMs();
+    const runs: FailoverRun[] = [];
+    const total = params.runs * 2;
+    for (let i = 0; i < total && !failed; i++) {
+      const fault: Fault = i % 2 === 0 ? 'crash' : 'hang';
+      const run = await failoverRun(ctx, ++number, fault);
+      runs.push(run);
+      console.error(
+        `fleet ${size}, run ${i + 1}/${total} ${fault}: ${run.error ? `failed: ${run.error}` : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms (first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`}; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
+      );
+      if (run.error) {
+        console.error('stopping: the resource may not be whole for the next run');
+        failed = true;
+      }
+    }
+    const observed = await fleetObservations(running, fleet, from, wallMs());
+    results.push({
+      size,
+      servers: observed.servers,
+      observationsPerServerPerMinute: observed.perServerPerMinute,
+      provisionMs,
+      summary: {
+        crash: summarize(runs.filter((r) => r.fault === 'crash')),
+        hang: summarize(runs.filter((r) => r.fault === 'hang')),
+      },
+      runs,
+    });
+    if (failed) break;
   }
 
-  const results: Results = {
+  const report: Results = {
     machine: {
       ...hostInfo(),
       postgres: await postgresVersion(controlUrl),
@@ -370,15 +364,14 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
     settings: settings(config),
     parameters: params,
     aimsMs: AIMS,
-    notes: notes(config),
-    summary: {
-      crash: summarize(runs.filter((r) => r.fault === 'crash')),
-      hang: summarize(runs.filter((r) => r.fault === 'hang')),
-    },
-    runs,
+    notes: notes(config, params, AIMS),
+    fleets: results,
   };
-  await writeResults('failover', results, markdown(results));
-  return runs.length === total && runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0);
+  await writeResults('failover', report, markdown(report));
+  return (
+    results.length === fleets.length &&
+    results.every((f) => f.runs.length === params.runs * 2 && f.runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0))
+  );
 }
 
 await runBench({
@@ -386,7 +379,8 @@ await runBench({
   env: Object.fromEntries(
     ['PGFLEET_OBSERVE_INTERVAL', 'PGFLEET_HANG_PROBES', 'PGFLEET_PROBE_TIMEOUT_MS'].flatMap((k) => (process.env[k] ? [[k, process.env[k]!]] : [])),
   ),
-  watchdogMinutes: 10 + 4 * params.runs * 2,
+  // A minute per 10 servers of the fleet (provisioning one takes about 2 s here).
+  watchdogMinutes: 10 + Math.ceil(params.fleetMax / 10) + 4 * params.runs * 2 * fleets.length,
   main,
   // Frozen processes first: nothing stops a server whose processes cannot run.
   async beforeCleanUp() {

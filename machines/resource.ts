@@ -16,6 +16,9 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
+/** States in which the database fails over or gets its standby back: their steps outrank routine work in the queue. */
+export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing'];
+
 export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
 
 export interface ResourceJob {

@@ -23,6 +23,12 @@ export const REPROBE_SECONDS = 0.5;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
+/**
+ * States in which the server is in trouble or being taken over: what the machine asks for
+ * here (re-probes, restarts, the fence, the rejoin) outranks routine work in the queue.
+ */
+export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarting', 'failed', 'fencing', 'rejoining'];
+
 export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
 export interface JobEmitted {

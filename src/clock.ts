@@ -1,7 +1,7 @@
 import { schedule, type ScheduledTask } from 'node-cron';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import { enqueueForLiveEntities, enqueueUnlessQueued } from './queue/jobs.ts';
+import { enqueueForLiveEntities, enqueueUnlessQueued, PRIORITY } from './queue/jobs.ts';
 import { retireEmptySharedServers } from './placement.ts';
 import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
 import { sweepExpiredSessions } from './web/sessions.ts';
@@ -43,19 +43,22 @@ export function enqueueMissing(db: Queryable): Promise<number> {
 /**
  * The servers a failover depends on (the primary and standby of a database that has a
  * standby) are observed every second whatever PGFLEET_OBSERVE_INTERVAL says: a hang is
- * judged by their probes, and a crash with no traffic to reveal it by the next one.
+ * judged by their probes, and a crash with no traffic to reveal it by the next one. For
+ * the same reason they rank above the routine observations of every other server (and
+ * raise a routine one of theirs that is pending).
  */
 export const REPLICATED_OBSERVE_EVERY_SECONDS = 1;
 
 export async function enqueueReplicatedObservations(db: Queryable): Promise<number> {
   const { rowCount } = await db.query(
-    `insert into jobs (queue, entity_id, task, key)
-     select $1, rs.server_id, 'observe', 'observe'
+    `insert into jobs (queue, entity_id, task, key, priority)
+     select $1, rs.server_id, 'observe', 'observe', $2
      from resource_servers rs join machines m on m.entity_id = rs.server_id
      where m.finished_at is null and rs.role in ('primary', 'standby')
        and exists (select 1 from resource_servers s where s.resource_id = rs.resource_id and s.role = 'standby')
-     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
-    [queueForTask('observe')],
+     on conflict (entity_id, key) where locked_by is null and dead_at is null
+     do update set priority = excluded.priority where jobs.priority < excluded.priority`,
+    [queueForTask('observe'), PRIORITY.work],
   );
   return rowCount ?? 0;
 }

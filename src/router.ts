@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
-import { enqueue } from './queue/jobs.ts';
+import { enqueue, PRIORITY } from './queue/jobs.ts';
 import { refreshEvery } from './refresher.ts';
 import { queueForTask } from './runner.ts';
 
@@ -164,7 +164,7 @@ export class Router {
   }
 
   private observeNow(serverId: string): void {
-    enqueue(this.pool, { task: 'observe', entityId: serverId, key: 'observe', queue: queueForTask('observe') }).catch((err: unknown) =>
+    enqueue(this.pool, { task: 'observe', entityId: serverId, key: 'observe', queue: queueForTask('observe'), priority: PRIORITY.urgent }).catch((err: unknown) =>
       this.log.warn({ err, server: serverId }, 'asking for an observation failed'),
     );
   }

@@ -1,11 +1,11 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
 import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.ts';
-import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../machines/resource.ts';
-import { SERVER_MACHINE_VERSION, serverMachine } from '../machines/server.ts';
+import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../machines/resource.ts';
+import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../machines/server.ts';
 import { isoTime, type Client, type Queryable } from './db.ts';
 import { afterStep } from './incidents.ts';
 import type { ObservedTable } from './servers.ts';
-import { enqueueMany, type Job, type JobSpec } from './queue/jobs.ts';
+import { enqueueMany, PRIORITY, type Job, type JobSpec } from './queue/jobs.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
 export interface JobEmitted {
@@ -18,15 +18,23 @@ export interface JobEmitted {
  * Every kind of entity with a machine; the row in `machines` names one of these. Entities
  * that are observed keep their latest observation on a row of `observedIn`. An entity's
  * `dependents` are the entities whose machines watch it: when its state changes they are
- * observed at once, instead of at their next periodic observation.
+ * observed at once, instead of at their next periodic observation. In its `urgent` states
+ * (top-level names) an entity is in trouble or failing over: the jobs it asks for on the way
+ * in, there, and on the way out are urgent.
  */
 export const MACHINES = {
-  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, observedIn: 'servers', dependents: resourcesServedBy },
-  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, observedIn: 'resources', dependents: undefined },
-  incident: { logic: incidentMachine, version: INCIDENT_MACHINE_VERSION, observedIn: undefined, dependents: undefined },
+  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, observedIn: 'servers', dependents: resourcesServedBy, urgent: SERVER_URGENT_STATES },
+  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, observedIn: 'resources', dependents: undefined, urgent: RESOURCE_URGENT_STATES },
+  incident: { logic: incidentMachine, version: INCIDENT_MACHINE_VERSION, observedIn: undefined, dependents: undefined, urgent: [] as readonly string[] },
 } satisfies Record<
   string,
-  { logic: AnyStateMachine; version: number; observedIn: ObservedTable | undefined; dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined }
+  {
+    logic: AnyStateMachine;
+    version: number;
+    observedIn: ObservedTable | undefined;
+    dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined;
+    urgent: readonly string[];
+  }
 >;
 
 export type MachineName = keyof typeof MACHINES;
@@ -98,8 +106,8 @@ export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
     .filter((e) => e.type === 'job');
 }
 
-function jobSpecs(entityId: string, jobs: JobEmitted[]): JobSpec[] {
-  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds }));
+function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number): JobSpec[] {
+  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds, priority }));
 }
 
 function eventData(event: MachineEvent): Record<string, unknown> | null {
@@ -125,7 +133,7 @@ export async function createMachine(db: Queryable, name: MachineName, entityId: 
     name,
     state,
   ]);
-  await enqueueMany(db, jobSpecs(entityId, emittedJobs(actions as ExecutableAction[])));
+  await enqueueMany(db, jobSpecs(entityId, emittedJobs(actions as ExecutableAction[]), PRIORITY.work));
   return state;
 }
 
@@ -177,10 +185,12 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
     );
   }
   if (from !== to) await afterStep(db, row.machine, entityId, { from, to, jobs }, String(event.at));
-  const specs = jobSpecs(entityId, jobs);
+  const { urgent } = MACHINES[row.machine];
+  const priority = urgent.includes(topState(current.value)) || urgent.includes(topState(next.value)) ? PRIORITY.urgent : PRIORITY.work;
+  const specs = jobSpecs(entityId, jobs, priority);
   const dependents = MACHINES[row.machine].dependents;
   if (dependents && topState(current.value) !== topState(next.value)) {
-    for (const id of await dependents(db, entityId)) specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe') });
+    for (const id of await dependents(db, entityId)) specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority });
   }
   await enqueueMany(db, specs);
   return { from, to, jobs };

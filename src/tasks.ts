@@ -6,7 +6,7 @@ import type { ProbeConfig } from './config.ts';
 import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import type { Provider, ServerRecord } from './providers/provider.ts';
-import { enqueue, type Job } from './queue/jobs.ts';
+import { enqueue, PRIORITY, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
@@ -221,10 +221,14 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions & { arc
       const machine = await machineOf(ctx.pool, job.entityId!);
       if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);
       const sources = await observers[machine](job, ctx);
+      // The tick shows the machine what was seen: as urgent as the observation, and urgent
+      // when a routine one found the server down (the first failed probe of a hang).
+      const down = sources.postgres?.reachable === 'false' || sources.provider?.alive === 'false';
+      const priority = down ? PRIORITY.urgent : Math.max(job.priority, PRIORITY.work);
       return {
         commit: async (client) => {
           await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
-          await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick') });
+          await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick'), priority });
         },
       };
     },

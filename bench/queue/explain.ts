@@ -1,11 +1,13 @@
 import type { Queryable } from '../../src/db.ts';
 import { createPool } from '../../src/db.ts';
 import { migrate } from '../../src/migrate.ts';
-import { claimJobs, enqueueMany } from '../../src/queue/jobs.ts';
+import { claimJobs, enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
 import { makeJobs } from './measure.ts';
 
 export interface ClaimPlan {
   perEntity: boolean;
+  /** What the table held and which claim ran, beyond per-entity and the count. */
+  variant: string;
   jobsInTable: number;
   limit: number;
   executionMs: number;
@@ -13,7 +15,19 @@ export interface ClaimPlan {
 }
 
 /**
- * EXPLAIN ANALYZE of our claim query on a full table, per-entity on and off. The query text
+ * The cases explained: all jobs of one priority, per-entity on and off; then one job in 100
+ * urgent among routine ones, claimed as a worker with room does (urgent first, then run
+ * order) and as one whose routine slots are full (urgent only).
+ */
+const CASES = [
+  { perEntity: true, variant: 'one priority', urgentEvery: 0, minPriority: undefined },
+  { perEntity: false, variant: 'one priority', urgentEvery: 0, minPriority: undefined },
+  { perEntity: true, variant: '1 in 100 urgent, any priority claimed', urgentEvery: 100, minPriority: undefined },
+  { perEntity: true, variant: '1 in 100 urgent, only urgent claimed', urgentEvery: 100, minPriority: PRIORITY.urgent },
+];
+
+/**
+ * EXPLAIN ANALYZE of our claim query on a full table, for each of CASES. The query text
  * is the one in src/queue/jobs.ts: claimJobs runs it through a Queryable that prefixes
  * EXPLAIN, inside a transaction that is rolled back, so nothing is claimed and nothing here
  * copies the SQL (it stays right when the lead changes the query).
@@ -23,11 +37,18 @@ export async function explainClaim(url: string, jobs: number, limit = 10): Promi
   const plans: ClaimPlan[] = [];
   try {
     await migrate(pool);
-    for (const perEntity of [true, false]) {
+    for (const { perEntity, variant, urgentEvery, minPriority } of CASES) {
       await pool.query('truncate jobs');
       const all = makeJobs(jobs, perEntity);
       for (let i = 0; i < all.length; i += 10_000) {
-        await enqueueMany(pool, all.slice(i, i + 10_000).map((j) => ({ task: 'noop', entityId: j.entityId })));
+        await enqueueMany(
+          pool,
+          all.slice(i, i + 10_000).map((j, k) => ({
+            task: 'noop',
+            entityId: j.entityId,
+            ...(urgentEvery > 0 ? { priority: (i + k) % urgentEvery === urgentEvery - 1 ? PRIORITY.urgent : PRIORITY.routine } : {}),
+          })),
+        );
       }
       await pool.query('analyze jobs');
       const client = await pool.connect();
@@ -38,12 +59,12 @@ export async function explainClaim(url: string, jobs: number, limit = 10): Promi
             client.query(`explain (analyze, buffers, settings) ${text}`, values)) as Queryable['query'],
         };
         // The rows are plan lines, not jobs: claimJobs returns whatever the query returned.
-        const rows = (await claimJobs(explaining, { workerId: 'explain', queues: undefined, limit, leaseSeconds: 120 })) as unknown as {
+        const rows = (await claimJobs(explaining, { workerId: 'explain', queues: undefined, limit, leaseSeconds: 120, minPriority })) as unknown as {
           'QUERY PLAN': string;
         }[];
         const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
         const executionMs = Number(/Execution Time: ([\d.]+) ms/.exec(plan)?.[1] ?? NaN);
-        plans.push({ perEntity, jobsInTable: jobs, limit, executionMs, plan });
+        plans.push({ perEntity, variant, jobsInTable: jobs, limit, executionMs, plan });
       } finally {
         await client.query('rollback').catch(() => undefined);
         client.release();

@@ -86,7 +86,7 @@ export function markdown(r: Results): string {
   if (r.claimPlans.length > 0) lines.push('', '## Where pgfleet\'s time goes: EXPLAIN ANALYZE of claimJobs', '');
   for (const p of r.claimPlans) {
     lines.push(
-      `Per-entity ${p.perEntity ? 'on' : 'off'}, ${num(p.jobsInTable)} pending jobs, limit ${p.limit}: ${num(p.executionMs, 1)} ms.`,
+      `Per-entity ${p.perEntity ? 'on' : 'off'}, ${p.variant}, ${num(p.jobsInTable)} pending jobs, limit ${p.limit}: ${num(p.executionMs, 1)} ms.`,
       '',
       '```',
       p.plan,

@@ -24,6 +24,15 @@ async function directoryBytes(dir: string): Promise<number> {
   return sizes.reduce((a, b) => a + b, 0);
 }
 
+/**
+ * How often a data directory is walked for its size. A walk stats every file: about 1,300
+ * in a fresh server's, 25–50 ms of this process's CPU. Done at every observation of 32
+ * servers (every 5 s, the 2 of an `ha` database every second) that was about 0.3 s of CPU a
+ * second, beside the failover work; once a minute it is 20 ms. A size a minute old is
+ * fresh enough: disk space is judged by the disk's free bytes, read at every observation.
+ */
+const DATA_DIR_BYTES_EVERY_MS = 60_000;
+
 function serverDataDir(home: string, id: string): string {
   return path.join(home, 'servers', id, 'data');
 }
@@ -65,6 +74,8 @@ const REWINDABLE = { wal_log_hints: 'on', wal_keep_size: quoted('256MB') };
  */
 export class LocalProvider implements Provider {
   readonly name = 'local';
+  /** The last walk of each data directory: its size, and when (performance.now()). */
+  private readonly walked = new Map<string, { bytes: number; at: number }>();
 
   constructor(
     private readonly home: string,
@@ -275,9 +286,17 @@ export class LocalProvider implements Provider {
       alive: String(status.running),
       ...(status.pid !== undefined && status.running ? { pid: String(status.pid) } : {}),
       ...(server.attrs.pool_port ? { pool_alive: String((await poolerStatus(serverPoolDir(this.home, server.id))).running) } : {}),
-      data_dir_bytes: String(await directoryBytes(dataDir)),
+      data_dir_bytes: String(await this.dataDirBytes(dataDir)),
       ...(disk ? { disk_free_bytes: String(disk.bavail * disk.bsize), disk_total_bytes: String(disk.blocks * disk.bsize) } : {}),
     };
+  }
+
+  private async dataDirBytes(dataDir: string): Promise<number> {
+    const last = this.walked.get(dataDir);
+    if (last && performance.now() - last.at < DATA_DIR_BYTES_EVERY_MS) return last.bytes;
+    const bytes = await directoryBytes(dataDir);
+    this.walked.set(dataDir, { bytes, at: performance.now() });
+    return bytes;
   }
 
   processMemory(_server: ServerRecord, pids: number[]): Promise<Map<number, number>> {
@@ -289,6 +308,7 @@ export class LocalProvider implements Provider {
     await this.cluster.stop(dataDir, 'kill');
     await stopPooler(serverPoolDir(this.home, server.id), 'kill');
     await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
+    this.walked.delete(dataDir);
   }
 }
 

@@ -2,6 +2,16 @@ import type { Queryable } from '../db.ts';
 
 /** Every query of the queue lives in this file. */
 
+/**
+ * Claims take higher priorities first. With 30 other servers observed every 5 s, a
+ * failover's steps (each a job: the re-probes, the ticks, the fence, the promotion) queued
+ * behind 60 routine observations and ticks at each step (bench:failover). What
+ * the clock enqueues on its period is `routine`; what a machine asks for is `work`; what it
+ * asks for while its entity is in trouble or failing over, and what follows from that, is
+ * `urgent`, and a worker keeps slots that only urgent jobs take (src/queue/worker.ts).
+ */
+export const PRIORITY = { routine: 0, work: 1, urgent: 2 } as const;
+
 export interface Job {
   id: string;
   queue: string;
@@ -9,6 +19,7 @@ export interface Job {
   task: string;
   payload: Record<string, unknown>;
   key: string | null;
+  priority: number;
   attempts: number;
   maxAttempts: number;
 }
@@ -22,15 +33,18 @@ export interface JobSpec {
   key?: string | null;
   delaySeconds?: number;
   maxAttempts?: number;
+  /** PRIORITY.work unless given. */
+  priority?: number;
 }
 
-const JOB_COLUMNS = `id::text, queue, entity_id as "entityId", task, payload, key, attempts, max_attempts as "maxAttempts"`;
+const JOB_COLUMNS = `id::text, queue, entity_id as "entityId", task, payload, key, priority, attempts, max_attempts as "maxAttempts"`;
 
 /**
  * Enqueue inside the caller's transaction (pass its client), so a job exists exactly when
  * the change that wants it commits. A keyed duplicate only pulls the pending job's run_at
- * earlier, and never that of a job waiting out a retry backoff; two clocks enqueueing the
- * same tick make one job.
+ * earlier, and never that of a job waiting out a retry backoff, and raises its priority
+ * (a routine observation asked for again by a server in trouble becomes urgent); two
+ * clocks enqueueing the same tick make one job.
  */
 export async function enqueue(db: Queryable, spec: JobSpec): Promise<void> {
   await enqueueMany(db, [spec]);
@@ -39,11 +53,12 @@ export async function enqueue(db: Queryable, spec: JobSpec): Promise<void> {
 export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void> {
   if (specs.length === 0) return;
   await db.query(
-    `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts)
-     select q, e, t, p, k, now() + make_interval(secs => d), m
-     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[]) as x(q, e, t, p, k, d, m)
+    `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts, priority)
+     select q, e, t, p, k, now() + make_interval(secs => d), m, r
+     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[]) as x(q, e, t, p, k, d, m, r)
      on conflict (entity_id, key) where locked_by is null and dead_at is null
-     do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end`,
+     do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end,
+       priority = greatest(jobs.priority, excluded.priority)`,
     [
       specs.map((s) => s.queue ?? 'default'),
       specs.map((s) => s.entityId ?? null),
@@ -52,6 +67,7 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
       specs.map((s) => s.key ?? null),
       specs.map((s) => s.delaySeconds ?? 0),
       specs.map((s) => s.maxAttempts ?? 10),
+      specs.map((s) => s.priority ?? PRIORITY.work),
     ],
   );
 }
@@ -59,6 +75,7 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
 /**
  * One keyed job per task for every live entity of the given machines, unless one is pending:
  * how the clock puts back jobs that fell out. Running it twice at once adds nothing twice.
+ * Routine (the column's default): a pending job asked for more urgently keeps its priority.
  */
 export async function enqueueForLiveEntities(db: Queryable, machines: string[], tasks: { task: string; queue: string }[]): Promise<number> {
   const { rowCount } = await db.query(
@@ -89,37 +106,44 @@ export async function enqueueUnlessQueued(db: Queryable, task: string, queue: st
 }
 
 /**
- * Claim up to `limit` due jobs in one statement. A job of an entity is claimable only when
- * it is the head of that entity's queue (no earlier pending job) and no job of the entity
- * is running, so a batch never holds two jobs of one entity and a busy entity offers one
- * job at a time while the others keep flowing. `FOR UPDATE SKIP LOCKED` lets workers pass
- * each other instead of queueing on row locks. Should two claims still race for one entity,
- * the unique index jobs_one_running_per_entity refuses the second: the caller retries.
+ * Claim up to `limit` due jobs of at least `minPriority` in one statement, higher priorities
+ * first and then in run order. A job of an entity is claimable only when it is the head of
+ * that entity's queue (no due pending job of the entity ranks before it) and no job of the
+ * entity is running, so a batch never holds two jobs of one entity and a busy entity offers
+ * one job at a time while the others keep flowing. A delayed job holds up nothing: an
+ * urgent re-probe half a second away does not stop the routine job due now. `FOR UPDATE
+ * SKIP LOCKED` lets workers pass each other instead of queueing on row locks. Should two
+ * claims still race for one entity, the unique index jobs_one_running_per_entity refuses
+ * the second: the caller retries.
  */
 export async function claimJobs(
   db: Queryable,
-  opts: { workerId: string; queues: string[] | undefined; limit: number; leaseSeconds: number },
+  opts: { workerId: string; queues: string[] | undefined; limit: number; leaseSeconds: number; minPriority?: number },
 ): Promise<Job[]> {
   const { rows } = await db.query<Job>(
     `with candidates as (
        select j.id from jobs j
-       where j.locked_by is null and j.dead_at is null and j.run_at <= now()
+       where j.locked_by is null and j.dead_at is null and j.run_at <= now() and j.priority >= $5
          and ($1::text[] is null or j.queue = any($1::text[]))
          and (j.entity_id is null or (
            not exists (select 1 from jobs r where r.entity_id = j.entity_id and r.locked_by is not null)
            and not exists (
              select 1 from jobs e
              where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
-               and (e.run_at, e.id) < (j.run_at, j.id))))
-       order by j.run_at, j.id
+               and e.priority > j.priority and e.run_at <= now())
+           and not exists (
+             select 1 from jobs e
+             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+               and e.priority = j.priority and (e.run_at, e.id) < (j.run_at, j.id))))
+       order by j.priority desc, j.run_at, j.id
        limit $2
        for update skip locked
      )
      update jobs set locked_by = $3, locked_until = now() + make_interval(secs => $4), attempts = attempts + 1
      from candidates where jobs.id = candidates.id
      returning jobs.id::text, jobs.queue, jobs.entity_id as "entityId", jobs.task, jobs.payload, jobs.key,
-       jobs.attempts, jobs.max_attempts as "maxAttempts"`,
-    [opts.queues ?? null, opts.limit, opts.workerId, opts.leaseSeconds],
+       jobs.priority, jobs.attempts, jobs.max_attempts as "maxAttempts"`,
+    [opts.queues ?? null, opts.limit, opts.workerId, opts.leaseSeconds, opts.minPriority ?? PRIORITY.routine],
   );
   return rows;
 }

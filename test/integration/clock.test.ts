@@ -1,6 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
+import { PRIORITY } from '../../src/queue/jobs.ts';
+import { sendEvent } from '../../src/runner.ts';
 import { sweepExpiredSessions } from '../../src/web/sessions.ts';
 import { createServer } from '../../src/servers.ts';
 import { useTestDatabase } from '../support/db.ts';
@@ -37,6 +39,31 @@ describe('clock', () => {
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(2);
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(0);
     expect([await jobsOf(primary!.id), await jobsOf(standby!.id), await jobsOf(lone!.id)]).toEqual([['observe'], ['observe'], []]);
+    // Above routine work, raising the routine observation of theirs that the clock put back.
+    await t.db.pool.query(`update jobs set priority = $2 where entity_id = $1`, [primary!.id, PRIORITY.routine]);
+    expect(await enqueueReplicatedObservations(t.db.pool)).toBe(1);
+    const { rows } = await t.db.pool.query<{ p: number }>('select distinct priority as p from jobs where entity_id = any($1::uuid[])', [[primary!.id, standby!.id]]);
+    expect(rows.map((r) => r.p)).toEqual([PRIORITY.work]);
+  });
+
+  it('ranks its routine jobs below what machines ask for, and those below what a server in trouble asks for', async () => {
+    const server = await createServer(t.db.pool, TEST_SEALER, 'local');
+    const other = await createServer(t.db.pool, TEST_SEALER, 'local');
+    await t.db.pool.query('delete from jobs where entity_id = $1', [other.id]);
+    await enqueueMissing(t.db.pool);
+    await sendEvent(t.db.pool, server.id, { type: 'fence' });
+    const { rows } = await t.db.pool.query<{ entity: string; task: string; priority: number }>(
+      'select entity_id as entity, task, priority from jobs where entity_id = any($1::uuid[]) order by entity_id = $2 desc, task',
+      [[server.id, other.id], server.id],
+    );
+    expect(rows.map((r) => `${r.entity === server.id ? 'server' : 'other'} ${r.task} ${r.priority}`)).toEqual([
+      `server fence ${PRIORITY.urgent}`,
+      `server observe ${PRIORITY.routine}`,
+      `server provision ${PRIORITY.work}`,
+      `server tick ${PRIORITY.routine}`,
+      `other observe ${PRIORITY.routine}`,
+      `other tick ${PRIORITY.routine}`,
+    ]);
   });
 
   it('does periodic work once per period however many clocks race for it', async () => {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
-import { enqueue, enqueueMany, listDeadJobs, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
+import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
@@ -173,5 +173,73 @@ describe('queue', () => {
     await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
     await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
     expect(await pending()).toBe(1);
+  });
+});
+
+describe('queue priorities', () => {
+  const claim = (limit: number) => claimJobs(t.db.pool, { workerId: 'test-worker', queues: undefined, limit, leaseSeconds: 30 });
+
+  it('claims an urgent job before the routine jobs that fell due before it', async () => {
+    await t.db.pool.query('delete from jobs');
+    await enqueueMany(t.db.pool, Array.from({ length: 200 }, () => ({ task: 'observe', entityId: randomUUID(), key: 'observe', priority: PRIORITY.routine })));
+    await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), key: 'fence', priority: PRIORITY.urgent });
+    expect((await claim(1)).map((j) => j.task)).toEqual(['fence']);
+    // Then the rest in the order they fell due.
+    expect((await claim(3)).map((j) => j.priority)).toEqual([PRIORITY.routine, PRIORITY.routine, PRIORITY.routine]);
+  });
+
+  it('runs an entity\'s urgent job before its routine one, while a delayed urgent job holds nothing up', async () => {
+    await t.db.pool.query('delete from jobs');
+    const troubled = randomUUID();
+    await enqueue(t.db.pool, { task: 'observe', entityId: troubled, key: 'observe', priority: PRIORITY.routine });
+    await enqueue(t.db.pool, { task: 'fence', entityId: troubled, key: 'fence', priority: PRIORITY.urgent });
+    const calm = randomUUID();
+    await enqueue(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.routine });
+    await enqueue(t.db.pool, { task: 'reprobe', entityId: calm, key: 'reprobe', priority: PRIORITY.urgent, delaySeconds: 60 });
+    const claimed = await claim(10);
+    expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual(['calm:observe', 'troubled:fence']);
+  });
+
+  it('raises a pending job\'s priority when it is asked for again more urgently, never lowers it', async () => {
+    await t.db.pool.query('delete from jobs');
+    const entity = randomUUID();
+    const priority = async () => (await t.db.pool.query<{ p: number }>('select priority as p from jobs where entity_id = $1', [entity])).rows.map((r) => r.p);
+    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
+    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.urgent });
+    expect(await priority()).toEqual([PRIORITY.urgent]);
+    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
+    expect(await priority()).toEqual([PRIORITY.urgent]);
+  });
+
+  it('keeps slots for urgent jobs: a worker full of slow routine jobs still runs an urgent one at once', async () => {
+    await t.db.pool.query('delete from jobs');
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let routine = 0;
+    let mostRoutine = 0;
+    const urgent: string[] = [];
+    const handlers: Record<string, JobHandler> = {
+      observe: async () => {
+        routine += 1;
+        mostRoutine = Math.max(mostRoutine, routine);
+        await gate;
+        routine -= 1;
+      },
+      fence: async (job) => void urgent.push(job.id),
+    };
+    await enqueueMany(t.db.pool, Array.from({ length: 20 }, () => ({ task: 'observe', entityId: randomUUID(), priority: PRIORITY.routine })));
+    await withWorkers(1, handlers, async () => {
+      try {
+        // Concurrency 4 and one slot kept beyond it: four routine jobs run, and the rest wait although a slot is free.
+        await waitFor('the routine jobs to take their slots', async () => routine === 4, 20_000);
+        await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
+        await waitFor('the urgent job to run beside the stuck routine ones', async () => urgent.length === 1, 20_000);
+        expect(routine).toBe(4);
+      } finally {
+        release();
+      }
+      await waitFor('the queue to drain', async () => (await pending()) === 0);
+    }, { concurrency: 4, urgentSlots: 1 });
+    expect(mostRoutine).toBe(4);
   });
 });

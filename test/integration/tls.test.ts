@@ -211,7 +211,7 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     // Running the renewal again (a retried job, the clock asking twice) leaves a certificate
     // that is not due as it is.
     const renew = renewCertificateTask(system.running.providers, TEST_SEALER, { authority, certDays: 30, renewDays: 10 }, 2000);
-    const job = { id: '0', queue: 'default', entityId: serverId, task: 'renew_certificate', payload: {}, key: null, attempts: 0, maxAttempts: 1 };
+    const job = { id: '0', queue: 'default', entityId: serverId, task: 'renew_certificate', payload: {}, key: null, priority: 0, attempts: 0, maxAttempts: 1 };
     const ctx = { pool: db.pool, log: createLogger('silent') };
     await renew(job, ctx);
     await renew(job, ctx);
