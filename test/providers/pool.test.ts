@@ -1,18 +1,19 @@
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observePooler } from '../../observers/pgbouncer.ts';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
 import { findPgbouncer, Pgbouncer, poolerStatus } from '../../src/pg/pgbouncer.ts';
-import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
 import { govern } from '../../src/pg/governor.ts';
+import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
 import { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
@@ -155,6 +156,37 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     } finally {
       await client.end().catch(() => undefined);
     }
+  });
+
+  it('holds a tenant to its size through the pooler, and keeps the server\'s files from it there too', async () => {
+    const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
+    const probe = { ...tenant() };
+    await createTenant(target, probe);
+    const empty = (await govern(target, [probe], { previousSizes: {} }))[0]!.sizeBytes;
+    const small = { ...tenant(), sizeLimitBytes: empty + 4 * 1024 ** 2 };
+    await createTenant(target, small);
+    await provider.refreshPool(server);
+    const pooledAs = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+      const c = caClient(pooled(small), caPem);
+      c.on('error', () => undefined);
+      await c.connect();
+      try {
+        return await fn(c);
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    };
+    await pooledAs(async (c) => {
+      await expect(c.query(`select pg_read_file('PG_VERSION')`)).rejects.toThrow(/permission denied/);
+      await c.query(`create table big as select g as n, repeat('x', 1000) as pad from generate_series(1, 8000) g`);
+    });
+    const [over] = await govern(target, [small], { previousSizes: {} });
+    expect(over).toMatchObject({ overSize: true, settingsRestored: true });
+    // The pooler's server connections from before the limit were ended; new ones are read-only.
+    await pooledAs(async (c) => {
+      await expect(c.query('insert into big values (0, \'x\')')).rejects.toThrow(/read-only transaction/);
+      expect((await c.query<{ n: number }>('select count(*)::int as n from big')).rows[0]!.n).toBe(8000);
+    });
   });
 
   it('stops with its server (a fence takes no connection), comes back with it, and goes with it', async () => {
