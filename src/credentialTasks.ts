@@ -7,7 +7,6 @@ import { probeTenant } from './pg/tenant.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext } from './queue/worker.ts';
 import { loadResourceRecord, resourceServers, superuserTarget, type ResourceServer } from './resources.ts';
-import type { RefreshPool } from './resourceTasks.ts';
 import { report } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { loadServerRecord } from './servers.ts';
@@ -31,6 +30,9 @@ async function replayed(target: SuperuserTarget, lsn: string): Promise<boolean> 
  * asks, refreshes the poolers whose auth_file holds the verifiers, and settles the rows in
  * its commit; run again at any point, it converges on the same passwords.
  */
+/** Configure a server's pooler again from its catalog, after the tenants or roles on it changed. */
+export type RefreshPool = (db: Queryable, serverId: string) => Promise<void>;
+
 export function credentialTasks(sealer: Sealer, ca: string, refreshPool: RefreshPool, fail: (job: Job, err: unknown, log: Logger) => Outcome) {
   async function superuser(db: Queryable, server: ResourceServer): Promise<SuperuserTarget> {
     const record = await loadServerRecord(db, sealer, server.id);

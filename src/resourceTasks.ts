@@ -4,7 +4,7 @@ import type { PgBinaries } from './pg/binaries.ts';
 import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
 import { deliver } from './platform.ts';
-import { credentialTasks } from './credentialTasks.ts';
+import { credentialTasks, type RefreshPool } from './credentialTasks.ts';
 import { namedRoleNames, namedRoles } from './credentials.ts';
 import { syncNamedRoles } from './pg/credentials.ts';
 import type { Logger } from './log.ts';
@@ -63,8 +63,6 @@ function failed(job: Job, err: unknown, log: Logger): Outcome {
   return report(job, { type: 'step.failed', error: (err as Error).message });
 }
 
-/** Configure a server's pooler again from its catalog, after the tenants on it changed. */
-export type RefreshPool = (db: Queryable, serverId: string) => Promise<void>;
 
 export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPool) {
   const { sealer } = opts;
