@@ -35,7 +35,10 @@ select pg_is_in_recovery() as in_recovery,
 export function archiveLagBytes(currentLsn: string | undefined, lastArchived: string | undefined): number | undefined {
   const current = lsnBytes(currentLsn);
   if (current === undefined) return undefined;
-  return Math.max(0, current - (segmentEndBytes(lastArchived) ?? 0));
+  // Nothing archived yet: all that was written is at risk.
+  if (lastArchived === undefined) return current;
+  const archived = segmentEndBytes(lastArchived);
+  return archived === undefined ? undefined : Math.max(0, current - archived);
 }
 
 export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000): Promise<Record<string, string>> {

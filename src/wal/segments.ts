@@ -40,8 +40,14 @@ export function lsnBytes(lsn: string | null | undefined): number | undefined {
   return m ? parseInt(m[1]!, 16) * 2 ** 32 + parseInt(m[2]!, 16) : undefined;
 }
 
-/** The byte position just past a segment (16 MiB segments); undefined for a name that is not one. */
+/**
+ * The byte position just past the segment a WAL file is of (16 MiB segments): a segment, a
+ * partial segment, or a base backup's marker (named after the segment the backup began in,
+ * all archived by the time the marker is). Undefined for a timeline history file or a name
+ * that is no WAL file: they say nothing of a position.
+ */
 export function segmentEndBytes(name: string | undefined, segmentBytes = 16 * 1024 * 1024): number | undefined {
-  if (!name || walKind(name) !== 'segment') return undefined;
+  const kind = name ? walKind(name) : undefined;
+  if (!name || (kind !== 'segment' && kind !== 'partial' && kind !== 'backup')) return undefined;
   return parseInt(name.slice(8, 16), 16) * 2 ** 32 + (parseInt(name.slice(16, 24), 16) + 1) * segmentBytes;
 }

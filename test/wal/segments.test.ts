@@ -27,4 +27,12 @@ describe('archive lag', () => {
     expect(archiveLagBytes('0/1000000', undefined)).toBe(0x1000000);
     expect(archiveLagBytes(undefined, '000000010000000000000003')).toBeUndefined();
   });
+
+  it('reads the segment in a base backup marker or a partial segment, and does not guess from a history file', () => {
+    // After every base backup the last archived file is its marker, after a promotion the
+    // timeline's history: the lag had read as the whole WAL position, and paged falsely.
+    expect(archiveLagBytes('0/5000000', '000000010000000000000003.00000028.backup')).toBe(0x1000000);
+    expect(archiveLagBytes('0/4000100', '000000010000000000000003.partial')).toBe(0x100);
+    expect(archiveLagBytes('2/0', '00000002.history')).toBeUndefined();
+  });
 });
