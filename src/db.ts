@@ -21,8 +21,17 @@ export function isoTime(expr: string): string {
   return `to_char(${expr} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 }
 
+/**
+ * Run `fn` in a transaction on a client of the pool. pg-pool drops its own error handler
+ * from a client it hands out, so a server that goes away meanwhile (a restart of the
+ * control database) emitted an 'error' nobody heard and crashed the process: here it fails
+ * the transaction instead, and the client is thrown away rather than pooled.
+ */
 export async function transaction<T>(pool: Pool, fn: (client: Client) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (err: Error) => (lost = err);
+  client.on('error', onError);
   try {
     await client.query('begin');
     const result = await fn(client);
@@ -32,6 +41,7 @@ export async function transaction<T>(pool: Pool, fn: (client: Client) => Promise
     await client.query('rollback').catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off('error', onError);
+    client.release(lost);
   }
 }
