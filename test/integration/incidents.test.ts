@@ -126,7 +126,12 @@ describe('incidents follow the machines, and page a human only when they must', 
     await db.pool.query(`update servers set provider = 'local' where id = $1`, [id]);
     expect((await system.api('POST', `/api/incidents/${open!.id}/resolve`)).status).toBe(202);
     await waitFor('the page to be resolved', async () => pages(hooks).find((p) => p.dedup_key === open!.id && p.event_action === 'resolve'));
-    expect((await incident(system, open!.id)).timeline.filter((e) => e.kind === 'page').map((e) => e.summary)).toEqual(['page trigger', 'page resolve']);
+    // The pager hears first; the page is recorded right after.
+    const recorded = await waitFor('the resolve page on the timeline', async () => {
+      const shown = (await incident(system, open!.id)).timeline.filter((e) => e.kind === 'page').map((e) => e.summary);
+      return shown.length === 2 ? shown : undefined;
+    });
+    expect(recorded).toEqual(['page trigger', 'page resolve']);
   });
 
   it('tells the customer about scheduled maintenance before it, and restarts the server at the time', async () => {
