@@ -4,37 +4,30 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/queue/jobs.ts';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, TOKEN, type System } from '../support/system.ts';
-import { caClient, verifyFull } from '../support/tls.ts';
+import { waitFor, type TestDatabase } from '../support/db.ts';
+import { addonFetch, adminUrl, psql, TEST_SEALER, TOKEN, type System, useSystemWithPlatform } from '../support/system.ts';
+import { caClient, verifyFull, untilRefused } from '../support/tls.ts';
 
 describe('credentials: rotating the owner\'s password, and named credentials', { timeout: 180_000 }, () => {
+  const ctx = useSystemWithPlatform(['web', 'worker', 'clock'], { PGFLEET_ANSWER_WITHIN: '20' });
+  const { platform } = ctx;
   let db: TestDatabase;
   let system: System;
   let ca: string;
-  const platform = new FakePlatform();
   const id = randomUUID();
   let config: Record<string, string>;
   let admin: string;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    await platform.start();
-    system = await startSystem(db.url, ['web', 'worker', 'clock'], { HEROKU_API_URL: platform.url, HEROKU_ID_URL: platform.url, ADDON_CLIENT_SECRET: 's', PGFLEET_ANSWER_WITHIN: '20' });
+    ({ db, system } = ctx);
     ca = await readFile(system.caFile, 'utf8');
     const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid: id, plan: 'shared', region: 'us', callback_url: `${platform.url}/addons/${id}`, oauth_grant: { code: 'g' } });
     expect(res.status).toBe(200);
     config = ((await res.json()) as { config: Record<string, string> }).config;
     admin = await adminUrl(db.pool, (await resource()).servers[0].id);
     await psql(config.PGFLEET_URL!, 'create table notes (body text); insert into notes values ($$kept$$)');
-  });
-  afterAll(async () => {
-    await system?.stop();
-    await platform.stop();
-    await db?.drop();
   });
 
   const made = new Map<string, { url: string }>();
@@ -152,24 +145,7 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
   });
 
   /** Open connections one by one until one is refused; all closed again. */
-  async function untilRefused(url: string, keep: pg.Client[] = []): Promise<{ opened: number; refused: string }> {
-    const open: pg.Client[] = [];
-    try {
-      for (;;) {
-        const client = caClient(url, ca, { connectionTimeoutMillis: 10_000 });
-        client.on('error', () => undefined);
-        try {
-          await client.connect();
-        } catch (err) {
-          return { opened: open.length, refused: (err as Error).message };
-        }
-        open.push(client);
-        if (open.length > 30) throw new Error('no limit to connections');
-      }
-    } finally {
-      await Promise.all([...open, ...keep].map((c) => c.end()));
-    }
-  }
+  const openUntilRefused = (url: string, keep: pg.Client[] = []) => untilRefused(() => caClient(url, ca, { connectionTimeoutMillis: 10_000 }), 30, keep);
 
   it('holds a named credential to the plan: its own timeout is put back, and it shares the plan\'s connections with the owner', async () => {
     const { url } = (await credentialsOf('analyst'))!;
@@ -178,11 +154,11 @@ describe('credentials: rotating the owner\'s password, and named credentials', {
 
     // Server connections the pooler keeps (the earlier pooled login's) count against the role's limit too.
     await psql(admin, `select pg_terminate_backend(pid) from pg_stat_activity where usename = '${owner()}_analyst'`);
-    const analyst = await untilRefused(url);
+    const analyst = await openUntilRefused(url);
     expect(analyst).toEqual({ opened: 5, refused: expect.stringMatching(/too many connections for role/) });
     // The analyst holding its 5, the owner has what is left of the plan's 20 (and the platform's 1).
     const held = await Promise.all(Array.from({ length: 5 }, () => session(url)));
-    const ownerLeft = await untilRefused(config.PGFLEET_URL!, held);
+    const ownerLeft = await openUntilRefused(config.PGFLEET_URL!, held);
     expect(ownerLeft.refused).toMatch(/too many connections for database/);
     expect(ownerLeft.opened).toBeLessThanOrEqual(16);
   });

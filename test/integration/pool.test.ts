@@ -2,11 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
-import { verifyFull } from '../support/tls.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { waitFor, type TestDatabase } from '../support/db.ts';
+import { addonFetch, adminUrl, psql, type System, useSystemWithPlatform } from '../support/system.ts';
+import { verifyFull, untilRefused } from '../support/tls.ts';
 
 /** The CA the system under test hands out, as a file; customers' URLs are checked against it. */
 let caFile: string;
@@ -38,26 +37,15 @@ const withDatabase = (url: string, database: string) => Object.assign(new URL(ur
 describe('connection pooling: a pgbouncer in front of every server', { timeout: 180_000 }, () => {
   let db: TestDatabase;
   let system: System;
-  const platform = new FakePlatform();
+  const ctx = useSystemWithPlatform(['web', 'worker', 'clock', 'router'], { PGFLEET_ANSWER_WITHIN: '20' });
+  const { platform } = ctx;
   type Shared = { id: string; url: string; pooled: string; server: string; role: string };
   let a: Shared;
   let b: Shared;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    await platform.start();
-    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], {
-      HEROKU_API_URL: platform.url,
-      HEROKU_ID_URL: platform.url,
-      ADDON_CLIENT_SECRET: 's',
-      PGFLEET_ANSWER_WITHIN: '20',
-    });
+    ({ db, system } = ctx);
     caFile = system.caFile;
-  });
-  afterAll(async () => {
-    await system?.stop();
-    await platform.stop();
-    await db?.drop();
   });
 
   const resource = async (id: string) => (await system.api('GET', `/api/resources/${id}`)).body;
@@ -95,24 +83,7 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
   });
 
   /** Open direct connections one by one until the server refuses one; all closed again. */
-  async function directUntilRefused(url: string): Promise<{ opened: number; refused: string }> {
-    const open: pg.Client[] = [];
-    try {
-      for (;;) {
-        const client = new pg.Client({ connectionString: verifyFull(url, caFile), connectionTimeoutMillis: 10_000 });
-        client.on('error', () => undefined);
-        try {
-          await client.connect();
-        } catch (err) {
-          return { opened: open.length, refused: (err as Error).message };
-        }
-        open.push(client);
-        if (open.length > 100) throw new Error('no limit to direct connections');
-      }
-    } finally {
-      await Promise.all(open.map((c) => c.end()));
-    }
-  }
+  const directUntilRefused = (url: string) => untilRefused(() => new pg.Client({ connectionString: verifyFull(url, caFile), connectionTimeoutMillis: 10_000 }), 100);
 
   it('serves more clients than the tenant has connections: its plan allows 20, 60 share 15 through the pool', async () => {
     const admin = await adminUrl(db.pool, a.server);

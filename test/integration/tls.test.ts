@@ -2,7 +2,7 @@ import { randomUUID, X509Certificate } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { servedCertificate } from '../../observers/tls.ts';
 import { createLogger } from '../../src/log.ts';
 import { pgIdentity } from '../../src/pg/cluster.ts';
@@ -12,9 +12,8 @@ import { createAuthority, issueServerCertificate } from '../../src/tls/certifica
 import { certificateHosts } from '../../src/tls/postgres.ts';
 import { renewCertificateTask } from '../../src/tls/renewal.ts';
 import { ssoToken } from '../../src/web/sso.ts';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
-import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
+import { waitFor, type TestDatabase } from '../support/db.ts';
+import { addonFetch, adminUrl, psql, TEST_SEALER, type System, useSystemWithPlatform } from '../support/system.ts';
 import { caClient, verifyFull } from '../support/tls.ts';
 
 const SSO_SALT = 'sso-salt-0123456789abcdef';
@@ -33,30 +32,21 @@ async function nodeQuery(client: pg.Client, sql: string): Promise<Record<string,
 const SSL_NOW = 'select ssl, version from pg_stat_ssl where pid = pg_backend_pid()';
 
 describe('TLS on every connection to a customer database, with pgfleet\'s own CA', { timeout: 240_000 }, () => {
+  const ctx = useSystemWithPlatform(['web', 'worker', 'clock', 'router'], {
+    ADDON_SSO_SALT: SSO_SALT,
+    PGFLEET_ANSWER_WITHIN: '20',
+    PGFLEET_TLS_CERT_DAYS: '30',
+    PGFLEET_TLS_RENEW_DAYS: '10',
+  });
+  const { platform } = ctx;
   let db: TestDatabase;
   let system: System;
   let ca: string;
-  const platform = new FakePlatform();
   let shared: { id: string; url: string };
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    await platform.start();
-    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], {
-      HEROKU_API_URL: platform.url,
-      HEROKU_ID_URL: platform.url,
-      ADDON_CLIENT_SECRET: 's',
-      ADDON_SSO_SALT: SSO_SALT,
-      PGFLEET_ANSWER_WITHIN: '20',
-      PGFLEET_TLS_CERT_DAYS: '30',
-      PGFLEET_TLS_RENEW_DAYS: '10',
-    });
+    ({ db, system } = ctx);
     ca = system.running.caCertificate;
-  });
-  afterAll(async () => {
-    await system?.stop();
-    await platform.stop();
-    await db?.drop();
   });
 
   const primaryOf = async (id: string) => ((await system.api('GET', `/api/resources/${id}`)).body.servers as { id: string; role: string; port: number }[]).find((s) => s.role === 'primary')!;

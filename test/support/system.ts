@@ -11,6 +11,7 @@ import { createLogger } from '../../src/log.ts';
 import { stopLocalClusters } from '../../src/providers/local.ts';
 import { Sealer } from '../../src/sealer.ts';
 import { createTestDatabase, type TestDatabase } from './db.ts';
+import { FakePlatform } from './platform.ts';
 
 export const TOKEN = 'test-operator-token-0123456789';
 /** The key every test system seals credentials with, so tests can open them. */
@@ -108,6 +109,26 @@ export function useSystem(processes: ProcessName[] = ['web', 'worker', 'clock'],
   });
   afterAll(async () => {
     await ctx.system?.stop();
+    await ctx.db?.drop();
+  });
+  return ctx;
+}
+
+/**
+ * A control database, a stand-in platform (the system's HEROKU_API_URL and HEROKU_ID_URL)
+ * and a running system for a describe block, all stopped after it. `platform` is there at
+ * once; read `db` and `system` inside tests or hooks: they are set once beforeAll has run.
+ */
+export function useSystemWithPlatform(processes: ProcessName[], env: Record<string, string> = {}): { db: TestDatabase; system: System; platform: FakePlatform } {
+  const ctx = { platform: new FakePlatform() } as { db: TestDatabase; system: System; platform: FakePlatform };
+  beforeAll(async () => {
+    ctx.db = await createTestDatabase();
+    await ctx.platform.start();
+    ctx.system = await startSystem(ctx.db.url, processes, { HEROKU_API_URL: ctx.platform.url, HEROKU_ID_URL: ctx.platform.url, ADDON_CLIENT_SECRET: 's', ...env });
+  });
+  afterAll(async () => {
+    await ctx.system?.stop();
+    await ctx.platform.stop();
     await ctx.db?.drop();
   });
   return ctx;

@@ -15,3 +15,26 @@ export function caClient(url: string, ca: string, config: pg.ClientConfig = {}):
   u.searchParams.delete('sslmode');
   return new pg.Client({ ...config, connectionString: u.href, ssl: { ca } });
 }
+
+/**
+ * Open connections one by one (`connect` makes each client) until one is refused, then
+ * close them all, and `keep` too: how many got in, and what the refusal said.
+ */
+export async function untilRefused(connect: () => pg.Client, max: number, keep: pg.Client[] = []): Promise<{ opened: number; refused: string }> {
+  const open: pg.Client[] = [];
+  try {
+    for (;;) {
+      const client = connect();
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+      } catch (err) {
+        return { opened: open.length, refused: (err as Error).message };
+      }
+      open.push(client);
+      if (open.length > max) throw new Error(`more than ${max} connections got in: no limit`);
+    }
+  } finally {
+    await Promise.all([...open, ...keep].map((c) => c.end()));
+  }
+}
