@@ -89,7 +89,11 @@ describe('incidents follow the machines, and page a human only when they must', 
       'restarting.running → restarting.verifying',
       'restarting.verifying → available',
     ]);
-    expect(resolved.timeline.find((e) => e.kind === 'observation')!.summary).toMatch(/reachable=false alive=false/);
+    // The first failed probe can land before the kernel has finished off the killed
+    // postmaster (alive=true, once in eight full runs); an observation after it sees it gone.
+    const observed = resolved.timeline.filter((e) => e.kind === 'observation').map((e) => e.summary);
+    expect(observed[0]).toMatch(/reachable=false/);
+    expect(observed.some((o) => /reachable=false alive=false/.test(o))).toBe(true);
     expect(resolved.timeline.some((e) => e.kind === 'job' && /^restart done in \d+ ms/.test(e.summary))).toBe(true);
     const times = resolved.timeline.map((e) => e.at);
     expect([...times].sort()).toEqual(times);
