@@ -26,6 +26,8 @@ import {
 } from './resources.ts';
 import { machineState, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
+import { openArchive, type ArchiveTarget } from './store/open.ts';
+import { archiveAhead } from './wal/archive.ts';
 import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 import type { TlsOptions } from './tls/renewal.ts';
 
@@ -38,6 +40,8 @@ export interface ResourceTaskOptions {
   addon: Addon;
   configPrefix: string;
   binaries: PgBinaries;
+  /** Where servers archive their WAL. */
+  archive: ArchiveTarget;
   /** Tenants are probed as a customer with `sslmode=verify-full` connects: trusting this authority alone. */
   tls: TlsOptions;
 }
@@ -172,7 +176,9 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     promote: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
       const standby = withRole(servers, 'standby');
-      await promoteStandby(await superuser(pool, standby));
+      const store = openArchive(opts.archive);
+      const prefix = `servers/${withRole(servers, 'primary').id}`;
+      await promoteStandby(await superuser(pool, standby), (timeline, position) => archiveAhead(store, prefix, timeline, position));
       // Promoted, it has replayed every change to the tenants: its pooler learns the latest.
       await refreshPoolOrWarn(pool, standby.id, log);
       return report(job, { type: 'promoted' }, (client) => takeOver(client, resource.id, 'standby'));

@@ -9,7 +9,7 @@ import type { Provider, ServerRecord } from './providers/provider.ts';
 import { enqueue, PRIORITY, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
-import { openArchive, type ArchiveTarget } from './store/open.ts';
+import { openArchive } from './store/open.ts';
 import { takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent } from './runner.ts';
@@ -189,7 +189,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
  * A base backup of a server into its archive. The job has no entity: a long backup must not
  * hold up the server's own queue (its observations and ticks).
  */
-function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): JobHandler {
+function backupTask(opts: ResourceTaskOptions): JobHandler {
   return async (job, { pool, log }) => {
     const serverId = String(job.payload.server);
     const server = await loadServerRecord(pool, opts.sealer, serverId);
@@ -205,7 +205,7 @@ function backupTask(opts: ResourceTaskOptions & { archive: ArchiveTarget }): Job
  * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
  * only record what they see, and the tick that follows shows it to the entity's machine.
  */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions & { archive: ArchiveTarget; probe: ProbeConfig }): Record<string, JobHandler> {
+export function allTasks(providers: Providers, opts: ResourceTaskOptions & { probe: ProbeConfig }): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
   const observers = { server: observeServer, resource: observeResource };

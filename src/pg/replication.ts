@@ -1,4 +1,6 @@
+import path from 'node:path';
 import pg from 'pg';
+import { lsnBytes } from '../wal/segments.ts';
 import { asSuperuser, type SuperuserTarget } from './superuser.ts';
 
 /** The name a standby connects with (its `application_name`), as `synchronous_standby_names` lists it. */
@@ -41,17 +43,55 @@ export async function synchronizeStandbys(primary: SuperuserTarget, standbys: st
 }
 
 /**
+ * The file, next to a standby's data directory, that tells its restore command the archive
+ * has nothing for it (see `skippableRestoreCommand`): written by the server itself, so the
+ * promotion needs no access to its host beyond SQL.
+ */
+export const ARCHIVE_SKIPPED_FILE = 'archive-skipped';
+
+/**
+ * A restore command that answers "not there" at once, without starting `command`, while
+ * `ARCHIVE_SKIPPED_FILE` next to the data directory is not empty. Postgres runs it in the
+ * data directory.
+ */
+export function skippableRestoreCommand(command: string): string {
+  return `test ! -s ../${ARCHIVE_SKIPPED_FILE} && exec ${command}`;
+}
+
+/**
  * Promote a standby and wait until it takes writes; a server already promoted is not
  * promoted again. A new primary waits for no standby until one is made synchronous again:
  * a setting it brought along (from a backup or a rewind) could name a server that is gone,
  * or itself, and then no commit would ever be acknowledged.
+ *
+ * At its end, recovery asks the restore command for the next segment and for timeline
+ * history files, each call a process of its own: 0.7 s of a 0.85 s promotion on an idle
+ * machine, over 1 s under load. When `archiveAhead` says the old primary's archive has
+ * nothing past what the standby received, the restore command is told to skip the archive
+ * for the promotion. When it may be ahead (a standby that fell behind), or cannot be read,
+ * recovery reads it first, as it always did. The standby follows the newest timeline it
+ * has a history file of; its last restartpoint's may be older (a rewound server's is).
  */
-export async function promoteStandby(standby: SuperuserTarget): Promise<void> {
+export async function promoteStandby(standby: SuperuserTarget, archiveAhead: (timeline: number, position: number) => Promise<boolean>): Promise<void> {
   await asSuperuser(standby, 'postgres', async (client) => {
-    const { rows } = await client.query<{ recovering: boolean }>('select pg_is_in_recovery() as recovering');
-    if (rows[0]!.recovering) {
+    const { rows } = await client.query<{ recovering: boolean; received: string | null; replayed: string | null; timeline: number; dir: string }>(
+      `select pg_is_in_recovery() as recovering, pg_last_wal_receive_lsn()::text as received,
+         pg_last_wal_replay_lsn()::text as replayed, greatest((select timeline_id from pg_control_checkpoint()),
+           (select max(('x' || left(name, 8))::bit(32)::int) from pg_ls_waldir() where name ~ '^[0-9A-F]{8}\\.history$')) as timeline,
+         current_setting('data_directory') as dir`,
+    );
+    const { recovering, received, replayed, timeline, dir } = rows[0]!;
+    if (!recovering) return;
+    const has = Math.max(lsnBytes(received) ?? 0, lsnBytes(replayed) ?? 0);
+    const skipped = pg.escapeLiteral(path.join(path.dirname(dir), ARCHIVE_SKIPPED_FILE));
+    const skip = has > 0 && !(await archiveAhead(timeline, has).catch(() => true));
+    if (skip) await client.query(`copy (select 'promoting') to ${skipped}`);
+    try {
       const promoted = await client.query<{ ok: boolean }>('select pg_promote(true, 60) as ok');
       if (!promoted.rows[0]!.ok) throw new Error('the standby did not finish promotion within 60 s');
+    } finally {
+      // Emptied, not removed (SQL cannot): a standby that stays one reads its archive again.
+      if (skip) await client.query(`copy (select 1 where false) to ${skipped}`);
     }
   });
   await desynchronize(standby);

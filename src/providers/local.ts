@@ -7,7 +7,7 @@ import { privateMemory } from '../pg/memory.ts';
 import { reloadPooler, stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
 import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
 import { freePort } from '../pg/ports.ts';
-import { primaryConninfo } from '../pg/replication.ts';
+import { ARCHIVE_SKIPPED_FILE, primaryConninfo, skippableRestoreCommand } from '../pg/replication.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
@@ -137,11 +137,13 @@ export class LocalProvider implements Provider {
     await this.cluster.ensureOwnedDir(dir);
     const restoreConfig = path.join(dir, 'restore.json');
     await this.cluster.writeOwnedFile(restoreConfig, archiverConfig(this.archive!, prefix));
+    // Left by a promotion of this server before: a standby again, it reads its archive.
+    await fs.rm(path.join(dir, ARCHIVE_SKIPPED_FILE), { force: true });
     const bundle = await archiverBundle(this.home);
     const conninfo = primaryConninfo(leaderOf(server), server.superuserPassword, server.id);
     return {
       port: String(port),
-      restore_command: quoted(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`),
+      restore_command: quoted(skippableRestoreCommand(`"${process.execPath}" "${bundle}" wal-fetch "%f" "%p" --config "${restoreConfig}"`)),
       primary_conninfo: quoted(conninfo),
       recovery_target_timeline: quoted('latest'),
       ...TLS_SETTINGS,

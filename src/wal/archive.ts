@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import type { ObjectStore } from '../store/store.ts';
-import { nextSegments, walKind } from './segments.ts';
+import { historyName, nextSegments, segmentName, walKind } from './segments.ts';
 
 const compress = promisify(gzip);
 const decompress = promisify(gunzip);
@@ -32,6 +32,16 @@ export class ArchiveError extends Error {
 }
 
 export const walKey = (prefix: string, name: string) => `${prefix}/wal/${name}.gz`;
+/**
+ * Whether an archive holds WAL a standby lacks, the standby having received everything
+ * before byte `position` on `timeline`: the segment holding `position` is archived (so is
+ * its end, which the standby has not), or a later timeline began. Segments are archived in
+ * order, so nothing later is there when that one is not.
+ */
+export async function archiveAhead(store: ObjectStore, prefix: string, timeline: number, position: number): Promise<boolean> {
+  const found = await Promise.all([segmentName(timeline, position), historyName(timeline + 1)].map((name) => store.head(walKey(prefix, name))));
+  return found.some((info) => info !== undefined);
+}
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Archive one WAL file. Same bytes already there is success; different bytes is refused. */

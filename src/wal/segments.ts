@@ -51,3 +51,15 @@ export function segmentEndBytes(name: string | undefined, segmentBytes = 16 * 10
   if (!name || (kind !== 'segment' && kind !== 'partial' && kind !== 'backup')) return undefined;
   return parseInt(name.slice(8, 16), 16) * 2 ** 32 + (parseInt(name.slice(16, 24), 16) + 1) * segmentBytes;
 }
+
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+
+/** The name of the segment of `timeline` that holds byte position `bytes` (16 MiB segments). */
+export function segmentName(timeline: number, bytes: number, segmentBytes = 16 * 1024 * 1024): string {
+  const perLog = 2 ** 32 / segmentBytes;
+  const segment = Math.floor(bytes / segmentBytes);
+  return `${hex8(timeline)}${hex8(Math.floor(segment / perLog))}${hex8(segment % perLog)}`;
+}
+
+/** The history file that starts `timeline`. */
+export const historyName = (timeline: number) => `${hex8(timeline)}.history`;

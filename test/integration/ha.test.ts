@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { chmod, copyFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -245,6 +245,43 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     for (const step of ['failover.fencing.trying', 'failover.promoting.trying', 'rejoining.syncing', 'available']) {
       expect(timeline.some((e) => e.summary.includes(step))).toBe(true);
     }
+  });
+
+  it('promotes a standby that has every archived segment without starting the restore command', async () => {
+    const before = await resource(ha.uuid);
+    const oldPrimary = withRole(before, 'primary');
+    const standby = withRole(before, 'standby');
+    // Each start of the archiver is a process of its own (0.13 s on an idle machine, 0.5 s
+    // under load); at its end, recovery asks it for the next segment and for history files,
+    // none of which the archive can have when the standby streamed everything archived. The
+    // bundle that Postgres runs is wrapped here to write down when it starts, then runs as is.
+    const bundle = path.join(system.config.home, 'bin', 'pgfleet-wal.cjs');
+    const real = `${bundle}.real.cjs`;
+    const starts = path.join(system.config.home, 'bin', 'starts.log');
+    await copyFile(bundle, real);
+    await writeFile(starts, '');
+    await chmod(starts, 0o666);
+    await writeFile(bundle, `require('fs').appendFileSync(${JSON.stringify(starts)}, Date.now() + ' ' + process.argv[2] + '\\n');\nrequire(${JSON.stringify(real)});\n`);
+    try {
+      const log = path.join(system.config.home, 'servers', standby.id, 'postgres.log');
+      const logged = (await readFile(log)).length;
+      const [postmaster] = await clusterPids(dataDir(oldPrimary.id));
+      await underWrites(ha.url, 'promoted_quickly', async () => void process.kill(postmaster!, 'SIGKILL'));
+
+      const lines = (await readFile(log)).subarray(logged).toString('utf8').split('\n');
+      const at = (text: string) => {
+        const line = lines.find((l) => l.includes(text));
+        expect(line, text).toBeDefined();
+        return Date.parse(line!.slice(0, 23).replace(' ', 'T') + 'Z');
+      };
+      const [promoting, promoted] = [at('received promote request'), at('database system is ready to accept connections')];
+      const fetches = (await readFile(starts, 'utf8')).split('\n').filter((l) => l.endsWith(' wal-fetch')).map((l) => Number(l.split(' ')[0]));
+      expect(fetches.length).toBeGreaterThan(0);
+      expect(fetches.filter((t) => t >= promoting && t <= promoted)).toEqual([]);
+    } finally {
+      await rename(real, bundle);
+    }
+    await rejoined(ha.uuid, ha.url, oldPrimary.id);
   });
 
   it('fails over when the primary hangs (SIGSTOP) under writes, fences it, and it rejoins', async () => {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DirectoryStore } from '../../src/store/directory.ts';
-import { ArchiveError, prefetchDir, walFetch, walKey, walPrefetch, walPush, type ArchiveOptions } from '../../src/wal/archive.ts';
+import { ArchiveError, archiveAhead, prefetchDir, walFetch, walKey, walPrefetch, walPush, type ArchiveOptions } from '../../src/wal/archive.ts';
 
 describe('the WAL archive', () => {
   let dir: string;
@@ -92,5 +92,21 @@ describe('the WAL archive', () => {
     expect(await walFetch(opts, segment(11), dest)).toBe('prefetched');
     expect((await readFile(dest)).equals(bodies.get(segment(11))!)).toBe(true);
     expect(await readdir(prefetchDir(dest))).not.toContain(segment(11));
+  });
+
+  it('says whether it holds WAL past what a standby received', async () => {
+    const store = new DirectoryStore(path.join(dir, 'ahead'));
+    const options = { store, prefix: 'servers/s2' };
+    const mib = 1024 * 1024;
+    await walPush(options, await walFile(segment(2), Buffer.alloc(16 * mib)));
+    // Everything before segment 3: the archive's segment 2 is no news.
+    expect(await archiveAhead(store, 'servers/s2', 1, 3 * 16 * mib)).toBe(false);
+    expect(await archiveAhead(store, 'servers/s2', 1, 3 * 16 * mib + 100)).toBe(false);
+    // Midway through segment 2: its end is in the archive only.
+    expect(await archiveAhead(store, 'servers/s2', 1, 2 * 16 * mib + 100)).toBe(true);
+    // A timeline the standby does not know began.
+    await walPush(options, await walFile('00000002.history', Buffer.from('1\t0/3000000\tno recovery target specified\n')));
+    expect(await archiveAhead(store, 'servers/s2', 1, 3 * 16 * mib)).toBe(true);
+    expect(await archiveAhead(store, 'servers/s2', 2, 3 * 16 * mib)).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { archiveLagBytes } from '../../observers/postgres.ts';
-import { nextSegments, walKind } from '../../src/wal/segments.ts';
+import { historyName, nextSegments, segmentName, walKind } from '../../src/wal/segments.ts';
 
 describe('WAL file names', () => {
   it('knows segments, history, partial and backup files, and nothing else', () => {
@@ -34,5 +34,15 @@ describe('archive lag', () => {
     expect(archiveLagBytes('0/5000000', '000000010000000000000003.00000028.backup')).toBe(0x1000000);
     expect(archiveLagBytes('0/4000100', '000000010000000000000003.partial')).toBe(0x100);
     expect(archiveLagBytes('2/0', '00000002.history')).toBeUndefined();
+  });
+});
+
+describe('the WAL file of a position', () => {
+  it('names the segment holding a byte position on a timeline, and the history file of a timeline', () => {
+    expect(segmentName(1, 0)).toBe('000000010000000000000000');
+    expect(segmentName(1, 16 * 1024 * 1024 - 1)).toBe('000000010000000000000000');
+    expect(segmentName(2, 16 * 1024 * 1024)).toBe('000000020000000000000001');
+    expect(segmentName(0x1a, 5 * 2 ** 32 + 0xff * 16 * 1024 * 1024 + 7)).toBe('0000001A00000005000000FF');
+    expect(historyName(10)).toBe('0000000A.history');
   });
 });
