@@ -54,7 +54,7 @@ export const REPLICATED_OBSERVE_EVERY_SECONDS = 1;
 export async function enqueueReplicatedObservations(db: Queryable): Promise<number> {
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key, priority)
-     select $1, rs.server_id, 'observe', 'observe', $2
+     select $1::text, rs.server_id, 'observe', 'observe', $2::smallint
      from resource_servers rs join machines m on m.entity_id = rs.server_id
      where m.finished_at is null and rs.role in ('primary', 'standby')
        and exists (select 1 from resource_servers s where s.resource_id = rs.resource_id and s.role = 'standby')
