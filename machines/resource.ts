@@ -43,8 +43,12 @@ export type ResourceEvent =
   /** The primary no longer waits for its standby. */
   | { type: 'desynchronized'; at: string }
   | { type: 'fencing'; at: string }
-  /** An operator's switchover: the standby takes over while the primary is still fine. */
-  | { type: 'switchover'; at: string }
+  /**
+   * An operator's switchover: the standby takes over while the primary is still fine.
+   * `force` promotes a standby that may lack acknowledged commits (the database runs
+   * without a synchronous copy): the operator accepts losing them.
+   */
+  | { type: 'switchover'; at: string; force?: boolean }
   | { type: 'promoted'; at: string }
   | { type: 'step.failed'; at: string; error: string }
   /**
@@ -271,6 +275,7 @@ export const resourceMachine = setup({
     strict: ({ event }) => event.type === 'observed' && event.obs['sync.mode'] === 'strict',
     caughtUp: ({ event }) => event.type === 'observed' && caughtUp(event.obs),
     syncFlowing: ({ event }) => event.type === 'observed' && syncFlowing(event.obs),
+    forced: ({ event }) => event.type === 'switchover' && event.force === true,
     syncUnfinished: ({ context }) => context.syncing === true,
   },
 }).createMachine({
@@ -336,7 +341,13 @@ export const resourceMachine = setup({
     unsynchronized: {
       initial: 'desynchronizing',
       entry: 'markUnsynchronized',
-      on: { ...DELIVERY, rotate: 'rotating', credentials: 'syncing' },
+      on: {
+        ...DELIVERY,
+        rotate: 'rotating',
+        credentials: 'syncing',
+        // Only an operator who accepts losing the commits the standby may lack.
+        switchover: { guard: 'forced', target: 'failover' },
+      },
       states: {
         desynchronizing: step('desynchronize', { desynchronized: 'waiting' }),
         waiting: {

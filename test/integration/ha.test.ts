@@ -163,6 +163,9 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       expect(degraded.state).toBe('unsynchronized');
       expect(degraded.unsynchronizedSince).toEqual(expect.any(String));
       expect(await psql(stall.admin, 'show synchronous_standby_names')).toBe('');
+      // The standby may lack acknowledged commits: not promoted, unless an operator accepts losing them.
+      const promote = await system.api('POST', `/api/resources/${uuid}/promote`);
+      expect([promote.status, promote.body.error]).toEqual([409, expect.stringMatching(/without a synchronous copy since .*"force": true/)]);
       // Running without a synchronous copy is an incident, which pages once it lasts.
       const opened = await waitFor('the incident', () => incidentOf(uuid, 'running without a synchronous copy'));
       await waitFor('the page', async () => (pages(opened.id).some((p) => p.event_action === 'trigger') ? true : undefined), 20_000);

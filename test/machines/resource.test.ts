@@ -312,6 +312,10 @@ describe('resource machine', () => {
       s = step(s.next, { type: 'desynchronized', at: t() });
       const lost = { ...up, 'primary.state': 'unreachable', 'primary.alive': 'false' };
       expect(step(s.next, observed(lost)).state).toBe('unsynchronized.waiting');
+      // Only an operator who accepts losing them promotes it.
+      expect(step(s.next, { type: 'switchover', at: t() }).state).toBe('unsynchronized.waiting');
+      const forced = step(s.next, { type: 'switchover', at: t(), force: true });
+      expect([forced.state, forced.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
       // A step that interrupts it (a password rotation) comes back to it, and fails over no more than it.
       s = step(s.next, { type: 'rotate', at: t() });
       expect(s.state).toBe('rotating.trying');
