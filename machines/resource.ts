@@ -17,9 +17,14 @@ export const RESOURCE_MACHINE_VERSION = 1;
 export const MAX_STEP_RETRIES = 5;
 
 /** States in which the database fails over or gets its standby back: their steps outrank routine work in the queue. */
-export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing'];
+export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing', 'unsynchronized', 'stalled'];
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
+/** Milliseconds commits may wait on a standby that does not answer, when the observation does not say (PGFLEET_SYNC_STALL_MS). */
+export const DEFAULT_SYNC_STALL_MS = 3000;
+/** WAL a standby may still have to flush when it is made synchronous again: a segment, a moment of streaming. */
+export const CAUGHT_UP_BYTES = 16 * 1024 ** 2;
+
+export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'desynchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
 
 export interface ResourceJob {
   type: 'job';
@@ -35,9 +40,15 @@ export type ResourceEvent =
   /** `standby` when the plan wants a synchronous standby before the database is ready. */
   | { type: 'tenant.created'; at: string; standby?: boolean }
   | { type: 'synchronized'; at: string }
+  /** The primary no longer waits for its standby. */
+  | { type: 'desynchronized'; at: string }
   | { type: 'fencing'; at: string }
-  /** An operator's switchover: the standby takes over while the primary is still fine. */
-  | { type: 'switchover'; at: string }
+  /**
+   * An operator's switchover: the standby takes over while the primary is still fine.
+   * `force` promotes a standby that may lack acknowledged commits (the database runs
+   * without a synchronous copy): the operator accepts losing them.
+   */
+  | { type: 'switchover'; at: string; force?: boolean }
   | { type: 'promoted'; at: string }
   | { type: 'step.failed'; at: string; error: string }
   /**
@@ -75,6 +86,12 @@ export interface ResourceContext {
   rotating?: boolean;
   /** Named credentials are being made agree with the control database, and outlast a failover too. */
   syncing?: boolean;
+  /**
+   * Since when the primary may acknowledge commits its standby does not have (it was told
+   * to stop waiting for a stalled one): until the standby is synchronous again, it must not
+   * be promoted, and the database comes back to this when a step interrupts it.
+   */
+  unsynchronizedSince?: string;
 }
 
 /** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
@@ -99,10 +116,41 @@ const ERROR_LIMIT = 1000;
  * A fresh observation asks for the job again, which puts back a job that fell out and
  * changes nothing when it is pending (jobs are unique per entity and task).
  */
-type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | 'syncDone' | ('wantDelivery' | 'rotationDone')[] };
+type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | 'syncDone' | 'markSynchronized' | ('wantDelivery' | 'rotationDone')[] };
 
 /** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
 type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
+
+const stallMs = (obs: Observation) => Number(obs['sync.stall_ms']) || DEFAULT_SYNC_STALL_MS;
+
+/**
+ * The standby answers its primary: it streams, and its last reply (sent every second by a
+ * healthy one, and at once when it flushes what a commit waits for) is within the threshold.
+ */
+function standbyAnswers(obs: Observation): boolean {
+  return obs['sync.standby_state'] === 'streaming' && obs['sync.standby_reply_ms'] !== undefined && Number(obs['sync.standby_reply_ms']) <= stallMs(obs);
+}
+
+/**
+ * The primary's commits wait for a synchronous standby that does not answer: they have waited
+ * past the threshold (PGFLEET_SYNC_STALL_MS) and the standby has not replied for as long, or
+ * is not connected at all. A standby that merely falls behind still answers, and is waited for.
+ */
+export function syncStalled(obs: Observation): boolean {
+  if (obs['primary.state'] !== 'available' || !obs['sync.names']) return false;
+  return Number(obs['sync.waiting']) > 0 && Number(obs['sync.wait_ms']) > stallMs(obs) && !standbyAnswers(obs);
+}
+
+/** The primary's commits go through: none waits, or the standby they wait for answers. */
+function syncFlowing(obs: Observation): boolean {
+  return obs['primary.state'] === 'available' && obs['sync.waiting'] !== undefined && (Number(obs['sync.waiting']) === 0 || standbyAnswers(obs));
+}
+
+/** The standby is up, answers, and has flushed nearly all the primary wrote: it can be synchronous again. */
+function caughtUp(obs: Observation): boolean {
+  const lag = obs['sync.standby_flush_lag_bytes'];
+  return obs['standby.state'] === 'available' && standbyAnswers(obs) && lag !== undefined && Number(lag) <= CAUGHT_UP_BYTES;
+}
 
 /**
  * The primary is lost while a synchronous standby is up: fail over. Lost is a crash (its
@@ -158,9 +206,16 @@ function standbySteps(done: string) {
   return {
     standby: step('place_standby', { placed: 'syncing' }),
     syncing: until('standby', 'available', 'synchronous'),
-    synchronous: step('synchronize', { synchronized: done }),
+    synchronous: step('synchronize', { synchronized: { target: done, actions: 'markSynchronized' } }),
   };
 }
+
+/** What the database does for the platform whatever its standby is up to. */
+const DELIVERY = {
+  deferred: { actions: ['wantDelivery' as const, job('deliver')] },
+  delivered: { actions: 'deliveryDone' as const },
+  'delivery.failed': { actions: ['countDeliveryFailure' as const, 'recordError' as const, 'retryDelivery' as const] },
+};
 
 export const resourceMachine = setup({
   types: {
@@ -180,6 +235,8 @@ export const resourceMachine = setup({
     countFailure: assign({ failures: ({ context }) => context.failures + 1 }),
     recordError: assign({ lastError: ({ event }) => ('error' in event ? event.error.slice(0, ERROR_LIMIT) : undefined) }),
     wantDelivery: assign({ deliver: true, deliveryFailures: 0 }),
+    deliveryDone: assign({ deliver: false, deliveryFailures: 0, lastError: undefined }),
+    countDeliveryFailure: assign({ deliveryFailures: ({ context }) => context.deliveryFailures + 1 }),
     /**
      * On reaching `available`: hand the platform its config if it is still waiting for it;
      * not while a rotation is unfinished, which goes on at once and hands over the new one.
@@ -190,6 +247,9 @@ export const resourceMachine = setup({
     rotationStarted: assign({ rotating: true }),
     rotationDone: assign({ rotating: false }),
     syncStarted: assign({ syncing: true }),
+    /** Kept from the first time: a step that interrupted running without a synchronous copy does not end it. */
+    markUnsynchronized: assign({ unsynchronizedSince: ({ context, event }) => context.unsynchronizedSince ?? ('at' in event ? event.at : undefined) }),
+    markSynchronized: assign({ unsynchronizedSince: undefined }),
     syncDone: assign({ syncing: false }),
     retryDelivery: emit(({ context }) => ({ type: 'job' as const, task: 'deliver' as const, delaySeconds: deliveryBackoffSeconds(context.deliveryFailures) })),
   },
@@ -199,14 +259,23 @@ export const resourceMachine = setup({
     /** A server of the resource, in the role given, is in the state given. */
     serverIs: ({ event }, params: { role: string; state: string }) => event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
-    primaryLost: ({ event }) => primaryLost(event),
-    freshPrimaryLost: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
+    /** Not while the standby may lack acknowledged commits: its primary is restarted instead. */
+    primaryLost: ({ context, event }) => context.unsynchronizedSince === undefined && primaryLost(event),
+    freshPrimaryLost: ({ context, event }) => context.unsynchronizedSince === undefined && event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
     /** The standby failed for good (restarts did not bring it back): build another. */
     standbyLost: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'failed',
     move: ({ event }) => event.type === 'change_plan' && event.move,
     addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
     dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
     rotationUnfinished: ({ context }) => context.rotating === true,
+    /** The primary may acknowledge commits the standby lacks: promoting it could lose them. */
+    unsynchronized: ({ context }) => context.unsynchronizedSince !== undefined,
+    syncStalled: ({ event }) => event.type === 'observed' && syncStalled(event.obs),
+    /** The plan keeps commits waiting for a stalled standby rather than acknowledge them on one server. */
+    strict: ({ event }) => event.type === 'observed' && event.obs['sync.mode'] === 'strict',
+    caughtUp: ({ event }) => event.type === 'observed' && caughtUp(event.obs),
+    syncFlowing: ({ event }) => event.type === 'observed' && syncFlowing(event.obs),
+    forced: ({ event }) => event.type === 'switchover' && event.force === true,
     syncUnfinished: ({ context }) => context.syncing === true,
   },
 }).createMachine({
@@ -237,8 +306,11 @@ export const resourceMachine = setup({
       always: [
         { guard: 'rotationUnfinished', target: 'rotating' },
         { guard: 'syncUnfinished', target: 'syncing' },
+        // Back from a step that interrupted it: the standby is still not synchronous.
+        { guard: 'unsynchronized', target: 'unsynchronized' },
       ],
       on: {
+        ...DELIVERY,
         rotate: 'rotating',
         credentials: 'syncing',
         change_plan: [
@@ -247,16 +319,78 @@ export const resourceMachine = setup({
           { guard: 'dropStandby', target: 'dropping' },
           { target: 'resizing' },
         ],
-        deferred: { actions: ['wantDelivery', job('deliver')] },
-        delivered: { actions: assign({ deliver: false, deliveryFailures: 0, lastError: undefined }) },
-        'delivery.failed': {
-          actions: [assign({ deliveryFailures: ({ context }) => context.deliveryFailures + 1 }), 'recordError', 'retryDelivery'],
-        },
         // The caller checked that a standby is available to take over.
         switchover: 'failover',
         observed: [
           { guard: and(['fresh', 'primaryLost']), target: 'failover', actions: 'see' },
           { guard: and(['fresh', 'standbyLost']), target: 'replacing', actions: 'see' },
+          { guard: and(['fresh', 'syncStalled', 'strict']), target: 'stalled', actions: 'see' },
+          { guard: and(['fresh', 'syncStalled']), target: 'unsynchronized', actions: 'see' },
+          { guard: 'fresh', actions: 'see' },
+        ],
+      },
+    },
+    /**
+     * The standby stalled, and the plan puts availability first: the primary stops waiting
+     * for it, so its commits go through, acknowledged by the primary alone; the standby
+     * streams on as it can and, once caught up, is made synchronous again. Meanwhile the
+     * standby may lack acknowledged commits, so it is never promoted: a lost primary is
+     * left to its own machine's restarts, which keep every commit (and a human is paged if
+     * this lasts).
+     */
+    unsynchronized: {
+      initial: 'desynchronizing',
+      entry: 'markUnsynchronized',
+      on: {
+        ...DELIVERY,
+        rotate: 'rotating',
+        credentials: 'syncing',
+        // Only an operator who accepts losing the commits the standby may lack.
+        switchover: { guard: 'forced', target: 'failover' },
+      },
+      states: {
+        desynchronizing: step('desynchronize', { desynchronized: 'waiting' }),
+        waiting: {
+          entry: job('observe'),
+          on: {
+            observed: [
+              { guard: and(['fresh', 'standbyLost']), target: '#resource.replacing', actions: 'see' },
+              { guard: and(['fresh', 'caughtUp']), target: 'resynchronizing', actions: 'see' },
+              { guard: 'fresh', actions: 'see' },
+            ],
+          },
+        },
+        /**
+         * Not retried where it is: a standby that does not confirm in time (it stalled again)
+         * must not hold commits up while the step retries. The primary stops waiting for it
+         * again, and it is tried again once it has caught up again.
+         */
+        resynchronizing: {
+          entry: job('synchronize'),
+          on: {
+            synchronized: { target: '#resource.available', actions: 'markSynchronized' },
+            'step.failed': { target: 'desynchronizing', actions: 'recordError' },
+            observed: { guard: 'fresh', actions: ['see', job('synchronize')] },
+          },
+        },
+      },
+    },
+    /**
+     * The standby stalled, and the plan is strict: commits keep waiting for it, which stops
+     * the database's writes, so a human is paged soon. It ends when the standby answers
+     * again, or is replaced; a lost primary still fails over, to a standby that has every
+     * acknowledged commit. A rotation asked for meanwhile would wait like any commit: it
+     * starts once writes flow again.
+     */
+    stalled: {
+      on: {
+        ...DELIVERY,
+        rotate: { actions: 'rotationStarted' },
+        credentials: { actions: 'syncStarted' },
+        observed: [
+          { guard: and(['fresh', 'primaryLost']), target: 'failover', actions: 'see' },
+          { guard: and(['fresh', 'standbyLost']), target: 'replacing', actions: 'see' },
+          { guard: and(['fresh', 'syncFlowing']), target: 'available', actions: 'see' },
           { guard: 'fresh', actions: 'see' },
         ],
       },
@@ -297,7 +431,7 @@ export const resourceMachine = setup({
       states: {
         placing: step('restore_standby', { placed: 'syncing' }),
         syncing: until('standby', 'available', 'synchronous'),
-        synchronous: step('synchronize', { synchronized: '#resource.available' }),
+        synchronous: step('synchronize', { synchronized: { target: '#resource.available', actions: 'markSynchronized' } }),
       },
     },
     /**
@@ -311,7 +445,7 @@ export const resourceMachine = setup({
       states: standbySteps('#resource.resizing'),
     },
     /** Off a plan with a standby: the primary stops waiting for it, then it goes; then the new limits. */
-    dropping: step('drop_standby', { 'standby.dropped': '#resource.resizing', change_plan: {} }),
+    dropping: step('drop_standby', { 'standby.dropped': { target: '#resource.resizing', actions: 'markSynchronized' }, change_plan: {} }),
     /**
      * A new password for the owner: the pending one set on the primary (sessions logged in
      * keep running), made current with its followers', then handed to the platform. A lost

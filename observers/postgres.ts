@@ -26,7 +26,19 @@ select pg_is_in_recovery() as in_recovery,
   (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing,
   -- On a primary: how far its slowest standby is behind, in seconds and bytes.
   (select extract(epoch from max(replay_lag))::float8 from pg_stat_replication) as replication_lag_seconds,
-  (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes`;
+  (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes,
+  current_setting('synchronous_standby_names') as synchronous_standby_names,
+  -- Commits waiting for a synchronous standby, and for how long the oldest has (since its
+  -- statement began: a little more than its wait, by the statement's own run).
+  (select count(*) from pg_stat_activity where wait_event = 'SyncRep') as sync_waiting,
+  (select (extract(epoch from clock_timestamp() - min(query_start)) * 1000)::bigint from pg_stat_activity where wait_event = 'SyncRep') as sync_wait_ms,
+  -- Each standby streaming from it, by its name: whether it still answers, and how much WAL it has not flushed.
+  (select json_object_agg(application_name, json_build_object(
+      'state', state,
+      'sync_state', sync_state,
+      'reply_ms', (extract(epoch from clock_timestamp() - reply_time) * 1000)::bigint,
+      'flush_lag_bytes', case when not pg_is_in_recovery() then pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint end))
+   from pg_stat_replication) as replicas`;
 
 /**
  * How much WAL a primary has written past the end of the last archived segment: what would
@@ -49,12 +61,15 @@ export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000)
     await client.connect();
     const { rows } = await client.query<Record<string, unknown>>(OBSERVE_SQL);
     const row = rows[0] ?? {};
-    const { database_sizes: sizes, ...rest } = row;
+    const { database_sizes: sizes, replicas, ...rest } = row;
     const obs: Record<string, string> = { reachable: 'true', probe_ms: String(Math.round(performance.now() - started)) };
     for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) obs[k] = String(v);
     const lag = archiveLagBytes(obs.current_lsn, obs.archiver_last_archived_wal);
     if (lag !== undefined) obs.archive_lag_bytes = String(lag);
     for (const [db, bytes] of Object.entries((sizes ?? {}) as Record<string, number>)) obs[`database_size.${db}`] = String(bytes);
+    for (const [name, replica] of Object.entries((replicas ?? {}) as Record<string, Record<string, unknown>>)) {
+      for (const [k, v] of Object.entries(replica)) if (v !== null) obs[`replica.${name}.${k}`] = String(v);
+    }
     return obs;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

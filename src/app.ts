@@ -81,7 +81,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
   const tls = { authority: await certificateAuthority(pool, sealer), ...config.tls };
-  configureIncidents({ stuckAfter: config.paging.stuckAfter, noticeGrace: config.paging.noticeGrace });
+  configureIncidents({ stuckAfter: config.paging.stuckAfter, noticeGrace: config.paging.noticeGrace, syncPageAfter: config.paging.syncPageAfter });
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;

@@ -22,7 +22,8 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet info <resource>       plan, status, connections, version, size (like heroku pg:info)
   pgfleet diagnose <resource>   connections, long queries and transactions, idle in transaction,
                                 blocking, unused indexes, bloat, hit rate, xid wraparound
-  pgfleet promote <resource>    switch over: its standby becomes the primary (same URL)
+  pgfleet promote <resource>    switch over: its standby becomes the primary (same URL);
+                                --force: also while it runs without a synchronous copy (losing what the standby lacks)
   pgfleet credentials <resource>
                                 its credentials: the owner (default) and named ones
   pgfleet credentials create <resource> <name> [--read-only]
@@ -349,8 +350,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'maintenance':
         return await maintenance(config, rest, json);
       case 'promote': {
-        if (!rest[0]) throw new CliError('usage: pgfleet promote <resource>');
-        const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`)) as { id: string; state: string };
+        if (!rest[0]) throw new CliError('usage: pgfleet promote <resource> [--force]');
+        const force = rest.includes('--force');
+        const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`, force ? { force } : undefined)) as { id: string; state: string };
         print(json, r, () => `switching over ${r.id}: its standby becomes the primary; follow it with pgfleet resources show ${r.id}`);
         return 0;
       }

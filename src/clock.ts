@@ -45,17 +45,22 @@ export function enqueueMissing(db: Queryable): Promise<number> {
  * standby) are observed every second whatever PGFLEET_OBSERVE_INTERVAL says: a hang is
  * judged by their probes, and a crash with no traffic to reveal it by the next one. For
  * the same reason they rank above the routine observations of every other server (and
- * raise a routine one of theirs that is pending).
+ * raise a routine one of theirs that is pending). So are databases whose standby stalled:
+ * one running without a synchronous copy is made synchronous again as soon as it has
+ * caught up, and a strict one's commits flow again as soon as the standby answers.
  */
 export const REPLICATED_OBSERVE_EVERY_SECONDS = 1;
 
 export async function enqueueReplicatedObservations(db: Queryable): Promise<number> {
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key, priority)
-     select $1, rs.server_id, 'observe', 'observe', $2
+     select $1::text, rs.server_id, 'observe', 'observe', $2::smallint
      from resource_servers rs join machines m on m.entity_id = rs.server_id
      where m.finished_at is null and rs.role in ('primary', 'standby')
        and exists (select 1 from resource_servers s where s.resource_id = rs.resource_id and s.role = 'standby')
+     union all
+     select $1, entity_id, 'observe', 'observe', $2 from machines
+     where machine = 'resource' and finished_at is null and state in ('unsynchronized', 'stalled')
      on conflict (entity_id, key) where locked_by is null and dead_at is null
      do update set priority = excluded.priority where jobs.priority < excluded.priority`,
     [queueForTask('observe'), PRIORITY.work],

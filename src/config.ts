@@ -7,6 +7,12 @@ import { parseLag } from './health.ts';
 export interface ProbeConfig {
   timeoutMs: number;
   hangProbes: number;
+  /**
+   * Milliseconds commits may wait for a synchronous standby that does not answer before the
+   * standby counts as stalled: its primary then stops waiting for it (or, on a strict plan,
+   * the stall is recorded and paged).
+   */
+  syncStallMs: number;
 }
 
 export interface Config {
@@ -73,6 +79,8 @@ export interface PagingConfig {
   stuckAfter: number | undefined;
   /** Seconds trouble must last before its customers are told; shorter blips are not news to them. */
   noticeGrace: number;
+  /** Seconds a database may run without a synchronous copy of its commits before a human is paged. */
+  syncPageAfter: number;
 }
 
 /** The Heroku add-on partner API: who may call it and where the platform answers. */
@@ -234,7 +242,11 @@ export function loadConfig(env: Env = process.env): Config {
     concurrency: integer(env, 'WORKER_CONCURRENCY', 10, 1, 1000),
     observeInterval: integer(env, 'PGFLEET_OBSERVE_INTERVAL', 5, 1, 3600),
     readOnlyMaxLagBytes: size(env, 'PGFLEET_READONLY_MAX_LAG', '16MB'),
-    probe: { timeoutMs: integer(env, 'PGFLEET_PROBE_TIMEOUT_MS', 1000, 100, 60_000), hangProbes: integer(env, 'PGFLEET_HANG_PROBES', 3, 1, 100) },
+    probe: {
+      timeoutMs: integer(env, 'PGFLEET_PROBE_TIMEOUT_MS', 1000, 100, 60_000),
+      hangProbes: integer(env, 'PGFLEET_HANG_PROBES', 3, 1, 100),
+      syncStallMs: integer(env, 'PGFLEET_SYNC_STALL_MS', 3000, 500, 600_000),
+    },
     sharedMaxConnections: integer(env, 'PGFLEET_SHARED_MAX_CONNECTIONS', 300, 40, 10_000),
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
@@ -256,6 +268,7 @@ export function loadConfig(env: Env = process.env): Config {
       routingKey: nonEmpty(env, 'PAGER_ROUTING_KEY') ?? 'pgfleet',
       stuckAfter: nonEmpty(env, 'PGFLEET_STUCK_AFTER') === undefined ? undefined : integer(env, 'PGFLEET_STUCK_AFTER', 0, 1, 86400),
       noticeGrace: integer(env, 'PGFLEET_NOTICE_GRACE', 30, 0, 3600),
+      syncPageAfter: integer(env, 'PGFLEET_SYNC_PAGE_AFTER', 60, 1, 86400),
     },
   };
 }

@@ -7,8 +7,11 @@ import { createMachine, machineOf, machineState, sendEvent, type MachineName, ty
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
 
-/** Resource states that bring a database back to whole after losing a server: trouble, handled. */
-const RESTORING = new Set(['failover', 'rejoining', 'replacing']);
+/**
+ * Resource states that bring a database back to whole after losing a server, or in which
+ * its standby stalled (it runs without a synchronous copy, or its commits wait): trouble.
+ */
+const RESTORING = new Set(['failover', 'rejoining', 'replacing', 'unsynchronized', 'stalled']);
 
 export function healthOf(machine: MachineName, path: string): Health {
   const top = path.split('.')[0]!;
@@ -41,11 +44,15 @@ export const STUCK_AFTER: Record<string, number> = {
   'resource.failover': 60,
   'resource.rejoining': 600,
   'resource.replacing': 600,
+  // Commits wait (a strict plan): writes are down and only the standby can end it.
+  'resource.stalled': 10,
 };
 
 export function stuckAfter(machine: MachineName, path: string, override: number | undefined): number {
   if (override !== undefined) return override;
   const top = path.split('.')[0]!;
+  // Without a synchronous copy, the window in which a lost primary loses commits: PGFLEET_SYNC_PAGE_AFTER.
+  if (machine === 'resource' && top === 'unsynchronized' && !path.endsWith('.failed')) return settings.syncPageAfter;
   return STUCK_AFTER[`${machine}.${path.endsWith('.failed') ? 'failed' : top}`] ?? STUCK_AFTER[`${machine}.${top}`] ?? 0;
 }
 
@@ -61,6 +68,8 @@ function troubleReason(machine: MachineName, path: string): string {
   if (top === 'failover') return 'primary lost: failing over to the standby';
   if (top === 'rejoining') return 'restoring the standby after a failover';
   if (top === 'replacing') return 'standby lost: replacing it';
+  if (top === 'unsynchronized') return 'running without a synchronous copy';
+  if (top === 'stalled') return 'synchronous standby stalled: commits wait';
   return `${path.replace(/\.failed$/, '')} failing`;
 }
 
@@ -68,9 +77,11 @@ export interface IncidentSettings {
   stuckAfter: number | undefined;
   /** Seconds trouble lasts before its customers are told (PGFLEET_NOTICE_GRACE). */
   noticeGrace: number;
+  /** Seconds a database may run without a synchronous copy before a human is paged (PGFLEET_SYNC_PAGE_AFTER). */
+  syncPageAfter: number;
 }
 
-let settings: IncidentSettings = { stuckAfter: undefined, noticeGrace: 0 };
+let settings: IncidentSettings = { stuckAfter: undefined, noticeGrace: 0, syncPageAfter: 60 };
 
 /** The deadline override comes from the configuration, once, at start-up. */
 export function configureIncidents(next: IncidentSettings): void {

@@ -18,6 +18,14 @@ export interface Plan {
   memoryLimitBytes: number;
   /** Synchronous standbys on servers of their own: a commit is acknowledged once one has it. */
   standbys: number;
+  /**
+   * What a plan with a standby does when its standby stalls (stops answering while commits
+   * wait for it). `available` (the default): the primary stops waiting for it within
+   * seconds, and acknowledges commits alone until the standby has caught up and is made
+   * synchronous again; a primary lost in that window can take those commits with it.
+   * `strict`: commits wait for the standby however long it takes; the stall is paged.
+   */
+  synchronous?: 'available' | 'strict';
 }
 
 const MIB = 1024 ** 2;
@@ -58,12 +66,24 @@ export const PLANS: readonly Plan[] = [
   {
     name: 'ha',
     kind: 'dedicated',
-    description: 'A server of its own and a synchronous standby on another: no commit is acknowledged until two servers have it.',
+    description: 'A server of its own and a synchronous standby on another: a commit is acknowledged once both have it; a standby that stalls is not waited for until it catches up.',
     connectionLimit: 90,
     statementTimeoutMs: 0,
     sizeLimitBytes: 0,
     memoryLimitBytes: 0,
     standbys: 1,
+    synchronous: 'available',
+  },
+  {
+    name: 'ha-strict',
+    kind: 'dedicated',
+    description: 'The ha plan that never acknowledges a commit one server alone has: a stalled standby holds commits up until it answers.',
+    connectionLimit: 90,
+    statementTimeoutMs: 0,
+    sizeLimitBytes: 0,
+    memoryLimitBytes: 0,
+    standbys: 1,
+    synchronous: 'strict',
   },
 ];
 

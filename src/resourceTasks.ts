@@ -7,6 +7,7 @@ import { deliver } from './platform.ts';
 import { credentialTasks, type RefreshPool } from './credentialTasks.ts';
 import { namedRoleNames, namedRoles } from './credentials.ts';
 import { syncNamedRoles } from './pg/credentials.ts';
+import type { ProbeConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
@@ -28,7 +29,7 @@ import { machineState, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { archiveAhead } from './wal/archive.ts';
-import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
+import { followersOf, followLeader, insertFollower, latestObservation, loadServerRecord, requestBackup } from './servers.ts';
 import type { TlsOptions } from './tls/renewal.ts';
 
 export interface ResourceTaskOptions {
@@ -44,7 +45,11 @@ export interface ResourceTaskOptions {
   archive: ArchiveTarget;
   /** Tenants are probed as a customer with `sslmode=verify-full` connects: trusting this authority alone. */
   tls: TlsOptions;
+  probe: ProbeConfig;
 }
+
+/** States of a resource whose database serves its customer: its login is probed. */
+const SERVING = ['available', 'unsynchronized', 'stalled'];
 
 type Outcome = { commit: (client: Client) => Promise<void> };
 
@@ -116,6 +121,26 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     };
   }
 
+  /**
+   * How the primary's synchronous replication looks, from its latest observation (taken
+   * every second while the database has a standby): whether it waits for a standby, how
+   * long its commits have waited, and whether the resource's standby answers and has
+   * flushed what the primary wrote. With them, the plan's choice and the stall threshold:
+   * the machine judges a stall by these.
+   */
+  async function replicationSeen(db: Queryable, resource: ResourceRecord, primary: ResourceServer, standby: ResourceServer | undefined): Promise<Record<string, string>> {
+    const obs = (await latestObservation(db, primary.id, 'servers'))?.obs ?? {};
+    const seen: Record<string, string> = { 'sync.mode': resource.plan.synchronous ?? 'available', 'sync.stall_ms': String(opts.probe.syncStallMs) };
+    const copy = (from: string, to: string) => {
+      if (obs[from] !== undefined) seen[to] = obs[from];
+    };
+    copy('synchronous_standby_names', 'sync.names');
+    copy('sync_waiting', 'sync.waiting');
+    copy('sync_wait_ms', 'sync.wait_ms');
+    if (standby) for (const key of ['state', 'sync_state', 'reply_ms', 'flush_lag_bytes']) copy(`replica.${standbyName(standby.id)}.${key}`, `sync.standby_${key}`);
+    return seen;
+  }
+
   return {
     ...credentialTasks(sealer, opts.tls.authority.certificate, refreshPool, failed),
 
@@ -159,10 +184,22 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
      * has written it, so losing the primary loses no acknowledged transaction.
      */
     synchronize: step(async (job, { pool }) => {
-      const { servers } = await load(pool, job);
+      const { resource, servers } = await load(pool, job);
       const standbys = servers.filter((s) => s.role === 'standby').map((s) => standbyName(s.id));
-      await synchronizeStandbys(await superuser(pool, withRole(servers, 'primary')), standbys);
+      // Made synchronous again after a stall, it streams already: commits wait for it no longer than a stall.
+      const resync = (await machineState(pool, resource.id)) === 'unsynchronized';
+      await synchronizeStandbys(await superuser(pool, withRole(servers, 'primary')), standbys, resync ? opts.probe.syncStallMs : undefined);
       return report(job, { type: 'synchronized' });
+    }),
+
+    /**
+     * The standby stalled: the primary stops waiting for it, and the commits that waited go
+     * through. The standby streams on as it can; it is made synchronous again once caught up.
+     */
+    desynchronize: step(async (job, { pool }) => {
+      const { servers } = await load(pool, job);
+      await desynchronize(await superuser(pool, withRole(servers, 'primary')));
+      return report(job, { type: 'desynchronized' });
     }),
 
     /** Tell the old primary's machine to fence it; the resource waits until it is fenced. */
@@ -307,9 +344,10 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const sources: Record<string, Record<string, string>> = { servers: seen };
       const primary = servers.find((s) => s.role === 'primary');
       // Only a primary that is up is worth a login: one that hangs would hold this observation up.
-      if ((await machineState(pool, resource.id)) === 'available' && primary?.state === 'available' && primary.host && primary.port) {
+      if (SERVING.includes((await machineState(pool, resource.id)) ?? '') && primary?.state === 'available' && primary.host && primary.port) {
         sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant, opts.tls.authority.certificate);
       }
+      if (resource.plan.standbys > 0 && primary) sources.sync = await replicationSeen(pool, resource, primary, servers.find((s) => s.role === 'standby'));
       return sources;
     },
   };

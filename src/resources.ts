@@ -64,6 +64,8 @@ export interface ResourceView {
   observedAt: Date | null;
   observation: Record<string, string>;
   lastError: string | null;
+  /** Since when the primary has acknowledged commits without waiting for its stalled standby; null while it waits. */
+  unsynchronizedSince: string | null;
   /** The config vars the platform got, or gets once the database is ready. */
   config: Record<string, string>;
   servers: { id: string; role: ServerRole; state: string; host: string | null; port: number | null }[];
@@ -230,12 +232,17 @@ export async function takeOver(db: Queryable, id: string, successor: 'target' | 
   await db.query(`update resource_servers set role = 'primary' where resource_id = $1 and server_id = $2`, [id, next]);
 }
 
-/** Whether the server is the primary of a resource with an available standby, which a failover promotes. */
+/**
+ * Whether the server is the primary of a resource with an available standby, which a failover
+ * promotes: not while the resource runs without a synchronous copy, when the standby may lack
+ * commits the primary acknowledged.
+ */
 export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
   const { rowCount } = await db.query(
     `select 1 from resource_servers p
      join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
      join machines m on m.entity_id = s.server_id and m.state = 'available'
+     join machines r on r.entity_id = p.resource_id and r.snapshot->'context'->>'unsynchronizedSince' is null
      where p.server_id = $1 and p.role = 'primary'`,
     [serverId],
   );
@@ -254,6 +261,7 @@ export async function unlinkServer(db: Queryable, resourceId: string, serverId: 
 const VIEW_SQL = `
   select r.id, r.plan, r.region, r.name, m.state, r.created_at as "createdAt", r.last_observed_at as "observedAt",
     hstore_to_json(r.last_observation) as observation, m.snapshot->'context'->>'lastError' as "lastError",
+    m.snapshot->'context'->>'unsynchronizedSince' as "unsynchronizedSince",
     r.database_name, r.role_name, r.password_sealed, hstore_to_json(r.attrs) as attrs
   from resources r join machines m on m.entity_id = r.id`;
 

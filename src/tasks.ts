@@ -205,7 +205,7 @@ function backupTask(opts: ResourceTaskOptions): JobHandler {
  * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
  * only record what they see, and the tick that follows shows it to the entity's machine.
  */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions & { probe: ProbeConfig }): Record<string, JobHandler> {
+export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
   const observers = { server: observeServer, resource: observeResource };
@@ -225,10 +225,15 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions & { pro
       // when a routine one found the server down (the first failed probe of a hang).
       const down = sources.postgres?.reachable === 'false' || sources.provider?.alive === 'false';
       const priority = down ? PRIORITY.urgent : Math.max(job.priority, PRIORITY.work);
+      // Commits on this server have waited for a standby past the stall threshold: the
+      // databases it serves judge that now, not at their next routine observation.
+      const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > opts.probe.syncStallMs;
       return {
         commit: async (client) => {
           await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
           await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick'), priority });
+          const resources = stalled ? await MACHINES.server.dependents(client, job.entityId!) : [];
+          for (const id of resources) await enqueue(client, { task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority: PRIORITY.urgent });
         },
       };
     },

@@ -221,6 +221,9 @@ export class PgCluster {
       listen_addresses: "'127.0.0.1'",
       port: spec.port,
       unix_socket_directories: "''",
+      // As a standby, it tells its primary where it is every second, not every 10 s: its last
+      // reply's age then tells a stalled standby from an idle one within the stall threshold.
+      wal_receiver_status_interval: "'1s'",
       ...spec.settings,
     };
     const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);

@@ -23,8 +23,11 @@ export async function repointStandby(standby: SuperuserTarget, leader: { host: s
 
 /**
  * Require one of `standbys` to confirm every commit, and wait until the primary reports one
- * of them as `sync`: only then is the promise kept. With no standby connected, commits wait;
- * that is the point.
+ * of them as `sync` and that one has flushed all the WAL there was then: only then is the
+ * promise kept, by a standby that also has every commit acknowledged without it (while the
+ * primary ran without a synchronous copy). With no standby connected, commits wait; that is
+ * the point. One that does not get there in time is not waited for while the step retries:
+ * a commit must not hang on a standby that could not be made synchronous.
  */
 export async function synchronizeStandbys(primary: SuperuserTarget, standbys: string[], timeoutMs = 15_000): Promise<void> {
   if (standbys.length === 0) throw new Error('there is no standby to make synchronous');
@@ -33,11 +36,25 @@ export async function synchronizeStandbys(primary: SuperuserTarget, standbys: st
     await client.query(`alter system set synchronous_standby_names = ${pg.escapeLiteral(`FIRST 1 (${names})`)}`);
     await client.query('select pg_reload_conf()');
     const deadline = Date.now() + timeoutMs;
+    let target: string | undefined;
     for (;;) {
-      const { rows } = await client.query(`select 1 from pg_stat_replication where sync_state = 'sync' and application_name = any($1)`, [standbys]);
-      if (rows.length > 0) return;
-      if (Date.now() > deadline) throw new Error(`no standby of ${standbys.join(', ')} became synchronous within ${timeoutMs / 1000} s`);
-      await new Promise((r) => setTimeout(r, 200));
+      const { rows } = await client.query<{ flushed: boolean; now: string }>(
+        `select flush_lsn >= coalesce($2::pg_lsn, '0/0') as flushed, pg_current_wal_lsn()::text as now
+         from pg_stat_replication where sync_state = 'sync' and application_name = any($1)`,
+        [standbys, target ?? null],
+      );
+      const sync = rows[0];
+      if (sync && target !== undefined && sync.flushed) return;
+      if (sync && target === undefined) {
+        target = sync.now;
+        continue;
+      }
+      if (Date.now() > deadline) {
+        await client.query('alter system reset synchronous_standby_names');
+        await client.query('select pg_reload_conf()');
+        throw new Error(`no standby of ${standbys.join(', ')} became synchronous within ${timeoutMs / 1000} s`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
   });
 }

@@ -152,9 +152,16 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       const { raw, id } = idParam(req.params);
       const resource = id ? await getResource(opts.pool, opts.sealer, prefix, id) : undefined;
       if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
-      if (resource.state !== 'available') throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
+      const force = (req.body as { force?: unknown } | undefined)?.force === true;
+      if (resource.state === 'unsynchronized' && !force) {
+        throw new HttpError(
+          409,
+          `the resource runs without a synchronous copy since ${resource.unsynchronizedSince}: its standby may lack commits acknowledged since then; promote it once it is synchronous again, or send {"force": true} to promote it now and lose them`,
+        );
+      }
+      if (resource.state !== 'available' && resource.state !== 'unsynchronized') throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
       if (!resource.servers.some((s) => s.role === 'standby' && s.state === 'available')) throw new HttpError(409, 'the resource has no available standby to promote');
-      await tellResource(opts.pool, resource.id, { type: 'switchover' });
+      await tellResource(opts.pool, resource.id, { type: 'switchover', ...(force ? { force } : {}) });
       return reply.status(202).send(await getResource(opts.pool, opts.sealer, prefix, resource.id));
     });
 

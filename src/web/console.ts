@@ -36,7 +36,7 @@ const CONSOLE_STYLE = `
 /** Healthy, on the way, or in trouble, at a glance. */
 function stateBadge(state: string): string {
   const top = state.split('.')[0]!;
-  const cls = ['available', 'resolved', 'deleted'].includes(top) ? ' ok' : ['failed', 'unreachable', 'escalated'].includes(top) || state.endsWith('.failed') ? ' bad' : '';
+  const cls = ['available', 'resolved', 'deleted'].includes(top) ? ' ok' : ['failed', 'unreachable', 'escalated', 'unsynchronized', 'stalled'].includes(top) || state.endsWith('.failed') ? ' bad' : '';
   return `<span class="state${cls}">${h(state)}</span>`;
 }
 

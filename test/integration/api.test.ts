@@ -57,7 +57,7 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
   it('lists the plan catalog', async () => {
     const plans = await system.api('GET', '/api/plans');
     expect(plans.status).toBe(200);
-    expect(plans.body.map((p: { name: string; kind: string }) => `${p.name}:${p.kind}`)).toEqual(['shared:shared', 'shared-plus:shared', 'dedicated:dedicated', 'ha:dedicated']);
+    expect(plans.body.map((p: { name: string; kind: string }) => `${p.name}:${p.kind}`)).toEqual(['shared:shared', 'shared-plus:shared', 'dedicated:dedicated', 'ha:dedicated', 'ha-strict:dedicated']);
     expect(plans.body.every((p: { connectionLimit: number }) => p.connectionLimit > 0)).toBe(true);
   });
 

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
 import { PRIORITY } from '../../src/queue/jobs.ts';
-import { sendEvent } from '../../src/runner.ts';
+import { createMachine, sendEvent } from '../../src/runner.ts';
 import { sweepExpiredSessions } from '../../src/web/sessions.ts';
 import { createServer } from '../../src/servers.ts';
 import { useTestDatabase } from '../support/db.ts';
@@ -44,6 +44,13 @@ describe('clock', () => {
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(1);
     const { rows } = await t.db.pool.query<{ p: number }>('select distinct priority as p from jobs where entity_id = any($1::uuid[])', [[primary!.id, standby!.id]]);
     expect(rows.map((r) => r.p)).toEqual([PRIORITY.work]);
+    // A database whose standby stalled is observed every second too, until it is whole again.
+    await createMachine(t.db.pool, 'resource', resource);
+    await t.db.pool.query('delete from jobs');
+    expect(await enqueueReplicatedObservations(t.db.pool)).toBe(2);
+    await t.db.pool.query(`update machines set state = 'unsynchronized' where entity_id = $1`, [resource]);
+    expect(await enqueueReplicatedObservations(t.db.pool)).toBe(1);
+    expect(await jobsOf(resource)).toEqual(['observe']);
   });
 
   it('ranks its routine jobs below what machines ask for, and those below what a server in trouble asks for', async () => {

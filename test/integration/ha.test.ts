@@ -24,18 +24,23 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       ADDON_CLIENT_SECRET: 's',
       PGFLEET_HANG_PROBES: '2',
       PGFLEET_READONLY_MAX_LAG: '1MB',
+      PAGER_WEBHOOK_URL: `${platform.url}/pager`,
+      PGFLEET_SYNC_PAGE_AFTER: '4',
     });
   });
+  /** Walsenders a test stopped: never left frozen, whatever failed. */
+  const stopped: number[] = [];
   afterAll(async () => {
+    signalAll(stopped, 'SIGCONT');
     await system?.stop();
     await platform.stop();
     await db?.drop();
   });
 
   /** An ha database through the add-on API, once the platform has its config. */
-  async function provisionHa(): Promise<{ uuid: string; url: string; readOnlyUrl: string }> {
+  async function provisionHa(plan = 'ha'): Promise<{ uuid: string; url: string; readOnlyUrl: string }> {
     const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan, region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
@@ -116,6 +121,103 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     await client.end();
     expect(await psql(standbyUrl, 'select count(*) from acked')).toBe('2');
     ha = { uuid, url };
+  });
+
+  /** Freeze the walsender that streams to the resource's standby: replication stalls, both servers stay up. */
+  async function stallWalsender(uuid: string): Promise<{ primary: Shown; standby: Shown; admin: string; walsender: number }> {
+    const shown = await resource(uuid);
+    const primary = withRole(shown, 'primary');
+    const standby = withRole(shown, 'standby');
+    const admin = await adminUrl(db.pool, primary.id);
+    const walsender = Number(await psql(admin, `select pid from pg_stat_replication where application_name = '${standby.id.replace(/-/g, '_')}'`));
+    expect(walsender).toBeGreaterThan(0);
+    stopped.push(walsender);
+    process.kill(walsender, 'SIGSTOP');
+    return { primary, standby, admin, walsender };
+  }
+
+  type Incident = { id: string; entity: { id: string }; reason: string; state: string; escalations: { reason: string }[] };
+  const incidentOf = async (uuid: string, reason: string) =>
+    ((await system.api('GET', '/api/incidents')).body as Incident[]).find((i) => i.entity.id === uuid && i.reason === reason);
+  const pages = (incidentId: string) =>
+    platform.callsTo('POST', '/pager').map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string }).filter((p) => p.dedup_key.includes(incidentId));
+
+  it('stops waiting for a standby whose replication stalls, records it, and makes it synchronous again once it catches up', async () => {
+    const { uuid, url } = await provisionHa();
+    await psql(url, 'create table stalled (n int primary key)');
+    const writer = new NumberedWriter(verifyFull(url, system.caFile), 'stalled');
+    writer.start();
+    let stall: Awaited<ReturnType<typeof stallWalsender>> | undefined;
+    try {
+      await waitFor('some commits', async () => writer.acknowledged.length > 50, 10_000, 5);
+      stall = await stallWalsender(uuid);
+      // A commit the standby had confirmed just before may still be acknowledged: from here on, none is.
+      await new Promise((r) => setTimeout(r, 200));
+      writer.fault();
+      // Commits flow again without the standby within seconds, not after the 60 s lag alarm.
+      await waitFor('commits to flow again without the stalled standby', async () => writer.recoveryMs !== undefined, 20_000, 20);
+      expect(writer.recoveryMs).toBeGreaterThan(1000);
+      expect(writer.recoveryMs).toBeLessThan(10_000);
+      const degraded = await resource(uuid);
+      expect(degraded.state).toBe('unsynchronized');
+      expect(degraded.unsynchronizedSince).toEqual(expect.any(String));
+      expect(await psql(stall.admin, 'show synchronous_standby_names')).toBe('');
+      // The standby may lack acknowledged commits: not promoted, unless an operator accepts losing them.
+      const promote = await system.api('POST', `/api/resources/${uuid}/promote`);
+      expect([promote.status, promote.body.error]).toEqual([409, expect.stringMatching(/without a synchronous copy since .*"force": true/)]);
+      // Running without a synchronous copy is an incident, which pages once it lasts.
+      const opened = await waitFor('the incident', () => incidentOf(uuid, 'running without a synchronous copy'));
+      await waitFor('the page', async () => (pages(opened.id).some((p) => p.event_action === 'trigger') ? true : undefined), 20_000);
+    } finally {
+      if (stall) process.kill(stall.walsender, 'SIGCONT');
+    }
+    // Caught up, the standby is synchronous again: a commit waits for it once more.
+    const whole = await waitFor('the standby to be synchronous again', async () => {
+      const r = await resource(uuid);
+      if (r.state !== 'available') return undefined;
+      const sync = await psql(stall!.admin, `select application_name from pg_stat_replication where sync_state = 'sync'`);
+      return sync === stall!.standby.id.replace(/-/g, '_') ? r : undefined;
+    }, 30_000);
+    expect(whole.unsynchronizedSince).toBeNull();
+    await writer.stop();
+    expect(writer.acknowledged.length).toBeGreaterThan(100);
+    expect(await writer.missing()).toEqual([]);
+    const incident = (await incidentOf(uuid, 'running without a synchronous copy'))!;
+    await waitFor('the incident to resolve', async () => ((await incidentOf(uuid, 'running without a synchronous copy'))?.state === 'resolved' ? true : undefined));
+    await waitFor('the page to resolve', async () => (pages(incident.id).some((p) => p.event_action === 'resolve') ? true : undefined));
+    const timeline = (await system.api('GET', `/api/incidents/${incident.id}`)).body.timeline as { summary: string }[];
+    for (const step of ['unsynchronized.desynchronizing', 'unsynchronized.waiting', 'unsynchronized.resynchronizing', 'available']) {
+      expect(timeline.some((e) => e.summary.includes(step))).toBe(true);
+    }
+  });
+
+  it('on a strict plan keeps commits waiting for a stalled standby, but records the stall and pages', async () => {
+    const { uuid, url } = await provisionHa('ha-strict');
+    await psql(url, 'create table strict (n int)');
+    const client = new pg.Client({ connectionString: verifyFull(url, system.caFile) });
+    await client.connect();
+    let stall: Awaited<ReturnType<typeof stallWalsender>> | undefined;
+    let acknowledged = false;
+    let commit: Promise<unknown> | undefined;
+    try {
+      stall = await stallWalsender(uuid);
+      commit = client.query('insert into strict values (1)').then(() => (acknowledged = true));
+      await waitFor('the stall to be recorded', async () => ((await resource(uuid)).state === 'stalled' ? true : undefined), 20_000);
+      const opened = await waitFor('the incident', () => incidentOf(uuid, 'synchronous standby stalled: commits wait'));
+      await waitFor('the page', async () => (pages(opened.id).some((p) => p.event_action === 'trigger') ? true : undefined), 30_000);
+      // Never without a synchronous copy: the commit still waits for the standby.
+      expect(acknowledged).toBe(false);
+      expect(await psql(stall.admin, 'show synchronous_standby_names')).not.toBe('');
+    } finally {
+      if (stall) process.kill(stall.walsender, 'SIGCONT');
+    }
+    await commit;
+    await client.end();
+    expect(await psql(serverUrl(url, stall.standby.port), 'select count(*) from strict')).toBe('1');
+    await waitFor('the resource to be available again', async () => ((await resource(uuid)).state === 'available' ? true : undefined), 30_000);
+    const { id } = (await incidentOf(uuid, 'synchronous standby stalled: commits wait'))!;
+    await waitFor('the incident to resolve', async () => ((await incidentOf(uuid, 'synchronous standby stalled: commits wait'))?.state === 'resolved' ? true : undefined));
+    expect(((await system.api('GET', `/api/incidents/${id}`)).body as Incident).escalations.map((e) => e.reason)).toContain('stuck');
   });
 
   it('changes a dedicated database to ha and back: a standby is added and dropped, every row kept, the URL routed', async () => {

@@ -260,4 +260,86 @@ describe('resource machine', () => {
     expect(s.state).toBe('deleted');
     expect(s.next.status).toBe('done');
   });
+  describe('a standby that stalls', () => {
+    /** An ha database, available, with its standby synchronous. */
+    const ha = () => walk([...created(), { type: 'tenant.created', at: t(), standby: true }, { type: 'placed', at: t() }]).next;
+    const whole = () => {
+      let s = step(ha(), observed({ 'primary.state': 'available', 'standby.state': 'available' }));
+      s = step(s.next, { type: 'synchronized', at: t() });
+      expect(s.state).toBe('available');
+      return s.next;
+    };
+    const up = { 'primary.state': 'available', 'standby.state': 'available', 'sync.names': 'FIRST 1 ("s")', 'sync.stall_ms': '3000' };
+    const answering = { ...up, 'sync.standby_state': 'streaming', 'sync.standby_reply_ms': '400', 'sync.standby_flush_lag_bytes': '0' };
+    /** Commits have waited 3.5 s for a standby whose last reply is as old. */
+    const stalled = { ...up, 'sync.waiting': '4', 'sync.wait_ms': '3500', 'sync.standby_state': 'streaming', 'sync.standby_reply_ms': '3600', 'sync.standby_flush_lag_bytes': '90000' };
+
+    it('is not a stall while it answers, or before commits have waited past the threshold', () => {
+      const s = whole();
+      // Commits wait long for a standby that answers (it is only behind): it is waited for.
+      expect(step(s, observed({ ...answering, 'sync.waiting': '3', 'sync.wait_ms': '9000' })).state).toBe('available');
+      expect(step(s, observed({ ...stalled, 'sync.wait_ms': '2000' })).state).toBe('available');
+      expect(step(s, observed({ ...stalled, 'sync.waiting': '0' })).state).toBe('available');
+      // A primary that does not answer is not judged by its replication.
+      expect(step(s, observed({ ...stalled, 'primary.state': 'unreachable' })).state).toBe('available');
+    });
+
+    it('stops waiting for it, then makes it synchronous again once it has caught up', () => {
+      let s = step(whole(), observed({ ...stalled, 'sync.mode': 'available' }));
+      expect([s.state, s.jobs]).toEqual(['unsynchronized.desynchronizing.trying', ['desynchronize']]);
+      const since = s.next.context.unsynchronizedSince;
+      expect(since).toEqual(expect.any(String));
+      // A standby that is gone (not connected) while commits wait is a stall too.
+      expect(step(whole(), observed({ ...up, 'sync.waiting': '1', 'sync.wait_ms': '3100' })).state).toBe('unsynchronized.desynchronizing.trying');
+      s = step(s.next, { type: 'desynchronized', at: t() });
+      expect([s.state, s.jobs]).toEqual(['unsynchronized.waiting', ['observe']]);
+      // Still silent, or answering but far behind: not yet.
+      expect(step(s.next, observed({ ...stalled, 'sync.names': '', 'sync.waiting': '0' })).state).toBe('unsynchronized.waiting');
+      expect(step(s.next, observed({ ...answering, 'sync.standby_flush_lag_bytes': String(64 * 1024 ** 2) })).state).toBe('unsynchronized.waiting');
+      s = step(s.next, observed({ ...answering, 'sync.names': '' }));
+      expect([s.state, s.jobs]).toEqual(['unsynchronized.resynchronizing', ['synchronize']]);
+      // It did not confirm in time: the primary stops waiting for it again, and it is tried once caught up again.
+      const again = step(s.next, failed());
+      expect([again.state, again.jobs]).toEqual(['unsynchronized.desynchronizing.trying', ['desynchronize']]);
+      expect(again.next.context.unsynchronizedSince).toBe(since);
+      s = step(s.next, { type: 'synchronized', at: t() });
+      expect(s.state).toBe('available');
+      expect(s.next.context.unsynchronizedSince).toBeUndefined();
+    });
+
+    it('does not promote the standby while it may lack acknowledged commits', () => {
+      let s = step(whole(), observed(stalled));
+      s = step(s.next, { type: 'desynchronized', at: t() });
+      const lost = { ...up, 'primary.state': 'unreachable', 'primary.alive': 'false' };
+      expect(step(s.next, observed(lost)).state).toBe('unsynchronized.waiting');
+      // Only an operator who accepts losing them promotes it.
+      expect(step(s.next, { type: 'switchover', at: t() }).state).toBe('unsynchronized.waiting');
+      const forced = step(s.next, { type: 'switchover', at: t(), force: true });
+      expect([forced.state, forced.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
+      // A step that interrupts it (a password rotation) comes back to it, and fails over no more than it.
+      s = step(s.next, { type: 'rotate', at: t() });
+      expect(s.state).toBe('rotating.trying');
+      expect(step(s.next, observed(lost)).state).toBe('rotating.trying');
+      s = step(s.next, { type: 'rotated', at: t() });
+      expect([s.state, s.jobs]).toEqual(['unsynchronized.desynchronizing.trying', ['deliver', 'desynchronize']]);
+      // A standby lost for good is replaced, and the new one is synchronous.
+      s = step(s.next, { type: 'desynchronized', at: t() });
+      s = step(s.next, observed({ ...up, 'standby.state': 'failed' }));
+      expect([s.state, s.jobs]).toEqual(['replacing.releasing.trying', ['drop_standby']]);
+    });
+
+    it('on a strict plan keeps commits waiting: records the stall, and fails over as before', () => {
+      const strict = { ...stalled, 'sync.mode': 'strict' };
+      let s = step(whole(), observed(strict));
+      expect([s.state, s.jobs]).toEqual(['stalled', []]);
+      expect(step(s.next, observed(strict)).state).toBe('stalled');
+      // Every acknowledged commit is on the standby: a lost primary fails over.
+      expect(step(s.next, observed({ ...strict, 'primary.state': 'restarting' })).state).toBe('failover.fencing.trying');
+      // A rotation waits for writes to flow, then runs.
+      s = step(s.next, { type: 'rotate', at: t() });
+      expect(s.state).toBe('stalled');
+      s = step(s.next, observed({ ...answering, 'sync.mode': 'strict', 'sync.waiting': '0' }));
+      expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
+    });
+  });
 });
