@@ -35,6 +35,13 @@ export interface JobSpec {
   maxAttempts?: number;
   /** PRIORITY.work unless given. */
   priority?: number;
+  /**
+   * Asked for again rather than for the first time (a machine's re-ask on a fresh
+   * observation): nothing is added while the same keyed job runs, whose report is still
+   * to come. A tick runs beside its entity's action (they are in different lanes), and a
+   * second copy queued behind a running one would act again once the machine has moved on.
+   */
+  unlessRunning?: boolean;
 }
 
 const JOB_COLUMNS = `id::text, queue, entity_id as "entityId", task, payload, key, priority, attempts, max_attempts as "maxAttempts"`;
@@ -55,7 +62,8 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
   await db.query(
     `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts, priority)
      select q, e, t, p, k, now() + make_interval(secs => d), m, r
-     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[]) as x(q, e, t, p, k, d, m, r)
+     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[], $9::bool[]) as x(q, e, t, p, k, d, m, r, u)
+     where not (u and exists (select 1 from jobs j where j.entity_id = x.e and j.key = x.k and j.locked_by is not null))
      on conflict (entity_id, key) where locked_by is null and dead_at is null
      do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end,
        priority = greatest(jobs.priority, excluded.priority)`,
@@ -68,6 +76,7 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
       specs.map((s) => s.delaySeconds ?? 0),
       specs.map((s) => s.maxAttempts ?? 10),
       specs.map((s) => s.priority ?? PRIORITY.work),
+      specs.map((s) => s.unlessRunning ?? false),
     ],
   );
 }
@@ -107,14 +116,15 @@ export async function enqueueUnlessQueued(db: Queryable, task: string, queue: st
 
 /**
  * Claim up to `limit` due jobs of at least `minPriority` in one statement, higher priorities
- * first and then in run order. A job of an entity is claimable only when it is the head of
- * that entity's queue (no due pending job of the entity ranks before it) and no job of the
- * entity is running, so a batch never holds two jobs of one entity and a busy entity offers
- * one job at a time while the others keep flowing. A delayed job holds up nothing: an
- * urgent re-probe half a second away does not stop the routine job due now. `FOR UPDATE
- * SKIP LOCKED` lets workers pass each other instead of queueing on row locks. Should two
- * claims still race for one entity, the unique index jobs_one_running_per_entity refuses
- * the second: the caller retries.
+ * first and then in run order. Each entity has two lanes (migrations/0012_job_lanes.sql):
+ * observations and ticks, and actions. A job of an entity is claimable only when it is the
+ * head of its lane (no due pending job of the entity and lane ranks before it) and no job
+ * of that lane is running, so a batch never holds two jobs of one lane of one entity, an
+ * observation never waits behind an action, and a busy entity offers one job at a time while
+ * the others keep flowing. A delayed job holds up nothing: an urgent re-probe half a second
+ * away does not stop the routine job due now. `FOR UPDATE SKIP LOCKED` lets workers pass
+ * each other instead of queueing on row locks. Should two claims still race for one lane,
+ * the unique index jobs_one_running_per_entity refuses the second: the caller retries.
  */
 export async function claimJobs(
   db: Queryable,
@@ -126,14 +136,14 @@ export async function claimJobs(
        where j.locked_by is null and j.dead_at is null and j.run_at <= now() and j.priority >= $5
          and ($1::text[] is null or j.queue = any($1::text[]))
          and (j.entity_id is null or (
-           not exists (select 1 from jobs r where r.entity_id = j.entity_id and r.locked_by is not null)
+           not exists (select 1 from jobs r where r.entity_id = j.entity_id and r.lane = j.lane and r.locked_by is not null)
            and not exists (
              select 1 from jobs e
-             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+             where e.entity_id = j.entity_id and e.lane = j.lane and e.locked_by is null and e.dead_at is null
                and e.priority > j.priority and e.run_at <= now())
            and not exists (
              select 1 from jobs e
-             where e.entity_id = j.entity_id and e.locked_by is null and e.dead_at is null
+             where e.entity_id = j.entity_id and e.lane = j.lane and e.locked_by is null and e.dead_at is null
                and e.priority = j.priority and (e.run_at, e.id) < (j.run_at, j.id))))
        order by j.priority desc, j.run_at, j.id
        limit $2
