@@ -92,6 +92,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       queues: config.queues,
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
+      name: config.workerName,
       handlers: {
         ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe, tls }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),

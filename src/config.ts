@@ -1,4 +1,5 @@
 import { accessSync, constants, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { LogFormat } from './log.ts';
 import { parseLag } from './health.ts';
@@ -37,8 +38,10 @@ export interface Config {
   readOnlyMaxLagBytes: number;
   /** `max_connections` of a new shared server: its tenants' connection limits must fit in it. */
   sharedMaxConnections: number;
-  /** Seconds a claimed job may run before another worker may take it again. */
+  /** Seconds a claimed job may go without its worker renewing the lease before another worker may take it again. */
   jobLease: number;
+  /** Which worker this is across restarts: a worker started releases what the last one of its name held. */
+  workerName: string;
   observationRetentionDays: number;
   /** Seconds a deleted server's WAL archive and backups are kept before they are removed. */
   archiveRetentionSeconds: number;
@@ -213,6 +216,20 @@ function addonConfig(env: Env): AddonConfig {
   };
 }
 
+/**
+ * PGFLEET_WORKER_NAME, else Heroku's DYNO (`worker.1`), else this host's name with
+ * `.worker`: two workers on one host need names of their own. At most 38 characters, so
+ * that `pgfleet worker <name>#<8 hex>` fits in an application_name.
+ */
+function workerName(env: Env): string {
+  const given = nonEmpty(env, 'PGFLEET_WORKER_NAME');
+  const name = given ?? nonEmpty(env, 'DYNO') ?? `${os.hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 31)}.worker`;
+  if (!/^[A-Za-z0-9._-]{1,38}$/.test(name)) {
+    throw new ConfigError(`${given !== undefined ? 'PGFLEET_WORKER_NAME' : 'DYNO'} must be at most 38 letters, digits, dots, dashes or underscores (it names the worker, PGFLEET_WORKER_NAME)`);
+  }
+  return name;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = nonEmpty(env, 'DATABASE_URL');
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -248,7 +265,8 @@ export function loadConfig(env: Env = process.env): Config {
       syncStallMs: integer(env, 'PGFLEET_SYNC_STALL_MS', 3000, 500, 600_000),
     },
     sharedMaxConnections: integer(env, 'PGFLEET_SHARED_MAX_CONNECTIONS', 300, 40, 10_000),
-    jobLease: integer(env, 'PGFLEET_JOB_LEASE', 120, 1, 86400),
+    jobLease: integer(env, 'PGFLEET_JOB_LEASE', 10, 1, 86400),
+    workerName: workerName(env),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),
     archiveRetentionSeconds: integer(env, 'PGFLEET_ARCHIVE_RETENTION_SECONDS', 7 * 86_400, 1, 10 * 365 * 86_400),
     pgBin: nonEmpty(env, 'PG_BIN'),

@@ -106,8 +106,8 @@ export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
     .filter((e) => e.type === 'job');
 }
 
-function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number): JobSpec[] {
-  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds, priority }));
+function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number, unlessRunning = false): JobSpec[] {
+  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds, priority, unlessRunning }));
 }
 
 function eventData(event: MachineEvent): Record<string, unknown> | null {
@@ -187,7 +187,9 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   if (from !== to) await afterStep(db, row.machine, entityId, { from, to, jobs }, String(event.at));
   const { urgent } = MACHINES[row.machine];
   const priority = urgent.includes(topState(current.value)) || urgent.includes(topState(next.value)) ? PRIORITY.urgent : PRIORITY.work;
-  const specs = jobSpecs(entityId, jobs, priority);
+  // What an observation asks for is asked again while the job runs (a tick runs beside its
+  // entity's action): the running job stands for it (src/queue/jobs.ts JobSpec.unlessRunning).
+  const specs = jobSpecs(entityId, jobs, priority, event.type === 'observed');
   const dependents = MACHINES[row.machine].dependents;
   if (dependents && topState(current.value) !== topState(next.value)) {
     for (const id of await dependents(db, entityId)) specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority });

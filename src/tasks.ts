@@ -175,8 +175,9 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       }
       // How the probe judged, kept with what it saw: the failed probes in a row, counted here
       // because several observations can come before the machine sees one, and the run that
-      // makes a hang. A server's jobs run one at a time, so nothing counts in between; a
-      // healthy server (the common case) needs no look at its last observation.
+      // makes a hang. A server's observations run one at a time (one lane of its queue), so
+      // nothing counts in between; a healthy server (the common case) needs no look at its
+      // last observation.
       const failed = sources.postgres?.reachable === 'false' ? Number((await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes ?? 0) + 1 : 0;
       sources.probe = { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes), failed_probes: String(failed) };
       return sources;

@@ -16,4 +16,13 @@ describe('configuration', () => {
     expect(() => loadConfig({ PGFLEET_SHARED_MAX_CONNECTIONS: '10' })).toThrow(/PGFLEET_SHARED_MAX_CONNECTIONS must be a whole number from 40/);
     expect(() => loadConfig({ PGFLEET_NOTICE_GRACE: '-1' })).toThrow(/PGFLEET_NOTICE_GRACE/);
   });
+
+  it('keeps job leases short, and names the worker for the claims it releases when started again', () => {
+    expect(loadConfig({}).jobLease).toBe(10);
+    expect(loadConfig({ DYNO: 'worker.2' }).workerName).toBe('worker.2');
+    expect(loadConfig({ DYNO: 'worker.2', PGFLEET_WORKER_NAME: 'w-east-1' }).workerName).toBe('w-east-1');
+    expect(loadConfig({}).workerName).toMatch(/^[A-Za-z0-9._-]+\.worker$/);
+    expect(() => loadConfig({ PGFLEET_WORKER_NAME: 'two words' })).toThrow(/PGFLEET_WORKER_NAME/);
+    expect(() => loadConfig({ PGFLEET_WORKER_NAME: 'x'.repeat(39) })).toThrow(/PGFLEET_WORKER_NAME/);
+  });
 });

@@ -94,7 +94,9 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
           worker = undefined;
           clock = undefined;
         },
-        remaining: () => count(producer, 'select count(*)::int as n from jobs'),
+        // The benchmark's own jobs: the clock enqueues periodic ones (prune_archives) that this
+        // worker has no handler for, and one left dead kept every per-entity drain "capped".
+        remaining: () => count(producer, `select count(*)::int as n from jobs where task = 'noop'`),
         reset: async () => void (await producer.query('truncate jobs')),
         analyze: async () => void (await producer.query('analyze jobs')),
         async close() {

@@ -1,9 +1,21 @@
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import type { Logger } from '../log.ts';
-import { claimJobs, completeJobs, extendLeases, failJob, nextDueInMs, PRIORITY, releaseExpiredLeases, type Job } from './jobs.ts';
+import {
+  claimJobs,
+  completeJobs,
+  extendLeases,
+  failJob,
+  nextDueInMs,
+  presenceName,
+  PRIORITY,
+  releaseLostClaims,
+  releasePredecessorClaims,
+  type Job,
+} from './jobs.ts';
 
 export interface JobContext {
   log: Logger;
@@ -39,7 +51,36 @@ export interface WorkerOptions {
   log: Logger;
   /** Longest sleep when idle; a NOTIFY from an enqueue cuts it short. */
   pollMs?: number;
+  /**
+   * Which worker this is across restarts (PGFLEET_WORKER_NAME, Heroku's DYNO): started, it
+   * releases what the last worker of this name still held. Unset: a name of its own, which
+   * succeeds no one.
+   */
+  name?: string;
+  /** How often it releases the jobs of workers that stopped; SWEEP_MS unless given. */
+  sweepMs?: number;
 }
+
+/**
+ * Every worker looks for lost claims this often. A killed worker's session ends at once,
+ * so its jobs run again within about this (the chaos target: a worker killed holding a
+ * failover's `promote` may delay it by less than 2 s). One indexed read of the running
+ * jobs and of pg_stat_activity: nothing beside a claim's cost.
+ */
+export const SWEEP_MS = 500;
+
+/**
+ * A lost connection for LISTEN and presence is made again after 100 ms, doubling up to a
+ * second: well inside RESTART_GRACE_SECONDS, in which claims are not judged by presence.
+ */
+const RECONNECT_MS = { first: 100, most: 1000 };
+
+/**
+ * How long the end of a job is retried when the control database does not answer: a
+ * restart takes seconds (1.5 s here, fast shutdown and start), a managed database's
+ * failover up to a minute. Past that, the lease releases the job.
+ */
+const RECORD_RETRY_MS = 60_000;
 
 class LeaseLost extends Error {}
 
@@ -61,8 +102,12 @@ export function urgentSlotsFor(concurrency: number): number {
 }
 
 export class Worker {
-  readonly id = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
+  readonly id: string;
   private readonly running = new Map<string, Job>();
+  /** Jobs whose end is being recorded: a heartbeat that misses one is not news. */
+  private readonly finishing = new Set<string>();
+  /** Jobs a heartbeat found released: whatever they return is not committed. */
+  private readonly lost = new Set<string>();
   private readonly toComplete: string[] = [];
   private completing: Promise<void> | undefined;
   private stopped = true;
@@ -71,32 +116,84 @@ export class Worker {
   private woken = false;
   /** Whether an urgent job may have become claimable since the last claim. */
   private urgentMayWait = true;
-  private listener: Client | undefined;
+  /** The LISTEN connection, which is also this worker's presence session; undefined while it is being made again. */
+  private listener: pg.Client | undefined;
+  private reconnectMs = RECONNECT_MS.first;
   private loop: Promise<void> | undefined;
-  private timers: NodeJS.Timeout[] = [];
+  private sweeper: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
 
   constructor(
     private readonly pool: Pool,
     private readonly opts: WorkerOptions,
-  ) {}
+  ) {
+    this.id = `${opts.name ?? `pid${process.pid}`}#${randomBytes(4).toString('hex')}`;
+    // Postgres cuts application_name at 63 bytes: a cut name would match no claim.
+    if (Buffer.byteLength(presenceName(this.id)) > 63) throw new Error(`worker name "${opts.name}" is too long`);
+  }
 
   async start(): Promise<void> {
     this.stopped = false;
-    await this.listen();
-    const lease = this.opts.leaseSeconds * 1000;
-    this.timers.push(
-      setInterval(() => void this.heartbeat(), Math.max(250, lease / 3)),
-      setInterval(() => void this.releaseExpired(), Math.min(5000, Math.max(250, lease / 2))),
-    );
+    // Present before the first claim: a claim without a session would be released at once.
+    await this.connect();
+    if (this.opts.name !== undefined) {
+      const { released, namesakes } = await releasePredecessorClaims(this.pool, this.opts.name, this.id, this.opts.leaseSeconds);
+      if (released > 0) this.opts.log.warn({ released, name: this.opts.name }, 'released the jobs the last worker of this name held');
+      if (namesakes > 0) this.opts.log.warn({ name: this.opts.name }, 'another worker is connected under this name: give each worker its own PGFLEET_WORKER_NAME');
+    }
+    this.scheduleHeartbeat(this.heartbeatMs());
+    this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs ?? SWEEP_MS);
     this.loop = this.run();
   }
 
-  private async listen(): Promise<void> {
-    this.listener = await this.pool.connect();
-    this.listener.on('notification', () => this.wake());
-    this.listener.on('error', () => undefined);
-    await this.listener.query('listen pgfleet_jobs');
+  /**
+   * LISTEN on a connection of its own, named for this worker (src/queue/jobs.ts presenceName):
+   * while it is open, this worker's claims are its own. Not a pool client: it lives as long
+   * as the worker, and is made again when it is lost.
+   */
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ ...this.pool.options, application_name: presenceName(this.id) });
+    client.on('notification', () => this.wake());
+    client.on('error', (err) => this.disconnected(client, err));
+    client.on('end', () => this.disconnected(client));
+    try {
+      await client.connect();
+      await client.query('listen pgfleet_jobs');
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+    if (this.stopped) {
+      await client.end();
+      return;
+    }
+    this.listener = client;
+    this.reconnectMs = RECONNECT_MS.first;
+    // Notifications sent while it was away are lost: look for work now.
+    this.wake();
+  }
+
+  private disconnected(client: pg.Client, err?: Error): void {
+    if (client !== this.listener) return;
+    this.listener = undefined;
+    client.end().catch(() => undefined);
+    if (this.stopped) return;
+    this.opts.log.warn({ err }, 'lost the LISTEN connection to the control database; claiming by polling until it is back');
+    this.reconnect();
+  }
+
+  private reconnect(): void {
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.stopped) return;
+      this.connect().catch((err: unknown) => {
+        this.opts.log.debug({ err }, 'reconnecting to the control database failed');
+        this.reconnectMs = Math.min(this.reconnectMs * 2, RECONNECT_MS.most);
+        this.reconnect();
+      });
+    }, this.reconnectMs);
   }
 
   /** Stop claiming, let running jobs finish, flush completions. */
@@ -107,18 +204,21 @@ export class Worker {
     await this.loop;
     // Heartbeats go on until the last job ends, so a slow job keeps its lease while we stop.
     if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.sweeper);
     await this.flush();
-    if (this.listener) {
-      await this.listener.query('unlisten *').catch(() => undefined);
-      this.listener.release();
-      this.listener = undefined;
-    }
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.end().catch(() => undefined);
   }
 
   private async run(): Promise<void> {
     const pollMs = this.opts.pollMs ?? 1000;
+    // A claim that fails (the control database restarts) is tried again within a second,
+    // whatever the poll: nothing may wake a worker whose LISTEN connection is lost.
+    const retryMs = Math.min(pollMs, 1000);
     const { concurrency } = this.opts;
     const kept = this.opts.urgentSlots ?? urgentSlotsFor(concurrency);
     while (!this.stopped) {
@@ -137,6 +237,7 @@ export class Worker {
             limit: urgentOnly ? free : Math.min(free, room),
             minPriority: urgentOnly ? PRIORITY.urgent : PRIORITY.routine,
             leaseSeconds: this.opts.leaseSeconds,
+            present: this.listener !== undefined,
           });
           claimed = jobs.length;
           for (const job of jobs) this.execute(job);
@@ -144,7 +245,7 @@ export class Worker {
           // 23505: another worker won the race for an entity; the next claim finds the rest.
           if ((err as { code?: string }).code !== '23505') {
             this.opts.log.error({ err }, 'claiming jobs failed');
-            await this.sleep(pollMs);
+            await this.sleep(retryMs);
           }
           continue;
         }
@@ -155,7 +256,9 @@ export class Worker {
       // Nothing to claim: until something comes or ends, or the next delayed job falls due.
       // Slots just filled: until a job ends (one does soon), or a poll, whichever is first;
       // the delayed-job query is spared there, since it was one more per claim of a busy worker.
-      const woken = await this.sleep(claimed === 0 ? await this.idleMs(pollMs) : pollMs);
+      // Without a LISTEN connection nothing wakes it: poll within a second meanwhile.
+      const poll = this.listener ? pollMs : retryMs;
+      const woken = await this.sleep(claimed === 0 ? await this.idleMs(poll) : poll);
       if (!woken) this.urgentMayWait = true;
     }
   }
@@ -211,6 +314,8 @@ export class Worker {
       })
       .finally(() => {
         this.running.delete(job.id);
+        this.finishing.delete(job.id);
+        this.lost.delete(job.id);
         if (this.running.size === 0) this.drained?.();
         this.wake();
       });
@@ -223,6 +328,8 @@ export class Worker {
     try {
       if (!handler) throw new Error(`no handler for task "${job.task}"`);
       const result = await handler(job, { log, pool: this.pool });
+      this.finishing.add(job.id);
+      if (this.lost.has(job.id)) throw new LeaseLost();
       if (result) {
         await transaction(this.pool, async (client) => {
           if ((await completeJobs(client, this.id, [job.id])) === 0) throw new LeaseLost();
@@ -230,7 +337,7 @@ export class Worker {
           await this.opts.journal?.ran(client, job, 'done', ms());
         });
       } else {
-        await this.complete(job.id);
+        await this.record(log, () => this.complete(job.id));
       }
       return 'done';
     } catch (err) {
@@ -238,8 +345,10 @@ export class Worker {
         log.warn('lease lost before the job finished; another worker runs it again');
         return 'lease-lost';
       }
+      this.finishing.add(job.id);
       const message = err instanceof Error ? err.message : String(err);
-      const outcome = await failJob(this.pool, this.id, job, message).catch((e: unknown) => {
+      // A commit whose connection was lost may have happened: then there is nothing to fail.
+      const outcome = await this.record(log, () => failJob(this.pool, this.id, job, message)).catch((e: unknown) => {
         log.error({ err: e }, 'recording the failure failed; the lease will release the job');
         return 'unrecorded';
       });
@@ -249,6 +358,26 @@ export class Worker {
         await journal.raised(this.pool, job, message).then(() => journal.ran(this.pool, job, outcome, ms(), message)).catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
       }
       return `failed:${outcome}`;
+    }
+  }
+
+  /**
+   * Record a job's end, again and again while the control database does not answer (it is
+   * restarting): the job stays this worker's meanwhile, its lease renewed by the heartbeat,
+   * rather than locked and idle until the lease runs out.
+   */
+  private async record<T>(log: Logger, fn: () => Promise<T>): Promise<T> {
+    const until = Date.now() + RECORD_RETRY_MS;
+    let wait = RECONNECT_MS.first;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (Date.now() + wait > until) throw err;
+        if (wait === RECONNECT_MS.first) log.warn({ err }, 'recording the end of the job failed; trying again until the control database answers');
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, RECONNECT_MS.most);
+      }
     }
   }
 
@@ -268,14 +397,38 @@ export class Worker {
     if (ids.length > 0) await completeJobs(this.pool, this.id, ids);
   }
 
-  private async heartbeat(): Promise<void> {
-    await extendLeases(this.pool, this.id, [...this.running.keys()], this.opts.leaseSeconds).catch((err: unknown) =>
-      this.opts.log.warn({ err }, 'extending leases failed'),
-    );
+  private heartbeatMs(): number {
+    return Math.max(250, (this.opts.leaseSeconds * 1000) / 3);
   }
 
-  private async releaseExpired(): Promise<void> {
-    const n = await releaseExpiredLeases(this.pool).catch(() => 0);
+  private scheduleHeartbeat(ms: number): void {
+    this.heartbeatTimer = setTimeout(() => void this.heartbeat(), ms);
+  }
+
+  /**
+   * Renew the leases of running jobs every third of a lease. One that fails (the control
+   * database restarts) is tried again every half second, not a third of a lease later, so
+   * the leases outlive the restart. A job found released is told: it will not commit.
+   */
+  private async heartbeat(): Promise<void> {
+    const ids = [...this.running.keys()];
+    let next = this.heartbeatMs();
+    try {
+      const held = new Set(await extendLeases(this.pool, this.id, ids, this.opts.leaseSeconds));
+      for (const id of ids) {
+        if (held.has(id) || !this.running.has(id) || this.finishing.has(id) || this.lost.has(id)) continue;
+        this.lost.add(id);
+        this.opts.log.warn({ job: id, task: this.running.get(id)!.task }, 'lease lost: the job was released while it ran, and will not commit');
+      }
+    } catch (err) {
+      this.opts.log.warn({ err }, 'extending leases failed; trying again');
+      next = Math.min(next, SWEEP_MS);
+    }
+    if (this.heartbeatTimer !== undefined) this.scheduleHeartbeat(next);
+  }
+
+  private async sweep(): Promise<void> {
+    const n = await releaseLostClaims(this.pool).catch(() => 0);
     if (n > 0) this.opts.log.warn({ released: n }, 'released jobs whose worker stopped');
   }
 }

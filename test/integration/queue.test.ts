@@ -191,13 +191,13 @@ describe('queue priorities', () => {
   it('runs an entity\'s urgent job before its routine one, while a delayed urgent job holds nothing up', async () => {
     await t.db.pool.query('delete from jobs');
     const troubled = randomUUID();
-    await enqueue(t.db.pool, { task: 'observe', entityId: troubled, key: 'observe', priority: PRIORITY.routine });
+    await enqueue(t.db.pool, { task: 'maintain', entityId: troubled, key: 'maintain', priority: PRIORITY.routine });
     await enqueue(t.db.pool, { task: 'fence', entityId: troubled, key: 'fence', priority: PRIORITY.urgent });
     const calm = randomUUID();
-    await enqueue(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.routine });
-    await enqueue(t.db.pool, { task: 'reprobe', entityId: calm, key: 'reprobe', priority: PRIORITY.urgent, delaySeconds: 60 });
+    await enqueue(t.db.pool, { task: 'tick', entityId: calm, key: 'tick', priority: PRIORITY.routine });
+    await enqueue(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.urgent, delaySeconds: 60 });
     const claimed = await claim(10);
-    expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual(['calm:observe', 'troubled:fence']);
+    expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual(['calm:tick', 'troubled:fence']);
   });
 
   it('raises a pending job\'s priority when it is asked for again more urgently, never lowers it', async () => {
