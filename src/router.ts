@@ -2,7 +2,8 @@ import net from 'node:net';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { enqueue, PRIORITY } from './queue/jobs.ts';
-import { refreshEvery } from './refresher.ts';
+import { Notifications } from './listen.ts';
+import { refreshEvery, type Refresher } from './refresher.ts';
 import { queueForTask } from './runner.ts';
 
 /**
@@ -83,7 +84,8 @@ type Listener = { server: net.Server; port: number };
 export class Router {
   private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; pooled: Listener | undefined; route: Route; next: number }>();
   private readonly sockets = new Set<net.Socket>();
-  private refresher: { stop(): Promise<void> } | undefined;
+  private refresher: Refresher | undefined;
+  private changes: Notifications | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -94,6 +96,16 @@ export class Router {
 
   async start(): Promise<void> {
     this.refresher = await refreshEvery(this.opts.refreshMs ?? 250, () => this.refresh(), this.log, 'refreshing routes');
+    // Told of every change of a resource's servers (migrations/0013_route_notify.sql), it
+    // refreshes at once: clients reach a promoted standby without waiting for the period.
+    this.changes = new Notifications(this.pool, {
+      channels: ['pgfleet_routes'],
+      purpose: 'route changes',
+      log: this.log,
+      onNotify: () => this.refresher?.now(),
+      onConnected: () => this.refresher?.now(),
+    });
+    await this.changes.start();
   }
 
   /** Listen for new resources, forget deleted ones, and follow each resource's servers. */
@@ -170,6 +182,7 @@ export class Router {
   }
 
   async stop(): Promise<void> {
+    await this.changes?.stop();
     await this.refresher?.stop();
     for (const s of this.sockets) s.destroy();
     const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly, e.pooled]).filter((l): l is Listener => l !== undefined);

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
+import { Notifications, RECONNECT_MS } from '../listen.ts';
 import type { Logger } from '../log.ts';
 import {
   claimJobs,
@@ -69,11 +69,9 @@ export interface WorkerOptions {
  */
 export const SWEEP_MS = 500;
 
-/**
- * A lost connection for LISTEN and presence is made again after 100 ms, doubling up to a
- * second: well inside RESTART_GRACE_SECONDS, in which claims are not judged by presence.
- */
-const RECONNECT_MS = { first: 100, most: 1000 };
+// A lost connection for LISTEN and presence is made again after 100 ms, doubling up to a
+// second (src/listen.ts RECONNECT_MS): well inside RESTART_GRACE_SECONDS, in which claims
+// are not judged by presence.
 
 /**
  * How long the end of a job is retried when the control database does not answer: a
@@ -116,13 +114,11 @@ export class Worker {
   private woken = false;
   /** Whether an urgent job may have become claimable since the last claim. */
   private urgentMayWait = true;
-  /** The LISTEN connection, which is also this worker's presence session; undefined while it is being made again. */
-  private listener: pg.Client | undefined;
-  private reconnectMs = RECONNECT_MS.first;
+  /** The LISTEN connection, which is also this worker's presence session. */
+  private presence: Notifications | undefined;
   private loop: Promise<void> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  private reconnectTimer: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
 
   constructor(
@@ -137,7 +133,16 @@ export class Worker {
   async start(): Promise<void> {
     this.stopped = false;
     // Present before the first claim: a claim without a session would be released at once.
-    await this.connect();
+    // While the connection is open, this worker's claims are its own (src/queue/jobs.ts presenceName).
+    this.presence = new Notifications(this.pool, {
+      channels: ['pgfleet_jobs'],
+      applicationName: presenceName(this.id),
+      purpose: 'jobs; claiming by polling until it is back',
+      log: this.opts.log,
+      onNotify: () => this.wake(),
+      onConnected: () => this.wake(),
+    });
+    await this.presence.start();
     if (this.opts.name !== undefined) {
       const { released, namesakes } = await releasePredecessorClaims(this.pool, this.opts.name, this.id, this.opts.leaseSeconds);
       if (released > 0) this.opts.log.warn({ released, name: this.opts.name }, 'released the jobs the last worker of this name held');
@@ -146,54 +151,6 @@ export class Worker {
     this.scheduleHeartbeat(this.heartbeatMs());
     this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs ?? SWEEP_MS);
     this.loop = this.run();
-  }
-
-  /**
-   * LISTEN on a connection of its own, named for this worker (src/queue/jobs.ts presenceName):
-   * while it is open, this worker's claims are its own. Not a pool client: it lives as long
-   * as the worker, and is made again when it is lost.
-   */
-  private async connect(): Promise<void> {
-    const client = new pg.Client({ ...this.pool.options, application_name: presenceName(this.id) });
-    client.on('notification', () => this.wake());
-    client.on('error', (err) => this.disconnected(client, err));
-    client.on('end', () => this.disconnected(client));
-    try {
-      await client.connect();
-      await client.query('listen pgfleet_jobs');
-    } catch (err) {
-      await client.end().catch(() => undefined);
-      throw err;
-    }
-    if (this.stopped) {
-      await client.end();
-      return;
-    }
-    this.listener = client;
-    this.reconnectMs = RECONNECT_MS.first;
-    // Notifications sent while it was away are lost: look for work now.
-    this.wake();
-  }
-
-  private disconnected(client: pg.Client, err?: Error): void {
-    if (client !== this.listener) return;
-    this.listener = undefined;
-    client.end().catch(() => undefined);
-    if (this.stopped) return;
-    this.opts.log.warn({ err }, 'lost the LISTEN connection to the control database; claiming by polling until it is back');
-    this.reconnect();
-  }
-
-  private reconnect(): void {
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      if (this.stopped) return;
-      this.connect().catch((err: unknown) => {
-        this.opts.log.debug({ err }, 'reconnecting to the control database failed');
-        this.reconnectMs = Math.min(this.reconnectMs * 2, RECONNECT_MS.most);
-        this.reconnect();
-      });
-    }, this.reconnectMs);
   }
 
   /** Stop claiming, let running jobs finish, flush completions. */
@@ -206,12 +163,9 @@ export class Worker {
     if (this.running.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
-    clearTimeout(this.reconnectTimer);
     clearInterval(this.sweeper);
     await this.flush();
-    const listener = this.listener;
-    this.listener = undefined;
-    await listener?.end().catch(() => undefined);
+    await this.presence?.stop();
   }
 
   private async run(): Promise<void> {
@@ -237,7 +191,7 @@ export class Worker {
             limit: urgentOnly ? free : Math.min(free, room),
             minPriority: urgentOnly ? PRIORITY.urgent : PRIORITY.routine,
             leaseSeconds: this.opts.leaseSeconds,
-            present: this.listener !== undefined,
+            present: this.presence?.connected ?? false,
           });
           claimed = jobs.length;
           for (const job of jobs) this.execute(job);
@@ -257,7 +211,7 @@ export class Worker {
       // Slots just filled: until a job ends (one does soon), or a poll, whichever is first;
       // the delayed-job query is spared there, since it was one more per claim of a busy worker.
       // Without a LISTEN connection nothing wakes it: poll within a second meanwhile.
-      const poll = this.listener ? pollMs : retryMs;
+      const poll = this.presence?.connected ? pollMs : retryMs;
       const woken = await this.sleep(claimed === 0 ? await this.idleMs(poll) : poll);
       if (!woken) this.urgentMayWait = true;
     }
