@@ -247,3 +247,9 @@ export async function retryDeadJob(db: Queryable, id: string): Promise<boolean> 
   );
   return (rowCount ?? 0) > 0;
 }
+
+/** Whether a job of `task` whose payload holds `payload` is waiting or running: not dead, not done. */
+export async function jobLive(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
+  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [task, JSON.stringify(payload)]);
+  return rows.length > 0;
+}

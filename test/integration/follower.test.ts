@@ -1,5 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { transaction } from '../../src/db.ts';
+import { insertFollower } from '../../src/servers.ts';
 import { waitFor } from '../support/db.ts';
 import { adminUrl, psql, useSystem } from '../support/system.ts';
 
@@ -47,6 +49,25 @@ describe('base backups and followers', () => {
     await expect(client.query("insert into ledger values (9999, 'no')")).rejects.toThrow(/read-only transaction/);
     await client.end();
     expect(await psql(followerUrl, 'select timeline_id from pg_control_checkpoint()')).toBe('1');
+  });
+
+  it('builds a follower from a fresh backup when the one it was given can no longer finish, without waiting for it', { timeout: 120_000 }, async () => {
+    const leader = (await ctx.system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+    await waitFor('the leader to be available', async () => (await server(leader)).state === 'available');
+    await psql(await adminUrl(ctx.db.pool, leader), 'create table kept as select generate_series(1, 100) as n');
+    // Its backup's job died (its leader was down through every attempt, say): that label never comes.
+    const follower = await transaction(ctx.db.pool, async (client) => {
+      await client.query(`insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error) values ('backup', $1, 3, 3, now(), 'pg_basebackup failed')`, [
+        JSON.stringify({ server: leader, label: 'never-finished' }),
+      ]);
+      return (await insertFollower(client, leader, 'never-finished'))!;
+    });
+    const started = performance.now();
+    await waitFor('the follower to be available', async () => (await server(follower)).state === 'available', 60_000);
+    expect(performance.now() - started).toBeLessThan(45_000);
+    const { rows } = await ctx.db.pool.query<{ label: string }>(`select attrs->'backup_label' as label from servers where id = $1`, [follower]);
+    expect(rows[0]!.label).not.toBe('never-finished');
+    expect(await psql(await adminUrl(ctx.db.pool, follower), 'select count(*) from kept')).toBe('100');
   });
 
   it('refuses to follow a server that does not exist', async () => {
