@@ -19,6 +19,13 @@ export const MAX_STEP_RETRIES = 5;
 /** States in which the database fails over or gets its standby back: their steps outrank routine work in the queue. */
 export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing'];
 
+/**
+ * States in which a lost primary is failed over (`primaryLost`), or already is being. In any
+ * other the standby may not be synchronous yet (it is being rejoined or built), so nothing
+ * promotes it, and the primary's own machine must restart it.
+ */
+export const RESOURCE_FAILOVER_STATES: readonly string[] = ['available', 'rotating', 'syncing', 'failover'];
+
 export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
 
 export interface ResourceJob {
