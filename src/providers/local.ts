@@ -185,8 +185,10 @@ export class LocalProvider implements Provider {
 
   private async rebuild(server: ServerRecord, dataDir: string, port: number, because: string): Promise<void> {
     await this.restoreFollower(server, dataDir, port).catch((err: unknown) => {
-      if (err instanceof NotYet) throw err;
-      throw new Error(`${because}; and rebuilding from the archive failed: ${(err as Error).message}`);
+      // Still a NotYet, saying why it is rebuilt: the next attempt only finds no data.
+      if (err instanceof NotYet) err.message = `${because}; to rebuild: ${err.message}`;
+      else err = new Error(`${because}; and rebuilding from the archive failed: ${(err as Error).message}`);
+      throw err;
     });
   }
 
