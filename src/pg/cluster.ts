@@ -79,7 +79,7 @@ export class RewindSourceUnreachable extends Error {}
 const REWIND_BEGUN = 'rewinding from last common checkpoint';
 /** libpq's words for a server it cannot reach or that went away, and a server not yet (or no longer) taking connections. */
 const SOURCE_UNREACHABLE =
-  /connection to server .* failed|could not connect to server|server closed the connection unexpectedly|no connection to the server|terminating connection|timeout expired|the database system is (starting up|shutting down|in recovery mode|not yet accepting connections)/;
+  /connection to server .* failed|could not connect to server|server closed the connection unexpectedly|no connection to the server|terminating connection|timeout expired|SSL SYSCALL error|SSL connection has been closed unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting connections)/;
 
 export class PgCluster {
   constructor(
@@ -176,8 +176,10 @@ export class PgCluster {
     } catch (err) {
       const e = err as Error & { stderr?: string };
       const output = (e.stderr ?? e.message).trim();
-      if (!output.includes(REWIND_BEGUN) && SOURCE_UNREACHABLE.test(output)) throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: ${output.slice(-1000)}`);
-      throw new Error(`pg_rewind failed: ${output.slice(-1000)}`);
+      // Its own lines, without the log of the crash recovery it runs first.
+      const said = output.split('\n').filter((line) => line.startsWith('pg_rewind:')).join('\n') || output;
+      if (!output.includes(REWIND_BEGUN) && SOURCE_UNREACHABLE.test(output)) throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: ${said.slice(-1000)}`);
+      throw new Error(`pg_rewind failed: ${said.slice(-1000)}`);
     }
     await this.writeSettings(dataDir, settings);
     await this.writeOwnedFile(path.join(dataDir, 'standby.signal'), '');
