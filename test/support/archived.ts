@@ -15,16 +15,15 @@ import { certificateHosts } from '../../src/tls/postgres.ts';
 /**
  * Local servers that archive their WAL, without a control plane: a temporary PGFLEET_HOME, a
  * LocalProvider on it with an archive (a directory in the home unless `archive` is given),
- * and servers placed, initialized and started on it. `cleanup` destroys every server it made.
+ * and servers placed, initialized and started on it. `cleanup` destroys every server it made
+ * and removes the home.
  */
 export interface ArchivedServers {
-  home: string;
   bin: PgBinaries;
   provider: LocalProvider;
-  archive: ArchiveTarget;
   store: ObjectStore;
-  /** A placed and initialized server (started unless `start` is false), following `follows` when given. */
-  server(attrs?: Record<string, string>, leader?: ServerRecord, start?: boolean): Promise<ServerRecord>;
+  /** A placed, initialized and started server; a standby of `leader` when `attrs.follows` names it. */
+  server(attrs?: Record<string, string>, leader?: ServerRecord): Promise<ServerRecord>;
   query(server: ServerRecord, sql: string): Promise<pg.QueryResult>;
   cleanup(): Promise<void>;
 }
@@ -39,12 +38,10 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
   const made: ServerRecord[] = [];
   const password = randomBytes(24).toString('base64url');
   return {
-    home,
     bin,
     provider,
-    archive: target,
     store: openArchive(target),
-    async server(attrs = {}, leader, start = true) {
+    async server(attrs = {}, leader) {
       ca ??= await createAuthority();
       const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: password, attrs: { ...attrs } };
       made.push(server);
@@ -52,7 +49,7 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
       Object.assign(server, { host: place.host, port: place.port, attrs: { ...server.attrs, ...place.attrs } });
       if (leader) server.leader = { host: leader.host!, port: leader.port! };
       await provider.initialize(server, await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }));
-      if (start) await provider.start(server);
+      await provider.start(server);
       return server;
     },
     async query(server, sql) {
