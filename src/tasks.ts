@@ -67,7 +67,10 @@ async function askAgain(pool: Pool, job: Job, server: ServerRecord, err: NotYet,
     // The job first: once it is done, its backup is in the store.
     const coming = err.label !== undefined && (await jobLive(pool, 'backup', { label: err.label }));
     const made = err.label !== undefined && !coming && (await findBackup(openArchive(archive), `servers/${err.leader}`, err.label)) !== undefined;
-    if (!coming && !made && (await machineState(pool, err.leader)) === 'available') freshBackupOf = err.leader;
+    const leader = await machineState(pool, err.leader);
+    // A leader that is gone takes no backup again: a failure to see, not a wait.
+    if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted')) throw new Error(`${err.message}, and the leader is ${leader ?? 'gone'}`);
+    if (!coming && !made && leader === 'available') freshBackupOf = err.leader;
   }
   log.info({ reason: err.message, freshBackupOf }, 'not yet: asking again');
   return {

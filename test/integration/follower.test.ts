@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { insertFollower } from '../../src/servers.ts';
+import { followLeader, insertFollower, insertServer } from '../../src/servers.ts';
 import { waitFor } from '../support/db.ts';
-import { adminUrl, psql, useSystem } from '../support/system.ts';
+import { adminUrl, psql, TEST_SEALER, useSystem } from '../support/system.ts';
 
 describe('base backups and followers', () => {
   const ctx = useSystem();
@@ -68,6 +68,19 @@ describe('base backups and followers', () => {
     const { rows } = await ctx.db.pool.query<{ label: string }>(`select attrs->'backup_label' as label from servers where id = $1`, [follower]);
     expect(rows[0]!.label).not.toBe('never-finished');
     expect(await psql(await adminUrl(ctx.db.pool, follower), 'select count(*) from kept')).toBe('100');
+  });
+
+  it('fails, rather than waits, to build a follower whose leader is gone', async () => {
+    const follower = await transaction(ctx.db.pool, async (client) => {
+      const id = await insertServer(client, TEST_SEALER, 'local', { tenancy: 'dedicated', region: 'us-east-1' });
+      await followLeader(client, id, '0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41', 'never-finished');
+      return id;
+    });
+    const error = await waitFor('the initialization to fail', async () => {
+      const { rows } = await ctx.db.pool.query<{ last_error: string | null }>(`select last_error from jobs where entity_id = $1 and task = 'initialize'`, [follower]);
+      return rows[0]?.last_error ?? undefined;
+    }, 30_000);
+    expect(error).toMatch(/the backup never-finished of the leader 0b6f1c9e-.* is not finished, and the leader is gone/);
   });
 
   it('refuses to follow a server that does not exist', async () => {
