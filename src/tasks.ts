@@ -6,7 +6,7 @@ import type { ProbeConfig } from './config.ts';
 import type { Client, Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
-import { enqueue, jobLive, PRIORITY, type Job } from './queue/jobs.ts';
+import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
@@ -53,13 +53,20 @@ async function refreshServerPool(db: Queryable, providers: Providers, sealer: Se
 
 /** How soon a step that could not be done yet (NotYet) is asked for again. */
 const NOT_YET_SECONDS = 1;
+/**
+ * Fresh backups of a leader asked for while this many of its backup jobs died in the last
+ * 10 minutes: a backup that fails whatever the timing (a broken archive) must not be asked
+ * for again every few seconds. Its dead jobs page; the waiting server keeps asking.
+ */
+const FRESH_BACKUPS_PER_10_MIN = 3;
 
 /**
  * The provider could not do the step yet: the job ends and asks for itself again shortly,
  * rather than sleeping in place or spending its attempts towards a dead job. When what it
  * waits for is a backup that can no longer finish (its job died, or is gone and no backup
  * was made: a rebuild had waited 90 s a time for such a label, for good), a fresh backup of
- * the leader is asked for first, once the leader is available to take it.
+ * the leader is asked for first, once the leader is available to take it; a backup job
+ * waiting out a retry (its leader was down) is run at once when the leader is back.
  */
 async function askAgain(pool: Pool, job: Job, server: ServerRecord, err: NotYet, archive: ArchiveTarget, log: Logger): Promise<{ commit: (client: Client) => Promise<void> }> {
   let freshBackupOf: string | undefined;
@@ -70,7 +77,8 @@ async function askAgain(pool: Pool, job: Job, server: ServerRecord, err: NotYet,
     const leader = await machineState(pool, err.leader);
     // A leader that is gone takes no backup again: a failure to see, not a wait.
     if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted')) throw new Error(`${err.message}, and the leader is ${leader ?? 'gone'}`);
-    if (!coming && !made && leader === 'available') freshBackupOf = err.leader;
+    if (!coming && !made && leader === 'available' && (await recentlyDead(pool, 'backup', { server: err.leader }, 600)) < FRESH_BACKUPS_PER_10_MIN) freshBackupOf = err.leader;
+    if (coming && leader === 'available' && (await hurryJob(pool, 'backup', { label: err.label! }))) log.info({ label: err.label }, 'the leader is back: its backup is retried now');
   }
   log.info({ reason: err.message, freshBackupOf }, 'not yet: asking again');
   return {

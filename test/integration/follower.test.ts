@@ -70,6 +70,41 @@ describe('base backups and followers', () => {
     expect(await psql(await adminUrl(ctx.db.pool, follower), 'select count(*) from kept')).toBe('100');
   });
 
+  it('asks for no more fresh backups of a leader whose backups keep dying', async () => {
+    const leader = (await ctx.system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+    await waitFor('the leader to be available', async () => (await server(leader)).state === 'available');
+    const follower = await transaction(ctx.db.pool, async (client) => {
+      for (const label of ['dead-1', 'dead-2', 'dead-3']) {
+        await client.query(`insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error) values ('backup', $1, 5, 5, now(), 'the archive is broken')`, [
+          JSON.stringify({ server: leader, label }),
+        ]);
+      }
+      return (await insertFollower(client, leader, 'dead-3'))!;
+    });
+    await waitFor('the follower to ask for its backup', async () => (await server(follower)).state === 'initializing', 30_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    const { rows } = await ctx.db.pool.query<{ label: string }>(`select attrs->'backup_label' as label from servers where id = $1`, [follower]);
+    expect(rows[0]!.label).toBe('dead-3');
+    const { rows: backups } = await ctx.db.pool.query(`select 1 from jobs where task = 'backup' and payload->>'server' = $1 and dead_at is null`, [leader]);
+    expect(backups).toEqual([]);
+    expect((await server(follower)).state).toBe('initializing');
+  });
+
+  it('hurries the backup a follower waits for when it waits out a retry and its leader is available', async () => {
+    const leader = (await ctx.system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
+    await waitFor('the leader to be available', async () => (await server(leader)).state === 'available');
+    // Its first attempt failed (the leader was down a moment): the retry is a minute away.
+    const follower = await transaction(ctx.db.pool, async (client) => {
+      await client.query(`insert into jobs (task, payload, max_attempts, attempts, run_at, last_error) values ('backup', $1, 5, 1, now() + interval '60 seconds', 'pg_basebackup failed')`, [
+        JSON.stringify({ server: leader, label: 'retried' }),
+      ]);
+      return (await insertFollower(client, leader, 'retried'))!;
+    });
+    await waitFor('the follower to be available', async () => (await server(follower)).state === 'available', 40_000);
+    const { rows } = await ctx.db.pool.query<{ label: string }>(`select attrs->'backup_label' as label from servers where id = $1`, [follower]);
+    expect(rows[0]!.label).toBe('retried');
+  });
+
   it('fails, rather than waits, to build a follower whose leader is gone', async () => {
     const follower = await transaction(ctx.db.pool, async (client) => {
       const id = await insertServer(client, TEST_SEALER, 'local', { tenancy: 'dedicated', region: 'us-east-1' });
