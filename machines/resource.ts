@@ -24,6 +24,13 @@ export const DEFAULT_SYNC_STALL_MS = 3000;
 /** WAL a standby may still have to flush when it is made synchronous again: a segment, a moment of streaming. */
 export const CAUGHT_UP_BYTES = 16 * 1024 ** 2;
 
+/**
+ * States in which a lost primary is failed over (`primaryLost`), or already is being. In any
+ * other the standby may not be synchronous yet (it is being rejoined or built), so nothing
+ * promotes it, and the primary's own machine must restart it.
+ */
+export const RESOURCE_FAILOVER_STATES: readonly string[] = ['available', 'rotating', 'syncing', 'failover'];
+
 export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'desynchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
 
 export interface ResourceJob {

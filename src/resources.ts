@@ -1,3 +1,4 @@
+import { RESOURCE_FAILOVER_STATES } from '../machines/resource.ts';
 import { transaction, type Pool, type Queryable } from './db.ts';
 import { findPlan, type Plan } from './plans.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
@@ -233,18 +234,21 @@ export async function takeOver(db: Queryable, id: string, successor: 'target' | 
 }
 
 /**
- * Whether the server is the primary of a resource with an available standby, which a failover
- * promotes: not while the resource runs without a synchronous copy, when the standby may lack
- * commits the primary acknowledged.
+ * Whether the server is the primary of a resource with an available standby that a failover
+ * promotes: one whose resource fails over in its state (a standby that had rejoined and was
+ * not yet synchronous had counted, and a primary lost then was neither restarted nor failed
+ * over), and not while the resource runs without a synchronous copy, when the standby may
+ * lack commits the primary acknowledged.
  */
 export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
   const { rowCount } = await db.query(
     `select 1 from resource_servers p
+     join machines r on r.entity_id = p.resource_id and r.state = any($2::text[])
+       and r.snapshot->'context'->>'unsynchronizedSince' is null
      join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
      join machines m on m.entity_id = s.server_id and m.state = 'available'
-     join machines r on r.entity_id = p.resource_id and r.snapshot->'context'->>'unsynchronizedSince' is null
      where p.server_id = $1 and p.role = 'primary'`,
-    [serverId],
+    [serverId, RESOURCE_FAILOVER_STATES],
   );
   return (rowCount ?? 0) > 0;
 }

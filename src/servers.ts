@@ -63,11 +63,14 @@ export async function createFollower(pool: Pool, leaderId: string): Promise<Serv
 
 /**
  * Ask a worker for a base backup of the server, in the caller's transaction; the label
- * names the backup, so a server built from it can wait for that one and no older.
+ * names the backup, so a server built from it can wait for that one and no older. Five
+ * attempts span 30 s of backoff: with three (6 s), a new primary killed and restarted during
+ * a rejoin's backup left a dead job; a server waiting for it has it retried once its
+ * leader is back (src/tasks.ts).
  */
 export async function requestBackup(db: Queryable, serverId: string): Promise<string> {
   const label = backupLabel();
-  await enqueue(db, { task: 'backup', payload: { server: serverId, label }, maxAttempts: 3 });
+  await enqueue(db, { task: 'backup', payload: { server: serverId, label }, maxAttempts: 5 });
   return label;
 }
 

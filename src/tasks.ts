@@ -3,19 +3,19 @@ import { observePostgres } from '../observers/postgres.ts';
 import { observeProvider } from '../observers/provider.ts';
 import { observeTls } from '../observers/tls.ts';
 import type { ProbeConfig } from './config.ts';
-import type { Pool, Queryable } from './db.ts';
+import type { Client, Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import type { Provider, ServerRecord } from './providers/provider.ts';
-import { enqueue, PRIORITY, type Job } from './queue/jobs.ts';
+import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
+import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { checkConditions, checkProviderNotices } from './incidents.ts';
-import { openArchive } from './store/open.ts';
-import { takeBaseBackup } from './wal/backup.ts';
+import { openArchive, type ArchiveTarget } from './store/open.ts';
+import { findBackup, takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
 import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
-import { latestObservation, loadServerRecord, placeServer, recordObservation } from './servers.ts';
+import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';
 import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './tls/renewal.ts';
 
 export type Providers = Record<string, Provider>;
@@ -51,13 +51,51 @@ async function refreshServerPool(db: Queryable, providers: Providers, sealer: Se
   await provider.refreshPool(server);
 }
 
+/** How soon a step that could not be done yet (NotYet) is asked for again. */
+const NOT_YET_SECONDS = 1;
+/**
+ * Fresh backups of a leader asked for while this many of its backup jobs died in the last
+ * 10 minutes: a backup that fails whatever the timing (a broken archive) must not be asked
+ * for again every few seconds. Its dead jobs page; the waiting server keeps asking.
+ */
+const FRESH_BACKUPS_PER_10_MIN = 3;
+
+/**
+ * The provider could not do the step yet: the job ends and asks for itself again shortly,
+ * rather than sleeping in place or spending its attempts towards a dead job. When what it
+ * waits for is a backup that can no longer finish (its job died, or is gone and no backup
+ * was made: a rebuild had waited 90 s a time for such a label, for good), a fresh backup of
+ * the leader is asked for first, once the leader is available to take it; a backup job
+ * waiting out a retry (its leader was down) is run at once when the leader is back.
+ */
+async function askAgain(pool: Pool, job: Job, server: ServerRecord, err: NotYet, archive: ArchiveTarget, log: Logger): Promise<{ commit: (client: Client) => Promise<void> }> {
+  let freshBackupOf: string | undefined;
+  if (err instanceof BackupNotFinished) {
+    // The job first: once it is done, its backup is in the store.
+    const coming = err.label !== undefined && (await jobLive(pool, 'backup', { label: err.label }));
+    const made = err.label !== undefined && !coming && (await findBackup(openArchive(archive), `servers/${err.leader}`, err.label)) !== undefined;
+    const leader = await machineState(pool, err.leader);
+    // A leader that is gone takes no backup again: a failure to see, not a wait.
+    if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted')) throw new Error(`${err.message}, and the leader is ${leader ?? 'gone'}`);
+    if (!coming && !made && leader === 'available' && (await recentlyDead(pool, 'backup', { server: err.leader }, 600)) < FRESH_BACKUPS_PER_10_MIN) freshBackupOf = err.leader;
+    if (coming && leader === 'available' && (await hurryJob(pool, 'backup', { label: err.label! }))) log.info({ label: err.label }, 'the leader is back: its backup is retried now');
+  }
+  log.info({ reason: err.message, freshBackupOf }, 'not yet: asking again');
+  return {
+    commit: async (client) => {
+      if (freshBackupOf) await followLeader(client, server.id, freshBackupOf, await requestBackup(client, freshBackupOf));
+      await enqueue(client, { task: job.task, entityId: job.entityId, key: job.key, queue: job.queue, priority: job.priority, delaySeconds: NOT_YET_SECONDS });
+    },
+  };
+}
+
 /**
  * The server tasks. Each does one thing to the world and reports it to the machine as an
  * event; an unexpected error is thrown, so the queue retries it and, in the end, shows it
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions) {
+function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions, archive: ArchiveTarget) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -69,9 +107,14 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
         },
       };
     },
-    async initialize(job, { pool }) {
+    async initialize(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.initialize(server, await issueFor(server, tls));
+      try {
+        await provider.initialize(server, await issueFor(server, tls));
+      } catch (err) {
+        if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
+        throw err;
+      }
       return report(job, { type: 'initialized' });
     },
     async start(job, { pool, log }) {
@@ -137,7 +180,13 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
     async rejoin(job, { pool, log }) {
       if ((await machineState(pool, job.entityId!)) !== 'rejoining') return;
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      const rejoined = await provider.rejoin(server);
+      let rejoined;
+      try {
+        rejoined = await provider.rejoin(server);
+      } catch (err) {
+        if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
+        throw err;
+      }
       log.info({ leader: server.attrs.follows, ...rejoined }, 'the former primary rejoined as a standby');
       await startPool(provider, server, log);
       return report(job, { type: 'rejoined' });
@@ -207,7 +256,7 @@ function backupTask(opts: ResourceTaskOptions): JobHandler {
  * only record what they see, and the tick that follows shows it to the entity's machine.
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
-  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls);
+  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
   const observers = { server: observeServer, resource: observeResource };
   // One queue of task names: a resource task named like a server task would silently replace it.

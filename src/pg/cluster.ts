@@ -68,6 +68,19 @@ export interface ClusterStatus {
   pid: number | undefined;
 }
 
+/**
+ * pg_rewind could not reach its source before it changed anything in the target (the new
+ * primary was down for a moment): the data directory is as it was, and the rewind can be
+ * tried again. After REWIND_BEGUN, a lost source leaves the target half rewound.
+ */
+export class RewindSourceUnreachable extends Error {}
+
+/** What pg_rewind says as it starts to change the target. */
+const REWIND_BEGUN = 'rewinding from last common checkpoint';
+/** libpq's words for a server it cannot reach or that went away, and a server not yet (or no longer) taking connections. */
+const SOURCE_UNREACHABLE =
+  /connection to server .* failed|could not connect to server|server closed the connection unexpectedly|no connection to the server|terminating connection|timeout expired|SSL SYSCALL error|SSL connection has been closed unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting connections)/;
+
 export class PgCluster {
   constructor(
     private readonly bin: PgBinaries,
@@ -162,7 +175,11 @@ export class PgCluster {
       );
     } catch (err) {
       const e = err as Error & { stderr?: string };
-      throw new Error(`pg_rewind failed: ${(e.stderr ?? e.message).trim().slice(-1000)}`);
+      const output = (e.stderr ?? e.message).trim();
+      // Its own lines, without the log of the crash recovery it runs first.
+      const said = output.split('\n').filter((line) => line.startsWith('pg_rewind:')).join('\n') || output;
+      if (!output.includes(REWIND_BEGUN) && SOURCE_UNREACHABLE.test(output)) throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: ${said.slice(-1000)}`);
+      throw new Error(`pg_rewind failed: ${said.slice(-1000)}`);
     }
     await this.writeSettings(dataDir, settings);
     await this.writeOwnedFile(path.join(dataDir, 'standby.signal'), '');

@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { controlDataDir } from '../control.ts';
-import type { PgCluster } from '../pg/cluster.ts';
+import { RewindSourceUnreachable, type PgCluster } from '../pg/cluster.ts';
 import { privateMemory } from '../pg/memory.ts';
 import { reloadPooler, stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
 import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
@@ -13,7 +13,7 @@ import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
 import type { KeyedCertificate } from '../tls/certificates.ts';
 import { CERT_FILE, KEY_FILE, PG_HBA, TLS_DIR, TLS_SETTINGS } from '../tls/postgres.ts';
-import type { Placement, Provider, Rejoined, ServerRecord } from './provider.ts';
+import { BackupNotFinished, NotYet, type Placement, type Provider, type Rejoined, type ServerRecord } from './provider.ts';
 
 /** Bytes under a directory, for the data directory size observation. */
 async function directoryBytes(dir: string): Promise<number> {
@@ -47,9 +47,6 @@ function leaderOf(server: ServerRecord): { host: string; port: number } {
   if (!server.leader) throw new Error(`server ${server.id} follows ${server.attrs.follows ?? 'no server'}, which has no address`);
   return server.leader;
 }
-
-/** How long a follower's initialization waits for its leader's first base backup. */
-const FOLLOWER_BACKUP_WAIT_MS = 90_000;
 
 /**
  * What a server's archiver reads: the store and its prefix, and the store's credentials
@@ -107,24 +104,19 @@ export class LocalProvider implements Provider {
   /**
    * A follower starts from its leader's latest base backup, replays the leader's archive
    * (`wal-fetch`), then streams from the leader as a read-only standby on the same
-   * timeline. It archives to its own prefix once it is promoted.
+   * timeline. It archives to its own prefix once it is promoted. A backup that is not
+   * finished is not waited for here: the task asks again, or asks for a fresh backup when
+   * this one can no longer finish (it waited 90 s in place for one whose job had died).
    */
   private async restoreFollower(server: ServerRecord, dataDir: string, port: number): Promise<void> {
     const leader = server.attrs.follows!;
     if (!this.archive) throw new Error('followers need a WAL archive: this provider has none');
     const store = openArchive(this.archive);
-    // A follower's placement asks for a fresh backup of its leader (`backup_label`): wait
-    // for that one a while; an older one may be of a timeline the leader has left.
+    // A follower's placement asks for a fresh backup of its leader (`backup_label`): an
+    // older one may be of a timeline the leader has left.
     const wanted = server.attrs.backup_label;
-    const find = () => (wanted ? findBackup(store, `servers/${leader}`, wanted) : latestBackup(store, `servers/${leader}`));
-    let backup = await find();
-    for (let waited = 0; !backup && waited < FOLLOWER_BACKUP_WAIT_MS; waited += 500) {
-      await new Promise((r) => setTimeout(r, 500));
-      backup = await find();
-    }
-    if (!backup) {
-      throw new Error(wanted ? `the backup ${wanted} of the leader ${leader} is not there yet` : `the leader ${leader} has no base backup yet: take one (POST /api/servers/${leader}/backups)`);
-    }
+    const backup = wanted ? await findBackup(store, `servers/${leader}`, wanted) : await latestBackup(store, `servers/${leader}`);
+    if (!backup) throw new BackupNotFinished(leader, wanted);
     await this.cluster.restoreTar(dataDir, backupTar(store, backup), await this.standbySettings(server, port, backup.prefix), 'standby.signal');
   }
 
@@ -154,33 +146,52 @@ export class LocalProvider implements Provider {
   /**
    * A fenced former primary comes back as a standby of its leader (`attrs.follows`, the
    * server that took over): rewound when pg_rewind can (only what changed is copied), or
-   * else rebuilt from the leader's latest base backup. What the old primary wrote after the
+   * else rebuilt from the leader's base backup. What the old primary wrote after the
    * timelines parted was never acknowledged (its commits waited for the standby), so it
    * goes; the rebuild keeps the old directory aside, as `data.diverged`, for an operator.
+   *
+   * Each attempt goes on from what the last one left: a rewind that could not reach the
+   * leader changed nothing and is tried again (it used to set the data aside, and a leader
+   * down for a moment made every later attempt wait for a backup); data set aside is
+   * rebuilt; a copy already made a standby is started.
    */
   async rejoin(server: ServerRecord): Promise<Rejoined> {
     const { dataDir, port } = this.placed(server);
     if (!this.archive) throw new Error('rejoining needs a WAL archive: this provider has none');
     const leader = { ...leaderOf(server), password: server.superuserPassword };
     await this.cluster.stop(dataDir, 'kill');
-    let how: Rejoined = { how: 'rewound' };
-    try {
-      await this.cluster.rewind(dataDir, leader, await this.standbySettings(server, port, `servers/${server.attrs.follows}`));
-    } catch (err) {
-      how = { how: 'rebuilt', because: (err as Error).message };
-      // A rebuild that failed before left no data directory; its diverged copy stays aside.
-      if (existsSync(dataDir)) {
+    let how: Rejoined;
+    // A primary has no standby.signal (promotion removes it): this one is a rewind or a
+    // rebuild that an earlier attempt made and did not see start.
+    if (existsSync(path.join(dataDir, 'standby.signal'))) how = { how: 'started' };
+    else if (existsSync(path.join(dataDir, 'PG_VERSION'))) {
+      try {
+        await this.cluster.rewind(dataDir, leader, await this.standbySettings(server, port, `servers/${server.attrs.follows}`));
+        how = { how: 'rewound' };
+      } catch (err) {
+        if (err instanceof RewindSourceUnreachable) throw new NotYet(err.message);
         const aside = `${dataDir}.diverged`;
         await fs.rm(aside, { recursive: true, force: true });
         await fs.rename(dataDir, aside);
+        await this.rebuild(server, dataDir, port, (err as Error).message);
+        how = { how: 'rebuilt', because: (err as Error).message };
       }
-      await this.restoreFollower(server, dataDir, port).catch((restoreErr: unknown) => {
-        throw new Error(`${(err as Error).message}; and rebuilding from the archive failed: ${(restoreErr as Error).message}`);
-      });
+    } else {
+      await this.rebuild(server, dataDir, port, 'no data directory to rewind');
+      how = { how: 'rebuilt', because: 'no data directory to rewind' };
     }
     await this.writeHba(dataDir);
     await this.cluster.start(dataDir);
     return how;
+  }
+
+  private async rebuild(server: ServerRecord, dataDir: string, port: number, because: string): Promise<void> {
+    await this.restoreFollower(server, dataDir, port).catch((err: unknown) => {
+      // Still a NotYet, saying why it is rebuilt: the next attempt only finds no data.
+      if (err instanceof NotYet) err.message = `${because}; to rebuild: ${err.message}`;
+      else err = new Error(`${because}; and rebuilding from the archive failed: ${(err as Error).message}`);
+      throw err;
+    });
   }
 
   /**

@@ -19,8 +19,29 @@ export interface Placement {
   attrs: Record<string, string>;
 }
 
-/** How a former primary came back: rewound, or rebuilt because the rewind could not be done. */
-export type Rejoined = { how: 'rewound' } | { how: 'rebuilt'; because: string };
+/**
+ * How a former primary came back: rewound; rebuilt because the rewind could not be done; or
+ * started, because an earlier attempt had already made it a standby and got no further.
+ */
+export type Rejoined = { how: 'rewound' } | { how: 'rebuilt'; because: string } | { how: 'started' };
+
+/**
+ * A step that cannot be done yet, for a reason that passes (the server it copies from is
+ * down for a moment, the base backup it starts from is still being taken), and that left
+ * things so that asking again can succeed. Its task ends and asks again, rather than
+ * sleeping in place or failing towards a dead job.
+ */
+export class NotYet extends Error {}
+
+/** The base backup a copy starts from is not finished: `label` of `leader`, or any when no label is named. */
+export class BackupNotFinished extends NotYet {
+  constructor(
+    readonly leader: string,
+    readonly label: string | undefined,
+  ) {
+    super(label ? `the backup ${label} of the leader ${leader} is not finished` : `the leader ${leader} has no base backup yet`);
+  }
+}
 
 /**
  * Creates, runs and destroys Postgres servers somewhere. Every method may run twice for
@@ -58,7 +79,9 @@ export interface Provider {
   stop(server: ServerRecord, mode?: 'fast' | 'kill'): Promise<void>;
   /**
    * Bring a fenced former primary back as a standby of `attrs.follows` (at `leader`),
-   * keeping what it can of its data, and start it.
+   * keeping what it can of its data, and start it. Whatever an earlier attempt left (the
+   * data set aside, a copy made but not started), asking again goes on from there; it
+   * throws NotYet while the leader or the backup it needs is not there.
    */
   rejoin(server: ServerRecord): Promise<Rejoined>;
   /**

@@ -345,3 +345,27 @@ export async function retryDeadJob(db: Queryable, id: string): Promise<boolean> 
   );
   return (rowCount ?? 0) > 0;
 }
+
+/** Whether a job of `task` whose payload holds `payload` is waiting or running: not dead, not done. */
+export async function jobLive(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
+  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [task, JSON.stringify(payload)]);
+  return rows.length > 0;
+}
+
+/** Run now the waiting job of `task` whose payload holds `payload`, if it waits out a retry backoff. */
+export async function hurryJob(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'update jobs set run_at = now() where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()',
+    [task, JSON.stringify(payload)],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/** How many jobs of `task` whose payload holds `payload` died in the last `seconds`. */
+export async function recentlyDead(db: Queryable, task: string, payload: Record<string, string>, seconds: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    'select count(*)::int as n from jobs where task = $1 and payload @> $2::jsonb and dead_at > now() - make_interval(secs => $3)',
+    [task, JSON.stringify(payload), seconds],
+  );
+  return rows[0]!.n;
+}

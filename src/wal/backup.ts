@@ -13,6 +13,13 @@ import { watchChild } from '../child.ts';
  * backup of any size passes through a bounded buffer. A manifest written last lists the
  * parts with their checksums and the WAL a restore must replay: a backup without a
  * manifest is unfinished and never used.
+ *
+ * A label is taken again after an attempt that failed (the job retries it), and no two
+ * runs of pg_basebackup give the same bytes. So each attempt stores its parts under a name
+ * of its own, and removes them when it fails: parts stored by an attempt that died
+ * mid-stream had made every retry of its label fail ("exists with different bytes"). The
+ * manifest, written once, says which attempt the backup is; a finished label is never
+ * taken again.
  */
 export const PART_BYTES = 32 * 1024 * 1024;
 
@@ -47,22 +54,24 @@ export function backupLabel(): string {
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const manifestKey = (prefix: string, label: string) => `${prefix}/backups/${label}/manifest.json`;
 
-/** Cut a stream into parts of `size` bytes, handing each to `flush` in order. */
-async function inParts(stream: AsyncIterable<Buffer>, size: number, flush: (part: Buffer, index: number) => Promise<void>): Promise<void> {
+/**
+ * Cut a stream into parts of `size` bytes, handing each full one to `flush` in order, and
+ * return what is left: the last part, which only the caller can tell is whole.
+ */
+async function inParts(stream: AsyncIterable<Buffer>, size: number, flush: (part: Buffer) => Promise<void>): Promise<Buffer> {
   let pending: Buffer[] = [];
   let length = 0;
-  let index = 0;
   for await (const chunk of stream) {
     pending.push(chunk);
     length += chunk.length;
     while (length >= size) {
       const all = Buffer.concat(pending);
-      await flush(all.subarray(0, size), index++);
+      await flush(all.subarray(0, size));
       pending = [all.subarray(size)];
       length = pending[0]!.length;
     }
   }
-  if (length > 0 || index === 0) await flush(Buffer.concat(pending), index);
+  return Buffer.concat(pending);
 }
 
 /** The `.backup` history file Postgres archives when a backup ends, parsed. */
@@ -89,10 +98,23 @@ async function waitForHistory(store: ObjectStore, prefix: string, label: string,
   }
 }
 
-/** Take a base backup of a running server into the store, under its archive prefix. */
-export async function takeBaseBackup(bin: PgBinaries, store: ObjectStore, prefix: string, source: BackupSource, label: string): Promise<BackupManifest> {
+/**
+ * Take a base backup of a running server into the store, under its archive prefix. Taking
+ * a label that is finished returns its manifest and changes nothing.
+ */
+export async function takeBaseBackup(
+  bin: PgBinaries,
+  store: ObjectStore,
+  prefix: string,
+  source: BackupSource,
+  label: string,
+  partBytes = PART_BYTES,
+): Promise<BackupManifest> {
+  const finished = await findBackup(store, prefix, label);
+  if (finished) return finished;
   if (!bin.pgBasebackup) throw new Error(`base backups need pg_basebackup next to the Postgres binaries in ${bin.dir}`);
   const startedAt = new Date().toISOString();
+  const attempt = randomBytes(4).toString('hex');
   const child = spawn(bin.pgBasebackup, ['-h', source.host, '-p', String(source.port), '-U', 'postgres', '-D', '-', '-F', 'tar', '-X', 'none', '-c', 'fast', '--label', label, '--no-manifest'], {
     env: { PATH: process.env.PATH, PGPASSWORD: source.password, PGCONNECT_TIMEOUT: '10' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -101,25 +123,38 @@ export async function takeBaseBackup(bin: PgBinaries, store: ObjectStore, prefix
   let bytes = 0;
   const counted = child.stdout!.on('data', (d: Buffer) => (bytes += d.length));
   const parts: BackupManifest['parts'] = [];
-  const storing = inParts(counted.pipe(createGzip({ level: 1 })), PART_BYTES, async (part, index) => {
-    const key = `${prefix}/backups/${label}/base.tar.gz.${String(index).padStart(5, '0')}`;
+  const storePart = async (part: Buffer) => {
+    const key = `${prefix}/backups/${label}/${attempt}/base.tar.gz.${String(parts.length).padStart(5, '0')}`;
     const sum = sha256(part);
     const result = await store.putIfAbsent(key, part, { sha256: sum });
-    if (result.outcome === 'exists' && result.existing.metadata.sha256 !== sum) throw new Error(`${key} exists with different bytes: choose a new label`);
+    if (result.outcome === 'exists' && result.existing.metadata.sha256 !== sum) throw new Error(`${key} exists with different bytes`);
     parts.push({ key, bytes: part.length, sha256: sum });
-  });
-  // A store that fails stops the backup: nothing half-stored is ever listed in a manifest.
-  await storing.catch((err: unknown) => {
+  };
+  let manifest: BackupManifest;
+  try {
+    const last = await inParts(counted.pipe(createGzip({ level: 1 })), partBytes, storePart);
+    const code = await exited;
+    if (code !== 0) throw new Error(`pg_basebackup failed (${code}): ${stderr().trim().slice(-1000)}`);
+    // Only once pg_basebackup has ended well is the last part known to be whole.
+    if (last.length > 0 || parts.length === 0) await storePart(last);
+    const history = await waitForHistory(store, prefix, label, 60_000);
+    manifest = { ...history, prefix, parts, bytes, startedAt, finishedAt: new Date().toISOString() };
+  } catch (err) {
+    // A store that fails stops the backup, and a backup that fails leaves nothing behind.
     child.kill('SIGTERM');
+    await removeParts(store, parts);
     throw err;
-  });
-  const code = await exited;
-  if (code !== 0) throw new Error(`pg_basebackup failed (${code}): ${stderr().trim().slice(-1000)}`);
-  const history = await waitForHistory(store, prefix, label, 60_000);
-  const manifest: BackupManifest = { ...history, prefix, parts, bytes, startedAt, finishedAt: new Date().toISOString() };
+  }
   const body = Buffer.from(JSON.stringify(manifest, null, 2));
-  await store.putIfAbsent(manifestKey(prefix, label), body, { sha256: sha256(body) });
-  return manifest;
+  const written = await store.putIfAbsent(manifestKey(prefix, label), body, { sha256: sha256(body) });
+  if (written.outcome === 'written') return manifest;
+  // Another attempt at this label finished first (a job run twice at once): that one is the backup.
+  await removeParts(store, parts);
+  return (await findBackup(store, prefix, label))!;
+}
+
+async function removeParts(store: ObjectStore, parts: BackupManifest['parts']): Promise<void> {
+  for (const part of parts) await store.delete(part.key).catch(() => undefined);
 }
 
 /** The newest finished backup under a prefix. */

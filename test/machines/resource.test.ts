@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition, type SnapshotFrom } from 'xstate';
-import { MAX_STEP_RETRIES, resourceMachine, type ResourceEvent } from '../../machines/resource.ts';
+import { MAX_STEP_RETRIES, RESOURCE_FAILOVER_STATES, resourceMachine, type ResourceEvent } from '../../machines/resource.ts';
 import { emittedJobs, statePath } from '../../src/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof resourceMachine>;
@@ -81,6 +81,20 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['rejoining.synchronous.trying', ['synchronize']]);
     s = step(s.next, { type: 'synchronized', at: t() });
     expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
+  });
+
+  it('fails over a lost primary only in RESOURCE_FAILOVER_STATES: while the old one rejoins, the new one is its machine\'s to restart', () => {
+    const lost = { 'primary.state': 'restarting', 'standby.state': 'available' };
+    const ready = walk(created());
+    expect(RESOURCE_FAILOVER_STATES).toContain(ready.state);
+    expect(step(ready.next, observed(lost)).state).toBe('failover.fencing.trying');
+    let s = step(ready.next, observed(lost));
+    for (const e of [{ type: 'fencing', at: t() }, observed({ 'primary.state': 'fenced', 'standby.state': 'available' })] as ResourceEvent[]) s = step(s.next, e);
+    expect(RESOURCE_FAILOVER_STATES).toContain(s.state.split('.')[0]);
+    for (const e of [{ type: 'promoted', at: t() }, { type: 'placed', at: t() }] as ResourceEvent[]) s = step(s.next, e);
+    // The old primary is up again, not yet synchronous: nothing promotes it.
+    expect(RESOURCE_FAILOVER_STATES).not.toContain(s.state.split('.')[0]);
+    expect(step(s.next, observed(lost)).state.split('.')[0]).toBe('rejoining');
   });
 
   it('switches over by hand through the same steps as a failover', () => {
