@@ -63,10 +63,12 @@ export interface Whole {
 /**
  * Whether a database is whole, as bench:failover means it: available, its primary and
  * standby both available, the standby synchronous on the primary (asked of the primary
- * itself), and the customer's URL reaching the primary. The pair when it is, else what is
- * missing.
+ * itself), and the customer's URL reaching the primary. After a fault (`since`, wall ms) also
+ * both servers observed by pgfleet since: a database whose servers nobody watches any more
+ * (a job held by a dead worker, a queue that lost its control database) would not survive
+ * the next fault, however well it looks. The pair when it is, else what is missing.
  */
-export async function whole(dep: Deployment, id: string, url: string): Promise<Whole | string> {
+export async function whole(dep: Deployment, id: string, url: string, since?: number): Promise<Whole | string> {
   try {
     const shown = await showResource(dep, id);
     const roles = shown.servers.map((s) => `${s.role} ${s.id.slice(0, 8)} ${s.state}`).join(', ');
@@ -84,6 +86,13 @@ export async function whole(dep: Deployment, id: string, url: string): Promise<W
     if (!sync.includes(standby.id.replace(/-/g, '_'))) return `the standby ${standby.id.slice(0, 8)} is not streaming synchronously (sync: ${sync.join(', ') || 'none'})`;
     const [at] = await query<{ port: number; recovery: boolean }>(url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery', 2000);
     if (at?.port !== primary.port || at.recovery) return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
+    if (since !== undefined) {
+      const { rows } = await dep.pool.query<{ id: string }>(
+        'select id from servers where id = any($1::uuid[]) and (last_observed_at is null or last_observed_at < to_timestamp($2::float8 / 1000))',
+        [[primary.id, standby.id], since],
+      );
+      if (rows.length) return `pgfleet has not observed ${rows.map((r) => r.id.slice(0, 8)).join(', ')} since the fault`;
+    }
     return { primary, standby };
   } catch (err) {
     return `error: ${err instanceof Error ? err.message : String(err)}`;

@@ -58,10 +58,20 @@ export function seeded(seed: number): () => number {
   };
 }
 
-/** Every database whole, polled every 200 ms until `deadline`: the pairs, or what the last look saw missing. */
-async function allWhole(dep: Deployment, dbs: readonly ChaosDatabase[], deadline: number): Promise<{ at: number; pairs: Map<string, Whole> } | string> {
+/** A seeded Fisher–Yates shuffle. */
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/** Every database whole (observed since `since`, when given), polled every 200 ms until `deadline`: the pairs, or what the last look saw missing. */
+async function allWhole(dep: Deployment, dbs: readonly ChaosDatabase[], deadline: number, since?: number): Promise<{ at: number; pairs: Map<string, Whole> } | string> {
   for (;;) {
-    const seen = await Promise.all(dbs.map(async (db) => [db.id, await whole(dep, db.id, db.writer.url)] as const));
+    const seen = await Promise.all(dbs.map(async (db) => [db.id, await whole(dep, db.id, db.writer.url, since)] as const));
     const missing = seen.filter(([, w]) => typeof w === 'string').map(([id, w]) => `${id.slice(0, 8)}: ${w as string}`);
     if (missing.length === 0) return { at: wallMs(), pairs: new Map(seen as [string, Whole][]) };
     if (wallMs() > deadline) return missing.join('; ');
@@ -77,6 +87,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
   const frozen = opts.frozen ?? new Frozen();
   const results: FaultResult[] = [];
   const lost = new Map(dbs.map((d) => [d.id, new Set<number>()]));
+  // Kinds are dealt from shuffled decks of one of each: random order, even counts per kind.
+  const deck: FaultKind[] = [];
   let stoppedEarly: string | undefined;
   await watch.start();
   try {
@@ -86,7 +98,7 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         stoppedEarly = `not every database was whole before fault ${n} (${ready})`;
         break;
       }
-      const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
+      const kind = deck.pop() ?? (deck.push(...shuffled(opts.kinds, random)), deck.pop()!);
       const target = dbs[Math.floor(random() * dbs.length)]!;
       const before = ready.pairs.get(target.id)!;
       // Commits on either side of the fault, so the write gap is measured from a flowing writer.
@@ -94,7 +106,7 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       const at = wallMs();
       const deadline = at + boundMs;
       const notes = await inject(kind, { dep, resourceId: target.id, writer: target.writer, before, frozen, deadline, random }).catch((err: unknown) => [`the fault failed: ${(err as Error).message}`]);
-      const after = await allWhole(dep, dbs, deadline);
+      const after = await allWhole(dep, dbs, deadline, at);
       frozen.thaw();
       const stuck = typeof after === 'string';
       const end = stuck ? deadline : after.at;
@@ -150,7 +162,7 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       results.push(result);
       opts.log(line(result, opts.faults));
       // A stuck database gets one more bound to come back before the run gives up on it.
-      ready = stuck ? await allWhole(dep, dbs, wallMs() + boundMs) : after;
+      ready = stuck ? await allWhole(dep, dbs, wallMs() + boundMs, at) : after;
     }
   } finally {
     frozen.thaw();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { failures, isSplitBrain, kindTable, longestGap, missingRows, summarize, writableServers, type FaultResult } from '../../src/chaos/checks.ts';
 import { chaosSettings } from '../../src/chaos/options.ts';
 import { POSTGRES_FAULTS } from '../../src/chaos/faults.ts';
-import { seeded } from '../../src/chaos/run.ts';
+import { seeded, shuffled } from '../../src/chaos/run.ts';
 
 const fault = (over: Partial<FaultResult>): FaultResult => ({
   n: 1,
@@ -86,5 +86,8 @@ describe('the chaos checks', () => {
     const draws = Array.from({ length: 5 }, () => a());
     expect(Array.from({ length: 5 }, () => b())).toEqual(draws);
     expect(draws.every((x) => x >= 0 && x < 1)).toBe(true);
+    const deck = shuffled(['a', 'b', 'c', 'd'], seeded(3));
+    expect([...deck].sort()).toEqual(['a', 'b', 'c', 'd']);
+    expect(shuffled(['a', 'b', 'c', 'd'], seeded(3))).toEqual(deck);
   });
 });
