@@ -132,6 +132,8 @@ export class ChaosSystem {
    * again a second later, as a supervisor would.
    */
   private async spawn(name: Name): Promise<void> {
+    // A fault under way when the run is stopped must not start what the stop would miss.
+    if (this.stopping) throw new Error(`not starting pgfleet ${name}: stopping`);
     const logFile = path.join(this.opts.logDir!, `${name}-${++this.spawned}.log`);
     const fd = openSync(logFile, 'a');
     const child = spawn(process.execPath, [BIN, name], { env: { ...process.env, ...this.env }, stdio: ['ignore', fd, fd] });

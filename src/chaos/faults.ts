@@ -22,8 +22,12 @@ export function parseKinds(raw: string | undefined, available: readonly FaultKin
   return [...new Set(kinds)] as FaultKind[];
 }
 
-/** How long a walsender is held stopped: longer than the few seconds a stall should take to be noticed. */
-export const WALSENDER_STALL_MS = 10_000;
+/**
+ * How long a walsender is held stopped: well past the few seconds a stall should take to be
+ * noticed (the write gap shows whether it was), and short enough that whole again, counted
+ * from the fault, can stay under 10 s.
+ */
+export const WALSENDER_STALL_MS = 8000;
 /** The longest a frozen primary stays frozen if no fence comes. */
 export const FREEZE_BOUND_MS = 30_000;
 /**
