@@ -56,7 +56,7 @@ const watchdog = setTimeout(() => {
   log('chaos: the run took too long, stopping everything');
   frozen.thaw();
   void system.stop().finally(() => process.exit(2));
-}, (10 * 60 + settings.faults * (2 * settings.wholeBoundS + 60)) * 1000);
+}, (10 * 60 + settings.faults * (4 * settings.wholeBoundS + 30)) * 1000);
 let code = 1;
 try {
   await system.start();

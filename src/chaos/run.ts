@@ -87,6 +87,27 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
   const frozen = opts.frozen ?? new Frozen();
   const results: FaultResult[] = [];
   const lost = new Map(dbs.map((d) => [d.id, new Set<number>()]));
+  /** Databases whose rows could not be read back after the last fault: read again after the next. */
+  const unread = new Map<string, string>();
+  /** Acknowledged rows not read back that were not missing before, over every database. */
+  const readBack = async () => {
+    let count = 0;
+    const notes: string[] = [];
+    for (const db of dbs) {
+      try {
+        const known = lost.get(db.id)!;
+        const missing = (await db.writer.missing()).filter((m) => !known.has(m));
+        for (const m of missing) known.add(m);
+        count += missing.length;
+        if (missing.length) notes.push(`${db.id.slice(0, 8)} lost rows ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', …' : ''}`);
+        unread.delete(db.id);
+      } catch (err) {
+        unread.set(db.id, (err as Error).message);
+        notes.push(`${db.id.slice(0, 8)}: rows not read back (${(err as Error).message}); read again after the next fault`);
+      }
+    }
+    return { lost: count, notes };
+  };
   // Kinds are dealt from shuffled decks of one of each: random order, even counts per kind.
   const deck: FaultKind[] = [];
   let stoppedEarly: string | undefined;
@@ -115,18 +136,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       const first = FAILOVER_FAULTS.has(kind) ? await target.writer.firstElsewhere(at, before.primary.port!).catch(() => undefined) : undefined;
       // After two failovers the first primary may rightly be the primary again.
       if (FAILOVER_FAULTS.has(kind) && kind !== 'double-failover' && typeof after !== 'string' && after.pairs.get(target.id)?.primary.id === before.primary.id) notes.push('no failover: the same primary is back');
-      let rowsLost = 0;
-      for (const db of dbs) {
-        try {
-          const known = lost.get(db.id)!;
-          const missing = (await db.writer.missing()).filter((m) => !known.has(m));
-          for (const m of missing) known.add(m);
-          rowsLost += missing.length;
-          if (missing.length) notes.push(`${db.id.slice(0, 8)} lost rows ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', …' : ''}`);
-        } catch (err) {
-          notes.push(`${db.id.slice(0, 8)}: rows not read back (${(err as Error).message}); checked again after the next fault`);
-        }
-      }
+      const { lost: rowsLost, notes: readNotes } = await readBack();
+      notes.push(...readNotes);
 
       // Incidents: opened since the fault, and given a few seconds past whole to resolve.
       const entities = new Set([...dbs.map((d) => d.id), ...(await serverIds(dep, dbs.map((d) => d.id)).catch(() => []))]);
@@ -161,8 +172,17 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       };
       results.push(result);
       opts.log(line(result, opts.faults));
-      // A stuck database gets one more bound to come back before the run gives up on it.
-      ready = stuck ? await allWhole(dep, dbs, wallMs() + boundMs, at) : after;
+      // A stuck database gets three more bounds to come back (a job held by a dead worker
+      // holds for PGFLEET_JOB_LEASE, 120 s by default) before the run gives up on it.
+      ready = stuck ? await allWhole(dep, dbs, wallMs() + 3 * boundMs, at) : after;
+      if (stuck && typeof ready !== 'string') result.notes.push(`whole again ${Math.round((ready.at - at) / 1000)} s after the fault`);
+    }
+    // Rows of the last faults, and of any fault after which they could not be read.
+    const last = results.at(-1);
+    if (last) {
+      const end = await readBack();
+      last.rowsLost += end.lost;
+      last.notes.push(...end.notes.map((n) => `at the end of the run: ${n}`));
     }
   } finally {
     frozen.thaw();
@@ -180,7 +200,11 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
     wholeBoundS: opts.wholeBoundS,
     faults: results,
     table: summarize(results, kinds),
-    failures: [...failures(results), ...(stoppedEarly ? [`stopped early: ${stoppedEarly}`] : [])],
+    failures: [
+      ...failures(results),
+      ...[...unread].map(([id, why]) => `${id.slice(0, 8)}: acknowledged rows could not be read back at the end (${why})`),
+      ...(stoppedEarly ? [`stopped early: ${stoppedEarly}`] : []),
+    ],
     ...(stoppedEarly ? { stoppedEarly } : {}),
     polls: watch.polls,
     databases: dbs.map((d) => ({ id: d.id, acknowledged: d.writer.acknowledged.length, reads: d.reader?.answeredAt.length ?? 0, readFailures: d.reader?.failures ?? 0 })),
