@@ -67,7 +67,8 @@ export class ChaosSystem {
   private home: string | undefined;
   private config: Config | undefined;
   private pool: Pool | undefined;
-  private env: Record<string, string> = {};
+  /** The environment pgfleet's processes run with: a CLI given it talks to this deployment. */
+  env: Record<string, string> = {};
   private readonly children = new Set<Child>();
   readonly crashes: Crash[] = [];
   private spawned = 0;

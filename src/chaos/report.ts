@@ -3,8 +3,8 @@ import type { ChaosResult } from './run.ts';
 
 const ms = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '–');
 
-/** The run in markdown: the table per fault kind, what failed, and every fault with what the tool noticed. */
-export function chaosMarkdown(result: ChaosResult, context: string[] = []): string {
+/** The run in markdown: the table per fault kind, what failed, and (`everyFault`) each fault with what the tool noticed. */
+export function chaosMarkdown(result: ChaosResult, context: string[] = [], everyFault = true): string {
   const verdict = result.failures.length === 0 ? 'no row lost, no split brain, no database stuck' : `${result.failures.length} failure${result.failures.length === 1 ? '' : 's'}`;
   return [
     `Chaos run: ${result.faults.length} faults, seed ${result.seed}, whole-again bound ${result.wholeBoundS} s, ${Math.round(result.durationMs / 1000)} s in all: ${verdict}.`,
@@ -13,7 +13,15 @@ export function chaosMarkdown(result: ChaosResult, context: string[] = []): stri
     kindTable(result.table),
     '',
     ...(result.failures.length ? ['Failures:', '', ...result.failures.map((f) => `- ${f}`), ''] : []),
+    ...(everyFault ? [] : ['Every fault, with what the tool noticed, is in `bench/results/chaos.md`.', '']),
     `Databases: ${result.databases.map((d) => `${d.id.slice(0, 8)} ${d.acknowledged.toLocaleString('en-US')} commits acknowledged, ${d.reads.toLocaleString('en-US')} read-only reads (${d.readFailures} failed)`).join('; ')}. Split-brain poll: ${result.polls.toLocaleString('en-US')} rounds.`,
+    ...(everyFault ? everyFaultTable(result) : []),
+    '',
+  ].join('\n');
+}
+
+function everyFaultTable(result: ChaosResult): string[] {
+  return [
     '',
     '<details><summary>Every fault</summary>',
     '',
@@ -25,6 +33,5 @@ export function chaosMarkdown(result: ChaosResult, context: string[] = []): stri
     ),
     '',
     '</details>',
-    '',
-  ].join('\n');
+  ];
 }

@@ -58,6 +58,9 @@ export function seeded(seed: number): () => number {
   };
 }
 
+/** Writes stopped longer than this with no incident opened is worth a note: customers noticed, pgfleet did not say. */
+const SILENT_GAP_MS = 5000;
+
 /** A seeded Fisher–Yates shuffle. */
 export function shuffled<T>(items: readonly T[], random: () => number): T[] {
   const out = [...items];
@@ -147,7 +150,9 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         incidents = await incidentsSince(dep, at, entities).catch(() => incidents);
       }
       if (!incidents) notes.push('incidents not read');
+      const writeGapMs = Math.max(...dbs.map((d) => longestGap(d.writer.acknowledgedAt, at, end)));
       if (first !== undefined && incidents?.opened.length === 0) notes.push('a failover with no incident opened');
+      else if (writeGapMs > SILENT_GAP_MS && incidents?.opened.length === 0) notes.push(`writes stopped ${(writeGapMs / 1000).toFixed(1)} s with no incident opened`);
       const dead = await deadJobsSince(dep, at).catch(() => [] as string[]);
       for (const d of dead) notes.push(`dead job ${d}`);
       const crashes = dep.processes?.crashes(at, wallMs()) ?? [];
@@ -160,7 +165,7 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         at,
         firstCommitMs: first !== undefined && first <= end ? first - at : NaN,
         wholeMs: stuck ? NaN : end - at,
-        writeGapMs: Math.max(...dbs.map((d) => longestGap(d.writer.acknowledgedAt, at, end))),
+        writeGapMs,
         rowsLost,
         splitBrains: watch.between(at, end).length,
         stuck,
