@@ -61,9 +61,9 @@ let code = 1;
 try {
   await system.start();
   const result = await runChaos(system.deployment!, system.databases, { ...settings, log, frozen });
-  const md = chaosMarkdown(result, [`Commit ${commit}; ${hostInfo().nproc} cores; load ${loadAverageAtStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end.`]);
-  await writeResults('chaos', { machine: { ...hostInfo(), commit, loadAverageAtStart, loadAverageAtEnd: os.loadavg() }, ...result }, md);
-  await fs.writeFile(README, withResults(await fs.readFile(README, 'utf8'), md));
+  const context = [`Commit ${commit}; ${hostInfo().nproc} cores; load ${loadAverageAtStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end.`];
+  await writeResults('chaos', { machine: { ...hostInfo(), commit, loadAverageAtStart, loadAverageAtEnd: os.loadavg() }, ...result }, chaosMarkdown(result, context));
+  await fs.writeFile(README, withResults(await fs.readFile(README, 'utf8'), chaosMarkdown(result, context, false)));
   code = result.failures.length === 0 ? 0 : 1;
 } catch (err) {
   log(`chaos: ${(err as Error).stack ?? String(err)}`);
