@@ -122,7 +122,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         stoppedEarly = `not every database was whole before fault ${n} (${ready})`;
         break;
       }
-      const kind = deck.pop() ?? (deck.push(...shuffled(opts.kinds, random)), deck.pop()!);
+      if (deck.length === 0) deck.push(...shuffled(opts.kinds, random));
+      const kind = deck.pop()!;
       const target = dbs[Math.floor(random() * dbs.length)]!;
       const before = ready.pairs.get(target.id)!;
       // Commits on either side of the fault, so the write gap is measured from a flowing writer.
