@@ -101,8 +101,8 @@ export async function inject(kind: FaultKind, ctx: FaultContext): Promise<string
       const shown = await showResource(dep, ctx.resourceId);
       const primary = shown.servers.find((s) => s.role === 'primary');
       if (!primary || primary.id === before.primary.id) return [...notes, 'no new primary in the API to kill'];
-      const killed = await kill(serverDataDir(dep.home, primary.id), 'the new primary');
-      return [...notes, ...(killed.length ? killed : [`the new primary killed ${after} ms after its first commit`])];
+      const killed = await kill(serverDataDir(dep.home, primary.id), `the new primary ${primary.id.slice(0, 8)}`);
+      return [...notes, ...(killed.length ? killed : [`the new primary ${primary.id.slice(0, 8)} killed ${after} ms after its first commit`])];
     }
     case 'worker-mid-failover': {
       const notes = await kill(primaryDir, 'the primary');
@@ -124,9 +124,10 @@ function processes(dep: Deployment) {
   return dep.processes;
 }
 
+/** SIGKILL of a server's postmaster; a note when there was none to kill. */
 async function kill(dataDir: string, what: string): Promise<string[]> {
   const [postmaster] = await clusterPids(dataDir);
-  if (postmaster === undefined) return [`${what} was not running`];
+  if (postmaster === undefined) return [`${what} was not running: nothing killed`];
   signalAll([postmaster], 'SIGKILL');
   return [];
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -10,7 +10,12 @@ export function serverDataDir(home: string, serverId: string): string {
   return path.join(home, 'servers', serverId, 'data');
 }
 
-/** A cluster's postmaster and every process it started, from its data directory; none when it is not running. */
+/**
+ * A cluster's postmaster and every process it started, from its data directory; none when it
+ * is not running. The pid in postmaster.pid counts only if that process works in the data
+ * directory (every Postgres process does): a server killed earlier leaves its pid file behind,
+ * and the pid may belong to another server's postmaster by now.
+ */
 export async function clusterPids(dataDir: string): Promise<number[]> {
   let pid: number;
   try {
@@ -19,6 +24,8 @@ export async function clusterPids(dataDir: string): Promise<number[]> {
     return [];
   }
   if (!(pid > 0) || !(await alive(pid))) return [];
+  const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => ''), realpath(dataDir).catch(() => dataDir)]);
+  if (cwd !== dir) return [];
   const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]).catch(() => ({ stdout: '' }));
   return [pid, ...stdout.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0)];
 }
