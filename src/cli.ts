@@ -45,6 +45,12 @@ const HELP = `pgfleet: a control plane for PostgreSQL as a service
   pgfleet jobs dead             jobs whose attempts are spent, with their last error
   pgfleet jobs retry <id>       give a dead job a fresh set of attempts
   pgfleet down                  stop every local Postgres under PGFLEET_HOME
+  pgfleet chaos --resource <id> [--resource <id> …] [--faults N] [--seed N] [--kinds a,b] [--whole-bound S]
+                                a game day: seeded random Postgres faults (primary crash and
+                                freeze, standby crash, walsender stall, back-to-back failovers)
+                                against running ha databases, one at a time, each checked for
+                                lost rows, two writable primaries and being whole again in time;
+                                needs the local servers under PGFLEET_HOME and the control database
 
 The server commands talk to the web process: PGFLEET_API_URL (default http://127.0.0.1:$PORT)
 with OPERATOR_TOKEN, or the token kept under PGFLEET_HOME. Add --json for raw output.`;
@@ -363,6 +369,15 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'down':
         return await down(config);
+      case 'chaos': {
+        const { chaosCommand, ChaosUsageError } = await import('./chaos/gameDay.ts');
+        try {
+          return await chaosCommand(config, rest, (line) => process.stdout.write(`${line}\n`));
+        } catch (err) {
+          if (err instanceof ChaosUsageError) throw new CliError(err.message);
+          throw err;
+        }
+      }
       case 'help':
       case '--help':
       case '-h':

@@ -8,7 +8,7 @@ import type { Platform } from '../provision/platform.ts';
 import { BASIC, call } from '../support.ts';
 
 /** A resource through the add-on API; its URL from the config PATCH the platform gets. */
-export async function provision(running: Running, platform: Platform, plan: string, timeoutMs: number): Promise<{ id: string; url: string }> {
+export async function provision(running: Pick<Running, 'url'>, platform: Platform, plan: string, timeoutMs: number): Promise<{ id: string; url: string }> {
   const id = randomUUID();
   const patched = platform.waitFor('PATCH', `/addons/${id}/config`, timeoutMs);
   patched.catch(() => undefined);
