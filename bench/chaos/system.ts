@@ -34,6 +34,8 @@ type Name = 'web' | 'worker' | 'clock' | 'router';
 
 interface Child {
   name: Name;
+  /** Its dyno name (`worker.2`), which a process started in its place takes again. */
+  dyno: string;
   child: ChildProcess;
   exited: Promise<void>;
   /** Killed by a fault or stopped at the end: not a crash. */
@@ -107,7 +109,7 @@ export class ChaosSystem {
 
     // web first: it migrates the control database before the others look at it.
     await this.spawn('web');
-    await Promise.all([...Array.from({ length: this.opts.workers }, () => this.spawn('worker')), this.spawn('clock'), this.spawn('router')]);
+    await Promise.all([...Array.from({ length: this.opts.workers }, (_, i) => this.spawn('worker', `worker.${i + 1}`)), this.spawn('clock'), this.spawn('router')]);
     const apiUrl = `http://127.0.0.1:${port}`;
     this.deployment = { apiUrl, token: OPERATOR_TOKEN, pool: this.pool, sealer: new Sealer(key), home: this.home, processes: this.processControl() };
 
@@ -132,21 +134,23 @@ export class ChaosSystem {
    * says it runs. One that exits when nothing meant it to is a crash: recorded, and started
    * again a second later, as a supervisor would.
    */
-  private async spawn(name: Name): Promise<void> {
+  private async spawn(name: Name, dyno = `${name}.1`): Promise<void> {
     // A fault under way when the run is stopped must not start what the stop would miss.
     if (this.stopping) throw new Error(`not starting pgfleet ${name}: stopping`);
     const logFile = path.join(this.opts.logDir!, `${name}-${++this.spawned}.log`);
     const fd = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [BIN, name], { env: { ...process.env, ...this.env }, stdio: ['ignore', fd, fd] });
+    // Named as Heroku names dynos: a worker started again under its name releases at once
+    // what the one before it held (src/queue/worker.ts).
+    const child = spawn(process.execPath, [BIN, name], { env: { ...process.env, ...this.env, DYNO: dyno }, stdio: ['ignore', fd, fd] });
     closeSync(fd);
-    const entry: Child = { name, child, exited: Promise.resolve(), meant: false, ready: false };
+    const entry: Child = { name, dyno, child, exited: Promise.resolve(), meant: false, ready: false };
     entry.exited = new Promise<void>((resolve) =>
       child.once('exit', (code, signal) => {
         this.children.delete(entry);
         if (entry.ready && !entry.meant && !this.stopping) {
           this.crashes.push({ name, pid: child.pid, at: wallMs(), how: signal ? `killed by ${signal}` : `exit code ${code}`, log: path.basename(logFile) });
           this.opts.log(`chaos: pgfleet ${name} (pid ${child.pid}) exited by itself (${signal ?? code}): started again, like a supervisor would; see ${logFile}`);
-          void this.respawn(name);
+          void this.respawn(name, dyno);
         }
         resolve();
       }),
@@ -164,12 +168,12 @@ export class ChaosSystem {
     }
   }
 
-  private async respawn(name: Name): Promise<void> {
+  private async respawn(name: Name, dyno: string): Promise<void> {
     while (!this.stopping) {
       await sleep(1000);
       if (this.stopping) return;
       try {
-        return await this.spawn(name);
+        return await this.spawn(name, dyno);
       } catch (err) {
         this.opts.log(`chaos: starting pgfleet ${name} again failed: ${(err as Error).message}`);
       }
@@ -188,13 +192,13 @@ export class ChaosSystem {
         const entry = [...this.children].find((c) => c.name === name);
         if (!entry) throw new Error(`no ${name} process is running`);
         await this.kill(entry);
-        await this.spawn(name);
+        await this.spawn(name, entry.dyno);
       },
       killWorker: async (pid) => {
         const entry = [...this.children].find((c) => c.name === 'worker' && c.child.pid === pid);
         if (!entry) return false;
         await this.kill(entry);
-        await this.spawn('worker');
+        await this.spawn('worker', entry.dyno);
         return true;
       },
       crashes: (from, to) => this.crashes.filter((c) => c.at >= from && c.at <= to).map((c) => `pgfleet ${c.name} (pid ${c.pid}) crashed: ${c.how} (${c.log})`),
