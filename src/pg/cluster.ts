@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { watchChild } from '../child.ts';
 import type { PgBinaries } from './binaries.ts';
+import { asSuperuser } from './superuser.ts';
 
 const run = promisify(execFile);
 
@@ -166,6 +167,14 @@ export class PgCluster {
     const status = await this.status(dataDir);
     if (status.running) throw new Error(`${dataDir} is running: stop it before rewinding it`);
     if (status.pid !== undefined) await clearZombieLock(dataDir, status.pid);
+    // pg_rewind reads the source's timeline from its control file, which a promotion updates
+    // at its next checkpoint only: before it, pg_rewind finds "no rewind required" and the
+    // old primary, started as a standby, cannot read its own checkpoint on the new timeline.
+    try {
+      await asSuperuser(source, 'postgres', (client) => client.query('checkpoint'));
+    } catch (err) {
+      throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: the checkpoint before it failed: ${(err as Error).message}`);
+    }
     try {
       await this.exec(
         this.bin.pgRewind,

@@ -170,9 +170,7 @@ export class LocalProvider implements Provider {
         how = { how: 'rewound' };
       } catch (err) {
         if (err instanceof RewindSourceUnreachable) throw new NotYet(err.message);
-        const aside = `${dataDir}.diverged`;
-        await fs.rm(aside, { recursive: true, force: true });
-        await fs.rename(dataDir, aside);
+        await this.setAside(dataDir);
         await this.rebuild(server, dataDir, port, (err as Error).message);
         how = { how: 'rebuilt', because: (err as Error).message };
       }
@@ -181,8 +179,28 @@ export class LocalProvider implements Provider {
       how = { how: 'rebuilt', because: 'no data directory to rewind' };
     }
     await this.writeHba(dataDir);
-    await this.cluster.start(dataDir);
+    try {
+      await this.cluster.start(dataDir);
+    } catch (err) {
+      if (how.how !== 'started') throw err;
+      // A standby an earlier attempt made that cannot start (its rewind left it unable to
+      // read its own checkpoint, say) would fail every attempt the same way: rebuilt instead.
+      const because = `the standby an earlier attempt made did not start: ${(err as Error).message.slice(0, 500)}`;
+      await this.cluster.stop(dataDir, 'kill');
+      await this.setAside(dataDir);
+      await this.rebuild(server, dataDir, port, because);
+      await this.writeHba(dataDir);
+      await this.cluster.start(dataDir);
+      return { how: 'rebuilt', because };
+    }
     return how;
+  }
+
+  /** The diverged data goes aside for an operator; a copy made since, when it is already there, goes. */
+  private async setAside(dataDir: string): Promise<void> {
+    const aside = `${dataDir}.diverged`;
+    if (existsSync(aside)) await fs.rm(dataDir, { recursive: true, force: true });
+    else await fs.rename(dataDir, aside);
   }
 
   private async rebuild(server: ServerRecord, dataDir: string, port: number, because: string): Promise<void> {

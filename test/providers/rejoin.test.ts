@@ -80,4 +80,52 @@ describe('a former primary rejoining', { timeout: 240_000 }, () => {
     await waitFor('the standby to have every row', async () => (await count(a)) === 400, 30_000);
     expect(await inRecovery(a)).toBe(true);
   });
+
+  it('rebuilds a standby an earlier attempt made that cannot start, keeping the diverged data aside', async () => {
+    await s.provider.stop(a, 'kill');
+    await fs.appendFile(path.join(dataDir(a), 'postgresql.auto.conf'), "\nshared_buffers = 'not a size'\n");
+    const rejoined = await s.provider.rejoin(a);
+    expect(rejoined).toMatchObject({ how: 'rebuilt', because: expect.stringMatching(/the standby an earlier attempt made did not start/) });
+    expect(existsSync(path.join(`${dataDir(a)}.diverged`, 'kept-for-an-operator'))).toBe(true);
+    await s.query(b, 'insert into t select generate_series(401, 500)');
+    await waitFor('the rebuilt standby to have every row', async () => (await count(a)) === 500, 30_000);
+  });
+});
+
+describe('a former primary rejoining at once', { timeout: 240_000 }, () => {
+  let s: ArchivedServers;
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  it('is rewound onto the new timeline though the new primary has not checkpointed since its promotion', async () => {
+    // pg_rewind reads the source's timeline from its control file, which a promotion updates
+    // only at its next checkpoint: before it, "no rewind required", and the old primary,
+    // started as a standby, could never read its own checkpoint on the new timeline.
+    s = await archivedServers();
+    const a = await s.server();
+    await s.query(a, 'create table t (n int)');
+    await s.query(a, 'insert into t select generate_series(1, 100)');
+    await takeBaseBackup(s.bin, s.store, `servers/${a.id}`, { host: a.host!, port: a.port!, password: a.superuserPassword }, 'a-1');
+    const b = await s.server({ follows: a.id, backup_label: 'a-1' }, a);
+    const count = async (server: ServerRecord) => Number((await s.query(server, 'select count(*) as n from t')).rows[0].n);
+    await s.query(b, `alter system set checkpoint_timeout = '1h'`);
+    await s.query(b, 'select pg_reload_conf()');
+    // Pages the standby dirties replaying them: the checkpoint its promotion asks for is
+    // spread over the checkpoint timeout, as on a busy server.
+    await s.query(a, 'insert into t select generate_series(101, 300000)');
+    await waitFor('the standby to have the rows', async () => (await count(b)) === 300_000, 60_000);
+    // The old primary writes what the standby never gets: their histories part.
+    await s.query(b, `alter system set primary_conninfo = ''`);
+    await s.query(b, 'select pg_reload_conf()');
+    await waitFor('the standby to stop streaming', async () => (await s.query(a, 'select count(*) as n from pg_stat_replication')).rows[0].n === '0', 30_000);
+    await s.query(a, 'insert into t select generate_series(1001, 1010)');
+    await s.provider.stop(a, 'kill');
+    await s.query(b, 'select pg_promote(true, 60)');
+    await s.query(b, 'insert into t select generate_series(300001, 300100)');
+    Object.assign(a, { attrs: { ...a.attrs, follows: b.id }, leader: { host: b.host!, port: b.port! } });
+
+    expect(await s.provider.rejoin(a)).toEqual({ how: 'rewound' });
+    await waitFor('the rewound standby to have every row of the new primary', async () => (await count(a)) === 300_100, 30_000);
+  });
 });
