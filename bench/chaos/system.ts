@@ -194,8 +194,8 @@ export class ChaosSystem {
         await this.kill(entry);
         await this.spawn(name, entry.dyno);
       },
-      killWorker: async (pid) => {
-        const entry = [...this.children].find((c) => c.name === 'worker' && c.child.pid === pid);
+      killWorker: async (dyno) => {
+        const entry = [...this.children].find((c) => c.name === 'worker' && c.dyno === dyno);
         if (!entry) return false;
         await this.kill(entry);
         await this.spawn('worker', entry.dyno);

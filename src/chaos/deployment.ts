@@ -8,8 +8,8 @@ import { query } from './writer.ts';
 export interface ProcessControl {
   /** SIGKILL the process, then start another in its place as a supervisor would. */
   killAndRestart(name: 'web' | 'clock' | 'router'): Promise<void>;
-  /** SIGKILL the worker with this pid and start another worker; false when no worker of ours has it. */
-  killWorker(pid: number): Promise<boolean>;
+  /** SIGKILL the worker of this dyno name (`worker.1`) and start another under it; false when no worker of ours has it. */
+  killWorker(dyno: string): Promise<boolean>;
   /** Restart the control database: an immediate shutdown (what a crash leaves) and a start. */
   restartControl(): Promise<void>;
   /** pgfleet's processes that exited by themselves between two instants (wall ms), one line each; each was started again. */

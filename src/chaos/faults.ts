@@ -133,8 +133,9 @@ async function kill(dataDir: string, what: string): Promise<string[]> {
 }
 
 /**
- * The worker holding the failover's promotion, found by the jobs table's `locked_by`
- * (`worker-<pid>-…`), killed while it holds it, and another started in its place.
+ * The worker holding a step of the failover (the old primary's fence, the resource's fence or
+ * promotion), found by the jobs table's `locked_by` (`<dyno>#<hex>`, src/queue/worker.ts),
+ * killed while it holds it, and another started under its name.
  */
 async function killFailoverWorker(ctx: FaultContext): Promise<string[]> {
   const dep = ctx.dep;
@@ -142,16 +143,19 @@ async function killFailoverWorker(ctx: FaultContext): Promise<string[]> {
   while (wallMs() < until) {
     const { rows } = await dep.pool
       .query<{ task: string; locked_by: string }>(
-        `select task, locked_by from jobs where locked_by is not null and task = 'promote' and entity_id = $1`,
+        `select task, locked_by from jobs
+         where locked_by is not null and task in ('fence', 'fence_primary', 'promote')
+           and (entity_id = $1 or entity_id in (select server_id from resource_servers where resource_id = $1))`,
         [ctx.resourceId],
       )
       .catch(() => ({ rows: [] }));
-    const pid = Number(/^worker-(\d+)-/.exec(rows[0]?.locked_by ?? '')?.[1]);
-    if (pid > 0) {
-      if (await processes(dep).killWorker(pid)) return [];
-      return [`the promotion is held by ${rows[0]!.locked_by}, not a worker of this run`];
+    const held = rows[0];
+    if (held) {
+      const dyno = held.locked_by.split('#')[0]!;
+      if (await processes(dep).killWorker(dyno)) return [`killed ${dyno} holding ${held.task}`];
+      return [`${held.task} is held by ${held.locked_by}, not a worker of this run`];
     }
-    await sleep(10);
+    await sleep(5);
   }
-  return ['no worker was seen holding the promotion: none killed'];
+  return ['no worker was seen holding a failover step: none killed'];
 }
