@@ -27,13 +27,26 @@ export function isoTime(expr: string): string {
  * control database) emitted an 'error' nobody heard and crashed the process: here it fails
  * the transaction instead, and the client is thrown away rather than pooled.
  */
-export async function transaction<T>(pool: Pool, fn: (client: Client) => Promise<T>): Promise<T> {
+export function transaction<T>(pool: Pool, fn: (client: Client) => Promise<T>): Promise<T> {
+  return inTransaction(pool, 'begin', fn);
+}
+
+/**
+ * Reads that must agree with each other (an entity's state and its transitions): one
+ * snapshot, so a step committed between two of them cannot show a state without its
+ * transition.
+ */
+export function snapshot<T>(pool: Pool, fn: (client: Client) => Promise<T>): Promise<T> {
+  return inTransaction(pool, 'begin isolation level repeatable read read only', fn);
+}
+
+async function inTransaction<T>(pool: Pool, begin: string, fn: (client: Client) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let lost: Error | undefined;
   const onError = (err: Error) => (lost = err);
   client.on('error', onError);
   try {
-    await client.query('begin');
+    await client.query(begin);
     const result = await fn(client);
     await client.query('commit');
     return result;

@@ -1,5 +1,5 @@
 import { RESOURCE_FAILOVER_STATES } from '../machines/resource.ts';
-import { transaction, type Pool, type Queryable } from './db.ts';
+import { snapshot, transaction, type Pool, type Queryable } from './db.ts';
 import { findPlan, type Plan } from './plans.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
 import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
@@ -279,10 +279,13 @@ async function toView(db: Queryable, sealer: Sealer, prefix: string, row: ViewRo
   return { ...rest, config, servers: servers.map(({ id, role, state, host, port }) => ({ id, role, state, host, port })) };
 }
 
-export async function getResource(db: Queryable, sealer: Sealer, prefix: string, id: string): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
-  const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where r.id = $1`, [id]);
-  if (!rows[0]) return undefined;
-  return { ...(await toView(db, sealer, prefix, rows[0])), transitions: await listTransitions(db, id) };
+/** A resource, its servers and its transitions as of one moment. */
+export function getResource(pool: Pool, sealer: Sealer, prefix: string, id: string): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
+  return snapshot(pool, async (db) => {
+    const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where r.id = $1`, [id]);
+    if (!rows[0]) return undefined;
+    return { ...(await toView(db, sealer, prefix, rows[0])), transitions: await listTransitions(db, id) };
+  });
 }
 
 export async function listResources(db: Queryable, sealer: Sealer, prefix: string): Promise<ResourceView[]> {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { snapshot } from '../db.ts';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
@@ -77,9 +78,12 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
 
     app.get('/servers/:id', async (req) => {
       const id = serverId(req.params);
-      const server = await getServer(opts.pool, id);
-      if (!server) throw new HttpError(404, `no server with id "${id}"`);
-      return { ...server, transitions: await listTransitions(opts.pool, id) };
+      const shown = await snapshot(opts.pool, async (client) => {
+        const server = await getServer(client, id);
+        return server && { ...server, transitions: await listTransitions(client, id) };
+      });
+      if (!shown) throw new HttpError(404, `no server with id "${id}"`);
+      return shown;
     });
 
     app.get('/incidents', async () => listIncidents(opts.pool));
