@@ -58,3 +58,18 @@ async function inTransaction<T>(pool: Pool, begin: string, fn: (client: Client) 
     client.release(lost);
   }
 }
+
+/** Connection-level errors: the connection was lost or refused, or the server is starting or stopping. */
+const CONNECTION_LOSS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+
+/**
+ * Whether an error says a connection was lost rather than that something went wrong on it:
+ * what a database restarting (the control database, a server failing over) does to whatever
+ * was under way. The job is tried again; it is no one's bug, and no reason to page.
+ */
+export function isConnectionLoss(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && CONNECTION_LOSS.has(code)) return true;
+  return typeof message === 'string' && /^(Connection terminated|Client has encountered a connection error|timeout expired)/.test(message);
+}
+

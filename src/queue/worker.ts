@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
-import { transaction } from '../db.ts';
+import { isConnectionLoss, transaction } from '../db.ts';
 import { Notifications, RECONNECT_MS } from '../listen.ts';
 import type { Logger } from '../log.ts';
 import {
@@ -309,7 +309,9 @@ export class Worker {
       log[outcome === 'dead' ? 'error' : 'warn']({ err, outcome }, 'job failed');
       if (this.opts.journal) {
         const journal = this.opts.journal;
-        await journal.raised(this.pool, job, message).then(() => journal.ran(this.pool, job, outcome, ms(), message)).catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
+        // A lost connection (the control database or a server restarting) is retried, not raised.
+        const raised = isConnectionLoss(err) ? Promise.resolve() : journal.raised(this.pool, job, message);
+        await raised.then(() => journal.ran(this.pool, job, outcome, ms(), message)).catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
       }
       return `failed:${outcome}`;
     }

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { incidentJournal } from '../../src/incidents.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
@@ -82,6 +84,33 @@ describe('queue', () => {
       expect(await retryDeadJob(t.db.pool, dead.id)).toBe(true);
       await waitFor('the retried job to run', async () => calls >= 3);
     });
+  });
+
+  it('pages a human for a job\'s unexpected error, not for a lost connection, which the retry is for', async () => {
+    // A control-database restart failed every job under way with "Connection terminated
+    // unexpectedly", and each opened an incident and paged (the chaos run's control-restart).
+    const [lost, broken] = [randomUUID(), randomUUID()];
+    for (const id of [lost, broken]) {
+      await t.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, 'available', '{"value":"available","context":{}}')`, [id]);
+    }
+    await enqueue(t.db.pool, { task: 'lose', entityId: lost, maxAttempts: 1 });
+    await enqueue(t.db.pool, { task: 'break', entityId: broken, maxAttempts: 1 });
+    const handlers: Record<string, JobHandler> = {
+      async lose() {
+        const client = new pg.Client({ connectionString: t.db.url });
+        client.on('error', () => undefined);
+        await client.connect();
+        await client.query('select pg_terminate_backend(pg_backend_pid())');
+      },
+      async break() {
+        throw new Error('a bug');
+      },
+    };
+    await withWorkers(1, handlers, () => waitFor('both jobs to die', async () => (await listDeadJobs(t.db.pool)).length === 2), { journal: incidentJournal });
+    const { rows } = await t.db.pool.query<{ entity_id: string }>('select entity_id from incidents');
+    expect(rows.map((r) => r.entity_id)).toEqual([broken]);
+    await t.db.pool.query('delete from incidents');
+    await t.db.pool.query('delete from machines where entity_id = any($1::uuid[]) or machine = $2', [[lost, broken], 'incident']);
   });
 
   it('runs a job again after its worker dies mid-job and its lease runs out', async () => {
