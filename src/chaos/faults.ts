@@ -76,8 +76,10 @@ export async function inject(kind: FaultKind, ctx: FaultContext): Promise<string
         }
         await sleep(100);
       }
+      // Not fenced in time: what pgfleet was doing about it, for whoever reads why.
+      const seen = note ? await frozenNotSeen(dep, before.primary.id) : [];
       ctx.frozen.thaw();
-      return note ? [note] : [];
+      return note ? [note, ...seen] : [];
     }
     case 'walsender-stall': {
       const pids = await walsenderPids(primaryDir);
@@ -159,3 +161,29 @@ async function killFailoverWorker(ctx: FaultContext): Promise<string[]> {
   }
   return ['no worker was seen holding a failover step: none killed'];
 }
+
+/** The frozen primary's machine, its latest observation and its jobs, as the control database has them. */
+async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[]> {
+  try {
+    const machine = await dep.pool.query<{ state: string; updated: string; observed: string | null; reachable: string | null; failed: string | null }>(
+      `select m.state, m.updated_at::text as updated, s.last_observed_at::text as observed,
+         s.last_observation->'reachable' as reachable, s.last_observation->'failed_probes' as failed
+       from machines m join servers s on s.id = m.entity_id where m.entity_id = $1`,
+      [serverId],
+    );
+    const jobs = await dep.pool.query<{ line: string }>(
+      `select format('%s (%s, priority %s, attempt %s, %s)', task, lane, priority, attempts,
+         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text else 'due ' || run_at::text end) as line
+       from jobs where entity_id = $1 order by id`,
+      [serverId],
+    );
+    const m = machine.rows[0];
+    return [
+      m ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} (reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})` : 'its machine: none',
+      `its jobs: ${jobs.rows.map((r) => r.line).join('; ') || 'none'}`,
+    ];
+  } catch (err) {
+    return [`reading the control database failed: ${(err as Error).message}`];
+  }
+}
+
