@@ -1,5 +1,6 @@
 import { showResource, type Deployment, type Whole } from './deployment.ts';
-import { alive, clusterPids, Frozen, serverDataDir, signalAll, walsenderPids } from './processes.ts';
+import { processRunning } from '../pg/cluster.ts';
+import { clusterPids, Frozen, serverDataDir, signalAll, walsenderPids } from './processes.ts';
 import { sleep, wallMs, type ChaosWriter } from './writer.ts';
 
 /** Faults of Postgres, which need only the API, the control database and the local servers. */
@@ -70,7 +71,7 @@ export async function inject(kind: FaultKind, ctx: FaultContext): Promise<string
       while (wallMs() < until) {
         const shown = await showResource(dep, ctx.resourceId).catch(() => undefined);
         const primary = shown?.servers.find((s) => s.role === 'primary');
-        if ((primary && primary.id !== before.primary.id) || !(await alive(pids[0]!))) {
+        if ((primary && primary.id !== before.primary.id) || !(await processRunning(pids[0]!))) {
           note = '';
           break;
         }

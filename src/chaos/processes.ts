@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { processRunning } from '../pg/cluster.ts';
 
 const run = promisify(execFile);
 
@@ -23,7 +24,7 @@ export async function clusterPids(dataDir: string): Promise<number[]> {
   } catch {
     return [];
   }
-  if (!(pid > 0) || !(await alive(pid))) return [];
+  if (!(pid > 0) || !(await processRunning(pid))) return [];
   const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => ''), realpath(dataDir).catch(() => dataDir)]);
   if (cwd !== dir) return [];
   const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]).catch(() => ({ stdout: '' }));
@@ -35,16 +36,6 @@ export async function walsenderPids(dataDir: string): Promise<number[]> {
   const pids = (await clusterPids(dataDir)).slice(1);
   const named = await Promise.all(pids.map(async (pid) => ((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).includes('walsender') ? pid : 0)));
   return named.filter((pid) => pid > 0);
-}
-
-/** Whether a process still runs: not gone, and not a zombie waiting for its parent to reap it. */
-export async function alive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 /** Signal each of `pids`, ignoring any that has exited since it was listed. */

@@ -7,7 +7,9 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
 import { verifyFull } from '../support/tls.ts';
-import { clusterPids, NumberedWriter, running, signalAll } from '../support/writer.ts';
+import { clusterPids, signalAll } from '../../src/chaos/processes.ts';
+import { processRunning } from '../../src/pg/cluster.ts';
+import { NumberedWriter } from '../support/writer.ts';
 
 describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 }, () => {
   let db: TestDatabase;
@@ -401,7 +403,7 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(await psql(ha.url, 'select inet_server_port(), pg_is_in_recovery()')).toBe(`${standby.port}|f`);
     expect(await writer.missing()).toEqual([]);
     // The fence killed every process of the hung server, frozen as they were.
-    expect(await Promise.all(pids.map(running))).toEqual(pids.map(() => false));
+    expect(await Promise.all(pids.map(processRunning))).toEqual(pids.map(() => false));
     const { standby: back } = await rejoined(ha.uuid, ha.url, hung.id);
     expect(await writer.missing(verifyFull(serverUrl(ha.url, back.port), system.caFile))).toEqual([]);
   });

@@ -11,7 +11,7 @@ import { freePort } from '../../src/pg/ports.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
-import { clusterPids, signalAll } from '../support/writer.ts';
+import { clusterPids, signalAll } from '../../src/chaos/processes.ts';
 
 const run = promisify(execFile);
 

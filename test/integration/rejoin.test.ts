@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { waitFor } from '../support/db.ts';
 import { addonFetch, adminUrl, psql, useSystemWithPlatform } from '../support/system.ts';
 import { verifyFull } from '../support/tls.ts';
-import { clusterPids, NumberedWriter } from '../support/writer.ts';
+import { clusterPids } from '../../src/chaos/processes.ts';
+import { NumberedWriter } from '../support/writer.ts';
 
 /** Whether a process runs with all of `words` in its command line. */
 async function processWith(words: string[]): Promise<boolean> {

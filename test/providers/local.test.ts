@@ -5,11 +5,11 @@ import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
-import { clusterStatus, PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
+import { clusterStatus, PgCluster, pgIdentity, processRunning } from '../../src/pg/cluster.ts';
 import { freePort } from '../../src/pg/ports.ts';
 import { LocalProvider } from '../../src/providers/local.ts';
 import { waitFor } from '../support/db.ts';
-import { running, signalAll } from '../support/writer.ts';
+import { signalAll } from '../../src/chaos/processes.ts';
 import { providerContract } from './contract.ts';
 
 providerContract('local', async () => {
@@ -51,10 +51,10 @@ describe('a killed cluster', () => {
       const { pid: postmaster } = await clusterStatus(dataDir);
       process.kill(postmaster!, 'SIGKILL');
       await waitFor('the postmaster to die', async () => !(await clusterStatus(dataDir)).running, 10_000);
-      expect(await running(backend)).toBe(true);
+      expect(await processRunning(backend)).toBe(true);
 
       await cluster.stop(dataDir, 'kill');
-      expect(await running(backend)).toBe(false);
+      expect(await processRunning(backend)).toBe(false);
       void client.end().catch(() => undefined);
       await cluster.start(dataDir);
       expect((await clusterStatus(dataDir)).running).toBe(true);

@@ -1,10 +1,4 @@
-import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import pg from 'pg';
-
-const run = promisify(execFile);
 
 /**
  * A client that commits numbered rows (`insert into <table> values (n)`) through a URL as
@@ -86,34 +80,6 @@ export class NumberedWriter {
       return rows.map((r) => r.n);
     } finally {
       await client.end();
-    }
-  }
-}
-
-/** A cluster's postmaster and every process it started, from its data directory. */
-export async function clusterPids(dataDir: string): Promise<number[]> {
-  const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
-  const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]);
-  return [pid, ...stdout.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0)];
-}
-
-/** Whether a process still runs: not gone, and not a zombie waiting for its parent to reap it. */
-export async function running(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Signal each of `pids`, ignoring any that has exited since it was listed. */
-export function signalAll(pids: number[], signal: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
   }
 }
