@@ -124,7 +124,11 @@ describe('a restart of the control database', () => {
       await new Promise((r) => setTimeout(r, 3000));
       expect(exited).toBeUndefined();
       await enqueueUnlessQueued(pool, 'prune_archives', 'default', [{}]);
-      await waitFor('the worker to run a new job', async () => (await pool.query('select 1 from jobs')).rowCount === 0, 10_000);
+      await waitFor('the worker to run a new job', async () => (await pool.query('select 1 from jobs')).rowCount === 0, 10_000).catch(async (err: Error) => {
+        // What was left, and what pgfleet said: one failure under a full run left no trace.
+        const { rows } = await pool.query(`select task, lane, locked_by, locked_until::text, run_at::text, dead_at::text, last_error from jobs`);
+        throw new Error(`${err.message}; jobs: ${JSON.stringify(rows)}; pgfleet said: ${out.slice(-3000)}`);
+      });
       const res = await waitFor('the web process to answer', async () => {
         const r = await fetch(`${url}/api/servers`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => undefined);
         return r?.status === 200 ? r : undefined;
