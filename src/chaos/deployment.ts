@@ -101,7 +101,9 @@ export async function whole(dep: Deployment, id: string, url: string, since?: nu
 
 interface IncidentRow {
   id: string;
-  entity: { id: string };
+  entity: { id: string; kind: string; state: string | null };
+  reason: string;
+  state: string;
   openedAt: string;
   resolvedAt: string | null;
 }

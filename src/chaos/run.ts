@@ -151,6 +151,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         incidents = await incidentsSince(dep, at, entities).catch(() => incidents);
       }
       if (!incidents) notes.push('incidents not read');
+      // Which is left open, and where its entity is: enough to tell why it did not resolve.
+      for (const i of incidents?.open ?? []) notes.push(`incident still open: "${i.reason}" (${i.state}) of ${i.entity.kind} ${i.entity.id.slice(0, 8)}, which is ${i.entity.state ?? 'gone'}`);
       const writeGapMs = Math.max(...dbs.map((d) => longestGap(d.writer.acknowledgedAt, at, end)));
       if (first !== undefined && incidents?.opened.length === 0) notes.push('a failover with no incident opened');
       else if (writeGapMs > SILENT_GAP_MS && incidents?.opened.length === 0) notes.push(`writes stopped ${(writeGapMs / 1000).toFixed(1)} s with no incident opened`);
