@@ -23,7 +23,6 @@
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { runProcesses, type Running } from '../src/app.ts';
 import type { Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
@@ -31,6 +30,7 @@ import { asSuperuser } from '../src/pg/superuser.ts';
 import { loadServerRecord } from '../src/servers.ts';
 import { verifyFull } from '../test/support/tls.ts';
 import { clusterPids, signalAll } from '../src/chaos/processes.ts';
+import { query } from '../src/chaos/writer.ts';
 import { processRunning } from '../src/pg/cluster.ts';
 import { NumberedWriter } from '../test/support/writer.ts';
 import { fleetObservations, growFleet, provision } from './failover/fleet.ts';
@@ -86,18 +86,6 @@ async function until<T>(what: string, check: () => Promise<T | string>, timeoutM
 // ---------------------------------------------------------------------------------------
 // Talking to pgfleet and to the database it hands out.
 
-/** One statement through a fresh connection. */
-async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, query_timeout: 5000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 interface Shown {
   id: string;
   role: string;
@@ -131,7 +119,7 @@ async function whole(ctx: Context): Promise<{ primary: Shown; standby: Shown } |
     2000,
   );
   if (!sync.includes(standby.id.replace(/-/g, '_'))) return `the standby ${standby.id.slice(0, 8)} is not synchronous (sync: ${sync.join(', ') || 'none'})`;
-  const [at] = await sql<{ port: number; recovery: boolean }>(ctx.url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery');
+  const [at] = await query<{ port: number; recovery: boolean }>(ctx.url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery');
   if (at?.port !== primary.port || at.recovery) return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
   return { primary, standby };
 }
@@ -166,7 +154,7 @@ function thaw(): void {
 
 /** The rows committed in a run, with when (clock_timestamp(), ms since the epoch) and on which server port. */
 async function committed(url: string, table: string): Promise<{ n: number; ms: number; port: number }[]> {
-  return sql(url, `select n, (extract(epoch from at) * 1000)::float8 as ms, port from ${table} order by at, n`);
+  return query(url, `select n, (extract(epoch from at) * 1000)::float8 as ms, port from ${table} order by at, n`);
 }
 
 async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<FailoverRun> {
@@ -197,7 +185,7 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
     result.primaryBefore = before.primary.id;
     result.standbyBefore = before.standby.id;
     // The writer inserts n alone; the defaults say when and on which server each row was written.
-    await sql(ctx.url, `create table ${result.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
+    await query(ctx.url, `create table ${result.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
     const w = new NumberedWriter(ctx.url, result.table, { connectMs: params.writerConnectTimeoutMs, queryMs: params.writerQueryTimeoutMs });
     writer = w;
     w.start();
@@ -230,7 +218,7 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
     await until(
       'commits on the promoted standby',
       async () => {
-        const [here] = await sql<{ port: number; rows: number }>(ctx.url, `select inet_server_port() as port, (select count(*) from ${result.table} where port = inet_server_port())::int as rows`);
+        const [here] = await query<{ port: number; rows: number }>(ctx.url, `select inet_server_port() as port, (select count(*) from ${result.table} where port = inet_server_port())::int as rows`);
         return here && here.port !== before.primary.port && here.rows > 0 ? true : `the URL reaches port ${here?.port} with ${here?.rows} rows written there`;
       },
       params.recoveryTimeoutSeconds * 1000,
