@@ -21,6 +21,22 @@ function walk(events: ResourceEvent[]): ReturnType<typeof step> {
 }
 
 const observed = (obs: Record<string, string>, at = t()): ResourceEvent => ({ type: 'observed', at, obs });
+
+/** From the failover's first step to the old primary back as a synchronous standby. */
+function failedOver(from: ReturnType<typeof step>): ReturnType<typeof step> {
+  let s = from;
+  for (const event of [
+    { type: 'fencing', at: t() },
+    observed({ 'primary.state': 'fenced', 'standby.state': 'available' }),
+    { type: 'promoted', at: t() },
+    { type: 'placed', at: t() },
+    observed({ 'primary.state': 'available', 'standby.state': 'available' }),
+    { type: 'synchronized', at: t() },
+  ] satisfies ResourceEvent[]) {
+    s = step(s.next, event);
+  }
+  return s;
+}
 const failed = (): ResourceEvent => ({ type: 'step.failed', at: t(), error: 'connection refused' });
 const created = (): ResourceEvent[] => [{ type: 'placed', at: t() }, observed({ 'primary.state': 'available' }), { type: 'tenant.created', at: t() }];
 
@@ -230,12 +246,7 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
     s = step(s.next, observed({ 'primary.state': 'restarting', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
-    s = step(s.next, { type: 'fencing', at: t() });
-    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
-    s = step(s.next, { type: 'promoted', at: t() });
-    s = step(s.next, { type: 'placed', at: t() });
-    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
-    s = step(s.next, { type: 'synchronized', at: t() });
+    s = failedOver(s);
     // No config with the old password in between: the rotation goes on, and its end hands over the new one.
     expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
     s = step(s.next, { type: 'rotated', at: t() });
@@ -254,12 +265,7 @@ describe('resource machine', () => {
     let s = step(walk(created()).next, { type: 'credentials', at: t() });
     s = step(s.next, observed({ 'primary.state': 'failed', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
-    s = step(s.next, { type: 'fencing', at: t() });
-    s = step(s.next, observed({ 'primary.state': 'fenced', 'standby.state': 'available' }));
-    s = step(s.next, { type: 'promoted', at: t() });
-    s = step(s.next, { type: 'placed', at: t() });
-    s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
-    s = step(s.next, { type: 'synchronized', at: t() });
+    s = failedOver(s);
     expect([s.state, s.jobs]).toEqual(['syncing.trying', ['deliver', 'sync_credentials']]);
     s = step(s.next, { type: 'credentials.synced', at: t() });
     // The failover's new URL is still wanted by the platform until it takes it (one pending job per task).
