@@ -39,6 +39,11 @@ export class ChaosWriter {
     await this.loop;
   }
 
+  protected acknowledge(n: number): void {
+    this.acknowledged.push(n);
+    this.acknowledgedAt.push(wallMs());
+  }
+
   private async write(): Promise<void> {
     let client: pg.Client | undefined;
     for (let n = 1; !this.stopped; ) {
@@ -49,9 +54,8 @@ export class ChaosWriter {
           await client.connect();
         }
         await client.query(`insert into ${this.table} (n) values ($1)`, [n]);
-        this.acknowledged.push(n);
-        this.acknowledgedAt.push(wallMs());
-        await sleep(this.opts.paceMs);
+        this.acknowledge(n);
+        if (this.opts.paceMs > 0) await sleep(this.opts.paceMs);
       } catch {
         // Not awaited: end() on a connection that broke can wait forever.
         void client?.end().catch(() => undefined);
