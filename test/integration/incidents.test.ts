@@ -327,7 +327,7 @@ describe('what customers are told', () => {
     await psql(admin, 'select pg_reload_conf()');
     await psql(admin, 'create table t (n int); insert into t values (1); select pg_switch_wal()');
     const open = await waitFor('the archive to page', async () => (await incidentsOf(system, serverId)).find((i) => i.reason === 'archive failing' && i.state === 'escalated'), 60_000);
-    expect(pages(hooks).some((p) => p.dedup_key === open.id && p.event_action === 'trigger')).toBe(true);
+    await waitFor('the page', async () => pages(hooks).some((p) => p.dedup_key === open.id && p.event_action === 'trigger'));
     await settled(open.id);
     expect(await notices(id)).toEqual([]);
     await psql(admin, "alter system set archive_command = 'true'");
