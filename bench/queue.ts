@@ -166,9 +166,11 @@ async function main(server: EphemeralPostgres): Promise<void> {
   }
   if (params.soakJobs > 0 && (!only || only.test('pgfleet soak'))) {
     console.error(`soak: ${params.soakJobs} jobs through pgfleet…`);
-    results.soak = await soak(urls.pgfleet, params.soakJobs, params.soakConcurrency, params.soakCapSeconds * 1000).catch((err: unknown) => ({
-      error: err instanceof Error ? err.message : String(err),
-    }));
+    results.soak = await soak(urls.pgfleet, params.soakJobs, params.soakConcurrency, params.soakCapSeconds * 1000).catch(
+      (err: unknown) => ({
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
   }
   if (!only || only.test('pgfleet explain')) {
     results.claimPlans = await explainClaim(urls.pgfleet, params.drainJobs).catch((err: unknown) => {

@@ -1,7 +1,6 @@
 import { superuserClient, type SuperuserTarget } from '../src/pg/superuser.ts';
 import { lsnBytes, segmentEndBytes } from '../src/wal/segments.ts';
 
-
 /**
  * One catalog query fills the whole observation. Every value becomes an hstore string;
  * each database's size is a key of its own, so a new check is a new key, not a migration.

@@ -31,7 +31,11 @@ export function createMetrics(pool: Pool | undefined): Metrics {
  * a column per label and `value`. Series in `zeros` are reported as 0 when absent, so a
  * series exists before its first event.
  */
-function sqlGauge(pool: Pool, registry: Registry, spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] }): void {
+function sqlGauge(
+  pool: Pool,
+  registry: Registry,
+  spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] },
+): void {
   new Gauge({
     name: spec.name,
     help: spec.help,

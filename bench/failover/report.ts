@@ -112,11 +112,13 @@ export function markdown(r: Results): string {
     `Control database: ${m.postgres}; tenant servers: ${m.tenantPostgres}`,
     `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
     `pgfleet settings: ${r.settings.map((s) => `${s.name}=${s.value}${s.value === s.default ? ' (default)' : ` (default ${s.default})`}`).join(', ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '## Fault → writes on the promoted standby',
     '',
-    'Recovery: the fault → the first row written on the promoted standby, the aim judged by its median. The writer\'s own figure (the fault → its first acknowledged commit, NumberedWriter.recoveryMs) is beside it: it can be a commit under way at the fault, or one an orphaned backend of the killed postmaster took (see the notes).',
+    "Recovery: the fault → the first row written on the promoted standby, the aim judged by its median. The writer's own figure (the fault → its first acknowledged commit, NumberedWriter.recoveryMs) is beside it: it can be a commit under way at the fault, or one an orphaned backend of the killed postmaster took (see the notes).",
     '',
     '| other servers | fault | runs | recovery median ms | p90 ms | max ms | aim (median) | aim met | first acknowledged commit, median ms | writes stopped for, median ms | acknowledged rows missing | missing on the rejoined old primary | whole again, median ms | p90 ms | max ms |',
     '|--:|---|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|',
@@ -140,15 +142,21 @@ export function markdown(r: Results): string {
     for (const run of failed) lines.push(`- run ${run.run} (${run.fault}, ${run.fleet} other servers): ${run.error}`);
     lines.push('');
   }
-  lines.push('## Where the time goes', '', 'In ms after the fault: the first time each state was entered (`resource:`, `old primary:`, `old standby:`, from the transitions table), the writer\'s first acknowledged commit, the last row written on the old primary and the first on the promoted standby (`table:`), and the resource whole again. Medians over runs, ordered by median.', '');
-  for (const fleet of r.fleets) for (const f of faults) {
-    lines.push(
-      `| ${f}, ${fleet.size} other servers: milestone | runs | median ms | p90 ms | max ms |`,
-      '|---|--:|--:|--:|--:|',
-      ...fleet.summary[f].milestones.map((x) => `| ${x.name} | ${x.n} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
-      '',
-    );
-  }
+  lines.push(
+    '## Where the time goes',
+    '',
+    "In ms after the fault: the first time each state was entered (`resource:`, `old primary:`, `old standby:`, from the transitions table), the writer's first acknowledged commit, the last row written on the old primary and the first on the promoted standby (`table:`), and the resource whole again. Medians over runs, ordered by median.",
+    '',
+  );
+  for (const fleet of r.fleets)
+    for (const f of faults) {
+      lines.push(
+        `| ${f}, ${fleet.size} other servers: milestone | runs | median ms | p90 ms | max ms |`,
+        '|---|--:|--:|--:|--:|',
+        ...fleet.summary[f].milestones.map((x) => `| ${x.name} | ${x.n} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
+        '',
+      );
+    }
   lines.push(
     '## Runs',
     '',

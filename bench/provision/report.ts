@@ -118,7 +118,13 @@ export function quantile(sorted: number[], q: number): number {
 
 export function stats(values: number[]): Stats {
   const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  return { n: sorted.length, medianMs: quantile(sorted, 0.5), p90Ms: quantile(sorted, 0.9), maxMs: sorted.at(-1) ?? NaN, minMs: sorted[0] ?? NaN };
+  return {
+    n: sorted.length,
+    medianMs: quantile(sorted, 0.5),
+    p90Ms: quantile(sorted, 0.9),
+    maxMs: sorted.at(-1) ?? NaN,
+    minMs: sorted[0] ?? NaN,
+  };
 }
 
 /** Each milestone's offsets over the runs that reached it, ordered by median. */
@@ -171,7 +177,16 @@ export interface Results {
   summary: {
     firstShared: Stats;
     shared: { total: Stats; http: Stats; afterAnswer: Stats; attempts: Stats; failed: number };
-    dedicated: { total: Stats; http: Stats; token: Stats; patch: Stats; provisioned: Stats; afterPatch: Stats; attempts: Stats; failed: number };
+    dedicated: {
+      total: Stats;
+      http: Stats;
+      token: Stats;
+      patch: Stats;
+      provisioned: Stats;
+      afterPatch: Stats;
+      attempts: Stats;
+      failed: number;
+    };
     sharedMilestones: (Stats & { name: string })[];
     dedicatedMilestones: (Stats & { name: string })[];
     burst: BurstSummary;
@@ -182,17 +197,22 @@ export interface Results {
   burst: Burst;
 }
 
-export const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+export const num = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–';
 export const ms = (n: number) => num(n, n < 100 ? 1 : 0);
 
-const statRow = (label: string, st: Stats, extra = '') => `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
+const statRow = (label: string, st: Stats, extra = '') =>
+  `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
 
 /** How many times each message came, most first: ` ("message" × n; …)`. */
 function tally(messages: (string | null)[]): string {
   if (messages.length === 0) return '';
   const counts = new Map<string, number>();
   for (const m of messages) counts.set((m ?? 'no message').slice(0, 160), (counts.get((m ?? 'no message').slice(0, 160)) ?? 0) + 1);
-  return ` (${[...counts].sort((a, b) => b[1] - a[1]).map(([m, n]) => `"${m}" × ${n}`).join('; ')})`;
+  return ` (${[...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([m, n]) => `"${m}" × ${n}`)
+    .join('; ')})`;
 }
 
 function burstLines(b: Burst, s: BurstSummary): string[] {
@@ -219,7 +239,10 @@ function burstLines(b: Burst, s: BurstSummary): string[] {
     '',
     '| shared server | opened, ms after the burst began | available, ms after the burst began | tenants after the burst |',
     '|---|--:|--:|--:|',
-    ...b.sharedServers.map((x) => `| ${x.id.slice(0, 8)}${x.openedInBurst ? '' : ' (before the burst)'} | ${x.openedInBurst ? ms(x.openedMs) : '—'} | ${x.openedInBurst && x.availableMs !== null ? ms(x.availableMs) : '—'} | ${x.tenants} |`),
+    ...b.sharedServers.map(
+      (x) =>
+        `| ${x.id.slice(0, 8)}${x.openedInBurst ? '' : ' (before the burst)'} | ${x.openedInBurst ? ms(x.openedMs) : '—'} | ${x.openedInBurst && x.availableMs !== null ? ms(x.availableMs) : '—'} | ${x.tenants} |`,
+    ),
     '',
     'Where the time goes: each milestone in ms after its own POST, over the runs that reached it, ordered by median.',
     '',
@@ -227,7 +250,7 @@ function burstLines(b: Burst, s: BurstSummary): string[] {
     '|---|--:|--:|--:|--:|',
     ...s.milestones.map((x) => statRow(x.name, x)),
     '',
-    'Worker time by task while the burst ran (pgfleet_job_duration_seconds: claim → commit, summed over the worker\'s slots):',
+    "Worker time by task while the burst ran (pgfleet_job_duration_seconds: claim → commit, summed over the worker's slots):",
     '',
     '| task | jobs | total s | mean ms |',
     '|---|--:|--:|--:|',
@@ -245,7 +268,9 @@ export function markdown(r: Results): string {
     '',
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
     `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '## POST /heroku/resources → a URL that answers `select 1`',
     '',
@@ -295,7 +320,10 @@ export function markdown(r: Results): string {
     '',
     '| run | total ms | 202 ms | grant exchanged ms | PATCH config ms | actions/provision ms |',
     '|--:|--:|--:|--:|--:|--:|',
-    ...r.dedicated.map((d, i) => `| ${i + 1} | ${d.error ? `failed: ${d.error}` : ms(d.totalMs)} | ${ms(d.httpMs)} | ${ms(d.tokenMs)} | ${ms(d.patchMs)} | ${ms(d.provisionedMs)} |`),
+    ...r.dedicated.map(
+      (d, i) =>
+        `| ${i + 1} | ${d.error ? `failed: ${d.error}` : ms(d.totalMs)} | ${ms(d.httpMs)} | ${ms(d.tokenMs)} | ${ms(d.patchMs)} | ${ms(d.provisionedMs)} |`,
+    ),
     '',
     `Shared totals in run order (ms): ${r.shared.map((x) => (x.error ? 'failed' : num(x.totalMs))).join(', ')}.`,
     '',
@@ -303,4 +331,3 @@ export function markdown(r: Results): string {
   );
   return lines.join('\n') + '\n';
 }
-

@@ -33,7 +33,8 @@ export interface Results {
   claimPlans: ClaimPlan[];
 }
 
-const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+const num = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–';
 const mib = (bytes: number) => `${num(bytes / 1024 / 1024, 1)} MiB`;
 
 export function markdown(r: Results): string {
@@ -42,8 +43,12 @@ export function markdown(r: Results): string {
     '# Queue benchmark',
     '',
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
-    `Postgres settings: ${Object.entries(m.postgresSettings).map(([k, v]) => `${k}=${v}`).join(', ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Postgres settings: ${Object.entries(m.postgresSettings)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '| contender | setting | per-entity serialization | jobs/s (drain) | median pickup ms | p99 pickup ms | knobs |',
     '|---|---|---|--:|--:|--:|---|',
@@ -79,11 +84,12 @@ export function markdown(r: Results): string {
       '| jobs started | window s | jobs/s | jobs table | dead rows | autovacuums so far |',
       '|--:|--:|--:|--:|--:|--:|',
       ...soak.windows.map(
-        (w) => `| ${num(w.upTo)} | ${num(w.seconds, 1)} | ${num(w.jobsPerSecond)} | ${mib(w.tableBytes)} | ${num(w.deadTuples)} | ${w.autovacuums} |`,
+        (w) =>
+          `| ${num(w.upTo)} | ${num(w.seconds, 1)} | ${num(w.jobsPerSecond)} | ${mib(w.tableBytes)} | ${num(w.deadTuples)} | ${w.autovacuums} |`,
       ),
     );
   }
-  if (r.claimPlans.length > 0) lines.push('', '## Where pgfleet\'s time goes: EXPLAIN ANALYZE of claimJobs', '');
+  if (r.claimPlans.length > 0) lines.push('', "## Where pgfleet's time goes: EXPLAIN ANALYZE of claimJobs", '');
   for (const p of r.claimPlans) {
     lines.push(
       `Per-entity ${p.perEntity ? 'on' : 'off'}, ${p.variant}, ${num(p.jobsInTable)} pending jobs, limit ${p.limit}: ${num(p.executionMs, 1)} ms.`,

@@ -137,7 +137,9 @@ export function summarize(faults: readonly FaultResult[], kinds: readonly string
 export function failures(faults: readonly FaultResult[]): string[] {
   return faults.flatMap((f) => [
     ...(f.rowsLost > 0 ? [`fault ${f.n} (${f.kind}): ${f.rowsLost} acknowledged rows lost`] : []),
-    ...(f.splitBrains > 0 ? [`fault ${f.n} (${f.kind}): two writable primaries ${f.splitBrains} time${f.splitBrains === 1 ? '' : 's'}`] : []),
+    ...(f.splitBrains > 0
+      ? [`fault ${f.n} (${f.kind}): two writable primaries ${f.splitBrains} time${f.splitBrains === 1 ? '' : 's'}`]
+      : []),
     ...(f.stuck ? [`fault ${f.n} (${f.kind}): not whole again within the bound`] : []),
   ]);
 }

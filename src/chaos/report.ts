@@ -5,7 +5,10 @@ const ms = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en
 
 /** The run in markdown: the table per fault kind, what failed, and (`everyFault`) each fault with what the tool noticed. */
 export function chaosMarkdown(result: ChaosResult, context: string[] = [], everyFault = true): string {
-  const verdict = result.failures.length === 0 ? 'no row lost, no split brain, no database stuck' : `${result.failures.length} failure${result.failures.length === 1 ? '' : 's'}`;
+  const verdict =
+    result.failures.length === 0
+      ? 'no row lost, no split brain, no database stuck'
+      : `${result.failures.length} failure${result.failures.length === 1 ? '' : 's'}`;
   return [
     `Chaos run: ${result.faults.length} faults, seed ${result.seed}, whole-again bound ${result.wholeBoundS} s, ${Math.round(result.durationMs / 1000)} s in all: ${verdict}.`,
     ...context,

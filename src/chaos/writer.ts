@@ -27,7 +27,10 @@ export class ChaosWriter {
 
   /** The table: `at` and `port` say when and on which server each row was written. */
   async create(): Promise<void> {
-    await query(this.url, `create table if not exists ${this.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
+    await query(
+      this.url,
+      `create table if not exists ${this.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
+    );
   }
 
   start(): void {
@@ -46,10 +49,14 @@ export class ChaosWriter {
 
   private async write(): Promise<void> {
     let client: pg.Client | undefined;
-    for (let n = 1; !this.stopped; ) {
+    for (let n = 1; !this.stopped;) {
       try {
         if (!client) {
-          client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.opts.connectMs, query_timeout: this.opts.queryMs });
+          client = new pg.Client({
+            connectionString: this.url,
+            connectionTimeoutMillis: this.opts.connectMs,
+            query_timeout: this.opts.queryMs,
+          });
           client.on('error', () => undefined);
           await client.connect();
         }
@@ -74,7 +81,10 @@ export class ChaosWriter {
   async missing(url = this.url): Promise<number[]> {
     const acknowledged = [...this.acknowledged];
     const rows = await query<{ n: number }>(url, `select n from ${this.table}`, 20_000);
-    return missingRows(acknowledged, rows.map((r) => r.n));
+    return missingRows(
+      acknowledged,
+      rows.map((r) => r.n),
+    );
   }
 
   /** Wall ms of the first row written after `since` on a server whose port is not `port`. */

@@ -182,7 +182,15 @@ export async function claimJobs(
      from candidates where jobs.id = candidates.id
      returning jobs.id::text, jobs.queue, jobs.entity_id as "entityId", jobs.task, jobs.payload, jobs.key,
        jobs.priority, jobs.attempts, jobs.max_attempts as "maxAttempts"`,
-    [opts.queues ?? null, opts.limit, opts.workerId, opts.leaseSeconds, opts.minPriority ?? PRIORITY.routine, opts.present ?? true, RESTART_GRACE_SECONDS],
+    [
+      opts.queues ?? null,
+      opts.limit,
+      opts.workerId,
+      opts.leaseSeconds,
+      opts.minPriority ?? PRIORITY.routine,
+      opts.present ?? true,
+      RESTART_GRACE_SECONDS,
+    ],
   );
   return rows;
 }
@@ -305,7 +313,12 @@ export function releaseLostClaims(db: Queryable): Promise<number> {
  * same setting): that is a live worker under the same name, a misconfiguration that must
  * not cost it its jobs. Also says how many live sessions of other workers bear the name.
  */
-export async function releasePredecessorClaims(db: Queryable, name: string, workerId: string, leaseSeconds: number): Promise<{ released: number; namesakes: number }> {
+export async function releasePredecessorClaims(
+  db: Queryable,
+  name: string,
+  workerId: string,
+  leaseSeconds: number,
+): Promise<{ released: number; namesakes: number }> {
   const released = await releaseClaims(
     db,
     `split_part(locked_by, '#', 1) = $1 and locked_by <> $2
@@ -348,7 +361,10 @@ export async function retryDeadJob(db: Queryable, id: string): Promise<boolean> 
 
 /** Whether a job of `task` whose payload holds `payload` is waiting or running: not dead, not done. */
 export async function jobLive(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
-  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [task, JSON.stringify(payload)]);
+  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [
+    task,
+    JSON.stringify(payload),
+  ]);
   return rows.length > 0;
 }
 

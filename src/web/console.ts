@@ -36,7 +36,11 @@ const CONSOLE_STYLE = `
 /** Healthy, on the way, or in trouble, at a glance. */
 function stateBadge(state: string): string {
   const top = state.split('.')[0]!;
-  const cls = ['available', 'resolved', 'deleted'].includes(top) ? ' ok' : ['failed', 'unreachable', 'escalated', 'unsynchronized', 'stalled'].includes(top) || state.endsWith('.failed') ? ' bad' : '';
+  const cls = ['available', 'resolved', 'deleted'].includes(top)
+    ? ' ok'
+    : ['failed', 'unreachable', 'escalated', 'unsynchronized', 'stalled'].includes(top) || state.endsWith('.failed')
+      ? ' bad'
+      : '';
   return `<span class="state${cls}">${h(state)}</span>`;
 }
 
@@ -47,7 +51,9 @@ const ago = (d: Date | string | null) => {
 };
 const time = (d: Date | string) => `${new Date(d).toISOString().replace('T', ' ').slice(0, 19)}`;
 const table = (head: string[], rows: string[][], empty: string) =>
-  rows.length === 0 ? `<p class="muted">${h(empty)}</p>` : `<table><thead><tr>${head.map((c) => `<th>${h(c)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+  rows.length === 0
+    ? `<p class="muted">${h(empty)}</p>`
+    : `<table><thead><tr>${head.map((c) => `<th>${h(c)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
 
 /**
  * A picture of a machine: each top-level state with its substates and where it can go,
@@ -57,11 +63,14 @@ export function machinePicture(logic: AnyStateMachine, current: string): string 
   const [top, ...rest] = current.split('.');
   type Node = (typeof logic.root.states)[string];
   const targetsOf = (node: Node, name: string, out: Set<string>): Set<string> => {
-    for (const defs of node.transitions.values()) for (const d of defs) for (const t of d.target ?? []) if (t.path[0] && t.path[0] !== name) out.add(t.path[0]);
+    for (const defs of node.transitions.values())
+      for (const d of defs) for (const t of d.target ?? []) if (t.path[0] && t.path[0] !== name) out.add(t.path[0]);
     for (const child of Object.values(node.states)) targetsOf(child, name, out);
     return out;
   };
-  const global = [...logic.root.transitions.entries()].flatMap(([event, defs]) => defs.flatMap((d) => (d.target ?? []).map((t) => `${t.path[0]} on ${event}`)));
+  const global = [...logic.root.transitions.entries()].flatMap(([event, defs]) =>
+    defs.flatMap((d) => (d.target ?? []).map((t) => `${t.path[0]} on ${event}`)),
+  );
   const nodes = Object.entries(logic.root.states).map(([name, node]) => {
     const subs = Object.keys(node.states).map((s) => (name === top && s === rest[0] ? `<b>${h(s)}</b>` : h(s)));
     const to = [...targetsOf(node, name, new Set())];
@@ -71,7 +80,11 @@ export function machinePicture(logic: AnyStateMachine, current: string): string 
 }
 
 function transitionsTable(transitions: TransitionView[]): string {
-  return table(['at (UTC)', 'from', 'to', 'event'], transitions.map((t) => [time(t.at), h(t.from ?? '∅'), stateBadge(t.to), h(t.event)]), 'No transitions yet.');
+  return table(
+    ['at (UTC)', 'from', 'to', 'event'],
+    transitions.map((t) => [time(t.at), h(t.from ?? '∅'), stateBadge(t.to), h(t.event)]),
+    'No transitions yet.',
+  );
 }
 
 function incidentsTable(incidents: IncidentView[]): string {
@@ -91,7 +104,10 @@ function incidentsTable(incidents: IncidentView[]): string {
 
 function timelineTable(entries: TimelineEntry[]): string {
   return `<table class="timeline"><thead><tr><th>at (UTC)</th><th>what</th><th>from</th><th></th></tr></thead><tbody>${entries
-    .map((e) => `<tr data-kind="${h(e.kind)}"><td class="mono">${h(e.at.replace('T', ' ').slice(0, 23))}</td><td class="kind">${h(e.kind)}</td><td>${h(e.source)}</td><td>${h(e.summary)}</td></tr>`)
+    .map(
+      (e) =>
+        `<tr data-kind="${h(e.kind)}"><td class="mono">${h(e.at.replace('T', ' ').slice(0, 23))}</td><td class="kind">${h(e.kind)}</td><td>${h(e.source)}</td><td>${h(e.summary)}</td></tr>`,
+    )
     .join('')}</tbody></table>`;
 }
 
@@ -121,7 +137,9 @@ export const LIVE_SCRIPT_HASH = `sha256-${createHash('sha256').update(LIVE_CODE)
  */
 const NEXT = /^\/console(?:\/[A-Za-z0-9._~/-]*)?(?:\?[A-Za-z0-9._~=&%-]*)?$/;
 function nextPage(raw: unknown): string {
-  return typeof raw === 'string' && NEXT.test(raw) && !raw.startsWith('/console/login') && !raw.startsWith('/console/logout') ? raw : '/console';
+  return typeof raw === 'string' && NEXT.test(raw) && !raw.startsWith('/console/login') && !raw.startsWith('/console/logout')
+    ? raw
+    : '/console';
 }
 
 export function consoleUi(opts: WebOptions): FastifyPluginAsync {
@@ -152,7 +170,16 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       const status = err.statusCode ?? 500;
       if (status >= 500) req.log.error({ err }, 'console request failed');
       const message = status >= 500 ? 'something went wrong; the log has the details' : err.message;
-      return reply.status(status).type('text/html').send(page('pgfleet', `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`, CONSOLE_STYLE));
+      return reply
+        .status(status)
+        .type('text/html')
+        .send(
+          page(
+            'pgfleet',
+            `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`,
+            CONSOLE_STYLE,
+          ),
+        );
     });
 
     const isLogin = (req: FastifyRequest) => req.routeOptions.url === '/console/login';
@@ -190,7 +217,8 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     app.post('/console/login', async (req, reply) => {
       const form = (req.body ?? {}) as { token?: unknown; next?: unknown };
       const next = nextPage(form.next);
-      if (typeof form.token !== 'string' || !sameSecret(form.token, opts.operatorToken)) return reply.redirect(`/console/login?failed&next=${encodeURIComponent(next)}`, 303);
+      if (typeof form.token !== 'string' || !sameSecret(form.token, opts.operatorToken))
+        return reply.redirect(`/console/login?failed&next=${encodeURIComponent(next)}`, 303);
       await sessions.start(req, reply, 'console', null);
       return reply.redirect(next, 303);
     });
@@ -229,12 +257,23 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
          <section><h2>Open and recent incidents</h2>${incidentsTable(incidents)}</section>
          <section><h2>Servers</h2>${table(
            ['server', 'state', 'address', 'last observation'],
-           servers.map((s) => [`<a href="/console/servers/${h(s.id)}" class="mono">${h(s.id)}</a>`, stateBadge(s.state), `<span class="mono">${h(`${s.host ?? '-'}:${s.port ?? '-'}`)}</span>`, h(ago(s.observedAt))]),
+           servers.map((s) => [
+             `<a href="/console/servers/${h(s.id)}" class="mono">${h(s.id)}</a>`,
+             stateBadge(s.state),
+             `<span class="mono">${h(`${s.host ?? '-'}:${s.port ?? '-'}`)}</span>`,
+             h(ago(s.observedAt)),
+           ]),
            'No servers yet.',
          )}</section>
          <section><h2>Resources</h2>${table(
            ['resource', 'plan', 'state', 'servers', 'last observation'],
-           resources.map((r) => [`<a href="/console/resources/${h(r.id)}" class="mono">${h(r.id)}</a> ${r.name ? `<span class="muted">${h(r.name)}</span>` : ''}`, h(r.plan), stateBadge(r.state), h(r.servers.map((s) => `${s.role} ${s.id.slice(0, 8)}`).join(', ')), h(ago(r.observedAt))]),
+           resources.map((r) => [
+             `<a href="/console/resources/${h(r.id)}" class="mono">${h(r.id)}</a> ${r.name ? `<span class="muted">${h(r.name)}</span>` : ''}`,
+             h(r.plan),
+             stateBadge(r.state),
+             h(r.servers.map((s) => `${s.role} ${s.id.slice(0, 8)}`).join(', ')),
+             h(ago(r.observedAt)),
+           ]),
            'No resources yet.',
          )}</section>`,
       );
@@ -271,13 +310,24 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
         `<h1>Resource <span class="mono">${h(resourceId)}</span></h1><p>${stateBadge(path)} <span class="muted">${h(resource.plan)} · ${h(resource.region)}${resource.name ? ` · ${h(resource.name)}` : ''}</span></p>
          ${resource.lastError ? `<p class="state bad">last error: ${h(resource.lastError)}</p>` : ''}
          <section><h2>Machine</h2>${machinePicture(MACHINES.resource.logic, path)}</section>
-         <section><h2>Servers</h2>${table(['server', 'role', 'state', 'address'], resource.servers.map((s) => [`<a class="mono" href="/console/servers/${h(s.id)}">${h(s.id)}</a>`, h(s.role), stateBadge(s.state), `<span class="mono">${h(`${s.host ?? '-'}:${s.port ?? '-'}`)}</span>`]), 'No servers.')}</section>
+         <section><h2>Servers</h2>${table(
+           ['server', 'role', 'state', 'address'],
+           resource.servers.map((s) => [
+             `<a class="mono" href="/console/servers/${h(s.id)}">${h(s.id)}</a>`,
+             h(s.role),
+             stateBadge(s.state),
+             `<span class="mono">${h(`${s.host ?? '-'}:${s.port ?? '-'}`)}</span>`,
+           ]),
+           'No servers.',
+         )}</section>
          <section><h2>Incidents</h2>${incidentsTable(await listIncidentsOf(opts.pool, resourceId))}</section>
          <section><h2>Transitions</h2>${transitionsTable(resource.transitions)}</section>`,
       );
     });
 
-    app.get('/console/incidents', async (req, reply) => render(req, reply, 'Incidents', `<h1>Incidents</h1><section>${incidentsTable(await listIncidents(opts.pool, 200))}</section>`));
+    app.get('/console/incidents', async (req, reply) =>
+      render(req, reply, 'Incidents', `<h1>Incidents</h1><section>${incidentsTable(await listIncidents(opts.pool, 200))}</section>`),
+    );
 
     app.get('/console/incidents/:id', async (req, reply) => {
       const incidentId = id(req);
@@ -294,7 +344,15 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
             ? `<form method="post" action="/console/incidents/${h(incident.id)}/resolve" style="float:right">${csrfField(session(req))}<button type="submit">Resolve</button></form>`
             : ''
         }<p>${stateBadge(incident.state)} <span class="muted">${h(incident.kind)} on <a href="/console/${entityPath}/${h(incident.entity.id)}">${h(incident.entity.kind)} ${h(incident.entity.id)}</a> · opened ${h(time(incident.openedAt))} UTC${incident.resolvedAt ? ` · resolved ${h(time(incident.resolvedAt))} UTC` : ''}${incident.scheduledFor ? ` · scheduled for ${h(time(incident.scheduledFor))} UTC` : ''}</span></p>
-         ${incident.escalations.length ? `<section><h2>Escalations</h2>${table(['at', 'reason', 'detail'], incident.escalations.map((e) => [time(e.at), h(e.reason), h(e.detail)]), '')}</section>` : ''}
+         ${
+           incident.escalations.length
+             ? `<section><h2>Escalations</h2>${table(
+                 ['at', 'reason', 'detail'],
+                 incident.escalations.map((e) => [time(e.at), h(e.reason), h(e.detail)]),
+                 '',
+               )}</section>`
+             : ''
+         }
          <section><h2>The incident</h2>${machinePicture(MACHINES.incident.logic, incident.state)}</section>
          <section><h2>The ${h(incident.entity.kind)} now</h2>${machinePicture(MACHINES[entityMachine].logic, incident.entity.state ?? '')}</section>
          <section id="timeline"><h2>Timeline</h2>${timelineTable(incident.timeline)}</section>`,
@@ -316,7 +374,15 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
         'Dead jobs',
         `<h1>Dead jobs</h1><p class="muted">Jobs whose attempts are spent: what automation could not do.</p><section>${table(
           ['job', 'task', 'entity', 'attempts', 'dead since', 'last error', ''],
-          jobs.map((j) => [h(j.id), h(j.task), j.entityId ? `<span class="mono">${h(j.entityId.slice(0, 8))}</span>` : '—', h(j.attempts), h(ago(j.deadAt)), `<span class="mono">${h((j.lastError ?? '').split('\n')[0])}</span>`, `<form method="post" action="/console/jobs/${h(j.id)}/retry">${csrfField(session(req))}<button type="submit">Retry</button></form>`]),
+          jobs.map((j) => [
+            h(j.id),
+            h(j.task),
+            j.entityId ? `<span class="mono">${h(j.entityId.slice(0, 8))}</span>` : '—',
+            h(j.attempts),
+            h(ago(j.deadAt)),
+            `<span class="mono">${h((j.lastError ?? '').split('\n')[0])}</span>`,
+            `<form method="post" action="/console/jobs/${h(j.id)}/retry">${csrfField(session(req))}<button type="submit">Retry</button></form>`,
+          ]),
           'No dead jobs.',
         )}</section>`,
       );

@@ -42,7 +42,8 @@ export function settler(pool: Queryable) {
         const now = Date.now();
         for (const w of waiters) {
           const state = states.get(w.id);
-          const outcome = state === 'available' ? true : state === 'deleted' || state === 'deprovisioning' || now >= w.deadline ? false : undefined;
+          const outcome =
+            state === 'available' ? true : state === 'deleted' || state === 'deprovisioning' || now >= w.deadline ? false : undefined;
           if (outcome === undefined) continue;
           waiters.delete(w);
           w.resolve(outcome);
