@@ -56,7 +56,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 log(
-  `chaos: ${settings.faults} faults, seed ${settings.seed} (CHAOS_SEED=${settings.seed} makes this run again), kinds ${settings.kinds.join(', ')}`,
+  `chaos: ${settings.faults} faults, seed ${settings.seed} (CHAOS_SEED=${settings.seed} makes this run again), ` +
+    `kinds ${settings.kinds.join(', ')}`,
 );
 // A run that hangs still ends, and stops what it started: each fault is bounded, plus start-up.
 const watchdog = setTimeout(

@@ -210,7 +210,8 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
     // The writer inserts n alone; the defaults say when and on which server each row was written.
     await query(
       ctx.url,
-      `create table ${result.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
+      `create table ${result.table}
+         (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
     );
     const w = new NumberedWriter(ctx.url, result.table, { connectMs: params.writerConnectTimeoutMs, queryMs: params.writerQueryTimeoutMs });
     writer = w;
@@ -361,7 +362,12 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
       const run = await failoverRun(ctx, ++number, fault);
       runs.push(run);
       console.error(
-        `fleet ${size}, run ${i + 1}/${total} ${fault}: ${run.error ? `failed: ${run.error}` : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms (first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`}; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
+        `fleet ${size}, run ${i + 1}/${total} ${fault}: ${
+          run.error
+            ? `failed: ${run.error}`
+            : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms ` +
+              `(first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`
+        }; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
       );
       if (run.error) {
         console.error('stopping: the resource may not be whole for the next run');

@@ -58,7 +58,8 @@ function pooler(config: Config, cluster: PgCluster, log: Logger): Pgbouncer | un
   const bin = findPgbouncer(config.pgbouncerBin);
   if (bin) return new Pgbouncer(bin, cluster);
   log.warn(
-    'pgbouncer not found: install the Debian package pgbouncer (or set PGBOUNCER_BIN); new servers get no connection pooler and databases no CONNECTION_POOL_URL',
+    'pgbouncer not found: install the Debian package pgbouncer (or set PGBOUNCER_BIN); ' +
+      'new servers get no connection pooler and databases no CONNECTION_POOL_URL',
   );
   return undefined;
 }

@@ -279,7 +279,8 @@ async function incidents(config: Config, args: string[], json: boolean): Promise
         `reason:   ${i.reason} (${i.kind})`,
         `state:    ${i.state}`,
         `entity:   ${i.entity.kind} ${i.entity.id} (${i.entity.state ?? '-'})`,
-        `opened:   ${i.openedAt}${i.resolvedAt ? `, resolved ${i.resolvedAt}` : ''}${i.scheduledFor ? `, scheduled for ${i.scheduledFor}` : ''}`,
+        `opened:   ${i.openedAt}${i.resolvedAt ? `, resolved ${i.resolvedAt}` : ''}` +
+          `${i.scheduledFor ? `, scheduled for ${i.scheduledFor}` : ''}`,
         ...i.escalations.map((e) => `escalated: ${e.reason} at ${e.at}: ${e.detail}`),
         '',
         table([['at', 'what', 'from', ''], ...(i.timeline ?? []).map((e) => [e.at, e.kind, e.source, e.summary])]),

@@ -55,7 +55,8 @@ export async function credentialsCommand(args: string[], cli: CliTools): Promise
         cli.print(
           r,
           () =>
-            `rotating the owner's password of ${r.id}: sessions logged in keep running, and the platform gets the new URL once the server has it`,
+            `rotating the owner's password of ${r.id}: sessions logged in keep running, ` +
+            'and the platform gets the new URL once the server has it',
         );
         return 0;
       }

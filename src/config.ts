@@ -199,7 +199,8 @@ function tlsConfig(env: Env): TlsConfig {
   const renewDays = integer(env, 'PGFLEET_TLS_RENEW_DAYS', Math.min(30, certDays - 1), 0, 824);
   if (renewDays >= certDays) {
     throw new ConfigError(
-      `PGFLEET_TLS_RENEW_DAYS (${renewDays}) must be less than PGFLEET_TLS_CERT_DAYS (${certDays}), or every certificate would be due as soon as it is made`,
+      `PGFLEET_TLS_RENEW_DAYS (${renewDays}) must be less than PGFLEET_TLS_CERT_DAYS (${certDays}), ` +
+        'or every certificate would be due as soon as it is made',
     );
   }
   return { certDays, renewDays };
@@ -237,7 +238,8 @@ function workerName(env: Env): string {
       .slice(0, 31)}.worker`;
   if (!/^[A-Za-z0-9._-]{1,38}$/.test(name)) {
     throw new ConfigError(
-      `${given !== undefined ? 'PGFLEET_WORKER_NAME' : 'DYNO'} must be at most 38 letters, digits, dots, dashes or underscores (it names the worker, PGFLEET_WORKER_NAME)`,
+      `${given !== undefined ? 'PGFLEET_WORKER_NAME' : 'DYNO'} must be at most 38 letters, digits, dots, dashes or underscores ` +
+        '(it names the worker, PGFLEET_WORKER_NAME)',
     );
   }
   return name;

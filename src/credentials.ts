@@ -111,7 +111,8 @@ export async function settleCredentials(
       await client.query(`delete from credentials where resource_id = $1 and name = $2 and state = 'destroying'`, [resourceId, c.name]);
     } else {
       await client.query(
-        `update credentials set password_sealed = coalesce(password_pending_sealed, password_sealed), password_pending_sealed = null, state = 'active'
+        `update credentials set password_sealed = coalesce(password_pending_sealed, password_sealed),
+           password_pending_sealed = null, state = 'active'
          where resource_id = $1 and name = $2 and state <> 'destroying' and password_pending_sealed is not distinct from $3`,
         [resourceId, c.name, c.pendingSealed],
       );
@@ -127,7 +128,8 @@ export async function settleCredentials(
 export async function settleRotation(client: Client, resourceId: string, pendingSealed: string | null): Promise<void> {
   if (pendingSealed !== null) {
     await client.query(
-      'update resources set password_sealed = password_pending_sealed, password_pending_sealed = null where id = $1 and password_pending_sealed = $2',
+      `update resources set password_sealed = password_pending_sealed, password_pending_sealed = null
+       where id = $1 and password_pending_sealed = $2`,
       [resourceId, pendingSealed],
     );
   }

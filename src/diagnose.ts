@@ -38,7 +38,8 @@ export async function diagnose(
     database,
     async (c) => {
       const q = async <R extends Record<string, unknown>>(sql: string, params: unknown[] = []) => (await c.query<R>(sql, params)).rows;
-      const mine = `datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend' and application_name not like 'pgfleet%'`;
+      const mine = `datname = current_database() and pid <> pg_backend_pid()
+        and backend_type = 'client backend' and application_name not like 'pgfleet%'`;
       const checks: Check[] = [];
 
       const [{ n }] = (await q<{ n: number }>(`select count(*)::int as n from pg_stat_activity where ${mine}`)) as [{ n: number }];
@@ -67,7 +68,8 @@ export async function diagnose(
       await long('idle in transaction', `state like 'idle in transaction%'`, 'state_change');
 
       const blocking = await q(
-        `select blocked.pid as blocked_pid, left(blocked.query, 200) as blocked_query, blocker.pid as blocking_pid, left(blocker.query, 200) as blocking_query,
+        `select blocked.pid as blocked_pid, left(blocked.query, 200) as blocked_query,
+           blocker.pid as blocking_pid, left(blocker.query, 200) as blocking_query,
          round(extract(epoch from now() - blocked.query_start))::int as waited_seconds
        from pg_stat_activity blocked join lateral unnest(pg_blocking_pids(blocked.pid)) b(pid) on true
        join pg_stat_activity blocker on blocker.pid = b.pid where blocked.datname = current_database()`,
@@ -82,7 +84,8 @@ export async function diagnose(
       const unused = await q(
         `select schemaname || '.' || relname as table, indexrelname as index, pg_size_pretty(pg_relation_size(indexrelid)) as size
        from pg_stat_user_indexes s join pg_index i using (indexrelid)
-       where idx_scan = 0 and not i.indisunique and pg_relation_size(indexrelid) > 1024 * 1024 order by pg_relation_size(indexrelid) desc limit 10`,
+       where idx_scan = 0 and not i.indisunique and pg_relation_size(indexrelid) > 1024 * 1024
+       order by pg_relation_size(indexrelid) desc limit 10`,
       );
       checks.push({
         name: 'unused indexes',
@@ -143,7 +146,8 @@ export async function databaseInfo(target: SuperuserTarget, database: string): P
       const { rows } = await c.query<{ version: string; size: string; tables: number; connections: number }>(
         `select current_setting('server_version') as version, pg_size_pretty(pg_database_size(current_database())) as size,
          (select count(*)::int from pg_stat_user_tables) as tables,
-         (select count(*)::int from pg_stat_activity where datname = current_database() and backend_type = 'client backend' and pid <> pg_backend_pid() and application_name not like 'pgfleet%') as connections`,
+         (select count(*)::int from pg_stat_activity where datname = current_database() and backend_type = 'client backend'
+            and pid <> pg_backend_pid() and application_name not like 'pgfleet%') as connections`,
       );
       return rows[0]!;
     },

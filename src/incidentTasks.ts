@@ -96,13 +96,19 @@ export function notificationFor(incident: IncidentRow): { phase: string; subject
       return {
         phase: 'opened',
         subject: 'Your database is having trouble',
-        body: `Since ${utc(incident.openedAt)} your database has been affected by: ${incident.reason}. pgfleet is repairing it automatically; this usually takes under a minute, and nothing is needed from you. Connections may fail meanwhile; applications that reconnect carry on once it is back. We will tell you when it is resolved.`,
+        body:
+          `Since ${utc(incident.openedAt)} your database has been affected by: ${incident.reason}. ` +
+          'pgfleet is repairing it automatically; this usually takes under a minute, and nothing is needed from you. ' +
+          'Connections may fail meanwhile; applications that reconnect carry on once it is back. ' +
+          'We will tell you when it is resolved.',
       };
     }
     return {
       phase: 'resolved',
       subject: 'Your database is healthy again',
-      body: `The problem that began at ${utc(incident.openedAt)} (${incident.reason}) was resolved at ${utc(incident.resolvedAt ?? new Date())}. Nothing is needed from you.`,
+      body:
+        `The problem that began at ${utc(incident.openedAt)} (${incident.reason}) ` +
+        `was resolved at ${utc(incident.resolvedAt ?? new Date())}. Nothing is needed from you.`,
     };
   }
   const what = incident.kind === 'retirement' ? 'its host is being retired by the provider' : 'planned maintenance';
@@ -110,7 +116,10 @@ export function notificationFor(incident: IncidentRow): { phase: string; subject
     return {
       phase: 'scheduled',
       subject: `Maintenance of your database at ${utc(incident.scheduledFor!)}`,
-      body: `At ${utc(incident.scheduledFor!)} your database will restart (${what}). Expect its connections to drop for a few seconds; applications that reconnect carry on with the same URL and no change. Committed data is kept.`,
+      body:
+        `At ${utc(incident.scheduledFor!)} your database will restart (${what}). ` +
+        'Expect its connections to drop for a few seconds; applications that reconnect carry on with the same URL and no change. ' +
+        'Committed data is kept.',
     };
   }
   if (done) {

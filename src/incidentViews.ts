@@ -60,7 +60,8 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
   // The entity's own rows while the incident was open; its opening shares the incident's
   // transaction, so the first of them carries the very same time.
   // (Read from the row, not passed in: a JavaScript Date would cut the microseconds.)
-  const window = `between (select opened_at from incidents where id = $1) and coalesce((select resolved_at from incidents where id = $1), now())`;
+  const window = `between (select opened_at from incidents where id = $1)
+    and coalesce((select resolved_at from incidents where id = $1), now())`;
   const [transitions, jobs, pages, notes] = await Promise.all([
     db.query<{
       at: Date;

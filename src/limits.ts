@@ -80,13 +80,19 @@ export async function recordUsage(
     await noticeToResource(db, tenant.id, {
       phase: 'size_limit',
       subject: "Your database is over its plan's size: writes are refused",
-      body: `Your database holds ${gib(governed.sizeBytes)}, more than the ${gib(tenant.sizeLimitBytes)} its plan allows, so new transactions are read-only and sessions that keep writing are ended. Your data is safe and readable. Delete data (DELETE, TRUNCATE or DROP in a transaction begun with BEGIN READ WRITE) or move to a larger plan, and writes come back within seconds.`,
+      body:
+        `Your database holds ${gib(governed.sizeBytes)}, more than the ${gib(tenant.sizeLimitBytes)} its plan allows, ` +
+        'so new transactions are read-only and sessions that keep writing are ended. Your data is safe and readable. ' +
+        'Delete data (DELETE, TRUNCATE or DROP in a transaction begun with BEGIN READ WRITE) or move to a larger plan, ' +
+        'and writes come back within seconds.',
     });
   } else if (!governed.overSize && tenant.overSize) {
     await noticeToResource(db, tenant.id, {
       phase: 'size_ok',
       subject: "Your database is within its plan's size again",
-      body: `Your database holds ${gib(governed.sizeBytes)}, within the ${gib(tenant.sizeLimitBytes)} its plan allows: writes are accepted again.`,
+      body:
+        `Your database holds ${gib(governed.sizeBytes)}, within the ${gib(tenant.sizeLimitBytes)} its plan allows: ` +
+        'writes are accepted again.',
     });
   }
 }

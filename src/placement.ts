@@ -136,7 +136,8 @@ async function sharedServersWithRoom(
  */
 export async function roomToResize(db: Queryable, resourceId: string, plan: Plan): Promise<boolean> {
   const { rows: on } = await db.query<{ region: string }>(
-    `select s.region from resource_servers rs join servers s on s.id = rs.server_id where rs.resource_id = $1 and rs.role = 'primary' and s.tenancy = 'shared'`,
+    `select s.region from resource_servers rs join servers s on s.id = rs.server_id
+     where rs.resource_id = $1 and rs.role = 'primary' and s.tenancy = 'shared'`,
     [resourceId],
   );
   if (!on[0]) return true;

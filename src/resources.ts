@@ -89,7 +89,8 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
       : undefined;
     const names = leader ?? tenantNames();
     const { rows } = await client.query<{ id: string }>(
-      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name, password_sealed, oauth_grant_sealed, follows)
+      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name,
+         password_sealed, oauth_grant_sealed, follows)
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
        on conflict (id) do nothing returning id`,
       [
@@ -351,7 +352,8 @@ export async function changePlan(
  */
 async function ensureRoute(db: Queryable, id: string): Promise<void> {
   await db.query(
-    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'], array['127.0.0.1', $2, $3, $4])
+    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'],
+                                                 array['127.0.0.1', $2, $3, $4])
      where id = $1 and not attrs ? 'router_port'`,
     [id, String(await freePort()), String(await freePort()), String(await freePort())],
   );

@@ -44,8 +44,10 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
     pool_port: string | null;
     servers: { id: string; role: string; host: string; port: number; pool_port: string | null }[];
   }>(
-    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port, r.attrs->'router_pool_port' as pool_port,
-       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port, 'pool_port', s.attrs->'pool_port') order by s.id)
+    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port,
+       r.attrs->'router_pool_port' as pool_port,
+       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port,
+                                                   'pool_port', s.attrs->'pool_port') order by s.id)
                  from resource_servers rs join servers s on s.id = rs.server_id join machines sm on sm.entity_id = s.id
                  where rs.resource_id = r.id and s.port is not null
                    and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers

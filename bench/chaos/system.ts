@@ -171,7 +171,8 @@ export class ChaosSystem {
             log: path.basename(logFile),
           });
           this.opts.log(
-            `chaos: pgfleet ${name} (pid ${child.pid}) exited by itself (${signal ?? code}): started again, like a supervisor would; see ${logFile}`,
+            `chaos: pgfleet ${name} (pid ${child.pid}) exited by itself (${signal ?? code}): started again, like a supervisor would; ` +
+              `see ${logFile}`,
           );
           void this.respawn(name, dyno);
         }

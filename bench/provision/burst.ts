@@ -111,7 +111,8 @@ async function afterBurst(ctx: Context, t0: number): Promise<Pick<Burst, 'stepFa
   const pool = ctx.running.pool;
   const since = [t0 - 5];
   const { rows: stepFailures } = await pool.query<Burst['stepFailures'][number]>(
-    `select t.entity_id as entity, t.machine, t.from_state as state, (extract(epoch from t.at) * 1000)::float8 - $1 as ms, t.event_data->>'error' as error
+    `select t.entity_id as entity, t.machine, t.from_state as state, (extract(epoch from t.at) * 1000)::float8 - $1 as ms,
+       t.event_data->>'error' as error
      from transitions t where t.event = 'step.failed' and t.at >= to_timestamp($1::float8 / 1000) order by t.at`,
     since,
   );
@@ -122,7 +123,8 @@ async function afterBurst(ctx: Context, t0: number): Promise<Pick<Burst, 'stepFa
   const { rows: sharedServers } = await pool.query<Burst['sharedServers'][number]>(
     `select s.id, s.created_at >= to_timestamp($1::float8 / 1000) as "openedInBurst",
        (extract(epoch from s.created_at) * 1000)::float8 - $1 as "openedMs",
-       (select min(extract(epoch from t.at) * 1000)::float8 - $1 from transitions t where t.entity_id = s.id and t.to_state = 'available') as "availableMs",
+       (select min(extract(epoch from t.at) * 1000)::float8 - $1 from transitions t
+         where t.entity_id = s.id and t.to_state = 'available') as "availableMs",
        (select count(*)::int from resource_servers rs where rs.server_id = s.id) as tenants
      from servers s join machines m on m.entity_id = s.id
      where s.tenancy = 'shared' and m.finished_at is null order by s.created_at`,

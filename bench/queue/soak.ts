@@ -103,7 +103,8 @@ export async function soak(url: string, total: number, concurrency: number, capM
           autovacuums,
         });
         console.error(
-          `soak: ${(i + 1) * WINDOW} started, ${Math.round(WINDOW / seconds)} jobs/s, jobs table ${(bytes / 2 ** 20).toFixed(1)} MiB, ${dead} dead, ${autovacuums} autovacuums`,
+          `soak: ${(i + 1) * WINDOW} started, ${Math.round(WINDOW / seconds)} jobs/s, jobs table ${(bytes / 2 ** 20).toFixed(1)} MiB, ` +
+            `${dead} dead, ${autovacuums} autovacuums`,
         );
       }
       if (started >= total && (left = await q.remaining()) === 0) break;

@@ -104,7 +104,8 @@ export async function whole(dep: Deployment, id: string, url: string, since?: nu
       return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
     if (since !== undefined) {
       const { rows } = await dep.pool.query<{ id: string }>(
-        'select id from servers where id = any($1::uuid[]) and (last_observed_at is null or last_observed_at < to_timestamp($2::float8 / 1000))',
+        `select id from servers where id = any($1::uuid[])
+           and (last_observed_at is null or last_observed_at < to_timestamp($2::float8 / 1000))`,
         [[primary.id, standby.id], since],
       );
       if (rows.length) return `pgfleet has not observed ${rows.map((r) => r.id.slice(0, 8)).join(', ')} since the fault`;

@@ -194,14 +194,16 @@ async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[
     );
     const jobs = await dep.pool.query<{ line: string }>(
       `select format('%s (%s, priority %s, attempt %s, %s)', task, lane, priority, attempts,
-         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text else 'due ' || run_at::text end) as line
+         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text
+           else 'due ' || run_at::text end) as line
        from jobs where entity_id = $1 order by id`,
       [serverId],
     );
     const m = machine.rows[0];
     return [
       m
-        ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} (reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})`
+        ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} ` +
+          `(reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})`
         : 'its machine: none',
       `its jobs: ${jobs.rows.map((r) => r.line).join('; ') || 'none'}`,
     ];

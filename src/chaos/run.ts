@@ -71,7 +71,10 @@ export function shuffled<T>(items: readonly T[], random: () => number): T[] {
   return out;
 }
 
-/** Every database whole (observed since `since`, when given), polled every 200 ms until `deadline`: the pairs, or what the last look saw missing. */
+/**
+ * Every database whole (observed since `since`, when given), polled every 200 ms until `deadline`:
+ * the pairs, or what the last look saw missing.
+ */
 async function allWhole(
   dep: Deployment,
   dbs: readonly ChaosDatabase[],
@@ -180,7 +183,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       // Which is left open, and where its entity is: enough to tell why it did not resolve.
       for (const i of incidents?.open ?? [])
         notes.push(
-          `incident still open: "${i.reason}" (${i.state}) of ${i.entity.kind} ${i.entity.id.slice(0, 8)}, which is ${i.entity.state ?? 'gone'}`,
+          `incident still open: "${i.reason}" (${i.state}) of ${i.entity.kind} ${i.entity.id.slice(0, 8)}, ` +
+            `which is ${i.entity.state ?? 'gone'}`,
         );
       const writeGapMs = Math.max(...dbs.map((d) => longestGap(d.writer.acknowledgedAt, at, end)));
       if (first !== undefined && incidents?.opened.length === 0) notes.push('a failover with no incident opened');
@@ -260,8 +264,10 @@ const fmt = (v: number) => (Number.isFinite(v) ? `${Math.round(v)} ms` : '–');
 function line(f: FaultResult, total: number): string {
   const verdict = f.rowsLost || f.splitBrains || f.stuck ? 'FAIL' : 'ok';
   return (
-    `fault ${f.n}/${total} ${f.kind} on ${f.resourceId.slice(0, 8)}: ${verdict}; first commit ${fmt(f.firstCommitMs)}, whole ${fmt(f.wholeMs)}, write gap ${fmt(f.writeGapMs)}, ` +
-    `${f.rowsLost} lost, ${f.splitBrains} split-brain, incidents ${f.incidentsOpened} opened/${f.incidentsUnresolved} open, ${f.deadJobs} dead jobs, ${f.crashes} process crashes` +
+    `fault ${f.n}/${total} ${f.kind} on ${f.resourceId.slice(0, 8)}: ${verdict}; ` +
+    `first commit ${fmt(f.firstCommitMs)}, whole ${fmt(f.wholeMs)}, write gap ${fmt(f.writeGapMs)}, ` +
+    `${f.rowsLost} lost, ${f.splitBrains} split-brain, incidents ${f.incidentsOpened} opened/${f.incidentsUnresolved} open, ` +
+    `${f.deadJobs} dead jobs, ${f.crashes} process crashes` +
     (f.notes.length ? `\n    ${f.notes.join('\n    ')}` : '')
   );
 }

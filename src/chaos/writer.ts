@@ -29,7 +29,8 @@ export class ChaosWriter {
   async create(): Promise<void> {
     await query(
       this.url,
-      `create table if not exists ${this.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
+      `create table if not exists ${this.table}
+         (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
     );
   }
 
@@ -91,7 +92,8 @@ export class ChaosWriter {
   async firstElsewhere(since: number, port: number): Promise<number | undefined> {
     const [row] = await query<{ ms: number }>(
       this.url,
-      `select (extract(epoch from at) * 1000)::float8 as ms from ${this.table} where at > to_timestamp(${Number(since)} / 1000.0) and port <> ${Number(port)} order by at limit 1`,
+      `select (extract(epoch from at) * 1000)::float8 as ms from ${this.table}
+       where at > to_timestamp(${Number(since)} / 1000.0) and port <> ${Number(port)} order by at limit 1`,
     );
     return row?.ms;
   }

@@ -130,7 +130,8 @@ export class PgCluster {
       await this.exec('test', ['-w', dir], '/');
     } catch {
       throw new Error(
-        `${dir} is not reachable by the user ${this.identity.user} that runs Postgres: put PGFLEET_HOME where that user can traverse every parent directory`,
+        `${dir} is not reachable by the user ${this.identity.user} that runs Postgres: ` +
+          'put PGFLEET_HOME where that user can traverse every parent directory',
       );
     }
   }
@@ -247,7 +248,8 @@ export class PgCluster {
       await this.exec('test', ['-x', this.bin.postgres], '/');
     } catch {
       throw new Error(
-        `the Postgres binaries in ${this.bin.dir} cannot be run by the user ${this.identity.user}: set PG_BIN to binaries that user can reach`,
+        `the Postgres binaries in ${this.bin.dir} cannot be run by the user ${this.identity.user}: ` +
+          'set PG_BIN to binaries that user can reach',
       );
     }
   }

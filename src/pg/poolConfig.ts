@@ -96,7 +96,8 @@ export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: 
     // server holds. Only plain names (pgfleet's are `d…` and `u…` in hex), which need no
     // quoting in the files.
     const { rows } = await client.query<PoolTenant>(
-      `select distinct d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit", d.datconnlimit as "databaseLimit"
+      `select distinct d.datname as database, r.rolname as role, r.rolpassword as verifier,
+         r.rolconnlimit as "connectionLimit", d.datconnlimit as "databaseLimit"
        from pg_database d cross join lateral aclexplode(d.datacl) a join pg_authid r on r.oid = a.grantee
        where a.privilege_type = 'CONNECT' and d.datallowconn and not d.datistemplate and d.datname <> 'postgres'
          and r.rolcanlogin and not r.rolsuper and r.rolpassword like 'SCRAM-SHA-256$%'

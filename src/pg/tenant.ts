@@ -89,7 +89,8 @@ async function closeServerDatabases(client: pg.Client): Promise<void> {
   const open = async () =>
     (
       await client.query<{ open: boolean }>(
-        `select has_database_privilege('public', 'postgres', 'connect') or has_database_privilege('public', 'template1', 'connect') as open`,
+        `select has_database_privilege('public', 'postgres', 'connect')
+           or has_database_privilege('public', 'template1', 'connect') as open`,
       )
     ).rows[0]!.open;
   if (!(await open())) return;
@@ -217,7 +218,8 @@ function waitForExit(child: ReturnType<typeof spawn>, name: string, stderr: () =
 export async function copyTenant(bin: PgBinaries, from: SuperuserTarget, to: SuperuserTarget, tenant: Tenant): Promise<void> {
   if (!bin.pgDump || !bin.pgRestore) {
     throw new Error(
-      `moving a database between servers needs pg_dump and pg_restore next to the Postgres binaries in ${bin.dir}: install the PostgreSQL client tools of that version or set PG_BIN`,
+      `moving a database between servers needs pg_dump and pg_restore next to the Postgres binaries in ${bin.dir}: ` +
+        'install the PostgreSQL client tools of that version or set PG_BIN',
     );
   }
   await asSuperuser(to, 'postgres', (client) => client.query(`drop database if exists ${ident(tenant.database)} with (force)`));

@@ -62,7 +62,8 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
   await db.query(
     `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts, priority)
      select q, e, t, p, k, now() + make_interval(secs => d), m, r
-     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[], $9::bool[]) as x(q, e, t, p, k, d, m, r, u)
+     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[], $9::bool[])
+       as x(q, e, t, p, k, d, m, r, u)
      where not (u and exists (select 1 from jobs j where j.entity_id = x.e and j.key = x.k and j.locked_by is not null))
      on conflict (entity_id, key) where locked_by is null and dead_at is null
      do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end,
@@ -136,7 +137,8 @@ export const RESTART_GRACE_SECONDS = 5;
  * When the control database last came up: its start, or the restart of every process after
  * a crash of one (the checkpointer starts again; the postmaster keeps its start time).
  */
-const UP_SINCE = `greatest(pg_postmaster_start_time(), (select max(backend_start) from pg_stat_activity where backend_type = 'checkpointer'))`;
+const UP_SINCE = `greatest(pg_postmaster_start_time(),
+  (select max(backend_start) from pg_stat_activity where backend_type = 'checkpointer'))`;
 
 /**
  * Claim up to `limit` due jobs of at least `minPriority` in one statement, higher priorities
@@ -371,7 +373,8 @@ export async function jobLive(db: Queryable, task: string, payload: Record<strin
 /** Run now the waiting job of `task` whose payload holds `payload`, if it waits out a retry backoff. */
 export async function hurryJob(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
   const { rowCount } = await db.query(
-    'update jobs set run_at = now() where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()',
+    `update jobs set run_at = now()
+     where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()`,
     [task, JSON.stringify(payload)],
   );
   return (rowCount ?? 0) > 0;

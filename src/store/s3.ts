@@ -184,10 +184,16 @@ function hint(name: string, code: number | undefined, sysCode: string | undefine
     return 'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) are right and current for this endpoint';
   }
   if (name === 'AccessDenied') {
-    return `check that the credentials may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}" and its prefix`;
+    return (
+      'check that the credentials may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket ' +
+      `on bucket "${bucket}" and its prefix`
+    );
   }
   if (code === 403) {
-    return `check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that they may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}"`;
+    return (
+      'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ' +
+      `and that they may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}"`
+    );
   }
   if (
     name === 'PermanentRedirect' ||

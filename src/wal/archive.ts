@@ -60,7 +60,8 @@ export async function walPush(opts: ArchiveOptions, file: string): Promise<'arch
   if (result.outcome === 'written') return 'archived';
   if (result.existing.metadata.sha256 === sum) return 'already archived';
   throw new ArchiveError(
-    `refusing to overwrite ${name} in ${opts.store.description}: the archive holds different bytes (sha256 ${result.existing.metadata.sha256} there, ${sum} here)`,
+    `refusing to overwrite ${name} in ${opts.store.description}: the archive holds different bytes ` +
+      `(sha256 ${result.existing.metadata.sha256} there, ${sum} here)`,
     true,
   );
 }

@@ -175,7 +175,9 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       if (resource.state === 'unsynchronized' && !force) {
         throw new HttpError(
           409,
-          `the resource runs without a synchronous copy since ${resource.unsynchronizedSince}: its standby may lack commits acknowledged since then; promote it once it is synchronous again, or send {"force": true} to promote it now and lose them`,
+          `the resource runs without a synchronous copy since ${resource.unsynchronizedSince}: ` +
+            'its standby may lack commits acknowledged since then; promote it once it is synchronous again, ' +
+            'or send {"force": true} to promote it now and lose them',
         );
       }
       if (resource.state !== 'available' && resource.state !== 'unsynchronized')

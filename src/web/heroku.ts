@@ -108,7 +108,8 @@ async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> 
  */
 async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boolean> {
   const { rows } = await pool.query<{ plan: string; region: string; aws_region: string; follows: string | null; state: string | null }>(
-    `select r.plan, r.region, r.aws_region, r.follows, m.state from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
+    `select r.plan, r.region, r.aws_region, r.follows, m.state
+     from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
     [request.id],
   );
   const existing = rows[0];
@@ -118,7 +119,8 @@ async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boole
   if (existing.plan !== request.plan.name || existing.aws_region !== request.awsRegion || existing.follows !== request.follows) {
     throw new HttpError(
       409,
-      `the resource ${request.id} already exists on plan "${existing.plan}" in region "${existing.region}"${existing.follows ? `, following ${existing.follows}` : ''}: repeat the provision as it was, or change the plan with PUT`,
+      `the resource ${request.id} already exists on plan "${existing.plan}" in region "${existing.region}"` +
+        `${existing.follows ? `, following ${existing.follows}` : ''}: repeat the provision as it was, or change the plan with PUT`,
     );
   }
   return true;

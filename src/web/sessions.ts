@@ -88,7 +88,8 @@ export class Sessions {
     const csrf = randomBytes(24).toString('base64url');
     await db.query('delete from sessions where expires_at < now()');
     await db.query(
-      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at) values ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
+      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at)
+       values ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
       [sha256(token), purpose, resourceId, csrf, kind.seconds],
     );
     setCookie(req, reply, this.publicUrl, kind.cookie, token, {

@@ -56,7 +56,10 @@ export function settler(pool: Queryable) {
   }
 
   return {
-    /** Whether the resource's machine settles in `available` within the time: false when it is deprovisioned first, or the time runs out. */
+    /**
+     * Whether the resource's machine settles in `available` within the time: false when it is
+     * deprovisioned first, or the time runs out.
+     */
     settled(id: string, withinSeconds: number): Promise<boolean> {
       return new Promise<boolean>((resolve, reject) => {
         waiters.add({ id: id.toLowerCase(), deadline: Date.now() + withinSeconds * 1000, resolve, reject });

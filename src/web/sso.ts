@@ -23,7 +23,8 @@ function events(transitions: TransitionView[]): string {
     .slice(0, 20)
     .map(
       (t) =>
-        `<tr><td>${escapeHtml(new Date(t.at).toISOString().replace('T', ' ').slice(0, 19))} UTC</td><td>${escapeHtml(t.to)}</td><td class="muted">${escapeHtml(t.event)}</td></tr>`,
+        `<tr><td>${escapeHtml(new Date(t.at).toISOString().replace('T', ' ').slice(0, 19))} UTC</td>` +
+        `<td>${escapeHtml(t.to)}</td><td class="muted">${escapeHtml(t.event)}</td></tr>`,
     )
     .join('');
   return `<table><thead><tr><th>When</th><th>State</th><th>Because of</th></tr></thead><tbody>${rows}</tbody></table>`;
@@ -41,7 +42,9 @@ function notices(list: CustomerNotice[]): string {
   return list
     .map(
       (n) =>
-        `<p><b>${escapeHtml(n.subject)}</b> <span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span><br>${escapeHtml(n.body)}</p>`,
+        `<p><b>${escapeHtml(n.subject)}</b> ` +
+        `<span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span>` +
+        `<br>${escapeHtml(n.body)}</p>`,
     )
     .join('');
 }
@@ -68,8 +71,10 @@ export function renderResourcePage(
   const busy = resource.state !== 'available';
   return page(
     `${resource.name ?? 'Database'} · pgfleet`,
-    `<main><form method="post" action="/sso/logout" style="float:right">${csrfInput}<button type="submit">Sign out</button></form><h1>${escapeHtml(resource.name ?? resource.id)}</h1>
-     <p class="muted">Plan <b>${escapeHtml(resource.plan)}</b> · region ${escapeHtml(resource.region)} · created ${escapeHtml(new Date(resource.createdAt).toISOString().slice(0, 10))}</p>
+    `<main><form method="post" action="/sso/logout" style="float:right">${csrfInput}<button type="submit">Sign out</button></form>` +
+      `<h1>${escapeHtml(resource.name ?? resource.id)}</h1>
+     <p class="muted">Plan <b>${escapeHtml(resource.plan)}</b> · region ${escapeHtml(resource.region)} · created ` +
+      `${escapeHtml(new Date(resource.createdAt).toISOString().slice(0, 10))}</p>
      <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>

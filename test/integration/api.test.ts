@@ -109,7 +109,8 @@ describe('dead jobs', () => {
     const system = await startSystem(db.url, ['web']);
     try {
       await db.pool.query(
-        `insert into jobs (task, attempts, max_attempts, last_error, dead_at) values ('restart', 10, 10, 'pg_ctl: could not start server', now())`,
+        `insert into jobs (task, attempts, max_attempts, last_error, dead_at)
+         values ('restart', 10, 10, 'pg_ctl: could not start server', now())`,
       );
       const dead = await system.api('GET', '/api/jobs/dead');
       expect(dead.status).toBe(200);

@@ -31,7 +31,8 @@ describe('clock', () => {
     const [primary, standby, lone] = await Promise.all([1, 2, 3].map(() => createServer(t.db.pool, TEST_SEALER, 'local')));
     const resource = randomUUID();
     await t.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'ha', 'us', 'us-east-1', $2, $2, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'ha', 'us', 'us-east-1', $2, $2, 'x')`,
       [resource, `d${resource.slice(0, 8)}`],
     );
     await t.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'primary'), ($1, $3, 'standby')`, [
@@ -111,7 +112,8 @@ describe('clock', () => {
     const token = () => randomBytes(32);
     const live = token();
     await t.db.pool.query(
-      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at) values ($1, 'console', null, 'c', now() - interval '1 minute'), ($2, 'console', null, 'c', now() + interval '1 hour')`,
+      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at)
+       values ($1, 'console', null, 'c', now() - interval '1 minute'), ($2, 'console', null, 'c', now() + interval '1 hour')`,
       [token(), live],
     );
     await t.db.pool.query(`insert into sso_tokens_used (token_sha256, expires_at) values ($1, now() - interval '1 second')`, [token()]);

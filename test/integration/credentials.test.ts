@@ -55,57 +55,61 @@ describe("credentials: rotating the owner's password, and named credentials", { 
     return client;
   }
 
-  it("rotates the owner's password: sessions logged in keep working, the old password logs in no more, the platform gets the new URL", async () => {
-    const before = config;
-    const direct = await session(before.PGFLEET_URL!);
-    const pooled = await session(before.PGFLEET_CONNECTION_POOL_URL!);
-    await pooled.query('select 1');
-    const calls = platform.callsTo('PATCH', `/addons/${id}/config`).length;
-    // A follower's row: the same role, so the same password (its server gets it by replication).
-    const follower = randomUUID();
-    await db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed, follows)
+  it(
+    "rotates the owner's password: sessions logged in keep working, " + 'the old password logs in no more, the platform gets the new URL',
+    async () => {
+      const before = config;
+      const direct = await session(before.PGFLEET_URL!);
+      const pooled = await session(before.PGFLEET_CONNECTION_POOL_URL!);
+      await pooled.query('select 1');
+      const calls = platform.callsTo('PATCH', `/addons/${id}/config`).length;
+      // A follower's row: the same role, so the same password (its server gets it by replication).
+      const follower = randomUUID();
+      await db.pool.query(
+        `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed, follows)
        select $2, 'dedicated', region, aws_region, database_name, role_name, password_sealed, id from resources where id = $1`,
-      [id, follower],
-    );
+        [id, follower],
+      );
 
-    const res = await system.api('POST', `/api/resources/${id}/credentials/rotate`);
-    expect(res.status).toBe(202);
-    expect(res.body.state).toBe('rotating');
-    // Another rotation while one runs is refused, and changes nothing.
-    expect((await system.api('POST', `/api/resources/${id}/credentials/rotate`)).status).toBe(409);
+      const res = await system.api('POST', `/api/resources/${id}/credentials/rotate`);
+      expect(res.status).toBe(202);
+      expect(res.body.state).toBe('rotating');
+      // Another rotation while one runs is refused, and changes nothing.
+      expect((await system.api('POST', `/api/resources/${id}/credentials/rotate`)).status).toBe(409);
 
-    const patch = await waitFor(
-      'the platform to get the new config',
-      async () => platform.callsTo('PATCH', `/addons/${id}/config`)[calls],
-      60_000,
-    );
-    const handed = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
-    expect(Object.keys(handed).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
-    expect(new URL(handed.PGFLEET_URL!).username).toBe(owner());
-    expect(new URL(handed.PGFLEET_URL!).password).not.toBe(new URL(before.PGFLEET_URL!).password);
-    await waitFor('the resource to be available', async () => (await resource()).state === 'available');
-    expect((await resource()).config).toEqual(handed);
-    const { rows } = await db.pool.query<{ sealed: string }>('select password_sealed as sealed from resources where id = $1', [follower]);
-    expect(TEST_SEALER.open(rows[0]!.sealed)).toBe(decodeURIComponent(new URL(handed.PGFLEET_URL!).password));
+      const patch = await waitFor(
+        'the platform to get the new config',
+        async () => platform.callsTo('PATCH', `/addons/${id}/config`)[calls],
+        60_000,
+      );
+      const handed = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
+      expect(Object.keys(handed).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
+      expect(new URL(handed.PGFLEET_URL!).username).toBe(owner());
+      expect(new URL(handed.PGFLEET_URL!).password).not.toBe(new URL(before.PGFLEET_URL!).password);
+      await waitFor('the resource to be available', async () => (await resource()).state === 'available');
+      expect((await resource()).config).toEqual(handed);
+      const { rows } = await db.pool.query<{ sealed: string }>('select password_sealed as sealed from resources where id = $1', [follower]);
+      expect(TEST_SEALER.open(rows[0]!.sealed)).toBe(decodeURIComponent(new URL(handed.PGFLEET_URL!).password));
 
-    expect((await direct.query('select count(*)::int as n from notes')).rows[0].n).toBe(1);
-    // A client of the pooler logged in before keeps working too, on a server connection made since.
-    await psql(
-      admin,
-      `select pg_terminate_backend(pid) from pg_stat_activity where usename = '${owner()}' and pid <> ${(await direct.query('select pg_backend_pid() as pid')).rows[0].pid}`,
-    );
-    expect((await pooled.query('select count(*)::int as n from notes')).rows[0].n).toBe(1);
-    await direct.end();
-    await expect(psql(before.PGFLEET_URL!, 'select 1')).rejects.toThrow(/password authentication failed/);
-    await expect(psql(before.PGFLEET_CONNECTION_POOL_URL!, 'select 1')).rejects.toThrow(
-      /password authentication failed|SASL authentication failed/,
-    );
-    await pooled.end();
-    expect(await psql(verifyFull(handed.PGFLEET_URL!, system.caFile), 'select count(*) from notes')).toBe('1');
-    expect(await psql(handed.PGFLEET_CONNECTION_POOL_URL!, 'select current_user')).toBe(owner());
-    config = handed;
-  });
+      expect((await direct.query('select count(*)::int as n from notes')).rows[0].n).toBe(1);
+      // A client of the pooler logged in before keeps working too, on a server connection made since.
+      await psql(
+        admin,
+        `select pg_terminate_backend(pid) from pg_stat_activity
+       where usename = '${owner()}' and pid <> ${(await direct.query('select pg_backend_pid() as pid')).rows[0].pid}`,
+      );
+      expect((await pooled.query('select count(*)::int as n from notes')).rows[0].n).toBe(1);
+      await direct.end();
+      await expect(psql(before.PGFLEET_URL!, 'select 1')).rejects.toThrow(/password authentication failed/);
+      await expect(psql(before.PGFLEET_CONNECTION_POOL_URL!, 'select 1')).rejects.toThrow(
+        /password authentication failed|SASL authentication failed/,
+      );
+      await pooled.end();
+      expect(await psql(verifyFull(handed.PGFLEET_URL!, system.caFile), 'select count(*) from notes')).toBe('1');
+      expect(await psql(handed.PGFLEET_CONNECTION_POOL_URL!, 'select current_user')).toBe(owner());
+      config = handed;
+    },
+  );
 
   it('converges when the rotation step runs again, or resumes after a crash once the server took the new password', async () => {
     const [sealed, stored] = [await sealedPassword(), await verifier()];
@@ -134,40 +138,43 @@ describe("credentials: rotating the owner's password, and named credentials", { 
     expect(await psql(config.PGFLEET_CONNECTION_POOL_URL!, 'select current_user')).toBe(owner());
   });
 
-  it('makes a read-only named credential that may SELECT, also future tables, and nothing else, directly and through the pool', async () => {
-    const res = await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst', privileges: 'read' });
-    expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ name: 'analyst', privileges: 'read', state: 'active', role: `${owner()}_analyst` });
-    const { url, pooledUrl } = res.body as { url: string; pooledUrl: string };
-    made.set('analyst', { url });
-    expect(await psql(verifyFull(url, system.caFile), 'select count(*) from notes')).toBe('1');
-    expect(await psql(pooledUrl, 'select body from notes')).toBe('kept');
-    await expect(psql(url, `insert into notes values ('no')`)).rejects.toThrow(/permission denied for table notes/);
-    await expect(psql(url, 'create table mine (n int)')).rejects.toThrow(/permission denied for schema public/);
-    await expect(psql(url, 'create temporary table mine (n int)')).rejects.toThrow(/permission denied to create temporary tables/);
-    await psql(config.PGFLEET_URL!, 'create table later (n int); insert into later values (3)');
-    expect(await psql(url, 'select n from later')).toBe('3');
-    // The plan's rules hold it as they hold the owner: its timeout, its share of the connections.
-    expect(await psql(url, 'show statement_timeout')).toBe('30s');
-    expect(await psql(admin, `select rolconnlimit from pg_roles where rolname = '${owner()}_analyst'`)).toBe('5');
-    expect(await psql(admin, `select datconnlimit from pg_database where datname = '${new URL(url).pathname.slice(1)}'`)).toBe('21');
+  it(
+    'makes a read-only named credential that may SELECT, also future tables, ' + 'and nothing else, directly and through the pool',
+    async () => {
+      const res = await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst', privileges: 'read' });
+      expect(res.status).toBe(201);
+      expect(res.body).toMatchObject({ name: 'analyst', privileges: 'read', state: 'active', role: `${owner()}_analyst` });
+      const { url, pooledUrl } = res.body as { url: string; pooledUrl: string };
+      made.set('analyst', { url });
+      expect(await psql(verifyFull(url, system.caFile), 'select count(*) from notes')).toBe('1');
+      expect(await psql(pooledUrl, 'select body from notes')).toBe('kept');
+      await expect(psql(url, `insert into notes values ('no')`)).rejects.toThrow(/permission denied for table notes/);
+      await expect(psql(url, 'create table mine (n int)')).rejects.toThrow(/permission denied for schema public/);
+      await expect(psql(url, 'create temporary table mine (n int)')).rejects.toThrow(/permission denied to create temporary tables/);
+      await psql(config.PGFLEET_URL!, 'create table later (n int); insert into later values (3)');
+      expect(await psql(url, 'select n from later')).toBe('3');
+      // The plan's rules hold it as they hold the owner: its timeout, its share of the connections.
+      expect(await psql(url, 'show statement_timeout')).toBe('30s');
+      expect(await psql(admin, `select rolconnlimit from pg_roles where rolname = '${owner()}_analyst'`)).toBe('5');
+      expect(await psql(admin, `select datconnlimit from pg_database where datname = '${new URL(url).pathname.slice(1)}'`)).toBe('21');
 
-    const listed = await system.api('GET', `/api/resources/${id}/credentials`);
-    expect(listed.body.map((c: { name: string; privileges: string }) => [c.name, c.privileges])).toEqual([
-      ['default', 'owner'],
-      ['analyst', 'read'],
-    ]);
-    expect(JSON.stringify(listed.body)).not.toContain(new URL(url).password);
-    // Named credentials are not config vars: the app's config is left alone.
-    expect(Object.keys((await resource()).config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
+      const listed = await system.api('GET', `/api/resources/${id}/credentials`);
+      expect(listed.body.map((c: { name: string; privileges: string }) => [c.name, c.privileges])).toEqual([
+        ['default', 'owner'],
+        ['analyst', 'read'],
+      ]);
+      expect(JSON.stringify(listed.body)).not.toContain(new URL(url).password);
+      // Named credentials are not config vars: the app's config is left alone.
+      expect(Object.keys((await resource()).config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
 
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst', privileges: 'write' })).status).toBe(409);
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'default', privileges: 'read' })).status).toBe(422);
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'nameless' })).status).toBe(422);
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'Bad Name' })).status).toBe(422);
-    expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'x', privileges: 'all' })).status).toBe(422);
-    expect((await system.api('DELETE', `/api/resources/${id}/credentials/nobody`)).status).toBe(404);
-  });
+      expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'analyst', privileges: 'write' })).status).toBe(409);
+      expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'default', privileges: 'read' })).status).toBe(422);
+      expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'nameless' })).status).toBe(422);
+      expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'Bad Name' })).status).toBe(422);
+      expect((await system.api('POST', `/api/resources/${id}/credentials`, { name: 'x', privileges: 'all' })).status).toBe(422);
+      expect((await system.api('DELETE', `/api/resources/${id}/credentials/nobody`)).status).toBe(404);
+    },
+  );
 
   /** Open connections one by one until one is refused; all closed again. */
   const openUntilRefused = (url: string, keep: pg.Client[] = []) =>

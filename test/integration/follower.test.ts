@@ -75,7 +75,8 @@ describe('base backups and followers', () => {
       // Its backup's job died (its leader was down through every attempt, say): that label never comes.
       const follower = await transaction(ctx.db.pool, async (client) => {
         await client.query(
-          `insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error) values ('backup', $1, 3, 3, now(), 'pg_basebackup failed')`,
+          `insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error)
+           values ('backup', $1, 3, 3, now(), 'pg_basebackup failed')`,
           [JSON.stringify({ server: leader, label: 'never-finished' })],
         );
         return (await insertFollower(client, leader, 'never-finished'))!;
@@ -97,7 +98,8 @@ describe('base backups and followers', () => {
     const follower = await transaction(ctx.db.pool, async (client) => {
       for (const label of ['dead-1', 'dead-2', 'dead-3']) {
         await client.query(
-          `insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error) values ('backup', $1, 5, 5, now(), 'the archive is broken')`,
+          `insert into jobs (task, payload, max_attempts, attempts, dead_at, last_error)
+           values ('backup', $1, 5, 5, now(), 'the archive is broken')`,
           [JSON.stringify({ server: leader, label })],
         );
       }
@@ -123,7 +125,8 @@ describe('base backups and followers', () => {
     // Its first attempt failed (the leader was down a moment): the retry is a minute away.
     const follower = await transaction(ctx.db.pool, async (client) => {
       await client.query(
-        `insert into jobs (task, payload, max_attempts, attempts, run_at, last_error) values ('backup', $1, 5, 1, now() + interval '60 seconds', 'pg_basebackup failed')`,
+        `insert into jobs (task, payload, max_attempts, attempts, run_at, last_error)
+         values ('backup', $1, 5, 1, now() + interval '60 seconds', 'pg_basebackup failed')`,
         [JSON.stringify({ server: leader, label: 'retried' })],
       );
       return (await insertFollower(client, leader, 'retried'))!;

@@ -116,7 +116,13 @@ describe('every HTTP endpoint, fuzzed', () => {
     const { rows: tables } = await db.pool.query<{ name: string }>(
       `select tablename as name from pg_tables where schemaname = 'public' order by 1`,
     );
-    digestSql = `select ${tables.map((t, i) => `(select md5(coalesce(string_agg(x::text, '|' order by x::text), '')) from ${pg.escapeIdentifier(t.name)} x) as "${i}:${t.name}"`).join(', ')}`;
+    digestSql = `select ${tables
+      .map(
+        (t, i) =>
+          `(select md5(coalesce(string_agg(x::text, '|' order by x::text), '')) ` +
+          `from ${pg.escapeIdentifier(t.name)} x) as "${i}:${t.name}"`,
+      )
+      .join(', ')}`;
   });
   afterAll(async () => {
     await system?.stop();

@@ -477,7 +477,8 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     await chmod(starts, 0o666);
     await writeFile(
       bundle,
-      `require('fs').appendFileSync(${JSON.stringify(starts)}, Date.now() + ' ' + process.argv[2] + '\\n');\nrequire(${JSON.stringify(real)});\n`,
+      `require('fs').appendFileSync(${JSON.stringify(starts)}, Date.now() + ' ' + process.argv[2] + '\\n');\n` +
+        `require(${JSON.stringify(real)});\n`,
     );
     try {
       const log = path.join(system.config.home, 'servers', standby.id, 'postgres.log');

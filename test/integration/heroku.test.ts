@@ -161,7 +161,8 @@ describe('the Heroku add-on API hands out working databases', () => {
 
     const [me] = await nodePg(
       shared.url,
-      `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout from pg_roles where rolname = current_user`,
+      `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout
+       from pg_roles where rolname = current_user`,
     );
     // The plan's 20, and one for the platform's check that the customer can log in.
     expect(me).toEqual({ rolconnlimit: 21, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
@@ -343,7 +344,8 @@ describe('the Heroku add-on API hands out working databases', () => {
     const { username, pathname } = new URL(other.url);
     const [left] = await nodePg(
       await adminUrl(db.pool, sharedServer),
-      `select (select count(*) from pg_database where datname = $1)::int as dbs, (select count(*) from pg_roles where rolname = $2)::int as roles`,
+      `select (select count(*) from pg_database where datname = $1)::int as dbs,
+         (select count(*) from pg_roles where rolname = $2)::int as roles`,
       [pathname.slice(1), username],
     );
     expect(left).toEqual({ dbs: 0, roles: 0 });
@@ -489,13 +491,15 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
 
   it.each(cases)('%s', async (_name, method, route, body, status, message, authorization) => {
     const before = await db.pool.query(
-      'select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m',
+      `select (select count(*) from resources) r, (select count(*) from servers) s,
+         (select count(*) from jobs) j, (select count(*) from machines) m`,
     );
     const res = await send(method, route, body, authorization);
     expect(res.status).toBe(status);
     expect(res.body.message).toMatch(message);
     const after = await db.pool.query(
-      'select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m',
+      `select (select count(*) from resources) r, (select count(*) from servers) s,
+         (select count(*) from jobs) j, (select count(*) from machines) m`,
     );
     expect(after.rows).toEqual(before.rows);
   });

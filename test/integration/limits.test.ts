@@ -59,7 +59,8 @@ describe("recording a tenant's size", () => {
   it('tells the customer once when its database passes its size, and once when it is back under', async () => {
     const id = randomUUID();
     await ctx.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
       [id, `d${id.slice(0, 8)}`, `u${id.slice(0, 8)}`],
     );
     const tenant = { id, overSize: false, sizeLimitBytes: 1024 ** 3 };

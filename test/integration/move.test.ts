@@ -28,7 +28,8 @@ describe('a plan move whose copy fails', () => {
       if (name !== 'pg_restore') await fs.symlink(path.join(real.dir, name), path.join(bin, name));
     await fs.writeFile(
       path.join(bin, 'pg_restore'),
-      `#!/bin/sh\nif [ -e ${JSON.stringify(failFlag())} ]; then echo "pg_restore: injected failure" >&2; exit 1; fi\nexec ${JSON.stringify(real.pgRestore)} "$@"\n`,
+      `#!/bin/sh\nif [ -e ${JSON.stringify(failFlag())} ]; then echo "pg_restore: injected failure" >&2; exit 1; fi\n` +
+        `exec ${JSON.stringify(real.pgRestore)} "$@"\n`,
       { mode: 0o755 },
     );
     db = await createTestDatabase();

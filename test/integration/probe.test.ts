@@ -69,7 +69,8 @@ describe('the web process after the outside probe', () => {
   const counts = async () =>
     (
       await db.pool.query(
-        `select (select count(*) from resources)::int as resources, (select count(*) from servers)::int as servers, (select count(*) from machines)::int as machines,
+        `select (select count(*) from resources)::int as resources, (select count(*) from servers)::int as servers,
+           (select count(*) from machines)::int as machines,
            (select count(*) from jobs)::int as jobs, (select count(*) from transitions)::int as transitions`,
       )
     ).rows[0];

@@ -129,7 +129,8 @@ describe('queue', () => {
     const [lost, broken] = [randomUUID(), randomUUID()];
     for (const id of [lost, broken]) {
       await t.db.pool.query(
-        `insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, 'available', '{"value":"available","context":{}}')`,
+        `insert into machines (entity_id, machine, version, state, snapshot)
+         values ($1, 'server', 1, 'available', '{"value":"available","context":{}}')`,
         [id],
       );
     }

@@ -34,7 +34,8 @@ describe('leftovers', () => {
   const liveShared = async () =>
     (
       await ctx.db.pool.query<{ id: string }>(
-        `select s.id from servers s join machines m on m.entity_id = s.id where s.tenancy = 'shared' and s.region = 'eu-west-1' and m.finished_at is null and m.state <> 'deleting'`,
+        `select s.id from servers s join machines m on m.entity_id = s.id
+         where s.tenancy = 'shared' and s.region = 'eu-west-1' and m.finished_at is null and m.state <> 'deleting'`,
       )
     ).rows.map((r) => r.id);
 

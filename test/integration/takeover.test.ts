@@ -17,7 +17,8 @@ describe('takeOver', () => {
     const id = randomUUID();
     const suffix = id.slice(0, 8);
     await ctx.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
       [id, `d${suffix}`, `u${suffix}`],
     );
     const servers: Record<string, string> = {};
@@ -73,7 +74,8 @@ describe('standbyTakesOver', () => {
     const id = randomUUID();
     const suffix = id.slice(0, 8);
     await ctx.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'ha', 'us', 'us-east-1', $2, $3, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'ha', 'us', 'us-east-1', $2, $3, 'x')`,
       [id, `d${suffix}`, `u${suffix}`],
     );
     await ctx.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'resource', 1, $2, '{}')`, [

@@ -102,7 +102,8 @@ describe('tenants on a shared server', () => {
   it('cannot keep a statement alive by catching the cancel: its session ends', async () => {
     const t = newTenant({ statementTimeoutMs: 1000 });
     await createTenant(target(), t);
-    const stubborn = `do $$ begin for i in 1..600 loop begin perform pg_sleep(0.1); exception when query_canceled then null; end; end loop; end $$`;
+    const stubborn = `do $$ begin for i in 1..600 loop
+      begin perform pg_sleep(0.1); exception when query_canceled then null; end; end loop; end $$`;
     const { result, seen } = await governing(
       t,
       as(t, (c) => c.query('set statement_timeout = 0').then(() => c.query(stubborn))),
@@ -147,48 +148,51 @@ describe('tenants on a shared server', () => {
     expect(seen.flatMap((g) => g.terminated.map((x) => x.why)).some((why) => /memory/.test(why))).toBe(true);
   });
 
-  it('cannot grow past its size: writes are refused, a session that lifts read-only and grows it ends, and deleting is allowed', async () => {
-    const probe = newTenant();
-    await createTenant(target(), probe);
-    const empty = (await govern(target(), [probe], { previousSizes: {} }))[0]!.sizeBytes;
-    const t = newTenant({ sizeLimitBytes: empty + 8 * 1024 ** 2 });
-    await createTenant(target(), t);
-    const fill = (rows: number) => `insert into big select g, repeat('x', 1000) from generate_series(1, ${rows}) g`;
-    await as(t, (c) => c.query('create table big (n int, pad text)').then(() => c.query(fill(12_000))));
-    // A session open when the limit comes into force ends; new ones are read-only.
-    const holder = new pg.Client(login(t));
-    holder.on('error', () => undefined);
-    await holder.connect();
-    const [over] = await govern(target(), [t], { previousSizes: {} });
-    expect(over).toMatchObject({ overSize: true, settingsRestored: true });
-    await expect(holder.query('select 1')).rejects.toThrow();
-    await as(t, async (c) => {
-      await expect(c.query(fill(10))).rejects.toThrow(/read-only transaction/);
-      expect((await c.query('select count(*)::int as n from big')).rows[0].n).toBe(12_000);
-    });
-    // Lifting read-only in the session and growing the database ends the session.
-    const sizes = { [t.database]: over!.sizeBytes };
-    const { result, seen } = await governing(
-      t,
-      as(t, async (c) => {
-        await c.query('set default_transaction_read_only = off');
-        for (let i = 0; i < 200; i++) await c.query(fill(2000));
-      }),
-      sizes,
-    );
-    expect(message(result)).toMatch(/terminating connection due to administrator command|Connection terminated|not queryable/);
-    expect(seen.flatMap((g) => g.terminated.map((x) => x.why))).toContain('it wrote past the size limit');
-    // Deleting does not grow it: allowed, and once under the limit writes are back.
-    await as(t, (c) =>
-      c
-        .query('begin read write')
-        .then(() => c.query('truncate big'))
-        .then(() => c.query('commit')),
-    );
-    const [under] = await govern(target(), [t], { previousSizes: {} });
-    expect(under).toMatchObject({ overSize: false, settingsRestored: true });
-    await as(t, (c) => c.query(fill(10)));
-  });
+  it(
+    'cannot grow past its size: writes are refused, ' + 'a session that lifts read-only and grows it ends, and deleting is allowed',
+    async () => {
+      const probe = newTenant();
+      await createTenant(target(), probe);
+      const empty = (await govern(target(), [probe], { previousSizes: {} }))[0]!.sizeBytes;
+      const t = newTenant({ sizeLimitBytes: empty + 8 * 1024 ** 2 });
+      await createTenant(target(), t);
+      const fill = (rows: number) => `insert into big select g, repeat('x', 1000) from generate_series(1, ${rows}) g`;
+      await as(t, (c) => c.query('create table big (n int, pad text)').then(() => c.query(fill(12_000))));
+      // A session open when the limit comes into force ends; new ones are read-only.
+      const holder = new pg.Client(login(t));
+      holder.on('error', () => undefined);
+      await holder.connect();
+      const [over] = await govern(target(), [t], { previousSizes: {} });
+      expect(over).toMatchObject({ overSize: true, settingsRestored: true });
+      await expect(holder.query('select 1')).rejects.toThrow();
+      await as(t, async (c) => {
+        await expect(c.query(fill(10))).rejects.toThrow(/read-only transaction/);
+        expect((await c.query('select count(*)::int as n from big')).rows[0].n).toBe(12_000);
+      });
+      // Lifting read-only in the session and growing the database ends the session.
+      const sizes = { [t.database]: over!.sizeBytes };
+      const { result, seen } = await governing(
+        t,
+        as(t, async (c) => {
+          await c.query('set default_transaction_read_only = off');
+          for (let i = 0; i < 200; i++) await c.query(fill(2000));
+        }),
+        sizes,
+      );
+      expect(message(result)).toMatch(/terminating connection due to administrator command|Connection terminated|not queryable/);
+      expect(seen.flatMap((g) => g.terminated.map((x) => x.why))).toContain('it wrote past the size limit');
+      // Deleting does not grow it: allowed, and once under the limit writes are back.
+      await as(t, (c) =>
+        c
+          .query('begin read write')
+          .then(() => c.query('truncate big'))
+          .then(() => c.query('commit')),
+      );
+      const [under] = await govern(target(), [t], { previousSizes: {} });
+      expect(under).toMatchObject({ overSize: false, settingsRestored: true });
+      await as(t, (c) => c.query(fill(10)));
+    },
+  );
 
   it("cannot read the server files, the platform catalogs of others, or another tenant's database", async () => {
     const [a, b] = [newTenant(), newTenant()];

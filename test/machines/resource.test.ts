@@ -109,27 +109,30 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
   });
 
-  it("fails over a lost primary only in RESOURCE_FAILOVER_STATES: while the old one rejoins, the new one is its machine's to restart", () => {
-    const lost = { 'primary.state': 'restarting', 'standby.state': 'available' };
-    const ready = walk(created());
-    expect(RESOURCE_FAILOVER_STATES).toContain(ready.state);
-    expect(step(ready.next, observed(lost)).state).toBe('failover.fencing.trying');
-    let s = step(ready.next, observed(lost));
-    for (const e of [
-      { type: 'fencing', at: t() },
-      observed({ 'primary.state': 'fenced', 'standby.state': 'available' }),
-    ] as ResourceEvent[])
-      s = step(s.next, e);
-    expect(RESOURCE_FAILOVER_STATES).toContain(s.state.split('.')[0]);
-    for (const e of [
-      { type: 'promoted', at: t() },
-      { type: 'placed', at: t() },
-    ] as ResourceEvent[])
-      s = step(s.next, e);
-    // The old primary is up again, not yet synchronous: nothing promotes it.
-    expect(RESOURCE_FAILOVER_STATES).not.toContain(s.state.split('.')[0]);
-    expect(step(s.next, observed(lost)).state.split('.')[0]).toBe('rejoining');
-  });
+  it(
+    'fails over a lost primary only in RESOURCE_FAILOVER_STATES: ' + "while the old one rejoins, the new one is its machine's to restart",
+    () => {
+      const lost = { 'primary.state': 'restarting', 'standby.state': 'available' };
+      const ready = walk(created());
+      expect(RESOURCE_FAILOVER_STATES).toContain(ready.state);
+      expect(step(ready.next, observed(lost)).state).toBe('failover.fencing.trying');
+      let s = step(ready.next, observed(lost));
+      for (const e of [
+        { type: 'fencing', at: t() },
+        observed({ 'primary.state': 'fenced', 'standby.state': 'available' }),
+      ] as ResourceEvent[])
+        s = step(s.next, e);
+      expect(RESOURCE_FAILOVER_STATES).toContain(s.state.split('.')[0]);
+      for (const e of [
+        { type: 'promoted', at: t() },
+        { type: 'placed', at: t() },
+      ] as ResourceEvent[])
+        s = step(s.next, e);
+      // The old primary is up again, not yet synchronous: nothing promotes it.
+      expect(RESOURCE_FAILOVER_STATES).not.toContain(s.state.split('.')[0]);
+      expect(step(s.next, observed(lost)).state.split('.')[0]).toBe('rejoining');
+    },
+  );
 
   it('switches over by hand through the same steps as a failover', () => {
     const s = step(walk(created()).next, { type: 'switchover', at: t() });

@@ -114,7 +114,9 @@ function conditionalWrites(app: S3rverApp, handle: http.RequestListener): http.R
       const body =
         req.method === 'HEAD' || !code
           ? ''
-          : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${code === 'NoSuchKey' ? 'The specified key does not exist.' : 'At least one of the pre-conditions you specified did not hold'}</Message><Key>${key}</Key></Error>`;
+          : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${
+              code === 'NoSuchKey' ? 'The specified key does not exist.' : 'At least one of the pre-conditions you specified did not hold'
+            }</Message><Key>${key}</Key></Error>`;
       res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
