@@ -1,5 +1,5 @@
 import { superuserClient, type SuperuserTarget } from '../src/pg/superuser.ts';
-import { lsnBytes, segmentEndBytes } from '../src/wal/segments.ts';
+import { lsnBytes, SEGMENT_BYTES, segmentStartBytes } from '../src/wal/segments.ts';
 
 /**
  * One catalog query fills the whole observation. Every value becomes an hstore string;
@@ -20,6 +20,11 @@ select pg_is_in_recovery() as in_recovery,
   (select archived_count from pg_stat_archiver) as archiver_archived_count,
   (select last_failed_wal from pg_stat_archiver) as archiver_last_failed_wal,
   (select last_archived_wal from pg_stat_archiver) as archiver_last_archived_wal,
+  -- The oldest segment waiting for archive_command. Unlike pg_stat_archiver, which a crash
+  -- resets, archive_status is on disk: what is not .ready is archived.
+  (select split_part(name, '.', 1) || case when name like '%.partial.ready' then '.partial' else '' end
+   from pg_ls_archive_statusdir() where name ~ '^[0-9A-F]{24}(\\.partial)?\\.ready$'
+   order by substr(name, 9, 16) limit 1) as archive_oldest_ready,
   case when not pg_is_in_recovery() then pg_current_wal_lsn()::text end as current_lsn,
   -- Failing now: the last attempt failed, with no success since.
   (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing,
@@ -42,16 +47,16 @@ select pg_is_in_recovery() as in_recovery,
    from pg_stat_replication) as replicas`;
 
 /**
- * How much WAL a primary has written past the end of the last archived segment: what would
- * be lost with the server if the archive were all there was. Undefined when it cannot tell.
+ * How much WAL a primary has written past the last segment it archived: what would be lost
+ * with the server if the archive were all there was. `oldestReady` is the oldest segment
+ * waiting to be archived; with none waiting, every finished segment is archived and the lag
+ * is what the current segment holds. Undefined when it cannot tell (a standby).
  */
-export function archiveLagBytes(currentLsn: string | undefined, lastArchived: string | undefined): number | undefined {
+export function archiveLagBytes(currentLsn: string | undefined, oldestReady: string | undefined): number | undefined {
   const current = lsnBytes(currentLsn);
   if (current === undefined) return undefined;
-  // Nothing archived yet: all that was written is at risk.
-  if (lastArchived === undefined) return current;
-  const archived = segmentEndBytes(lastArchived);
-  return archived === undefined ? undefined : Math.max(0, current - archived);
+  const waiting = segmentStartBytes(oldestReady);
+  return Math.max(0, current - (waiting ?? current - (current % SEGMENT_BYTES)));
 }
 
 export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000): Promise<Record<string, string>> {
@@ -65,7 +70,7 @@ export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000)
     const { database_sizes: sizes, replicas, ...rest } = row;
     const obs: Record<string, string> = { reachable: 'true', probe_ms: String(Math.round(performance.now() - started)) };
     for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) obs[k] = String(v);
-    const lag = archiveLagBytes(obs.current_lsn, obs.archiver_last_archived_wal);
+    const lag = archiveLagBytes(obs.current_lsn, obs.archive_oldest_ready);
     if (lag !== undefined) obs.archive_lag_bytes = String(lag);
     for (const [db, bytes] of Object.entries((sizes ?? {}) as Record<string, number>)) obs[`database_size.${db}`] = String(bytes);
     for (const [name, replica] of Object.entries((replicas ?? {}) as Record<string, Record<string, unknown>>)) {

@@ -5,6 +5,9 @@
  */
 export type WalKind = 'segment' | 'history' | 'partial' | 'backup';
 
+/** Postgres's default WAL segment size, which pgfleet's servers keep. */
+export const SEGMENT_BYTES = 16 * 1024 * 1024;
+
 const PATTERNS: [WalKind, RegExp][] = [
   ['segment', /^[0-9A-F]{24}$/],
   ['history', /^[0-9A-F]{8}\.history$/],
@@ -46,16 +49,22 @@ export function lsnBytes(lsn: string | null | undefined): number | undefined {
  * all archived by the time the marker is). Undefined for a timeline history file or a name
  * that is no WAL file: they say nothing of a position.
  */
-export function segmentEndBytes(name: string | undefined, segmentBytes = 16 * 1024 * 1024): number | undefined {
+export function segmentEndBytes(name: string | undefined, segmentBytes = SEGMENT_BYTES): number | undefined {
+  const start = segmentStartBytes(name, segmentBytes);
+  return start === undefined ? undefined : start + segmentBytes;
+}
+
+/** The byte position where the segment a WAL file is of begins; undefined as for `segmentEndBytes`. */
+export function segmentStartBytes(name: string | undefined, segmentBytes = SEGMENT_BYTES): number | undefined {
   const kind = name ? walKind(name) : undefined;
   if (!name || (kind !== 'segment' && kind !== 'partial' && kind !== 'backup')) return undefined;
-  return parseInt(name.slice(8, 16), 16) * 2 ** 32 + (parseInt(name.slice(16, 24), 16) + 1) * segmentBytes;
+  return parseInt(name.slice(8, 16), 16) * 2 ** 32 + parseInt(name.slice(16, 24), 16) * segmentBytes;
 }
 
 const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
 
 /** The name of the segment of `timeline` that holds byte position `bytes` (16 MiB segments). */
-export function segmentName(timeline: number, bytes: number, segmentBytes = 16 * 1024 * 1024): string {
+export function segmentName(timeline: number, bytes: number, segmentBytes = SEGMENT_BYTES): string {
   const perLog = 2 ** 32 / segmentBytes;
   const segment = Math.floor(bytes / segmentBytes);
   return `${hex8(timeline)}${hex8(Math.floor(segment / perLog))}${hex8(segment % perLog)}`;

@@ -23,22 +23,19 @@ describe('WAL file names', () => {
 });
 
 describe('archive lag', () => {
-  it('is the WAL written past the end of the last archived segment', () => {
-    // Segment 3 ends at 0/4000000; the server is at 0/4000100.
-    expect(archiveLagBytes('0/4000100', '000000010000000000000003')).toBe(0x100);
-    expect(archiveLagBytes('0/3FFFFFF', '000000010000000000000003')).toBe(0);
-    expect(archiveLagBytes('1/00000010', '0000000100000000000000FF')).toBe(0x10);
-    // Nothing archived yet: everything written is at risk.
-    expect(archiveLagBytes('0/1000000', undefined)).toBe(0x1000000);
+  it('is the WAL written past the oldest segment waiting to be archived', () => {
+    // Segment 3 begins at 0/3000000; the server is at 0/4000100.
+    expect(archiveLagBytes('0/4000100', '000000010000000000000003')).toBe(0x1000100);
+    expect(archiveLagBytes('1/00000010', '0000000100000000000000FF')).toBe(0x1000010);
+    // A promotion's cut-short segment waits as its segment.
+    expect(archiveLagBytes('0/5000000', '000000010000000000000003.partial')).toBe(0x2000000);
     expect(archiveLagBytes(undefined, '000000010000000000000003')).toBeUndefined();
   });
 
-  it('reads the segment in a base backup marker or a partial segment, and does not guess from a history file', () => {
-    // After every base backup the last archived file is its marker, after a promotion the
-    // timeline's history: the lag had read as the whole WAL position, and paged falsely.
-    expect(archiveLagBytes('0/5000000', '000000010000000000000003.00000028.backup')).toBe(0x1000000);
-    expect(archiveLagBytes('0/4000100', '000000010000000000000003.partial')).toBe(0x100);
-    expect(archiveLagBytes('2/0', '00000002.history')).toBeUndefined();
+  it('is what the current segment holds when nothing waits, whatever the position', () => {
+    expect(archiveLagBytes('0/4000100', undefined)).toBe(0x100);
+    expect(archiveLagBytes('2A/00000000', undefined)).toBe(0);
+    expect(archiveLagBytes('2A/00FFFFFF', undefined)).toBe(0xffffff);
   });
 });
 
