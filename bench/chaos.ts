@@ -40,7 +40,12 @@ const settings = chaosSettings(process.argv.slice(2), process.env, FAULT_KINDS);
 const log = (line: string) => console.error(line);
 const commit = gitCommit();
 const loadAverageAtStart = os.loadavg();
-const system = new ChaosSystem({ databases: envInt('CHAOS_DATABASES', 2, 1), workers: 2, ...(process.env.CHAOS_LOGS ? { logDir: process.env.CHAOS_LOGS } : {}), log });
+const system = new ChaosSystem({
+  databases: envInt('CHAOS_DATABASES', 2, 1),
+  workers: 2,
+  ...(process.env.CHAOS_LOGS ? { logDir: process.env.CHAOS_LOGS } : {}),
+  log,
+});
 const frozen = new Frozen();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
@@ -50,19 +55,34 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-log(`chaos: ${settings.faults} faults, seed ${settings.seed} (CHAOS_SEED=${settings.seed} makes this run again), kinds ${settings.kinds.join(', ')}`);
+log(
+  `chaos: ${settings.faults} faults, seed ${settings.seed} (CHAOS_SEED=${settings.seed} makes this run again), ` +
+    `kinds ${settings.kinds.join(', ')}`,
+);
 // A run that hangs still ends, and stops what it started: each fault is bounded, plus start-up.
-const watchdog = setTimeout(() => {
-  log('chaos: the run took too long, stopping everything');
-  frozen.thaw();
-  void system.stop().finally(() => process.exit(2));
-}, (10 * 60 + settings.faults * (4 * settings.wholeBoundS + 30)) * 1000);
+const watchdog = setTimeout(
+  () => {
+    log('chaos: the run took too long, stopping everything');
+    frozen.thaw();
+    void system.stop().finally(() => process.exit(2));
+  },
+  (10 * 60 + settings.faults * (4 * settings.wholeBoundS + 30)) * 1000,
+);
 let code = 1;
 try {
   await system.start();
   const result = await runChaos(system.deployment!, system.databases, { ...settings, log, frozen });
-  const context = [`Commit ${commit}; ${hostInfo().nproc} cores; load ${loadAverageAtStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end.`];
-  await writeResults('chaos', { machine: { ...hostInfo(), commit, loadAverageAtStart, loadAverageAtEnd: os.loadavg() }, ...result }, chaosMarkdown(result, context));
+  const context = [
+    `Commit ${commit}; ${hostInfo().nproc} cores; load ${loadAverageAtStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} at the end.`,
+  ];
+  await writeResults(
+    'chaos',
+    { machine: { ...hostInfo(), commit, loadAverageAtStart, loadAverageAtEnd: os.loadavg() }, ...result },
+    chaosMarkdown(result, context),
+  );
   await fs.writeFile(README, withResults(await fs.readFile(README, 'utf8'), chaosMarkdown(result, context, false)));
   code = result.failures.length === 0 ? 0 : 1;
 } catch (err) {

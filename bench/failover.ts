@@ -38,13 +38,26 @@ import { notes, settings } from './failover/notes.ts';
 import { markdown, summarize, type FailoverRun, type Fault, type FleetResult, type Results } from './failover/report.ts';
 import { wallMs } from './provision/platform.ts';
 import { ms, type Milestone } from './provision/report.ts';
-import { call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+import {
+  call,
+  envInt,
+  gitCommit,
+  hostInfo,
+  message,
+  OPERATOR_TOKEN,
+  postgresVersion,
+  runBench,
+  sleep,
+  writeResults,
+  type BenchSystem,
+} from './support.ts';
 
 /** The fleet sizes to measure at, ascending and without repeats. */
 function fleetSizes(raw: string | undefined): number[] {
   const sizes = (raw ?? '0,30').split(',').map((part) => {
     const n = Number(part.trim());
-    if (part.trim() === '' || !Number.isInteger(n) || n < 0) throw new Error(`BENCH_FAILOVER_FLEET must list whole numbers ≥ 0 (e.g. 0,30), got "${raw}"`);
+    if (part.trim() === '' || !Number.isInteger(n) || n < 0)
+      throw new Error(`BENCH_FAILOVER_FLEET must list whole numbers ≥ 0 (e.g. 0,30), got "${raw}"`);
     return n;
   });
   return [...new Set(sizes)].sort((a, b) => a - b);
@@ -70,7 +83,6 @@ const params = {
 };
 
 const AIMS: Record<Fault, number> = { crash: 1000, hang: 5000 };
-
 
 /** Poll `check` until it gives a value; on timeout, fail with what it last said. */
 async function until<T>(what: string, check: () => Promise<T | string>, timeoutMs: number, everyMs: number): Promise<T> {
@@ -111,16 +123,27 @@ async function whole(ctx: Context): Promise<{ primary: Shown; standby: Shown } |
   const roles = shown.servers.map((s) => `${s.role} ${s.id.slice(0, 8)} ${s.state}`).join(', ');
   const primary = shown.servers.find((s) => s.role === 'primary');
   const standby = shown.servers.find((s) => s.role === 'standby');
-  if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available') return `resource ${shown.state}; ${roles}`;
+  if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available')
+    return `resource ${shown.state}; ${roles}`;
   const server = await loadServerRecord(ctx.running.pool, ctx.running.sealer, primary.id);
   if (!server?.host || !server.port) return `the primary ${primary.id} has no address`;
-  const sync = await asSuperuser({ host: server.host, port: server.port, password: server.superuserPassword }, 'postgres', async (client) =>
-    (await client.query<{ name: string }>(`select application_name as name from pg_stat_replication where sync_state = 'sync'`)).rows.map((r) => r.name),
+  const sync = await asSuperuser(
+    { host: server.host, port: server.port, password: server.superuserPassword },
+    'postgres',
+    async (client) =>
+      (await client.query<{ name: string }>(`select application_name as name from pg_stat_replication where sync_state = 'sync'`)).rows.map(
+        (r) => r.name,
+      ),
     2000,
   );
-  if (!sync.includes(standby.id.replace(/-/g, '_'))) return `the standby ${standby.id.slice(0, 8)} is not synchronous (sync: ${sync.join(', ') || 'none'})`;
-  const [at] = await query<{ port: number; recovery: boolean }>(ctx.url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery');
-  if (at?.port !== primary.port || at.recovery) return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
+  if (!sync.includes(standby.id.replace(/-/g, '_')))
+    return `the standby ${standby.id.slice(0, 8)} is not synchronous (sync: ${sync.join(', ') || 'none'})`;
+  const [at] = await query<{ port: number; recovery: boolean }>(
+    ctx.url,
+    'select inet_server_port() as port, pg_is_in_recovery() as recovery',
+  );
+  if (at?.port !== primary.port || at.recovery)
+    return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
   return { primary, standby };
 }
 
@@ -185,11 +208,20 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
     result.primaryBefore = before.primary.id;
     result.standbyBefore = before.standby.id;
     // The writer inserts n alone; the defaults say when and on which server each row was written.
-    await query(ctx.url, `create table ${result.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
+    await query(
+      ctx.url,
+      `create table ${result.table}
+         (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
+    );
     const w = new NumberedWriter(ctx.url, result.table, { connectMs: params.writerConnectTimeoutMs, queryMs: params.writerQueryTimeoutMs });
     writer = w;
     w.start();
-    await until('commits before the fault', async () => (w.acknowledged.length >= params.ackedBeforeFault ? true : `${w.acknowledged.length} acknowledged`), 30_000, 5);
+    await until(
+      'commits before the fault',
+      async () => (w.acknowledged.length >= params.ackedBeforeFault ? true : `${w.acknowledged.length} acknowledged`),
+      30_000,
+      5,
+    );
 
     const dataDir = path.join(ctx.config.home, 'servers', before.primary.id, 'data');
     const pids = await clusterPids(dataDir);
@@ -211,15 +243,25 @@ async function failoverRun(ctx: Context, run: number, fault: Fault): Promise<Fai
     }
     result.signalled = signalled.length;
 
-    await until('a commit after the fault', async () => w.recoveryMs ?? `${w.acknowledged.length} acknowledged`, params.recoveryTimeoutSeconds * 1000, 10);
+    await until(
+      'a commit after the fault',
+      async () => w.recoveryMs ?? `${w.acknowledged.length} acknowledged`,
+      params.recoveryTimeoutSeconds * 1000,
+      10,
+    );
     result.recoveryMs = w.recoveryMs!;
     // That commit may have been one under way at the fault, or one an orphaned backend of the
     // old primary took: wait until the writer's commits land on another server.
     await until(
       'commits on the promoted standby',
       async () => {
-        const [here] = await query<{ port: number; rows: number }>(ctx.url, `select inet_server_port() as port, (select count(*) from ${result.table} where port = inet_server_port())::int as rows`);
-        return here && here.port !== before.primary.port && here.rows > 0 ? true : `the URL reaches port ${here?.port} with ${here?.rows} rows written there`;
+        const [here] = await query<{ port: number; rows: number }>(
+          ctx.url,
+          `select inet_server_port() as port, (select count(*) from ${result.table} where port = inet_server_port())::int as rows`,
+        );
+        return here && here.port !== before.primary.port && here.rows > 0
+          ? true
+          : `the URL reaches port ${here?.port} with ${here?.rows} rows written there`;
       },
       params.recoveryTimeoutSeconds * 1000,
       20,
@@ -320,7 +362,12 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
       const run = await failoverRun(ctx, ++number, fault);
       runs.push(run);
       console.error(
-        `fleet ${size}, run ${i + 1}/${total} ${fault}: ${run.error ? `failed: ${run.error}` : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms (first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`}; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
+        `fleet ${size}, run ${i + 1}/${total} ${fault}: ${
+          run.error
+            ? `failed: ${run.error}`
+            : `writes on the promoted standby after ${ms(run.newPrimaryMs)} ms ` +
+              `(first acknowledged commit ${ms(run.recoveryMs)} ms), whole again ${ms(run.wholeMs)} ms`
+        }; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
       );
       if (run.error) {
         console.error('stopping: the resource may not be whole for the next run');
@@ -360,14 +407,19 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   await writeResults('failover', report, markdown(report));
   return (
     results.length === fleets.length &&
-    results.every((f) => f.runs.length === params.runs * 2 && f.runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0))
+    results.every(
+      (f) =>
+        f.runs.length === params.runs * 2 && f.runs.every((r) => !r.error && r.missing.length === 0 && r.missingOnRejoined.length === 0),
+    )
   );
 }
 
 await runBench({
   // pgfleet's defaults unless given: the settings in the results say which were used.
   env: Object.fromEntries(
-    ['PGFLEET_OBSERVE_INTERVAL', 'PGFLEET_HANG_PROBES', 'PGFLEET_PROBE_TIMEOUT_MS'].flatMap((k) => (process.env[k] ? [[k, process.env[k]!]] : [])),
+    ['PGFLEET_OBSERVE_INTERVAL', 'PGFLEET_HANG_PROBES', 'PGFLEET_PROBE_TIMEOUT_MS'].flatMap((k) =>
+      process.env[k] ? [[k, process.env[k]!]] : [],
+    ),
   ),
   // A minute per 10 servers of the fleet (provisioning one takes about 2 s here).
   watchdogMinutes: 10 + Math.ceil(params.fleetMax / 10) + 4 * params.runs * 2 * fleets.length,

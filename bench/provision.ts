@@ -21,9 +21,32 @@ import { createLogger } from '../src/log.ts';
 import { firstSelect, patchedUrl, provisionBody, RETRY_MS, field, transitionsSince, web, type Context } from './provision/client.ts';
 import { wallMs } from './provision/platform.ts';
 import { runBurst } from './provision/burst.ts';
-import { burstSummary as summarizeBurst, markdown, milestoneStats, ms, num, stats, type DedicatedRun, type Results, type SharedRun } from './provision/report.ts';
+import {
+  burstSummary as summarizeBurst,
+  markdown,
+  milestoneStats,
+  ms,
+  num,
+  stats,
+  type DedicatedRun,
+  type Results,
+  type SharedRun,
+} from './provision/report.ts';
 import { verifyFull } from '../test/support/tls.ts';
-import { BASIC, call, envInt, gitCommit, hostInfo, message, OPERATOR_TOKEN, postgresVersion, runBench, sleep, writeResults, type BenchSystem } from './support.ts';
+import {
+  BASIC,
+  call,
+  envInt,
+  gitCommit,
+  hostInfo,
+  message,
+  OPERATOR_TOKEN,
+  postgresVersion,
+  runBench,
+  sleep,
+  writeResults,
+  type BenchSystem,
+} from './support.ts';
 
 const params = {
   sharedRuns: envInt('BENCH_PROVISION_SHARED', 30, 1),
@@ -46,7 +69,8 @@ async function waitForState(ctx: Context, route: string, state: string, timeoutM
   for (;;) {
     const res = await call(web(ctx), 'GET', route, `Bearer ${OPERATOR_TOKEN}`);
     if (field(res.json, 'state') === state) return;
-    if (Date.now() > deadline) throw new Error(`${route} still ${JSON.stringify(field(res.json, 'state'))} after ${timeoutMs / 1000} s, not ${state}`);
+    if (Date.now() > deadline)
+      throw new Error(`${route} still ${JSON.stringify(field(res.json, 'state'))} after ${timeoutMs / 1000} s, not ${state}`);
     await sleep(50);
   }
 }
@@ -95,7 +119,9 @@ async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
     const patch = await patched;
     const ok = await firstSelect(verifyFull(patchedUrl(patch.body), ctx.caFile), t0 + deadline);
     const provisioned = await ctx.platform.waitFor('POST', `/addons/${body.uuid}/actions/provision`, deadline);
-    const token = ctx.platform.calls.find((c) => c.path === '/oauth/token' && new URLSearchParams(c.body).get('code') === body.oauth_grant.code);
+    const token = ctx.platform.calls.find(
+      (c) => c.path === '/oauth/token' && new URLSearchParams(c.body).get('code') === body.oauth_grant.code,
+    );
     const milestones = [
       ...(await transitionsSince(ctx, body.uuid, t0)),
       { name: 'http:202 answered', ms: res.at - t0 },
@@ -115,7 +141,17 @@ async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
       milestones,
     };
   } catch (err) {
-    return { id: body.uuid, totalMs: NaN, httpMs: NaN, tokenMs: NaN, patchMs: NaN, provisionedMs: NaN, attempts: 0, milestones: [], error: message(err) };
+    return {
+      id: body.uuid,
+      totalMs: NaN,
+      httpMs: NaN,
+      tokenMs: NaN,
+      patchMs: NaN,
+      provisionedMs: NaN,
+      attempts: 0,
+      milestones: [],
+      error: message(err),
+    };
   }
 }
 
@@ -123,13 +159,24 @@ async function dedicatedRun(ctx: Context): Promise<DedicatedRun> {
 // Numbers and the report.
 
 const NOTES = [
-  'One process runs web + worker + clock (runProcesses, as `pgfleet start` does) against an ephemeral control Postgres 15; tenant servers are local Postgres clusters under a fresh PGFLEET_HOME. The platform is a local HTTP stand-in that answers at once.',
-  `t0 is taken just before the POST; the end is when a fresh node-postgres connection (new Client each try, retried every ${params.retryMs} ms) has answered \`select 1\` through the URL — for shared the one in the 200 answer, for dedicated the one in the PATCH the platform received.`,
-  `Runs are sequential. The first shared provision is a warm-up reported alone: it opens the shared server (initdb + start). Each later shared resource is deprovisioned after it is measured (untimed, waited for until deleted), so every shared run places a tenant on a server holding only the warm-up tenant.`,
-  'Each dedicated resource is deprovisioned after it is measured, and the bench waits (untimed) until the resource and its server are deleted, so runs do not overlap and no servers pile up.',
-  `The burst comes last: ${params.burst} shared provisions POSTed at once (Promise.all of fetches, each its own uuid), onto the shared server the warm-up opened and whatever servers placement opens meanwhile; a 202 is followed to the platform's config PATCH. Each must reach \`select 1\` within ${params.burstTimeoutSeconds} s. Burst resources are not deprovisioned.`,
-  'Milestone times from the transitions table are the database\'s now(): the start of the transaction that committed the transition, on the same host clock as the bench.',
-  `p90 is interpolated between closest ranks; with ${params.dedicatedRuns} dedicated runs it sits between the two slowest. Aims (issue): shared under ${AIMS.shared} ms, dedicated under ${num(AIMS.dedicated)} ms, judged by the median.`,
+  'One process runs web + worker + clock (runProcesses, as `pgfleet start` does) against an ephemeral control Postgres 15; ' +
+    'tenant servers are local Postgres clusters under a fresh PGFLEET_HOME. The platform is a local HTTP stand-in that answers at once.',
+  't0 is taken just before the POST; the end is when a fresh node-postgres connection (new Client each try, ' +
+    `retried every ${params.retryMs} ms) has answered \`select 1\` through the URL — for shared the one in the 200 answer, ` +
+    'for dedicated the one in the PATCH the platform received.',
+  'Runs are sequential. The first shared provision is a warm-up reported alone: it opens the shared server (initdb + start). ' +
+    'Each later shared resource is deprovisioned after it is measured (untimed, waited for until deleted), ' +
+    'so every shared run places a tenant on a server holding only the warm-up tenant.',
+  'Each dedicated resource is deprovisioned after it is measured, and the bench waits (untimed) until the resource and its server are ' +
+    'deleted, so runs do not overlap and no servers pile up.',
+  `The burst comes last: ${params.burst} shared provisions POSTed at once (Promise.all of fetches, each its own uuid), ` +
+    'onto the shared server the warm-up opened and whatever servers placement opens meanwhile; ' +
+    `a 202 is followed to the platform's config PATCH. Each must reach \`select 1\` within ${params.burstTimeoutSeconds} s. ` +
+    'Burst resources are not deprovisioned.',
+  "Milestone times from the transitions table are the database's now(): the start of the transaction that committed the transition, " +
+    'on the same host clock as the bench.',
+  `p90 is interpolated between closest ranks; with ${params.dedicatedRuns} dedicated runs it sits between the two slowest. ` +
+    `Aims (issue): shared under ${AIMS.shared} ms, dedicated under ${num(AIMS.dedicated)} ms, judged by the median.`,
   'Measured on 2 CPUs shared with other work (a test suite may run at the same time): expect noise between runs.',
 ];
 
@@ -170,7 +217,10 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
   console.error(`burst: ${params.burst} shared provisions at once…`);
   const burst = await runBurst(ctx, params.burst, params.burstTimeoutSeconds);
   const burstSummary = summarizeBurst(burst);
-  console.error(`  200 × ${burstSummary.answered200}, 202 × ${burstSummary.answered202}, failed ${burstSummary.failed}; ${ms(burst.wallMs)} ms until the last was ready`);
+  console.error(
+    `  200 × ${burstSummary.answered200}, 202 × ${burstSummary.answered202}, failed ${burstSummary.failed}; ` +
+      `${ms(burst.wallMs)} ms until the last was ready`,
+  );
 
   const ok = <T extends { error?: string }>(runs: T[]) => runs.filter((r) => !r.error);
   const results: Results = {

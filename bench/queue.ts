@@ -63,12 +63,22 @@ const SETTINGS: Setting[] = [
 ];
 
 const NOTES = [
-  'No-op jobs: the handler only records its start time. Each contender has its own database on one Postgres 15 (fsync on, synchronous_commit on), started for this run.',
-  'Drain: jobs pre-enqueued (not timed) and ANALYZEd, then the clock runs from starting the workers until the database holds no pending job. Per-entity: 1,000 entity ids, job i on entity i mod 1000 (20 jobs each at 20k).',
+  'No-op jobs: the handler only records its start time. ' +
+    'Each contender has its own database on one Postgres 15 (fsync on, synchronous_commit on), started for this run.',
+  'Drain: jobs pre-enqueued (not timed) and ANALYZEd, ' +
+    'then the clock runs from starting the workers until the database holds no pending job. ' +
+    'Per-entity: 1,000 entity ids, job i on entity i mod 1000 (20 jobs each at 20k).',
   `Drains stop after ${params.drainCapSeconds} s (BENCH_DRAIN_CAP_S); a capped row reports the rate reached by then.`,
-  `Pickup latency: handler start − enqueue time (wall clock in the payload), ${params.latencyRate} jobs/s for ${params.latencySeconds} s in one statement per 10 ms, to running, idle workers. "≥" marks settings that left jobs unstarted ${params.latencyWaitSeconds} s after the last enqueue (counted with their age then).`,
-  'graphile-worker 0.16.6 has no getJobBatchSize / completeJobBatchDelay (0.17+): its only throughput knobs are concurrency and pool size. Per-entity there = one queueName per entity.',
-  "pg-boss 10 serializes per key with a queue of policy 'singleton' + singletonKey (one active job per key). A fetch whose batch holds a job of a busy key fails on a unique index; pg-boss swallows that silently (manager.js fetch) and the loop sleeps its polling interval, so the whole batch waits. Library errors counted are emitted errors plus unhandled rejections of pg-boss's unawaited complete() (e.g. deadlocks). pg-boss has no LISTEN/NOTIFY: pickup waits for a poll, and a loop sleeps the rest of its interval even after a full batch.",
+  'Pickup latency: handler start − enqueue time (wall clock in the payload), ' +
+    `${params.latencyRate} jobs/s for ${params.latencySeconds} s in one statement per 10 ms, to running, idle workers. ` +
+    `"≥" marks settings that left jobs unstarted ${params.latencyWaitSeconds} s after the last enqueue (counted with their age then).`,
+  'graphile-worker 0.16.6 has no getJobBatchSize / completeJobBatchDelay (0.17+): ' +
+    'its only throughput knobs are concurrency and pool size. Per-entity there = one queueName per entity.',
+  "pg-boss 10 serializes per key with a queue of policy 'singleton' + singletonKey (one active job per key). " +
+    'A fetch whose batch holds a job of a busy key fails on a unique index; ' +
+    'pg-boss swallows that silently (manager.js fetch) and the loop sleeps its polling interval, so the whole batch waits. ' +
+    "Library errors counted are emitted errors plus unhandled rejections of pg-boss's unawaited complete() (e.g. deadlocks). " +
+    'pg-boss has no LISTEN/NOTIFY: pickup waits for a poll, and a loop sleeps the rest of its interval even after a full batch.',
   'pg-boss keeps completed jobs in its job table (archived after 12 h by default); pgfleet and graphile-worker delete them.',
   'Latency phases start from truncated tables, with the workers running.',
   'One measurement per setting per run, on 2 shared cores: expect ±15% noise between runs.',
@@ -161,14 +171,20 @@ async function main(server: EphemeralPostgres): Promise<void> {
     const r = await runSetting(s, urls[s.contender]);
     results.settings.push(r);
     console.error(
-      `${id}: ${r.error ?? `${Math.round(r.drain.jobsPerSecond)} jobs/s${r.drain.capped ? ' (capped)' : ''}, pickup median ${r.latency.medianMs.toFixed(1)} ms, p99 ${r.latency.p99Ms.toFixed(1)} ms`}`,
+      `${id}: ${
+        r.error ??
+        `${Math.round(r.drain.jobsPerSecond)} jobs/s${r.drain.capped ? ' (capped)' : ''}, ` +
+          `pickup median ${r.latency.medianMs.toFixed(1)} ms, p99 ${r.latency.p99Ms.toFixed(1)} ms`
+      }`,
     );
   }
   if (params.soakJobs > 0 && (!only || only.test('pgfleet soak'))) {
     console.error(`soak: ${params.soakJobs} jobs through pgfleet…`);
-    results.soak = await soak(urls.pgfleet, params.soakJobs, params.soakConcurrency, params.soakCapSeconds * 1000).catch((err: unknown) => ({
-      error: err instanceof Error ? err.message : String(err),
-    }));
+    results.soak = await soak(urls.pgfleet, params.soakJobs, params.soakConcurrency, params.soakCapSeconds * 1000).catch(
+      (err: unknown) => ({
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
   }
   if (!only || only.test('pgfleet explain')) {
     results.claimPlans = await explainClaim(urls.pgfleet, params.drainJobs).catch((err: unknown) => {

@@ -52,7 +52,14 @@ export interface Answer {
  * An HTTP call as the platform or an operator makes it; a body that is not JSON comes back
  * as text. `signal` bounds it (AbortSignal.timeout).
  */
-export async function call(base: string, method: string, route: string, authorization: string, body?: unknown, signal?: AbortSignal): Promise<Answer> {
+export async function call(
+  base: string,
+  method: string,
+  route: string,
+  authorization: string,
+  body?: unknown,
+  signal?: AbortSignal,
+): Promise<Answer> {
   const res = await fetch(`${base}${route}`, {
     method,
     headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
@@ -89,7 +96,13 @@ export interface Host {
 }
 
 export function hostInfo(): Host {
-  return { date: new Date().toISOString(), nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? '?', memoryGiB: os.totalmem() / 2 ** 30, node: process.version };
+  return {
+    date: new Date().toISOString(),
+    nproc: os.availableParallelism(),
+    cpu: os.cpus()[0]?.model ?? '?',
+    memoryGiB: os.totalmem() / 2 ** 30,
+    node: process.version,
+  };
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

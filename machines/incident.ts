@@ -91,7 +91,9 @@ export const incidentMachine = setup({
   actions: {
     job: emit((_, params: { task: IncidentTask }) => ({ type: 'job' as const, task: params.task })),
     follow: assign(({ context, event }) =>
-      event.type === 'entity.changed' && event.state !== context.entityState ? { entityState: event.state, since: event.at, stuckAfter: event.stuckAfter } : {},
+      event.type === 'entity.changed' && event.state !== context.entityState
+        ? { entityState: event.state, since: event.at, stuckAfter: event.stuckAfter }
+        : {},
     ),
     /** Ask to be woken when the entity's time in its state runs out. */
     armDeadline: enqueueActions(({ context, event, enqueue }) => {
@@ -103,24 +105,39 @@ export const incidentMachine = setup({
     escalateStuck: assign({
       escalations: ({ context, event }) => [
         ...context.escalations,
-        { reason: 'stuck' as const, detail: `${context.entityState} for more than ${context.stuckAfter} s`, at: 'at' in event ? String(event.at) : context.since },
+        {
+          reason: 'stuck' as const,
+          detail: `${context.entityState} for more than ${context.stuckAfter} s`,
+          at: 'at' in event ? String(event.at) : context.since,
+        },
       ],
     }),
     record: assign({
       escalations: ({ context, event }) =>
-        event.type === 'escalate' ? [...context.escalations, { reason: event.reason, detail: event.detail.slice(0, 1000), at: event.at }] : context.escalations,
+        event.type === 'escalate'
+          ? [...context.escalations, { reason: event.reason, detail: event.detail.slice(0, 1000), at: event.at }]
+          : context.escalations,
     }),
     unpageIfPaged: enqueueActions(({ context, enqueue }) => {
       if (context.escalations.length > 0) enqueue.emit({ type: 'job', task: 'unpage' });
     }),
     /** Trouble is told once it has lasted its grace; the notify job finds out whether it still concerns anyone. */
-    notifyAfterGrace: emit(({ context }) => ({ type: 'job' as const, task: 'notify' as const, ...(context.noticeAfter ? { delaySeconds: context.noticeAfter } : {}) })),
-    scheduleChangeover: emit(({ context }) => ({ type: 'job' as const, task: 'changeover' as const, delaySeconds: Math.max(context.startsIn, 0) })),
+    notifyAfterGrace: emit(({ context }) => ({
+      type: 'job' as const,
+      task: 'notify' as const,
+      ...(context.noticeAfter ? { delaySeconds: context.noticeAfter } : {}),
+    })),
+    scheduleChangeover: emit(({ context }) => ({
+      type: 'job' as const,
+      task: 'changeover' as const,
+      delaySeconds: Math.max(context.startsIn, 0),
+    })),
   },
   guards: {
     scheduled: ({ context }) => context.kind !== 'trouble',
     healthy: ({ event }) => event.type === 'entity.changed' && event.healthy,
-    overdue: ({ context, event }) => event.type === 'deadline' && context.stuckAfter > 0 && elapsedSeconds(context.since, event.at) >= context.stuckAfter,
+    overdue: ({ context, event }) =>
+      event.type === 'deadline' && context.stuckAfter > 0 && elapsedSeconds(context.since, event.at) >= context.stuckAfter,
   },
 }).createMachine({
   id: 'incident',

@@ -31,7 +31,25 @@ export const CAUGHT_UP_BYTES = 16 * 1024 ** 2;
  */
 export const RESOURCE_FAILOVER_STATES: readonly string[] = ['available', 'rotating', 'syncing', 'failover'];
 
-export type ResourceTask = 'place' | 'create_tenant' | 'place_standby' | 'synchronize' | 'desynchronize' | 'fence_primary' | 'promote' | 'restore_standby' | 'drop_standby' | 'apply_plan' | 'move' | 'activate' | 'cleanup' | 'deliver' | 'drop_tenant' | 'observe' | 'rotate_password' | 'sync_credentials';
+export type ResourceTask =
+  | 'place'
+  | 'create_tenant'
+  | 'place_standby'
+  | 'synchronize'
+  | 'desynchronize'
+  | 'fence_primary'
+  | 'promote'
+  | 'restore_standby'
+  | 'drop_standby'
+  | 'apply_plan'
+  | 'move'
+  | 'activate'
+  | 'cleanup'
+  | 'deliver'
+  | 'drop_tenant'
+  | 'observe'
+  | 'rotate_password'
+  | 'sync_credentials';
 
 export interface ResourceJob {
   type: 'job';
@@ -123,7 +141,10 @@ const ERROR_LIMIT = 1000;
  * A fresh observation asks for the job again, which puts back a job that fell out and
  * changes nothing when it is pending (jobs are unique per entity and task).
  */
-type Done = string | Record<string, never> | { target: string; actions: 'wantDelivery' | 'syncDone' | 'markSynchronized' | ('wantDelivery' | 'rotationDone')[] };
+type Done =
+  | string
+  | Record<string, never>
+  | { target: string; actions: 'wantDelivery' | 'syncDone' | 'markSynchronized' | ('wantDelivery' | 'rotationDone')[] };
 
 /** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
 type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
@@ -135,7 +156,11 @@ const stallMs = (obs: Observation) => Number(obs['sync.stall_ms']) || DEFAULT_SY
  * healthy one, and at once when it flushes what a commit waits for) is within the threshold.
  */
 function standbyAnswers(obs: Observation): boolean {
-  return obs['sync.standby_state'] === 'streaming' && obs['sync.standby_reply_ms'] !== undefined && Number(obs['sync.standby_reply_ms']) <= stallMs(obs);
+  return (
+    obs['sync.standby_state'] === 'streaming' &&
+    obs['sync.standby_reply_ms'] !== undefined &&
+    Number(obs['sync.standby_reply_ms']) <= stallMs(obs)
+  );
 }
 
 /**
@@ -150,7 +175,9 @@ export function syncStalled(obs: Observation): boolean {
 
 /** The primary's commits go through: none waits, or the standby they wait for answers. */
 function syncFlowing(obs: Observation): boolean {
-  return obs['primary.state'] === 'available' && obs['sync.waiting'] !== undefined && (Number(obs['sync.waiting']) === 0 || standbyAnswers(obs));
+  return (
+    obs['primary.state'] === 'available' && obs['sync.waiting'] !== undefined && (Number(obs['sync.waiting']) === 0 || standbyAnswers(obs))
+  );
 }
 
 /** The standby is up, answers, and has flushed nearly all the primary wrote: it can be synchronous again. */
@@ -255,20 +282,28 @@ export const resourceMachine = setup({
     rotationDone: assign({ rotating: false }),
     syncStarted: assign({ syncing: true }),
     /** Kept from the first time: a step that interrupted running without a synchronous copy does not end it. */
-    markUnsynchronized: assign({ unsynchronizedSince: ({ context, event }) => context.unsynchronizedSince ?? ('at' in event ? event.at : undefined) }),
+    markUnsynchronized: assign({
+      unsynchronizedSince: ({ context, event }) => context.unsynchronizedSince ?? ('at' in event ? event.at : undefined),
+    }),
     markSynchronized: assign({ unsynchronizedSince: undefined }),
     syncDone: assign({ syncing: false }),
-    retryDelivery: emit(({ context }) => ({ type: 'job' as const, task: 'deliver' as const, delaySeconds: deliveryBackoffSeconds(context.deliveryFailures) })),
+    retryDelivery: emit(({ context }) => ({
+      type: 'job' as const,
+      task: 'deliver' as const,
+      delaySeconds: deliveryBackoffSeconds(context.deliveryFailures),
+    })),
   },
   guards: {
     fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
     retriesLeft: ({ context }) => context.failures + 1 < MAX_STEP_RETRIES,
     /** A server of the resource, in the role given, is in the state given. */
-    serverIs: ({ event }, params: { role: string; state: string }) => event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
+    serverIs: ({ event }, params: { role: string; state: string }) =>
+      event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
     /** Not while the standby may lack acknowledged commits: its primary is restarted instead. */
     primaryLost: ({ context, event }) => context.unsynchronizedSince === undefined && primaryLost(event),
-    freshPrimaryLost: ({ context, event }) => context.unsynchronizedSince === undefined && event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
+    freshPrimaryLost: ({ context, event }) =>
+      context.unsynchronizedSince === undefined && event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
     /** The standby failed for good (restarts did not bring it back): build another. */
     standbyLost: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'failed',
     move: ({ event }) => event.type === 'change_plan' && event.move,
@@ -459,9 +494,11 @@ export const resourceMachine = setup({
      * primary is failed over at once; the rotation finishes on the new one.
      */
     rotating: {
-      ...step('rotate_password', { rotated: { target: '#resource.available', actions: ['rotationDone', 'wantDelivery'] }, change_plan: {} }, [
-        { guard: 'freshPrimaryLost', target: '#resource.failover', actions: 'see' },
-      ]),
+      ...step(
+        'rotate_password',
+        { rotated: { target: '#resource.available', actions: ['rotationDone', 'wantDelivery'] }, change_plan: {} },
+        [{ guard: 'freshPrimaryLost', target: '#resource.failover', actions: 'see' }],
+      ),
       entry: ['rotationStarted', 'resetFailures'],
     },
     /** Named credentials made, rotated or destroyed on the primary as the control database asks; a failover first, as above. */

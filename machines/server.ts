@@ -29,7 +29,8 @@ export const STARTING_PROBES = 10;
  */
 export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarting', 'failed', 'fencing', 'rejoining'];
 
-export type ServerTask = 'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
+export type ServerTask =
+  'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
 export interface JobEmitted {
   type: 'job';
@@ -125,7 +126,9 @@ export const serverMachine = setup({
     probesSpent: ({ context, event }, params: { limit?: number }) => {
       const obs = event.type === 'observed' ? event.obs : {};
       const limit = params.limit ?? (Number(obs.hang_probes) || UNREACHABLE_PROBES);
-      return params.limit === undefined && obs.failed_probes !== undefined ? Number(obs.failed_probes) >= limit : context.probes + 1 >= limit;
+      return params.limit === undefined && obs.failed_probes !== undefined
+        ? Number(obs.failed_probes) >= limit
+        : context.probes + 1 >= limit;
     },
     restartsLeft: ({ context }) => context.restarts < MAX_RESTARTS,
   },

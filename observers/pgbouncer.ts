@@ -17,12 +17,23 @@ interface PoolRow {
  * connection, server connections held, and the longest wait. Clients that wait mean a
  * tenant uses its whole share of the server.
  */
-export async function observePooler(host: string, port: number, superuserPassword: string, timeoutMs = 2000): Promise<Record<string, string>> {
+export async function observePooler(
+  host: string,
+  port: number,
+  superuserPassword: string,
+  timeoutMs = 2000,
+): Promise<Record<string, string>> {
   // The pooler takes clients over TLS only. Its certificate is not checked here: SCRAM
   // proves both ends know the stats password, and an impostor learns nothing from it.
   const client = new pg.Client({
-    host, port, user: STATS_USER, password: statsPassword(superuserPassword), database: 'pgbouncer',
-    connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, ssl: { rejectUnauthorized: false },
+    host,
+    port,
+    user: STATS_USER,
+    password: statsPassword(superuserPassword),
+    database: 'pgbouncer',
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    ssl: { rejectUnauthorized: false },
   });
   client.on('error', () => undefined);
   try {

@@ -1,7 +1,6 @@
 import { superuserClient, type SuperuserTarget } from '../src/pg/superuser.ts';
 import { lsnBytes, SEGMENT_BYTES, segmentStartBytes } from '../src/wal/segments.ts';
 
-
 /**
  * One catalog query fills the whole observation. Every value becomes an hstore string;
  * each database's size is a key of its own, so a new check is a new key, not a migration.
@@ -31,12 +30,14 @@ select pg_is_in_recovery() as in_recovery,
   (select coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver) as archiver_failing,
   -- On a primary: how far its slowest standby is behind, in seconds and bytes.
   (select extract(epoch from max(replay_lag))::float8 from pg_stat_replication) as replication_lag_seconds,
-  (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery()) as replication_lag_bytes,
+  (select max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint from pg_stat_replication where not pg_is_in_recovery())
+    as replication_lag_bytes,
   current_setting('synchronous_standby_names') as synchronous_standby_names,
   -- Commits waiting for a synchronous standby, and for how long the oldest has (since its
   -- statement began: a little more than its wait, by the statement's own run).
   (select count(*) from pg_stat_activity where wait_event = 'SyncRep') as sync_waiting,
-  (select (extract(epoch from clock_timestamp() - min(query_start)) * 1000)::bigint from pg_stat_activity where wait_event = 'SyncRep') as sync_wait_ms,
+  (select (extract(epoch from clock_timestamp() - min(query_start)) * 1000)::bigint from pg_stat_activity where wait_event = 'SyncRep')
+    as sync_wait_ms,
   -- Each standby streaming from it, by its name: whether it still answers, and how much WAL it has not flushed.
   (select json_object_agg(application_name, json_build_object(
       'state', state,

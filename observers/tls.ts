@@ -13,7 +13,11 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 export async function observeTls(host: string, port: number, timeoutMs = 2000): Promise<Record<string, string>> {
   try {
     const cert = await servedCertificate(host, port, timeoutMs);
-    return { tls_offered: 'true', tls_cert_expires_at: new Date(cert.valid_to).toISOString(), tls_cert_serial: cert.serialNumber.toLowerCase() };
+    return {
+      tls_offered: 'true',
+      tls_cert_expires_at: new Date(cert.valid_to).toISOString(),
+      tls_cert_serial: cert.serialNumber.toLowerCase(),
+    };
   } catch (err) {
     if (err instanceof TlsNotOffered) return { tls_offered: 'false' };
     return { tls_error: (err as Error).message.slice(0, 300) };

@@ -57,7 +57,10 @@ export function controlCluster(config: Config, binaries = findPgBinaries(config.
 function pooler(config: Config, cluster: PgCluster, log: Logger): Pgbouncer | undefined {
   const bin = findPgbouncer(config.pgbouncerBin);
   if (bin) return new Pgbouncer(bin, cluster);
-  log.warn('pgbouncer not found: install the Debian package pgbouncer (or set PGBOUNCER_BIN); new servers get no connection pooler and databases no CONNECTION_POOL_URL');
+  log.warn(
+    'pgbouncer not found: install the Debian package pgbouncer (or set PGBOUNCER_BIN); ' +
+      'new servers get no connection pooler and databases no CONNECTION_POOL_URL',
+  );
   return undefined;
 }
 
@@ -81,7 +84,11 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
   const tls = { authority: await certificateAuthority(pool, sealer), ...config.tls };
-  configureIncidents({ stuckAfter: config.paging.stuckAfter, noticeGrace: config.paging.noticeGrace, syncPageAfter: config.paging.syncPageAfter });
+  configureIncidents({
+    stuckAfter: config.paging.stuckAfter,
+    noticeGrace: config.paging.noticeGrace,
+    syncPageAfter: config.paging.syncPageAfter,
+  });
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;
@@ -94,7 +101,17 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       leaseSeconds: config.jobLease,
       name: config.workerName,
       handlers: {
-        ...allTasks(providers, { sealer, provider: 'local', sharedMaxConnections: config.sharedMaxConnections, addon, configPrefix: configVarPrefix(addon.id), binaries, archive, probe: config.probe, tls }),
+        ...allTasks(providers, {
+          sealer,
+          provider: 'local',
+          sharedMaxConnections: config.sharedMaxConnections,
+          addon,
+          configPrefix: configVarPrefix(addon.id),
+          binaries,
+          archive,
+          probe: config.probe,
+          tls,
+        }),
         ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
         ...limitTasks(providers, sealer),
         ...archiveRetentionTasks(archive, config.archiveRetentionSeconds),
@@ -125,10 +142,24 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     });
     await router.start();
     // Stopped in reverse: the router, which asks the health checks, goes first.
-    stops.push(() => health.stop(), () => router.stop());
+    stops.push(
+      () => health.stop(),
+      () => router.stop(),
+    );
   }
   if (processes.includes('web')) {
-    const app = buildWeb({ pool, log, sealer, operatorToken: token, providers: Object.keys(providers), addon, metrics: metrics.registry, archive, host: config.host, caCertificate: tls.authority.certificate });
+    const app = buildWeb({
+      pool,
+      log,
+      sealer,
+      operatorToken: token,
+      providers: Object.keys(providers),
+      addon,
+      metrics: metrics.registry,
+      archive,
+      host: config.host,
+      caCertificate: tls.authority.certificate,
+    });
     url = await app.listen({ port: config.port, host: config.host });
     stops.push(() => app.close());
     web = app;

@@ -80,7 +80,8 @@ async function api(config: Config, method: string, route: string, body?: unknown
   const base = process.env.PGFLEET_API_URL ?? `http://127.0.0.1:${config.port}`;
   // A client only reads the token: one it made up would open nothing, and would be kept.
   const token = existingOperatorToken(config.home, config.operatorToken);
-  if (!token) throw new CliError(`no operator token: set OPERATOR_TOKEN, or PGFLEET_HOME to the home of \`pgfleet start\` (${config.home} has none)`);
+  if (!token)
+    throw new CliError(`no operator token: set OPERATOR_TOKEN, or PGFLEET_HOME to the home of \`pgfleet start\` (${config.home} has none)`);
   let res: Response;
   try {
     res = await fetch(`${base}/api${route}`, {
@@ -111,7 +112,14 @@ interface ServerRow {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function showServer(s: ServerRow): string {
@@ -144,14 +152,18 @@ async function servers(config: Config, args: string[], json: boolean): Promise<n
       print(json, rows, () =>
         rows.length === 0
           ? 'no servers yet: pgfleet servers create'
-          : table([['id', 'state', 'provider', 'address', 'observed'], ...rows.map((s) => [s.id, s.state, s.provider, `${s.host ?? '-'}:${s.port ?? '-'}`, s.observedAt ?? 'never'])]),
+          : table([
+              ['id', 'state', 'provider', 'address', 'observed'],
+              ...rows.map((s) => [s.id, s.state, s.provider, `${s.host ?? '-'}:${s.port ?? '-'}`, s.observedAt ?? 'never']),
+            ]),
       );
       return 0;
     }
     case 'create': {
       const i = rest.indexOf('--provider');
       const provider = i >= 0 ? rest[i + 1] : 'local';
-      if (provider === undefined || provider === '' || provider.startsWith('-')) throw new CliError('usage: pgfleet servers create [--provider <name>], e.g. --provider local');
+      if (provider === undefined || provider === '' || provider.startsWith('-'))
+        throw new CliError('usage: pgfleet servers create [--provider <name>], e.g. --provider local');
       const server = (await api(config, 'POST', '/servers', { provider })) as ServerRow;
       print(json, server, () => `created server ${server.id} (${server.state}); follow it with: pgfleet servers show ${server.id}`);
       return 0;
@@ -188,7 +200,16 @@ async function resources(config: Config, args: string[], json: boolean): Promise
     const human = () =>
       rows.length === 0
         ? 'no resources yet: a platform provisions them through /heroku/resources'
-        : table([['id', 'plan', 'state', 'name', 'servers'], ...rows.map((r) => [r.id, r.plan, r.state, r.name ?? '-', r.servers.map((s) => `${s.role}:${s.host ?? '-'}:${s.port ?? '-'}`).join(' ')])]);
+        : table([
+            ['id', 'plan', 'state', 'name', 'servers'],
+            ...rows.map((r) => [
+              r.id,
+              r.plan,
+              r.state,
+              r.name ?? '-',
+              r.servers.map((s) => `${s.role}:${s.host ?? '-'}:${s.port ?? '-'}`).join(' '),
+            ]),
+          ]);
     print(json, rows, human);
     return 0;
   }
@@ -202,7 +223,10 @@ async function resources(config: Config, args: string[], json: boolean): Promise
         `state:    ${r.state}${r.lastError ? ` (last error: ${r.lastError})` : ''}`,
         ...Object.entries(r.config).map(([k, v]) => `${k}: ${v}`),
         '',
-        table([['server', 'role', 'state', 'address'], ...r.servers.map((s) => [s.id, s.role, s.state, `${s.host ?? '-'}:${s.port ?? '-'}`])]),
+        table([
+          ['server', 'role', 'state', 'address'],
+          ...r.servers.map((s) => [s.id, s.role, s.state, `${s.host ?? '-'}:${s.port ?? '-'}`]),
+        ]),
         '',
         table([['at', 'from', 'to', 'event'], ...(r.transitions ?? []).map((t) => [t.at, t.from ?? '-', t.to, t.event])]),
       ].join('\n');
@@ -232,7 +256,18 @@ async function incidents(config: Config, args: string[], json: boolean): Promise
     print(json, rows, () =>
       rows.length === 0
         ? 'no incidents'
-        : table([['id', 'kind', 'state', 'entity', 'reason', 'escalations', 'opened'], ...rows.map((i) => [i.id, i.kind, i.state, `${i.entity.kind} ${i.entity.id}`, i.reason, [...new Set(i.escalations.map((e) => e.reason))].join(',') || '-', i.openedAt])]),
+        : table([
+            ['id', 'kind', 'state', 'entity', 'reason', 'escalations', 'opened'],
+            ...rows.map((i) => [
+              i.id,
+              i.kind,
+              i.state,
+              `${i.entity.kind} ${i.entity.id}`,
+              i.reason,
+              [...new Set(i.escalations.map((e) => e.reason))].join(',') || '-',
+              i.openedAt,
+            ]),
+          ]),
     );
     return 0;
   }
@@ -244,7 +279,8 @@ async function incidents(config: Config, args: string[], json: boolean): Promise
         `reason:   ${i.reason} (${i.kind})`,
         `state:    ${i.state}`,
         `entity:   ${i.entity.kind} ${i.entity.id} (${i.entity.state ?? '-'})`,
-        `opened:   ${i.openedAt}${i.resolvedAt ? `, resolved ${i.resolvedAt}` : ''}${i.scheduledFor ? `, scheduled for ${i.scheduledFor}` : ''}`,
+        `opened:   ${i.openedAt}${i.resolvedAt ? `, resolved ${i.resolvedAt}` : ''}` +
+          `${i.scheduledFor ? `, scheduled for ${i.scheduledFor}` : ''}`,
         ...i.escalations.map((e) => `escalated: ${e.reason} at ${e.at}: ${e.detail}`),
         '',
         table([['at', 'what', 'from', ''], ...(i.timeline ?? []).map((e) => [e.at, e.kind, e.source, e.summary])]),
@@ -258,14 +294,29 @@ async function incidents(config: Config, args: string[], json: boolean): Promise
 async function info(config: Config, id: string | undefined, json: boolean): Promise<number> {
   if (!id) throw new CliError('usage: pgfleet info <resource>');
   const i = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/info`)) as Record<string, string | number>;
-  const labels: [string, string][] = [['plan', 'Plan'], ['status', 'Status'], ['connections', 'Connections'], ['pgVersion', 'PG Version'], ['created', 'Created'], ['dataSize', 'Data Size'], ['tables', 'Tables'], ['region', 'Region'], ['server', 'Server']];
+  const labels: [string, string][] = [
+    ['plan', 'Plan'],
+    ['status', 'Status'],
+    ['connections', 'Connections'],
+    ['pgVersion', 'PG Version'],
+    ['created', 'Created'],
+    ['dataSize', 'Data Size'],
+    ['tables', 'Tables'],
+    ['region', 'Region'],
+    ['server', 'Server'],
+  ];
   print(json, i, () => [`=== ${i.id}`, ...labels.map(([k, l]) => `${`${l}:`.padEnd(13)}${i[k]}`)].join('\n'));
   return 0;
 }
 
 async function diagnoseCommand(config: Config, id: string | undefined, json: boolean): Promise<number> {
   if (!id) throw new CliError('usage: pgfleet diagnose <resource>');
-  const checks = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/diagnose`)) as { name: string; status: string; detail: string; rows?: Record<string, unknown>[] }[];
+  const checks = (await api(config, 'GET', `/resources/${encodeURIComponent(id)}/diagnose`)) as {
+    name: string;
+    status: string;
+    detail: string;
+    rows?: Record<string, unknown>[];
+  }[];
   if (json) {
     process.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);
     return 0;
@@ -273,14 +324,18 @@ async function diagnoseCommand(config: Config, id: string | undefined, json: boo
   const order = { red: 0, yellow: 1, green: 2 } as Record<string, number>;
   for (const c of [...checks].sort((a, b) => order[a.status]! - order[b.status]!)) {
     process.stdout.write(`${c.status.toUpperCase()}: ${c.name}: ${c.detail}\n`);
-    if (c.rows?.length) process.stdout.write(`${table([Object.keys(c.rows[0]!), ...c.rows.map((r) => Object.values(r).map((v) => String(v ?? '')))]).replace(/^/gm, '  ')}\n`);
+    if (c.rows?.length)
+      process.stdout.write(
+        `${table([Object.keys(c.rows[0]!), ...c.rows.map((r) => Object.values(r).map((v) => String(v ?? '')))]).replace(/^/gm, '  ')}\n`,
+      );
   }
   return 0;
 }
 
 async function maintenance(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb, resource, at] = args;
-  if (verb !== 'schedule' || !resource || !at) throw new CliError('usage: pgfleet maintenance schedule <resource> <time>, e.g. 2026-12-01T03:00:00Z');
+  if (verb !== 'schedule' || !resource || !at)
+    throw new CliError('usage: pgfleet maintenance schedule <resource> <time>, e.g. 2026-12-01T03:00:00Z');
   const i = (await api(config, 'POST', `/resources/${encodeURIComponent(resource)}/maintenance`, { at })) as IncidentRow;
   print(json, i, () => `maintenance ${i.id} scheduled for ${i.scheduledFor}: the server restarts then, and its customers have been told`);
   return 0;
@@ -289,11 +344,21 @@ async function maintenance(config: Config, args: string[], json: boolean): Promi
 async function jobs(config: Config, args: string[], json: boolean): Promise<number> {
   const [verb = 'dead', id] = args;
   if (verb === 'dead') {
-    const rows = (await api(config, 'GET', '/jobs/dead')) as { id: string; task: string; entityId: string | null; attempts: number; deadAt: string; lastError: string | null }[];
+    const rows = (await api(config, 'GET', '/jobs/dead')) as {
+      id: string;
+      task: string;
+      entityId: string | null;
+      attempts: number;
+      deadAt: string;
+      lastError: string | null;
+    }[];
     const human = () =>
       rows.length === 0
         ? 'no dead jobs'
-        : table([['id', 'task', 'entity', 'attempts', 'dead since', 'last error'], ...rows.map((j) => [j.id, j.task, j.entityId ?? '-', String(j.attempts), j.deadAt, (j.lastError ?? '').split('\n')[0]!])]);
+        : table([
+            ['id', 'task', 'entity', 'attempts', 'dead since', 'last error'],
+            ...rows.map((j) => [j.id, j.task, j.entityId ?? '-', String(j.attempts), j.deadAt, (j.lastError ?? '').split('\n')[0]!]),
+          ]);
     print(json, rows, human);
     return 0;
   }
@@ -358,7 +423,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'promote': {
         if (!rest[0]) throw new CliError('usage: pgfleet promote <resource> [--force]');
         const force = rest.includes('--force');
-        const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`, force ? { force } : undefined)) as { id: string; state: string };
+        const r = (await api(config, 'POST', `/resources/${encodeURIComponent(rest[0])}/promote`, force ? { force } : undefined)) as {
+          id: string;
+          state: string;
+        };
         print(json, r, () => `switching over ${r.id}: its standby becomes the primary; follow it with pgfleet resources show ${r.id}`);
         return 0;
       }

@@ -25,10 +25,15 @@ const USAGE = `usage: pgfleet credentials <resource>
        pgfleet credentials rotate <resource> [<name>]
        pgfleet credentials destroy <resource> <name>`;
 
-const path = (resource: string, ...rest: string[]) => ['/resources', resource, 'credentials', ...rest].map((p) => (p.startsWith('/') ? p : encodeURIComponent(p))).join('/');
+const path = (resource: string, ...rest: string[]) =>
+  ['/resources', resource, 'credentials', ...rest].map((p) => (p.startsWith('/') ? p : encodeURIComponent(p))).join('/');
 
 function secret(c: Credential, what: string): string {
-  return [`${what} ${c.name} (${c.role}, ${c.privileges}, ${c.state}); this is the only time its password is shown:`, `  url:    ${c.url ?? '-'}`, `  pooled: ${c.pooledUrl ?? '-'}`].join('\n');
+  return [
+    `${what} ${c.name} (${c.role}, ${c.privileges}, ${c.state}); this is the only time its password is shown:`,
+    `  url:    ${c.url ?? '-'}`,
+    `  pooled: ${c.pooledUrl ?? '-'}`,
+  ].join('\n');
 }
 
 export async function credentialsCommand(args: string[], cli: CliTools): Promise<number> {
@@ -47,7 +52,12 @@ export async function credentialsCommand(args: string[], cli: CliTools): Promise
       if (!resource) throw cli.usage(USAGE);
       if (!name) {
         const r = (await cli.api('POST', path(resource, 'rotate'))) as { id: string; state: string };
-        cli.print(r, () => `rotating the owner's password of ${r.id}: sessions logged in keep running, and the platform gets the new URL once the server has it`);
+        cli.print(
+          r,
+          () =>
+            `rotating the owner's password of ${r.id}: sessions logged in keep running, ` +
+            'and the platform gets the new URL once the server has it',
+        );
         return 0;
       }
       const c = (await cli.api('POST', path(resource, name, 'rotate'))) as Credential;
@@ -63,7 +73,9 @@ export async function credentialsCommand(args: string[], cli: CliTools): Promise
     default: {
       if (rest.length > 0) throw cli.usage(USAGE);
       const rows = (await cli.api('GET', path(first))) as Credential[];
-      cli.print(rows, () => cli.table([['name', 'role', 'privileges', 'state'], ...rows.map((c) => [c.name, c.role, c.privileges, c.state])]));
+      cli.print(rows, () =>
+        cli.table([['name', 'role', 'privileges', 'state'], ...rows.map((c) => [c.name, c.role, c.privileges, c.state])]),
+      );
       return 0;
     }
   }

@@ -37,7 +37,11 @@ export async function claimPeriod(db: Queryable, name: string, seconds: number):
  * pending key makes this idempotent: two clocks add nothing twice.
  */
 export function enqueueMissing(db: Queryable): Promise<number> {
-  return enqueueForLiveEntities(db, OBSERVED_MACHINES, ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })));
+  return enqueueForLiveEntities(
+    db,
+    OBSERVED_MACHINES,
+    ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })),
+  );
 }
 
 /**

@@ -157,7 +157,8 @@ function encryptionKey(env: Env): Buffer | undefined {
   const raw = nonEmpty(env, 'PGFLEET_ENCRYPTION_KEY');
   if (raw === undefined) return undefined;
   const key = Buffer.from(raw, 'base64');
-  if (key.length !== 32) throw new ConfigError('PGFLEET_ENCRYPTION_KEY must be 32 random bytes in base64, e.g. from `openssl rand -base64 32`');
+  if (key.length !== 32)
+    throw new ConfigError('PGFLEET_ENCRYPTION_KEY must be 32 random bytes in base64, e.g. from `openssl rand -base64 32`');
   return key;
 }
 
@@ -176,7 +177,8 @@ function httpUrl(env: Env, name: string, fallback: string | undefined): string |
   } catch {
     throw new ConfigError(`${name} must be an http(s) URL such as https://api.heroku.com, not ${JSON.stringify(raw)}`);
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${name} must be an http(s) URL, not ${JSON.stringify(raw)}`);
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new ConfigError(`${name} must be an http(s) URL, not ${JSON.stringify(raw)}`);
   return raw.replace(/\/+$/, '');
 }
 
@@ -196,14 +198,18 @@ function tlsConfig(env: Env): TlsConfig {
   const certDays = integer(env, 'PGFLEET_TLS_CERT_DAYS', 90, 1, 825);
   const renewDays = integer(env, 'PGFLEET_TLS_RENEW_DAYS', Math.min(30, certDays - 1), 0, 824);
   if (renewDays >= certDays) {
-    throw new ConfigError(`PGFLEET_TLS_RENEW_DAYS (${renewDays}) must be less than PGFLEET_TLS_CERT_DAYS (${certDays}), or every certificate would be due as soon as it is made`);
+    throw new ConfigError(
+      `PGFLEET_TLS_RENEW_DAYS (${renewDays}) must be less than PGFLEET_TLS_CERT_DAYS (${certDays}), ` +
+        'or every certificate would be due as soon as it is made',
+    );
   }
   return { certDays, renewDays };
 }
 
 function addonConfig(env: Env): AddonConfig {
   const id = nonEmpty(env, 'ADDON_ID') ?? 'pgfleet';
-  if (!/^[a-z][a-z0-9-]{1,49}$/.test(id)) throw new ConfigError('ADDON_ID must be lower-case letters, digits and "-", starting with a letter, such as "pgfleet"');
+  if (!/^[a-z][a-z0-9-]{1,49}$/.test(id))
+    throw new ConfigError('ADDON_ID must be lower-case letters, digits and "-", starting with a letter, such as "pgfleet"');
   return {
     id,
     password: secret(env, 'ADDON_PASSWORD'),
@@ -223,9 +229,18 @@ function addonConfig(env: Env): AddonConfig {
  */
 function workerName(env: Env): string {
   const given = nonEmpty(env, 'PGFLEET_WORKER_NAME');
-  const name = given ?? nonEmpty(env, 'DYNO') ?? `${os.hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 31)}.worker`;
+  const name =
+    given ??
+    nonEmpty(env, 'DYNO') ??
+    `${os
+      .hostname()
+      .replace(/[^A-Za-z0-9._-]/g, '-')
+      .slice(0, 31)}.worker`;
   if (!/^[A-Za-z0-9._-]{1,38}$/.test(name)) {
-    throw new ConfigError(`${given !== undefined ? 'PGFLEET_WORKER_NAME' : 'DYNO'} must be at most 38 letters, digits, dots, dashes or underscores (it names the worker, PGFLEET_WORKER_NAME)`);
+    throw new ConfigError(
+      `${given !== undefined ? 'PGFLEET_WORKER_NAME' : 'DYNO'} must be at most 38 letters, digits, dots, dashes or underscores ` +
+        '(it names the worker, PGFLEET_WORKER_NAME)',
+    );
   }
   return name;
 }
@@ -239,7 +254,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (token !== undefined && token.length < 16) {
     throw new ConfigError('OPERATOR_TOKEN must be at least 16 characters long');
   }
-  const queues = nonEmpty(env, 'QUEUES')?.split(',').map((q) => q.trim()).filter(Boolean);
+  const queues = nonEmpty(env, 'QUEUES')
+    ?.split(',')
+    .map((q) => q.trim())
+    .filter(Boolean);
   if (queues !== undefined && queues.some((q) => !/^[a-z][a-z0-9_-]*$/.test(q))) {
     throw new ConfigError('QUEUES must be a comma-separated list of queue names such as "default,observe"');
   }
@@ -278,7 +296,9 @@ export function loadConfig(env: Env = process.env): Config {
     logFormat,
     addon: addonConfig(env),
     storeUrl: storeUrl(env),
-    storeEnv: Object.fromEntries(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION'].flatMap((k) => (env[k] ? [[k, env[k]!]] : []))),
+    storeEnv: Object.fromEntries(
+      ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION'].flatMap((k) => (env[k] ? [[k, env[k]!]] : [])),
+    ),
     metricsPort: nonEmpty(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
     tls: tlsConfig(env),
     paging: {

@@ -82,7 +82,10 @@ export async function encryptionKey(home: string, fromEnv: Buffer | undefined): 
 }
 
 /** ADDON_PASSWORD and ADDON_SSO_SALT, or the ones pgfleet made and keeps under PGFLEET_HOME. */
-export async function addonSecrets(home: string, fromEnv: { password: string | undefined; ssoSalt: string | undefined }): Promise<{ password: string; ssoSalt: string }> {
+export async function addonSecrets(
+  home: string,
+  fromEnv: { password: string | undefined; ssoSalt: string | undefined },
+): Promise<{ password: string; ssoSalt: string }> {
   return {
     password: fromEnv.password ?? (await keptSecret(home, 'addonPassword', 24)),
     ssoSalt: fromEnv.ssoSalt ?? (await keptSecret(home, 'addonSsoSalt', 24)),

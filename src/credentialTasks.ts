@@ -17,11 +17,20 @@ type Outcome = ReturnType<typeof report>;
 const FOLLOWER_CATCH_UP_MS = 10_000;
 
 async function primaryWal(target: SuperuserTarget): Promise<string> {
-  return asSuperuser(target, 'postgres', async (c) => (await c.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn);
+  return asSuperuser(
+    target,
+    'postgres',
+    async (c) => (await c.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn,
+  );
 }
 
 async function replayed(target: SuperuserTarget, lsn: string): Promise<boolean> {
-  return asSuperuser(target, 'postgres', async (c) => (await c.query<{ done: boolean }>('select coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) as done', [lsn])).rows[0]!.done);
+  return asSuperuser(
+    target,
+    'postgres',
+    async (c) =>
+      (await c.query<{ done: boolean }>('select coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) as done', [lsn])).rows[0]!.done,
+  );
 }
 
 /**
@@ -33,7 +42,12 @@ async function replayed(target: SuperuserTarget, lsn: string): Promise<boolean> 
 /** Configure a server's pooler again from its catalog, after the tenants or roles on it changed. */
 export type RefreshPool = (db: Queryable, serverId: string) => Promise<void>;
 
-export function credentialTasks(sealer: Sealer, ca: string, refreshPool: RefreshPool, fail: (job: Job, err: unknown, log: Logger) => Outcome) {
+export function credentialTasks(
+  sealer: Sealer,
+  ca: string,
+  refreshPool: RefreshPool,
+  fail: (job: Job, err: unknown, log: Logger) => Outcome,
+) {
   async function superuser(db: Queryable, server: ResourceServer): Promise<SuperuserTarget> {
     const record = await loadServerRecord(db, sealer, server.id);
     return superuserTarget(server, record!.superuserPassword);
@@ -57,7 +71,8 @@ export function credentialTasks(sealer: Sealer, ca: string, refreshPool: Refresh
   async function loginThroughPool(server: ResourceServer, login: { database: string; role: string; password: string }): Promise<void> {
     if (server.poolPort === null || server.host === null) return;
     const probe = await probeTenant(server.host, server.poolPort, login, ca, 5000);
-    if (probe.reachable !== 'true') throw new Error(`${login.role} cannot log in through the pooler of ${server.id} with its new password: ${probe.error}`);
+    if (probe.reachable !== 'true')
+      throw new Error(`${login.role} cannot log in through the pooler of ${server.id} with its new password: ${probe.error}`);
   }
 
   /**
@@ -66,7 +81,12 @@ export function credentialTasks(sealer: Sealer, ca: string, refreshPool: Refresh
    * up is skipped (its pooler is configured from its catalog when it starts); one that is up
    * must replay the change within FOLLOWER_CATCH_UP_MS, or the step fails and is retried.
    */
-  async function refreshFollowers(db: Queryable, resourceId: string, lsn: string, logins: { database: string; role: string; password: string }[]): Promise<void> {
+  async function refreshFollowers(
+    db: Queryable,
+    resourceId: string,
+    lsn: string,
+    logins: { database: string; role: string; password: string }[],
+  ): Promise<void> {
     const { rows } = await db.query<{ id: string }>('select id from resources where follows = $1', [resourceId]);
     for (const follower of rows) {
       const server = (await resourceServers(db, follower.id)).find((s) => s.role === 'primary' && s.state === 'available');
@@ -74,7 +94,8 @@ export function credentialTasks(sealer: Sealer, ca: string, refreshPool: Refresh
       const target = await superuser(db, server);
       const deadline = Date.now() + FOLLOWER_CATCH_UP_MS;
       while (!(await replayed(target, lsn))) {
-        if (Date.now() > deadline) throw new Error(`the follower ${follower.id} has not replayed the credential change within ${FOLLOWER_CATCH_UP_MS / 1000} s`);
+        if (Date.now() > deadline)
+          throw new Error(`the follower ${follower.id} has not replayed the credential change within ${FOLLOWER_CATCH_UP_MS / 1000} s`);
         await new Promise((r) => setTimeout(r, 100));
       }
       await refreshPool(db, server.id);
@@ -111,7 +132,9 @@ export function credentialTasks(sealer: Sealer, ca: string, refreshPool: Refresh
         const roles = await namedRoles(pool, sealer, resource.id);
         await syncNamedRoles(target, resource.tenant, roles);
         await refreshPool(pool, primary.id);
-        const logins = roles.filter((r) => !r.destroy && r.pendingSealed !== null).map((r) => ({ database: resource.tenant.database, role: r.role, password: r.password }));
+        const logins = roles
+          .filter((r) => !r.destroy && r.pendingSealed !== null)
+          .map((r) => ({ database: resource.tenant.database, role: r.role, password: r.password }));
         for (const login of logins) await loginThroughPool(primary, login);
         await refreshFollowers(pool, resource.id, await primaryWal(target), logins);
         return report(job, { type: 'credentials.synced' }, (client) => settleCredentials(client, resource.id, roles));

@@ -59,15 +59,28 @@ function view(row: CredentialRow): CredentialView {
 
 /** The owner first (Heroku's `default`), then the named ones; never a password. */
 export async function listCredentials(db: Queryable, resource: ResourceRecord): Promise<CredentialView[]> {
-  const { rows: owner } = await db.query<{ rotating: boolean; created_at: Date }>('select password_pending_sealed is not null as rotating, created_at from resources where id = $1', [resource.id]);
+  const { rows: owner } = await db.query<{ rotating: boolean; created_at: Date }>(
+    'select password_pending_sealed is not null as rotating, created_at from resources where id = $1',
+    [resource.id],
+  );
   return [
-    { name: OWNER_CREDENTIAL, role: resource.tenant.role, privileges: 'owner', state: owner[0]?.rotating ? 'rotating' : 'active', createdAt: owner[0]?.created_at ?? null },
+    {
+      name: OWNER_CREDENTIAL,
+      role: resource.tenant.role,
+      privileges: 'owner',
+      state: owner[0]?.rotating ? 'rotating' : 'active',
+      createdAt: owner[0]?.created_at ?? null,
+    },
     ...(await rows(db, resource.id)).map(view),
   ];
 }
 
 /** What the server should hold for each named credential: a pending password wins. */
-export async function namedRoles(db: Queryable, sealer: Sealer, resourceId: string): Promise<(NamedRole & { name: string; pendingSealed: string | null })[]> {
+export async function namedRoles(
+  db: Queryable,
+  sealer: Sealer,
+  resourceId: string,
+): Promise<(NamedRole & { name: string; pendingSealed: string | null })[]> {
   return (await rows(db, resourceId)).map((r) => ({
     name: r.name,
     role: r.role_name,
@@ -88,13 +101,18 @@ export async function namedRoleNames(db: Queryable, resourceId: string): Promise
  * its own and is active, and each it destroyed goes. A row asked to change since the step
  * read it (another pending password) is left for the next step.
  */
-export async function settleCredentials(client: Client, resourceId: string, applied: { name: string; destroy: boolean; pendingSealed: string | null }[]): Promise<void> {
+export async function settleCredentials(
+  client: Client,
+  resourceId: string,
+  applied: { name: string; destroy: boolean; pendingSealed: string | null }[],
+): Promise<void> {
   for (const c of applied) {
     if (c.destroy) {
       await client.query(`delete from credentials where resource_id = $1 and name = $2 and state = 'destroying'`, [resourceId, c.name]);
     } else {
       await client.query(
-        `update credentials set password_sealed = coalesce(password_pending_sealed, password_sealed), password_pending_sealed = null, state = 'active'
+        `update credentials set password_sealed = coalesce(password_pending_sealed, password_sealed),
+           password_pending_sealed = null, state = 'active'
          where resource_id = $1 and name = $2 and state <> 'destroying' and password_pending_sealed is not distinct from $3`,
         [resourceId, c.name, c.pendingSealed],
       );
@@ -109,18 +127,31 @@ export async function settleCredentials(client: Client, resourceId: string, appl
  */
 export async function settleRotation(client: Client, resourceId: string, pendingSealed: string | null): Promise<void> {
   if (pendingSealed !== null) {
-    await client.query('update resources set password_sealed = password_pending_sealed, password_pending_sealed = null where id = $1 and password_pending_sealed = $2', [resourceId, pendingSealed]);
+    await client.query(
+      `update resources set password_sealed = password_pending_sealed, password_pending_sealed = null
+       where id = $1 and password_pending_sealed = $2`,
+      [resourceId, pendingSealed],
+    );
   }
-  await client.query('update resources f set password_sealed = r.password_sealed from resources r where r.id = $1 and f.follows = r.id', [resourceId]);
+  await client.query('update resources f set password_sealed = r.password_sealed from resources r where r.id = $1 and f.follows = r.id', [
+    resourceId,
+  ]);
 }
 
 export async function pendingOwnerPassword(db: Queryable, resourceId: string): Promise<string | null> {
-  return (await db.query<{ sealed: string | null }>('select password_pending_sealed as sealed from resources where id = $1', [resourceId])).rows[0]?.sealed ?? null;
+  return (
+    (await db.query<{ sealed: string | null }>('select password_pending_sealed as sealed from resources where id = $1', [resourceId]))
+      .rows[0]?.sealed ?? null
+  );
 }
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; status: 404 | 409 | 422; message: string };
 
-const fail = (status: 404 | 409 | 422, message: string): { ok: false; status: 404 | 409 | 422; message: string } => ({ ok: false, status, message });
+const fail = (status: 404 | 409 | 422, message: string): { ok: false; status: 404 | 409 | 422; message: string } => ({
+  ok: false,
+  status,
+  message,
+});
 
 /**
  * Tell the machine `event` in the caller's transaction, having written what it is about;
@@ -153,7 +184,10 @@ export async function requestRotation(pool: Pool, sealer: Sealer, resource: Reso
   if (resource.follows) return fail(422, `a follower shares the credentials of the database it follows: rotate ${resource.follows}`);
   return refusable(pool, async (client) => {
     // A pending password left by a rotation a failover interrupted is the one to finish.
-    await client.query('update resources set password_pending_sealed = coalesce(password_pending_sealed, $2) where id = $1', [resource.id, sealer.seal(tenantPassword())]);
+    await client.query('update resources set password_pending_sealed = coalesce(password_pending_sealed, $2) where id = $1', [
+      resource.id,
+      sealer.seal(tenantPassword()),
+    ]);
     if (!(await tell(client, resource.id, { type: 'rotate' }))) throw new Refused(busy(state));
   });
 }
@@ -161,15 +195,25 @@ export async function requestRotation(pool: Pool, sealer: Sealer, resource: Reso
 /** A named credential's role: the owner's name and the credential's, unique because the owner's is. */
 export const namedRole = (ownerRole: string, name: string) => `${ownerRole}_${name}`;
 
-export async function createCredential(pool: Pool, sealer: Sealer, resource: ResourceRecord, state: string, name: string, privileges: Privileges): Promise<Outcome<string>> {
-  if (resource.follows) return fail(422, `a follower is read-only and shares the credentials of ${resource.follows}: create the credential there`);
+export async function createCredential(
+  pool: Pool,
+  sealer: Sealer,
+  resource: ResourceRecord,
+  state: string,
+  name: string,
+  privileges: Privileges,
+): Promise<Outcome<string>> {
+  if (resource.follows)
+    return fail(422, `a follower is read-only and shares the credentials of ${resource.follows}: create the credential there`);
   const password = tenantPassword();
   return refusable(pool, async (client) => {
     // The resource's row, locked: two creations at once count each other.
     await client.query('select 1 from resources where id = $1 for update', [resource.id]);
     const existing = await rows(client, resource.id);
-    if (existing.some((r) => r.name === name)) throw new Refused(fail(409, `the credential "${name}" exists already: rotate it, or destroy it first`));
-    if (existing.length >= MAX_NAMED_CREDENTIALS) throw new Refused(fail(422, `a database has at most ${MAX_NAMED_CREDENTIALS} named credentials: destroy one first`));
+    if (existing.some((r) => r.name === name))
+      throw new Refused(fail(409, `the credential "${name}" exists already: rotate it, or destroy it first`));
+    if (existing.length >= MAX_NAMED_CREDENTIALS)
+      throw new Refused(fail(422, `a database has at most ${MAX_NAMED_CREDENTIALS} named credentials: destroy one first`));
     await client.query('insert into credentials (resource_id, name, role_name, privileges, password_sealed) values ($1, $2, $3, $4, $5)', [
       resource.id,
       name,
@@ -182,7 +226,14 @@ export async function createCredential(pool: Pool, sealer: Sealer, resource: Res
   });
 }
 
-async function changeCredential(pool: Pool, resource: ResourceRecord, state: string, name: string, sql: string, params: unknown[]): Promise<Outcome<void>> {
+async function changeCredential(
+  pool: Pool,
+  resource: ResourceRecord,
+  state: string,
+  name: string,
+  sql: string,
+  params: unknown[],
+): Promise<Outcome<void>> {
   return refusable(pool, async (client) => {
     const { rowCount } = await client.query(sql, [resource.id, name, ...params]);
     if (!rowCount) throw new Refused(fail(404, `no credential "${name}": see GET /api/resources/${resource.id}/credentials`));
@@ -191,18 +242,45 @@ async function changeCredential(pool: Pool, resource: ResourceRecord, state: str
 }
 
 /** A new pending password for a named credential; answers it, for the one answer that shows it. */
-export async function rotateCredential(pool: Pool, sealer: Sealer, resource: ResourceRecord, state: string, name: string): Promise<Outcome<string>> {
+export async function rotateCredential(
+  pool: Pool,
+  sealer: Sealer,
+  resource: ResourceRecord,
+  state: string,
+  name: string,
+): Promise<Outcome<string>> {
   const password = tenantPassword();
-  const done = await changeCredential(pool, resource, state, name, `update credentials set password_pending_sealed = $3 where resource_id = $1 and name = $2 and state <> 'destroying'`, [sealer.seal(password)]);
+  const done = await changeCredential(
+    pool,
+    resource,
+    state,
+    name,
+    `update credentials set password_pending_sealed = $3 where resource_id = $1 and name = $2 and state <> 'destroying'`,
+    [sealer.seal(password)],
+  );
   return done.ok ? { ok: true, value: password } : done;
 }
 
 export async function destroyCredential(pool: Pool, resource: ResourceRecord, state: string, name: string): Promise<Outcome<void>> {
-  return changeCredential(pool, resource, state, name, `update credentials set state = 'destroying' where resource_id = $1 and name = $2`, []);
+  return changeCredential(
+    pool,
+    resource,
+    state,
+    name,
+    `update credentials set state = 'destroying' where resource_id = $1 and name = $2`,
+    [],
+  );
 }
 
 /** A credential with the URLs its password makes, as the resource's config vars would carry them. */
-export async function withUrls(db: Queryable, sealer: Sealer, prefix: string, resourceId: string, name: string, password: string): Promise<CredentialSecret | undefined> {
+export async function withUrls(
+  db: Queryable,
+  sealer: Sealer,
+  prefix: string,
+  resourceId: string,
+  name: string,
+  password: string,
+): Promise<CredentialSecret | undefined> {
   const resource = await loadResourceRecord(db, sealer, resourceId);
   const credential = resource && (await listCredentials(db, resource)).find((c) => c.name === name);
   if (!resource || !credential) return undefined;

@@ -60,7 +60,19 @@ async function inTransaction<T>(pool: Pool, begin: string, fn: (client: Client) 
 }
 
 /** Connection-level errors: the connection was lost or refused, or the server is starting or stopping. */
-const CONNECTION_LOSS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+const CONNECTION_LOSS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08006',
+]);
 
 /**
  * Whether an error says a connection was lost rather than that something went wrong on it:
@@ -72,4 +84,3 @@ export function isConnectionLoss(err: unknown): boolean {
   if (typeof code === 'string' && CONNECTION_LOSS.has(code)) return true;
   return typeof message === 'string' && /^(Connection terminated|Client has encountered a connection error|timeout expired)/.test(message);
 }
-

@@ -57,7 +57,8 @@ export function healthStatus(check: HealthCheck, facts: HealthFacts, maxLag?: nu
   const withdrawn = WITHDRAWN.has(facts.machineState.split('.')[0]!);
   const primary = !withdrawn && facts.controlPrimary && facts.machineState === 'available' && facts.probe?.inRecovery === false;
   // An unknown lag fails a check that asks for a bound: a replica nobody can measure is not sent reads that must be fresh.
-  const replica = !withdrawn && facts.probe?.inRecovery === true && (maxLag === undefined || (facts.lagBytes !== undefined && facts.lagBytes <= maxLag));
+  const replica =
+    !withdrawn && facts.probe?.inRecovery === true && (maxLag === undefined || (facts.lagBytes !== undefined && facts.lagBytes <= maxLag));
   switch (check) {
     case 'primary':
       return primary ? 200 : 503;
@@ -84,8 +85,15 @@ interface HealthTarget extends SuperuserTarget {
 
 async function loadTargets(pool: Pool, sealer: Sealer): Promise<HealthTarget[]> {
   const { rows } = await pool.query<{
-    id: string; host: string; port: number; sealed: string; health_port: string | null; state: string;
-    control_primary: boolean; upstream: string | null; observed_lsn: string | null;
+    id: string;
+    host: string;
+    port: number;
+    sealed: string;
+    health_port: string | null;
+    state: string;
+    control_primary: boolean;
+    upstream: string | null;
+    observed_lsn: string | null;
   }>(
     `select s.id, s.host, s.port, s.superuser_password_sealed as sealed, s.attrs->'health_port' as health_port, m.state,
        exists (select 1 from resource_servers rs where rs.server_id = s.id and rs.role = 'primary') as control_primary,
@@ -177,7 +185,11 @@ class Probe {
   }
 
   private open(): Connection {
-    const client = superuserClient(this.target, { connectTimeoutMs: this.timeoutMs, queryTimeoutMs: this.timeoutMs, applicationName: 'pgfleet-health' });
+    const client = superuserClient(this.target, {
+      connectTimeoutMs: this.timeoutMs,
+      queryTimeoutMs: this.timeoutMs,
+      applicationName: 'pgfleet-health',
+    });
     const conn = { client, ready: client.connect() };
     conn.ready.catch(() => undefined);
     client.on('error', () => this.drop(conn));
@@ -270,7 +282,8 @@ export class HealthServer {
     if (!check) return void res.writeHead(404).end();
     const lagParam = url.searchParams.get('lag');
     const maxLag = lagParam === null ? undefined : parseLag(lagParam);
-    if (lagParam !== null && maxLag === undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('lag is bytes or a size like 16MB\n');
+    if (lagParam !== null && maxLag === undefined)
+      return void res.writeHead(400, { 'content-type': 'text/plain' }).end('lag is bytes or a size like 16MB\n');
     const t = this.targets.get(id);
     if (!t) return void res.writeHead(503).end();
     const { code, status, lagBytes } = await this.judge(t, check, maxLag, method === 'GET');
@@ -286,7 +299,11 @@ export class HealthServer {
     const primaryLsn = status?.in_recovery && (maxLag !== undefined || showLag) ? await this.upstreamLsn(t) : undefined;
     const replayed = lsnBytes(status?.replayed_location);
     const lagBytes = primaryLsn !== undefined && replayed !== undefined ? Math.max(0, primaryLsn - replayed) : undefined;
-    const code = healthStatus(check, { machineState: t.machineState, controlPrimary: t.controlPrimary, probe: status && { inRecovery: status.in_recovery }, lagBytes }, maxLag);
+    const code = healthStatus(
+      check,
+      { machineState: t.machineState, controlPrimary: t.controlPrimary, probe: status && { inRecovery: status.in_recovery }, lagBytes },
+      maxLag,
+    );
     return { code, status, lagBytes };
   }
 

@@ -32,7 +32,13 @@ export async function loadIncident(db: Queryable, id: string): Promise<IncidentR
 }
 
 /** The PagerDuty Events v2 body for an incident: deduplicated by the incident's id. */
-export function pagerEvent(paging: PagingConfig, incident: IncidentRow, context: IncidentContext, action: 'trigger' | 'resolve', consoleUrl: string | undefined) {
+export function pagerEvent(
+  paging: PagingConfig,
+  incident: IncidentRow,
+  context: IncidentContext,
+  action: 'trigger' | 'resolve',
+  consoleUrl: string | undefined,
+) {
   const reasons = [...new Set(context.escalations.map((e) => e.reason))].join(', ');
   return {
     routing_key: paging.routingKey,
@@ -54,7 +60,9 @@ export function pagerEvent(paging: PagingConfig, incident: IncidentRow, context:
 /** Which resources' customers an incident concerns: the resource itself, or those on a server. */
 async function affectedResources(db: Queryable, incident: IncidentRow): Promise<string[]> {
   if (incident.entityKind === 'resource') return [incident.entityId];
-  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [incident.entityId]);
+  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [
+    incident.entityId,
+  ]);
   return rows.map((r) => r.id);
 }
 
@@ -71,7 +79,10 @@ async function toldOf(db: Queryable, incident: IncidentRow, phase: string | unde
     const context = await incidentContext(db, incident.id);
     return context && healthOf(incident.entityKind as MachineName, context.entityState) === 'unhealthy' ? resources : [];
   }
-  const { rows } = await db.query<{ id: string }>(`select resource_id as id from notifications where incident_id = $1 and phase = 'opened'`, [incident.id]);
+  const { rows } = await db.query<{ id: string }>(
+    `select resource_id as id from notifications where incident_id = $1 and phase = 'opened'`,
+    [incident.id],
+  );
   return rows.map((r) => r.id).filter((id) => resources.includes(id));
 }
 
@@ -85,13 +96,19 @@ export function notificationFor(incident: IncidentRow): { phase: string; subject
       return {
         phase: 'opened',
         subject: 'Your database is having trouble',
-        body: `Since ${utc(incident.openedAt)} your database has been affected by: ${incident.reason}. pgfleet is repairing it automatically; this usually takes under a minute, and nothing is needed from you. Connections may fail meanwhile; applications that reconnect carry on once it is back. We will tell you when it is resolved.`,
+        body:
+          `Since ${utc(incident.openedAt)} your database has been affected by: ${incident.reason}. ` +
+          'pgfleet is repairing it automatically; this usually takes under a minute, and nothing is needed from you. ' +
+          'Connections may fail meanwhile; applications that reconnect carry on once it is back. ' +
+          'We will tell you when it is resolved.',
       };
     }
     return {
       phase: 'resolved',
       subject: 'Your database is healthy again',
-      body: `The problem that began at ${utc(incident.openedAt)} (${incident.reason}) was resolved at ${utc(incident.resolvedAt ?? new Date())}. Nothing is needed from you.`,
+      body:
+        `The problem that began at ${utc(incident.openedAt)} (${incident.reason}) ` +
+        `was resolved at ${utc(incident.resolvedAt ?? new Date())}. Nothing is needed from you.`,
     };
   }
   const what = incident.kind === 'retirement' ? 'its host is being retired by the provider' : 'planned maintenance';
@@ -99,11 +116,18 @@ export function notificationFor(incident: IncidentRow): { phase: string; subject
     return {
       phase: 'scheduled',
       subject: `Maintenance of your database at ${utc(incident.scheduledFor!)}`,
-      body: `At ${utc(incident.scheduledFor!)} your database will restart (${what}). Expect its connections to drop for a few seconds; applications that reconnect carry on with the same URL and no change. Committed data is kept.`,
+      body:
+        `At ${utc(incident.scheduledFor!)} your database will restart (${what}). ` +
+        'Expect its connections to drop for a few seconds; applications that reconnect carry on with the same URL and no change. ' +
+        'Committed data is kept.',
     };
   }
   if (done) {
-    return { phase: 'done', subject: 'Maintenance of your database is complete', body: `The maintenance scheduled for ${utc(incident.scheduledFor!)} is complete. Nothing is needed from you.` };
+    return {
+      phase: 'done',
+      subject: 'Maintenance of your database is complete',
+      body: `The maintenance scheduled for ${utc(incident.scheduledFor!)} is complete. Nothing is needed from you.`,
+    };
   }
   return undefined;
 }
@@ -122,7 +146,11 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
     const event = pagerEvent(opts.paging, incident, context, action, opts.consoleUrl);
     if (opts.paging.webhookUrl) await postJson(opts.paging.webhookUrl, event);
     else log.error({ incident: incident.id, action }, 'a page is due but PAGER_WEBHOOK_URL is not set: it is only recorded');
-    await pool.query('insert into pages (incident_id, action, payload) values ($1, $2, $3) on conflict (incident_id, action) do nothing', [incident.id, action, event]);
+    await pool.query('insert into pages (incident_id, action, payload) values ($1, $2, $3) on conflict (incident_id, action) do nothing', [
+      incident.id,
+      action,
+      event,
+    ]);
   }
 
   return {
@@ -171,6 +199,9 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
 
 async function serverOf(db: Queryable, incident: IncidentRow): Promise<string | undefined> {
   if (incident.entityKind === 'server') return incident.entityId;
-  const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [incident.entityId]);
+  const { rows } = await db.query<{ id: string }>(
+    `select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`,
+    [incident.entityId],
+  );
   return rows[0]?.id;
 }

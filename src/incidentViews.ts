@@ -42,7 +42,12 @@ export async function listIncidentsOf(db: Queryable, entityId: string, limit = 2
 /** The keys of an observation worth a line: what changed the machine's mind. */
 function observationSummary(obs: Record<string, string>): string {
   const keys = ['reachable', 'alive', 'error', 'primary.state', 'target.state', 'tenant.reachable'];
-  return keys.filter((k) => obs[k] !== undefined).map((k) => `${k}=${obs[k]}`).join(' ') || 'observed';
+  return (
+    keys
+      .filter((k) => obs[k] !== undefined)
+      .map((k) => `${k}=${obs[k]}`)
+      .join(' ') || 'observed'
+  );
 }
 
 /**
@@ -55,9 +60,18 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
   // The entity's own rows while the incident was open; its opening shares the incident's
   // transaction, so the first of them carries the very same time.
   // (Read from the row, not passed in: a JavaScript Date would cut the microseconds.)
-  const window = `between (select opened_at from incidents where id = $1) and coalesce((select resolved_at from incidents where id = $1), now())`;
+  const window = `between (select opened_at from incidents where id = $1)
+    and coalesce((select resolved_at from incidents where id = $1), now())`;
   const [transitions, jobs, pages, notes] = await Promise.all([
-    db.query<{ at: Date; machine: string; from: string | null; to: string; event: string; data: Record<string, unknown> | null; job: string | null }>(
+    db.query<{
+      at: Date;
+      machine: string;
+      from: string | null;
+      to: string;
+      event: string;
+      data: Record<string, unknown> | null;
+      job: string | null;
+    }>(
       `select at, machine, from_state as "from", to_state as "to", event, event_data as data, job_id::text as job from transitions
        where (entity_id = $1 or (entity_id = $2 and at ${window})) order by id`,
       params,
@@ -68,7 +82,15 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
       params,
     ),
     db.query<{ at: Date; action: string }>('select sent_at as at, action from pages where incident_id = $1 order by id', [incident.id]),
-    db.query<{ at: Date; resource: string; phase: string; subject: string; delivered: Date | null; attempts: number; error: string | null }>(
+    db.query<{
+      at: Date;
+      resource: string;
+      phase: string;
+      subject: string;
+      delivered: Date | null;
+      attempts: number;
+      error: string | null;
+    }>(
       `select created_at as at, resource_id::text as resource, phase, subject, delivered_at as delivered, attempts, last_error as error
        from notifications where incident_id = $1 order by id`,
       [incident.id],
@@ -81,19 +103,44 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
     const at = new Date(t.at).toISOString();
     const obs = t.event === 'observed' ? ((t.data?.obs ?? {}) as Record<string, string>) : undefined;
     if (obs) entries.push({ at, kind: 'observation', source: t.machine, summary: observationSummary(obs), details: obs });
-    entries.push({ at, kind: 'transition', source: t.machine, summary: `${t.from ?? '∅'} → ${t.to} on ${t.event}`, details: { from: t.from, to: t.to, event: t.event, job: t.job } });
+    entries.push({
+      at,
+      kind: 'transition',
+      source: t.machine,
+      summary: `${t.from ?? '∅'} → ${t.to} on ${t.event}`,
+      details: { from: t.from, to: t.to, event: t.event, job: t.job },
+    });
   }
   for (const j of jobs.rows) {
     const source = j.entity === incident.id ? 'incident' : (incident.entity.kind ?? 'entity');
-    entries.push({ at: new Date(j.at).toISOString(), kind: 'job', source, summary: `${j.task} ${j.outcome} in ${j.ms} ms (attempt ${j.attempt})${j.error ? `: ${j.error}` : ''}`, details: { ...j } });
+    entries.push({
+      at: new Date(j.at).toISOString(),
+      kind: 'job',
+      source,
+      summary: `${j.task} ${j.outcome} in ${j.ms} ms (attempt ${j.attempt})${j.error ? `: ${j.error}` : ''}`,
+      details: { ...j },
+    });
   }
   for (const e of incident.escalations) {
-    entries.push({ at: new Date(e.at).toISOString(), kind: 'escalation', source: 'incident', summary: `escalated: ${e.reason} (${e.detail})`, details: { ...e } });
+    entries.push({
+      at: new Date(e.at).toISOString(),
+      kind: 'escalation',
+      source: 'incident',
+      summary: `escalated: ${e.reason} (${e.detail})`,
+      details: { ...e },
+    });
   }
-  for (const p of pages.rows) entries.push({ at: new Date(p.at).toISOString(), kind: 'page', source: 'pager', summary: `page ${p.action}` });
+  for (const p of pages.rows)
+    entries.push({ at: new Date(p.at).toISOString(), kind: 'page', source: 'pager', summary: `page ${p.action}` });
   for (const n of notes.rows) {
     const status = n.delivered ? 'delivered' : n.attempts > 0 ? `not delivered yet (${n.error})` : 'on the status page';
-    entries.push({ at: new Date(n.at).toISOString(), kind: 'notification', source: 'customer', summary: `${n.phase}: ${n.subject} — ${status}`, details: { resource: n.resource } });
+    entries.push({
+      at: new Date(n.at).toISOString(),
+      kind: 'notification',
+      source: 'customer',
+      summary: `${n.phase}: ${n.subject} — ${status}`,
+      details: { resource: n.resource },
+    });
   }
   // Stable by kind within one instant: what was seen, then what it changed, then the rest.
   const order = ['observation', 'transition', 'escalation', 'job', 'page', 'notification'];
@@ -108,7 +155,11 @@ export async function getIncident(db: Queryable, id: string): Promise<(IncidentV
 }
 
 /** What a resource's customer has been told, newest first. */
-export async function listNotifications(db: Queryable, resourceId: string, limit = 10): Promise<{ at: Date; subject: string; body: string; phase: string }[]> {
+export async function listNotifications(
+  db: Queryable,
+  resourceId: string,
+  limit = 10,
+): Promise<{ at: Date; subject: string; body: string; phase: string }[]> {
   const { rows } = await db.query<{ at: Date; subject: string; body: string; phase: string }>(
     'select created_at as at, subject, body, phase from notifications where resource_id = $1 order by id desc limit $2',
     [resourceId, limit],

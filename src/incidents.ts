@@ -134,7 +134,13 @@ export async function afterStep(db: Queryable, machine: MachineName, entityId: s
   const limit = stuckAfter(machine, step.to, settings.stuckAfter);
   const open = await following(db, entityId);
   for (const id of open) {
-    await sendEvent(db, id, { type: 'entity.changed', at, state: step.to, healthy: health === 'healthy' || health === 'gone', stuckAfter: limit });
+    await sendEvent(db, id, {
+      type: 'entity.changed',
+      at,
+      state: step.to,
+      healthy: health === 'healthy' || health === 'gone',
+      stuckAfter: limit,
+    });
   }
   // A primary whose standby takes over is the resource's trouble, told as its failover.
   if (open.length === 0 && health === 'unhealthy' && !(machine === 'server' && (await standbyTakesOver(db, entityId)))) {
@@ -159,12 +165,23 @@ export async function escalateCondition(db: Queryable, entityId: string, conditi
   await escalate(db, entityId, machine, 'no_automation', condition, condition);
 }
 
-async function escalate(db: Queryable, entityId: string, machine: MachineName, reason: EscalationReason, detail: string, title: string): Promise<void> {
+async function escalate(
+  db: Queryable,
+  entityId: string,
+  machine: MachineName,
+  reason: EscalationReason,
+  detail: string,
+  title: string,
+): Promise<void> {
   const path = (await machineState(db, entityId)) ?? '';
   let ids = await following(db, entityId);
   if (ids.length === 0) {
     const { rows } = await db.query<{ now: string }>(`select ${isoTime('clock_timestamp()')} as now`);
-    await openIncident(db, entityId, 'trouble', title, { entityState: path, since: rows[0]!.now, stuckAfter: stuckAfter(machine, path, settings.stuckAfter) });
+    await openIncident(db, entityId, 'trouble', title, {
+      entityState: path,
+      since: rows[0]!.now,
+      stuckAfter: stuckAfter(machine, path, settings.stuckAfter),
+    });
     ids = await following(db, entityId);
   }
   // The first incident takes it, unless already paged for this reason: a retried job pages once.
@@ -174,7 +191,10 @@ async function escalate(db: Queryable, entityId: string, machine: MachineName, r
 }
 
 export async function incidentContext(db: Queryable, id: string): Promise<IncidentContext | undefined> {
-  const { rows } = await db.query<{ context: IncidentContext }>(`select snapshot->'context' as context from machines where entity_id = $1`, [id]);
+  const { rows } = await db.query<{ context: IncidentContext }>(
+    `select snapshot->'context' as context from machines where entity_id = $1`,
+    [id],
+  );
   return rows[0]?.context;
 }
 
@@ -216,7 +236,12 @@ export async function scheduleMaintenance(pool: Pool, serverId: string, at: Date
       serverId,
       'maintenance',
       'planned maintenance',
-      { entityState: server.state, since: server.now, stuckAfter: stuckAfter('server', 'maintaining', settings.stuckAfter), startsIn: Math.ceil(server.starts_in) },
+      {
+        entityState: server.state,
+        since: server.now,
+        stuckAfter: stuckAfter('server', 'maintaining', settings.stuckAfter),
+        startsIn: Math.ceil(server.starts_in),
+      },
       at.toISOString(),
     );
   });
@@ -235,7 +260,8 @@ export const CONDITIONS: Record<string, (obs: Record<string, string>) => boolean
   'disk filling': (obs) => Number(obs.disk_total_bytes) > 0 && Number(obs.disk_free_bytes) / Number(obs.disk_total_bytes) < 0.05,
   'transaction ID wraparound approaching': (obs) => Number(obs.oldest_xid_age) > 1_500_000_000,
   // Placement keeps shared tenants' limits within max_connections: a server this full is a bug or a leak.
-  'connection slots nearly exhausted': (obs) => Number(obs.max_connections) > 0 && Number(obs.connections) >= 0.95 * Number(obs.max_connections),
+  'connection slots nearly exhausted': (obs) =>
+    Number(obs.max_connections) > 0 && Number(obs.connections) >= 0.95 * Number(obs.max_connections),
   'replication lagging': (obs) => Number(obs.replication_lag_seconds) > 60 || Number(obs.replication_lag_bytes) > 1024 ** 3,
 };
 
@@ -249,7 +275,8 @@ export async function checkConditions(db: Queryable, machine: MachineName, entit
   for (const condition of present) await escalateCondition(db, entityId, condition);
   const { rows } = await db.query<{ id: string }>(
     `select i.id from incidents i join machines e on e.entity_id = i.entity_id
-     where i.entity_id = $1 and i.kind = 'trouble' and i.resolved_at is null and i.reason = any($2::text[]) and not (i.reason = any($3::text[]))
+     where i.entity_id = $1 and i.kind = 'trouble' and i.resolved_at is null
+       and i.reason = any($2::text[]) and not (i.reason = any($3::text[]))
        and e.state = 'available'`,
     [entityId, Object.keys(CONDITIONS), present],
   );
@@ -264,7 +291,12 @@ export const RETIREMENT_LEAD_SECONDS = 3600;
  * observation, as EC2 announces instance retirements) opens a scheduled incident: customers
  * hear now, and the changeover runs an hour before the provider would pull the host.
  */
-export async function checkProviderNotices(db: Queryable, machine: MachineName, serverId: string, obs: Record<string, string>): Promise<void> {
+export async function checkProviderNotices(
+  db: Queryable,
+  machine: MachineName,
+  serverId: string,
+  obs: Record<string, string>,
+): Promise<void> {
   if (machine !== 'server' || !obs.retirement_at) return;
   const { rows } = await db.query<{ state: string; now: string; starts_in: number; exists: boolean }>(
     `select m.state, ${isoTime('clock_timestamp()')} as now,
@@ -280,7 +312,12 @@ export async function checkProviderNotices(db: Queryable, machine: MachineName, 
     serverId,
     'retirement',
     'provider retires the host',
-    { entityState: server.state, since: server.now, stuckAfter: stuckAfter('server', 'maintaining', settings.stuckAfter), startsIn: Math.max(0, Math.ceil(server.starts_in)) },
+    {
+      entityState: server.state,
+      since: server.now,
+      stuckAfter: stuckAfter('server', 'maintaining', settings.stuckAfter),
+      startsIn: Math.max(0, Math.ceil(server.starts_in)),
+    },
     new Date(Date.parse(obs.retirement_at) - RETIREMENT_LEAD_SECONDS * 1000).toISOString(),
   );
 }

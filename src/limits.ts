@@ -26,7 +26,15 @@ interface TenantRow extends GovernedTenant {
 
 async function tenantsOf(db: Queryable, serverId: string): Promise<TenantRow[]> {
   // Named credentials log in to the same database: the plan holds them as it holds the owner.
-  const { rows } = await db.query<{ id: string; plan: string; database: string; role: string; others: string[]; size: string | null; over: string | null }>(
+  const { rows } = await db.query<{
+    id: string;
+    plan: string;
+    database: string;
+    role: string;
+    others: string[];
+    size: string | null;
+    over: string | null;
+  }>(
     `select r.id, r.plan, r.database_name as database, r.role_name as role, r.attrs->'size_bytes' as size, r.attrs->'over_size' as over,
        array(select c.role_name from credentials c where c.resource_id = r.id order by c.role_name) as others
      from resource_servers rs join resources r on r.id = rs.resource_id join machines m on m.entity_id = r.id
@@ -58,7 +66,11 @@ const gib = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(bytes < 1024 ** 3 
  * What one look found, kept on the resource: its database's size, and whether it is over its
  * plan's. A change either way tells the customer, in the same transaction.
  */
-export async function recordUsage(db: Queryable, tenant: Pick<TenantRow, 'id' | 'overSize' | 'sizeLimitBytes'>, governed: Pick<Governed, 'sizeBytes' | 'overSize'>): Promise<void> {
+export async function recordUsage(
+  db: Queryable,
+  tenant: Pick<TenantRow, 'id' | 'overSize' | 'sizeLimitBytes'>,
+  governed: Pick<Governed, 'sizeBytes' | 'overSize'>,
+): Promise<void> {
   await db.query(`update resources set attrs = attrs || hstore(array['size_bytes', 'over_size'], array[$2, $3]) where id = $1`, [
     tenant.id,
     String(governed.sizeBytes),
@@ -67,14 +79,20 @@ export async function recordUsage(db: Queryable, tenant: Pick<TenantRow, 'id' | 
   if (governed.overSize && !tenant.overSize) {
     await noticeToResource(db, tenant.id, {
       phase: 'size_limit',
-      subject: 'Your database is over its plan\'s size: writes are refused',
-      body: `Your database holds ${gib(governed.sizeBytes)}, more than the ${gib(tenant.sizeLimitBytes)} its plan allows, so new transactions are read-only and sessions that keep writing are ended. Your data is safe and readable. Delete data (DELETE, TRUNCATE or DROP in a transaction begun with BEGIN READ WRITE) or move to a larger plan, and writes come back within seconds.`,
+      subject: "Your database is over its plan's size: writes are refused",
+      body:
+        `Your database holds ${gib(governed.sizeBytes)}, more than the ${gib(tenant.sizeLimitBytes)} its plan allows, ` +
+        'so new transactions are read-only and sessions that keep writing are ended. Your data is safe and readable. ' +
+        'Delete data (DELETE, TRUNCATE or DROP in a transaction begun with BEGIN READ WRITE) or move to a larger plan, ' +
+        'and writes come back within seconds.',
     });
   } else if (!governed.overSize && tenant.overSize) {
     await noticeToResource(db, tenant.id, {
       phase: 'size_ok',
-      subject: 'Your database is within its plan\'s size again',
-      body: `Your database holds ${gib(governed.sizeBytes)}, within the ${gib(tenant.sizeLimitBytes)} its plan allows: writes are accepted again.`,
+      subject: "Your database is within its plan's size again",
+      body:
+        `Your database holds ${gib(governed.sizeBytes)}, within the ${gib(tenant.sizeLimitBytes)} its plan allows: ` +
+        'writes are accepted again.',
     });
   }
 }
@@ -98,14 +116,17 @@ export function limitTasks(providers: Providers, sealer: Sealer): Record<string,
           memoryOf: (pids) => provider.processMemory(server, pids),
         });
       } catch (err) {
-        log.warn({ err, server: serverId }, 'could not enforce the plans\' limits on this server');
+        log.warn({ err, server: serverId }, "could not enforce the plans' limits on this server");
         return;
       }
       await transaction(pool, async (client) => {
         for (const [i, g] of governed.entries()) {
           const tenant = tenants[i]!;
           if (g.cancelled.length > 0 || g.terminated.length > 0 || g.settingsRestored) {
-            log.info({ resource: tenant.id, cancelled: g.cancelled, terminated: g.terminated, settingsRestored: g.settingsRestored }, 'held a tenant to its plan');
+            log.info(
+              { resource: tenant.id, cancelled: g.cancelled, terminated: g.terminated, settingsRestored: g.settingsRestored },
+              'held a tenant to its plan',
+            );
           }
           await recordUsage(client, tenant, g);
         }
@@ -122,5 +143,10 @@ export async function enqueueEnforcement(db: Queryable, queue: string): Promise<
   const { rows } = await db.query<{ id: string }>(
     `select s.id from servers s join machines m on m.entity_id = s.id where s.tenancy = 'shared' and m.state = 'available'`,
   );
-  return enqueueUnlessQueued(db, 'enforce', queue, rows.map((r) => ({ server: r.id })));
+  return enqueueUnlessQueued(
+    db,
+    'enforce',
+    queue,
+    rows.map((r) => ({ server: r.id })),
+  );
 }

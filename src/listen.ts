@@ -54,7 +54,10 @@ export class Notifications {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ ...this.pool.options, ...(this.opts.applicationName ? { application_name: this.opts.applicationName } : {}) });
+    const client = new pg.Client({
+      ...this.pool.options,
+      ...(this.opts.applicationName ? { application_name: this.opts.applicationName } : {}),
+    });
     client.on('notification', (n) => this.opts.onNotify(n.channel, n.payload));
     client.on('error', (err) => this.lost(client, err));
     client.on('end', () => this.lost(client));

@@ -31,7 +31,11 @@ export function createMetrics(pool: Pool | undefined): Metrics {
  * a column per label and `value`. Series in `zeros` are reported as 0 when absent, so a
  * series exists before its first event.
  */
-function sqlGauge(pool: Pool, registry: Registry, spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] }): void {
+function sqlGauge(
+  pool: Pool,
+  registry: Registry,
+  spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] },
+): void {
   new Gauge({
     name: spec.name,
     help: spec.help,
@@ -75,7 +79,8 @@ function registerFleetMetrics(pool: Pool, registry: Registry): void {
     help: 'Age of the stalest latest observation among live entities, by machine.',
     labelNames: ['machine'],
     sql: `select m.machine, extract(epoch from now() - min(o.at))::float8 as value
-          from machines m join (select id, last_observed_at as at from servers union all select id, last_observed_at from resources) o on o.id = m.entity_id
+          from machines m
+          join (select id, last_observed_at as at from servers union all select id, last_observed_at from resources) o on o.id = m.entity_id
           where m.finished_at is null and o.at is not null group by m.machine`,
   });
   sqlGauge(pool, registry, {

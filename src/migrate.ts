@@ -30,7 +30,8 @@ export async function migrate(pool: Pool, migrations = readMigrations()): Promis
   try {
     await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query(
-      'create table if not exists pgfleet_migrations (id integer primary key, name text not null, applied_at timestamptz not null default now())',
+      `create table if not exists pgfleet_migrations
+         (id integer primary key, name text not null, applied_at timestamptz not null default now())`,
     );
     const { rows } = await client.query<{ id: number }>('select id from pgfleet_migrations');
     const applied = new Set(rows.map((r) => r.id));

@@ -46,11 +46,17 @@ const planLimits = () => [PLANS.map((p) => p.name), PLANS.map((p) => p.connectio
  */
 export async function placeResource(db: Queryable, opts: PlacementOptions, resource: Placed, role: 'primary' | 'target'): Promise<string> {
   const awsRegion = resource.awsRegion;
-  const { rows: linked } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2', [resource.id, role]);
+  const { rows: linked } = await db.query<{ server_id: string }>(
+    'select server_id from resource_servers where resource_id = $1 and role = $2',
+    [resource.id, role],
+  );
   if (linked[0]) return linked[0].server_id;
   let serverId: string;
   if (resource.follows) {
-    const { rows } = await db.query<{ id: string }>(`select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`, [resource.follows]);
+    const { rows } = await db.query<{ id: string }>(
+      `select server_id as id from resource_servers where resource_id = $1 and role = 'primary'`,
+      [resource.follows],
+    );
     // A fresh base backup of the leader to start from, replaying as little WAL as can be.
     const follower = rows[0] && (await insertFollower(db, rows[0].id, await requestBackup(db, rows[0].id)));
     if (!follower) throw new Error(`the resource ${resource.follows} it follows has no available primary server`);
@@ -63,11 +69,22 @@ export async function placeResource(db: Queryable, opts: PlacementOptions, resou
     await lockRegion(db, awsRegion);
     const room = await sharedServersWithRoom(db, awsRegion, resource.plan, resource.id);
     // Lock the chosen server's machine: an operator's delete of it waits, then sees the tenant.
-    const chosen = room[0] && (await db.query(`select 1 from machines where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [room[0].id])).rowCount === 1 ? room[0] : undefined;
+    const chosen =
+      room[0] &&
+      (
+        await db.query(`select 1 from machines where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [
+          room[0].id,
+        ])
+      ).rowCount === 1
+        ? room[0]
+        : undefined;
     serverId = chosen?.id ?? (await insertServer(db, opts.sealer, opts.provider, shared));
     // Keep a server with room in the region, so the next shared resource need not wait for one.
     const smallest = Math.min(...PLANS.filter((p) => p.kind === 'shared').map((p) => p.connectionLimit)) + PLATFORM_LOGIN_SLOTS;
-    const left = (chosen?.connections ?? opts.sharedMaxConnections - SHARED_RESERVED_CONNECTIONS) - resource.plan.connectionLimit - PLATFORM_LOGIN_SLOTS;
+    const left =
+      (chosen?.connections ?? opts.sharedMaxConnections - SHARED_RESERVED_CONNECTIONS) -
+      resource.plan.connectionLimit -
+      PLATFORM_LOGIN_SLOTS;
     const full = (chosen?.tenants ?? 0) + 1 >= SHARED_SERVER_TENANTS || left < smallest;
     if (room.length <= 1 && full) await insertServer(db, opts.sealer, opts.provider, shared);
   }
@@ -80,7 +97,12 @@ function lockRegion(db: Queryable, awsRegion: string) {
 }
 
 /** Live shared servers of the region that `plan` fits on, with the connections they have left; never one the resource is on already. */
-async function sharedServersWithRoom(db: Queryable, awsRegion: string, plan: Plan, resourceId: string): Promise<{ id: string; tenants: number; connections: number }[]> {
+async function sharedServersWithRoom(
+  db: Queryable,
+  awsRegion: string,
+  plan: Plan,
+  resourceId: string,
+): Promise<{ id: string; tenants: number; connections: number }[]> {
   const [names, limits] = planLimits();
   const { rows } = await db.query<{ id: string; tenants: number; connections: number }>(
     `select s.id, count(rs.resource_id)::int as tenants,
@@ -94,7 +116,16 @@ async function sharedServersWithRoom(db: Queryable, awsRegion: string, plan: Pla
      group by s.id, m.state
      having count(rs.resource_id) < $2 and coalesce((s.attrs->'max_connections')::int, $3) - $4 - coalesce(sum(p.lim), 0) >= $7
      order by (m.state = 'available') desc, count(rs.resource_id), s.created_at`,
-    [awsRegion, SHARED_SERVER_TENANTS, DEFAULT_MAX_CONNECTIONS, SHARED_RESERVED_CONNECTIONS, names, limits, plan.connectionLimit + PLATFORM_LOGIN_SLOTS, resourceId],
+    [
+      awsRegion,
+      SHARED_SERVER_TENANTS,
+      DEFAULT_MAX_CONNECTIONS,
+      SHARED_RESERVED_CONNECTIONS,
+      names,
+      limits,
+      plan.connectionLimit + PLATFORM_LOGIN_SLOTS,
+      resourceId,
+    ],
   );
   return rows;
 }
@@ -105,7 +136,8 @@ async function sharedServersWithRoom(db: Queryable, awsRegion: string, plan: Pla
  */
 export async function roomToResize(db: Queryable, resourceId: string, plan: Plan): Promise<boolean> {
   const { rows: on } = await db.query<{ region: string }>(
-    `select s.region from resource_servers rs join servers s on s.id = rs.server_id where rs.resource_id = $1 and rs.role = 'primary' and s.tenancy = 'shared'`,
+    `select s.region from resource_servers rs join servers s on s.id = rs.server_id
+     where rs.resource_id = $1 and rs.role = 'primary' and s.tenancy = 'shared'`,
     [resourceId],
   );
   if (!on[0]) return true;
@@ -124,7 +156,12 @@ export async function roomToResize(db: Queryable, resourceId: string, plan: Plan
   return (rows[0]?.left ?? 0) >= plan.connectionLimit + PLATFORM_LOGIN_SLOTS;
 }
 
-export async function linkServer(db: Queryable, resourceId: string, serverId: string, role: 'primary' | 'standby' | 'target' | 'former'): Promise<void> {
+export async function linkServer(
+  db: Queryable,
+  resourceId: string,
+  serverId: string,
+  role: 'primary' | 'standby' | 'target' | 'former',
+): Promise<void> {
   await db.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [resourceId, serverId, role]);
 }
 

@@ -66,7 +66,9 @@ export const PLANS: readonly Plan[] = [
   {
     name: 'ha',
     kind: 'dedicated',
-    description: 'A server of its own and a synchronous standby on another: a commit is acknowledged once both have it; a standby that stalls is not waited for until it catches up.',
+    description:
+      'A server of its own and a synchronous standby on another: a commit is acknowledged once both have it; ' +
+      'a standby that stalls is not waited for until it catches up.',
     connectionLimit: 90,
     statementTimeoutMs: 0,
     sizeLimitBytes: 0,

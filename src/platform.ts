@@ -45,7 +45,8 @@ async function expectOk(res: Response, what: string): Promise<void> {
 }
 
 async function tokenRequest(addon: AddonConfig, form: Record<string, string>): Promise<PlatformTokens> {
-  if (!addon.clientSecret) throw new PlatformError('set ADDON_CLIENT_SECRET (the manifest\'s oauth client secret) to exchange the provision\'s OAuth grant');
+  if (!addon.clientSecret)
+    throw new PlatformError("set ADDON_CLIENT_SECRET (the manifest's oauth client secret) to exchange the provision's OAuth grant");
   const res = await call(
     'POST',
     `${addon.platformIdUrl}/oauth/token`,
@@ -68,29 +69,45 @@ export async function deliver(addon: Addon, delivery: Delivery, keepTokens: (tok
   }
   if (!delivery.oauthGrant) {
     const basic = Buffer.from(`${addon.id}:${addon.password}`).toString('base64');
-    const res = await call('PUT', delivery.callbackUrl, { authorization: `Basic ${basic}`, 'content-type': 'application/json' }, JSON.stringify({ config: delivery.config }));
+    const res = await call(
+      'PUT',
+      delivery.callbackUrl,
+      { authorization: `Basic ${basic}`, 'content-type': 'application/json' },
+      JSON.stringify({ config: delivery.config }),
+    );
     await expectOk(res, 'the legacy config update');
     return;
   }
   let tokens = delivery.tokens;
   if (!tokens) {
-    if (!delivery.oauthGrant.code) throw new PlatformError('the provision request\'s oauth_grant has no code');
+    if (!delivery.oauthGrant.code) throw new PlatformError("the provision request's oauth_grant has no code");
     tokens = await tokenRequest(addon, { grant_type: 'authorization_code', code: delivery.oauthGrant.code });
     await keepTokens(tokens);
   }
   const body = JSON.stringify({ config: Object.entries(delivery.config).map(([name, value]) => ({ name, value })) });
   const patch = (t: PlatformTokens) =>
-    call('PATCH', `${delivery.callbackUrl}/config`, { authorization: `Bearer ${t.access_token}`, accept: HEROKU_JSON, 'content-type': 'application/json' }, body);
+    call(
+      'PATCH',
+      `${delivery.callbackUrl}/config`,
+      { authorization: `Bearer ${t.access_token}`, accept: HEROKU_JSON, 'content-type': 'application/json' },
+      body,
+    );
   let res = await patch(tokens);
   // Access tokens expire after hours; a refresh token gets a new one.
   if (res.status === 401 && tokens.refresh_token) {
-    tokens = { refresh_token: tokens.refresh_token, ...(await tokenRequest(addon, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token })) };
+    tokens = {
+      refresh_token: tokens.refresh_token,
+      ...(await tokenRequest(addon, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token })),
+    };
     await keepTokens(tokens);
     res = await patch(tokens);
   }
   await expectOk(res, 'the config update');
   if (delivery.reportProvisioned) {
-    const done = await call('POST', `${delivery.callbackUrl}/actions/provision`, { authorization: `Bearer ${tokens.access_token}`, accept: HEROKU_JSON });
+    const done = await call('POST', `${delivery.callbackUrl}/actions/provision`, {
+      authorization: `Bearer ${tokens.access_token}`,
+      accept: HEROKU_JSON,
+    });
     await expectOk(done, 'the provision action');
   }
 }

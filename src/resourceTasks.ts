@@ -72,7 +72,6 @@ function failed(job: Job, err: unknown, log: Logger): Outcome {
   return report(job, { type: 'step.failed', error: (err as Error).message });
 }
 
-
 export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPool) {
   const { sealer } = opts;
 
@@ -106,7 +105,12 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     await refreshPool(db, serverId).catch((err: unknown) => log.warn({ err, server: serverId }, 'the pooler was not refreshed'));
   }
 
-  async function release(db: Queryable, log: Logger, resource: ResourceRecord, gone: ResourceServer[]): Promise<(client: Client) => Promise<void>> {
+  async function release(
+    db: Queryable,
+    log: Logger,
+    resource: ResourceRecord,
+    gone: ResourceServer[],
+  ): Promise<(client: Client) => Promise<void>> {
     const others = await namedRoleNames(db, resource.id);
     for (const server of gone) {
       if (server.tenancy !== 'shared' || server.finished) continue;
@@ -128,16 +132,26 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
    * flushed what the primary wrote. With them, the plan's choice and the stall threshold:
    * the machine judges a stall by these.
    */
-  async function replicationSeen(db: Queryable, resource: ResourceRecord, primary: ResourceServer, standby: ResourceServer | undefined): Promise<Record<string, string>> {
+  async function replicationSeen(
+    db: Queryable,
+    resource: ResourceRecord,
+    primary: ResourceServer,
+    standby: ResourceServer | undefined,
+  ): Promise<Record<string, string>> {
     const obs = (await latestObservation(db, primary.id, 'servers'))?.obs ?? {};
-    const seen: Record<string, string> = { 'sync.mode': resource.plan.synchronous ?? 'available', 'sync.stall_ms': String(opts.probe.syncStallMs) };
+    const seen: Record<string, string> = {
+      'sync.mode': resource.plan.synchronous ?? 'available',
+      'sync.stall_ms': String(opts.probe.syncStallMs),
+    };
     const copy = (from: string, to: string) => {
       if (obs[from] !== undefined) seen[to] = obs[from];
     };
     copy('synchronous_standby_names', 'sync.names');
     copy('sync_waiting', 'sync.waiting');
     copy('sync_wait_ms', 'sync.wait_ms');
-    if (standby) for (const key of ['state', 'sync_state', 'reply_ms', 'flush_lag_bytes']) copy(`replica.${standbyName(standby.id)}.${key}`, `sync.standby_${key}`);
+    if (standby)
+      for (const key of ['state', 'sync_state', 'reply_ms', 'flush_lag_bytes'])
+        copy(`replica.${standbyName(standby.id)}.${key}`, `sync.standby_${key}`);
     return seen;
   }
 
@@ -250,7 +264,16 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     drop_standby: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
       await desynchronize(await superuser(pool, withRole(servers, 'primary')));
-      return report(job, { type: 'standby.dropped' }, await release(pool, log, resource, servers.filter((s) => s.role === 'standby')));
+      return report(
+        job,
+        { type: 'standby.dropped' },
+        await release(
+          pool,
+          log,
+          resource,
+          servers.filter((s) => s.role === 'standby'),
+        ),
+      );
     }),
 
     apply_plan: step(async (job, { pool }) => {
@@ -297,7 +320,16 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
 
     cleanup: step(async (job, { pool, log }) => {
       const { resource, servers } = await load(pool, job);
-      return report(job, { type: 'cleaned' }, await release(pool, log, resource, servers.filter((s) => s.role === 'former')));
+      return report(
+        job,
+        { type: 'cleaned' },
+        await release(
+          pool,
+          log,
+          resource,
+          servers.filter((s) => s.role === 'former'),
+        ),
+      );
     }),
 
     drop_tenant: step(async (job, { pool, log }) => {
@@ -310,14 +342,22 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       try {
         const { resource, servers } = await load(pool, job);
         if (resource.callbackUrl) {
-          const { rows } = await pool.query<{ reported: boolean }>(`select attrs ? 'provision_reported' as reported from resources where id = $1`, [resource.id]);
+          const { rows } = await pool.query<{ reported: boolean }>(
+            `select attrs ? 'provision_reported' as reported from resources where id = $1`,
+            [resource.id],
+          );
           await deliver(
             opts.addon,
             {
               callbackUrl: resource.callbackUrl,
               oauthGrant: resource.oauthGrant,
               tokens: resource.oauthTokens,
-              config: resourceConfig(opts.configPrefix, resource.tenant, servers.find((s) => s.role === 'primary'), resource.route),
+              config: resourceConfig(
+                opts.configPrefix,
+                resource.tenant,
+                servers.find((s) => s.role === 'primary'),
+                resource.route,
+              ),
               reportProvisioned: !rows[0]?.reported,
             },
             (tokens) => storeOauthTokens(pool, sealer, resource.id, tokens),
@@ -344,10 +384,21 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const sources: Record<string, Record<string, string>> = { servers: seen };
       const primary = servers.find((s) => s.role === 'primary');
       // Only a primary that is up is worth a login: one that hangs would hold this observation up.
-      if (SERVING.includes((await machineState(pool, resource.id)) ?? '') && primary?.state === 'available' && primary.host && primary.port) {
+      if (
+        SERVING.includes((await machineState(pool, resource.id)) ?? '') &&
+        primary?.state === 'available' &&
+        primary.host &&
+        primary.port
+      ) {
         sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant, opts.tls.authority.certificate);
       }
-      if (resource.plan.standbys > 0 && primary) sources.sync = await replicationSeen(pool, resource, primary, servers.find((s) => s.role === 'standby'));
+      if (resource.plan.standbys > 0 && primary)
+        sources.sync = await replicationSeen(
+          pool,
+          resource,
+          primary,
+          servers.find((s) => s.role === 'standby'),
+        );
       return sources;
     },
   };

@@ -80,11 +80,17 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
   return transaction(pool, async (client) => {
     // A follower is the same database: the same names and password, copied sealed.
     const leader = req.follows
-      ? (await client.query<{ database: string; role: string; sealed: string }>('select database_name as database, role_name as role, password_sealed as sealed from resources where id = $1', [req.follows])).rows[0]
+      ? (
+          await client.query<{ database: string; role: string; sealed: string }>(
+            'select database_name as database, role_name as role, password_sealed as sealed from resources where id = $1',
+            [req.follows],
+          )
+        ).rows[0]
       : undefined;
     const names = leader ?? tenantNames();
     const { rows } = await client.query<{ id: string }>(
-      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name, password_sealed, oauth_grant_sealed, follows)
+      `insert into resources (id, plan, region, aws_region, name, heroku_id, callback_url, options, database_name, role_name,
+         password_sealed, oauth_grant_sealed, follows)
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
        on conflict (id) do nothing returning id`,
       [
@@ -190,7 +196,12 @@ export function superuserTarget(server: { host: string | null; port: number | nu
  * database through the server's pgbouncer, where many clients share few server
  * connections; only when the server has a pooler (through the router when there is one).
  */
-export function resourceConfig(prefix: string, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, primary: ResourceServer | undefined, route: Route | undefined): Record<string, string> {
+export function resourceConfig(
+  prefix: string,
+  tenant: Pick<Tenant, 'database' | 'role' | 'password'>,
+  primary: ResourceServer | undefined,
+  route: Route | undefined,
+): Record<string, string> {
   if (!primary || primary.host === null || primary.port === null) return {};
   const pool = (host: string, port: number | null | undefined) =>
     primary.poolPort !== null && port ? { [`${prefix}_CONNECTION_POOL_URL`]: tenantUrl(host, port, tenant) } : {};
@@ -214,7 +225,12 @@ export interface Route {
 export function routeOf(attrs: Record<string, string>): Route | undefined {
   if (!attrs.router_port || !attrs.router_host) return undefined;
   const port = (name: string) => (attrs[name] ? Number(attrs[name]) : undefined);
-  return { host: attrs.router_host, port: Number(attrs.router_port), readOnlyPort: port('router_read_only_port'), poolPort: port('router_pool_port') };
+  return {
+    host: attrs.router_host,
+    port: Number(attrs.router_port),
+    readOnlyPort: port('router_read_only_port'),
+    poolPort: port('router_pool_port'),
+  };
 }
 
 /**
@@ -226,7 +242,10 @@ export function routeOf(attrs: Record<string, string>): Route | undefined {
  * already) nothing changes, so a repeated step keeps its primary.
  */
 export async function takeOver(db: Queryable, id: string, successor: 'target' | 'standby'): Promise<void> {
-  const { rows } = await db.query<{ server_id: string }>('select server_id from resource_servers where resource_id = $1 and role = $2 order by created_at limit 1 for update', [id, successor]);
+  const { rows } = await db.query<{ server_id: string }>(
+    'select server_id from resource_servers where resource_id = $1 and role = $2 order by created_at limit 1 for update',
+    [id, successor],
+  );
   const next = rows[0]?.server_id;
   if (!next) return;
   await db.query(`update resource_servers set role = 'former' where resource_id = $1 and role = 'primary'`, [id]);
@@ -269,18 +288,29 @@ const VIEW_SQL = `
     r.database_name, r.role_name, r.password_sealed, hstore_to_json(r.attrs) as attrs
   from resources r join machines m on m.entity_id = r.id`;
 
-type ViewRow = Omit<ResourceView, 'config' | 'servers'> & { database_name: string; role_name: string; password_sealed: string; attrs: Record<string, string> };
+type ViewRow = Omit<ResourceView, 'config' | 'servers'> & {
+  database_name: string;
+  role_name: string;
+  password_sealed: string;
+  attrs: Record<string, string>;
+};
 
 async function toView(db: Queryable, sealer: Sealer, prefix: string, row: ViewRow): Promise<ResourceView> {
   const { database_name: database, role_name: role, password_sealed: sealed, attrs, ...rest } = row;
   const servers = await resourceServers(db, row.id);
   const primary = servers.find((s) => s.role === 'primary');
-  const config = row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary, routeOf(attrs));
+  const config =
+    row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary, routeOf(attrs));
   return { ...rest, config, servers: servers.map(({ id, role, state, host, port }) => ({ id, role, state, host, port })) };
 }
 
 /** A resource, its servers and its transitions as of one moment. */
-export function getResource(pool: Pool, sealer: Sealer, prefix: string, id: string): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
+export function getResource(
+  pool: Pool,
+  sealer: Sealer,
+  prefix: string,
+  id: string,
+): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
   return snapshot(pool, async (db) => {
     const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where r.id = $1`, [id]);
     if (!rows[0]) return undefined;
@@ -300,7 +330,12 @@ export async function resourceState(db: Queryable, id: string): Promise<string |
 }
 
 /** Change the plan column and tell the machine, in one transaction. */
-export async function changePlan(pool: Pool, id: string, plan: Plan, change: { move: boolean; standby?: 'add' | 'drop' }): Promise<Step | undefined> {
+export async function changePlan(
+  pool: Pool,
+  id: string,
+  plan: Plan,
+  change: { move: boolean; standby?: 'add' | 'drop' },
+): Promise<Step | undefined> {
   return transaction(pool, async (client) => {
     // A bigger shared plan that its server has no connections left for moves to one that has.
     if (!change.move && plan.kind === 'shared' && !(await roomToResize(client, id, plan))) change = { ...change, move: true };
@@ -317,7 +352,8 @@ export async function changePlan(pool: Pool, id: string, plan: Plan, change: { m
  */
 async function ensureRoute(db: Queryable, id: string): Promise<void> {
   await db.query(
-    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'], array['127.0.0.1', $2, $3, $4])
+    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'],
+                                                 array['127.0.0.1', $2, $3, $4])
      where id = $1 and not attrs ? 'router_port'`,
     [id, String(await freePort()), String(await freePort()), String(await freePort())],
   );

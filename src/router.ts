@@ -44,8 +44,10 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
     pool_port: string | null;
     servers: { id: string; role: string; host: string; port: number; pool_port: string | null }[];
   }>(
-    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port, r.attrs->'router_pool_port' as pool_port,
-       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port, 'pool_port', s.attrs->'pool_port') order by s.id)
+    `select r.id, r.attrs->'router_port' as port, r.attrs->'router_read_only_port' as read_only_port,
+       r.attrs->'router_pool_port' as pool_port,
+       coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port,
+                                                   'pool_port', s.attrs->'pool_port') order by s.id)
                  from resource_servers rs join servers s on s.id = rs.server_id join machines sm on sm.entity_id = s.id
                  where rs.resource_id = r.id and s.port is not null
                    and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers
@@ -53,7 +55,12 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
      where r.attrs ? 'router_port' and m.finished_at is null and m.state <> 'deprovisioning'`,
   );
   return rows.map((r) => {
-    const server = (s: { id: string; host: string; port: number; pool_port: string | null }) => ({ id: s.id, host: s.host, port: s.port, ...(s.pool_port ? { poolPort: Number(s.pool_port) } : {}) });
+    const server = (s: { id: string; host: string; port: number; pool_port: string | null }) => ({
+      id: s.id,
+      host: s.host,
+      port: s.port,
+      ...(s.pool_port ? { poolPort: Number(s.pool_port) } : {}),
+    });
     const primary = r.servers.find((s) => s.role === 'primary');
     return {
       resourceId: r.id,
@@ -82,7 +89,10 @@ export interface RouterOptions {
 type Listener = { server: net.Server; port: number };
 
 export class Router {
-  private readonly listeners = new Map<string, { primary: Listener; readOnly: Listener | undefined; pooled: Listener | undefined; route: Route; next: number }>();
+  private readonly listeners = new Map<
+    string,
+    { primary: Listener; readOnly: Listener | undefined; pooled: Listener | undefined; route: Route; next: number }
+  >();
   private readonly sockets = new Set<net.Socket>();
   private refresher: Refresher | undefined;
   private changes: Notifications | undefined;
@@ -130,8 +140,14 @@ export class Router {
         route,
         next: 0,
         primary: this.listen(route, route.port, (socket) => this.pipe(socket, entry.route.primary)),
-        readOnly: route.readOnlyPort === undefined ? undefined : this.listen(route, route.readOnlyPort, (socket) => void this.pipeRead(socket, entry)),
-        pooled: route.poolPort === undefined ? undefined : this.listen(route, route.poolPort, (socket) => this.pipe(socket, poolOf(entry.route.primary))),
+        readOnly:
+          route.readOnlyPort === undefined
+            ? undefined
+            : this.listen(route, route.readOnlyPort, (socket) => void this.pipeRead(socket, entry)),
+        pooled:
+          route.poolPort === undefined
+            ? undefined
+            : this.listen(route, route.poolPort, (socket) => this.pipe(socket, poolOf(entry.route.primary))),
       };
       this.listeners.set(route.resourceId, entry);
     }
@@ -176,16 +192,22 @@ export class Router {
   }
 
   private observeNow(serverId: string): void {
-    enqueue(this.pool, { task: 'observe', entityId: serverId, key: 'observe', queue: queueForTask('observe'), priority: PRIORITY.urgent }).catch((err: unknown) =>
-      this.log.warn({ err, server: serverId }, 'asking for an observation failed'),
-    );
+    enqueue(this.pool, {
+      task: 'observe',
+      entityId: serverId,
+      key: 'observe',
+      queue: queueForTask('observe'),
+      priority: PRIORITY.urgent,
+    }).catch((err: unknown) => this.log.warn({ err, server: serverId }, 'asking for an observation failed'));
   }
 
   async stop(): Promise<void> {
     await this.changes?.stop();
     await this.refresher?.stop();
     for (const s of this.sockets) s.destroy();
-    const closing = [...this.listeners.values()].flatMap((e) => [e.primary, e.readOnly, e.pooled]).filter((l): l is Listener => l !== undefined);
+    const closing = [...this.listeners.values()]
+      .flatMap((e) => [e.primary, e.readOnly, e.pooled])
+      .filter((l): l is Listener => l !== undefined);
     await Promise.all(closing.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve()))));
     this.listeners.clear();
   }

@@ -23,9 +23,27 @@ export interface JobEmitted {
  * in, there, and on the way out are urgent.
  */
 export const MACHINES = {
-  server: { logic: serverMachine, version: SERVER_MACHINE_VERSION, observedIn: 'servers', dependents: resourcesServedBy, urgent: SERVER_URGENT_STATES },
-  resource: { logic: resourceMachine, version: RESOURCE_MACHINE_VERSION, observedIn: 'resources', dependents: undefined, urgent: RESOURCE_URGENT_STATES },
-  incident: { logic: incidentMachine, version: INCIDENT_MACHINE_VERSION, observedIn: undefined, dependents: undefined, urgent: [] as readonly string[] },
+  server: {
+    logic: serverMachine,
+    version: SERVER_MACHINE_VERSION,
+    observedIn: 'servers',
+    dependents: resourcesServedBy,
+    urgent: SERVER_URGENT_STATES,
+  },
+  resource: {
+    logic: resourceMachine,
+    version: RESOURCE_MACHINE_VERSION,
+    observedIn: 'resources',
+    dependents: undefined,
+    urgent: RESOURCE_URGENT_STATES,
+  },
+  incident: {
+    logic: incidentMachine,
+    version: INCIDENT_MACHINE_VERSION,
+    observedIn: undefined,
+    dependents: undefined,
+    urgent: [] as readonly string[],
+  },
 } satisfies Record<
   string,
   {
@@ -72,7 +90,11 @@ export function topState(value: StateValue): string {
  * A job's outcome told to its entity's machine: `event` is sent in the job's commit, after
  * `also` (the job's own writes), so both happen with the job's completion or neither does.
  */
-export function report(job: Job, event: MachineEvent, also?: (client: Client) => Promise<void>): { commit: (client: Client) => Promise<void> } {
+export function report(
+  job: Job,
+  event: MachineEvent,
+  also?: (client: Client) => Promise<void>,
+): { commit: (client: Client) => Promise<void> } {
   return {
     commit: async (client) => {
       await also?.(client);
@@ -107,7 +129,15 @@ export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
 }
 
 function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number, unlessRunning = false): JobSpec[] {
-  return jobs.map((j) => ({ task: j.task, entityId, key: j.task, queue: queueForTask(j.task), delaySeconds: j.delaySeconds, priority, unlessRunning }));
+  return jobs.map((j) => ({
+    task: j.task,
+    entityId,
+    key: j.task,
+    queue: queueForTask(j.task),
+    delaySeconds: j.delaySeconds,
+    priority,
+    unlessRunning,
+  }));
 }
 
 function eventData(event: MachineEvent): Record<string, unknown> | null {
@@ -124,10 +154,13 @@ export async function createMachine(db: Queryable, name: MachineName, entityId: 
   const logic: AnyStateMachine = MACHINES[name].logic;
   const [snapshot, actions] = initialTransition(logic, input);
   const state = statePath(snapshot.value);
-  await db.query(
-    `insert into machines (entity_id, machine, version, state, snapshot) values ($1, $2, $3, $4, $5)`,
-    [entityId, name, version, topState(snapshot.value), JSON.stringify({ value: snapshot.value, context: snapshot.context })],
-  );
+  await db.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, $2, $3, $4, $5)`, [
+    entityId,
+    name,
+    version,
+    topState(snapshot.value),
+    JSON.stringify({ value: snapshot.value, context: snapshot.context }),
+  ]);
   await db.query(`insert into transitions (entity_id, machine, from_state, to_state, event) values ($1, $2, null, $3, 'create')`, [
     entityId,
     name,
@@ -192,9 +225,9 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   const specs = jobSpecs(entityId, jobs, priority, event.type === 'observed');
   const dependents = MACHINES[row.machine].dependents;
   if (dependents && topState(current.value) !== topState(next.value)) {
-    for (const id of await dependents(db, entityId)) specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority });
+    for (const id of await dependents(db, entityId))
+      specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority });
   }
   await enqueueMany(db, specs);
   return { from, to, jobs };
 }
-

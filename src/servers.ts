@@ -103,7 +103,11 @@ export async function insertFollower(db: Queryable, leaderId: string, backup?: s
  * from its latest when no backup is named.
  */
 export async function followLeader(db: Queryable, id: string, leaderId: string, backup?: string): Promise<void> {
-  await db.query(`update servers set attrs = attrs || hstore(array['follows', 'backup_label'], array[$2, $3]) where id = $1`, [id, leaderId, backup ?? null]);
+  await db.query(`update servers set attrs = attrs || hstore(array['follows', 'backup_label'], array[$2, $3]) where id = $1`, [
+    id,
+    leaderId,
+    backup ?? null,
+  ]);
 }
 
 /** Live servers that stream from `leaderId`: its followers. */
@@ -147,17 +151,25 @@ export async function listTransitions(db: Queryable, entityId: string, limit = 1
  * `serving` (with the resources) when customer databases still live on it, which only their
  * own deprovisioning or a move may take away.
  */
-export async function requestServerDeletion(pool: Pool, id: string): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
+export async function requestServerDeletion(
+  pool: Pool,
+  id: string,
+): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
   return transaction(pool, async (client) => {
     await client.query('select 1 from machines where entity_id = $1 for update', [id]);
-    const { rows } = await client.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1 order by created_at', [id]);
+    const { rows } = await client.query<{ id: string }>(
+      'select resource_id as id from resource_servers where server_id = $1 order by created_at',
+      [id],
+    );
     if (rows.length > 0) return { outcome: 'serving', resources: rows.map((r) => r.id) };
     return { outcome: (await sendEvent(client, id, { type: 'delete' })) === undefined ? 'missing' : 'deleting' };
   });
 }
 
 export async function loadServerRecord(db: Queryable, sealer: Sealer, id: string): Promise<ServerRecord | undefined> {
-  const { rows } = await db.query<Omit<ServerRecord, 'leader'> & { sealed: string; leader_host: string | null; leader_port: number | null }>(
+  const { rows } = await db.query<
+    Omit<ServerRecord, 'leader'> & { sealed: string; leader_host: string | null; leader_port: number | null }
+  >(
     `select s.id, s.provider, s.host, s.port, s.superuser_password_sealed as sealed, hstore_to_json(s.attrs) as attrs,
        l.host as leader_host, l.port as leader_port
      from servers s left join servers l on l.id::text = s.attrs->'follows'
@@ -188,7 +200,12 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
 /** The tables whose rows carry their entity's latest observation. */
 export type ObservedTable = 'servers' | 'resources';
 
-export async function recordObservation(db: Queryable, id: string, sources: Record<string, Record<string, string>>, table: ObservedTable): Promise<string> {
+export async function recordObservation(
+  db: Queryable,
+  id: string,
+  sources: Record<string, Record<string, string>>,
+  table: ObservedTable,
+): Promise<string> {
   const { rows } = await db.query<{ at: string }>(
     `with src as (
        select key as source, value as attrs from jsonb_each($2::jsonb)
@@ -207,7 +224,11 @@ export async function recordObservation(db: Queryable, id: string, sources: Reco
   return rows[0]!.at;
 }
 
-export async function latestObservation(db: Queryable, id: string, table: ObservedTable): Promise<{ at: string; obs: Record<string, string> } | undefined> {
+export async function latestObservation(
+  db: Queryable,
+  id: string,
+  table: ObservedTable,
+): Promise<{ at: string; obs: Record<string, string> } | undefined> {
   const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(
     `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from ${table} where id = $1`,
     [id],

@@ -20,7 +20,12 @@ import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './t
 
 export type Providers = Record<string, Provider>;
 
-async function serverFor(pool: Pool, job: Job, providers: Providers, sealer: Sealer): Promise<{ server: ServerRecord; provider: Provider }> {
+async function serverFor(
+  pool: Pool,
+  job: Job,
+  providers: Providers,
+  sealer: Sealer,
+): Promise<{ server: ServerRecord; provider: Provider }> {
   if (!job.entityId) throw new Error(`${job.task} needs an entity`);
   const server = await loadServerRecord(pool, sealer, job.entityId);
   if (!server) throw new Error(`server ${job.entityId} does not exist`);
@@ -68,23 +73,46 @@ const FRESH_BACKUPS_PER_10_MIN = 3;
  * the leader is asked for first, once the leader is available to take it; a backup job
  * waiting out a retry (its leader was down) is run at once when the leader is back.
  */
-async function askAgain(pool: Pool, job: Job, server: ServerRecord, err: NotYet, archive: ArchiveTarget, log: Logger): Promise<{ commit: (client: Client) => Promise<void> }> {
+async function askAgain(
+  pool: Pool,
+  job: Job,
+  server: ServerRecord,
+  err: NotYet,
+  archive: ArchiveTarget,
+  log: Logger,
+): Promise<{ commit: (client: Client) => Promise<void> }> {
   let freshBackupOf: string | undefined;
   if (err instanceof BackupNotFinished) {
     // The job first: once it is done, its backup is in the store.
     const coming = err.label !== undefined && (await jobLive(pool, 'backup', { label: err.label }));
-    const made = err.label !== undefined && !coming && (await findBackup(openArchive(archive), `servers/${err.leader}`, err.label)) !== undefined;
+    const made =
+      err.label !== undefined && !coming && (await findBackup(openArchive(archive), `servers/${err.leader}`, err.label)) !== undefined;
     const leader = await machineState(pool, err.leader);
     // A leader that is gone takes no backup again: a failure to see, not a wait.
-    if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted')) throw new Error(`${err.message}, and the leader is ${leader ?? 'gone'}`);
-    if (!coming && !made && leader === 'available' && (await recentlyDead(pool, 'backup', { server: err.leader }, 600)) < FRESH_BACKUPS_PER_10_MIN) freshBackupOf = err.leader;
-    if (coming && leader === 'available' && (await hurryJob(pool, 'backup', { label: err.label! }))) log.info({ label: err.label }, 'the leader is back: its backup is retried now');
+    if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted'))
+      throw new Error(`${err.message}, and the leader is ${leader ?? 'gone'}`);
+    if (
+      !coming &&
+      !made &&
+      leader === 'available' &&
+      (await recentlyDead(pool, 'backup', { server: err.leader }, 600)) < FRESH_BACKUPS_PER_10_MIN
+    )
+      freshBackupOf = err.leader;
+    if (coming && leader === 'available' && (await hurryJob(pool, 'backup', { label: err.label! })))
+      log.info({ label: err.label }, 'the leader is back: its backup is retried now');
   }
   log.info({ reason: err.message, freshBackupOf }, 'not yet: asking again');
   return {
     commit: async (client) => {
       if (freshBackupOf) await followLeader(client, server.id, freshBackupOf, await requestBackup(client, freshBackupOf));
-      await enqueue(client, { task: job.task, entityId: job.entityId, key: job.key, queue: job.queue, priority: job.priority, delaySeconds: NOT_YET_SECONDS });
+      await enqueue(client, {
+        task: job.task,
+        entityId: job.entityId,
+        key: job.key,
+        queue: job.queue,
+        priority: job.priority,
+        delaySeconds: NOT_YET_SECONDS,
+      });
     },
   };
 }
@@ -138,7 +166,10 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
           return;
         }
         // Re-check before acting: a server that answers again is not restarted.
-        const answer = await observePostgres({ host: server.host!, port: server.port!, password: server.superuserPassword }, probe.timeoutMs);
+        const answer = await observePostgres(
+          { host: server.host!, port: server.port!, password: server.superuserPassword },
+          probe.timeoutMs,
+        );
         // A failover may have begun while this waited: a server being fenced must not come back.
         const state = await machineState(pool, server.id);
         if (state !== 'restarting' && state !== 'failed') {
@@ -227,13 +258,15 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       // makes a hang. A server's observations run one at a time (one lane of its queue), so
       // nothing counts in between; a healthy server (the common case) needs no look at its
       // last observation.
-      const failed = sources.postgres?.reachable === 'false' ? Number((await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes ?? 0) + 1 : 0;
+      const failed =
+        sources.postgres?.reachable === 'false'
+          ? Number((await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes ?? 0) + 1
+          : 0;
       sources.probe = { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes), failed_probes: String(failed) };
       return sources;
     },
   } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
 }
-
 
 /**
  * A base backup of a server into its archive. The job has no entity: a long backup must not
@@ -246,7 +279,13 @@ function backupTask(opts: ResourceTaskOptions): JobHandler {
     if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
     const store = openArchive(opts.archive);
     const label = String(job.payload.label);
-    const manifest = await takeBaseBackup(opts.binaries, store, `servers/${serverId}`, { host: server.host, port: server.port, password: server.superuserPassword }, label);
+    const manifest = await takeBaseBackup(
+      opts.binaries,
+      store,
+      `servers/${serverId}`,
+      { host: server.host, port: server.port, password: server.superuserPassword },
+      label,
+    );
     log.info({ server: serverId, label, bytes: manifest.bytes, parts: manifest.parts.length }, 'base backup taken');
   };
 }
@@ -257,7 +296,9 @@ function backupTask(opts: ResourceTaskOptions): JobHandler {
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
-  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) => refreshServerPool(db, providers, opts.sealer, serverId));
+  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
+    refreshServerPool(db, providers, opts.sealer, serverId),
+  );
   const observers = { server: observeServer, resource: observeResource };
   // One queue of task names: a resource task named like a server task would silently replace it.
   const clash = Object.keys(server).filter((task) => task in resource);
@@ -283,7 +324,14 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
           await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
           await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick'), priority });
           const resources = stalled ? await MACHINES.server.dependents(client, job.entityId!) : [];
-          for (const id of resources) await enqueue(client, { task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority: PRIORITY.urgent });
+          for (const id of resources)
+            await enqueue(client, {
+              task: 'observe',
+              entityId: id,
+              key: 'observe',
+              queue: queueForTask('observe'),
+              priority: PRIORITY.urgent,
+            });
         },
       };
     },

@@ -5,7 +5,9 @@ const present = (obs: Record<string, string>) => Object.keys(CONDITIONS).filter(
 
 describe('what counts as trouble', () => {
   it('reads conditions without automation off a server observation', () => {
-    expect(present({ reachable: 'true', archiver_failing: 'false', disk_free_bytes: '50', disk_total_bytes: '100', oldest_xid_age: '1000' })).toEqual([]);
+    expect(
+      present({ reachable: 'true', archiver_failing: 'false', disk_free_bytes: '50', disk_total_bytes: '100', oldest_xid_age: '1000' }),
+    ).toEqual([]);
     expect(present({ archiver_failing: 'true' })).toEqual(['archive failing']);
     expect(present({ archive_lag_bytes: String(300 * 1024 ** 2) })).toEqual(['archive lagging']);
     expect(present({ archive_lag_bytes: String(20 * 1024 ** 2) })).toEqual([]);
@@ -20,12 +22,24 @@ describe('what counts as trouble', () => {
 
   it('tells healthy, trouble, on-the-way and going-away states apart', () => {
     expect(healthOf('server', 'available')).toBe('healthy');
-    expect(['unreachable', 'restarting.running', 'failed.waiting'].map((s) => healthOf('server', s))).toEqual(['unhealthy', 'unhealthy', 'unhealthy']);
-    expect(['provisioning', 'starting.verifying', 'maintaining.running'].map((s) => healthOf('server', s))).toEqual(['neutral', 'neutral', 'neutral']);
+    expect(['unreachable', 'restarting.running', 'failed.waiting'].map((s) => healthOf('server', s))).toEqual([
+      'unhealthy',
+      'unhealthy',
+      'unhealthy',
+    ]);
+    expect(['provisioning', 'starting.verifying', 'maintaining.running'].map((s) => healthOf('server', s))).toEqual([
+      'neutral',
+      'neutral',
+      'neutral',
+    ]);
     expect(healthOf('server', 'deleting')).toBe('gone');
     expect(healthOf('resource', 'creating.tenant.failed')).toBe('unhealthy');
     expect(healthOf('resource', 'changing.copying.trying')).toBe('neutral');
-    expect(['failover.fencing.trying', 'rejoining.syncing', 'replacing.standby.trying'].map((s) => healthOf('resource', s))).toEqual(['unhealthy', 'unhealthy', 'unhealthy']);
+    expect(['failover.fencing.trying', 'rejoining.syncing', 'replacing.standby.trying'].map((s) => healthOf('resource', s))).toEqual([
+      'unhealthy',
+      'unhealthy',
+      'unhealthy',
+    ]);
   });
 
   it('keeps deadlines per state as data, which PGFLEET_STUCK_AFTER overrides', () => {

@@ -13,7 +13,14 @@ describe("Patroni's health checks", () => {
     expect(parseLag('1GB')).toBe(1024 ** 3);
     expect(parseLag('64kB')).toBe(65536);
     expect(parseLag('2 tb')).toBe(2 * 1024 ** 4);
-    expect(['', 'MB', '16XB', '-1', '1.5GB', 'lots'].map(parseLag)).toEqual([undefined, undefined, undefined, undefined, undefined, undefined]);
+    expect(['', 'MB', '16XB', '-1', '1.5GB', 'lots'].map(parseLag)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
   });
 
   it('reads WAL locations as byte positions', () => {
@@ -33,7 +40,9 @@ describe("Patroni's health checks", () => {
     // Out of recovery but not the resource's primary (a fenced one that came back would be both).
     expect(healthStatus('primary', { ...primary, controlPrimary: false })).toBe(503);
     // Silent: no answer in time.
-    expect((['primary', 'read-only', 'health'] as HealthCheck[]).map((c) => healthStatus(c, { ...primary, probe: undefined }))).toEqual([503, 503, 503]);
+    expect((['primary', 'read-only', 'health'] as HealthCheck[]).map((c) => healthStatus(c, { ...primary, probe: undefined }))).toEqual([
+      503, 503, 503,
+    ]);
     expect(healthStatus('primary', { ...primary, machineState: 'restarting.verifying' })).toBe(503);
   });
 

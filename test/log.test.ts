@@ -8,7 +8,13 @@ describe('logs', () => {
     const job = log.child({ job: '42', entity: '0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41' });
     job.info({ password: 'hunter2', server: { superuserPassword: 's3cret', url: 'postgres://u:pw@h/db' }, token: 'tok' }, 'ran');
     const line = JSON.parse(lines[0]!);
-    expect(line).toMatchObject({ job: '42', entity: '0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41', msg: 'ran', password: '[redacted]', token: '[redacted]' });
+    expect(line).toMatchObject({
+      job: '42',
+      entity: '0b6f1c9e-2d7a-4c55-9a51-3f0e8d2b7c41',
+      msg: 'ran',
+      password: '[redacted]',
+      token: '[redacted]',
+    });
     expect(line.server).toEqual({ superuserPassword: '[redacted]', url: '[redacted]' });
     expect(lines[0]).not.toMatch(/hunter2|s3cret|pw@|tok"/);
   });
@@ -20,7 +26,9 @@ describe('LOG_FORMAT=logfmt', () => {
     const log = createLogger('info', { write: (line: string) => void lines.push(line) }, 'logfmt');
     log.child({ job: '7' }).warn({ err: new Error('connect ECONNREFUSED 127.0.0.1:5432'), password: 'hunter2' }, 'job failed');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^level=40 time=\d+ app=pgfleet job=7 err\.type=Error err\.message="connect ECONNREFUSED 127\.0\.0\.1:5432" err\.stack="Error: connect ECONNREFUSED[^"]*" password=\[redacted\] msg="job failed"\n$/);
+    expect(lines[0]).toMatch(
+      /^level=40 time=\d+ app=pgfleet job=7 err\.type=Error err\.message="connect ECONNREFUSED 127\.0\.0\.1:5432" err\.stack="Error: connect ECONNREFUSED[^"]*" password=\[redacted\] msg="job failed"\n$/,
+    );
     expect(lines[0]).not.toContain('hunter2');
   });
 });

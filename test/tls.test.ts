@@ -8,7 +8,11 @@ import { renewalDue } from '../src/tls/renewal.ts';
 describe('server certificates', () => {
   it('are signed by the authority, name every address clients use, and serve only as servers', async () => {
     const ca = await createAuthority();
-    const issued = await issueServerCertificate(ca, { name: 'pgfleet server s1', hosts: certificateHosts('10.0.0.7'), validityMs: 86_400_000 });
+    const issued = await issueServerCertificate(ca, {
+      name: 'pgfleet server s1',
+      hosts: certificateHosts('10.0.0.7'),
+      validityMs: 86_400_000,
+    });
     const cert = new X509Certificate(issued.certificate);
     const authority = new X509Certificate(ca.certificate);
     expect(cert.verify(authority.publicKey)).toBe(true);
@@ -50,7 +54,9 @@ describe('TLS configuration', () => {
   });
 
   it('refuses a renew window as long as the certificate, which would renew it as soon as it is made', () => {
-    expect(() => loadConfig({ PGFLEET_TLS_CERT_DAYS: '30', PGFLEET_TLS_RENEW_DAYS: '30' })).toThrow(/PGFLEET_TLS_RENEW_DAYS \(30\) must be less than PGFLEET_TLS_CERT_DAYS \(30\)/);
+    expect(() => loadConfig({ PGFLEET_TLS_CERT_DAYS: '30', PGFLEET_TLS_RENEW_DAYS: '30' })).toThrow(
+      /PGFLEET_TLS_RENEW_DAYS \(30\) must be less than PGFLEET_TLS_CERT_DAYS \(30\)/,
+    );
     expect(() => loadConfig({ PGFLEET_TLS_CERT_DAYS: '0' })).toThrow(/PGFLEET_TLS_CERT_DAYS must be a whole number from 1 to 825/);
   });
 });

@@ -86,7 +86,9 @@ export class ChaosSystem {
     const port = await freePort();
     const key = randomBytes(32);
     // pgfleet's defaults, except what the environment sets: a chaos run measures the deployment as it ships.
-    const passed = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => v !== undefined && /^(PGFLEET_(?!HOME$)|PG_BIN$)/.test(k))) as Record<string, string>;
+    const passed = Object.fromEntries(
+      Object.entries(process.env).filter(([k, v]) => v !== undefined && /^(PGFLEET_(?!HOME$)|PG_BIN$)/.test(k)),
+    ) as Record<string, string>;
     this.env = {
       ...passed,
       DATABASE_URL: this.control.url,
@@ -109,16 +111,29 @@ export class ChaosSystem {
 
     // web first: it migrates the control database before the others look at it.
     await this.spawn('web');
-    await Promise.all([...Array.from({ length: this.opts.workers }, (_, i) => this.spawn('worker', `worker.${i + 1}`)), this.spawn('clock'), this.spawn('router')]);
+    await Promise.all([
+      ...Array.from({ length: this.opts.workers }, (_, i) => this.spawn('worker', `worker.${i + 1}`)),
+      this.spawn('clock'),
+      this.spawn('router'),
+    ]);
     const apiUrl = `http://127.0.0.1:${port}`;
-    this.deployment = { apiUrl, token: OPERATOR_TOKEN, pool: this.pool, sealer: new Sealer(key), home: this.home, processes: this.processControl() };
+    this.deployment = {
+      apiUrl,
+      token: OPERATOR_TOKEN,
+      pool: this.pool,
+      sealer: new Sealer(key),
+      home: this.home,
+      processes: this.processControl(),
+    };
 
     const caFile = path.join(this.home, 'pgfleet-ca.pem');
     await fs.writeFile(caFile, (await certificateAuthority(this.pool, this.deployment.sealer)).certificate);
     for (let i = 0; i < this.opts.databases; i++) {
       this.opts.log(`provisioning ha database ${i + 1}/${this.opts.databases}…`);
       const { id, url } = await provision({ url: apiUrl }, this.platform, 'ha', 180_000);
-      const shown = (await (await fetch(`${apiUrl}/api/resources/${id}`, { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } })).json()) as { config: Record<string, string> };
+      const shown = (await (
+        await fetch(`${apiUrl}/api/resources/${id}`, { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } })
+      ).json()) as { config: Record<string, string> };
       const readOnly = Object.entries(shown.config).find(([k]) => k.endsWith('_READONLY_URL'))?.[1];
       const writer = new ChaosWriter(verifyFull(url, caFile), 'chaos_writes');
       await writer.create();
@@ -148,15 +163,24 @@ export class ChaosSystem {
       child.once('exit', (code, signal) => {
         this.children.delete(entry);
         if (entry.ready && !entry.meant && !this.stopping) {
-          this.crashes.push({ name, pid: child.pid, at: wallMs(), how: signal ? `killed by ${signal}` : `exit code ${code}`, log: path.basename(logFile) });
-          this.opts.log(`chaos: pgfleet ${name} (pid ${child.pid}) exited by itself (${signal ?? code}): started again, like a supervisor would; see ${logFile}`);
+          this.crashes.push({
+            name,
+            pid: child.pid,
+            at: wallMs(),
+            how: signal ? `killed by ${signal}` : `exit code ${code}`,
+            log: path.basename(logFile),
+          });
+          this.opts.log(
+            `chaos: pgfleet ${name} (pid ${child.pid}) exited by itself (${signal ?? code}): started again, like a supervisor would; ` +
+              `see ${logFile}`,
+          );
           void this.respawn(name, dyno);
         }
         resolve();
       }),
     );
     this.children.add(entry);
-    for (const deadline = Date.now() + 60_000; ; ) {
+    for (const deadline = Date.now() + 60_000; ;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`pgfleet ${name} exited at start: see ${logFile}`);
       const text = await fs.readFile(logFile, 'utf8');
       if (text.includes('pgfleet is running')) {
@@ -201,7 +225,8 @@ export class ChaosSystem {
         await this.spawn('worker', entry.dyno);
         return true;
       },
-      crashes: (from, to) => this.crashes.filter((c) => c.at >= from && c.at <= to).map((c) => `pgfleet ${c.name} (pid ${c.pid}) crashed: ${c.how} (${c.log})`),
+      crashes: (from, to) =>
+        this.crashes.filter((c) => c.at >= from && c.at <= to).map((c) => `pgfleet ${c.name} (pid ${c.pid}) crashed: ${c.how} (${c.log})`),
       restartControl: async () => {
         const dataDir = path.join(this.control!.dir, 'data');
         await this.control!.cluster.stop(dataDir, 'immediate');
@@ -233,7 +258,8 @@ export class ChaosSystem {
         ),
       );
       await attempt('closing the control pool', async () => this.pool?.end());
-      if (this.home && this.config) await attempt('stopping local clusters', () => stopLocalClusters(this.home!, localCluster(this.config!)));
+      if (this.home && this.config)
+        await attempt('stopping local clusters', () => stopLocalClusters(this.home!, localCluster(this.config!)));
       await attempt('stopping the platform', () => this.platform.stop());
       await attempt('stopping the control Postgres', async () => this.control?.stop());
       if (this.home) await attempt('removing PGFLEET_HOME', () => fs.rm(this.home!, { recursive: true, force: true }));

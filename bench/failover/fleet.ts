@@ -8,7 +8,12 @@ import type { Platform } from '../provision/platform.ts';
 import { BASIC, call } from '../support.ts';
 
 /** A resource through the add-on API; its URL from the config PATCH the platform gets. */
-export async function provision(running: Pick<Running, 'url'>, platform: Platform, plan: string, timeoutMs: number): Promise<{ id: string; url: string }> {
+export async function provision(
+  running: Pick<Running, 'url'>,
+  platform: Platform,
+  plan: string,
+  timeoutMs: number,
+): Promise<{ id: string; url: string }> {
   const id = randomUUID();
   const patched = platform.waitFor('PATCH', `/addons/${id}/config`, timeoutMs);
   patched.catch(() => undefined);
@@ -48,7 +53,12 @@ export async function growFleet(running: Running, platform: Platform, count: num
 }
 
 /** Servers of the fleet's resources, and how often they were observed between two instants. */
-export async function fleetObservations(running: Running, resources: string[], fromMs: number, toMs: number): Promise<{ servers: number; perServerPerMinute: number }> {
+export async function fleetObservations(
+  running: Running,
+  resources: string[],
+  fromMs: number,
+  toMs: number,
+): Promise<{ servers: number; perServerPerMinute: number }> {
   const { rows } = await running.pool.query<{ servers: number; observations: number }>(
     `select count(distinct rs.server_id)::int as servers, count(o.*)::int as observations
      from resource_servers rs

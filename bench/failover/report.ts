@@ -110,26 +110,44 @@ export function markdown(r: Results): string {
     '',
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node}`,
     `Control database: ${m.postgres}; tenant servers: ${m.tenantPostgres}`,
-    `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
-    `pgfleet settings: ${r.settings.map((s) => `${s.name}=${s.value}${s.value === s.default ? ' (default)' : ` (default ${s.default})`}`).join(', ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, ` +
+      `at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
+    `pgfleet settings: ${r.settings
+      .map((s) => `${s.name}=${s.value}${s.value === s.default ? ' (default)' : ` (default ${s.default})`}`)
+      .join(', ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '## Fault → writes on the promoted standby',
     '',
-    'Recovery: the fault → the first row written on the promoted standby, the aim judged by its median. The writer\'s own figure (the fault → its first acknowledged commit, NumberedWriter.recoveryMs) is beside it: it can be a commit under way at the fault, or one an orphaned backend of the killed postmaster took (see the notes).',
+    'Recovery: the fault → the first row written on the promoted standby, the aim judged by its median. ' +
+      "The writer's own figure (the fault → its first acknowledged commit, NumberedWriter.recoveryMs) is beside it: " +
+      'it can be a commit under way at the fault, or one an orphaned backend of the killed postmaster took (see the notes).',
     '',
-    '| other servers | fault | runs | recovery median ms | p90 ms | max ms | aim (median) | aim met | first acknowledged commit, median ms | writes stopped for, median ms | acknowledged rows missing | missing on the rejoined old primary | whole again, median ms | p90 ms | max ms |',
+    '| other servers | fault | runs | recovery median ms | p90 ms | max ms | aim (median) | aim met | ' +
+      'first acknowledged commit, median ms | writes stopped for, median ms | acknowledged rows missing | ' +
+      'missing on the rejoined old primary | whole again, median ms | p90 ms | max ms |',
     '|--:|---|--:|--:|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|',
     ...r.fleets.flatMap((fleet) =>
       faults.map((f) => {
         const s = fleet.summary[f];
-        return `| ${fleet.size} | ${f} | ${s.newPrimary.n} | ${ms(s.newPrimary.medianMs)} | ${ms(s.newPrimary.p90Ms)} | ${ms(s.newPrimary.maxMs)} | < ${num(r.aimsMs[f])} ms | ${met(s.newPrimary.medianMs, r.aimsMs[f])} | ${ms(s.recovery.medianMs)} | ${ms(s.pause.medianMs)} | ${s.missing} | ${s.missingOnRejoined} | ${ms(s.whole.medianMs)} | ${ms(s.whole.p90Ms)} | ${ms(s.whole.maxMs)} |`;
+        return (
+          `| ${fleet.size} | ${f} | ${s.newPrimary.n} | ${ms(s.newPrimary.medianMs)} | ${ms(s.newPrimary.p90Ms)} | ` +
+          `${ms(s.newPrimary.maxMs)} | < ${num(r.aimsMs[f])} ms | ${met(s.newPrimary.medianMs, r.aimsMs[f])} | ` +
+          `${ms(s.recovery.medianMs)} | ${ms(s.pause.medianMs)} | ${s.missing} | ${s.missingOnRejoined} | ` +
+          `${ms(s.whole.medianMs)} | ${ms(s.whole.p90Ms)} | ${ms(s.whole.maxMs)} |`
+        );
       }),
     ),
     '',
     ...r.fleets.map(
       (fleet) =>
-        `With ${fleet.size} other servers: ${fleet.servers} servers of other resources, observed ${num(fleet.observationsPerServerPerMinute, 1)} times a minute each during the runs${fleet.provisionMs > 0 ? `; provisioning those added took ${num(fleet.provisionMs / 1000, 1)} s` : ''}. Rows the old primary wrote after the fault (and the standby had, or they would not be in the table): crash ${fleet.summary.crash.oldPrimaryCommitsAfterFault}, hang ${fleet.summary.hang.oldPrimaryCommitsAfterFault}.`,
+        `With ${fleet.size} other servers: ${fleet.servers} servers of other resources, ` +
+        `observed ${num(fleet.observationsPerServerPerMinute, 1)} times a minute each during the runs` +
+        `${fleet.provisionMs > 0 ? `; provisioning those added took ${num(fleet.provisionMs / 1000, 1)} s` : ''}. ` +
+        'Rows the old primary wrote after the fault (and the standby had, or they would not be in the table): ' +
+        `crash ${fleet.summary.crash.oldPrimaryCommitsAfterFault}, hang ${fleet.summary.hang.oldPrimaryCommitsAfterFault}.`,
     ),
     '',
   ];
@@ -140,23 +158,38 @@ export function markdown(r: Results): string {
     for (const run of failed) lines.push(`- run ${run.run} (${run.fault}, ${run.fleet} other servers): ${run.error}`);
     lines.push('');
   }
-  lines.push('## Where the time goes', '', 'In ms after the fault: the first time each state was entered (`resource:`, `old primary:`, `old standby:`, from the transitions table), the writer\'s first acknowledged commit, the last row written on the old primary and the first on the promoted standby (`table:`), and the resource whole again. Medians over runs, ordered by median.', '');
-  for (const fleet of r.fleets) for (const f of faults) {
-    lines.push(
-      `| ${f}, ${fleet.size} other servers: milestone | runs | median ms | p90 ms | max ms |`,
-      '|---|--:|--:|--:|--:|',
-      ...fleet.summary[f].milestones.map((x) => `| ${x.name} | ${x.n} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
-      '',
-    );
-  }
+  lines.push(
+    '## Where the time goes',
+    '',
+    'In ms after the fault: the first time each state was entered (`resource:`, `old primary:`, `old standby:`, ' +
+      "from the transitions table), the writer's first acknowledged commit, " +
+      'the last row written on the old primary and the first on the promoted standby (`table:`), ' +
+      'and the resource whole again. Medians over runs, ordered by median.',
+    '',
+  );
+  for (const fleet of r.fleets)
+    for (const f of faults) {
+      lines.push(
+        `| ${f}, ${fleet.size} other servers: milestone | runs | median ms | p90 ms | max ms |`,
+        '|---|--:|--:|--:|--:|',
+        ...fleet.summary[f].milestones.map((x) => `| ${x.name} | ${x.n} | ${ms(x.medianMs)} | ${ms(x.p90Ms)} | ${ms(x.maxMs)} |`),
+        '',
+      );
+    }
   lines.push(
     '## Runs',
     '',
-    '| run | other servers | fault | recovery ms | first acknowledged ms | old primary wrote after the fault (last at ms) | writes stopped for ms | whole again ms | acked before fault | acked | missing | missing on rejoined | primary before → after | frozen left by the fence |',
+    '| run | other servers | fault | recovery ms | first acknowledged ms | old primary wrote after the fault (last at ms) | ' +
+      'writes stopped for ms | whole again ms | acked before fault | acked | missing | missing on rejoined | primary before → after | ' +
+      'frozen left by the fence |',
     '|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|',
     ...all.map(
       (x) =>
-        `| ${x.run} | ${x.fleet} | ${x.fault} | ${x.error ? `failed: ${x.error}` : ms(x.newPrimaryMs)} | ${ms(x.recoveryMs)} | ${x.oldPrimaryCommitsAfterFault} (${ms(x.lastOnOldPrimaryMs)}) | ${ms(x.pauseMs)} | ${ms(x.wholeMs)} | ${x.ackedBeforeFault} | ${x.acked} | ${x.missing.length} | ${x.missingOnRejoined.length} | ${short(x.primaryBefore)} → ${short(x.primaryAfter)} | ${x.frozenLeft === undefined ? '—' : `${x.frozenLeft} of ${x.signalled}`} |`,
+        `| ${x.run} | ${x.fleet} | ${x.fault} | ${x.error ? `failed: ${x.error}` : ms(x.newPrimaryMs)} | ${ms(x.recoveryMs)} | ` +
+        `${x.oldPrimaryCommitsAfterFault} (${ms(x.lastOnOldPrimaryMs)}) | ${ms(x.pauseMs)} | ${ms(x.wholeMs)} | ` +
+        `${x.ackedBeforeFault} | ${x.acked} | ${x.missing.length} | ${x.missingOnRejoined.length} | ` +
+        `${short(x.primaryBefore)} → ${short(x.primaryAfter)} | ` +
+        `${x.frozenLeft === undefined ? '—' : `${x.frozenLeft} of ${x.signalled}`} |`,
     ),
     '',
     ...r.notes.map((n) => `- ${n}`),

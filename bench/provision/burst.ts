@@ -16,7 +16,16 @@ async function burstRun(ctx: Context, burstT0: number, timeoutMs: number): Promi
   const body = provisionBody(ctx.platform, 'shared');
   const t0 = wallMs();
   const deadline = t0 + timeoutMs;
-  const run: BurstRun = { id: body.uuid, postedMs: t0 - burstT0, status: 0, answerMs: NaN, configMs: NaN, readyMs: NaN, attempts: 0, milestones: [] };
+  const run: BurstRun = {
+    id: body.uuid,
+    postedMs: t0 - burstT0,
+    status: 0,
+    answerMs: NaN,
+    configMs: NaN,
+    readyMs: NaN,
+    attempts: 0,
+    milestones: [],
+  };
   try {
     const res = await call(web(ctx), 'POST', '/heroku/resources', BASIC, body, AbortSignal.timeout(timeoutMs));
     run.status = res.status;
@@ -68,7 +77,10 @@ async function jobTotals(ctx: Context): Promise<Map<string, { count: number; sec
   return totals;
 }
 
-function jobTimeSince(before: Map<string, { count: number; seconds: number }>, after: Map<string, { count: number; seconds: number }>): JobTime[] {
+function jobTimeSince(
+  before: Map<string, { count: number; seconds: number }>,
+  after: Map<string, { count: number; seconds: number }>,
+): JobTime[] {
   return [...after]
     .map(([task, a]) => ({ task, count: a.count - (before.get(task)?.count ?? 0), seconds: a.seconds - (before.get(task)?.seconds ?? 0) }))
     .filter((t) => t.count > 0)
@@ -77,13 +89,20 @@ function jobTimeSince(before: Map<string, { count: number; seconds: number }>, a
 
 /** The machine's CPU time so far (/proc/stat, all cores, in clock ticks): busy, waiting on I/O, and all. */
 async function cpuTicks(): Promise<{ busy: number; iowait: number; total: number }> {
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number) as number[];
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = (await readFile('/proc/stat', 'utf8'))
+    .split('\n')[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number) as number[];
   const busy = user! + nice! + system! + irq! + softirq! + steal!;
   return { busy, iowait: iowait!, total: busy + idle! + iowait! };
 }
 
 async function controlTransactions(ctx: Context): Promise<number> {
-  const { rows } = await ctx.running.pool.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()');
+  const { rows } = await ctx.running.pool.query<{ n: string }>(
+    'select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()',
+  );
   return Number(rows[0]!.n);
 }
 
@@ -92,7 +111,8 @@ async function afterBurst(ctx: Context, t0: number): Promise<Pick<Burst, 'stepFa
   const pool = ctx.running.pool;
   const since = [t0 - 5];
   const { rows: stepFailures } = await pool.query<Burst['stepFailures'][number]>(
-    `select t.entity_id as entity, t.machine, t.from_state as state, (extract(epoch from t.at) * 1000)::float8 - $1 as ms, t.event_data->>'error' as error
+    `select t.entity_id as entity, t.machine, t.from_state as state, (extract(epoch from t.at) * 1000)::float8 - $1 as ms,
+       t.event_data->>'error' as error
      from transitions t where t.event = 'step.failed' and t.at >= to_timestamp($1::float8 / 1000) order by t.at`,
     since,
   );
@@ -103,7 +123,8 @@ async function afterBurst(ctx: Context, t0: number): Promise<Pick<Burst, 'stepFa
   const { rows: sharedServers } = await pool.query<Burst['sharedServers'][number]>(
     `select s.id, s.created_at >= to_timestamp($1::float8 / 1000) as "openedInBurst",
        (extract(epoch from s.created_at) * 1000)::float8 - $1 as "openedMs",
-       (select min(extract(epoch from t.at) * 1000)::float8 - $1 from transitions t where t.entity_id = s.id and t.to_state = 'available') as "availableMs",
+       (select min(extract(epoch from t.at) * 1000)::float8 - $1 from transitions t
+         where t.entity_id = s.id and t.to_state = 'available') as "availableMs",
        (select count(*)::int from resource_servers rs where rs.server_id = s.id) as tenants
      from servers s join machines m on m.entity_id = s.id
      where s.tenancy = 'shared' and m.finished_at is null order by s.created_at`,

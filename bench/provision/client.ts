@@ -44,7 +44,12 @@ export function provisionBody(platform: Platform, plan: string) {
 /** PGFLEET_URL from the body of the platform's config PATCH. */
 export function patchedUrl(body: string): string {
   const vars = field(JSON.parse(body) as unknown, 'config');
-  const url = Array.isArray(vars) ? field(vars.find((v) => field(v, 'name') === 'PGFLEET_URL'), 'value') : undefined;
+  const url = Array.isArray(vars)
+    ? field(
+        vars.find((v) => field(v, 'name') === 'PGFLEET_URL'),
+        'value',
+      )
+    : undefined;
   if (typeof url !== 'string') throw new Error(`the PATCH carried no PGFLEET_URL: ${body}`);
   return url;
 }

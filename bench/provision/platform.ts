@@ -29,7 +29,9 @@ export class Platform {
       req.on('end', () => {
         this.calls.push({ method: req.method ?? '', path: req.url ?? '', body, at });
         const answer =
-          req.url === '/oauth/token' ? { access_token: 'access-1', refresh_token: 'refresh-1', expires_in: 28800, token_type: 'Bearer' } : {};
+          req.url === '/oauth/token'
+            ? { access_token: 'access-1', refresh_token: 'refresh-1', expires_in: 28800, token_type: 'Bearer' }
+            : {};
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
         for (const check of [...this.waiters]) check();
       });
@@ -71,4 +73,3 @@ export class Platform {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }
-

@@ -69,7 +69,10 @@ export interface Burst {
   timeoutSeconds: number;
   /** First POST → the last run ready (or given up). */
   wallMs: number;
-  /** While the burst ran: the share of the machine's CPU time busy and waiting on I/O (all cores, any process), this process' CPU seconds (pgfleet's web, worker and clock, and the bench's clients), the control database's transactions. */
+  /**
+   * While the burst ran: the share of the machine's CPU time busy and waiting on I/O (all cores, any process),
+   * this process' CPU seconds (pgfleet's web, worker and clock, and the bench's clients), the control database's transactions.
+   */
   load: { machineBusy: number; machineIowait: number; processCpuSeconds: number; controlTransactions: number };
   runs: BurstRun[];
   jobs: JobTime[];
@@ -118,7 +121,13 @@ export function quantile(sorted: number[], q: number): number {
 
 export function stats(values: number[]): Stats {
   const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  return { n: sorted.length, medianMs: quantile(sorted, 0.5), p90Ms: quantile(sorted, 0.9), maxMs: sorted.at(-1) ?? NaN, minMs: sorted[0] ?? NaN };
+  return {
+    n: sorted.length,
+    medianMs: quantile(sorted, 0.5),
+    p90Ms: quantile(sorted, 0.9),
+    maxMs: sorted.at(-1) ?? NaN,
+    minMs: sorted[0] ?? NaN,
+  };
 }
 
 /** Each milestone's offsets over the runs that reached it, ordered by median. */
@@ -171,7 +180,16 @@ export interface Results {
   summary: {
     firstShared: Stats;
     shared: { total: Stats; http: Stats; afterAnswer: Stats; attempts: Stats; failed: number };
-    dedicated: { total: Stats; http: Stats; token: Stats; patch: Stats; provisioned: Stats; afterPatch: Stats; attempts: Stats; failed: number };
+    dedicated: {
+      total: Stats;
+      http: Stats;
+      token: Stats;
+      patch: Stats;
+      provisioned: Stats;
+      afterPatch: Stats;
+      attempts: Stats;
+      failed: number;
+    };
     sharedMilestones: (Stats & { name: string })[];
     dedicatedMilestones: (Stats & { name: string })[];
     burst: BurstSummary;
@@ -182,17 +200,22 @@ export interface Results {
   burst: Burst;
 }
 
-export const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+export const num = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–';
 export const ms = (n: number) => num(n, n < 100 ? 1 : 0);
 
-const statRow = (label: string, st: Stats, extra = '') => `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
+const statRow = (label: string, st: Stats, extra = '') =>
+  `| ${label} | ${st.n} | ${ms(st.medianMs)} | ${ms(st.p90Ms)} | ${ms(st.maxMs)} |${extra}`;
 
 /** How many times each message came, most first: ` ("message" × n; …)`. */
 function tally(messages: (string | null)[]): string {
   if (messages.length === 0) return '';
   const counts = new Map<string, number>();
   for (const m of messages) counts.set((m ?? 'no message').slice(0, 160), (counts.get((m ?? 'no message').slice(0, 160)) ?? 0) + 1);
-  return ` (${[...counts].sort((a, b) => b[1] - a[1]).map(([m, n]) => `"${m}" × ${n}`).join('; ')})`;
+  return ` (${[...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([m, n]) => `"${m}" × ${n}`)
+    .join('; ')})`;
 }
 
 function burstLines(b: Burst, s: BurstSummary): string[] {
@@ -200,7 +223,10 @@ function burstLines(b: Burst, s: BurstSummary): string[] {
   return [
     '## Burst: shared provisions POSTed at once',
     '',
-    `After the sequential runs, ${b.size} shared provisions (each its own uuid) were POSTed together to the same running system and each followed to a URL that answers \`select 1\` (verify-full) within ${b.timeoutSeconds} s. Answered 200 with the config: **${s.answered200}**; 202, the config delivered later by the platform's PATCH: **${s.answered202}**; failed for good: **${s.failed}**. First POST → the last one ready: ${num(b.wallMs / 1000, 1)} s.`,
+    `After the sequential runs, ${b.size} shared provisions (each its own uuid) were POSTed together to the same running system and ` +
+      `each followed to a URL that answers \`select 1\` (verify-full) within ${b.timeoutSeconds} s. ` +
+      `Answered 200 with the config: **${s.answered200}**; 202, the config delivered later by the platform's PATCH: ` +
+      `**${s.answered202}**; failed for good: **${s.failed}**. First POST → the last one ready: ${num(b.wallMs / 1000, 1)} s.`,
     '',
     '| measure | runs | median ms | p90 ms | max ms |',
     '|---|--:|--:|--:|--:|',
@@ -213,13 +239,24 @@ function burstLines(b: Burst, s: BurstSummary): string[] {
     statRow('POST → `select 1` answered, of the 202s', s.ready202),
     '',
     ...(failed.length > 0 ? [...failed.map((x) => `- failed ${x.id}: ${x.error}`), ''] : []),
-    `While it ran, the machine's CPUs were ${num(b.load.machineBusy * 100)}% busy and ${num(b.load.machineIowait * 100)}% waiting on I/O (every process on the machine); the bench's process (pgfleet's web, worker and clock, and the bench's own clients) used ${num(b.load.processCpuSeconds, 1)} CPU-seconds; the control database committed ${num(b.load.controlTransactions)} transactions.`,
+    `While it ran, the machine's CPUs were ${num(b.load.machineBusy * 100)}% busy and ` +
+      `${num(b.load.machineIowait * 100)}% waiting on I/O (every process on the machine); ` +
+      "the bench's process (pgfleet's web, worker and clock, " +
+      `and the bench's own clients) used ${num(b.load.processCpuSeconds, 1)} CPU-seconds; ` +
+      `the control database committed ${num(b.load.controlTransactions)} transactions.`,
     '',
-    `Steps that failed on the way and were retried (\`step.failed\` transitions since the burst began): **${s.stepFailures}**${tally(b.stepFailures.map((f) => `${f.state}: ${f.error}`))}. Dead jobs: **${s.deadJobs}**${tally(b.deadJobs.map((j) => `${j.task}: ${j.error}`))}. Shared servers the burst opened: **${s.serversOpened}**.`,
+    `Steps that failed on the way and were retried (\`step.failed\` transitions since the burst began): ` +
+      `**${s.stepFailures}**${tally(b.stepFailures.map((f) => `${f.state}: ${f.error}`))}. ` +
+      `Dead jobs: **${s.deadJobs}**${tally(b.deadJobs.map((j) => `${j.task}: ${j.error}`))}. ` +
+      `Shared servers the burst opened: **${s.serversOpened}**.`,
     '',
     '| shared server | opened, ms after the burst began | available, ms after the burst began | tenants after the burst |',
     '|---|--:|--:|--:|',
-    ...b.sharedServers.map((x) => `| ${x.id.slice(0, 8)}${x.openedInBurst ? '' : ' (before the burst)'} | ${x.openedInBurst ? ms(x.openedMs) : '—'} | ${x.openedInBurst && x.availableMs !== null ? ms(x.availableMs) : '—'} | ${x.tenants} |`),
+    ...b.sharedServers.map(
+      (x) =>
+        `| ${x.id.slice(0, 8)}${x.openedInBurst ? '' : ' (before the burst)'} | ${x.openedInBurst ? ms(x.openedMs) : '—'} | ` +
+        `${x.openedInBurst && x.availableMs !== null ? ms(x.availableMs) : '—'} | ${x.tenants} |`,
+    ),
     '',
     'Where the time goes: each milestone in ms after its own POST, over the runs that reached it, ordered by median.',
     '',
@@ -227,7 +264,7 @@ function burstLines(b: Burst, s: BurstSummary): string[] {
     '|---|--:|--:|--:|--:|',
     ...s.milestones.map((x) => statRow(x.name, x)),
     '',
-    'Worker time by task while the burst ran (pgfleet_job_duration_seconds: claim → commit, summed over the worker\'s slots):',
+    "Worker time by task while the burst ran (pgfleet_job_duration_seconds: claim → commit, summed over the worker's slots):",
     '',
     '| task | jobs | total s | mean ms |',
     '|---|--:|--:|--:|',
@@ -244,8 +281,11 @@ export function markdown(r: Results): string {
     '# Provisioning benchmark',
     '',
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
-    `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Load average (1/5/15 min) at start ${m.loadAverageAtStart.map((l) => num(l, 2)).join(' / ')}, ` +
+      `at end ${m.loadAverageAtEnd.map((l) => num(l, 2)).join(' / ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '## POST /heroku/resources → a URL that answers `select 1`',
     '',
@@ -276,11 +316,15 @@ export function markdown(r: Results): string {
     '',
     `First shared provision (ms after the POST): ${r.firstShared.milestones.map((x) => `${x.name} ${ms(x.ms)}`).join(' → ')}.`,
     '',
-    `Connections tried until \`select 1\` answered: shared median ${num(s.shared.attempts.medianMs, 1)}, max ${num(s.shared.attempts.maxMs)}; dedicated median ${num(s.dedicated.attempts.medianMs, 1)}, max ${num(s.dedicated.attempts.maxMs)}.`,
+    `Connections tried until \`select 1\` answered: shared median ${num(s.shared.attempts.medianMs, 1)}, ` +
+      `max ${num(s.shared.attempts.maxMs)}; dedicated median ${num(s.dedicated.attempts.medianMs, 1)}, ` +
+      `max ${num(s.dedicated.attempts.maxMs)}.`,
     '',
     '## Where the time goes',
     '',
-    'Each milestone in ms after the POST: machine transitions (`resource:` / `server:` + the state entered, from the `transitions` table), calls the platform received, the HTTP answer, and the first `select 1`. Medians over runs, ordered by median.',
+    'Each milestone in ms after the POST: machine transitions (`resource:` / `server:` + the state entered, ' +
+      'from the `transitions` table), calls the platform received, the HTTP answer, and the first `select 1`. ' +
+      'Medians over runs, ordered by median.',
     '',
     '| dedicated milestone | median ms | p90 ms | max ms |',
     '|---|--:|--:|--:|',
@@ -295,7 +339,11 @@ export function markdown(r: Results): string {
     '',
     '| run | total ms | 202 ms | grant exchanged ms | PATCH config ms | actions/provision ms |',
     '|--:|--:|--:|--:|--:|--:|',
-    ...r.dedicated.map((d, i) => `| ${i + 1} | ${d.error ? `failed: ${d.error}` : ms(d.totalMs)} | ${ms(d.httpMs)} | ${ms(d.tokenMs)} | ${ms(d.patchMs)} | ${ms(d.provisionedMs)} |`),
+    ...r.dedicated.map(
+      (d, i) =>
+        `| ${i + 1} | ${d.error ? `failed: ${d.error}` : ms(d.totalMs)} | ` +
+        `${ms(d.httpMs)} | ${ms(d.tokenMs)} | ${ms(d.patchMs)} | ${ms(d.provisionedMs)} |`,
+    ),
     '',
     `Shared totals in run order (ms): ${r.shared.map((x) => (x.error ? 'failed' : num(x.totalMs))).join(', ')}.`,
     '',
@@ -303,4 +351,3 @@ export function markdown(r: Results): string {
   );
   return lines.join('\n') + '\n';
 }
-

@@ -73,7 +73,10 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
         errors: 0,
         enqueue: (jobs) =>
           sliced(jobs, (slice) =>
-            enqueueMany(producer, slice.map((j) => ({ task: 'noop', entityId: j.entityId, payload: { t: j.t } }))),
+            enqueueMany(
+              producer,
+              slice.map((j) => ({ task: 'noop', entityId: j.entityId, payload: { t: j.t } })),
+            ),
           ),
         async startWorkers(onJob) {
           worker = new Worker(pool, {
@@ -154,10 +157,8 @@ export function graphile(setting: string, perEntity: boolean, concurrency: numbe
           runner = undefined;
         },
         remaining: () => count(producer, 'select count(*)::int as n from graphile_worker._private_jobs'),
-        reset: async () =>
-          void (await producer.query('truncate graphile_worker._private_jobs, graphile_worker._private_job_queues')),
-        analyze: async () =>
-          void (await producer.query('analyze graphile_worker._private_jobs, graphile_worker._private_job_queues')),
+        reset: async () => void (await producer.query('truncate graphile_worker._private_jobs, graphile_worker._private_job_queues')),
+        analyze: async () => void (await producer.query('analyze graphile_worker._private_jobs, graphile_worker._private_job_queues')),
         close: () => producer.end(),
       };
     },
@@ -212,8 +213,7 @@ export function pgboss(
         // offWork() returns before its loops end; stop() waits for them (and closes boss's pool).
         stopWorkers: () => boss.stop({ graceful: true, wait: true, timeout: 5000 }),
         // State order is created < retry < active < completed: everything before completed is pending.
-        remaining: () =>
-          count(producer, `select count(*)::int as n from pgboss.job where name = $1 and state < 'completed'`, [queue]),
+        remaining: () => count(producer, `select count(*)::int as n from pgboss.job where name = $1 and state < 'completed'`, [queue]),
         reset: async () => void (await producer.query('truncate pgboss.job, pgboss.archive')),
         analyze: async () => void (await producer.query('analyze pgboss.job')),
         async close() {

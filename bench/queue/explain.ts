@@ -59,7 +59,13 @@ export async function explainClaim(url: string, jobs: number, limit = 10): Promi
             client.query(`explain (analyze, buffers, settings) ${text}`, values)) as Queryable['query'],
         };
         // The rows are plan lines, not jobs: claimJobs returns whatever the query returned.
-        const rows = (await claimJobs(explaining, { workerId: 'explain', queues: undefined, limit, leaseSeconds: 120, minPriority })) as unknown as {
+        const rows = (await claimJobs(explaining, {
+          workerId: 'explain',
+          queues: undefined,
+          limit,
+          leaseSeconds: 120,
+          minPriority,
+        })) as unknown as {
           'QUERY PLAN': string;
         }[];
         const plan = rows.map((r) => r['QUERY PLAN']).join('\n');

@@ -33,7 +33,8 @@ export interface Results {
   claimPlans: ClaimPlan[];
 }
 
-const num = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+const num = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–';
 const mib = (bytes: number) => `${num(bytes / 1024 / 1024, 1)} MiB`;
 
 export function markdown(r: Results): string {
@@ -42,8 +43,12 @@ export function markdown(r: Results): string {
     '# Queue benchmark',
     '',
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
-    `Postgres settings: ${Object.entries(m.postgresSettings).map(([k, v]) => `${k}=${v}`).join(', ')}`,
-    `Parameters: ${Object.entries(r.parameters).map(([k, v]) => `${k}=${v}`).join(', ')}`,
+    `Postgres settings: ${Object.entries(m.postgresSettings)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
+    `Parameters: ${Object.entries(r.parameters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
     '',
     '| contender | setting | per-entity serialization | jobs/s (drain) | median pickup ms | p99 pickup ms | knobs |',
     '|---|---|---|--:|--:|--:|---|',
@@ -60,7 +65,8 @@ export function markdown(r: Results): string {
     const rejected = s.unhandledRejections.length > 0 ? ` (unhandled: ${s.unhandledRejections.join('; ')})` : '';
     const errors = s.libraryErrors > 0 ? `; ${num(s.libraryErrors)} library errors${rejected}` : '';
     lines.push(
-      `| ${s.contender} | ${s.setting} | ${s.perEntity ? 'yes' : 'no'} | ${num(d.jobsPerSecond)}${capped} | ${lb}${num(l.medianMs, 1)} | ${lb}${num(l.p99Ms, 1)} | ${s.knobs}${errors} |`,
+      `| ${s.contender} | ${s.setting} | ${s.perEntity ? 'yes' : 'no'} | ${num(d.jobsPerSecond)}${capped} | ` +
+        `${lb}${num(l.medianMs, 1)} | ${lb}${num(l.p99Ms, 1)} | ${s.knobs}${errors} |`,
     );
   }
   lines.push('', ...r.notes.map((n) => `- ${n}`), '', '## Soak (pgfleet, per-entity on)', '');
@@ -69,24 +75,30 @@ export function markdown(r: Results): string {
   else if ('error' in soak) lines.push(`Failed: ${soak.error}`);
   else {
     lines.push(
-      `${num(soak.completed)} of ${num(soak.jobs)} jobs in ${num(soak.seconds, 1)} s (${num(soak.completed / soak.seconds)} jobs/s overall)${soak.capped ? ' — CAPPED before the end' : ''}; ${soak.settings}.`,
+      `${num(soak.completed)} of ${num(soak.jobs)} jobs in ${num(soak.seconds, 1)} s ` +
+        `(${num(soak.completed / soak.seconds)} jobs/s overall)${soak.capped ? ' — CAPPED before the end' : ''}; ${soak.settings}.`,
       '',
-      `- first window: ${num(soak.firstWindowJobsPerSecond)} jobs/s; last window: ${num(soak.lastWindowJobsPerSecond)} jobs/s; last/first = ${num(soak.lastOverFirst * 100)}% (aim ≥ 80%)`,
+      `- first window: ${num(soak.firstWindowJobsPerSecond)} jobs/s; last window: ${num(soak.lastWindowJobsPerSecond)} jobs/s; ` +
+        `last/first = ${num(soak.lastOverFirst * 100)}% (aim ≥ 80%)`,
       `- peak window: ${num(soak.peakWindowJobsPerSecond)} jobs/s; last/peak = ${num(soak.lastOverPeak * 100)}%`,
-      `- jobs table (pg_total_relation_size): start ${mib(soak.tableBytes.start)}, middle ${mib(soak.tableBytes.middle)}, end ${mib(soak.tableBytes.end)}, max sampled ${mib(soak.tableBytes.max)}`,
+      `- jobs table (pg_total_relation_size): start ${mib(soak.tableBytes.start)}, middle ${mib(soak.tableBytes.middle)}, ` +
+        `end ${mib(soak.tableBytes.end)}, max sampled ${mib(soak.tableBytes.max)}`,
       `- autovacuum runs on jobs: ${soak.autovacuums}; dead tuples at end: ${num(soak.deadTuplesAtEnd)}`,
       '',
       '| jobs started | window s | jobs/s | jobs table | dead rows | autovacuums so far |',
       '|--:|--:|--:|--:|--:|--:|',
       ...soak.windows.map(
-        (w) => `| ${num(w.upTo)} | ${num(w.seconds, 1)} | ${num(w.jobsPerSecond)} | ${mib(w.tableBytes)} | ${num(w.deadTuples)} | ${w.autovacuums} |`,
+        (w) =>
+          `| ${num(w.upTo)} | ${num(w.seconds, 1)} | ${num(w.jobsPerSecond)} | ` +
+          `${mib(w.tableBytes)} | ${num(w.deadTuples)} | ${w.autovacuums} |`,
       ),
     );
   }
-  if (r.claimPlans.length > 0) lines.push('', '## Where pgfleet\'s time goes: EXPLAIN ANALYZE of claimJobs', '');
+  if (r.claimPlans.length > 0) lines.push('', "## Where pgfleet's time goes: EXPLAIN ANALYZE of claimJobs", '');
   for (const p of r.claimPlans) {
     lines.push(
-      `Per-entity ${p.perEntity ? 'on' : 'off'}, ${p.variant}, ${num(p.jobsInTable)} pending jobs, limit ${p.limit}: ${num(p.executionMs, 1)} ms.`,
+      `Per-entity ${p.perEntity ? 'on' : 'off'}, ${p.variant}, ${num(p.jobsInTable)} pending jobs, limit ${p.limit}: ` +
+        `${num(p.executionMs, 1)} ms.`,
       '',
       '```',
       p.plan,

@@ -94,9 +94,17 @@ export async function soak(url: string, total: number, concurrency: number, capM
         const seconds = (marks[i]! - (i === 0 ? t0 : marks[i - 1]!)) / 1000;
         const { bytes, dead, autovacuums } = await sample();
         sizes.push(bytes);
-        windows.push({ upTo: (i + 1) * WINDOW, seconds, jobsPerSecond: WINDOW / seconds, tableBytes: bytes, deadTuples: dead, autovacuums });
+        windows.push({
+          upTo: (i + 1) * WINDOW,
+          seconds,
+          jobsPerSecond: WINDOW / seconds,
+          tableBytes: bytes,
+          deadTuples: dead,
+          autovacuums,
+        });
         console.error(
-          `soak: ${(i + 1) * WINDOW} started, ${Math.round(WINDOW / seconds)} jobs/s, jobs table ${(bytes / 2 ** 20).toFixed(1)} MiB, ${dead} dead, ${autovacuums} autovacuums`,
+          `soak: ${(i + 1) * WINDOW} started, ${Math.round(WINDOW / seconds)} jobs/s, jobs table ${(bytes / 2 ** 20).toFixed(1)} MiB, ` +
+            `${dead} dead, ${autovacuums} autovacuums`,
         );
       }
       if (started >= total && (left = await q.remaining()) === 0) break;

@@ -137,7 +137,9 @@ export function summarize(faults: readonly FaultResult[], kinds: readonly string
 export function failures(faults: readonly FaultResult[]): string[] {
   return faults.flatMap((f) => [
     ...(f.rowsLost > 0 ? [`fault ${f.n} (${f.kind}): ${f.rowsLost} acknowledged rows lost`] : []),
-    ...(f.splitBrains > 0 ? [`fault ${f.n} (${f.kind}): two writable primaries ${f.splitBrains} time${f.splitBrains === 1 ? '' : 's'}`] : []),
+    ...(f.splitBrains > 0
+      ? [`fault ${f.n} (${f.kind}): two writable primaries ${f.splitBrains} time${f.splitBrains === 1 ? '' : 's'}`]
+      : []),
     ...(f.stuck ? [`fault ${f.n} (${f.kind}): not whole again within the bound`] : []),
   ]);
 }
@@ -147,11 +149,14 @@ const ms = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en
 /** The table per fault kind, in markdown. */
 export function kindTable(rows: readonly KindRow[]): string {
   return [
-    '| fault | count | first commit on new primary, median / max ms | whole again, median / max ms | write gap, median / max ms | rows lost | split-brains | stuck | incidents left open | dead jobs | process crashes |',
+    '| fault | count | first commit on new primary, median / max ms | whole again, median / max ms | write gap, median / max ms | ' +
+      'rows lost | split-brains | stuck | incidents left open | dead jobs | process crashes |',
     '| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |',
     ...rows.map(
       (r) =>
-        `| ${r.kind} | ${r.count} | ${ms(r.firstCommitMedianMs)} / ${ms(r.firstCommitMaxMs)} | ${ms(r.wholeMedianMs)} / ${ms(r.wholeMaxMs)} | ${ms(r.writeGapMedianMs)} / ${ms(r.writeGapMaxMs)} | ${r.rowsLost} | ${r.splitBrains} | ${r.stuck} | ${r.incidentsUnresolved} | ${r.deadJobs} | ${r.crashes} |`,
+        `| ${r.kind} | ${r.count} | ${ms(r.firstCommitMedianMs)} / ${ms(r.firstCommitMaxMs)} | ` +
+        `${ms(r.wholeMedianMs)} / ${ms(r.wholeMaxMs)} | ${ms(r.writeGapMedianMs)} / ${ms(r.writeGapMaxMs)} | ` +
+        `${r.rowsLost} | ${r.splitBrains} | ${r.stuck} | ${r.incidentsUnresolved} | ${r.deadJobs} | ${r.crashes} |`,
     ),
   ].join('\n');
 }

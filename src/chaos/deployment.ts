@@ -46,7 +46,11 @@ export interface ShownResource {
 }
 
 export async function api<T>(dep: Deployment, method: string, route: string): Promise<T> {
-  const res = await fetch(`${dep.apiUrl}/api${route}`, { method, headers: { authorization: `Bearer ${dep.token}` }, signal: AbortSignal.timeout(3000) });
+  const res = await fetch(`${dep.apiUrl}/api${route}`, {
+    method,
+    headers: { authorization: `Bearer ${dep.token}` },
+    signal: AbortSignal.timeout(3000),
+  });
   if (!res.ok) throw new Error(`${method} /api${route} answered ${res.status}`);
   return (await res.json()) as T;
 }
@@ -74,21 +78,34 @@ export async function whole(dep: Deployment, id: string, url: string, since?: nu
     const roles = shown.servers.map((s) => `${s.role} ${s.id.slice(0, 8)} ${s.state}`).join(', ');
     const primary = shown.servers.find((s) => s.role === 'primary');
     const standby = shown.servers.find((s) => s.role === 'standby');
-    if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available') return `resource ${shown.state}; ${roles}`;
+    if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available')
+      return `resource ${shown.state}; ${roles}`;
     const server = await loadServerRecord(dep.pool, dep.sealer, primary.id);
     if (!server?.host || !server.port) return `the primary ${primary.id.slice(0, 8)} has no address`;
     const sync = await asSuperuser(
       { host: server.host, port: server.port, password: server.superuserPassword },
       'postgres',
-      async (client) => (await client.query<{ name: string }>(`select application_name as name from pg_stat_replication where sync_state = 'sync' and state = 'streaming'`)).rows.map((r) => r.name),
+      async (client) =>
+        (
+          await client.query<{ name: string }>(
+            `select application_name as name from pg_stat_replication where sync_state = 'sync' and state = 'streaming'`,
+          )
+        ).rows.map((r) => r.name),
       2000,
     );
-    if (!sync.includes(standby.id.replace(/-/g, '_'))) return `the standby ${standby.id.slice(0, 8)} is not streaming synchronously (sync: ${sync.join(', ') || 'none'})`;
-    const [at] = await query<{ port: number; recovery: boolean }>(url, 'select inet_server_port() as port, pg_is_in_recovery() as recovery', 2000);
-    if (at?.port !== primary.port || at.recovery) return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
+    if (!sync.includes(standby.id.replace(/-/g, '_')))
+      return `the standby ${standby.id.slice(0, 8)} is not streaming synchronously (sync: ${sync.join(', ') || 'none'})`;
+    const [at] = await query<{ port: number; recovery: boolean }>(
+      url,
+      'select inet_server_port() as port, pg_is_in_recovery() as recovery',
+      2000,
+    );
+    if (at?.port !== primary.port || at.recovery)
+      return `the URL reaches port ${at?.port} (recovery ${at?.recovery}), not the primary's ${primary.port}`;
     if (since !== undefined) {
       const { rows } = await dep.pool.query<{ id: string }>(
-        'select id from servers where id = any($1::uuid[]) and (last_observed_at is null or last_observed_at < to_timestamp($2::float8 / 1000))',
+        `select id from servers where id = any($1::uuid[])
+           and (last_observed_at is null or last_observed_at < to_timestamp($2::float8 / 1000))`,
         [[primary.id, standby.id], since],
       );
       if (rows.length) return `pgfleet has not observed ${rows.map((r) => r.id.slice(0, 8)).join(', ')} since the fault`;
@@ -109,7 +126,11 @@ interface IncidentRow {
 }
 
 /** Incidents opened at or after `since` (wall ms) on any of `entities`, and which of them are still open. */
-export async function incidentsSince(dep: Deployment, since: number, entities: ReadonlySet<string>): Promise<{ opened: IncidentRow[]; open: IncidentRow[] }> {
+export async function incidentsSince(
+  dep: Deployment,
+  since: number,
+  entities: ReadonlySet<string>,
+): Promise<{ opened: IncidentRow[]; open: IncidentRow[] }> {
   const rows = await api<IncidentRow[]>(dep, 'GET', '/incidents');
   const opened = rows.filter((i) => entities.has(i.entity.id) && Date.parse(i.openedAt) >= since);
   return { opened, open: opened.filter((i) => i.resolvedAt === null) };
@@ -123,6 +144,9 @@ export async function deadJobsSince(dep: Deployment, since: number): Promise<str
 
 /** The server ids ever linked to the databases, read from the control database. */
 export async function serverIds(dep: Deployment, resources: readonly string[]): Promise<string[]> {
-  const { rows } = await dep.pool.query<{ id: string }>('select server_id as id from resource_servers where resource_id = any($1::uuid[])', [resources]);
+  const { rows } = await dep.pool.query<{ id: string }>(
+    'select server_id as id from resource_servers where resource_id = any($1::uuid[])',
+    [resources],
+  );
   return rows.map((r) => r.id);
 }

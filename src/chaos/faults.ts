@@ -11,15 +11,26 @@ export const FAULT_KINDS = [...POSTGRES_FAULTS, ...PROCESS_FAULTS] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Kinds whose whole point is a failover: the time to the first commit on the new primary is theirs. */
-export const FAILOVER_FAULTS: ReadonlySet<FaultKind> = new Set(['primary-crash', 'primary-freeze', 'worker-mid-failover', 'double-failover']);
+export const FAILOVER_FAULTS: ReadonlySet<FaultKind> = new Set([
+  'primary-crash',
+  'primary-freeze',
+  'worker-mid-failover',
+  'double-failover',
+]);
 
 export function parseKinds(raw: string | undefined, available: readonly FaultKind[]): FaultKind[] {
   if (raw === undefined || raw.trim() === '') return [...available];
-  const kinds = raw.split(',').map((k) => k.trim()).filter(Boolean);
+  const kinds = raw
+    .split(',')
+    .map((k) => k.trim())
+    .filter(Boolean);
   const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
   if (unknown.length) throw new Error(`unknown fault kind ${unknown.join(', ')}: use some of ${FAULT_KINDS.join(', ')}`);
   const unreachable = kinds.filter((k) => !(available as readonly string[]).includes(k));
-  if (unreachable.length) throw new Error(`fault kind ${unreachable.join(', ')} needs pgfleet's processes run by the tool (npm run chaos): here only ${available.join(', ')}`);
+  if (unreachable.length)
+    throw new Error(
+      `fault kind ${unreachable.join(', ')} needs pgfleet's processes run by the tool (npm run chaos): here only ${available.join(', ')}`,
+    );
   return [...new Set(kinds)] as FaultKind[];
 }
 
@@ -105,7 +116,10 @@ export async function inject(kind: FaultKind, ctx: FaultContext): Promise<string
       const primary = shown.servers.find((s) => s.role === 'primary');
       if (!primary || primary.id === before.primary.id) return [...notes, 'no new primary in the API to kill'];
       const killed = await kill(serverDataDir(dep.home, primary.id), `the new primary ${primary.id.slice(0, 8)}`);
-      return [...notes, ...(killed.length ? killed : [`the new primary ${primary.id.slice(0, 8)} killed ${after} ms after its first commit`])];
+      return [
+        ...notes,
+        ...(killed.length ? killed : [`the new primary ${primary.id.slice(0, 8)} killed ${after} ms after its first commit`]),
+      ];
     }
     case 'worker-mid-failover': {
       const notes = await kill(primaryDir, 'the primary');
@@ -166,7 +180,13 @@ async function killFailoverWorker(ctx: FaultContext): Promise<string[]> {
 /** The frozen primary's machine, its latest observation and its jobs, as the control database has them. */
 async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[]> {
   try {
-    const machine = await dep.pool.query<{ state: string; updated: string; observed: string | null; reachable: string | null; failed: string | null }>(
+    const machine = await dep.pool.query<{
+      state: string;
+      updated: string;
+      observed: string | null;
+      reachable: string | null;
+      failed: string | null;
+    }>(
       `select m.state, m.updated_at::text as updated, s.last_observed_at::text as observed,
          s.last_observation->'reachable' as reachable, s.last_observation->'failed_probes' as failed
        from machines m join servers s on s.id = m.entity_id where m.entity_id = $1`,
@@ -174,17 +194,20 @@ async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[
     );
     const jobs = await dep.pool.query<{ line: string }>(
       `select format('%s (%s, priority %s, attempt %s, %s)', task, lane, priority, attempts,
-         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text else 'due ' || run_at::text end) as line
+         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text
+           else 'due ' || run_at::text end) as line
        from jobs where entity_id = $1 order by id`,
       [serverId],
     );
     const m = machine.rows[0];
     return [
-      m ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} (reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})` : 'its machine: none',
+      m
+        ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} ` +
+          `(reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})`
+        : 'its machine: none',
       `its jobs: ${jobs.rows.map((r) => r.line).join('; ') || 'none'}`,
     ];
   } catch (err) {
     return [`reading the control database failed: ${(err as Error).message}`];
   }
 }
-

@@ -37,7 +37,10 @@ export { UsageError as ChaosUsageError };
 function controlUrl(config: Config): string {
   if (config.databaseUrl) return config.databaseUrl;
   const file = path.join(config.home, 'control.json');
-  if (!existsSync(file)) throw new UsageError(`no control database: set DATABASE_URL, or PGFLEET_HOME to the home of \`pgfleet start\` (${config.home} has none)`);
+  if (!existsSync(file))
+    throw new UsageError(
+      `no control database: set DATABASE_URL, or PGFLEET_HOME to the home of \`pgfleet start\` (${config.home} has none)`,
+    );
   const state = JSON.parse(readFileSync(file, 'utf8')) as { port: number; password: string };
   return `postgres://postgres:${encodeURIComponent(state.password)}@127.0.0.1:${state.port}/pgfleet`;
 }
@@ -72,17 +75,23 @@ export async function chaosCommand(config: Config, args: string[], out: (line: s
       const shown = await showResource(dep, id).catch((err: unknown) => {
         throw new UsageError(`resource ${id}: ${(err as Error).message}`);
       });
-      const url = Object.entries(shown.config).find(([k]) => k.endsWith('_URL') && !k.endsWith('_READONLY_URL') && !k.endsWith('_CONNECTION_POOL_URL'))?.[1];
+      const url = Object.entries(shown.config).find(
+        ([k]) => k.endsWith('_URL') && !k.endsWith('_READONLY_URL') && !k.endsWith('_CONNECTION_POOL_URL'),
+      )?.[1];
       const readOnly = Object.entries(shown.config).find(([k]) => k.endsWith('_READONLY_URL'))?.[1];
-      if (!url || !shown.servers.some((s) => s.role === 'standby')) throw new UsageError(`resource ${id} is not an ha database with a URL (state ${shown.state})`);
+      if (!url || !shown.servers.some((s) => s.role === 'standby'))
+        throw new UsageError(`resource ${id} is not an ha database with a URL (state ${shown.state})`);
       for (const s of shown.servers) {
-        if ((await clusterPids(serverDataDir(config.home, s.id))).length === 0) throw new UsageError(`server ${s.id} of ${id} is not a running local server under ${config.home}: chaos signals Postgres here`);
+        if ((await clusterPids(serverDataDir(config.home, s.id))).length === 0)
+          throw new UsageError(`server ${s.id} of ${id} is not a running local server under ${config.home}: chaos signals Postgres here`);
       }
       const verify = `${url}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
       const writer = new ChaosWriter(verify, table);
       await writer.create();
       writer.start();
-      const reader = readOnly ? new ChaosReader(`${readOnly}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`, table) : undefined;
+      const reader = readOnly
+        ? new ChaosReader(`${readOnly}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`, table)
+        : undefined;
       reader?.start();
       dbs.push({ id, writer, ...(reader ? { reader } : {}) });
     }

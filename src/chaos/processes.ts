@@ -28,13 +28,21 @@ export async function clusterPids(dataDir: string): Promise<number[]> {
   const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => ''), realpath(dataDir).catch(() => dataDir)]);
   if (cwd !== dir) return [];
   const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]).catch(() => ({ stdout: '' }));
-  return [pid, ...stdout.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0)];
+  return [
+    pid,
+    ...stdout
+      .split('\n')
+      .map((l) => Number(l.trim()))
+      .filter((n) => n > 0),
+  ];
 }
 
 /** The walsenders among a cluster's processes: the ones streaming WAL to its standbys. */
 export async function walsenderPids(dataDir: string): Promise<number[]> {
   const pids = (await clusterPids(dataDir)).slice(1);
-  const named = await Promise.all(pids.map(async (pid) => ((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).includes('walsender') ? pid : 0)));
+  const named = await Promise.all(
+    pids.map(async (pid) => ((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).includes('walsender') ? pid : 0)),
+  );
   return named.filter((pid) => pid > 0);
 }
 

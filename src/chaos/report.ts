@@ -5,16 +5,28 @@ const ms = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en
 
 /** The run in markdown: the table per fault kind, what failed, and (`everyFault`) each fault with what the tool noticed. */
 export function chaosMarkdown(result: ChaosResult, context: string[] = [], everyFault = true): string {
-  const verdict = result.failures.length === 0 ? 'no row lost, no split brain, no database stuck' : `${result.failures.length} failure${result.failures.length === 1 ? '' : 's'}`;
+  const verdict =
+    result.failures.length === 0
+      ? 'no row lost, no split brain, no database stuck'
+      : `${result.failures.length} failure${result.failures.length === 1 ? '' : 's'}`;
   return [
-    `Chaos run: ${result.faults.length} faults, seed ${result.seed}, whole-again bound ${result.wholeBoundS} s, ${Math.round(result.durationMs / 1000)} s in all: ${verdict}.`,
+    `Chaos run: ${result.faults.length} faults, seed ${result.seed}, whole-again bound ${result.wholeBoundS} s, ` +
+      `${Math.round(result.durationMs / 1000)} s in all: ${verdict}.`,
     ...context,
     '',
     kindTable(result.table),
     '',
     ...(result.failures.length ? ['Failures:', '', ...result.failures.map((f) => `- ${f}`), ''] : []),
     ...(everyFault ? [] : ['Every fault, with what the tool noticed, is in `bench/results/chaos.md`.', '']),
-    `Databases: ${result.databases.map((d) => `${d.id.slice(0, 8)} ${d.acknowledged.toLocaleString('en-US')} commits acknowledged, ${d.reads.toLocaleString('en-US')} read-only reads (${d.readFailures} failed)`).join('; ')}. Split-brain poll: ${result.polls.toLocaleString('en-US')} rounds.`,
+    'Databases: ' +
+      result.databases
+        .map(
+          (d) =>
+            `${d.id.slice(0, 8)} ${d.acknowledged.toLocaleString('en-US')} commits acknowledged, ` +
+            `${d.reads.toLocaleString('en-US')} read-only reads (${d.readFailures} failed)`,
+        )
+        .join('; ') +
+      `. Split-brain poll: ${result.polls.toLocaleString('en-US')} rounds.`,
     ...(everyFault ? everyFaultTable(result) : []),
     '',
   ].join('\n');
@@ -25,11 +37,14 @@ function everyFaultTable(result: ChaosResult): string[] {
     '',
     '<details><summary>Every fault</summary>',
     '',
-    '| # | fault | database | first commit ms | whole ms | write gap ms | lost | split | incidents opened / open | dead jobs | crashes | notes |',
+    '| # | fault | database | first commit ms | whole ms | write gap ms | lost | split | ' +
+      'incidents opened / open | dead jobs | crashes | notes |',
     '| --: | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |',
     ...result.faults.map(
       (f) =>
-        `| ${f.n} | ${f.kind} | ${f.resourceId.slice(0, 8)} | ${ms(f.firstCommitMs)} | ${f.stuck ? 'stuck' : ms(f.wholeMs)} | ${ms(f.writeGapMs)} | ${f.rowsLost} | ${f.splitBrains} | ${f.incidentsOpened} / ${f.incidentsUnresolved} | ${f.deadJobs} | ${f.crashes} | ${f.notes.join('; ').replace(/\|/g, '\\|')} |`,
+        `| ${f.n} | ${f.kind} | ${f.resourceId.slice(0, 8)} | ${ms(f.firstCommitMs)} | ${f.stuck ? 'stuck' : ms(f.wholeMs)} | ` +
+        `${ms(f.writeGapMs)} | ${f.rowsLost} | ${f.splitBrains} | ${f.incidentsOpened} / ${f.incidentsUnresolved} | ` +
+        `${f.deadJobs} | ${f.crashes} | ${f.notes.join('; ').replace(/\|/g, '\\|')} |`,
     ),
     '',
     '</details>',

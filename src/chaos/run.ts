@@ -71,8 +71,16 @@ export function shuffled<T>(items: readonly T[], random: () => number): T[] {
   return out;
 }
 
-/** Every database whole (observed since `since`, when given), polled every 200 ms until `deadline`: the pairs, or what the last look saw missing. */
-async function allWhole(dep: Deployment, dbs: readonly ChaosDatabase[], deadline: number, since?: number): Promise<{ at: number; pairs: Map<string, Whole> } | string> {
+/**
+ * Every database whole (observed since `since`, when given), polled every 200 ms until `deadline`:
+ * the pairs, or what the last look saw missing.
+ */
+async function allWhole(
+  dep: Deployment,
+  dbs: readonly ChaosDatabase[],
+  deadline: number,
+  since?: number,
+): Promise<{ at: number; pairs: Map<string, Whole> } | string> {
   for (;;) {
     const seen = await Promise.all(dbs.map(async (db) => [db.id, await whole(dep, db.id, db.writer.url, since)] as const));
     const missing = seen.filter(([, w]) => typeof w === 'string').map(([id, w]) => `${id.slice(0, 8)}: ${w as string}`);
@@ -86,7 +94,11 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
   const started = wallMs();
   const random = seeded(opts.seed);
   const boundMs = opts.wholeBoundS * 1000;
-  const watch = new SplitBrainWatch(dep.pool, dep.sealer, dbs.map((d) => d.id));
+  const watch = new SplitBrainWatch(
+    dep.pool,
+    dep.sealer,
+    dbs.map((d) => d.id),
+  );
   const frozen = opts.frozen ?? new Frozen();
   const results: FaultResult[] = [];
   const lost = new Map(dbs.map((d) => [d.id, new Set<number>()]));
@@ -102,7 +114,8 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
         const missing = (await db.writer.missing()).filter((m) => !known.has(m));
         for (const m of missing) known.add(m);
         count += missing.length;
-        if (missing.length) notes.push(`${db.id.slice(0, 8)} lost rows ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', …' : ''}`);
+        if (missing.length)
+          notes.push(`${db.id.slice(0, 8)} lost rows ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', …' : ''}`);
         unread.delete(db.id);
       } catch (err) {
         unread.set(db.id, (err as Error).message);
@@ -130,32 +143,53 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
       await sleep(500);
       const at = wallMs();
       const deadline = at + boundMs;
-      const notes = await inject(kind, { dep, resourceId: target.id, writer: target.writer, before, frozen, deadline, random }).catch((err: unknown) => [`the fault failed: ${(err as Error).message}`]);
+      const notes = await inject(kind, { dep, resourceId: target.id, writer: target.writer, before, frozen, deadline, random }).catch(
+        (err: unknown) => [`the fault failed: ${(err as Error).message}`],
+      );
       const after = await allWhole(dep, dbs, deadline, at);
       frozen.thaw();
       const stuck = typeof after === 'string';
       const end = stuck ? deadline : after.at;
       if (stuck) notes.push(`not whole within ${opts.wholeBoundS} s: ${after}`);
 
-      const first = FAILOVER_FAULTS.has(kind) ? await target.writer.firstElsewhere(at, before.primary.port!).catch(() => undefined) : undefined;
+      const first = FAILOVER_FAULTS.has(kind)
+        ? await target.writer.firstElsewhere(at, before.primary.port!).catch(() => undefined)
+        : undefined;
       // After two failovers the first primary may rightly be the primary again.
-      if (FAILOVER_FAULTS.has(kind) && kind !== 'double-failover' && typeof after !== 'string' && after.pairs.get(target.id)?.primary.id === before.primary.id) notes.push('no failover: the same primary is back');
+      if (
+        FAILOVER_FAULTS.has(kind) &&
+        kind !== 'double-failover' &&
+        typeof after !== 'string' &&
+        after.pairs.get(target.id)?.primary.id === before.primary.id
+      )
+        notes.push('no failover: the same primary is back');
       const { lost: rowsLost, notes: readNotes } = await readBack();
       notes.push(...readNotes);
 
       // Incidents: opened since the fault, and given a few seconds past whole to resolve.
-      const entities = new Set([...dbs.map((d) => d.id), ...(await serverIds(dep, dbs.map((d) => d.id)).catch(() => []))]);
+      const entities = new Set([
+        ...dbs.map((d) => d.id),
+        ...(await serverIds(
+          dep,
+          dbs.map((d) => d.id),
+        ).catch(() => [])),
+      ]);
       let incidents = await incidentsSince(dep, at, entities).catch(() => undefined);
-      for (const settle = wallMs() + 10_000; incidents && incidents.open.length > 0 && wallMs() < settle; ) {
+      for (const settle = wallMs() + 10_000; incidents && incidents.open.length > 0 && wallMs() < settle;) {
         await sleep(250);
         incidents = await incidentsSince(dep, at, entities).catch(() => incidents);
       }
       if (!incidents) notes.push('incidents not read');
       // Which is left open, and where its entity is: enough to tell why it did not resolve.
-      for (const i of incidents?.open ?? []) notes.push(`incident still open: "${i.reason}" (${i.state}) of ${i.entity.kind} ${i.entity.id.slice(0, 8)}, which is ${i.entity.state ?? 'gone'}`);
+      for (const i of incidents?.open ?? [])
+        notes.push(
+          `incident still open: "${i.reason}" (${i.state}) of ${i.entity.kind} ${i.entity.id.slice(0, 8)}, ` +
+            `which is ${i.entity.state ?? 'gone'}`,
+        );
       const writeGapMs = Math.max(...dbs.map((d) => longestGap(d.writer.acknowledgedAt, at, end)));
       if (first !== undefined && incidents?.opened.length === 0) notes.push('a failover with no incident opened');
-      else if (writeGapMs > SILENT_GAP_MS && incidents?.opened.length === 0) notes.push(`writes stopped ${(writeGapMs / 1000).toFixed(1)} s with no incident opened`);
+      else if (writeGapMs > SILENT_GAP_MS && incidents?.opened.length === 0)
+        notes.push(`writes stopped ${(writeGapMs / 1000).toFixed(1)} s with no incident opened`);
       const dead = await deadJobsSince(dep, at).catch(() => [] as string[]);
       for (const d of dead) notes.push(`dead job ${d}`);
       const crashes = dep.processes?.crashes(at, wallMs()) ?? [];
@@ -215,7 +249,12 @@ export async function runChaos(dep: Deployment, dbs: readonly ChaosDatabase[], o
     ],
     ...(stoppedEarly ? { stoppedEarly } : {}),
     polls: watch.polls,
-    databases: dbs.map((d) => ({ id: d.id, acknowledged: d.writer.acknowledged.length, reads: d.reader?.answeredAt.length ?? 0, readFailures: d.reader?.failures ?? 0 })),
+    databases: dbs.map((d) => ({
+      id: d.id,
+      acknowledged: d.writer.acknowledged.length,
+      reads: d.reader?.answeredAt.length ?? 0,
+      readFailures: d.reader?.failures ?? 0,
+    })),
     durationMs: wallMs() - started,
   };
 }
@@ -225,8 +264,10 @@ const fmt = (v: number) => (Number.isFinite(v) ? `${Math.round(v)} ms` : '–');
 function line(f: FaultResult, total: number): string {
   const verdict = f.rowsLost || f.splitBrains || f.stuck ? 'FAIL' : 'ok';
   return (
-    `fault ${f.n}/${total} ${f.kind} on ${f.resourceId.slice(0, 8)}: ${verdict}; first commit ${fmt(f.firstCommitMs)}, whole ${fmt(f.wholeMs)}, write gap ${fmt(f.writeGapMs)}, ` +
-    `${f.rowsLost} lost, ${f.splitBrains} split-brain, incidents ${f.incidentsOpened} opened/${f.incidentsUnresolved} open, ${f.deadJobs} dead jobs, ${f.crashes} process crashes` +
+    `fault ${f.n}/${total} ${f.kind} on ${f.resourceId.slice(0, 8)}: ${verdict}; ` +
+    `first commit ${fmt(f.firstCommitMs)}, whole ${fmt(f.wholeMs)}, write gap ${fmt(f.writeGapMs)}, ` +
+    `${f.rowsLost} lost, ${f.splitBrains} split-brain, incidents ${f.incidentsOpened} opened/${f.incidentsUnresolved} open, ` +
+    `${f.deadJobs} dead jobs, ${f.crashes} process crashes` +
     (f.notes.length ? `\n    ${f.notes.join('\n    ')}` : '')
   );
 }

@@ -52,7 +52,7 @@ export class SplitBrainWatch {
   async stop(): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops);
-    await Promise.all([...this.servers.values()].map((s) => s.client?.end().catch(() => undefined)));
+    await Promise.all([...this.servers.values()].flatMap((s) => (s.client ? [s.client.end().catch(() => undefined)] : [])));
   }
 
   /** Split brains that overlap [from, to]. */
@@ -71,7 +71,14 @@ export class SplitBrainWatch {
       const known = this.servers.get(row.server_id);
       if (known && known.port === record.port && known.host === record.host) continue;
       await known?.client?.end().catch(() => undefined);
-      this.servers.set(row.server_id, { id: row.server_id, resourceId: row.resource_id, host: record.host, port: record.port, password: record.superuserPassword, client: undefined });
+      this.servers.set(row.server_id, {
+        id: row.server_id,
+        resourceId: row.resource_id,
+        host: record.host,
+        port: record.port,
+        password: record.superuserPassword,
+        client: undefined,
+      });
     }
   }
 

@@ -27,7 +27,11 @@ export class ChaosWriter {
 
   /** The table: `at` and `port` say when and on which server each row was written. */
   async create(): Promise<void> {
-    await query(this.url, `create table if not exists ${this.table} (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`);
+    await query(
+      this.url,
+      `create table if not exists ${this.table}
+         (n int primary key, at timestamptz not null default clock_timestamp(), port int not null default inet_server_port())`,
+    );
   }
 
   start(): void {
@@ -46,10 +50,14 @@ export class ChaosWriter {
 
   private async write(): Promise<void> {
     let client: pg.Client | undefined;
-    for (let n = 1; !this.stopped; ) {
+    for (let n = 1; !this.stopped;) {
       try {
         if (!client) {
-          client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.opts.connectMs, query_timeout: this.opts.queryMs });
+          client = new pg.Client({
+            connectionString: this.url,
+            connectionTimeoutMillis: this.opts.connectMs,
+            query_timeout: this.opts.queryMs,
+          });
           client.on('error', () => undefined);
           await client.connect();
         }
@@ -74,14 +82,18 @@ export class ChaosWriter {
   async missing(url = this.url): Promise<number[]> {
     const acknowledged = [...this.acknowledged];
     const rows = await query<{ n: number }>(url, `select n from ${this.table}`, 20_000);
-    return missingRows(acknowledged, rows.map((r) => r.n));
+    return missingRows(
+      acknowledged,
+      rows.map((r) => r.n),
+    );
   }
 
   /** Wall ms of the first row written after `since` on a server whose port is not `port`. */
   async firstElsewhere(since: number, port: number): Promise<number | undefined> {
     const [row] = await query<{ ms: number }>(
       this.url,
-      `select (extract(epoch from at) * 1000)::float8 as ms from ${this.table} where at > to_timestamp(${Number(since)} / 1000.0) and port <> ${Number(port)} order by at limit 1`,
+      `select (extract(epoch from at) * 1000)::float8 as ms from ${this.table}
+       where at > to_timestamp(${Number(since)} / 1000.0) and port <> ${Number(port)} order by at limit 1`,
     );
     return row?.ms;
   }

@@ -21,7 +21,17 @@ function inDir(dir: string, source: string): PgBinaries | undefined {
   const bin = (name: string) => path.join(dir, name);
   if (!['initdb', 'pg_ctl', 'postgres'].every((name) => existsSync(bin(name)))) return undefined;
   const optional = (name: string) => (existsSync(bin(name)) ? bin(name) : undefined);
-  return { dir, initdb: bin('initdb'), pgCtl: bin('pg_ctl'), postgres: bin('postgres'), pgDump: optional('pg_dump'), pgRestore: optional('pg_restore'), pgBasebackup: optional('pg_basebackup'), pgRewind: optional('pg_rewind'), source };
+  return {
+    dir,
+    initdb: bin('initdb'),
+    pgCtl: bin('pg_ctl'),
+    postgres: bin('postgres'),
+    pgDump: optional('pg_dump'),
+    pgRestore: optional('pg_restore'),
+    pgBasebackup: optional('pg_basebackup'),
+    pgRewind: optional('pg_rewind'),
+    source,
+  };
 }
 
 function fromPgConfig(): string | undefined {

@@ -27,13 +27,16 @@ export function pgIdentity(preferred?: string): PgIdentity | undefined {
   const candidates = preferred ? [preferred] : ['postgres', 'nobody'];
   for (const user of candidates) {
     try {
-      const id = (flag: string) => Number(execFileSync('id', [flag, user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+      const id = (flag: string) =>
+        Number(execFileSync('id', [flag, user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
       return { user, uid: id('-u'), gid: id('-g') };
     } catch {
       continue;
     }
   }
-  throw new Error(`pgfleet runs as root and Postgres will not: create the user ${candidates.join(' or ')} or set PGFLEET_PG_USER to an unprivileged user`);
+  throw new Error(
+    `pgfleet runs as root and Postgres will not: create the user ${candidates.join(' or ')} or set PGFLEET_PG_USER to an unprivileged user`,
+  );
 }
 
 /**
@@ -49,10 +52,17 @@ export function controlIdentity(name: string, serverUser: PgIdentity | undefined
   try {
     id('-u');
   } catch {
-    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
+    execFileSync(
+      'useradd',
+      ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name],
+      { stdio: 'ignore' },
+    );
   }
   const identity = { user: name, uid: id('-u'), gid: id('-g') };
-  if (identity.uid === serverUser?.uid) throw new Error(`PGFLEET_CONTROL_PG_USER (${name}) is the user that runs customers' servers: give the control database a user of its own`);
+  if (identity.uid === serverUser?.uid)
+    throw new Error(
+      `PGFLEET_CONTROL_PG_USER (${name}) is the user that runs customers' servers: give the control database a user of its own`,
+    );
   return identity;
 }
 
@@ -119,7 +129,10 @@ export class PgCluster {
     try {
       await this.exec('test', ['-w', dir], '/');
     } catch {
-      throw new Error(`${dir} is not reachable by the user ${this.identity.user} that runs Postgres: put PGFLEET_HOME where that user can traverse every parent directory`);
+      throw new Error(
+        `${dir} is not reachable by the user ${this.identity.user} that runs Postgres: ` +
+          'put PGFLEET_HOME where that user can traverse every parent directory',
+      );
     }
   }
 
@@ -128,14 +141,24 @@ export class PgCluster {
    * and renamed into place (like `init`): a crash mid-extraction never leaves something
    * that looks like a cluster, and an existing cluster is never touched.
    */
-  async restoreTar(dataDir: string, tar: Readable, settings: Record<string, string>, signal: 'standby.signal' | 'recovery.signal'): Promise<'restored' | 'exists'> {
+  async restoreTar(
+    dataDir: string,
+    tar: Readable,
+    settings: Record<string, string>,
+    signal: 'standby.signal' | 'recovery.signal',
+  ): Promise<'restored' | 'exists'> {
     if (existsSync(path.join(dataDir, 'PG_VERSION'))) return 'exists';
-    if (existsSync(dataDir) && (await fs.readdir(dataDir)).length > 0) throw new Error(`${dataDir} is not empty and holds no cluster: refusing to touch it`);
+    if (existsSync(dataDir) && (await fs.readdir(dataDir)).length > 0)
+      throw new Error(`${dataDir} is not empty and holds no cluster: refusing to touch it`);
     await this.ensureOwnedDir(path.dirname(dataDir));
     const scratch = `${dataDir}.restore`;
     await fs.rm(scratch, { recursive: true, force: true });
     await this.ensureOwnedDir(scratch);
-    const child = spawn('tar', ['-x', '-C', scratch], { uid: this.identity?.uid, gid: this.identity?.gid, stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn('tar', ['-x', '-C', scratch], {
+      uid: this.identity?.uid,
+      gid: this.identity?.gid,
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     const { exited, stderr } = watchChild(child);
     try {
       await pipeline(tar, child.stdin!);
@@ -173,12 +196,19 @@ export class PgCluster {
     try {
       await asSuperuser(source, 'postgres', (client) => client.query('checkpoint'));
     } catch (err) {
-      throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: the checkpoint before it failed: ${(err as Error).message}`);
+      throw new RewindSourceUnreachable(
+        `pg_rewind could not reach ${source.host}:${source.port}: the checkpoint before it failed: ${(err as Error).message}`,
+      );
     }
     try {
       await this.exec(
         this.bin.pgRewind,
-        ['--target-pgdata', dataDir, '--source-server', `host=${source.host} port=${source.port} user=postgres dbname=postgres connect_timeout=5`],
+        [
+          '--target-pgdata',
+          dataDir,
+          '--source-server',
+          `host=${source.host} port=${source.port} user=postgres dbname=postgres connect_timeout=5`,
+        ],
         path.dirname(dataDir),
         { PGPASSWORD: source.password },
       );
@@ -186,8 +216,13 @@ export class PgCluster {
       const e = err as Error & { stderr?: string };
       const output = (e.stderr ?? e.message).trim();
       // Its own lines, without the log of the crash recovery it runs first.
-      const said = output.split('\n').filter((line) => line.startsWith('pg_rewind:')).join('\n') || output;
-      if (!output.includes(REWIND_BEGUN) && SOURCE_UNREACHABLE.test(output)) throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: ${said.slice(-1000)}`);
+      const said =
+        output
+          .split('\n')
+          .filter((line) => line.startsWith('pg_rewind:'))
+          .join('\n') || output;
+      if (!output.includes(REWIND_BEGUN) && SOURCE_UNREACHABLE.test(output))
+        throw new RewindSourceUnreachable(`pg_rewind could not reach ${source.host}:${source.port}: ${said.slice(-1000)}`);
       throw new Error(`pg_rewind failed: ${said.slice(-1000)}`);
     }
     await this.writeSettings(dataDir, settings);
@@ -212,7 +247,10 @@ export class PgCluster {
     try {
       await this.exec('test', ['-x', this.bin.postgres], '/');
     } catch {
-      throw new Error(`the Postgres binaries in ${this.bin.dir} cannot be run by the user ${this.identity.user}: set PG_BIN to binaries that user can reach`);
+      throw new Error(
+        `the Postgres binaries in ${this.bin.dir} cannot be run by the user ${this.identity.user}: ` +
+          'set PG_BIN to binaries that user can reach',
+      );
     }
   }
 

@@ -33,7 +33,9 @@ export function verifierMatches(password: string, verifier: string | null): bool
 /** The role's verifier as the server holds it now; null when the role does not exist. */
 export async function roleVerifier(target: SuperuserTarget, role: string): Promise<string | null> {
   return asSuperuser(target, 'postgres', async (client) => {
-    const { rows } = await client.query<{ verifier: string | null }>('select rolpassword as verifier from pg_authid where rolname = $1', [role]);
+    const { rows } = await client.query<{ verifier: string | null }>('select rolpassword as verifier from pg_authid where rolname = $1', [
+      role,
+    ]);
     return rows[0]?.verifier ?? null;
   });
 }
@@ -44,7 +46,9 @@ export async function roleVerifier(target: SuperuserTarget, role: string): Promi
  * running: Postgres checks a password only at login. Answers the verifier the server holds.
  */
 async function ensurePassword(client: pg.Client, role: string, password: string): Promise<string> {
-  const current = (await client.query<{ verifier: string | null }>('select rolpassword as verifier from pg_authid where rolname = $1', [role])).rows[0]?.verifier ?? null;
+  const current =
+    (await client.query<{ verifier: string | null }>('select rolpassword as verifier from pg_authid where rolname = $1', [role])).rows[0]
+      ?.verifier ?? null;
   if (verifierMatches(password, current)) return current!;
   const verifier = scramVerifier(password);
   await client.query(`alter role ${ident(role)} password ${literal(verifier)}`);
@@ -82,7 +86,10 @@ const SEQUENCE_PRIVILEGES: Record<Privileges, string> = { read: 'select', write:
 /** Every session of the role ended, waiting until they are gone (terminating is asynchronous). */
 async function endSessions(client: pg.Client, role: string): Promise<void> {
   for (let i = 0; ; i++) {
-    const { rows } = await client.query<{ n: number }>('select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()', [role]);
+    const { rows } = await client.query<{ n: number }>(
+      'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
+      [role],
+    );
     if (rows[0]!.n === 0) return;
     if (i >= 100) throw new Error(`sessions of ${role} did not end within 10 s`);
     await new Promise((r) => setTimeout(r, 100));
@@ -111,7 +118,8 @@ export async function syncNamedRoles(target: SuperuserTarget, tenant: Tenant, ro
         await endSessions(client, r.role);
         continue;
       }
-      if (!exists) await client.query(`create role ${ident(r.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls`);
+      if (!exists)
+        await client.query(`create role ${ident(r.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls`);
       await client.query(`alter role ${ident(r.role)} with login connection limit ${namedRoleLimit(tenant.connectionLimit)}`);
       await ensurePassword(client, r.role, r.password);
       for (const setting of roleSettings(tenant)) {
@@ -126,7 +134,8 @@ export async function syncNamedRoles(target: SuperuserTarget, tenant: Tenant, ro
     await client.query('revoke create on schema public from public');
     for (const r of roles) {
       if (r.destroy) {
-        if ((await client.query('select 1 from pg_roles where rolname = $1', [r.role])).rowCount === 1) await client.query(`drop owned by ${ident(r.role)}`);
+        if ((await client.query('select 1 from pg_roles where rolname = $1', [r.role])).rowCount === 1)
+          await client.query(`drop owned by ${ident(r.role)}`);
         continue;
       }
       const role = ident(r.role);
@@ -134,8 +143,12 @@ export async function syncNamedRoles(target: SuperuserTarget, tenant: Tenant, ro
       await client.query(`grant usage on schema public to ${role}`);
       await client.query(`grant ${TABLE_PRIVILEGES[r.privileges]} on all tables in schema public to ${role}`);
       await client.query(`grant ${SEQUENCE_PRIVILEGES[r.privileges]} on all sequences in schema public to ${role}`);
-      await client.query(`alter default privileges for role ${owner} in schema public grant ${TABLE_PRIVILEGES[r.privileges]} on tables to ${role}`);
-      await client.query(`alter default privileges for role ${owner} in schema public grant ${SEQUENCE_PRIVILEGES[r.privileges]} on sequences to ${role}`);
+      await client.query(
+        `alter default privileges for role ${owner} in schema public grant ${TABLE_PRIVILEGES[r.privileges]} on tables to ${role}`,
+      );
+      await client.query(
+        `alter default privileges for role ${owner} in schema public grant ${SEQUENCE_PRIVILEGES[r.privileges]} on sequences to ${role}`,
+      );
     }
   });
   // `drop owned` above took the role's grants in the tenant's database (and CONNECT on it).

@@ -54,8 +54,15 @@ interface Activity {
  * role says work_mem = 2000GB). A tenant's other defaults (search_path, TimeZone, …) are its own.
  */
 const GOVERNED = new Set([
-  'statement_timeout', 'temp_file_limit', 'default_transaction_read_only', 'transaction_read_only',
-  'work_mem', 'maintenance_work_mem', 'hash_mem_multiplier', 'temp_buffers', 'logical_decoding_work_mem',
+  'statement_timeout',
+  'temp_file_limit',
+  'default_transaction_read_only',
+  'transaction_read_only',
+  'work_mem',
+  'maintenance_work_mem',
+  'hash_mem_multiplier',
+  'temp_buffers',
+  'logical_decoding_work_mem',
 ]);
 const nameOf = (setting: string) => setting.split('=')[0]!.toLowerCase();
 const governed = (config: string[]) => config.filter((s) => GOVERNED.has(nameOf(s)));
@@ -76,10 +83,12 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
     'postgres',
     async (client) => {
       const sizes = new Map(
-        (await client.query<{ datname: string; bytes: string }>('select datname, pg_database_size(oid)::text as bytes from pg_database where datname = any($1)', [databases])).rows.map((r) => [
-          r.datname,
-          Number(r.bytes),
-        ]),
+        (
+          await client.query<{ datname: string; bytes: string }>(
+            'select datname, pg_database_size(oid)::text as bytes from pg_database where datname = any($1)',
+            [databases],
+          )
+        ).rows.map((r) => [r.datname, Number(r.bytes)]),
       );
       const activity = (
         await client.query<Activity>(
@@ -97,7 +106,11 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
           [roles, databases],
         )
       ).rows;
-      const existing = new Set((await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1)', [roles])).rows.map((r) => r.rolname));
+      const existing = new Set(
+        (await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1)', [roles])).rows.map(
+          (r) => r.rolname,
+        ),
+      );
       const memory = opts.memoryOf && activity.length > 0 ? await opts.memoryOf(activity.map((a) => a.pid)) : new Map<number, number>();
 
       const results: Governed[] = [];
@@ -131,11 +144,13 @@ export async function govern(target: SuperuserTarget, tenants: GovernedTenant[],
           if (overSize && !wasReadOnly) await end(s.pid, 'the database passed its size limit');
           else if (overSize && grew && s.writing) await end(s.pid, 'it wrote past the size limit');
           const bytes = memory.get(s.pid);
-          if (tenant.memoryLimitBytes > 0 && bytes !== undefined && bytes > tenant.memoryLimitBytes) await end(s.pid, `it used ${Math.round(bytes / 1024 ** 2)} MB of memory`);
+          if (tenant.memoryLimitBytes > 0 && bytes !== undefined && bytes > tenant.memoryLimitBytes)
+            await end(s.pid, `it used ${Math.round(bytes / 1024 ** 2)} MB of memory`);
           const limit = tenant.statementTimeoutMs;
           if (limit > 0 && s.running_ms !== null && s.running_ms > limit + CANCEL_GRACE_MS) {
             // A cancel a handler swallowed leaves the statement running: the session goes.
-            if (s.running_ms > 2 * limit + CANCEL_GRACE_MS) await end(s.pid, 'its statement ran past the timeout and would not be cancelled');
+            if (s.running_ms > 2 * limit + CANCEL_GRACE_MS)
+              await end(s.pid, 'its statement ran past the timeout and would not be cancelled');
             else if (!terminated.some((t) => t.pid === s.pid)) {
               await client.query('select pg_cancel_backend($1)', [s.pid]);
               cancelled.push(s.pid);

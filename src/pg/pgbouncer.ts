@@ -141,7 +141,13 @@ export class Pgbouncer {
     await fs.rm(pidFile(dir), { force: true });
     const identity = this.cluster.identity;
     try {
-      await run(this.bin, ['-d', iniFile(dir)], { cwd: dir, uid: identity?.uid, gid: identity?.gid, timeout: 30_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } });
+      await run(this.bin, ['-d', iniFile(dir)], {
+        cwd: dir,
+        uid: identity?.uid,
+        gid: identity?.gid,
+        timeout: 30_000,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
+      });
     } catch (err) {
       const e = err as Error & { stderr?: string };
       throw new Error(`pgbouncer did not start: ${(e.stderr || e.message).trim().slice(-500)}`);

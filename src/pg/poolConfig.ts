@@ -96,7 +96,8 @@ export async function withPoolCatalog<T>(target: SuperuserTarget, fn: (catalog: 
     // server holds. Only plain names (pgfleet's are `d…` and `u…` in hex), which need no
     // quoting in the files.
     const { rows } = await client.query<PoolTenant>(
-      `select distinct d.datname as database, r.rolname as role, r.rolpassword as verifier, r.rolconnlimit as "connectionLimit", d.datconnlimit as "databaseLimit"
+      `select distinct d.datname as database, r.rolname as role, r.rolpassword as verifier,
+         r.rolconnlimit as "connectionLimit", d.datconnlimit as "databaseLimit"
        from pg_database d cross join lateral aclexplode(d.datacl) a join pg_authid r on r.oid = a.grantee
        where a.privilege_type = 'CONNECT' and d.datallowconn and not d.datistemplate and d.datname <> 'postgres'
          and r.rolcanlogin and not r.rolsuper and r.rolpassword like 'SCRAM-SHA-256$%'
@@ -136,7 +137,8 @@ function databaseLimits(tenants: PoolTenant[]): Map<string, number> {
     const own = t.databaseLimit ?? -1;
     const before = limits.get(t.database);
     if (own >= 0) limits.set(t.database, own);
-    else if (before === undefined || (before >= 0 && (t.connectionLimit < 0 || t.connectionLimit > before))) limits.set(t.database, t.connectionLimit);
+    else if (before === undefined || (before >= 0 && (t.connectionLimit < 0 || t.connectionLimit > before)))
+      limits.set(t.database, t.connectionLimit);
   }
   return limits;
 }
@@ -187,7 +189,8 @@ const quote = (value: string) => `"${value.replace(/"/g, '""')}"`;
 export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
   const shares = poolShares(catalog);
   const databases = [...shares].map(
-    ([database, share]) => `${database} = host=127.0.0.1 port=${place.serverPort} dbname=${database} pool_size=${share} max_db_connections=${share}`,
+    ([database, share]) =>
+      `${database} = host=127.0.0.1 port=${place.serverPort} dbname=${database} pool_size=${share} max_db_connections=${share}`,
   );
   const caps = [...userCaps(catalog, shares)].map(([role, cap]) => `${role} = max_user_connections=${cap}`);
   const ini = [
@@ -221,7 +224,13 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
     // Tenants reach Postgres over TLS only (pg_hba hostssl), through the pooler too: the
     // pooler takes TLS with the server's own certificate and speaks TLS to the server.
     ...(place.tls
-      ? ['client_tls_sslmode = require', `client_tls_key_file = ${place.tls.keyFile}`, `client_tls_cert_file = ${place.tls.certFile}`, 'client_tls_protocols = secure', 'server_tls_sslmode = require']
+      ? [
+          'client_tls_sslmode = require',
+          `client_tls_key_file = ${place.tls.keyFile}`,
+          `client_tls_cert_file = ${place.tls.certFile}`,
+          'client_tls_protocols = secure',
+          'server_tls_sslmode = require',
+        ]
       : []),
     `pidfile = ${place.dir}/pgbouncer.pid`,
     `logfile = ${place.dir}/pgbouncer.log`,

@@ -89,9 +89,18 @@ export function skippableRestoreCommand(command: string): string {
  * recovery reads it first, as it always did. The standby follows the newest timeline it
  * has a history file of; its last restartpoint's may be older (a rewound server's is).
  */
-export async function promoteStandby(standby: SuperuserTarget, archiveAhead: (timeline: number, position: number) => Promise<boolean>): Promise<void> {
+export async function promoteStandby(
+  standby: SuperuserTarget,
+  archiveAhead: (timeline: number, position: number) => Promise<boolean>,
+): Promise<void> {
   await asSuperuser(standby, 'postgres', async (client) => {
-    const { rows } = await client.query<{ recovering: boolean; received: string | null; replayed: string | null; timeline: number; dir: string }>(
+    const { rows } = await client.query<{
+      recovering: boolean;
+      received: string | null;
+      replayed: string | null;
+      timeline: number;
+      dir: string;
+    }>(
       `select pg_is_in_recovery() as recovering, pg_last_wal_receive_lsn()::text as received,
          pg_last_wal_replay_lsn()::text as replayed, greatest((select timeline_id from pg_control_checkpoint()),
            (select max(('x' || left(name, 8))::bit(32)::int) from pg_ls_waldir() where name ~ '^[0-9A-F]{8}\\.history$')) as timeline,

@@ -29,7 +29,12 @@ export function superuserClient(
 }
 
 /** Run `fn` with a connection to one database of a server as its superuser, closed after. */
-export async function asSuperuser<T>(target: SuperuserTarget, database: string, fn: (client: pg.Client) => Promise<T>, queryTimeoutMs?: number): Promise<T> {
+export async function asSuperuser<T>(
+  target: SuperuserTarget,
+  database: string,
+  fn: (client: pg.Client) => Promise<T>,
+  queryTimeoutMs?: number,
+): Promise<T> {
   const client = superuserClient(target, { database, connectTimeoutMs: 5000, queryTimeoutMs, applicationName: 'pgfleet' });
   client.on('error', () => undefined);
   await client.connect();

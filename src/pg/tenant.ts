@@ -87,7 +87,12 @@ export async function createTenant(target: SuperuserTarget, tenant: Tenant): Pro
  */
 async function closeServerDatabases(client: pg.Client): Promise<void> {
   const open = async () =>
-    (await client.query<{ open: boolean }>(`select has_database_privilege('public', 'postgres', 'connect') or has_database_privilege('public', 'template1', 'connect') as open`)).rows[0]!.open;
+    (
+      await client.query<{ open: boolean }>(
+        `select has_database_privilege('public', 'postgres', 'connect')
+           or has_database_privilege('public', 'template1', 'connect') as open`,
+      )
+    ).rows[0]!.open;
   if (!(await open())) return;
   await client.query('begin');
   try {
@@ -169,7 +174,9 @@ export async function freezeTenant(target: SuperuserTarget, tenant: Pick<Tenant,
 }
 
 async function existingRoles(client: pg.Client, roles: string[]): Promise<string[]> {
-  return (await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1) order by rolname', [roles])).rows.map((r) => r.rolname);
+  return (
+    await client.query<{ rolname: string }>('select rolname from pg_roles where rolname = any($1) order by rolname', [roles])
+  ).rows.map((r) => r.rolname);
 }
 
 /**
@@ -185,7 +192,14 @@ export async function dropTenant(target: SuperuserTarget, tenant: Pick<Tenant, '
 }
 
 function superuserEnv(target: SuperuserTarget): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, PGHOST: target.host, PGPORT: String(target.port), PGUSER: 'postgres', PGPASSWORD: target.password, PGCONNECT_TIMEOUT: '5' };
+  return {
+    PATH: process.env.PATH,
+    PGHOST: target.host,
+    PGPORT: String(target.port),
+    PGUSER: 'postgres',
+    PGPASSWORD: target.password,
+    PGCONNECT_TIMEOUT: '5',
+  };
 }
 
 function waitForExit(child: ReturnType<typeof spawn>, name: string, stderr: () => string): Promise<void> {
@@ -203,16 +217,26 @@ function waitForExit(child: ReturnType<typeof spawn>, name: string, stderr: () =
  */
 export async function copyTenant(bin: PgBinaries, from: SuperuserTarget, to: SuperuserTarget, tenant: Tenant): Promise<void> {
   if (!bin.pgDump || !bin.pgRestore) {
-    throw new Error(`moving a database between servers needs pg_dump and pg_restore next to the Postgres binaries in ${bin.dir}: install the PostgreSQL client tools of that version or set PG_BIN`);
+    throw new Error(
+      `moving a database between servers needs pg_dump and pg_restore next to the Postgres binaries in ${bin.dir}: ` +
+        'install the PostgreSQL client tools of that version or set PG_BIN',
+    );
   }
   await asSuperuser(to, 'postgres', (client) => client.query(`drop database if exists ${ident(tenant.database)} with (force)`));
   await createTenant(to, tenant);
   await freezeTenant(to, tenant);
-  const dump = spawn(bin.pgDump, ['--format=custom', '--no-owner', '--no-privileges', tenant.database], { env: superuserEnv(from), stdio: ['ignore', 'pipe', 'pipe'] });
-  const restore = spawn(bin.pgRestore, ['--single-transaction', '--exit-on-error', '--no-owner', '--no-privileges', `--role=${tenant.role}`, '--dbname', tenant.database], {
-    env: superuserEnv(to),
-    stdio: ['pipe', 'ignore', 'pipe'],
+  const dump = spawn(bin.pgDump, ['--format=custom', '--no-owner', '--no-privileges', tenant.database], {
+    env: superuserEnv(from),
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const restore = spawn(
+    bin.pgRestore,
+    ['--single-transaction', '--exit-on-error', '--no-owner', '--no-privileges', `--role=${tenant.role}`, '--dbname', tenant.database],
+    {
+      env: superuserEnv(to),
+      stdio: ['pipe', 'ignore', 'pipe'],
+    },
+  );
   let dumpErr = '';
   let restoreErr = '';
   dump.stderr!.on('data', (d: Buffer) => (dumpErr += d.toString()));
@@ -235,7 +259,13 @@ export async function thawTenant(target: SuperuserTarget, tenant: Pick<Tenant, '
  * and checking the server's certificate against pgfleet's authority (`ca`), as a customer
  * with `sslmode=verify-full` does.
  */
-export async function probeTenant(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>, ca: string, timeoutMs = 2000): Promise<Record<string, string>> {
+export async function probeTenant(
+  host: string,
+  port: number,
+  tenant: Pick<Tenant, 'database' | 'role' | 'password'>,
+  ca: string,
+  timeoutMs = 2000,
+): Promise<Record<string, string>> {
   const client = new pg.Client({
     host,
     port,

@@ -19,7 +19,14 @@ import { BackupNotFinished, NotYet, type Placement, type Provider, type Rejoined
 async function directoryBytes(dir: string): Promise<number> {
   const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
   const sizes = await Promise.all(
-    entries.filter((e) => e.isFile()).map((e) => fs.stat(path.join(e.parentPath, e.name)).then((s) => s.size, () => 0)),
+    entries
+      .filter((e) => e.isFile())
+      .map((e) =>
+        fs.stat(path.join(e.parentPath, e.name)).then(
+          (s) => s.size,
+          () => 0,
+        ),
+      ),
   );
   return sizes.reduce((a, b) => a + b, 0);
 }
@@ -95,7 +102,13 @@ export class LocalProvider implements Provider {
     const pooler = this.pooler;
     await withPoolCatalog({ host: server.host ?? '127.0.0.1', port, password: server.superuserPassword }, async (catalog) => {
       const tls = path.join(this.home, 'servers', server.id, TLS_DIR);
-      const place = { dir, listenPort: poolPort, serverPort: port, superuserPassword: server.superuserPassword, tls: { keyFile: path.join(tls, KEY_FILE), certFile: path.join(tls, CERT_FILE) } };
+      const place = {
+        dir,
+        listenPort: poolPort,
+        serverPort: port,
+        superuserPassword: server.superuserPassword,
+        tls: { keyFile: path.join(tls, KEY_FILE), certFile: path.join(tls, CERT_FILE) },
+      };
       const changed = await pooler.configure(dir, poolFiles(place, catalog));
       await pooler.start(dir, poolPort, changed);
     });
@@ -117,7 +130,12 @@ export class LocalProvider implements Provider {
     const wanted = server.attrs.backup_label;
     const backup = wanted ? await findBackup(store, `servers/${leader}`, wanted) : await latestBackup(store, `servers/${leader}`);
     if (!backup) throw new BackupNotFinished(leader, wanted);
-    await this.cluster.restoreTar(dataDir, backupTar(store, backup), await this.standbySettings(server, port, backup.prefix), 'standby.signal');
+    await this.cluster.restoreTar(
+      dataDir,
+      backupTar(store, backup),
+      await this.standbySettings(server, port, backup.prefix),
+      'standby.signal',
+    );
   }
 
   /**
@@ -271,7 +289,10 @@ export class LocalProvider implements Provider {
     const dir = path.join(this.home, 'servers', server.id, TLS_DIR);
     await this.cluster.ensureOwnedDir(path.dirname(dir));
     await this.cluster.ensureOwnedDir(dir);
-    for (const [name, content] of [[KEY_FILE, certificate.key], [CERT_FILE, certificate.certificate]] as const) {
+    for (const [name, content] of [
+      [KEY_FILE, certificate.key],
+      [CERT_FILE, certificate.certificate],
+    ] as const) {
       const file = path.join(dir, name);
       await this.cluster.writeOwnedFile(`${file}.new`, content);
       await fs.rename(`${file}.new`, file);
@@ -353,7 +374,10 @@ export async function stopLocalClusters(home: string, cluster: PgCluster, contro
   }
   const stopped: string[] = [];
   for (const id of ids) await stopPooler(serverPoolDir(home, id));
-  const all: [PgCluster, string][] = [...ids.map((id): [PgCluster, string] => [cluster, serverDataDir(home, id)]), [control, controlDataDir(home)]];
+  const all: [PgCluster, string][] = [
+    ...ids.map((id): [PgCluster, string] => [cluster, serverDataDir(home, id)]),
+    [control, controlDataDir(home)],
+  ];
   for (const [runs, dir] of all) {
     if (!(await runs.status(dir)).running) continue;
     await runs.stop(dir);

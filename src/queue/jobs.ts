@@ -62,7 +62,8 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
   await db.query(
     `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts, priority)
      select q, e, t, p, k, now() + make_interval(secs => d), m, r
-     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[], $9::bool[]) as x(q, e, t, p, k, d, m, r, u)
+     from unnest($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[], $7::int[], $8::smallint[], $9::bool[])
+       as x(q, e, t, p, k, d, m, r, u)
      where not (u and exists (select 1 from jobs j where j.entity_id = x.e and j.key = x.k and j.locked_by is not null))
      on conflict (entity_id, key) where locked_by is null and dead_at is null
      do update set run_at = case when jobs.attempts = 0 then least(jobs.run_at, excluded.run_at) else jobs.run_at end,
@@ -136,7 +137,8 @@ export const RESTART_GRACE_SECONDS = 5;
  * When the control database last came up: its start, or the restart of every process after
  * a crash of one (the checkpointer starts again; the postmaster keeps its start time).
  */
-const UP_SINCE = `greatest(pg_postmaster_start_time(), (select max(backend_start) from pg_stat_activity where backend_type = 'checkpointer'))`;
+const UP_SINCE = `greatest(pg_postmaster_start_time(),
+  (select max(backend_start) from pg_stat_activity where backend_type = 'checkpointer'))`;
 
 /**
  * Claim up to `limit` due jobs of at least `minPriority` in one statement, higher priorities
@@ -182,7 +184,15 @@ export async function claimJobs(
      from candidates where jobs.id = candidates.id
      returning jobs.id::text, jobs.queue, jobs.entity_id as "entityId", jobs.task, jobs.payload, jobs.key,
        jobs.priority, jobs.attempts, jobs.max_attempts as "maxAttempts"`,
-    [opts.queues ?? null, opts.limit, opts.workerId, opts.leaseSeconds, opts.minPriority ?? PRIORITY.routine, opts.present ?? true, RESTART_GRACE_SECONDS],
+    [
+      opts.queues ?? null,
+      opts.limit,
+      opts.workerId,
+      opts.leaseSeconds,
+      opts.minPriority ?? PRIORITY.routine,
+      opts.present ?? true,
+      RESTART_GRACE_SECONDS,
+    ],
   );
   return rows;
 }
@@ -305,7 +315,12 @@ export function releaseLostClaims(db: Queryable): Promise<number> {
  * same setting): that is a live worker under the same name, a misconfiguration that must
  * not cost it its jobs. Also says how many live sessions of other workers bear the name.
  */
-export async function releasePredecessorClaims(db: Queryable, name: string, workerId: string, leaseSeconds: number): Promise<{ released: number; namesakes: number }> {
+export async function releasePredecessorClaims(
+  db: Queryable,
+  name: string,
+  workerId: string,
+  leaseSeconds: number,
+): Promise<{ released: number; namesakes: number }> {
   const released = await releaseClaims(
     db,
     `split_part(locked_by, '#', 1) = $1 and locked_by <> $2
@@ -348,14 +363,18 @@ export async function retryDeadJob(db: Queryable, id: string): Promise<boolean> 
 
 /** Whether a job of `task` whose payload holds `payload` is waiting or running: not dead, not done. */
 export async function jobLive(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
-  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [task, JSON.stringify(payload)]);
+  const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [
+    task,
+    JSON.stringify(payload),
+  ]);
   return rows.length > 0;
 }
 
 /** Run now the waiting job of `task` whose payload holds `payload`, if it waits out a retry backoff. */
 export async function hurryJob(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
   const { rowCount } = await db.query(
-    'update jobs set run_at = now() where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()',
+    `update jobs set run_at = now()
+     where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()`,
     [task, JSON.stringify(payload)],
   );
   return (rowCount ?? 0) > 0;

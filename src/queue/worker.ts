@@ -146,7 +146,11 @@ export class Worker {
     if (this.opts.name !== undefined) {
       const { released, namesakes } = await releasePredecessorClaims(this.pool, this.opts.name, this.id, this.opts.leaseSeconds);
       if (released > 0) this.opts.log.warn({ released, name: this.opts.name }, 'released the jobs the last worker of this name held');
-      if (namesakes > 0) this.opts.log.warn({ name: this.opts.name }, 'another worker is connected under this name: give each worker its own PGFLEET_WORKER_NAME');
+      if (namesakes > 0)
+        this.opts.log.warn(
+          { name: this.opts.name },
+          'another worker is connected under this name: give each worker its own PGFLEET_WORKER_NAME',
+        );
     }
     this.scheduleHeartbeat(this.heartbeatMs());
     this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs ?? SWEEP_MS);
@@ -311,7 +315,9 @@ export class Worker {
         const journal = this.opts.journal;
         // A lost connection (the control database or a server restarting) is retried, not raised.
         const raised = isConnectionLoss(err) ? Promise.resolve() : journal.raised(this.pool, job, message);
-        await raised.then(() => journal.ran(this.pool, job, outcome, ms(), message)).catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
+        await raised
+          .then(() => journal.ran(this.pool, job, outcome, ms(), message))
+          .catch((e: unknown) => log.error({ err: e }, 'recording the failure in the journal failed'));
       }
       return `failed:${outcome}`;
     }
@@ -330,7 +336,8 @@ export class Worker {
         return await fn();
       } catch (err) {
         if (Date.now() + wait > until) throw err;
-        if (wait === RECONNECT_MS.first) log.warn({ err }, 'recording the end of the job failed; trying again until the control database answers');
+        if (wait === RECONNECT_MS.first)
+          log.warn({ err }, 'recording the end of the job failed; trying again until the control database answers');
         await new Promise((r) => setTimeout(r, wait));
         wait = Math.min(wait * 2, RECONNECT_MS.most);
       }
@@ -374,7 +381,10 @@ export class Worker {
       for (const id of ids) {
         if (held.has(id) || !this.running.has(id) || this.finishing.has(id) || this.lost.has(id)) continue;
         this.lost.add(id);
-        this.opts.log.warn({ job: id, task: this.running.get(id)!.task }, 'lease lost: the job was released while it ran, and will not commit');
+        this.opts.log.warn(
+          { job: id, task: this.running.get(id)!.task },
+          'lease lost: the job was released while it ran, and will not commit',
+        );
       }
     } catch (err) {
       this.opts.log.warn({ err }, 'extending leases failed; trying again');

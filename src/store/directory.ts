@@ -21,7 +21,11 @@ export class DirectoryStore implements ObjectStore {
     return path.join(this.root, ...key.split('/'));
   }
 
-  async putIfAbsent(key: string, body: Buffer, metadata: Record<string, string>): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }> {
+  async putIfAbsent(
+    key: string,
+    body: Buffer,
+    metadata: Record<string, string>,
+  ): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }> {
     checkMetadata(metadata);
     const file = this.file(key);
     const existing = await this.head(key);

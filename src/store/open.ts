@@ -72,7 +72,10 @@ function s3Options(url: string, parsed: URL, env: NodeJS.ProcessEnv): S3StoreOpt
   if (parsed.hash) throw invalid(url, 'has a fragment');
   const bucket = decodeURIComponent(parsed.hostname);
   if (parsed.port || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-    throw invalid(url, `names bucket "${bucket}${parsed.port ? `:${parsed.port}` : ''}", which is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')`);
+    throw invalid(
+      url,
+      `names bucket "${bucket}${parsed.port ? `:${parsed.port}` : ''}", which is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')`,
+    );
   }
   let rawPrefix: string;
   try {
@@ -87,7 +90,11 @@ function s3Options(url: string, parsed: URL, env: NodeJS.ProcessEnv): S3StoreOpt
       throw invalid(url, `has prefix "${rawPrefix}", which is not a plain relative path`);
     }
   }
-  const options: S3StoreOptions = { bucket, prefix: rawPrefix ? `${rawPrefix}/` : '', region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1' };
+  const options: S3StoreOptions = {
+    bucket,
+    prefix: rawPrefix ? `${rawPrefix}/` : '',
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+  };
   for (const [name, value] of parsed.searchParams) {
     switch (name) {
       case 'region':
@@ -101,8 +108,10 @@ function s3Options(url: string, parsed: URL, env: NodeJS.ProcessEnv): S3StoreOpt
         } catch {
           throw invalid(url, 'has an endpoint that is not a URL');
         }
-        if (endpoint.protocol !== 'http:' && endpoint.protocol !== 'https:') throw invalid(url, 'has an endpoint that is not http:// or https://');
-        if (endpoint.username || endpoint.password) throw invalid(url, 'has credentials in its endpoint: put them in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead');
+        if (endpoint.protocol !== 'http:' && endpoint.protocol !== 'https:')
+          throw invalid(url, 'has an endpoint that is not http:// or https://');
+        if (endpoint.username || endpoint.password)
+          throw invalid(url, 'has credentials in its endpoint: put them in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead');
         options.endpoint = value;
         break;
       }

@@ -78,7 +78,11 @@ export class S3Store implements ObjectStore {
     return this.prefix + key;
   }
 
-  async putIfAbsent(key: string, body: Buffer, metadata: Record<string, string>): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }> {
+  async putIfAbsent(
+    key: string,
+    body: Buffer,
+    metadata: Record<string, string>,
+  ): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }> {
     const Key = this.objectKey(key);
     checkMetadata(metadata);
     for (let attempt = 1; ; attempt++) {
@@ -86,7 +90,9 @@ export class S3Store implements ObjectStore {
       const existing = await this.head(key);
       if (existing) return { outcome: 'exists', existing };
       try {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, Metadata: metadata, IfNoneMatch: '*' }));
+        await this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, Metadata: metadata, IfNoneMatch: '*' }),
+        );
         return { outcome: 'written' };
       } catch (err) {
         const code = status(err);
@@ -178,15 +184,29 @@ function hint(name: string, code: number | undefined, sysCode: string | undefine
     return 'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) are right and current for this endpoint';
   }
   if (name === 'AccessDenied') {
-    return `check that the credentials may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}" and its prefix`;
+    return (
+      'check that the credentials may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket ' +
+      `on bucket "${bucket}" and its prefix`
+    );
   }
   if (code === 403) {
-    return `check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that they may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}"`;
+    return (
+      'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ' +
+      `and that they may s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on bucket "${bucket}"`
+    );
   }
-  if (name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed' || name === 'IllegalLocationConstraintException' || code === 301) {
+  if (
+    name === 'PermanentRedirect' ||
+    name === 'AuthorizationHeaderMalformed' ||
+    name === 'IllegalLocationConstraintException' ||
+    code === 301
+  ) {
     return `check the region: bucket "${bucket}" is in another one`;
   }
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(sysCode ?? '') || name === 'TimeoutError') {
+  if (
+    ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(sysCode ?? '') ||
+    name === 'TimeoutError'
+  ) {
     return 'check the endpoint URL and that the server is running and reachable';
   }
   if (name === 'NotImplemented' || code === 501) return 'the server does not support this S3 call: check that it is S3-compatible';

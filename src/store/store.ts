@@ -22,7 +22,11 @@ export interface ObjectStore {
    * Write the object unless the key exists. `written` when this call wrote it; otherwise
    * the existing object's info, for the caller to compare checksums.
    */
-  putIfAbsent(key: string, body: Buffer, metadata: Record<string, string>): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }>;
+  putIfAbsent(
+    key: string,
+    body: Buffer,
+    metadata: Record<string, string>,
+  ): Promise<{ outcome: 'written' } | { outcome: 'exists'; existing: ObjectInfo }>;
   get(key: string): Promise<StoredObject | undefined>;
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Keys under a prefix, in lexical order. */
@@ -33,7 +37,8 @@ export interface ObjectStore {
 /** Metadata keys are lower-case letters, digits and `-` (S3 folds case); values printable ASCII. */
 export function checkMetadata(metadata: Record<string, string>): void {
   for (const [k, v] of Object.entries(metadata)) {
-    if (!/^[a-z0-9-]+$/.test(k) || !/^[\x20-\x7e]*$/.test(v)) throw new Error(`object metadata ${k}=${v} must be lower-case key and printable ASCII`);
+    if (!/^[a-z0-9-]+$/.test(k) || !/^[\x20-\x7e]*$/.test(v))
+      throw new Error(`object metadata ${k}=${v} must be lower-case key and printable ASCII`);
   }
 }
 

@@ -11,7 +11,10 @@ export async function certificateAuthority(db: Queryable, sealer: Sealer): Promi
   const existing = await storedAuthority(db, sealer);
   if (existing) return existing;
   const made = await createAuthority();
-  await db.query('insert into certificate_authority (certificate, key_sealed) values ($1, $2) on conflict (singleton) do nothing', [made.certificate, sealer.seal(made.key)]);
+  await db.query('insert into certificate_authority (certificate, key_sealed) values ($1, $2) on conflict (singleton) do nothing', [
+    made.certificate,
+    sealer.seal(made.key),
+  ]);
   return (await storedAuthority(db, sealer))!;
 }
 

@@ -69,7 +69,11 @@ export interface ServerCertificateRequest {
 }
 
 /** A fresh key and a certificate for it signed by the authority, for the hosts given. */
-export async function issueServerCertificate(authority: KeyedCertificate, req: ServerCertificateRequest, now = new Date()): Promise<KeyedCertificate> {
+export async function issueServerCertificate(
+  authority: KeyedCertificate,
+  req: ServerCertificateRequest,
+  now = new Date(),
+): Promise<KeyedCertificate> {
   if (req.hosts.length === 0) throw new Error('a server certificate names at least one host');
   const ca = new x509.X509Certificate(authority.certificate);
   const signingKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(authority.key), ALGORITHM, false, ['sign']);
@@ -87,7 +91,9 @@ export async function issueServerCertificate(authority: KeyedCertificate, req: S
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension([...new Set(req.hosts)].map((h): x509.JsonGeneralName => ({ type: isIP(h) ? 'ip' : 'dns', value: h }))),
+      new x509.SubjectAlternativeNameExtension(
+        [...new Set(req.hosts)].map((h): x509.JsonGeneralName => ({ type: isIP(h) ? 'ip' : 'dns', value: h })),
+      ),
       await x509.AuthorityKeyIdentifierExtension.create(await ca.publicKey.export()),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],

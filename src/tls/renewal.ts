@@ -23,7 +23,11 @@ export interface TlsOptions {
 
 /** A new key and certificate for the server, naming every address its clients use. */
 export function issueFor(server: Pick<ServerRecord, 'id' | 'host'>, tls: TlsOptions): Promise<KeyedCertificate> {
-  return issueServerCertificate(tls.authority, { name: `pgfleet server ${server.id}`, hosts: certificateHosts(server.host), validityMs: tls.certDays * DAY_MS });
+  return issueServerCertificate(tls.authority, {
+    name: `pgfleet server ${server.id}`,
+    hosts: certificateHosts(server.host),
+    validityMs: tls.certDays * DAY_MS,
+  });
 }
 
 export function renewalDue(expiresAt: Date, renewDays: number, now = new Date()): boolean {
@@ -79,7 +83,8 @@ export function renewCertificateTask(providers: Record<string, Provider>, sealer
       await provider.installCertificate(server, await issueFor(server, tls));
       await superuser(async (client) => {
         // Our own constants, already in postgresql.conf syntax, which ALTER SYSTEM shares.
-        for (const [name, value] of Object.entries(TLS_SETTINGS)) await client.query(`alter system set ${pg.escapeIdentifier(name)} = ${value}`);
+        for (const [name, value] of Object.entries(TLS_SETTINGS))
+          await client.query(`alter system set ${pg.escapeIdentifier(name)} = ${value}`);
         await reload(client);
       });
       served = await servingTls(server.host, server.port, timeoutMs);
@@ -93,9 +98,14 @@ export function renewCertificateTask(providers: Record<string, Provider>, sealer
       const certificate = await issueFor(server, tls);
       await provider.installCertificate(server, certificate);
       await superuser(reload);
-      log.info({ was: served.tls_cert_expires_at, expires: certificateExpiry(certificate.certificate).toISOString() }, 'server certificate renewed');
+      log.info(
+        { was: served.tls_cert_expires_at, expires: certificateExpiry(certificate.certificate).toISOString() },
+        'server certificate renewed',
+      );
     }
-    const required = await superuser(async (client) => (await client.query(`select from pg_hba_file_rules where type = 'hostssl'`)).rowCount! > 0);
+    const required = await superuser(
+      async (client) => (await client.query(`select from pg_hba_file_rules where type = 'hostssl'`)).rowCount! > 0,
+    );
     if (!required) {
       await provider.requireTls(server);
       await superuser(reload);
@@ -109,7 +119,10 @@ async function servingTls(host: string, port: number, timeoutMs: number): Promis
   for (let waited = 0; ; waited += 100) {
     const seen = await observeTls(host, port, timeoutMs);
     if (seen.tls_offered === 'true') return seen;
-    if (waited >= 10_000) throw new Error(`the server does not serve TLS 10 s after ssl = on and a reload (${seen.tls_error ?? 'it still answers N'}): its log says why`);
+    if (waited >= 10_000)
+      throw new Error(
+        `the server does not serve TLS 10 s after ssl = on and a reload (${seen.tls_error ?? 'it still answers N'}): its log says why`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }

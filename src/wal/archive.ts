@@ -39,7 +39,9 @@ export const walKey = (prefix: string, name: string) => `${prefix}/wal/${name}.g
  * order, so nothing later is there when that one is not.
  */
 export async function archiveAhead(store: ObjectStore, prefix: string, timeline: number, position: number): Promise<boolean> {
-  const found = await Promise.all([segmentName(timeline, position), historyName(timeline + 1)].map((name) => store.head(walKey(prefix, name))));
+  const found = await Promise.all(
+    [segmentName(timeline, position), historyName(timeline + 1)].map((name) => store.head(walKey(prefix, name))),
+  );
   return found.some((info) => info !== undefined);
 }
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -58,7 +60,8 @@ export async function walPush(opts: ArchiveOptions, file: string): Promise<'arch
   if (result.outcome === 'written') return 'archived';
   if (result.existing.metadata.sha256 === sum) return 'already archived';
   throw new ArchiveError(
-    `refusing to overwrite ${name} in ${opts.store.description}: the archive holds different bytes (sha256 ${result.existing.metadata.sha256} there, ${sum} here)`,
+    `refusing to overwrite ${name} in ${opts.store.description}: the archive holds different bytes ` +
+      `(sha256 ${result.existing.metadata.sha256} there, ${sum} here)`,
     true,
   );
 }
@@ -125,7 +128,13 @@ export async function walPrefetch(opts: ArchiveOptions, name: string, dest: stri
   const fetched = await Promise.all(
     wanted.map(async (segment) => {
       const target = path.join(dir, segment);
-      if (await fs.stat(target).then(() => true, () => false)) return 0;
+      if (
+        await fs.stat(target).then(
+          () => true,
+          () => false,
+        )
+      )
+        return 0;
       const bytes = await walDownload(opts, segment).catch(() => undefined);
       if (!bytes) return 0;
       await writeAtomically(target, bytes);
@@ -133,6 +142,7 @@ export async function walPrefetch(opts: ArchiveOptions, name: string, dest: stri
     }),
   );
   // Segments older than the one asked for were replayed from elsewhere: drop them.
-  for (const leftover of await fs.readdir(dir)) if (walKind(leftover) === 'segment' && leftover < name) await fs.rm(path.join(dir, leftover), { force: true });
+  for (const leftover of await fs.readdir(dir))
+    if (walKind(leftover) === 'segment' && leftover < name) await fs.rm(path.join(dir, leftover), { force: true });
   return fetched.reduce<number>((a, b) => a + b, 0);
 }

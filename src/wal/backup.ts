@@ -75,13 +75,22 @@ async function inParts(stream: AsyncIterable<Buffer>, size: number, flush: (part
 }
 
 /** The `.backup` history file Postgres archives when a backup ends, parsed. */
-function parseBackupHistory(text: string): { label: string; startLsn: string; startWal: string; stopLsn: string; stopWal: string; timeline: number } | undefined {
+function parseBackupHistory(
+  text: string,
+): { label: string; startLsn: string; startWal: string; stopLsn: string; stopWal: string; timeline: number } | undefined {
   const field = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(text)?.[1];
   const start = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/.exec(field('START WAL LOCATION') ?? '');
   const stop = /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/.exec(field('STOP WAL LOCATION') ?? '');
   const label = field('LABEL');
   if (!start || !stop || !label) return undefined;
-  return { label, startLsn: start[1]!, startWal: start[2]!, stopLsn: stop[1]!, stopWal: stop[2]!, timeline: Number(field('STOP TIMELINE') ?? '1') };
+  return {
+    label,
+    startLsn: start[1]!,
+    startWal: start[2]!,
+    stopLsn: stop[1]!,
+    stopWal: stop[2]!,
+    timeline: Number(field('STOP TIMELINE') ?? '1'),
+  };
 }
 
 async function waitForHistory(store: ObjectStore, prefix: string, label: string, timeoutMs: number) {
@@ -93,7 +102,10 @@ async function waitForHistory(store: ObjectStore, prefix: string, label: string,
       const parsed = object && parseBackupHistory((await promisify(gunzip)(object.body)).toString('utf8'));
       if (parsed?.label === label && (await store.head(`${prefix}/wal/${parsed.stopWal}.gz`))) return parsed;
     }
-    if (Date.now() > deadline) throw new Error(`the backup ${label} finished but its WAL did not reach the archive within ${timeoutMs / 1000} s: is archiving working?`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `the backup ${label} finished but its WAL did not reach the archive within ${timeoutMs / 1000} s: is archiving working?`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -115,10 +127,32 @@ export async function takeBaseBackup(
   if (!bin.pgBasebackup) throw new Error(`base backups need pg_basebackup next to the Postgres binaries in ${bin.dir}`);
   const startedAt = new Date().toISOString();
   const attempt = randomBytes(4).toString('hex');
-  const child = spawn(bin.pgBasebackup, ['-h', source.host, '-p', String(source.port), '-U', 'postgres', '-D', '-', '-F', 'tar', '-X', 'none', '-c', 'fast', '--label', label, '--no-manifest'], {
-    env: { PATH: process.env.PATH, PGPASSWORD: source.password, PGCONNECT_TIMEOUT: '10' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    bin.pgBasebackup,
+    [
+      '-h',
+      source.host,
+      '-p',
+      String(source.port),
+      '-U',
+      'postgres',
+      '-D',
+      '-',
+      '-F',
+      'tar',
+      '-X',
+      'none',
+      '-c',
+      'fast',
+      '--label',
+      label,
+      '--no-manifest',
+    ],
+    {
+      env: { PATH: process.env.PATH, PGPASSWORD: source.password, PGCONNECT_TIMEOUT: '10' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const { exited, stderr } = watchChild(child);
   let bytes = 0;
   const counted = child.stdout!.on('data', (d: Buffer) => (bytes += d.length));

@@ -22,7 +22,16 @@ export function archiverBundle(home: string): Promise<string> {
     await fs.chmod(dir, 0o755);
     const out = path.join(dir, 'pgfleet-wal.cjs');
     const tmp = `${out}.${process.pid}.tmp`;
-    await build({ entryPoints: [ENTRY], bundle: true, platform: 'node', target: 'node20', format: 'cjs', outfile: tmp, logLevel: 'silent', legalComments: 'none' });
+    await build({
+      entryPoints: [ENTRY],
+      bundle: true,
+      platform: 'node',
+      target: 'node20',
+      format: 'cjs',
+      outfile: tmp,
+      logLevel: 'silent',
+      legalComments: 'none',
+    });
     await fs.chmod(tmp, 0o755);
     await fs.rename(tmp, out);
     return out;

@@ -49,7 +49,10 @@ export async function walMain(argv: string[]): Promise<number> {
         const ahead = config.prefetch ?? 8;
         if (ahead > 0) {
           // Detached, so replay goes on while the next segments arrive.
-          spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'wal-prefetch', a, b, String(ahead), '--config', configFile], { detached: true, stdio: 'ignore' }).unref();
+          spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'wal-prefetch', a, b, String(ahead), '--config', configFile], {
+            detached: true,
+            stdio: 'ignore',
+          }).unref();
         }
         return 0;
       }

@@ -9,7 +9,16 @@ import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
 import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
-import { createFollower, createServer, getServer, listServers, listTransitions, loadServerRecord, requestBackup, requestServerDeletion } from '../servers.ts';
+import {
+  createFollower,
+  createServer,
+  getServer,
+  listServers,
+  listTransitions,
+  loadServerRecord,
+  requestBackup,
+  requestServerDeletion,
+} from '../servers.ts';
 import { credentialRoutes } from './credentialsApi.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 
@@ -31,7 +40,8 @@ function serverId(params: unknown): string {
 function maintenanceTime(body: unknown): Date {
   const raw = (body as { at?: unknown } | undefined)?.at;
   const at = typeof raw === 'string' ? new Date(raw) : undefined;
-  if (!at || Number.isNaN(at.getTime())) throw new HttpError(422, 'send {"at": "2026-12-01T03:00:00Z"}: when the maintenance runs, as an ISO time');
+  if (!at || Number.isNaN(at.getTime()))
+    throw new HttpError(422, 'send {"at": "2026-12-01T03:00:00Z"}: when the maintenance runs, as an ISO time');
   const ahead = at.getTime() - Date.now();
   if (ahead < -60_000 || ahead > 30 * 86_400_000) throw new HttpError(422, '"at" must be from now to 30 days ahead');
   return at;
@@ -50,12 +60,17 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       }
       const provider = (body as { provider?: unknown }).provider ?? 'local';
       if (typeof provider !== 'string' || !opts.providers.includes(provider)) {
-        throw new HttpError(422, `unknown provider ${JSON.stringify(provider)}: use one of ${opts.providers.map((p) => `"${p}"`).join(', ')}`);
+        throw new HttpError(
+          422,
+          `unknown provider ${JSON.stringify(provider)}: use one of ${opts.providers.map((p) => `"${p}"`).join(', ')}`,
+        );
       }
       const unknown = Object.keys(body).filter((k) => k !== 'provider' && k !== 'follow');
-      if (unknown.length > 0) throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider" and "follow"`);
+      if (unknown.length > 0)
+        throw new HttpError(422, `unknown field ${unknown.map((k) => `"${k}"`).join(', ')}: a server takes only "provider" and "follow"`);
       const follow = (body as { follow?: unknown }).follow;
-      if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow))) throw new HttpError(422, '"follow" is the id of the server to follow');
+      if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow)))
+        throw new HttpError(422, '"follow" is the id of the server to follow');
       const server = follow ? await createFollower(opts.pool, follow.toLowerCase()) : await createServer(opts.pool, opts.sealer, provider);
       if (!server) throw new HttpError(422, `there is no available server "${follow}" to follow`);
       return reply.status(201).header('location', `/api/servers/${server.id}`).send(server);
@@ -160,11 +175,15 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       if (resource.state === 'unsynchronized' && !force) {
         throw new HttpError(
           409,
-          `the resource runs without a synchronous copy since ${resource.unsynchronizedSince}: its standby may lack commits acknowledged since then; promote it once it is synchronous again, or send {"force": true} to promote it now and lose them`,
+          `the resource runs without a synchronous copy since ${resource.unsynchronizedSince}: ` +
+            'its standby may lack commits acknowledged since then; promote it once it is synchronous again, ' +
+            'or send {"force": true} to promote it now and lose them',
         );
       }
-      if (resource.state !== 'available' && resource.state !== 'unsynchronized') throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
-      if (!resource.servers.some((s) => s.role === 'standby' && s.state === 'available')) throw new HttpError(409, 'the resource has no available standby to promote');
+      if (resource.state !== 'available' && resource.state !== 'unsynchronized')
+        throw new HttpError(409, `the resource is ${resource.state}; promote it once it is available`);
+      if (!resource.servers.some((s) => s.role === 'standby' && s.state === 'available'))
+        throw new HttpError(409, 'the resource has no available standby to promote');
       await tellResource(opts.pool, resource.id, { type: 'switchover', ...(force ? { force } : {}) });
       return reply.status(202).send(await getResource(opts.pool, opts.sealer, prefix, resource.id));
     });
@@ -173,7 +192,8 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.put('/resources/:id/notifications', async (req) => {
       const { raw, id } = idParam(req.params);
       const url = (req.body as { url?: unknown } | undefined)?.url;
-      if (url !== null && (typeof url !== 'string' || !/^https?:\/\/\S+$/.test(url))) throw new HttpError(422, 'send {"url": "https://…"} (or {"url": null} to stop)');
+      if (url !== null && (typeof url !== 'string' || !/^https?:\/\/\S+$/.test(url)))
+        throw new HttpError(422, 'send {"url": "https://…"} (or {"url": null} to stop)');
       const { rowCount } = id ? await opts.pool.query('update resources set notify_url = $2 where id = $1', [id, url]) : { rowCount: 0 };
       if (!rowCount) throw new HttpError(404, `no resource with id "${raw}"`);
       return { id: raw, notifyUrl: url };
@@ -209,7 +229,10 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
       if (result.outcome === 'missing') throw new HttpError(404, `no live server with id "${id}"`);
       if (result.outcome === 'serving') {
         const n = result.resources.length;
-        throw new HttpError(409, `server ${id} serves ${n} resource${n === 1 ? '' : 's'} (${result.resources.join(', ')}): deprovision or move them first`);
+        throw new HttpError(
+          409,
+          `server ${id} serves ${n} resource${n === 1 ? '' : 's'} (${result.resources.join(', ')}): deprovision or move them first`,
+        );
       }
       return reply.status(202).send(await getServer(opts.pool, id));
     });

@@ -26,7 +26,8 @@ function value<T>(outcome: Outcome<T>): T {
  */
 function credentialName(params: unknown): string {
   const name = (params as { name: string }).name;
-  if (!CREDENTIAL_NAME.test(name) || name === OWNER_CREDENTIAL) throw new HttpError(404, `no credential "${name}": named credentials are lowercase letters, digits and "_"`);
+  if (!CREDENTIAL_NAME.test(name) || name === OWNER_CREDENTIAL)
+    throw new HttpError(404, `no credential "${name}": named credentials are lowercase letters, digits and "_"`);
   return name;
 }
 
@@ -68,16 +69,28 @@ export function credentialRoutes(app: FastifyInstance, opts: WebOptions, prefix:
   app.post('/resources/:id/credentials', async (req, reply) => {
     const { resource, state } = await resourceOf(req.params);
     const body = req.body;
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'send a JSON object such as {"name": "analyst", "privileges": "read"}');
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw new HttpError(400, 'send a JSON object such as {"name": "analyst", "privileges": "read"}');
     const { name, privileges, ...rest } = body as Record<string, unknown>;
-    if (Object.keys(rest).length > 0) throw new HttpError(422, `unknown field ${Object.keys(rest).map((k) => JSON.stringify(k)).join(', ')}: a credential takes "name" and "privileges"`);
-    if (typeof name !== 'string' || !CREDENTIAL_NAME.test(name)) throw new HttpError(422, '"name" is 1 to 30 lowercase letters, digits and "_", starting with a letter, such as "analyst"');
+    if (Object.keys(rest).length > 0)
+      throw new HttpError(
+        422,
+        `unknown field ${Object.keys(rest)
+          .map((k) => JSON.stringify(k))
+          .join(', ')}: a credential takes "name" and "privileges"`,
+      );
+    if (typeof name !== 'string' || !CREDENTIAL_NAME.test(name))
+      throw new HttpError(422, '"name" is 1 to 30 lowercase letters, digits and "_", starting with a letter, such as "analyst"');
     if (name === OWNER_CREDENTIAL) throw new HttpError(422, '"default" is the owner\'s credential: choose another name');
-    if (privileges !== 'read' && privileges !== 'write') throw new HttpError(422, '"privileges" is "read" (SELECT only) or "write" (also INSERT, UPDATE, DELETE)');
+    if (privileges !== 'read' && privileges !== 'write')
+      throw new HttpError(422, '"privileges" is "read" (SELECT only) or "write" (also INSERT, UPDATE, DELETE)');
     const password = value(await createCredential(opts.pool, opts.sealer, resource, state, name, privileges));
     const made = await madeWithin(opts.pool, resource.id, name, opts.addon.answerWithin);
     const credential = await withUrls(opts.pool, opts.sealer, prefix, resource.id, name, password);
-    return reply.status(made ? 201 : 202).header('location', `/api/resources/${resource.id}/credentials`).send(credential);
+    return reply
+      .status(made ? 201 : 202)
+      .header('location', `/api/resources/${resource.id}/credentials`)
+      .send(credential);
   });
 
   app.post('/resources/:id/credentials/:name/rotate', async (req, reply) => {

@@ -3,7 +3,15 @@ import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
 import { callbackAllowed } from '../platform.ts';
-import { changePlan, createResource, getResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources.ts';
+import {
+  changePlan,
+  createResource,
+  getResource,
+  resourceServers,
+  resourceState,
+  tellResource,
+  type ProvisionRequest,
+} from '../resources.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';
@@ -29,9 +37,11 @@ function optionalString(body: Body, field: string, pattern: RegExp, help: string
 }
 
 function requiredPlan(body: Body): Plan {
-  if (body.plan === undefined) throw new HttpError(400, 'the body has no "plan": send one of ' + PLANS.map((p) => `"${p.name}"`).join(', '));
+  if (body.plan === undefined)
+    throw new HttpError(400, 'the body has no "plan": send one of ' + PLANS.map((p) => `"${p.name}"`).join(', '));
   const plan = findPlan(body.plan);
-  if (!plan) throw new HttpError(422, `there is no plan ${JSON.stringify(body.plan)}: choose one of ${PLANS.map((p) => `"${p.name}"`).join(', ')}`);
+  if (!plan)
+    throw new HttpError(422, `there is no plan ${JSON.stringify(body.plan)}: choose one of ${PLANS.map((p) => `"${p.name}"`).join(', ')}`);
   return plan;
 }
 
@@ -39,7 +49,8 @@ function requiredPlan(body: Body): Plan {
 function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
   const body = object(raw);
   if (body.uuid === undefined) throw new HttpError(400, 'the body has no "uuid": the platform names every resource with one');
-  if (typeof body.uuid !== 'string' || !UUID.test(body.uuid)) throw new HttpError(422, '"uuid" must be a UUID such as 01234567-89ab-cdef-0123-456789abcdef');
+  if (typeof body.uuid !== 'string' || !UUID.test(body.uuid))
+    throw new HttpError(422, '"uuid" must be a UUID such as 01234567-89ab-cdef-0123-456789abcdef');
   const plan = requiredPlan(body);
   const region = body.region ?? 'us';
   const aws = awsRegion(region);
@@ -51,10 +62,13 @@ function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
   const options = body.options ?? {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(422, '"options" must be an object');
   const unknown = Object.keys(options).filter((k) => k !== 'follow');
-  if (unknown.length > 0) throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: the only option is "follow"`);
+  if (unknown.length > 0)
+    throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: the only option is "follow"`);
   const follow = (options as Body).follow;
-  if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow))) throw new HttpError(422, '"follow" is the id of the database to follow');
-  if (follow !== undefined && plan.kind !== 'dedicated') throw new HttpError(422, 'a follower is a server of its own: choose a dedicated plan');
+  if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow)))
+    throw new HttpError(422, '"follow" is the id of the database to follow');
+  if (follow !== undefined && plan.kind !== 'dedicated')
+    throw new HttpError(422, 'a follower is a server of its own: choose a dedicated plan');
   const grant = body.oauth_grant ?? null;
   if (grant !== null && (typeof grant !== 'object' || typeof (grant as Body).code !== 'string')) {
     throw new HttpError(422, '"oauth_grant" must be an object with a "code" string');
@@ -94,16 +108,19 @@ async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> 
  */
 async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boolean> {
   const { rows } = await pool.query<{ plan: string; region: string; aws_region: string; follows: string | null; state: string | null }>(
-    `select r.plan, r.region, r.aws_region, r.follows, m.state from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
+    `select r.plan, r.region, r.aws_region, r.follows, m.state
+     from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
     [request.id],
   );
   const existing = rows[0];
   if (!existing) return false;
-  if (existing.state === 'deleted' || existing.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned: provision a new one under a new uuid');
+  if (existing.state === 'deleted' || existing.state === 'deprovisioning')
+    throw new HttpError(410, 'this database has been deprovisioned: provision a new one under a new uuid');
   if (existing.plan !== request.plan.name || existing.aws_region !== request.awsRegion || existing.follows !== request.follows) {
     throw new HttpError(
       409,
-      `the resource ${request.id} already exists on plan "${existing.plan}" in region "${existing.region}"${existing.follows ? `, following ${existing.follows}` : ''}: repeat the provision as it was, or change the plan with PUT`,
+      `the resource ${request.id} already exists on plan "${existing.plan}" in region "${existing.region}"` +
+        `${existing.follows ? `, following ${existing.follows}` : ''}: repeat the provision as it was, or change the plan with PUT`,
     );
   }
   return true;
@@ -129,9 +146,11 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   /** Only a live database with a server of its own can be followed: a shared server holds other tenants too. */
   async function checkLeader(id: string): Promise<void> {
     const leader = await getResource(opts.pool, opts.sealer, prefix, id);
-    if (!leader || leader.state === 'deleted' || leader.state === 'deprovisioning') throw new HttpError(422, `there is no database "${id}" to follow`);
+    if (!leader || leader.state === 'deleted' || leader.state === 'deprovisioning')
+      throw new HttpError(422, `there is no database "${id}" to follow`);
     const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
-    if (primary?.tenancy !== 'dedicated') throw new HttpError(422, `the database "${id}" is on a shared server; only databases on a dedicated plan can be followed`);
+    if (primary?.tenancy !== 'dedicated')
+      throw new HttpError(422, `the database "${id}" is on a shared server; only databases on a dedicated plan can be followed`);
     if (leader.state !== 'available') throw new HttpError(409, `the database "${id}" is ${leader.state}; follow it once it is available`);
   }
 
@@ -166,7 +185,12 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       if (findPlan(plan)?.kind === 'dedicated') {
         return reply.status(202).send({ id: request.id, message: 'Your database is being provisioned; it will be ready in moments.' });
       }
-      return answerWithConfig(request.id, reply, 'Your database is ready.', 'Your database is being provisioned; it will be ready in moments.');
+      return answerWithConfig(
+        request.id,
+        reply,
+        'Your database is ready.',
+        'Your database is being provisioned; it will be ready in moments.',
+      );
     });
 
     app.put('/heroku/resources/:id', { onRequest: basic }, async (req, reply) => {
@@ -180,7 +204,8 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       // The platform delivers at least once: a repeated change is answered, not redone.
       if (before.plan === plan.name) {
         if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
-        if (before.state === 'resizing' || before.state === 'changing') return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
+        if (before.state === 'resizing' || before.state === 'changing')
+          return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
       }
       if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
       const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
@@ -189,7 +214,10 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       const standby = plan.standbys > standbysBefore ? 'add' : plan.standbys < standbysBefore ? 'drop' : undefined;
       // A standby comes or goes on the server the database is on: a move is a change of its own.
       if (standby && move) {
-        throw new HttpError(422, `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`);
+        throw new HttpError(
+          422,
+          `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`,
+        );
       }
       await changePlan(opts.pool, id, plan, { move, ...(standby ? { standby } : {}) });
       if (!(await settled(id, opts.addon.answerWithin))) {

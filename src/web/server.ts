@@ -104,7 +104,8 @@ function jsonParser(app: FastifyInstance): void {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = body as string;
     if (text.trim() === '' && req.method === 'DELETE') return done(null, undefined);
-    if (nestedDeeperThan(text, MAX_JSON_DEPTH)) return done(new HttpError(400, `the JSON is nested more than ${MAX_JSON_DEPTH} deep: send a flat object`), undefined);
+    if (nestedDeeperThan(text, MAX_JSON_DEPTH))
+      return done(new HttpError(400, `the JSON is nested more than ${MAX_JSON_DEPTH} deep: send a flat object`), undefined);
     return parse(req, text, done);
   });
 }
@@ -128,7 +129,8 @@ function securityHeaders(app: FastifyInstance): void {
   app.addHook('onSend', async (_, reply, payload) => {
     reply.header('x-frame-options', 'DENY').header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
     if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
-    if (String(reply.getHeader('content-type') ?? '').startsWith('text/html')) reply.header('content-security-policy', CONTENT_SECURITY_POLICY);
+    if (String(reply.getHeader('content-type') ?? '').startsWith('text/html'))
+      reply.header('content-security-policy', CONTENT_SECURITY_POLICY);
     return payload;
   });
 }
@@ -146,7 +148,9 @@ export function routesOf(app: FastifyInstance): RouteEntry[] {
 }
 
 export function buildWeb(opts: WebOptions): FastifyInstance {
-  const app: FastifyInstance = Fastify({ loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger, bodyLimit: 64 * 1024,
+  const app: FastifyInstance = Fastify({
+    loggerInstance: opts.log.child({ process: 'web' }) as FastifyBaseLogger,
+    bodyLimit: 64 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
   });
   const routes: RouteEntry[] = [];

@@ -58,7 +58,14 @@ export interface CookieOptions {
   maxAge?: number;
 }
 
-export function setCookie(req: FastifyRequest, reply: FastifyReply, publicUrl: string | undefined, name: string, value: string, opts: CookieOptions): void {
+export function setCookie(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  publicUrl: string | undefined,
+  name: string,
+  value: string,
+  opts: CookieOptions,
+): void {
   reply.header('set-cookie', stringifySetCookie(name, value, { ...opts, secure: overHttps(req, publicUrl) }));
 }
 
@@ -69,16 +76,28 @@ export class Sessions {
   ) {}
 
   /** A new session and its cookie; expired ones are swept first. `db` may be a transaction. */
-  async start(req: FastifyRequest, reply: FastifyReply, purpose: Purpose, resourceId: string | null, db: Queryable = this.db): Promise<Session> {
+  async start(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    purpose: Purpose,
+    resourceId: string | null,
+    db: Queryable = this.db,
+  ): Promise<Session> {
     const kind = KINDS[purpose];
     const token = randomBytes(32).toString('base64url');
     const csrf = randomBytes(24).toString('base64url');
     await db.query('delete from sessions where expires_at < now()');
     await db.query(
-      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at) values ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
+      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at)
+       values ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
       [sha256(token), purpose, resourceId, csrf, kind.seconds],
     );
-    setCookie(req, reply, this.publicUrl, kind.cookie, token, { path: kind.path, sameSite: kind.sameSite, httpOnly: true, maxAge: kind.seconds });
+    setCookie(req, reply, this.publicUrl, kind.cookie, token, {
+      path: kind.path,
+      sameSite: kind.sameSite,
+      httpOnly: true,
+      maxAge: kind.seconds,
+    });
     return { purpose, resourceId, csrf };
   }
 
@@ -97,7 +116,11 @@ export class Sessions {
   async end(req: FastifyRequest, reply: FastifyReply, purpose: Purpose): Promise<void> {
     const kind = KINDS[purpose];
     const token = requestCookies(req)[kind.cookie];
-    if (token) await this.db.query('update sessions set ended_at = now() where token_sha256 = $1 and purpose = $2 and ended_at is null', [sha256(token), purpose]);
+    if (token)
+      await this.db.query('update sessions set ended_at = now() where token_sha256 = $1 and purpose = $2 and ended_at is null', [
+        sha256(token),
+        purpose,
+      ]);
     setCookie(req, reply, this.publicUrl, kind.cookie, '', { path: kind.path, sameSite: kind.sameSite, httpOnly: true, maxAge: 0 });
   }
 }

@@ -42,7 +42,8 @@ export function settler(pool: Queryable) {
         const now = Date.now();
         for (const w of waiters) {
           const state = states.get(w.id);
-          const outcome = state === 'available' ? true : state === 'deleted' || state === 'deprovisioning' || now >= w.deadline ? false : undefined;
+          const outcome =
+            state === 'available' ? true : state === 'deleted' || state === 'deprovisioning' || now >= w.deadline ? false : undefined;
           if (outcome === undefined) continue;
           waiters.delete(w);
           w.resolve(outcome);
@@ -55,7 +56,10 @@ export function settler(pool: Queryable) {
   }
 
   return {
-    /** Whether the resource's machine settles in `available` within the time: false when it is deprovisioned first, or the time runs out. */
+    /**
+     * Whether the resource's machine settles in `available` within the time: false when it is
+     * deprovisioned first, or the time runs out.
+     */
     settled(id: string, withinSeconds: number): Promise<boolean> {
       return new Promise<boolean>((resolve, reject) => {
         waiters.add({ id: id.toLowerCase(), deadline: Date.now() + withinSeconds * 1000, resolve, reject });

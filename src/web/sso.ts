@@ -21,7 +21,11 @@ function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
   const rows = transitions
     .slice(0, 20)
-    .map((t) => `<tr><td>${escapeHtml(new Date(t.at).toISOString().replace('T', ' ').slice(0, 19))} UTC</td><td>${escapeHtml(t.to)}</td><td class="muted">${escapeHtml(t.event)}</td></tr>`)
+    .map(
+      (t) =>
+        `<tr><td>${escapeHtml(new Date(t.at).toISOString().replace('T', ' ').slice(0, 19))} UTC</td>` +
+        `<td>${escapeHtml(t.to)}</td><td class="muted">${escapeHtml(t.event)}</td></tr>`,
+    )
     .join('');
   return `<table><thead><tr><th>When</th><th>State</th><th>Because of</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
@@ -35,10 +39,23 @@ export interface CustomerNotice {
 
 function notices(list: CustomerNotice[]): string {
   if (list.length === 0) return '<p class="muted">No incidents or maintenance to tell you about.</p>';
-  return list.map((n) => `<p><b>${escapeHtml(n.subject)}</b> <span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span><br>${escapeHtml(n.body)}</p>`).join('');
+  return list
+    .map(
+      (n) =>
+        `<p><b>${escapeHtml(n.subject)}</b> ` +
+        `<span class="muted">${escapeHtml(new Date(n.at).toISOString().replace('T', ' ').slice(0, 16))} UTC</span>` +
+        `<br>${escapeHtml(n.body)}</p>`,
+    )
+    .join('');
 }
 
-export function renderResourcePage(resource: ResourceView & { transitions: TransitionView[] }, prefix: string, notifications: CustomerNotice[], csrfInput: string, caCertificate: string): string {
+export function renderResourcePage(
+  resource: ResourceView & { transitions: TransitionView[] },
+  prefix: string,
+  notifications: CustomerNotice[],
+  csrfInput: string,
+  caCertificate: string,
+): string {
   const url = resource.config[`${prefix}_URL`];
   const parsed = url ? new URL(url) : undefined;
   const connection = parsed
@@ -54,8 +71,10 @@ export function renderResourcePage(resource: ResourceView & { transitions: Trans
   const busy = resource.state !== 'available';
   return page(
     `${resource.name ?? 'Database'} · pgfleet`,
-    `<main><form method="post" action="/sso/logout" style="float:right">${csrfInput}<button type="submit">Sign out</button></form><h1>${escapeHtml(resource.name ?? resource.id)}</h1>
-     <p class="muted">Plan <b>${escapeHtml(resource.plan)}</b> · region ${escapeHtml(resource.region)} · created ${escapeHtml(new Date(resource.createdAt).toISOString().slice(0, 10))}</p>
+    `<main><form method="post" action="/sso/logout" style="float:right">${csrfInput}<button type="submit">Sign out</button></form>` +
+      `<h1>${escapeHtml(resource.name ?? resource.id)}</h1>
+     <p class="muted">Plan <b>${escapeHtml(resource.plan)}</b> · region ${escapeHtml(resource.region)} · created ` +
+      `${escapeHtml(new Date(resource.createdAt).toISOString().slice(0, 10))}</p>
      <section><h2>State</h2><span class="state${busy ? '' : ' ok'}">${escapeHtml(resource.state)}</span>
        ${resource.lastError && busy ? `<p class="muted">Working on: ${escapeHtml(resource.lastError)}</p>` : ''}</section>
      <section><h2>Connection</h2>${connection}</section>
@@ -124,15 +143,16 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
     const state = await resourceState(opts.pool, id);
     if (state === undefined || GONE.has(state)) throw new HttpError(404, 'there is no such database: it may have been deprovisioned');
     await transaction(opts.pool, async (client) => {
-      const used = await client.query('insert into sso_tokens_used (token_sha256, expires_at) values ($1, to_timestamp($2)) on conflict do nothing', [
-        sha256(token),
-        timestamp + SSO_WINDOW_SECONDS,
-      ]);
+      const used = await client.query(
+        'insert into sso_tokens_used (token_sha256, expires_at) values ($1, to_timestamp($2)) on conflict do nothing',
+        [sha256(token), timestamp + SSO_WINDOW_SECONDS],
+      );
       if (!used.rowCount) throw new HttpError(403, `this sign-on link has been used already: ${AGAIN}`);
       await client.query('delete from sso_tokens_used where expires_at < now()');
       await sessions.start(req, reply, 'sso', id, client);
     });
-    if (typeof navData === 'string' && NAV_DATA.test(navData)) setCookie(req, reply, opts.addon.publicUrl, 'heroku-nav-data', navData, { path: '/', sameSite: 'lax' });
+    if (typeof navData === 'string' && NAV_DATA.test(navData))
+      setCookie(req, reply, opts.addon.publicUrl, 'heroku-nav-data', navData, { path: '/', sameSite: 'lax' });
     return reply.redirect(`/sso/resources/${id}`, 302);
   }
 
@@ -169,7 +189,10 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
       if (!resource || GONE.has(resource.state)) throw new HttpError(404, 'this database no longer exists');
       const notices = await listNotifications(opts.pool, id);
-      return reply.type('text/html').header('cache-control', 'no-store').send(renderResourcePage(resource, prefix, notices, csrfField(session), opts.caCertificate));
+      return reply
+        .type('text/html')
+        .header('cache-control', 'no-store')
+        .send(renderResourcePage(resource, prefix, notices, csrfField(session), opts.caCertificate));
     });
 
     app.post('/sso/logout', async (req, reply) => {
@@ -177,7 +200,11 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
       if (!session) throw new HttpError(403, 'you are signed out already');
       checkCsrf(session, req.body);
       await sessions.end(req, reply, 'sso');
-      return reply.type('text/html').send(page('Signed out · pgfleet', `<main><section><h2>Signed out</h2><p>To see your database again, ${AGAIN}.</p></section></main>`));
+      return reply
+        .type('text/html')
+        .send(
+          page('Signed out · pgfleet', `<main><section><h2>Signed out</h2><p>To see your database again, ${AGAIN}.</p></section></main>`),
+        );
     });
   };
 }

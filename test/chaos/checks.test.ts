@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { failures, isSplitBrain, kindTable, longestGap, missingRows, summarize, writableServers, type FaultResult } from '../../src/chaos/checks.ts';
+import {
+  failures,
+  isSplitBrain,
+  kindTable,
+  longestGap,
+  missingRows,
+  summarize,
+  writableServers,
+  type FaultResult,
+} from '../../src/chaos/checks.ts';
 import { chaosSettings } from '../../src/chaos/options.ts';
 import { POSTGRES_FAULTS } from '../../src/chaos/faults.ts';
 import { seeded, shuffled } from '../../src/chaos/run.ts';
@@ -43,7 +52,12 @@ describe('the chaos checks', () => {
     expect(isSplitBrain(twoPrimaries)).toBe(true);
     expect(writableServers(twoPrimaries)).toEqual(['a', 'b']);
     // A server that did not answer is not counted either way.
-    expect(isSplitBrain([{ serverId: 'a', writable: true }, { serverId: 'b', writable: undefined }])).toBe(false);
+    expect(
+      isSplitBrain([
+        { serverId: 'a', writable: true },
+        { serverId: 'b', writable: undefined },
+      ]),
+    ).toBe(false);
   });
 
   it('measures the longest pause between acknowledged commits around a fault', () => {
@@ -64,7 +78,12 @@ describe('the chaos checks', () => {
 
   it('makes a row per fault kind with medians and maxima', () => {
     const rows = summarize(
-      [fault({ wholeMs: 4000 }), fault({ n: 2, wholeMs: 6000, rowsLost: 2 }), fault({ n: 3, wholeMs: NaN, stuck: true }), fault({ n: 4, kind: 'web-killed', firstCommitMs: NaN })],
+      [
+        fault({ wholeMs: 4000 }),
+        fault({ n: 2, wholeMs: 6000, rowsLost: 2 }),
+        fault({ n: 3, wholeMs: NaN, stuck: true }),
+        fault({ n: 4, kind: 'web-killed', firstCommitMs: NaN }),
+      ],
       ['primary-crash', 'primary-freeze', 'web-killed'],
     );
     expect(rows.map((r) => r.kind)).toEqual(['primary-crash', 'web-killed']);
@@ -74,7 +93,11 @@ describe('the chaos checks', () => {
   });
 
   it('takes its settings from flags before the environment, and refuses kinds it cannot reach', () => {
-    const s = chaosSettings(['--faults', '5', '--seed', '42'], { CHAOS_FAULTS: '9', CHAOS_KINDS: 'primary-crash,standby-crash' }, POSTGRES_FAULTS);
+    const s = chaosSettings(
+      ['--faults', '5', '--seed', '42'],
+      { CHAOS_FAULTS: '9', CHAOS_KINDS: 'primary-crash,standby-crash' },
+      POSTGRES_FAULTS,
+    );
     expect(s).toEqual({ faults: 5, seed: 42, kinds: ['primary-crash', 'standby-crash'], wholeBoundS: 60 });
     expect(() => chaosSettings([], { CHAOS_KINDS: 'web-killed' }, POSTGRES_FAULTS)).toThrow(/needs pgfleet's processes/);
     expect(() => chaosSettings([], { CHAOS_KINDS: 'meteor' }, POSTGRES_FAULTS)).toThrow(/unknown fault kind meteor/);

@@ -17,12 +17,18 @@ describe('pgfleet chaos', () => {
       await Promise.all(system.databases.map((d) => d.writer.stop()));
       const env = { ...process.env, ...system.env };
       const id = system.databases[0]!.id;
-      const { stdout } = await exec(process.execPath, [BIN, 'chaos', '--resource', id, '--faults', '1', '--seed', '3', '--kinds', 'primary-crash'], { env });
+      const { stdout } = await exec(
+        process.execPath,
+        [BIN, 'chaos', '--resource', id, '--faults', '1', '--seed', '3', '--kinds', 'primary-crash'],
+        { env },
+      );
       expect(stdout).toMatch(/fault 1\/1 primary-crash on .*: ok; first commit \d+ ms, whole \d+ ms/);
       expect(stdout).toContain('| primary-crash | 1 |');
       expect(stdout).toContain('no row lost, no split brain, no database stuck');
 
-      const refused = await exec(process.execPath, [BIN, 'chaos', '--resource', id, '--kinds', 'web-killed'], { env }).catch((err: { code: number; stderr: string }) => err);
+      const refused = await exec(process.execPath, [BIN, 'chaos', '--resource', id, '--kinds', 'web-killed'], { env }).catch(
+        (err: { code: number; stderr: string }) => err,
+      );
       expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining("needs pgfleet's processes run by the tool") });
     } finally {
       await system.stop();

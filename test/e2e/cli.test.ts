@@ -18,7 +18,10 @@ interface Proc {
 }
 
 function launch(args: string[], env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -66,17 +69,28 @@ describe('the pgfleet command', () => {
     const apiEnv = { ...env, PGFLEET_API_URL: url };
 
     const created = JSON.parse(await cli(['servers', 'create', '--json'], apiEnv)) as { id: string };
-    await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
+    await waitFor('the server to become available', async () =>
+      (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'),
+    );
     const res = await fetch(`${url}/api/servers/${created.id}`, { headers: { authorization: `Bearer ${token}` } });
     expect(((await res.json()) as { state: string }).state).toBe('available');
 
     // The manifest holds the credentials pgfleet made for this home; a platform provisions with them.
-    const manifest = JSON.parse(await cli(['manifest'], env)) as { id: string; api: { password: string; config_vars: string[]; version: string } };
-    expect(manifest).toMatchObject({ id: 'pgfleet', api: { config_vars: ['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL'], version: '3' } });
+    const manifest = JSON.parse(await cli(['manifest'], env)) as {
+      id: string;
+      api: { password: string; config_vars: string[]; version: string };
+    };
+    expect(manifest).toMatchObject({
+      id: 'pgfleet',
+      api: { config_vars: ['PGFLEET_URL', 'PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL'], version: '3' },
+    });
     const uuid = randomUUID();
     const provision = await fetch(`${url}/heroku/resources`, {
       method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${manifest.api.password}`).toString('base64')}`, 'content-type': 'application/json' },
+      headers: {
+        authorization: `Basic ${Buffer.from(`pgfleet:${manifest.api.password}`).toString('base64')}`,
+        'content-type': 'application/json',
+      },
       body: JSON.stringify({ uuid, plan: 'shared', region: 'us', options: {} }),
     });
     expect(provision.status).toBe(200);
@@ -122,7 +136,12 @@ describe('the pgfleet command', () => {
       ADDON_PASSWORD: 'procfile-addon-password-0123',
     };
     const procfile = await fs.readFile('Procfile', 'utf8');
-    const commands = Object.fromEntries(procfile.trim().split('\n').map((l) => l.split(/:\s+/)));
+    const commands = Object.fromEntries(
+      procfile
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/:\s+/)),
+    );
     expect(Object.keys(commands)).toEqual(['web', 'worker', 'clock', 'router']);
     const procs = (['web', 'worker', 'clock', 'router'] as const).map((name) => {
       const args = commands[name]!.split(' ').slice(2);
@@ -132,8 +151,12 @@ describe('the pgfleet command', () => {
     const url = await waitFor('web to listen', async () => /listening on (http:\/\/\S+)/.exec(procs[0]!.out())?.[1]);
     const apiEnv = { ...env, PGFLEET_API_URL: url };
     const created = JSON.parse(await cli(['servers', 'create', '--json'], apiEnv)) as { id: string };
-    await waitFor('the server to become available', async () => (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'));
-    const { rows } = await db.pool.query<{ host: string; port: number; sealed: string }>('select host, port, superuser_password_sealed as sealed from servers');
+    await waitFor('the server to become available', async () =>
+      (await cli(['servers', 'show', created.id], apiEnv)).includes('state:      available'),
+    );
+    const { rows } = await db.pool.query<{ host: string; port: number; sealed: string }>(
+      'select host, port, superuser_password_sealed as sealed from servers',
+    );
     const s = rows[0]!;
     const pw = TEST_SEALER.open(s.sealed);
     expect(await psql(`postgres://postgres:${encodeURIComponent(pw)}@${s.host}:${s.port}/postgres`, 'select 1')).toBe('1');
@@ -146,21 +169,37 @@ describe('the pgfleet command', () => {
     const uuid = randomUUID();
     const provision = await fetch(`${url}/heroku/resources`, {
       method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`pgfleet:${env.ADDON_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' },
+      headers: {
+        authorization: `Basic ${Buffer.from(`pgfleet:${env.ADDON_PASSWORD}`).toString('base64')}`,
+        'content-type': 'application/json',
+      },
       body: JSON.stringify({ uuid, plan: 'ha', region: 'us' }),
     });
     expect(provision.status).toBe(202);
     type Shown = { state: string; config: { PGFLEET_URL: string }; servers: { id: string; role: string; state: string; port: number }[] };
-    const shown = async () => (await (await fetch(`${url}/api/resources/${uuid}`, { headers: { authorization: `Bearer ${env.OPERATOR_TOKEN}` } })).json()) as Shown;
+    const shown = async () =>
+      (await (await fetch(`${url}/api/resources/${uuid}`, { headers: { authorization: `Bearer ${env.OPERATOR_TOKEN}` } })).json()) as Shown;
     const ready = await waitFor('the ha database', async () => ((await shown()).state === 'available' ? shown() : undefined), 120_000);
     const standby = ready.servers.find((s) => s.role === 'standby')!;
     await psql(ready.config.PGFLEET_URL, 'create table kept (n int); insert into kept values (1)');
     expect(await cli(['promote', uuid], apiEnv)).toMatch(new RegExp(`^switching over ${uuid}: its standby becomes the primary`));
-    await waitFor('the switchover', async () => {
-      const r = await shown();
-      return r.state === 'available' && r.servers.some((s) => s.id === standby.id && s.role === 'primary');
-    }, 120_000);
-    await waitFor('the URL to take writes on the new primary', async () => (await psql(ready.config.PGFLEET_URL, 'insert into kept values (2)').then(() => true, () => false)), 30_000);
+    await waitFor(
+      'the switchover',
+      async () => {
+        const r = await shown();
+        return r.state === 'available' && r.servers.some((s) => s.id === standby.id && s.role === 'primary');
+      },
+      120_000,
+    );
+    await waitFor(
+      'the URL to take writes on the new primary',
+      async () =>
+        await psql(ready.config.PGFLEET_URL, 'insert into kept values (2)').then(
+          () => true,
+          () => false,
+        ),
+      30_000,
+    );
     const primary = (await shown()).servers.find((s) => s.role === 'primary')!;
     expect(primary.id).toBe(standby.id);
     expect(await psql(ready.config.PGFLEET_URL, 'select count(*), inet_server_port() from kept')).toBe(`2|${primary.port}`);
@@ -169,12 +208,15 @@ describe('the pgfleet command', () => {
   }, 240_000);
 
   it('names the variable when the configuration is wrong, and the fix when the API is unreachable', async () => {
-    const bad = await exec(process.execPath, [BIN, 'start'], { env: { ...process.env, PORT: 'abc' } }).catch((e: { code: number; stderr: string }) => e);
+    const bad = await exec(process.execPath, [BIN, 'start'], { env: { ...process.env, PORT: 'abc' } }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(bad).toMatchObject({ code: 1, stderr: 'pgfleet: PORT must be a whole number from 0 to 65535, not "abc"\n' });
     const home = await newHome();
     const env: NodeJS.ProcessEnv = { ...process.env, PGFLEET_HOME: home, PGFLEET_API_URL: 'http://127.0.0.1:1' };
     delete env.OPERATOR_TOKEN;
-    const fails = (args: string[], extra: Record<string, string> = {}) => exec(process.execPath, [BIN, ...args], { env: { ...env, ...extra } }).catch((e: { code: number; stderr: string }) => e);
+    const fails = (args: string[], extra: Record<string, string> = {}) =>
+      exec(process.execPath, [BIN, ...args], { env: { ...env, ...extra } }).catch((e: { code: number; stderr: string }) => e);
     const down = await fails(['servers'], { OPERATOR_TOKEN: 'cli-test-token-0123456789' });
     expect(down).toMatchObject({ code: 1 });
     expect((down as { stderr: string }).stderr).toMatch(/cannot reach pgfleet at http:\/\/127.0.0.1:1/);

@@ -68,7 +68,9 @@ describe('the operator console in a real browser', () => {
     expect(await rows.count()).toBeGreaterThan(5);
     expect(await page.locator('#timeline').innerText()).toContain('available → unreachable');
     expect(await page.locator('#timeline').innerText()).toContain('restart done in');
-    expect(await page.locator('.node.current').allTextContents()).toEqual(expect.arrayContaining([expect.stringMatching(/^resolved/), expect.stringMatching(/^available/)]));
+    expect(await page.locator('.node.current').allTextContents()).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^resolved/), expect.stringMatching(/^available/)]),
+    );
     await page.screenshot({ path: path.join(ARTIFACTS, 'console-incident.png'), fullPage: true });
 
     // The server's own page draws its machine, with where each state can go.
@@ -83,7 +85,9 @@ describe('the operator console in a real browser', () => {
     const [server] = (await system.api('GET', '/api/servers')).body as { id: string }[];
     // An exception stays escalated until a human says otherwise (a condition would clear itself).
     await transaction(db.pool, (client) => escalateException(client, server!.id, 'observe', 'boom'));
-    const [open] = ((await system.api('GET', '/api/incidents')).body as { id: string; reason: string; state: string }[]).filter((i) => i.reason === 'observe raised an error');
+    const [open] = ((await system.api('GET', '/api/incidents')).body as { id: string; reason: string; state: string }[]).filter(
+      (i) => i.reason === 'observe raised an error',
+    );
     expect(open?.state).toBe('escalated');
     const page = await browser.newPage();
     await page.goto(`${system.running.url}/console/incidents/${open!.id}`);
@@ -98,7 +102,9 @@ describe('the operator console in a real browser', () => {
   });
 
   it('lists dead jobs and retries one from the browser', async () => {
-    await db.pool.query(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up: connection refused', now())`);
+    await db.pool.query(
+      `insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up: connection refused', now())`,
+    );
     const page = await browser.newPage();
     await page.goto(`${system.running.url}/console/login`);
     await page.fill('#token', TOKEN);

@@ -28,19 +28,39 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
 
   const cases: [string, () => Promise<{ status: number; body: { error?: string } }>, number, RegExp][] = [
     ['no token', () => system.api('GET', '/api/servers', undefined, { authorization: '' }), 401, /Authorization: Bearer/],
-    ['a wrong token', () => system.api('POST', '/api/servers', { provider: 'local' }, { authorization: 'Bearer nope' }), 401, /operator token/],
+    [
+      'a wrong token',
+      () => system.api('POST', '/api/servers', { provider: 'local' }, { authorization: 'Bearer nope' }),
+      401,
+      /operator token/,
+    ],
     ['malformed JSON', () => system.api('POST', '/api/servers', '{"provider": "local"'), 400, /JSON/],
     ['a JSON array', () => system.api('POST', '/api/servers', '[1,2]'), 400, /JSON object/],
-    ['an unknown provider', () => system.api('POST', '/api/servers', { provider: 'mars' }), 422, /unknown provider "mars": use one of "local"/],
+    [
+      'an unknown provider',
+      () => system.api('POST', '/api/servers', { provider: 'mars' }),
+      422,
+      /unknown provider "mars": use one of "local"/,
+    ],
     ['a provider that is not a string', () => system.api('POST', '/api/servers', { provider: 7 }), 422, /unknown provider 7/],
     ['an unknown field', () => system.api('POST', '/api/servers', { provider: 'local', size: 'xl' }), 422, /unknown field "size"/],
-    ['a body that is not JSON', () => system.api('POST', '/api/servers', 'provider=local', { 'content-type': 'application/x-www-form-urlencoded' }), 415, /Content-Type: application\/json/],
-    ['an oversized body', () => system.api('POST', '/api/servers', JSON.stringify({ provider: 'local', pad: 'x'.repeat(100_000) })), 413, /larger than/],
+    [
+      'a body that is not JSON',
+      () => system.api('POST', '/api/servers', 'provider=local', { 'content-type': 'application/x-www-form-urlencoded' }),
+      415,
+      /Content-Type: application\/json/,
+    ],
+    [
+      'an oversized body',
+      () => system.api('POST', '/api/servers', JSON.stringify({ provider: 'local', pad: 'x'.repeat(100_000) })),
+      413,
+      /larger than/,
+    ],
     ['an unknown id', () => system.api('GET', `/api/servers/${randomUUID()}`), 404, /no server with id/],
     ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /ids look like/],
     ['deleting an unknown id', () => system.api('DELETE', `/api/servers/${randomUUID()}`), 404, /no live server/],
     ['retrying a job that is not dead', () => system.api('POST', '/api/jobs/999999/retry'), 404, /no dead job with id "999999"/],
-    ['retrying a job id that is not a number', () => system.api('POST', "/api/jobs/1;drop/retry"), 404, /no dead job/],
+    ['retrying a job id that is not a number', () => system.api('POST', '/api/jobs/1;drop/retry'), 404, /no dead job/],
     ['an unknown route', () => system.api('GET', '/api/nothing'), 404, /no route GET \/api\/nothing/],
   ];
 
@@ -57,7 +77,13 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
   it('lists the plan catalog', async () => {
     const plans = await system.api('GET', '/api/plans');
     expect(plans.status).toBe(200);
-    expect(plans.body.map((p: { name: string; kind: string }) => `${p.name}:${p.kind}`)).toEqual(['shared:shared', 'shared-plus:shared', 'dedicated:dedicated', 'ha:dedicated', 'ha-strict:dedicated']);
+    expect(plans.body.map((p: { name: string; kind: string }) => `${p.name}:${p.kind}`)).toEqual([
+      'shared:shared',
+      'shared-plus:shared',
+      'dedicated:dedicated',
+      'ha:dedicated',
+      'ha-strict:dedicated',
+    ]);
     expect(plans.body.every((p: { connectionLimit: number }) => p.connectionLimit > 0)).toBe(true);
   });
 
@@ -68,7 +94,11 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
     const list = await system.api('GET', '/api/servers');
     expect(list.body.map((s: { id: string }) => s.id)).toEqual([created.body.id]);
     const shown = await system.api('GET', `/api/servers/${created.body.id}`);
-    expect(shown.body).toMatchObject({ id: created.body.id, state: 'provisioning', transitions: [{ from: null, to: 'provisioning', event: 'create' }] });
+    expect(shown.body).toMatchObject({
+      id: created.body.id,
+      state: 'provisioning',
+      transitions: [{ from: null, to: 'provisioning', event: 'create' }],
+    });
     expect(JSON.stringify(shown.body)).not.toMatch(/password/i);
   });
 });
@@ -79,7 +109,8 @@ describe('dead jobs', () => {
     const system = await startSystem(db.url, ['web']);
     try {
       await db.pool.query(
-        `insert into jobs (task, attempts, max_attempts, last_error, dead_at) values ('restart', 10, 10, 'pg_ctl: could not start server', now())`,
+        `insert into jobs (task, attempts, max_attempts, last_error, dead_at)
+         values ('restart', 10, 10, 'pg_ctl: could not start server', now())`,
       );
       const dead = await system.api('GET', '/api/jobs/dead');
       expect(dead.status).toBe(200);

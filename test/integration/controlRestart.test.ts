@@ -49,14 +49,18 @@ function gate(): { wait: Promise<void>; open: () => void } {
   return { wait, open };
 }
 
-const runningJobs = async () => (await pool.query<{ task: string; locked_by: string }>('select task, locked_by from jobs where locked_by is not null')).rows;
+const runningJobs = async () =>
+  (await pool.query<{ task: string; locked_by: string }>('select task, locked_by from jobs where locked_by is not null')).rows;
 
 describe('a restart of the control database', () => {
   it('leaves a worker running: what ended meanwhile is recorded, and new jobs wake it by NOTIFY again', async () => {
     await pool.query('delete from jobs');
     const slow = gate();
     const ran: string[] = [];
-    const handlers: Record<string, JobHandler> = { slow: () => slow.wait.then(() => void ran.push('slow')), quick: async () => void ran.push('quick') };
+    const handlers: Record<string, JobHandler> = {
+      slow: () => slow.wait.then(() => void ran.push('slow')),
+      quick: async () => void ran.push('quick'),
+    };
     // A poll of a minute: only a NOTIFY, heard on a LISTEN connection made again, wakes it in time.
     const worker = new Worker(pool, { queues: undefined, concurrency: 4, leaseSeconds: 30, handlers, log, pollMs: 60_000 });
     await worker.start();
@@ -65,7 +69,7 @@ describe('a restart of the control database', () => {
       await waitFor('the slow job to start', async () => (await runningJobs()).length === 1);
       // It ends while the database is down: its completion cannot be recorded then.
       const upAt = await restart('fast', 1500, () => slow.open());
-      await waitFor('the slow job\'s end to be recorded', async () => (await pool.query('select 1 from jobs')).rowCount === 0, 5_000);
+      await waitFor("the slow job's end to be recorded", async () => (await pool.query('select 1 from jobs')).rowCount === 0, 5_000);
       process.stdout.write(`ended job recorded ${Date.now() - upAt} ms after the control database came back\n`);
       await new Promise((r) => setTimeout(r, 1500));
       const enqueuedAt = Date.now();
@@ -110,7 +114,16 @@ describe('a restart of the control database', () => {
     const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-home-'));
     await fs.chmod(home, 0o755);
     const child = spawn(process.execPath, ['bin/pgfleet.js', 'start'], {
-      env: { ...process.env, DATABASE_URL: control.url, PGFLEET_HOME: home, PORT: '0', OPERATOR_TOKEN: TOKEN, PGFLEET_ENCRYPTION_KEY: TEST_KEY, LOG_LEVEL: 'warn', LOG_FORMAT: 'logfmt' },
+      env: {
+        ...process.env,
+        DATABASE_URL: control.url,
+        PGFLEET_HOME: home,
+        PORT: '0',
+        OPERATOR_TOKEN: TOKEN,
+        PGFLEET_ENCRYPTION_KEY: TEST_KEY,
+        LOG_LEVEL: 'warn',
+        LOG_FORMAT: 'logfmt',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -124,15 +137,23 @@ describe('a restart of the control database', () => {
       await new Promise((r) => setTimeout(r, 3000));
       expect(exited).toBeUndefined();
       await enqueueUnlessQueued(pool, 'prune_archives', 'default', [{}]);
-      await waitFor('the worker to run a new job', async () => (await pool.query('select 1 from jobs')).rowCount === 0, 10_000).catch(async (err: Error) => {
-        // What was left, and what pgfleet said: one failure under a full run left no trace.
-        const { rows } = await pool.query(`select task, lane, locked_by, locked_until::text, run_at::text, dead_at::text, last_error from jobs`);
-        throw new Error(`${err.message}; jobs: ${JSON.stringify(rows)}; pgfleet said: ${out.slice(-3000)}`);
-      });
-      const res = await waitFor('the web process to answer', async () => {
-        const r = await fetch(`${url}/api/servers`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => undefined);
-        return r?.status === 200 ? r : undefined;
-      }, 10_000);
+      await waitFor('the worker to run a new job', async () => (await pool.query('select 1 from jobs')).rowCount === 0, 10_000).catch(
+        async (err: Error) => {
+          // What was left, and what pgfleet said: one failure under a full run left no trace.
+          const { rows } = await pool.query(
+            `select task, lane, locked_by, locked_until::text, run_at::text, dead_at::text, last_error from jobs`,
+          );
+          throw new Error(`${err.message}; jobs: ${JSON.stringify(rows)}; pgfleet said: ${out.slice(-3000)}`);
+        },
+      );
+      const res = await waitFor(
+        'the web process to answer',
+        async () => {
+          const r = await fetch(`${url}/api/servers`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => undefined);
+          return r?.status === 200 ? r : undefined;
+        },
+        10_000,
+      );
       expect(await res.json()).toEqual([]);
       expect(exited).toBeUndefined();
       expect(out).not.toMatch(/Unhandled|uncaught/i);

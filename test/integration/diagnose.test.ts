@@ -5,7 +5,6 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts
 import { addonFetch, startSystem, type System } from '../support/system.ts';
 import { verifyFull } from '../support/tls.ts';
 
-
 describe('info and diagnose of a customer database', () => {
   let db: TestDatabase;
   let system: System;
@@ -71,12 +70,22 @@ describe('info and diagnose of a customer database', () => {
       const res = await system.api('GET', `/api/resources/${id}/diagnose?long=1`);
       const s = status(res.body);
       // Each check turns once its session has been at it for over a second.
-      return s['blocking queries'] === 'red' && s['idle in transaction'] !== 'green' && s['long running queries'] !== 'green' ? res.body : undefined;
+      return s['blocking queries'] === 'red' && s['idle in transaction'] !== 'green' && s['long running queries'] !== 'green'
+        ? res.body
+        : undefined;
     });
     const s = status(checks);
-    expect(s).toMatchObject({ 'blocking queries': 'red', 'long transactions': 'yellow', 'long running queries': 'yellow', 'connection count': 'green' });
+    expect(s).toMatchObject({
+      'blocking queries': 'red',
+      'long transactions': 'yellow',
+      'long running queries': 'yellow',
+      'connection count': 'green',
+    });
     const blocking = checks.find((c: { name: string }) => c.name === 'blocking queries');
-    expect(blocking.rows[0]).toMatchObject({ blocked_pid: (waiter as unknown as { processID: number }).processID, blocking_pid: (holder as unknown as { processID: number }).processID });
+    expect(blocking.rows[0]).toMatchObject({
+      blocked_pid: (waiter as unknown as { processID: number }).processID,
+      blocking_pid: (holder as unknown as { processID: number }).processID,
+    });
     await holder.query('rollback');
     await waiting;
     expect(status((await system.api('GET', `/api/resources/${id}/diagnose?long=1`)).body)['blocking queries']).toBe('green');

@@ -18,7 +18,30 @@ const SEED = Number(process.env.FUZZ_SEED ?? 20_260_310);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 5000);
 const SSO_SALT = 'sso-salt-0123456789abcdef';
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
-const KEYS = ['uuid', 'plan', 'region', 'options', 'provider', 'follow', 'at', 'url', 'token', 'next', 'csrf', 'resource_id', 'resource_token', 'timestamp', 'user_scoped_resource_token', 'user_uuid', 'user_email', 'oauth_grant', 'callback_url', 'name', '__proto__', 'constructor'];
+const KEYS = [
+  'uuid',
+  'plan',
+  'region',
+  'options',
+  'provider',
+  'follow',
+  'at',
+  'url',
+  'token',
+  'next',
+  'csrf',
+  'resource_id',
+  'resource_token',
+  'timestamp',
+  'user_scoped_resource_token',
+  'user_uuid',
+  'user_email',
+  'oauth_grant',
+  'callback_url',
+  'name',
+  '__proto__',
+  'constructor',
+];
 /** Stands for JSON nested 10,000 deep, spliced in as text: the test itself must not recurse through it. */
 const DEEP = '<nested 10,000 deep>';
 const DEEP_JSON = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
@@ -32,18 +55,27 @@ interface Answer {
 /** node:http, not fetch: any method may carry a body, and headers go as written. */
 function send(base: string, method: string, path: string, headers: Record<string, string>, body: string | undefined): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${path}`, { method, headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text }));
-    });
+    const req = httpRequest(
+      `${base}${path}`,
+      { method, headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
 }
 
-const cookieValue = (answer: Answer, name: string) => [answer.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith(`${name}=`))?.split(';')[0]?.slice(name.length + 1);
+const cookieValue = (answer: Answer, name: string) =>
+  [answer.headers['set-cookie'] ?? []]
+    .flat()
+    .find((c) => c.startsWith(`${name}=`))
+    ?.split(';')[0]
+    ?.slice(name.length + 1);
 
 describe('every HTTP endpoint, fuzzed', () => {
   let db: TestDatabase;
@@ -56,17 +88,41 @@ describe('every HTTP endpoint, fuzzed', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    system = await startSystem(db.url, ['web'], { ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '0' });
+    system = await startSystem(db.url, ['web'], {
+      ADDON_SSO_SALT: SSO_SALT,
+      HEROKU_API_URL: 'https://api.heroku.com',
+      PGFLEET_ANSWER_WITHIN: '0',
+    });
     base = system.running.url!;
     routes = routesOf(system.running.web!);
     // Ids that exist, so generated requests reach past "no such id".
     const resource = randomUUID();
-    expect((await send(base, 'POST', '/heroku/resources', { authorization: ADDON_BASIC, 'content-type': 'application/json' }, JSON.stringify({ uuid: resource, plan: 'shared', region: 'us' }))).status).toBe(202);
+    expect(
+      (
+        await send(
+          base,
+          'POST',
+          '/heroku/resources',
+          { authorization: ADDON_BASIC, 'content-type': 'application/json' },
+          JSON.stringify({ uuid: resource, plan: 'shared', region: 'us' }),
+        )
+      ).status,
+    ).toBe(202);
     const server = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
-    const { rows } = await db.pool.query<{ id: string }>(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now()) returning id::text`);
+    const { rows } = await db.pool.query<{ id: string }>(
+      `insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now()) returning id::text`,
+    );
     known.push(resource, server, rows[0]!.id);
-    const { rows: tables } = await db.pool.query<{ name: string }>(`select tablename as name from pg_tables where schemaname = 'public' order by 1`);
-    digestSql = `select ${tables.map((t, i) => `(select md5(coalesce(string_agg(x::text, '|' order by x::text), '')) from ${pg.escapeIdentifier(t.name)} x) as "${i}:${t.name}"`).join(', ')}`;
+    const { rows: tables } = await db.pool.query<{ name: string }>(
+      `select tablename as name from pg_tables where schemaname = 'public' order by 1`,
+    );
+    digestSql = `select ${tables
+      .map(
+        (t, i) =>
+          `(select md5(coalesce(string_agg(x::text, '|' order by x::text), '')) ` +
+          `from ${pg.escapeIdentifier(t.name)} x) as "${i}:${t.name}"`,
+      )
+      .join(', ')}`;
   });
   afterAll(async () => {
     await system?.stop();
@@ -78,19 +134,44 @@ describe('every HTTP endpoint, fuzzed', () => {
 
   /** Sessions to send: fresh ones when a request ended them (or deprovisioned the database). */
   async function ensureSessions(): Promise<void> {
-    const live = async (purpose: string) => (await db.pool.query(`select 1 from sessions where purpose = $1 and ended_at is null and expires_at > now()`, [purpose])).rowCount! > 0;
+    const live = async (purpose: string) =>
+      (await db.pool.query(`select 1 from sessions where purpose = $1 and ended_at is null and expires_at > now()`, [purpose])).rowCount! >
+      0;
     if (!(await live('console'))) {
-      const login = await send(base, 'POST', '/console/login', { 'content-type': 'application/x-www-form-urlencoded' }, new URLSearchParams({ token: TOKEN }).toString());
+      const login = await send(
+        base,
+        'POST',
+        '/console/login',
+        { 'content-type': 'application/x-www-form-urlencoded' },
+        new URLSearchParams({ token: TOKEN }).toString(),
+      );
       sessions.console.cookie = `pgfleet_console=${cookieValue(login, 'pgfleet_console')}`;
-      sessions.console.csrf = /name="csrf" value="([^"]+)"/.exec((await send(base, 'GET', '/console', { cookie: sessions.console.cookie }, undefined)).text)?.[1] ?? '';
+      sessions.console.csrf =
+        /name="csrf" value="([^"]+)"/.exec(
+          (await send(base, 'GET', '/console', { cookie: sessions.console.cookie }, undefined)).text,
+        )?.[1] ?? '';
     }
     if (!(await live('sso'))) {
       const timestamp = String(Math.floor(Date.now() / 1000));
       const user = { user_uuid: randomUUID(), user_email: 'fuzz@example.com' };
-      const fields = { resource_id: known[0]!, timestamp, ...user, user_scoped_resource_token: userScopedToken(known[0]!, SSO_SALT, timestamp, user.user_uuid, user.user_email) };
-      const login = await send(base, 'POST', '/sso/login', { 'content-type': 'application/x-www-form-urlencoded' }, new URLSearchParams(fields).toString());
+      const fields = {
+        resource_id: known[0]!,
+        timestamp,
+        ...user,
+        user_scoped_resource_token: userScopedToken(known[0]!, SSO_SALT, timestamp, user.user_uuid, user.user_email),
+      };
+      const login = await send(
+        base,
+        'POST',
+        '/sso/login',
+        { 'content-type': 'application/x-www-form-urlencoded' },
+        new URLSearchParams(fields).toString(),
+      );
       sessions.sso.cookie = `pgfleet_sso=${cookieValue(login, 'pgfleet_sso') ?? ''}`;
-      sessions.sso.csrf = /name="csrf" value="([^"]+)"/.exec((await send(base, 'GET', `/sso/resources/${known[0]}`, { cookie: sessions.sso.cookie }, undefined)).text)?.[1] ?? '';
+      sessions.sso.csrf =
+        /name="csrf" value="([^"]+)"/.exec(
+          (await send(base, 'GET', `/sso/resources/${known[0]}`, { cookie: sessions.sso.cookie }, undefined)).text,
+        )?.[1] ?? '';
     }
   }
 
@@ -103,12 +184,37 @@ describe('every HTTP endpoint, fuzzed', () => {
       fc.constantFrom("1' or '1'='1", '..', '__proto__', 'constructor', '-1', '99999999999999999999', 'a'.repeat(300), '%', 'x\r\ny'),
     );
     /** Values that broke something once, or could: header breakers, lone surrogates, prototype names, deep nesting. */
-    const nasty = fc.constantFrom('/console\r\nSet-Cookie: a=b', '\ud800', '\u0000', 'x'.repeat(70_000), 'constructor', '__proto__', 'toString', -1, 1e308, null, [], {});
+    const nasty = fc.constantFrom(
+      '/console\r\nSet-Cookie: a=b',
+      '\ud800',
+      '\u0000',
+      'x'.repeat(70_000),
+      'constructor',
+      '__proto__',
+      'toString',
+      -1,
+      1e308,
+      null,
+      [],
+      {},
+    );
     const value = fc.oneof(
       { weight: 2, arbitrary: nasty },
       fc.constant(DEEP),
       fc.jsonValue({ maxDepth: 3 }),
-      fc.constantFrom(...known, 'shared', 'shared-plus', 'dedicated', 'ha', 'us', 'eu', 'local', '/console/jobs', new Date(Date.now() + 3_600_000).toISOString(), 'https://api.heroku.com/addons/x'),
+      fc.constantFrom(
+        ...known,
+        'shared',
+        'shared-plus',
+        'dedicated',
+        'ha',
+        'us',
+        'eu',
+        'local',
+        '/console/jobs',
+        new Date(Date.now() + 3_600_000).toISOString(),
+        'https://api.heroku.com/addons/x',
+      ),
       fc.uuid(),
       fc.string({ unit: 'binary', maxLength: 40 }),
     );
@@ -124,7 +230,9 @@ describe('every HTTP endpoint, fuzzed', () => {
     const goodFor = (url: string) => Object.entries(good).find(([k]) => url.startsWith(k) || url.endsWith(k))?.[1] ?? {};
     const mutated = (base: Record<string, unknown>) =>
       fc
-        .dictionary(fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...Object.keys(base), 'uuid') }, fc.constantFrom(...KEYS)), value, { maxKeys: 2 })
+        .dictionary(fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...Object.keys(base), 'uuid') }, fc.constantFrom(...KEYS)), value, {
+          maxKeys: 2,
+        })
         .map((changes) => Object.assign({ ...base }, changes));
     const body = (url: string) =>
       fc.oneof(
@@ -136,22 +244,36 @@ describe('every HTTP endpoint, fuzzed', () => {
         fc.constant({ raw: '' }),
       );
     /** Mostly what the route takes, so requests get past the door; now and then anything. */
-    const mostly = <T,>(usual: T, others: readonly T[]) => fc.oneof({ weight: 4, arbitrary: fc.constant(usual) }, { weight: 1, arbitrary: fc.constantFrom(...others) });
-    const rightAuth = (url: string) => (url.startsWith('/api') || url === '/metrics' ? 'operator' : url.startsWith('/heroku') ? 'addon' : 'none');
+    const mostly = <T>(usual: T, others: readonly T[]) =>
+      fc.oneof({ weight: 4, arbitrary: fc.constant(usual) }, { weight: 1, arbitrary: fc.constantFrom(...others) });
+    const rightAuth = (url: string) =>
+      url.startsWith('/api') || url === '/metrics' ? 'operator' : url.startsWith('/heroku') ? 'addon' : 'none';
     const rightCookie = (url: string) => (url.startsWith('/console') ? 'console' : url.startsWith('/sso') ? 'sso' : 'none');
-    const rightType = (url: string) => (url.startsWith('/console') || url.startsWith('/sso') ? 'application/x-www-form-urlencoded' : 'application/json');
+    const rightType = (url: string) =>
+      url.startsWith('/console') || url.startsWith('/sso') ? 'application/x-www-form-urlencoded' : 'application/json';
     // Routes that take a body are drawn twice as often: there is more to get wrong.
-    const weighted = [...routes, { method: 'GET', url: '/:id' }, { method: 'POST', url: '/api/:id' }].flatMap((route) => (['GET', 'HEAD'].includes(route.method) ? [route] : [route, route]));
+    const weighted = [...routes, { method: 'GET', url: '/:id' }, { method: 'POST', url: '/api/:id' }].flatMap((route) =>
+      ['GET', 'HEAD'].includes(route.method) ? [route] : [route, route],
+    );
     const request = fc.constantFrom(...weighted).chain((route) =>
       fc.record({
         route: fc.constant(route),
         method: mostly(route.method, METHODS),
         id,
-        query: fc.dictionary(fc.constantFrom('token', 'timestamp', 'nav-data', 'next', 'failed', 'long', 'resource_id'), printable, { maxKeys: 3 }),
+        query: fc.dictionary(fc.constantFrom('token', 'timestamp', 'nav-data', 'next', 'failed', 'long', 'resource_id'), printable, {
+          maxKeys: 3,
+        }),
         auth: mostly(rightAuth(route.url), ['none', 'operator', 'addon', 'wrong-basic', 'wrong-bearer', 'garbage']),
         cookie: mostly(rightCookie(route.url), ['none', 'console', 'sso', 'sso-as-console', 'console-as-sso', 'garbage']),
         csrf: fc.boolean(),
-        contentType: mostly<string | undefined>(rightType(route.url), [undefined, 'application/json', 'application/json; charset=utf-8', 'application/x-www-form-urlencoded', 'text/plain', 'multipart/form-data; boundary=x']),
+        contentType: mostly<string | undefined>(rightType(route.url), [
+          undefined,
+          'application/json',
+          'application/json; charset=utf-8',
+          'application/x-www-form-urlencoded',
+          'text/plain',
+          'multipart/form-data; boundary=x',
+        ]),
         body: body(route.url),
         forwardedProto: fc.option(fc.constantFrom('https', 'http', 'javascript')),
         partial: fc.boolean(),
@@ -163,22 +285,42 @@ describe('every HTTP endpoint, fuzzed', () => {
       fc.asyncProperty(request, async (r) => {
         await ensureSessions();
         const method = r.method;
-        const path = r.route.url.replace(/:\w+/g, () => encodeURIComponent(r.id)) + (Object.keys(r.query).length ? `?${new URLSearchParams(r.query)}` : '');
+        const path =
+          r.route.url.replace(/:\w+/g, () => encodeURIComponent(r.id)) +
+          (Object.keys(r.query).length ? `?${new URLSearchParams(r.query)}` : '');
         const headers: Record<string, string> = {};
-        const auth = { operator: `Bearer ${TOKEN}`, addon: ADDON_BASIC, 'wrong-basic': `Basic ${Buffer.from('pgfleet:nope').toString('base64')}`, 'wrong-bearer': 'Bearer nope', garbage: 'Negotiate ;;' } as Record<string, string>;
+        const auth = {
+          operator: `Bearer ${TOKEN}`,
+          addon: ADDON_BASIC,
+          'wrong-basic': `Basic ${Buffer.from('pgfleet:nope').toString('base64')}`,
+          'wrong-bearer': 'Bearer nope',
+          garbage: 'Negotiate ;;',
+        } as Record<string, string>;
         if (auth[r.auth]) headers.authorization = auth[r.auth]!;
         const swap = (c: string, to: string) => c.replace(/^[^=]+/, to);
-        const cookie = { console: sessions.console.cookie, sso: sessions.sso.cookie, 'sso-as-console': swap(sessions.sso.cookie, 'pgfleet_console'), 'console-as-sso': swap(sessions.console.cookie, 'pgfleet_sso'), garbage: 'pgfleet_console=%; pgfleet_sso=="' } as Record<string, string>;
+        const cookie = {
+          console: sessions.console.cookie,
+          sso: sessions.sso.cookie,
+          'sso-as-console': swap(sessions.sso.cookie, 'pgfleet_console'),
+          'console-as-sso': swap(sessions.console.cookie, 'pgfleet_sso'),
+          garbage: 'pgfleet_console=%; pgfleet_sso=="',
+        } as Record<string, string>;
         if (cookie[r.cookie]) headers.cookie = cookie[r.cookie]!;
         if (r.forwardedProto) headers['x-forwarded-proto'] = r.forwardedProto;
         if (r.partial) headers['x-pgfleet-partial'] = '1';
         let text: string | undefined;
         if (method !== 'GET' && method !== 'HEAD') {
           const b = r.body;
-          const fields = typeof b === 'object' && b !== null && !Array.isArray(b) && !('raw' in b) ? { ...b, ...(r.csrf ? { csrf: r.cookie.startsWith('sso') ? sessions.sso.csrf : sessions.console.csrf } : {}) } : b;
+          const fields =
+            typeof b === 'object' && b !== null && !Array.isArray(b) && !('raw' in b)
+              ? { ...b, ...(r.csrf ? { csrf: r.cookie.startsWith('sso') ? sessions.sso.csrf : sessions.console.csrf } : {}) }
+              : b;
           if (r.contentType) headers['content-type'] = r.contentType;
           if (typeof fields === 'object' && fields !== null && 'raw' in fields && typeof fields.raw === 'string') text = fields.raw;
-          else if (r.contentType === 'application/x-www-form-urlencoded' && typeof fields === 'object' && fields !== null) text = new URLSearchParams(Object.entries(fields).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])).toString();
+          else if (r.contentType === 'application/x-www-form-urlencoded' && typeof fields === 'object' && fields !== null)
+            text = new URLSearchParams(
+              Object.entries(fields).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+            ).toString();
           else text = typeof fields === 'string' ? fields : JSON.stringify(fields);
           text = text.replaceAll(JSON.stringify(DEEP), DEEP_JSON);
         }

@@ -42,7 +42,13 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
   /** An ha database through the add-on API, once the platform has its config. */
   async function provisionHa(plan = 'ha'): Promise<{ uuid: string; url: string; readOnlyUrl: string }> {
     const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan, region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid,
+      plan,
+      region: 'us',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      oauth_grant: { code: 'g' },
+    });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
@@ -58,15 +64,26 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
 
   /** Until the resource is whole again: available, its old primary back as a synchronous standby. */
   async function rejoined(uuid: string, url: string, oldPrimary: string): Promise<{ primary: Shown; standby: Shown }> {
-    const r = await waitFor('the old primary to rejoin as a standby', async () => {
-      const shown = await resource(uuid);
-      return shown.state === 'available' && withRole(shown, 'standby')?.id === oldPrimary && withRole(shown, 'standby').state === 'available' ? shown : undefined;
-    }, 90_000);
+    const r = await waitFor(
+      'the old primary to rejoin as a standby',
+      async () => {
+        const shown = await resource(uuid);
+        return shown.state === 'available' &&
+          withRole(shown, 'standby')?.id === oldPrimary &&
+          withRole(shown, 'standby').state === 'available'
+          ? shown
+          : undefined;
+      },
+      90_000,
+    );
     const primary = withRole(r, 'primary');
     const standby = withRole(r, 'standby');
     expect(r.servers).toHaveLength(2);
     expect(await psql(serverUrl(url, standby.port), 'select pg_is_in_recovery()')).toBe('t');
-    const sync = await psql(await adminUrl(db.pool, primary.id), `select application_name from pg_stat_replication where sync_state = 'sync'`);
+    const sync = await psql(
+      await adminUrl(db.pool, primary.id),
+      `select application_name from pg_stat_replication where sync_state = 'sync'`,
+    );
     expect(sync).toBe(oldPrimary.replace(/-/g, '_'));
     return { primary, standby };
   }
@@ -131,7 +148,9 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     const primary = withRole(shown, 'primary');
     const standby = withRole(shown, 'standby');
     const admin = await adminUrl(db.pool, primary.id);
-    const walsender = Number(await psql(admin, `select pid from pg_stat_replication where application_name = '${standby.id.replace(/-/g, '_')}'`));
+    const walsender = Number(
+      await psql(admin, `select pid from pg_stat_replication where application_name = '${standby.id.replace(/-/g, '_')}'`),
+    );
     expect(walsender).toBeGreaterThan(0);
     stopped.push(walsender);
     process.kill(walsender, 'SIGSTOP');
@@ -142,7 +161,10 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
   const incidentOf = async (uuid: string, reason: string) =>
     ((await system.api('GET', '/api/incidents')).body as Incident[]).find((i) => i.entity.id === uuid && i.reason === reason);
   const pages = (incidentId: string) =>
-    platform.callsTo('POST', '/pager').map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string }).filter((p) => p.dedup_key.includes(incidentId));
+    platform
+      .callsTo('POST', '/pager')
+      .map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string })
+      .filter((p) => p.dedup_key.includes(incidentId));
 
   it('stops waiting for a standby whose replication stalls, records it, and makes it synchronous again once it catches up', async () => {
     const { uuid, url } = await provisionHa();
@@ -166,7 +188,10 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       expect(await psql(stall.admin, 'show synchronous_standby_names')).toBe('');
       // The standby may lack acknowledged commits: not promoted, unless an operator accepts losing them.
       const promote = await system.api('POST', `/api/resources/${uuid}/promote`);
-      expect([promote.status, promote.body.error]).toEqual([409, expect.stringMatching(/without a synchronous copy since .*"force": true/)]);
+      expect([promote.status, promote.body.error]).toEqual([
+        409,
+        expect.stringMatching(/without a synchronous copy since .*"force": true/),
+      ]);
       // Running without a synchronous copy is an incident, which pages once it lasts.
       const opened = await waitFor('the incident', () => incidentOf(uuid, 'running without a synchronous copy'));
       await waitFor('the page', async () => (pages(opened.id).some((p) => p.event_action === 'trigger') ? true : undefined), 20_000);
@@ -174,18 +199,24 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       if (stall) process.kill(stall.walsender, 'SIGCONT');
     }
     // Caught up, the standby is synchronous again: a commit waits for it once more.
-    const whole = await waitFor('the standby to be synchronous again', async () => {
-      const r = await resource(uuid);
-      if (r.state !== 'available') return undefined;
-      const sync = await psql(stall!.admin, `select application_name from pg_stat_replication where sync_state = 'sync'`);
-      return sync === stall!.standby.id.replace(/-/g, '_') ? r : undefined;
-    }, 30_000);
+    const whole = await waitFor(
+      'the standby to be synchronous again',
+      async () => {
+        const r = await resource(uuid);
+        if (r.state !== 'available') return undefined;
+        const sync = await psql(stall!.admin, `select application_name from pg_stat_replication where sync_state = 'sync'`);
+        return sync === stall!.standby.id.replace(/-/g, '_') ? r : undefined;
+      },
+      30_000,
+    );
     expect(whole.unsynchronizedSince).toBeNull();
     await writer.stop();
     expect(writer.acknowledged.length).toBeGreaterThan(100);
     expect(await writer.missing()).toEqual([]);
     const incident = (await incidentOf(uuid, 'running without a synchronous copy'))!;
-    await waitFor('the incident to resolve', async () => ((await incidentOf(uuid, 'running without a synchronous copy'))?.state === 'resolved' ? true : undefined));
+    await waitFor('the incident to resolve', async () =>
+      (await incidentOf(uuid, 'running without a synchronous copy'))?.state === 'resolved' ? true : undefined,
+    );
     await waitFor('the page to resolve', async () => (pages(incident.id).some((p) => p.event_action === 'resolve') ? true : undefined));
     const timeline = (await system.api('GET', `/api/incidents/${incident.id}`)).body.timeline as { summary: string }[];
     for (const step of ['unsynchronized.desynchronizing', 'unsynchronized.waiting', 'unsynchronized.resynchronizing', 'available']) {
@@ -216,15 +247,27 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     await commit;
     await client.end();
     expect(await psql(serverUrl(url, stall.standby.port), 'select count(*) from strict')).toBe('1');
-    await waitFor('the resource to be available again', async () => ((await resource(uuid)).state === 'available' ? true : undefined), 30_000);
+    await waitFor(
+      'the resource to be available again',
+      async () => ((await resource(uuid)).state === 'available' ? true : undefined),
+      30_000,
+    );
     const { id } = (await incidentOf(uuid, 'synchronous standby stalled: commits wait'))!;
-    await waitFor('the incident to resolve', async () => ((await incidentOf(uuid, 'synchronous standby stalled: commits wait'))?.state === 'resolved' ? true : undefined));
+    await waitFor('the incident to resolve', async () =>
+      (await incidentOf(uuid, 'synchronous standby stalled: commits wait'))?.state === 'resolved' ? true : undefined,
+    );
     expect(((await system.api('GET', `/api/incidents/${id}`)).body as Incident).escalations.map((e) => e.reason)).toContain('stuck');
   });
 
   it('changes a dedicated database to ha and back: a standby is added and dropped, every row kept, the URL routed', async () => {
     const uuid = randomUUID();
-    const post = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'dedicated', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const post = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid,
+      plan: 'dedicated',
+      region: 'us',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      oauth_grant: { code: 'g' },
+    });
     expect(post.status).toBe(202);
     const first = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const direct = (JSON.parse(first.body).config as { value: string }[])[0]!.value;
@@ -233,12 +276,18 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
 
     const up = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'ha' });
     expect([200, 202]).toContain(up.status);
-    const ready = await waitFor('the standby to be added', async () => {
-      const r = await resource(uuid);
-      return r.state === 'available' && r.servers.length === 2 && r.servers.every((s: Shown) => s.state === 'available') ? r : undefined;
-    }, 120_000);
+    const ready = await waitFor(
+      'the standby to be added',
+      async () => {
+        const r = await resource(uuid);
+        return r.state === 'available' && r.servers.length === 2 && r.servers.every((s: Shown) => s.state === 'available') ? r : undefined;
+      },
+      120_000,
+    );
     expect(ready.plan).toBe('ha');
-    expect(ready.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['adding.standby.trying', 'adding.synchronous.trying']));
+    expect(ready.transitions.map((t: { to: string }) => t.to)).toEqual(
+      expect.arrayContaining(['adding.standby.trying', 'adding.synchronous.trying']),
+    );
     // The platform is handed the new URLs, the router's, which outlive any server.
     const patch = await waitFor('the new config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[1], 30_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
@@ -246,15 +295,27 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     expect(new URL(config.PGFLEET_URL!).port).not.toBe(new URL(direct).port);
     expect(await psql(config.PGFLEET_URL!, 'select count(*) from kept')).toBe('300');
     const standby = withRole(ready, 'standby');
-    expect(await psql(await adminUrl(db.pool, withRole(ready, 'primary').id), `select application_name from pg_stat_replication where sync_state = 'sync'`)).toBe(standby.id.replace(/-/g, '_'));
+    expect(
+      await psql(
+        await adminUrl(db.pool, withRole(ready, 'primary').id),
+        `select application_name from pg_stat_replication where sync_state = 'sync'`,
+      ),
+    ).toBe(standby.id.replace(/-/g, '_'));
 
     const down = await addonFetch(system, 'PUT', `/heroku/resources/${uuid}`, { plan: 'dedicated' });
     expect([200, 202]).toContain(down.status);
-    await waitFor('the standby to be dropped', async () => {
-      const r = await resource(uuid);
-      return r.state === 'available' && r.plan === 'dedicated' && r.servers.length === 1;
-    }, 60_000);
-    await waitFor('the standby server to be deleted', async () => (await system.api('GET', `/api/servers/${standby.id}`)).body.state === 'deleted');
+    await waitFor(
+      'the standby to be dropped',
+      async () => {
+        const r = await resource(uuid);
+        return r.state === 'available' && r.plan === 'dedicated' && r.servers.length === 1;
+      },
+      60_000,
+    );
+    await waitFor(
+      'the standby server to be deleted',
+      async () => (await system.api('GET', `/api/servers/${standby.id}`)).body.state === 'deleted',
+    );
     // The primary no longer waits for a standby, and the URL it was given stays.
     expect(await psql(await adminUrl(db.pool, withRole(ready, 'primary').id), 'show synchronous_standby_names')).toBe('');
     await psql(config.PGFLEET_URL!, 'insert into kept values (301)');
@@ -262,7 +323,16 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
 
     // Kind and standbys at once is two changes: refused, saying which to make first.
     const shared = randomUUID();
-    expect((await addonFetch(system, 'POST', '/heroku/resources', { uuid: shared, plan: 'shared', region: 'us', callback_url: `${platform.url}/addons/${shared}` })).status).toBe(200);
+    expect(
+      (
+        await addonFetch(system, 'POST', '/heroku/resources', {
+          uuid: shared,
+          plan: 'shared',
+          region: 'us',
+          callback_url: `${platform.url}/addons/${shared}`,
+        })
+      ).status,
+    ).toBe(200);
     const both = await addonFetch(system, 'PUT', `/heroku/resources/${shared}`, { plan: 'ha' });
     expect(both.status).toBe(422);
     expect(((await both.json()) as { message: string }).message).toMatch(/change to the dedicated plan first/);
@@ -275,7 +345,9 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     const standby = withRole(shown, 'standby');
     const where = () => psql(readOnlyUrl, 'select inet_server_port(), pg_is_in_recovery()');
     // The router follows the control database within a refresh (250 ms).
-    expect(await waitFor('reads to reach the standby', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 5_000)).toBe(true);
+    expect(
+      await waitFor('reads to reach the standby', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 5_000),
+    ).toBe(true);
     await expect(psql(readOnlyUrl, 'create table nope (n int)')).rejects.toThrow(/read-only transaction/);
 
     // Replay stops on the standby while the primary writes past the 1MB bound; commits are
@@ -284,11 +356,23 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     await psql(admin, 'select pg_wal_replay_pause()');
     try {
       await psql(url, `create table filler as select repeat('x', 1000) as pad from generate_series(1, 4000)`);
-      expect(await waitFor('reads to leave the lagging standby', async () => ((await where()) === `${primary.port}|f` ? true : undefined), 20_000)).toBe(true);
+      expect(
+        await waitFor(
+          'reads to leave the lagging standby',
+          async () => ((await where()) === `${primary.port}|f` ? true : undefined),
+          20_000,
+        ),
+      ).toBe(true);
     } finally {
       await psql(admin, 'select pg_wal_replay_resume()');
     }
-    expect(await waitFor('reads to come back to the standby once it caught up', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 20_000)).toBe(true);
+    expect(
+      await waitFor(
+        'reads to come back to the standby once it caught up',
+        async () => ((await where()) === `${standby.port}|t` ? true : undefined),
+        20_000,
+      ),
+    ).toBe(true);
     expect(await psql(readOnlyUrl, 'select count(*) from filler')).toBe('4000');
   });
 
@@ -304,17 +388,34 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     // A commit now waits for the lost standby, until the primary is told to stop waiting.
     await psql(url, 'insert into kept values (201)');
 
-    const replaced = await waitFor('a new standby', async () => {
-      const r = await resource(uuid);
-      const standby = r.state === 'available' ? withRole(r, 'standby') : undefined;
-      return standby && standby.id !== lost.id && standby.state === 'available' ? r : undefined;
-    }, 120_000);
-    expect(replaced.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['replacing.releasing.trying', 'replacing.synchronous.trying']));
+    const replaced = await waitFor(
+      'a new standby',
+      async () => {
+        const r = await resource(uuid);
+        const standby = r.state === 'available' ? withRole(r, 'standby') : undefined;
+        return standby && standby.id !== lost.id && standby.state === 'available' ? r : undefined;
+      },
+      120_000,
+    );
+    expect(replaced.transitions.map((t: { to: string }) => t.to)).toEqual(
+      expect.arrayContaining(['replacing.releasing.trying', 'replacing.synchronous.trying']),
+    );
     const standby = withRole(replaced, 'standby');
-    expect(await psql(await adminUrl(db.pool, withRole(replaced, 'primary').id), `select application_name from pg_stat_replication where sync_state = 'sync'`)).toBe(standby.id.replace(/-/g, '_'));
+    expect(
+      await psql(
+        await adminUrl(db.pool, withRole(replaced, 'primary').id),
+        `select application_name from pg_stat_replication where sync_state = 'sync'`,
+      ),
+    ).toBe(standby.id.replace(/-/g, '_'));
     await psql(url, 'insert into kept values (202)');
-    await waitFor('the new standby to have every row', async () => (await psql(serverUrl(url, standby.port), 'select count(*) from kept')) === '202');
-    await waitFor('the lost standby to be deleted', async () => (await system.api('GET', `/api/servers/${lost.id}`)).body.state === 'deleted');
+    await waitFor(
+      'the new standby to have every row',
+      async () => (await psql(serverUrl(url, standby.port), 'select count(*) from kept')) === '202',
+    );
+    await waitFor(
+      'the lost standby to be deleted',
+      async () => (await system.api('GET', `/api/servers/${lost.id}`)).body.state === 'deleted',
+    );
   });
 
   it('fails over when the primary is killed under writes: same URL, no acknowledged row lost, the old primary rejoins', async () => {
@@ -327,7 +428,9 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     const writer = await underWrites(ha.url, 'crashed', async () => void process.kill(postmaster!, 'SIGKILL'));
 
     const after = await resource(ha.uuid);
-    expect(after.transitions.map((t: { to: string }) => t.to)).toEqual(expect.arrayContaining(['failover.fencing.trying', 'failover.waiting', 'failover.promoting.trying']));
+    expect(after.transitions.map((t: { to: string }) => t.to)).toEqual(
+      expect.arrayContaining(['failover.fencing.trying', 'failover.waiting', 'failover.promoting.trying']),
+    );
     // The URL did not change: clients only reconnected.
     expect(after.config.PGFLEET_URL).toBe(ha.url);
     expect(await psql(ha.url, 'select inet_server_port(), pg_is_in_recovery()')).toBe(`${standby.port}|f`);
@@ -337,11 +440,18 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     const { primary, standby: back } = await rejoined(ha.uuid, ha.url, oldPrimary.id);
     expect(primary.id).toBe(standby.id);
     expect(await writer.missing(verifyFull(serverUrl(ha.url, back.port), system.caFile))).toEqual([]);
-    const { rows } = await db.pool.query<{ event: string }>(`select event from transitions where entity_id = $1 order by id`, [oldPrimary.id]);
+    const { rows } = await db.pool.query<{ event: string }>(`select event from transitions where entity_id = $1 order by id`, [
+      oldPrimary.id,
+    ]);
     expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['fence', 'fenced', 'rejoin', 'rejoined']));
 
     // Operators read it as one incident of the database, from the fault to whole again.
-    const incidents = (await system.api('GET', '/api/incidents')).body as { id: string; entity: { id: string }; reason: string; state: string }[];
+    const incidents = (await system.api('GET', '/api/incidents')).body as {
+      id: string;
+      entity: { id: string };
+      reason: string;
+      state: string;
+    }[];
     expect(incidents.filter((i) => i.entity.id === oldPrimary.id)).toEqual([]);
     const failover = incidents.find((i) => i.entity.id === ha.uuid);
     expect(failover).toMatchObject({ reason: 'primary lost: failing over to the standby', state: 'resolved' });
@@ -365,7 +475,11 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     await copyFile(bundle, real);
     await writeFile(starts, '');
     await chmod(starts, 0o666);
-    await writeFile(bundle, `require('fs').appendFileSync(${JSON.stringify(starts)}, Date.now() + ' ' + process.argv[2] + '\\n');\nrequire(${JSON.stringify(real)});\n`);
+    await writeFile(
+      bundle,
+      `require('fs').appendFileSync(${JSON.stringify(starts)}, Date.now() + ' ' + process.argv[2] + '\\n');\n` +
+        `require(${JSON.stringify(real)});\n`,
+    );
     try {
       const log = path.join(system.config.home, 'servers', standby.id, 'postgres.log');
       const logged = (await readFile(log)).length;
@@ -379,7 +493,10 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
         return Date.parse(line!.slice(0, 23).replace(' ', 'T') + 'Z');
       };
       const [promoting, promoted] = [at('received promote request'), at('database system is ready to accept connections')];
-      const fetches = (await readFile(starts, 'utf8')).split('\n').filter((l) => l.endsWith(' wal-fetch')).map((l) => Number(l.split(' ')[0]));
+      const fetches = (await readFile(starts, 'utf8'))
+        .split('\n')
+        .filter((l) => l.endsWith(' wal-fetch'))
+        .map((l) => Number(l.split(' ')[0]));
       expect(fetches.length).toBeGreaterThan(0);
       expect(fetches.filter((t) => t >= promoting && t <= promoted)).toEqual([]);
     } finally {
@@ -433,7 +550,12 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
     // A follower resource of it: a read-only copy that must keep following whichever server is primary.
     const followerUuid = randomUUID();
     const res = await addonFetch(system, 'POST', '/heroku/resources', {
-      uuid: followerUuid, plan: 'dedicated', region: 'us', callback_url: `${platform.url}/addons/${followerUuid}`, oauth_grant: { code: 'g' }, options: { follow: uuid },
+      uuid: followerUuid,
+      plan: 'dedicated',
+      region: 'us',
+      callback_url: `${platform.url}/addons/${followerUuid}`,
+      oauth_grant: { code: 'g' },
+      options: { follow: uuid },
     });
     expect(res.status).toBe(202);
     const patch = await waitFor('the follower config', async () => platform.callsTo('PATCH', `/addons/${followerUuid}/config`)[0], 120_000);
@@ -451,18 +573,28 @@ describe('the ha plan: a primary and a synchronous standby', { timeout: 180_000 
       expect(again.body.error).toMatch(/promote it once it is available/);
       const { primary } = await rejoined(uuid, url, withRole(before, 'primary').id);
       expect(primary.id).toBe(standby.id);
-      expect(await waitFor('the router to follow', async () => {
-        const port = await psql(url, 'select inet_server_port()').catch(() => '');
-        return port === String(standby.port) ? port : undefined;
-      })).toBe(String(standby.port));
+      expect(
+        await waitFor('the router to follow', async () => {
+          const port = await psql(url, 'select inet_server_port()').catch(() => '');
+          return port === String(standby.port) ? port : undefined;
+        }),
+      ).toBe(String(standby.port));
       await psql(url, `insert into kept values (${expected})`);
       expect(await psql(url, 'select count(*) from kept')).toBe(String(expected));
-      await waitFor('the follower to follow the new primary', async () => (await psql(followerUrl, 'select count(*) from kept')) === String(expected), 30_000);
+      await waitFor(
+        'the follower to follow the new primary',
+        async () => (await psql(followerUrl, 'select count(*) from kept')) === String(expected),
+        30_000,
+      );
       // It streams from the new primary itself, not through the old one (which may never come back).
-      const streaming = await waitFor('the follower to stream from the new primary', async () => {
-        const names = await psql(await adminUrl(db.pool, primary.id), 'select application_name from pg_stat_replication');
-        return names.split('\n').includes(followerServer.replace(/-/g, '_')) ? names : undefined;
-      }, 30_000);
+      const streaming = await waitFor(
+        'the follower to stream from the new primary',
+        async () => {
+          const names = await psql(await adminUrl(db.pool, primary.id), 'select application_name from pg_stat_replication');
+          return names.split('\n').includes(followerServer.replace(/-/g, '_')) ? names : undefined;
+        },
+        30_000,
+      );
       expect(streaming).toContain(followerServer.replace(/-/g, '_'));
     }
     // Back where it started.

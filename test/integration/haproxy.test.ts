@@ -38,10 +38,20 @@ describe('Patroni health endpoints behind a real HAProxy', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     await platform.start();
-    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], { HEROKU_API_URL: platform.url, HEROKU_ID_URL: platform.url, ADDON_CLIENT_SECRET: 's' });
+    system = await startSystem(db.url, ['web', 'worker', 'clock', 'router'], {
+      HEROKU_API_URL: platform.url,
+      HEROKU_ID_URL: platform.url,
+      ADDON_CLIENT_SECRET: 's',
+    });
 
     uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid,
+      plan: 'ha',
+      region: 'us',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      oauth_grant: { code: 'g' },
+    });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
@@ -61,10 +71,14 @@ describe('Patroni health endpoints behind a real HAProxy', () => {
 
     // Patroni's documented HAProxy config, with one server line per server of the resource.
     const [primaryPort, replicasPort] = [await freePort(), await freePort()];
-    const servers = [primary, standby].map((s) => `    server pg_${s.port} 127.0.0.1:${s.port} maxconn 100 check port ${new URL(s.health).port}`).join('\n');
+    const servers = [primary, standby]
+      .map((s) => `    server pg_${s.port} 127.0.0.1:${s.port} maxconn 100 check port ${new URL(s.health).port}`)
+      .join('\n');
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-haproxy-'));
     const cfg = path.join(dir, 'haproxy.cfg');
-    await fs.writeFile(cfg, `global
+    await fs.writeFile(
+      cfg,
+      `global
     maxconn 100
     stats socket ${path.join(dir, 'admin.sock')} mode 600 level user
 
@@ -90,7 +104,8 @@ listen replicas
     http-check expect status 200
     default-server inter 200ms fall 2 rise 1 on-marked-down shutdown-sessions
 ${servers}
-`);
+`,
+    );
     await run('haproxy', ['-c', '-f', cfg]);
     haproxy = spawn('haproxy', ['-f', cfg, '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
     haproxy.stderr!.on('data', (d: Buffer) => (haproxyStderr += d.toString()));
@@ -137,11 +152,15 @@ ${servers}
   async function settled(expected: Record<string, string>): Promise<void> {
     let last: Record<string, string> = {};
     try {
-      await waitFor('HAProxy to settle', async () => {
-        if (haproxy?.exitCode !== null) throw new Error(`haproxy exited: ${haproxyStderr}`);
-        last = await haproxyView().catch(() => ({}));
-        return Object.entries(expected).every(([k, v]) => last[k] === v);
-      }, 30_000);
+      await waitFor(
+        'HAProxy to settle',
+        async () => {
+          if (haproxy?.exitCode !== null) throw new Error(`haproxy exited: ${haproxyStderr}`);
+          last = await haproxyView().catch(() => ({}));
+          return Object.entries(expected).every(([k, v]) => last[k] === v);
+        },
+        30_000,
+      );
     } catch (err) {
       throw new Error(`${(err as Error).message}: expected ${JSON.stringify(expected)}, HAProxy shows ${JSON.stringify(last)}`);
     }
@@ -149,11 +168,15 @@ ${servers}
 
   /** psql through a frontend once HAProxy sends it somewhere; fails if HAProxy died. */
   async function reached(url: string, sql: string, expected: string): Promise<string> {
-    return waitFor(`HAProxy to route to ${expected}`, async () => {
-      if (haproxy?.exitCode !== null) throw new Error(`haproxy exited: ${haproxyStderr}`);
-      const got = await psql(url, sql).catch(() => undefined);
-      return got === expected ? got : undefined;
-    }, 30_000);
+    return waitFor(
+      `HAProxy to route to ${expected}`,
+      async () => {
+        if (haproxy?.exitCode !== null) throw new Error(`haproxy exited: ${haproxyStderr}`);
+        const got = await psql(url, sql).catch(() => undefined);
+        return got === expected ? got : undefined;
+      },
+      30_000,
+    );
   }
 
   async function codes(member: Member, paths: string[], method = 'OPTIONS'): Promise<Record<string, number>> {
@@ -177,12 +200,26 @@ ${servers}
 
   it("answers like Patroni's REST API on each server's health port", async () => {
     expect(await codes(primary, CHECKS)).toEqual({
-      '/primary': 200, '/master': 200, '/leader': 200, '/read-write': 200, '/': 200,
-      '/replica': 503, '/replica?lag=16MB': 503, '/read-only': 200, '/health': 200,
+      '/primary': 200,
+      '/master': 200,
+      '/leader': 200,
+      '/read-write': 200,
+      '/': 200,
+      '/replica': 503,
+      '/replica?lag=16MB': 503,
+      '/read-only': 200,
+      '/health': 200,
     });
     expect(await codes(standby, CHECKS)).toEqual({
-      '/primary': 503, '/master': 503, '/leader': 503, '/read-write': 503, '/': 503,
-      '/replica': 200, '/replica?lag=16MB': 200, '/read-only': 200, '/health': 200,
+      '/primary': 503,
+      '/master': 503,
+      '/leader': 503,
+      '/read-write': 503,
+      '/': 503,
+      '/replica': 200,
+      '/replica?lag=16MB': 200,
+      '/read-only': 200,
+      '/health': 200,
     });
     expect(await codes(primary, ['/primary', '/replica'], 'HEAD')).toEqual({ '/primary': 200, '/replica': 503 });
     expect(await codes(standby, ['/nothing-here', '/replica?lag=lots'], 'GET')).toEqual({ '/nothing-here': 404, '/replica?lag=lots': 400 });
@@ -191,7 +228,12 @@ ${servers}
     const options = await fetch(`${primary.health}/primary`, { method: 'OPTIONS' });
     expect(await options.text()).toBe('');
     const asPrimary = await (await fetch(`${primary.health}/primary`)).json();
-    expect(asPrimary).toMatchObject({ state: 'running', role: 'primary', timeline: 1, pgfleet: { server_id: primary.id, machine_state: 'available' } });
+    expect(asPrimary).toMatchObject({
+      state: 'running',
+      role: 'primary',
+      timeline: 1,
+      pgfleet: { server_id: primary.id, machine_state: 'available' },
+    });
     expect(asPrimary.server_version).toBeGreaterThanOrEqual(130000);
     expect(asPrimary.xlog.location).toBeGreaterThan(0);
     const asReplica = await fetch(`${standby.health}/replica`);
@@ -218,7 +260,11 @@ ${servers}
         await psql(primaryAdmin, 'select pg_switch_wal()');
       }
       expect(await codes(standby, ['/replica?lag=0', '/replica?lag=16MB', '/replica?lag=1GB', '/replica', '/read-only?lag=16MB'])).toEqual({
-        '/replica?lag=0': 503, '/replica?lag=16MB': 503, '/replica?lag=1GB': 200, '/replica': 200, '/read-only?lag=16MB': 503,
+        '/replica?lag=0': 503,
+        '/replica?lag=16MB': 503,
+        '/replica?lag=1GB': 200,
+        '/replica': 200,
+        '/read-only?lag=16MB': 503,
       });
       const body = await (await fetch(`${standby.health}/replica?lag=16MB`)).json();
       expect(body.xlog.paused).toBe(true);
@@ -263,7 +309,10 @@ ${servers}
 
   it('follows a switchover: the primary frontend reaches the promoted standby, with every row', async () => {
     // Sample both servers' /primary together until the switchover is done: never two primaries.
-    const sample = async () => (await Promise.all([primary, standby].map(async (s) => (await fetch(`${s.health}/primary`, { method: 'OPTIONS' })).status))).join('/');
+    const sample = async () =>
+      (await Promise.all([primary, standby].map(async (s) => (await fetch(`${s.health}/primary`, { method: 'OPTIONS' })).status))).join(
+        '/',
+      );
     expect(await sample()).toBe('200/503');
     const both: string[] = [];
     let sampling = true;
@@ -276,10 +325,16 @@ ${servers}
     try {
       expect((await system.api('POST', `/api/resources/${uuid}/promote`)).status).toBe(202);
       // Promoted: the roles have swapped in the control database (the old primary may still be rejoining as a standby).
-      await waitFor('the switchover', async () => {
-        const r = (await system.api('GET', `/api/resources/${uuid}`)).body;
-        return r.servers.some((s: { id: string; role: string; state: string }) => s.id === standby.id && s.role === 'primary' && s.state === 'available');
-      }, 90_000);
+      await waitFor(
+        'the switchover',
+        async () => {
+          const r = (await system.api('GET', `/api/resources/${uuid}`)).body;
+          return r.servers.some(
+            (s: { id: string; role: string; state: string }) => s.id === standby.id && s.role === 'primary' && s.state === 'available',
+          );
+        },
+        90_000,
+      );
       await settled({ [`primary/pg_${standby.port}`]: 'UP', [`primary/pg_${primary.port}`]: 'DOWN' });
       expect(await psql(writeUrl, 'select inet_server_port(), pg_is_in_recovery()')).toBe(`${standby.port}|f`);
     } finally {

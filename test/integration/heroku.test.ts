@@ -16,7 +16,10 @@ let caFile: string;
  * server's certificate against pgfleet's CA, a server's superuser URL as it is.
  */
 async function nodePg<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: new URL(url).searchParams.has('sslmode') ? verifyFull(url, caFile) : url, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({
+    connectionString: new URL(url).searchParams.has('sslmode') ? verifyFull(url, caFile) : url,
+    connectionTimeoutMillis: 5000,
+  });
   await client.connect();
   try {
     return (await client.query<T>(sql, params)).rows;
@@ -120,7 +123,12 @@ describe('the Heroku add-on API hands out working databases', () => {
     const shown = await resource(body.uuid);
     expect(shown).toMatchObject({ id: body.uuid, plan: 'shared', state: 'available', config: res.body.config });
     expect(shown.servers).toEqual([expect.objectContaining({ role: 'primary', state: 'available', host: '127.0.0.1' })]);
-    expect(shown.transitions.map((t: { to: string }) => t.to).reverse()).toEqual(['creating.placing.trying', 'creating.waiting', 'creating.tenant.trying', 'available']);
+    expect(shown.transitions.map((t: { to: string }) => t.to).reverse()).toEqual([
+      'creating.placing.trying',
+      'creating.waiting',
+      'creating.tenant.trying',
+      'available',
+    ]);
     // A synchronous answer carried the config: the platform is not called back.
     expect(platform.calls.filter((c) => c.path.includes(body.uuid))).toEqual([]);
     const listed = (await system.api('GET', '/api/resources')).body;
@@ -151,7 +159,11 @@ describe('the Heroku add-on API hands out working databases', () => {
     intoPostgres.pathname = '/postgres';
     expect(await refused(intoPostgres.toString())).toMatch(/permission denied for database/);
 
-    const [me] = await nodePg(shared.url, `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout from pg_roles where rolname = current_user`);
+    const [me] = await nodePg(
+      shared.url,
+      `select rolconnlimit, rolsuper, rolcreatedb, rolcreaterole, current_setting('statement_timeout') as timeout
+       from pg_roles where rolname = current_user`,
+    );
     // The plan's 20, and one for the platform's check that the customer can log in.
     expect(me).toEqual({ rolconnlimit: 21, rolsuper: false, rolcreatedb: false, rolcreaterole: false, timeout: '30s' });
     const serverId = (await resource(shared.id)).servers[0].id;
@@ -177,7 +189,10 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect(res.status).toBe(202);
     expect(res.body).toEqual({ id: body.uuid, message: expect.stringMatching(/being provisioned/) });
 
-    const done = await waitFor('the platform to hear the provision is done', async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0]);
+    const done = await waitFor(
+      'the platform to hear the provision is done',
+      async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0],
+    );
     const exchange = platform.callsTo('POST', '/oauth/token');
     expect(exchange.some((c) => new URLSearchParams(c.body).get('code') === `grant-${body.uuid}`)).toBe(true);
     expect(new URLSearchParams(exchange[0]!.body).get('client_secret')).toBe('client-secret');
@@ -204,8 +219,12 @@ describe('the Heroku add-on API hands out working databases', () => {
     await psql(dedicated.url, 'create table followed (n int)');
     await psql(dedicated.url, 'insert into followed select generate_series(1, 500)');
     // Only a dedicated database can be followed, and only by a dedicated plan.
-    expect((await addon('POST', '/heroku/resources', provisionBody('dedicated', { options: { follow: shared.id } }))).body.message).toMatch(/on a shared server/);
-    expect((await addon('POST', '/heroku/resources', provisionBody('shared', { options: { follow: dedicated.id } }))).body.message).toMatch(/choose a dedicated plan/);
+    expect((await addon('POST', '/heroku/resources', provisionBody('dedicated', { options: { follow: shared.id } }))).body.message).toMatch(
+      /on a shared server/,
+    );
+    expect((await addon('POST', '/heroku/resources', provisionBody('shared', { options: { follow: dedicated.id } }))).body.message).toMatch(
+      /choose a dedicated plan/,
+    );
 
     const body = provisionBody('dedicated', { options: { follow: dedicated.id } });
     expect((await addon('POST', '/heroku/resources', body)).status).toBe(202);
@@ -221,7 +240,10 @@ describe('the Heroku add-on API hands out working databases', () => {
 
     // Deprovisioning the follower removes its server and leaves the leader alone.
     expect((await addon('DELETE', `/heroku/resources/${body.uuid}`)).status).toBe(204);
-    await waitFor('the follower to be deleted', async () => (await system.api('GET', `/api/servers/${shown.servers[0].id}`)).body.state === 'deleted');
+    await waitFor(
+      'the follower to be deleted',
+      async () => (await system.api('GET', `/api/servers/${shown.servers[0].id}`)).body.state === 'deleted',
+    );
     expect(await psql(dedicated.url, 'select count(*) from followed')).toBe('501');
   });
 
@@ -232,7 +254,11 @@ describe('the Heroku add-on API hands out working databases', () => {
     await waitFor('the database to be available while the platform fails', async () => (await resource(body.uuid)).state === 'available');
     await waitFor('a failed delivery', async () => platform.callsTo('POST', '/oauth/token').some((c) => c.body.includes(body.uuid)));
     platform.failing = false;
-    await waitFor('the delivery to be retried and taken', async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0], 30_000);
+    await waitFor(
+      'the delivery to be retried and taken',
+      async () => platform.callsTo('POST', `/addons/${body.uuid}/actions/provision`)[0],
+      30_000,
+    );
     expect(platform.callsTo('PATCH', `/addons/${body.uuid}/config`).length).toBeGreaterThanOrEqual(1);
   });
 
@@ -290,7 +316,10 @@ describe('the Heroku add-on API hands out working databases', () => {
     const sharedUrl = down.body.config.PGFLEET_URL as string;
     expect(await psql(sharedUrl, 'select count(*), sum(n) from t')).toBe('1000|499507');
     expect(new URL(sharedUrl).port).toBe(new URL(other.url).port);
-    await waitFor('the old dedicated server to be deleted', async () => (await system.api('GET', `/api/servers/${oldServer}`)).body.state === 'deleted');
+    await waitFor(
+      'the old dedicated server to be deleted',
+      async () => (await system.api('GET', `/api/servers/${oldServer}`)).body.state === 'deleted',
+    );
     // A repeated change is answered again, not redone.
     const repeated = await addon('PUT', `/heroku/resources/${dedicated.id}`, { plan: 'shared' });
     expect(repeated).toMatchObject({ status: 200, body: { config: { PGFLEET_URL: sharedUrl } } });
@@ -301,7 +330,10 @@ describe('the Heroku add-on API hands out working databases', () => {
     const res = await addon('DELETE', `/heroku/resources/${shared.id}`);
     expect(res.status).toBe(204);
     await waitFor('the resource to be deleted', async () => (await resource(shared.id)).state === 'deleted');
-    await waitFor('its dedicated server to be deleted', async () => (await system.api('GET', `/api/servers/${serverId}`)).body.state === 'deleted');
+    await waitFor(
+      'its dedicated server to be deleted',
+      async () => (await system.api('GET', `/api/servers/${serverId}`)).body.state === 'deleted',
+    );
     expect(await refused(shared.url)).toMatch(/ECONNREFUSED|connect/);
     expect((await addon('DELETE', `/heroku/resources/${shared.id}`)).status).toBe(204);
 
@@ -310,7 +342,12 @@ describe('the Heroku add-on API hands out working databases', () => {
     expect((await addon('DELETE', `/heroku/resources/${other.id}`)).status).toBe(204);
     await waitFor('the shared tenant to be deleted', async () => (await resource(other.id)).state === 'deleted');
     const { username, pathname } = new URL(other.url);
-    const [left] = await nodePg(await adminUrl(db.pool, sharedServer), `select (select count(*) from pg_database where datname = $1)::int as dbs, (select count(*) from pg_roles where rolname = $2)::int as roles`, [pathname.slice(1), username]);
+    const [left] = await nodePg(
+      await adminUrl(db.pool, sharedServer),
+      `select (select count(*) from pg_database where datname = $1)::int as dbs,
+         (select count(*) from pg_roles where rolname = $2)::int as roles`,
+      [pathname.slice(1), username],
+    );
     expect(left).toEqual({ dbs: 0, roles: 0 });
     expect((await system.api('GET', `/api/servers/${sharedServer}`)).body.state).toBe('available');
   });
@@ -322,7 +359,10 @@ describe('the Heroku add-on API hands out working databases', () => {
     const token = ssoToken(body.uuid, SSO_SALT, now);
 
     const form = new URLSearchParams({ resource_id: body.uuid, resource_token: token, timestamp: now, 'nav-data': 'nav-123' });
-    const login = await addon('POST', '/sso/login', form.toString(), { 'content-type': 'application/x-www-form-urlencoded', authorization: '' });
+    const login = await addon('POST', '/sso/login', form.toString(), {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: '',
+    });
     expect(login.status).toBe(302);
     expect(login.headers.get('location')).toBe(`/sso/resources/${body.uuid}`);
     const cookies = login.headers.getSetCookie();
@@ -338,15 +378,28 @@ describe('the Heroku add-on API hands out working databases', () => {
 
     // Each token signs in once: the legacy GET gets a token of its own.
     const earlier = String(Number(now) - 1);
-    const legacy = await addon('GET', `/heroku/resources/${body.uuid}?token=${ssoToken(body.uuid, SSO_SALT, earlier)}&timestamp=${earlier}&nav-data=nav-9`, undefined, { authorization: '' });
+    const legacy = await addon(
+      'GET',
+      `/heroku/resources/${body.uuid}?token=${ssoToken(body.uuid, SSO_SALT, earlier)}&timestamp=${earlier}&nav-data=nav-9`,
+      undefined,
+      { authorization: '' },
+    );
     expect(legacy.status).toBe(302);
 
     const stale = String(Math.floor(Date.now() / 1000) - 301);
-    const expired = await addon('GET', `/heroku/resources/${body.uuid}?token=${ssoToken(body.uuid, SSO_SALT, stale)}&timestamp=${stale}`, undefined, { authorization: '' });
+    const expired = await addon(
+      'GET',
+      `/heroku/resources/${body.uuid}?token=${ssoToken(body.uuid, SSO_SALT, stale)}&timestamp=${stale}`,
+      undefined,
+      { authorization: '' },
+    );
     expect(expired.status).toBe(403);
     expect(expired.text).toMatch(/expired/);
     const forged = new URLSearchParams({ id: body.uuid, token: ssoToken(body.uuid, 'wrong-salt', now), timestamp: now });
-    const bad = await addon('POST', '/sso/login', forged.toString(), { 'content-type': 'application/x-www-form-urlencoded', authorization: '' });
+    const bad = await addon('POST', '/sso/login', forged.toString(), {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: '',
+    });
     expect(bad.status).toBe(403);
     expect(bad.text).toMatch(/not valid/);
     expect((await addon('GET', `/sso/resources/${body.uuid}`, undefined, { authorization: '' })).status).toBe(403);
@@ -360,7 +413,11 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
   beforeAll(async () => {
     db = await createTestDatabase();
     // Web only: no worker or clock, so any row change can only come from the request.
-    system = await startSystem(db.url, ['web'], { ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '1' });
+    system = await startSystem(db.url, ['web'], {
+      ADDON_SSO_SALT: SSO_SALT,
+      HEROKU_API_URL: 'https://api.heroku.com',
+      PGFLEET_ANSWER_WITHIN: '1',
+    });
   });
   afterAll(async () => {
     await system?.stop();
@@ -383,7 +440,15 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
     ['a wrong password on POST', 'POST', '/heroku/resources', good, 401, /HTTP Basic/, wrong],
     ['a wrong password on PUT', 'PUT', `/heroku/resources/${id}`, { plan: 'shared' }, 401, /HTTP Basic/, wrong],
     ['a wrong password on DELETE', 'DELETE', `/heroku/resources/${id}`, {}, 401, /HTTP Basic/, wrong],
-    ['another add-on id', 'POST', '/heroku/resources', good, 401, /HTTP Basic/, `Basic ${Buffer.from(`other:${ADDON_PASSWORD}`).toString('base64')}`],
+    [
+      'another add-on id',
+      'POST',
+      '/heroku/resources',
+      good,
+      401,
+      /HTTP Basic/,
+      `Basic ${Buffer.from(`other:${ADDON_PASSWORD}`).toString('base64')}`,
+    ],
     ['no credentials and a malformed body', 'POST', '/heroku/resources', '{"uuid":', 401, /HTTP Basic/, ''],
     ['malformed JSON', 'POST', '/heroku/resources', '{"uuid": "x", "plan":', 400, /JSON/],
     ['a JSON array', 'POST', '/heroku/resources', [good], 400, /JSON object/],
@@ -393,10 +458,31 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
     ['an unknown plan', 'POST', '/heroku/resources', { ...good, plan: 'gold' }, 422, /no plan "gold": choose one of "shared"/],
     ['SQL in the plan', 'POST', '/heroku/resources', { ...good, plan: "shared'; drop table resources; --" }, 422, /no plan/],
     ['an unknown region', 'POST', '/heroku/resources', { ...good, region: 'mars' }, 422, /no region "mars": use "us", "eu"/],
-    ['quotes and SQL in the name', 'POST', '/heroku/resources', { ...good, name: `x'; drop database "pgfleet"; --` }, 422, /"name" may hold only/],
-    ['a callback outside the platform', 'POST', '/heroku/resources', { ...good, callback_url: 'http://169.254.169.254/latest' }, 422, /callback_url" must point into the platform API/],
+    [
+      'quotes and SQL in the name',
+      'POST',
+      '/heroku/resources',
+      { ...good, name: `x'; drop database "pgfleet"; --` },
+      422,
+      /"name" may hold only/,
+    ],
+    [
+      'a callback outside the platform',
+      'POST',
+      '/heroku/resources',
+      { ...good, callback_url: 'http://169.254.169.254/latest' },
+      422,
+      /callback_url" must point into the platform API/,
+    ],
     ['an unknown option', 'POST', '/heroku/resources', { ...good, options: { fork: 'x' } }, 422, /unknown option "fork"/],
-    ['an oauth_grant without a code', 'POST', '/heroku/resources', { ...good, oauth_grant: { type: 'authorization_code' } }, 422, /oauth_grant/],
+    [
+      'an oauth_grant without a code',
+      'POST',
+      '/heroku/resources',
+      { ...good, oauth_grant: { type: 'authorization_code' } },
+      422,
+      /oauth_grant/,
+    ],
     ['an oversized body', 'POST', '/heroku/resources', { ...good, pad: 'x'.repeat(100_000) }, 413, /too large/],
     ['a plan change to an unknown plan', 'PUT', `/heroku/resources/${id}`, { plan: 'gold' }, 422, /no plan "gold"/],
     ['a plan change of an unknown resource', 'PUT', `/heroku/resources/${id}`, { plan: 'shared' }, 404, /no resource/],
@@ -404,20 +490,37 @@ describe('the add-on API refuses bad input with a clear 4xx and changes nothing'
   ];
 
   it.each(cases)('%s', async (_name, method, route, body, status, message, authorization) => {
-    const before = await db.pool.query('select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m');
+    const before = await db.pool.query(
+      `select (select count(*) from resources) r, (select count(*) from servers) s,
+         (select count(*) from jobs) j, (select count(*) from machines) m`,
+    );
     const res = await send(method, route, body, authorization);
     expect(res.status).toBe(status);
     expect(res.body.message).toMatch(message);
-    const after = await db.pool.query('select (select count(*) from resources) r, (select count(*) from servers) s, (select count(*) from jobs) j, (select count(*) from machines) m');
+    const after = await db.pool.query(
+      `select (select count(*) from resources) r, (select count(*) from servers) s,
+         (select count(*) from jobs) j, (select count(*) from machines) m`,
+    );
     expect(after.rows).toEqual(before.rows);
   });
 
   it('accepts a legacy v1 body and unknown extra fields', async () => {
-    const legacy = { heroku_id: 'app123@heroku.com', plan: 'shared', region: 'amazon-web-services::eu-west-1', callback_url: 'https://api.heroku.com/vendor/apps/app123%40heroku.com', logplex_token: 't.abc', options: {}, uuid: randomUUID(), something_new: { x: 1 } };
+    const legacy = {
+      heroku_id: 'app123@heroku.com',
+      plan: 'shared',
+      region: 'amazon-web-services::eu-west-1',
+      callback_url: 'https://api.heroku.com/vendor/apps/app123%40heroku.com',
+      logplex_token: 't.abc',
+      options: {},
+      uuid: randomUUID(),
+      something_new: { x: 1 },
+    };
     const res = await send('POST', '/heroku/resources', legacy);
     // Without a worker it cannot finish in time: answered 202, to be handed over later.
     expect(res.status).toBe(202);
     const { rows } = await db.pool.query('select plan, region, aws_region, heroku_id from resources where id = $1', [legacy.uuid]);
-    expect(rows).toEqual([{ plan: 'shared', region: 'amazon-web-services::eu-west-1', aws_region: 'eu-west-1', heroku_id: 'app123@heroku.com' }]);
+    expect(rows).toEqual([
+      { plan: 'shared', region: 'amazon-web-services::eu-west-1', aws_region: 'eu-west-1', heroku_id: 'app123@heroku.com' },
+    ]);
   });
 });

@@ -8,7 +8,6 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
 
-
 interface Entry {
   at: string;
   kind: string;
@@ -47,7 +46,9 @@ function useSystemWithPager(env: Record<string, string> = {}): { db: TestDatabas
 }
 
 function pidOf(system: System, serverId: string): Promise<number> {
-  return readFile(path.join(system.config.home, 'servers', serverId, 'data', 'postmaster.pid'), 'utf8').then((s) => Number(s.split('\n')[0]));
+  return readFile(path.join(system.config.home, 'servers', serverId, 'data', 'postmaster.pid'), 'utf8').then((s) =>
+    Number(s.split('\n')[0]),
+  );
 }
 
 async function availableServer(system: System): Promise<string> {
@@ -59,7 +60,15 @@ async function availableServer(system: System): Promise<string> {
 const incidentsOf = async (system: System, entityId: string): Promise<Incident[]> =>
   ((await system.api('GET', '/api/incidents')).body as Incident[]).filter((i) => i.entity.id === entityId);
 const incident = async (system: System, id: string): Promise<Incident> => (await system.api('GET', `/api/incidents/${id}`)).body;
-const pages = (hooks: FakePlatform) => hooks.callsTo('POST', '/pager').map((c) => JSON.parse(c.body) as { event_action: string; dedup_key: string; payload: { custom_details: { escalations: { reason: string }[] } } });
+const pages = (hooks: FakePlatform) =>
+  hooks.callsTo('POST', '/pager').map(
+    (c) =>
+      JSON.parse(c.body) as {
+        event_action: string;
+        dedup_key: string;
+        payload: { custom_details: { escalations: { reason: string }[] } };
+      },
+  );
 
 describe('incidents follow the machines, and page a human only when they must', () => {
   const ctx = useSystemWithPager();
@@ -98,7 +107,9 @@ describe('incidents follow the machines, and page a human only when they must', 
     const times = resolved.timeline.map((e) => e.at);
     expect([...times].sort()).toEqual(times);
     // The incident's own life is on the timeline too, and nobody was paged.
-    expect(resolved.timeline.filter((e) => e.source === 'incident' && e.kind === 'transition').map((e) => e.summary.split(' on ')[0])).toEqual(['∅ → open', 'open → resolved']);
+    expect(
+      resolved.timeline.filter((e) => e.source === 'incident' && e.kind === 'transition').map((e) => e.summary.split(' on ')[0]),
+    ).toEqual(['∅ → open', 'open → resolved']);
     expect(pages(hooks)).toEqual([]);
     // A second kill is a new incident: the first is over.
     expect(await incidentsOf(system, id)).toHaveLength(1);
@@ -109,12 +120,16 @@ describe('incidents follow the machines, and page a human only when they must', 
     const id = await availableServer(system);
     // Every job of this server now throws: its provider is one this process does not have.
     await db.pool.query(`update servers set provider = 'mars' where id = $1`, [id]);
-    const paged = await waitFor('a page', async () => pages(hooks).find((p) => p.payload.custom_details.escalations.some((e) => e.reason === 'exception')));
+    const paged = await waitFor('a page', async () =>
+      pages(hooks).find((p) => p.payload.custom_details.escalations.some((e) => e.reason === 'exception')),
+    );
     expect(paged.event_action).toBe('trigger');
     const [open] = await incidentsOf(system, id);
     expect(paged.dedup_key).toBe(open!.id);
     expect(open).toMatchObject({ state: 'escalated', reason: 'observe raised an error' });
-    expect(open!.escalations).toEqual([expect.objectContaining({ reason: 'exception', detail: expect.stringMatching(/observe: server .* uses provider "mars"/) })]);
+    expect(open!.escalations).toEqual([
+      expect.objectContaining({ reason: 'exception', detail: expect.stringMatching(/observe: server .* uses provider "mars"/) }),
+    ]);
 
     // The observe job keeps failing and retrying: still one incident, one page.
     await waitFor('another failed attempt', async () => {
@@ -129,7 +144,9 @@ describe('incidents follow the machines, and page a human only when they must', 
 
     await db.pool.query(`update servers set provider = 'local' where id = $1`, [id]);
     expect((await system.api('POST', `/api/incidents/${open!.id}/resolve`)).status).toBe(202);
-    await waitFor('the page to be resolved', async () => pages(hooks).find((p) => p.dedup_key === open!.id && p.event_action === 'resolve'));
+    await waitFor('the page to be resolved', async () =>
+      pages(hooks).find((p) => p.dedup_key === open!.id && p.event_action === 'resolve'),
+    );
     // The pager hears first; the page is recorded right after.
     const recorded = await waitFor('the resolve page on the timeline', async () => {
       const shown = (await incident(system, open!.id)).timeline.filter((e) => e.kind === 'page').map((e) => e.summary);
@@ -159,7 +176,10 @@ describe('incidents follow the machines, and page a human only when they must', 
     const notice = await waitFor('the customer to be told', async () => hooks.callsTo('POST', '/customer')[1]);
     // The webhook has answered; the outbox row is marked right after.
     const outbox = await waitFor('the outbox to record the delivery', async () => {
-      const { rows } = await ctx.db.pool.query('select phase, attempts, delivered_at is not null as delivered, last_error from notifications where resource_id = $1', [uuid]);
+      const { rows } = await ctx.db.pool.query(
+        'select phase, attempts, delivered_at is not null as delivered, last_error from notifications where resource_id = $1',
+        [uuid],
+      );
       return rows[0]?.delivered ? rows : undefined;
     });
     expect(outbox).toEqual([{ phase: 'scheduled', attempts: 2, delivered: true, last_error: null }]);
@@ -168,10 +188,14 @@ describe('incidents follow the machines, and page a human only when they must', 
     expect(told.body).toMatch(/will restart/);
     expect(Date.now()).toBeLessThan(at.getTime());
 
-    const done = await waitFor('the maintenance to be done', async () => {
-      const i = await incident(system, scheduled.body.id);
-      return i.state === 'resolved' ? i : undefined;
-    }, 60_000);
+    const done = await waitFor(
+      'the maintenance to be done',
+      async () => {
+        const i = await incident(system, scheduled.body.id);
+        return i.state === 'resolved' ? i : undefined;
+      },
+      60_000,
+    );
     const restart = done.timeline.find((e) => e.source === 'server' && e.summary.startsWith('available → maintaining.running'))!;
     expect(Date.parse(restart.at)).toBeGreaterThanOrEqual(at.getTime() - 1000);
     expect(await pidOf(system, serverId)).not.toBe(pidBefore);
@@ -197,10 +221,14 @@ describe('a provider retiring a host', () => {
     const [retirement] = await incidentsOf(system, id);
     expect(await incidentsOf(system, id)).toHaveLength(1);
     expect(retirement).toMatchObject({ kind: 'retirement', state: 'scheduled', reason: 'provider retires the host' });
-    const done = await waitFor('the changeover', async () => {
-      const i = await incident(system, retirement!.id);
-      return i.state === 'resolved' ? i : undefined;
-    }, 60_000);
+    const done = await waitFor(
+      'the changeover',
+      async () => {
+        const i = await incident(system, retirement!.id);
+        return i.state === 'resolved' ? i : undefined;
+      },
+      60_000,
+    );
     expect(done.timeline.some((e) => e.summary.startsWith('available → maintaining.running'))).toBe(true);
     expect(await pidOf(system, id)).not.toBe(pid);
   });
@@ -253,14 +281,20 @@ describe('a server that cannot be fixed by automation', () => {
 
     await waitFor('the server to be failed', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'failed', 60_000);
     await writeFile(conf, good);
-    const resolved = await waitFor('the incident to resolve', async () => {
-      const i = await incident(system, open!.id);
-      return i.state === 'resolved' ? i : undefined;
-    }, 60_000);
+    const resolved = await waitFor(
+      'the incident to resolve',
+      async () => {
+        const i = await incident(system, open!.id);
+        return i.state === 'resolved' ? i : undefined;
+      },
+      60_000,
+    );
     await waitFor('the resolve page', async () => pages(hooks).find((p) => p.event_action === 'resolve'));
     expect(pages(hooks).map((p) => `${p.event_action}:${p.dedup_key}`)).toEqual([`trigger:${open!.id}`, `resolve:${open!.id}`]);
     expect(resolved.escalations.map((e) => e.reason)).toEqual(['stuck']);
-    const path_ = resolved.timeline.filter((e) => e.source === 'server' && e.kind === 'transition').map((e) => e.summary.split(' on ')[0]!.split(' → ')[1]);
+    const path_ = resolved.timeline
+      .filter((e) => e.source === 'server' && e.kind === 'transition')
+      .map((e) => e.summary.split(' on ')[0]!.split(' → ')[1]);
     expect(path_).toContain('failed.waiting');
     expect(path_.at(-1)).toBe('available');
   });
@@ -287,10 +321,19 @@ describe('what customers are told', () => {
   }
 
   const told = (id: string) => ctx.hooks.callsTo('POST', `/customer/${id}`).map((c) => (JSON.parse(c.body) as { phase: string }).phase);
-  const notices = async (id: string) => (await ctx.db.pool.query<{ phase: string }>('select phase from notifications where resource_id = $1 order by id', [id])).rows.map((r) => r.phase);
+  const notices = async (id: string) =>
+    (await ctx.db.pool.query<{ phase: string }>('select phase from notifications where resource_id = $1 order by id', [id])).rows.map(
+      (r) => r.phase,
+    );
   /** Until the incident's notice jobs (the delayed one among them) have run. */
   const settled = (incidentId: string) =>
-    waitFor('the incident\'s notices to have run', async () => (await ctx.db.pool.query(`select 1 from jobs where entity_id = $1 and task = 'notify' and dead_at is null`, [incidentId])).rowCount === 0, 30_000);
+    waitFor(
+      "the incident's notices to have run",
+      async () =>
+        (await ctx.db.pool.query(`select 1 from jobs where entity_id = $1 and task = 'notify' and dead_at is null`, [incidentId]))
+          .rowCount === 0,
+      30_000,
+    );
 
   it('does not tell a customer of a blip that automation fixed within the grace', async () => {
     const { system } = ctx;
@@ -326,7 +369,11 @@ describe('what customers are told', () => {
     await psql(admin, "alter system set archive_command = 'false'");
     await psql(admin, 'select pg_reload_conf()');
     await psql(admin, 'create table t (n int); insert into t values (1); select pg_switch_wal()');
-    const open = await waitFor('the archive to page', async () => (await incidentsOf(system, serverId)).find((i) => i.reason === 'archive failing' && i.state === 'escalated'), 60_000);
+    const open = await waitFor(
+      'the archive to page',
+      async () => (await incidentsOf(system, serverId)).find((i) => i.reason === 'archive failing' && i.state === 'escalated'),
+      60_000,
+    );
     await waitFor('the page', async () => pages(hooks).some((p) => p.dedup_key === open.id && p.event_action === 'trigger'));
     await settled(open.id);
     expect(await notices(id)).toEqual([]);

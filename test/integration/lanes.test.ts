@@ -51,7 +51,10 @@ describe('lanes', () => {
     await worker.start();
     try {
       await enqueue(t.db.pool, { task: 'promote', entityId: entity, key: 'promote', priority: PRIORITY.urgent });
-      await waitFor('the action to start', async () => (await t.db.pool.query('select 1 from jobs where locked_by is not null')).rowCount === 1);
+      await waitFor(
+        'the action to start',
+        async () => (await t.db.pool.query('select 1 from jobs where locked_by is not null')).rowCount === 1,
+      );
       await enqueueMany(t.db.pool, [
         { task: 'observe', entityId: entity, key: 'observe', queue: 'observe' },
         { task: 'tick', entityId: entity, key: 'tick' },
@@ -67,9 +70,18 @@ describe('lanes', () => {
   it('asks for a job again on a fresh observation, but not while that job runs: its report is still to come', async () => {
     const server = await createServer(t.db.pool, TEST_SEALER, 'local');
     for (const type of ['fence', 'fenced', 'rejoin'] as const) await sendEvent(t.db.pool, server.id, { type });
-    const rejoins = async () => (await t.db.pool.query<{ running: boolean }>(`select locked_by is not null as running from jobs where entity_id = $1 and task = 'rejoin'`, [server.id])).rows.map((r) => r.running);
+    const rejoins = async () =>
+      (
+        await t.db.pool.query<{ running: boolean }>(
+          `select locked_by is not null as running from jobs where entity_id = $1 and task = 'rejoin'`,
+          [server.id],
+        )
+      ).rows.map((r) => r.running);
     expect(await rejoins()).toEqual([false]);
-    await t.db.pool.query(`update jobs set locked_by = 'w#1', locked_until = now() + interval '1 minute' where entity_id = $1 and task = 'rejoin'`, [server.id]);
+    await t.db.pool.query(
+      `update jobs set locked_by = 'w#1', locked_until = now() + interval '1 minute' where entity_id = $1 and task = 'rejoin'`,
+      [server.id],
+    );
     const seen = () => sendEvent(t.db.pool, server.id, { type: 'observed', at: new Date().toISOString(), obs: { reachable: 'false' } });
     // A tick runs beside the rejoin now: a second rejoin queued behind the first would run
     // once the first has finished, against a server that is a standby again.

@@ -24,10 +24,12 @@ describe('a plan move whose copy fails', () => {
     if (!real.pgRestore) throw new Error(`moving needs pg_restore next to ${real.dir}: run scripts/test-prerequisites.sh`);
     bin = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-bin-'));
     await fs.chmod(bin, 0o755);
-    for (const name of await fs.readdir(real.dir)) if (name !== 'pg_restore') await fs.symlink(path.join(real.dir, name), path.join(bin, name));
+    for (const name of await fs.readdir(real.dir))
+      if (name !== 'pg_restore') await fs.symlink(path.join(real.dir, name), path.join(bin, name));
     await fs.writeFile(
       path.join(bin, 'pg_restore'),
-      `#!/bin/sh\nif [ -e ${JSON.stringify(failFlag())} ]; then echo "pg_restore: injected failure" >&2; exit 1; fi\nexec ${JSON.stringify(real.pgRestore)} "$@"\n`,
+      `#!/bin/sh\nif [ -e ${JSON.stringify(failFlag())} ]; then echo "pg_restore: injected failure" >&2; exit 1; fi\n` +
+        `exec ${JSON.stringify(real.pgRestore)} "$@"\n`,
       { mode: 0o755 },
     );
     db = await createTestDatabase();
@@ -43,34 +45,55 @@ describe('a plan move whose copy fails', () => {
     const id = randomUUID();
     const provisioned = await addonFetch(system, 'POST', '/heroku/resources', { uuid: id, plan: 'shared', region: 'us' });
     expect([200, 202]).toContain(provisioned.status);
-    const oldUrl = await waitFor('the shared database', async () => {
-      const { body } = await system.api('GET', `/api/resources/${id}`);
-      return body.state === 'available' ? (body.config.PGFLEET_URL as string) : undefined;
-    }, 60_000, 250);
+    const oldUrl = await waitFor(
+      'the shared database',
+      async () => {
+        const { body } = await system.api('GET', `/api/resources/${id}`);
+        return body.state === 'available' ? (body.config.PGFLEET_URL as string) : undefined;
+      },
+      60_000,
+      250,
+    );
     await psql(oldUrl, 'create table t (n int primary key); insert into t select generate_series(1, 100)');
 
     await fs.writeFile(failFlag(), '');
     const change = await addonFetch(system, 'PUT', `/heroku/resources/${id}`, { plan: 'dedicated' });
     expect(change.status).toBe(202);
-    await waitFor('the copy to have failed', async () => {
-      const { body } = await system.api('GET', `/api/resources/${id}`);
-      return typeof body.lastError === 'string' && body.lastError.includes('injected failure');
-    }, 90_000);
+    await waitFor(
+      'the copy to have failed',
+      async () => {
+        const { body } = await system.api('GET', `/api/resources/${id}`);
+        return typeof body.lastError === 'string' && body.lastError.includes('injected failure');
+      },
+      90_000,
+    );
     // Between attempts the tenant logs in and writes where its data is.
-    await waitFor('the tenant to log in on its old server while the move retries', async () => {
-      try {
-        await psql(oldUrl, 'insert into t values (101) on conflict do nothing');
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, 200);
+    await waitFor(
+      'the tenant to log in on its old server while the move retries',
+      async () => {
+        try {
+          await psql(oldUrl, 'insert into t values (101) on conflict do nothing');
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+      200,
+    );
 
     await fs.rm(failFlag());
-    const moved = await waitFor('the move to finish', async () => {
-      const { body } = await system.api('GET', `/api/resources/${id}`);
-      return body.state === 'available' && body.plan === 'dedicated' && body.config.PGFLEET_URL !== oldUrl ? (body.config.PGFLEET_URL as string) : undefined;
-    }, 120_000, 250);
+    const moved = await waitFor(
+      'the move to finish',
+      async () => {
+        const { body } = await system.api('GET', `/api/resources/${id}`);
+        return body.state === 'available' && body.plan === 'dedicated' && body.config.PGFLEET_URL !== oldUrl
+          ? (body.config.PGFLEET_URL as string)
+          : undefined;
+      },
+      120_000,
+      250,
+    );
     expect(await psql(moved, 'select count(*), max(n) from t')).toBe('101|101');
     expect(existsSync(failFlag())).toBe(false);
   });

@@ -49,10 +49,13 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
   });
 
   const resource = async (id: string) => (await system.api('GET', `/api/resources/${id}`)).body;
-  const serverOf = async (id: string, role = 'primary') => (await resource(id)).servers.find((s: { role: string }) => s.role === role) as { id: string; port: number };
-  const observation = async (serverId: string) => (await system.api('GET', `/api/servers/${serverId}`)).body.observation as Record<string, string>;
+  const serverOf = async (id: string, role = 'primary') =>
+    (await resource(id)).servers.find((s: { role: string }) => s.role === role) as { id: string; port: number };
+  const observation = async (serverId: string) =>
+    (await system.api('GET', `/api/servers/${serverId}`)).body.observation as Record<string, string>;
   const poolDir = (serverId: string) => path.join(system.config.home, 'servers', serverId, 'pgbouncer');
-  const poolerPid = async (serverId: string) => Number((await readFile(path.join(poolDir(serverId), 'pgbouncer.pid'), 'utf8').catch(() => '')).trim()) || undefined;
+  const poolerPid = async (serverId: string) =>
+    Number((await readFile(path.join(poolDir(serverId), 'pgbouncer.pid'), 'utf8').catch(() => '')).trim()) || undefined;
 
   async function provisionShared(): Promise<Shared> {
     const uuid = randomUUID();
@@ -61,7 +64,13 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
     const { config } = (await res.json()) as { config: Record<string, string> };
     expect(Object.keys(config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_URL']);
     const server = await serverOf(uuid);
-    return { id: uuid, url: config.PGFLEET_URL!, pooled: config.PGFLEET_CONNECTION_POOL_URL!, server: server.id, role: new URL(config.PGFLEET_URL!).username };
+    return {
+      id: uuid,
+      url: config.PGFLEET_URL!,
+      pooled: config.PGFLEET_CONNECTION_POOL_URL!,
+      server: server.id,
+      role: new URL(config.PGFLEET_URL!).username,
+    };
   }
 
   it('hands a shared database a pooled URL beside the direct one, for psql and node-postgres', async () => {
@@ -83,7 +92,8 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
   });
 
   /** Open direct connections one by one until the server refuses one; all closed again. */
-  const directUntilRefused = (url: string) => untilRefused(() => new pg.Client({ connectionString: verifyFull(url, caFile), connectionTimeoutMillis: 10_000 }), 100);
+  const directUntilRefused = (url: string) =>
+    untilRefused(() => new pg.Client({ connectionString: verifyFull(url, caFile), connectionTimeoutMillis: 10_000 }), 100);
 
   it('serves more clients than the tenant has connections: its plan allows 20, 60 share 15 through the pool', async () => {
     const admin = await adminUrl(db.pool, a.server);
@@ -113,10 +123,14 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
       // Each open transaction keeps a server connection: 15 is the tenant's share; 5 wait.
       for (const c of holders) await c.query('begin; select 1');
       waiting = clients.slice(15).map((c) => c.query('select 1'));
-      const seen = await waitFor('the observer to see clients waiting', async () => {
-        const obs = await observation(a.server);
-        return Number(obs.pool_waiting_clients) >= 5 ? obs : undefined;
-      }, 30_000);
+      const seen = await waitFor(
+        'the observer to see clients waiting',
+        async () => {
+          const obs = await observation(a.server);
+          return Number(obs.pool_waiting_clients) >= 5 ? obs : undefined;
+        },
+        30_000,
+      );
       expect(seen.pool_reachable).toBe('true');
 
       expect(await psql(b.pooled, 'select current_user')).toBe(b.role);
@@ -131,7 +145,7 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
     }
   });
 
-  it('keeps a tenant out of another tenant\'s database through the pool, as directly', async () => {
+  it("keeps a tenant out of another tenant's database through the pool, as directly", async () => {
     const otherDatabase = new URL(b.url).pathname.slice(1);
     expect(await refusal(withDatabase(a.pooled, otherDatabase))).toMatch(/login rejected/);
     expect(await refusal(withDatabase(a.url, otherDatabase))).toMatch(/permission denied for database/);
@@ -146,19 +160,29 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
     await waitFor('the pooler to be observed alive', async () => (await observation(a.server)).pool_alive === 'true', 10_000);
     const pid = (await poolerPid(a.server))!;
     process.kill(pid, 'SIGKILL');
-    const again = await waitFor('a new pgbouncer', async () => {
-      const now = await poolerPid(a.server);
-      return now !== undefined && now !== pid ? now : undefined;
-    }, 30_000);
+    const again = await waitFor(
+      'a new pgbouncer',
+      async () => {
+        const now = await poolerPid(a.server);
+        return now !== undefined && now !== pid ? now : undefined;
+      },
+      30_000,
+    );
     expect(again).not.toBe(pid);
     expect(await psql(a.pooled, 'select count(*) from notes')).toBe('2');
     const server = (await system.api('GET', `/api/servers/${a.server}`)).body;
     expect(server.state).toBe('available');
   });
 
-  it('keeps an ha database\'s pooled URL working across a switchover', async () => {
+  it("keeps an ha database's pooled URL working across a switchover", async () => {
     const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid,
+      plan: 'ha',
+      region: 'us',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      oauth_grant: { code: 'g' },
+    });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
@@ -171,17 +195,25 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
     expect(await psql(pooled, 'select inet_server_port()')).toBe(String(before.port));
 
     expect((await system.api('POST', `/api/resources/${uuid}/promote`)).status).toBe(202);
-    await waitFor('the pooled URL to reach the new primary', async () => {
-      const port = await psql(pooled, 'select inet_server_port()').catch(() => '');
-      return port === String(standby.port) || undefined;
-    }, 90_000);
+    await waitFor(
+      'the pooled URL to reach the new primary',
+      async () => {
+        const port = await psql(pooled, 'select inet_server_port()').catch(() => '');
+        return port === String(standby.port) || undefined;
+      },
+      90_000,
+    );
     await psql(pooled, 'insert into kept values (2)');
     expect(await psql(pooled, 'select count(*) from kept')).toBe('2');
     // Through the new primary's pgbouncer, not straight to its Postgres: its pools show the client.
     const client = await connect(pooled);
     try {
       await client.query('select 1');
-      await waitFor('the new primary\'s pooler to serve the client', async () => Number((await observation(standby.id)).pool_active_clients) >= 1, 30_000);
+      await waitFor(
+        "the new primary's pooler to serve the client",
+        async () => Number((await observation(standby.id)).pool_active_clients) >= 1,
+        30_000,
+      );
     } finally {
       await client.end();
     }

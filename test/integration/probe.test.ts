@@ -18,7 +18,12 @@ interface Answer {
   headers: Headers;
 }
 
-async function call(base: string, method: string, route: string, init: { body?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+async function call(
+  base: string,
+  method: string,
+  route: string,
+  init: { body?: string; headers?: Record<string, string> } = {},
+): Promise<Answer> {
   const res = await fetch(`${base}${route}`, { method, redirect: 'manual', headers: init.headers ?? {}, body: init.body });
   const text = await res.text();
   let body: any;
@@ -30,7 +35,10 @@ async function call(base: string, method: string, route: string, init: { body?: 
   return { status: res.status, text, body, headers: res.headers };
 }
 
-const json = (body: unknown) => ({ body: typeof body === 'string' ? body : JSON.stringify(body), headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' } });
+const json = (body: unknown) => ({
+  body: typeof body === 'string' ? body : JSON.stringify(body),
+  headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' },
+});
 const form = (fields: Record<string, string>, headers: Record<string, string> = {}) => ({
   body: new URLSearchParams(fields).toString(),
   headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
@@ -46,7 +54,11 @@ describe('the web process after the outside probe', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    system = await startSystem(db.url, ['web'], { ADDON_SSO_SALT: SSO_SALT, HEROKU_API_URL: 'https://api.heroku.com', PGFLEET_ANSWER_WITHIN: '0' });
+    system = await startSystem(db.url, ['web'], {
+      ADDON_SSO_SALT: SSO_SALT,
+      HEROKU_API_URL: 'https://api.heroku.com',
+      PGFLEET_ANSWER_WITHIN: '0',
+    });
     base = system.running.url!;
   });
   afterAll(async () => {
@@ -57,7 +69,8 @@ describe('the web process after the outside probe', () => {
   const counts = async () =>
     (
       await db.pool.query(
-        `select (select count(*) from resources)::int as resources, (select count(*) from servers)::int as servers, (select count(*) from machines)::int as machines,
+        `select (select count(*) from resources)::int as resources, (select count(*) from servers)::int as servers,
+           (select count(*) from machines)::int as machines,
            (select count(*) from jobs)::int as jobs, (select count(*) from transitions)::int as transitions`,
       )
     ).rows[0];
@@ -71,7 +84,12 @@ describe('the web process after the outside probe', () => {
 
   async function ssoLogin(id: string, headers: Record<string, string> = {}): Promise<Answer> {
     const timestamp = String(Math.floor(Date.now() / 1000));
-    return call(base, 'POST', '/sso/login', form({ resource_id: id, resource_token: ssoToken(id, SSO_SALT, timestamp), timestamp }, headers));
+    return call(
+      base,
+      'POST',
+      '/sso/login',
+      form({ resource_id: id, resource_token: ssoToken(id, SSO_SALT, timestamp), timestamp }, headers),
+    );
   }
 
   async function consoleLogin(headers: Record<string, string> = {}, next = '/console'): Promise<Answer> {
@@ -97,7 +115,9 @@ describe('the web process after the outside probe', () => {
       expect(valueOf(cookieOf(login, 'pgfleet_console'))).toMatch(/^[A-Za-z0-9_-]{43}$/);
       const page = await call(base, 'GET', '/console', { headers: { cookie } });
       expect(page.status).toBe(200);
-      const { rows } = await db.pool.query(`select purpose, resource_id, ended_at from sessions where purpose = 'console' and ended_at is null`);
+      const { rows } = await db.pool.query(
+        `select purpose, resource_id, ended_at from sessions where purpose = 'console' and ended_at is null`,
+      );
       expect(rows.length).toBeGreaterThan(0);
       const out = await call(base, 'POST', '/console/logout', form({ csrf: csrfOf(page.text) }, { cookie }));
       expect(out.status).toBe(303);
@@ -133,7 +153,10 @@ describe('the web process after the outside probe', () => {
         const addon = await call(base, 'POST', '/heroku/resources', json(body));
         expect(addon.status).toBe(400);
         expect(addon.body.message).toMatch(/nested/);
-        const operator = await call(base, 'POST', '/api/servers', { body, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+        const operator = await call(base, 'POST', '/api/servers', {
+          body,
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        });
         expect(operator.status).toBe(400);
         expect(operator.body.error).toMatch(/nested/);
       }
@@ -149,7 +172,10 @@ describe('the web process after the outside probe', () => {
 
     it('refuses POST /api/servers with the body null', async () => {
       const before = await counts();
-      const res = await call(base, 'POST', '/api/servers', { body: 'null', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+      const res = await call(base, 'POST', '/api/servers', {
+        body: 'null',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      });
       expect(res.status).toBe(400);
       expect(res.body.error).toMatch(/JSON object/);
       expect(await counts()).toEqual(before);
@@ -157,7 +183,12 @@ describe('the web process after the outside probe', () => {
 
     it('refuses a form-encoded provision with 415', async () => {
       const before = await counts();
-      const res = await call(base, 'POST', '/heroku/resources', form({ uuid: randomUUID(), plan: 'shared', region: 'us' }, { authorization: ADDON_BASIC }));
+      const res = await call(
+        base,
+        'POST',
+        '/heroku/resources',
+        form({ uuid: randomUUID(), plan: 'shared', region: 'us' }, { authorization: ADDON_BASIC }),
+      );
       expect(res.status).toBe(415);
       expect(res.body.message).toMatch(/JSON/);
       expect(await counts()).toEqual(before);
@@ -165,7 +196,9 @@ describe('the web process after the outside probe', () => {
 
     it('deprovisions when the platform sends Content-Type: application/json and no body', async () => {
       const id = await provision();
-      const res = await call(base, 'DELETE', `/heroku/resources/${id}`, { headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' } });
+      const res = await call(base, 'DELETE', `/heroku/resources/${id}`, {
+        headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' },
+      });
       expect(res.status).toBe(204);
       expect((await db.pool.query(`select state from machines where entity_id = $1`, [id])).rows[0].state).toMatch(/^deprovisioning/);
     });
@@ -223,7 +256,12 @@ describe('the web process after the outside probe', () => {
       const ok = await call(base, 'POST', '/sso/login', form({ resource_id: id, user_scoped_resource_token: scoped, timestamp, ...user }));
       expect(ok.status).toBe(302);
       expect(ok.headers.get('location')).toBe(`/sso/resources/${id}`);
-      const other = await call(base, 'POST', '/sso/login', form({ resource_id: id, user_scoped_resource_token: scoped, timestamp, ...user, user_email: 'eve@example.com' }));
+      const other = await call(
+        base,
+        'POST',
+        '/sso/login',
+        form({ resource_id: id, user_scoped_resource_token: scoped, timestamp, ...user, user_email: 'eve@example.com' }),
+      );
       expect(other.status).toBe(403);
     });
 
@@ -252,7 +290,9 @@ describe('the web process after the outside probe', () => {
     });
 
     it('refuses a console form posted without its CSRF token', async () => {
-      const { rows } = await db.pool.query(`insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now()) returning id`);
+      const { rows } = await db.pool.query(
+        `insert into jobs (task, attempts, last_error, dead_at) values ('restart', 10, 'gave up', now()) returning id`,
+      );
       const cookie = cookieOf(await consoleLogin(), 'pgfleet_console')!.split(';')[0]!;
       const forged = await call(base, 'POST', `/console/jobs/${rows[0].id}/retry`, form({}, { cookie }));
       expect(forged.status).toBe(403);

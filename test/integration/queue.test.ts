@@ -16,8 +16,16 @@ async function pending(): Promise<number> {
   return rows[0]!.n;
 }
 
-async function withWorkers<T>(count: number, handlers: Record<string, JobHandler>, fn: () => Promise<T>, extra: Partial<ConstructorParameters<typeof Worker>[1]> = {}): Promise<T> {
-  const workers = Array.from({ length: count }, () => new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }));
+async function withWorkers<T>(
+  count: number,
+  handlers: Record<string, JobHandler>,
+  fn: () => Promise<T>,
+  extra: Partial<ConstructorParameters<typeof Worker>[1]> = {},
+): Promise<T> {
+  const workers = Array.from(
+    { length: count },
+    () => new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }),
+  );
   await Promise.all(workers.map((w) => w.start()));
   try {
     return await fn();
@@ -29,9 +37,14 @@ async function withWorkers<T>(count: number, handlers: Record<string, JobHandler
 describe('queue', () => {
   it('refuses, in the schema, a second running job for one entity', async () => {
     const entity = randomUUID();
-    await enqueueMany(t.db.pool, [{ task: 'a', entityId: entity }, { task: 'b', entityId: entity }]);
+    await enqueueMany(t.db.pool, [
+      { task: 'a', entityId: entity },
+      { task: 'b', entityId: entity },
+    ]);
     await t.db.pool.query(`update jobs set locked_by = 'w1' where entity_id = $1 and task = 'a'`, [entity]);
-    await expect(t.db.pool.query(`update jobs set locked_by = 'w2' where entity_id = $1 and task = 'b'`, [entity])).rejects.toMatchObject({ code: '23505' });
+    await expect(t.db.pool.query(`update jobs set locked_by = 'w2' where entity_id = $1 and task = 'b'`, [entity])).rejects.toMatchObject({
+      code: '23505',
+    });
   });
 
   it('never runs two jobs of one entity at once, across workers under load, and runs each job once', async () => {
@@ -60,11 +73,19 @@ describe('queue', () => {
 
   it('is fair: one busy entity does not starve the others', async () => {
     const busy = randomUUID();
-    await enqueueMany(t.db.pool, Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })));
+    await enqueueMany(
+      t.db.pool,
+      Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })),
+    );
     const quiet = Array.from({ length: 5 }, () => randomUUID());
-    await enqueueMany(t.db.pool, quiet.map((entityId) => ({ task: 'work', entityId })));
+    await enqueueMany(
+      t.db.pool,
+      quiet.map((entityId) => ({ task: 'work', entityId })),
+    );
     const order: string[] = [];
-    await withWorkers(1, { work: async (job) => void order.push(job.entityId!) }, () => waitFor('the queue to drain', async () => (await pending()) === 0));
+    await withWorkers(1, { work: async (job) => void order.push(job.entityId!) }, () =>
+      waitFor('the queue to drain', async () => (await pending()) === 0),
+    );
     // Each quiet entity's job runs within the first few claims, not after the busy backlog.
     const lastQuiet = Math.max(...quiet.map((e) => order.indexOf(e)));
     expect(lastQuiet).toBeLessThan(20);
@@ -74,24 +95,44 @@ describe('queue', () => {
     const entity = randomUUID();
     await enqueue(t.db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
     let calls = 0;
-    await withWorkers(1, { flaky: async () => { calls += 1; throw new Error(`attempt ${calls} broke`); } }, async () => {
-      // Attempt 1 fails at once; the retry waits 2 s of backoff; attempt 2 makes it dead.
-      const dead = await waitFor('the job to die', async () => (await listDeadJobs(t.db.pool)).find((j) => j.entityId === entity), 20_000);
-      expect(dead.lastError).toBe('attempt 2 broke');
-      expect(dead.attempts).toBe(2);
-      const { rows } = await t.db.pool.query<{ gap: number }>(`select extract(epoch from dead_at - created_at)::float8 as gap from jobs where id = $1`, [dead.id]);
-      expect(rows[0]!.gap).toBeGreaterThanOrEqual(2);
-      expect(await retryDeadJob(t.db.pool, dead.id)).toBe(true);
-      await waitFor('the retried job to run', async () => calls >= 3);
-    });
+    await withWorkers(
+      1,
+      {
+        flaky: async () => {
+          calls += 1;
+          throw new Error(`attempt ${calls} broke`);
+        },
+      },
+      async () => {
+        // Attempt 1 fails at once; the retry waits 2 s of backoff; attempt 2 makes it dead.
+        const dead = await waitFor(
+          'the job to die',
+          async () => (await listDeadJobs(t.db.pool)).find((j) => j.entityId === entity),
+          20_000,
+        );
+        expect(dead.lastError).toBe('attempt 2 broke');
+        expect(dead.attempts).toBe(2);
+        const { rows } = await t.db.pool.query<{ gap: number }>(
+          `select extract(epoch from dead_at - created_at)::float8 as gap from jobs where id = $1`,
+          [dead.id],
+        );
+        expect(rows[0]!.gap).toBeGreaterThanOrEqual(2);
+        expect(await retryDeadJob(t.db.pool, dead.id)).toBe(true);
+        await waitFor('the retried job to run', async () => calls >= 3);
+      },
+    );
   });
 
-  it('pages a human for a job\'s unexpected error, not for a lost connection, which the retry is for', async () => {
+  it("pages a human for a job's unexpected error, not for a lost connection, which the retry is for", async () => {
     // A control-database restart failed every job under way with "Connection terminated
     // unexpectedly", and each opened an incident and paged (the chaos run's control-restart).
     const [lost, broken] = [randomUUID(), randomUUID()];
     for (const id of [lost, broken]) {
-      await t.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, 'available', '{"value":"available","context":{}}')`, [id]);
+      await t.db.pool.query(
+        `insert into machines (entity_id, machine, version, state, snapshot)
+         values ($1, 'server', 1, 'available', '{"value":"available","context":{}}')`,
+        [id],
+      );
     }
     await enqueue(t.db.pool, { task: 'lose', entityId: lost, maxAttempts: 1 });
     await enqueue(t.db.pool, { task: 'break', entityId: broken, maxAttempts: 1 });
@@ -106,7 +147,9 @@ describe('queue', () => {
         throw new Error('a bug');
       },
     };
-    await withWorkers(1, handlers, () => waitFor('both jobs to die', async () => (await listDeadJobs(t.db.pool)).length === 2), { journal: incidentJournal });
+    await withWorkers(1, handlers, () => waitFor('both jobs to die', async () => (await listDeadJobs(t.db.pool)).length === 2), {
+      journal: incidentJournal,
+    });
     const { rows } = await t.db.pool.query<{ entity_id: string }>('select entity_id from incidents');
     expect(rows.map((r) => r.entity_id)).toEqual([broken]);
     await t.db.pool.query('delete from incidents');
@@ -152,31 +195,44 @@ describe('queue', () => {
 
   it('wakes an idle worker with NOTIFY instead of waiting for its poll', async () => {
     const ran: number[] = [];
-    await withWorkers(1, { ping: async () => void ran.push(Date.now()) }, async () => {
-      await new Promise((r) => setTimeout(r, 300));
-      await enqueue(t.db.pool, { task: 'ping' });
-      // The worker polls once a minute here, so only the notification can wake it in time.
-      await waitFor('the job to run', async () => ran.length > 0, 20_000);
-    }, { pollMs: 60_000 });
+    await withWorkers(
+      1,
+      { ping: async () => void ran.push(Date.now()) },
+      async () => {
+        await new Promise((r) => setTimeout(r, 300));
+        await enqueue(t.db.pool, { task: 'ping' });
+        // The worker polls once a minute here, so only the notification can wake it in time.
+        await waitFor('the job to run', async () => ran.length > 0, 20_000);
+      },
+      { pollMs: 60_000 },
+    );
     expect(ran).toHaveLength(1);
   });
 
   it('runs a delayed job when it falls due, not at the next poll', async () => {
     const ran: number[] = [];
-    await withWorkers(1, { later: async () => void ran.push(Date.now()) }, async () => {
-      await new Promise((r) => setTimeout(r, 300));
-      const enqueuedAt = Date.now();
-      await enqueue(t.db.pool, { task: 'later', delaySeconds: 0.5 });
-      // The worker polls once a minute and the NOTIFY comes before the job is due: only
-      // sleeping until it falls due runs it in time.
-      await waitFor('the delayed job to run', async () => ran.length > 0, 20_000);
-      expect(ran[0]! - enqueuedAt).toBeGreaterThanOrEqual(450);
-    }, { pollMs: 60_000 });
+    await withWorkers(
+      1,
+      { later: async () => void ran.push(Date.now()) },
+      async () => {
+        await new Promise((r) => setTimeout(r, 300));
+        const enqueuedAt = Date.now();
+        await enqueue(t.db.pool, { task: 'later', delaySeconds: 0.5 });
+        // The worker polls once a minute and the NOTIFY comes before the job is due: only
+        // sleeping until it falls due runs it in time.
+        await waitFor('the delayed job to run', async () => ran.length > 0, 20_000);
+        expect(ran[0]! - enqueuedAt).toBeGreaterThanOrEqual(450);
+      },
+      { pollMs: 60_000 },
+    );
     expect(ran).toHaveLength(1);
   });
 
   it('keeps named queues apart: a dedicated worker takes only its queues', async () => {
-    await enqueueMany(t.db.pool, [{ task: 'seen', queue: 'observe' }, { task: 'other', queue: 'default' }]);
+    await enqueueMany(t.db.pool, [
+      { task: 'seen', queue: 'observe' },
+      { task: 'other', queue: 'default' },
+    ]);
     const ran: string[] = [];
     const handlers = { seen: async () => void ran.push('seen'), other: async () => void ran.push('other') };
     await withWorkers(1, handlers, () => waitFor('the observe job', async () => ran.includes('seen')), { queues: ['observe'] });
@@ -186,7 +242,7 @@ describe('queue', () => {
     expect(rows.map((r) => r.task)).toEqual(['other']);
   });
 
-  it('makes a keyed job unique while pending, inside the caller\'s transaction', async () => {
+  it("makes a keyed job unique while pending, inside the caller's transaction", async () => {
     const entity = randomUUID();
     const client = await t.db.pool.connect();
     try {
@@ -210,14 +266,17 @@ describe('queue priorities', () => {
 
   it('claims an urgent job before the routine jobs that fell due before it', async () => {
     await t.db.pool.query('delete from jobs');
-    await enqueueMany(t.db.pool, Array.from({ length: 200 }, () => ({ task: 'observe', entityId: randomUUID(), key: 'observe', priority: PRIORITY.routine })));
+    await enqueueMany(
+      t.db.pool,
+      Array.from({ length: 200 }, () => ({ task: 'observe', entityId: randomUUID(), key: 'observe', priority: PRIORITY.routine })),
+    );
     await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), key: 'fence', priority: PRIORITY.urgent });
     expect((await claim(1)).map((j) => j.task)).toEqual(['fence']);
     // Then the rest in the order they fell due.
     expect((await claim(3)).map((j) => j.priority)).toEqual([PRIORITY.routine, PRIORITY.routine, PRIORITY.routine]);
   });
 
-  it('runs an entity\'s urgent job before its routine one, while a delayed urgent job holds nothing up', async () => {
+  it("runs an entity's urgent job before its routine one, while a delayed urgent job holds nothing up", async () => {
     await t.db.pool.query('delete from jobs');
     const troubled = randomUUID();
     await enqueue(t.db.pool, { task: 'maintain', entityId: troubled, key: 'maintain', priority: PRIORITY.routine });
@@ -226,13 +285,17 @@ describe('queue priorities', () => {
     await enqueue(t.db.pool, { task: 'tick', entityId: calm, key: 'tick', priority: PRIORITY.routine });
     await enqueue(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.urgent, delaySeconds: 60 });
     const claimed = await claim(10);
-    expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual(['calm:tick', 'troubled:fence']);
+    expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual([
+      'calm:tick',
+      'troubled:fence',
+    ]);
   });
 
-  it('raises a pending job\'s priority when it is asked for again more urgently, never lowers it', async () => {
+  it("raises a pending job's priority when it is asked for again more urgently, never lowers it", async () => {
     await t.db.pool.query('delete from jobs');
     const entity = randomUUID();
-    const priority = async () => (await t.db.pool.query<{ p: number }>('select priority as p from jobs where entity_id = $1', [entity])).rows.map((r) => r.p);
+    const priority = async () =>
+      (await t.db.pool.query<{ p: number }>('select priority as p from jobs where entity_id = $1', [entity])).rows.map((r) => r.p);
     await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
     await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.urgent });
     expect(await priority()).toEqual([PRIORITY.urgent]);
@@ -256,19 +319,27 @@ describe('queue priorities', () => {
       },
       fence: async (job) => void urgent.push(job.id),
     };
-    await enqueueMany(t.db.pool, Array.from({ length: 20 }, () => ({ task: 'observe', entityId: randomUUID(), priority: PRIORITY.routine })));
-    await withWorkers(1, handlers, async () => {
-      try {
-        // Concurrency 4 and one slot kept beyond it: four routine jobs run, and the rest wait although a slot is free.
-        await waitFor('the routine jobs to take their slots', async () => routine === 4, 20_000);
-        await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
-        await waitFor('the urgent job to run beside the stuck routine ones', async () => urgent.length === 1, 20_000);
-        expect(routine).toBe(4);
-      } finally {
-        release();
-      }
-      await waitFor('the queue to drain', async () => (await pending()) === 0);
-    }, { concurrency: 4, urgentSlots: 1 });
+    await enqueueMany(
+      t.db.pool,
+      Array.from({ length: 20 }, () => ({ task: 'observe', entityId: randomUUID(), priority: PRIORITY.routine })),
+    );
+    await withWorkers(
+      1,
+      handlers,
+      async () => {
+        try {
+          // Concurrency 4 and one slot kept beyond it: four routine jobs run, and the rest wait although a slot is free.
+          await waitFor('the routine jobs to take their slots', async () => routine === 4, 20_000);
+          await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
+          await waitFor('the urgent job to run beside the stuck routine ones', async () => urgent.length === 1, 20_000);
+          expect(routine).toBe(4);
+        } finally {
+          release();
+        }
+        await waitFor('the queue to drain', async () => (await pending()) === 0);
+      },
+      { concurrency: 4, urgentSlots: 1 },
+    );
     expect(mostRoutine).toBe(4);
   });
 });

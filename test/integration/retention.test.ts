@@ -18,14 +18,26 @@ describe('leftovers', () => {
   async function provision(plan: string): Promise<{ id: string; url: string; server: string }> {
     const id = randomUUID();
     expect([200, 202]).toContain((await addonFetch(ctx.system, 'POST', '/heroku/resources', { uuid: id, plan, region: 'eu' })).status);
-    return waitFor('the database', async () => {
-      const { body } = await ctx.system.api('GET', `/api/resources/${id}`);
-      return body.state === 'available' ? { id, url: body.config.PGFLEET_URL as string, server: body.servers[0].id as string } : undefined;
-    }, 90_000, 250);
+    return waitFor(
+      'the database',
+      async () => {
+        const { body } = await ctx.system.api('GET', `/api/resources/${id}`);
+        return body.state === 'available'
+          ? { id, url: body.config.PGFLEET_URL as string, server: body.servers[0].id as string }
+          : undefined;
+      },
+      90_000,
+      250,
+    );
   }
 
   const liveShared = async () =>
-    (await ctx.db.pool.query<{ id: string }>(`select s.id from servers s join machines m on m.entity_id = s.id where s.tenancy = 'shared' and s.region = 'eu-west-1' and m.finished_at is null and m.state <> 'deleting'`)).rows.map((r) => r.id);
+    (
+      await ctx.db.pool.query<{ id: string }>(
+        `select s.id from servers s join machines m on m.entity_id = s.id
+         where s.tenancy = 'shared' and s.region = 'eu-west-1' and m.finished_at is null and m.state <> 'deleting'`,
+      )
+    ).rows.map((r) => r.id);
 
   it('retires shared servers that deprovisioning emptied, keeping one spare, which the next tenant takes', async () => {
     const tenants = [await provision('shared'), await provision('shared'), await provision('shared')];
@@ -37,7 +49,7 @@ describe('leftovers', () => {
     expect((await provision('shared')).server).toBe(spare);
   });
 
-  it('removes a deleted server\'s archive once its retention has passed, and only then', async () => {
+  it("removes a deleted server's archive once its retention has passed, and only then", async () => {
     const db = await provision('dedicated');
     await psql(db.url, 'create table t (n int); insert into t select generate_series(1, 1000)');
     await psql(await adminUrl(ctx.db.pool, db.server), 'select pg_switch_wal()');
@@ -48,7 +60,11 @@ describe('leftovers', () => {
     expect(await pruneDeletedArchives(ctx.db.pool, store, 1, log)).not.toContain(db.server);
     expect((await store.list(`servers/${db.server}/`)).length).toBeGreaterThan(0);
     expect((await addonFetch(ctx.system, 'DELETE', `/heroku/resources/${db.id}`)).status).toBe(204);
-    await waitFor('the server to be deleted', async () => (await ctx.system.api('GET', `/api/servers/${db.server}`)).body.state === 'deleted', 60_000);
+    await waitFor(
+      'the server to be deleted',
+      async () => (await ctx.system.api('GET', `/api/servers/${db.server}`)).body.state === 'deleted',
+      60_000,
+    );
     // Within the retention it stays.
     expect(await pruneDeletedArchives(ctx.db.pool, store, 3600, log)).toEqual([]);
     expect((await store.list(`servers/${db.server}/`)).length).toBeGreaterThan(0);

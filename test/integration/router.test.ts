@@ -49,11 +49,24 @@ describe('the router', () => {
       [resource, `d${resource.slice(0, 8)}`, String(routerPort)],
     );
     for (const [i, id] of ids.entries()) {
-      await test.db.pool.query(`insert into servers (id, provider, host, port, superuser_password_sealed) values ($1, 'local', '127.0.0.1', $2, 'x')`, [id, servers[i]!.port]);
-      await test.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, 'available', '{}')`, [id]);
-      await test.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)`, [resource, id, i === 0 ? 'primary' : 'standby']);
+      await test.db.pool.query(
+        `insert into servers (id, provider, host, port, superuser_password_sealed) values ($1, 'local', '127.0.0.1', $2, 'x')`,
+        [id, servers[i]!.port],
+      );
+      await test.db.pool.query(
+        `insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, 'available', '{}')`,
+        [id],
+      );
+      await test.db.pool.query(`insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)`, [
+        resource,
+        id,
+        i === 0 ? 'primary' : 'standby',
+      ]);
     }
-    await test.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'resource', 1, 'available', '{}')`, [resource]);
+    await test.db.pool.query(
+      `insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'resource', 1, 'available', '{}')`,
+      [resource],
+    );
     // Its own refresh once a minute: only being told of the change can be quick.
     router = new Router(test.db.pool, '127.0.0.1', log, { refreshMs: 60_000 });
     await router.start();

@@ -24,17 +24,30 @@ describe('what a server can read of the machine it shares', () => {
   const control = new PgCluster(binaries, controlIdentity('pgfleet-control', servers.identity));
   let home: string;
   let provider: LocalProvider;
-  const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
+  const server: ServerRecord = {
+    id: randomUUID(),
+    provider: 'local',
+    host: null,
+    port: null,
+    superuserPassword: randomBytes(24).toString('base64url'),
+    attrs: {},
+  };
 
   beforeAll(async () => {
     home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-separation-'));
     await fs.chmod(home, 0o755);
     await startEmbeddedControl(home, control);
-    const archive = { storeUrl: `file://${home}/archive`, env: { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-that-must-not-be-written' } };
+    const archive = {
+      storeUrl: `file://${home}/archive`,
+      env: { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-that-must-not-be-written' },
+    };
     provider = new LocalProvider(home, servers, archive);
     Object.assign(server, await provider.provision(server));
     const ca = await createAuthority();
-    await provider.initialize(server, await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }));
+    await provider.initialize(
+      server,
+      await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+    );
     await provider.start(server);
   });
   afterAll(async () => {
@@ -42,28 +55,43 @@ describe('what a server can read of the machine it shares', () => {
     await fs.rm(home, { recursive: true, force: true });
   });
 
-  it(root ? 'runs the control database as a user of its own, whose files a server\'s superuser cannot read' : 'runs everything as this user when not root (separation needs root)', async () => {
-    const controlOwner = (await fs.stat(controlDataDir(home))).uid;
-    const serverOwner = (await fs.stat(provider.dataDir(server))).uid;
-    if (!root) {
-      expect([controlOwner, serverOwner]).toEqual([process.getuid!(), process.getuid!()]);
-      return;
-    }
-    expect(controlOwner).toBe(control.identity!.uid);
-    expect(serverOwner).not.toBe(controlOwner);
-    const superuser = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
-    await superuser.connect();
-    try {
-      // The server's own files, yes; the control database's, no.
-      expect((await superuser.query(`select pg_read_file('PG_VERSION') as v`)).rows[0].v).toMatch(/^\d+/);
-      await expect(superuser.query('select pg_read_file($1)', [path.join(controlDataDir(home), 'PG_VERSION')])).rejects.toThrow(/Permission denied/);
-      await expect(superuser.query('select pg_ls_dir($1)', [controlDataDir(home)])).rejects.toThrow(/Permission denied/);
-      await expect(superuser.query('select pg_read_file($1)', [path.join(home, 'control.json')])).rejects.toThrow(/Permission denied/);
-      await expect(superuser.query('select pg_read_file($1)', [path.join(home, 'secrets.json')])).rejects.toThrow(/Permission denied|No such file/);
-    } finally {
-      await superuser.end();
-    }
-  });
+  it(
+    root
+      ? "runs the control database as a user of its own, whose files a server's superuser cannot read"
+      : 'runs everything as this user when not root (separation needs root)',
+    async () => {
+      const controlOwner = (await fs.stat(controlDataDir(home))).uid;
+      const serverOwner = (await fs.stat(provider.dataDir(server))).uid;
+      if (!root) {
+        expect([controlOwner, serverOwner]).toEqual([process.getuid!(), process.getuid!()]);
+        return;
+      }
+      expect(controlOwner).toBe(control.identity!.uid);
+      expect(serverOwner).not.toBe(controlOwner);
+      const superuser = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+      });
+      await superuser.connect();
+      try {
+        // The server's own files, yes; the control database's, no.
+        expect((await superuser.query(`select pg_read_file('PG_VERSION') as v`)).rows[0].v).toMatch(/^\d+/);
+        await expect(superuser.query('select pg_read_file($1)', [path.join(controlDataDir(home), 'PG_VERSION')])).rejects.toThrow(
+          /Permission denied/,
+        );
+        await expect(superuser.query('select pg_ls_dir($1)', [controlDataDir(home)])).rejects.toThrow(/Permission denied/);
+        await expect(superuser.query('select pg_read_file($1)', [path.join(home, 'control.json')])).rejects.toThrow(/Permission denied/);
+        await expect(superuser.query('select pg_read_file($1)', [path.join(home, 'secrets.json')])).rejects.toThrow(
+          /Permission denied|No such file/,
+        );
+      } finally {
+        await superuser.end();
+      }
+    },
+  );
 
   it('writes no store credentials into the archiver config of a directory store', async () => {
     const config = await fs.readFile(path.join(home, 'servers', server.id, 'archive.json'), 'utf8');

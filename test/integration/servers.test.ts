@@ -83,7 +83,7 @@ describe('the observe → decide → act loop on real local Postgres', () => {
     const id = (await system.api('POST', '/api/servers', { provider: 'local' })).body.id as string;
     await waitFor('available', async () => (await show(id)).state === 'available');
     const url = await adminUrl(db.pool, id);
-    await psql(url, 'create table only_copy (v text); insert into only_copy values (\'keep me\')');
+    await psql(url, "create table only_copy (v text); insert into only_copy values ('keep me')");
 
     const dataDir = path.join(system.config.home, 'servers', id, 'data');
     const conf = path.join(dataDir, 'postgresql.conf');
@@ -118,7 +118,10 @@ describe('jobs that fall out', () => {
     const system = await startSystem(db.url, ['worker', 'clock']);
     try {
       await waitFor('the clock to put jobs back', async () => {
-        const { rows } = await db.pool.query('select 1 from jobs where entity_id = $1 or exists (select 1 from observations where entity_id = $1)', [server.id]);
+        const { rows } = await db.pool.query(
+          'select 1 from jobs where entity_id = $1 or exists (select 1 from observations where entity_id = $1)',
+          [server.id],
+        );
         return rows.length > 0;
       });
       await waitFor('the server to become available', async () => {

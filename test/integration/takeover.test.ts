@@ -17,13 +17,16 @@ describe('takeOver', () => {
     const id = randomUUID();
     const suffix = id.slice(0, 8);
     await ctx.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'shared', 'us', 'us-east-1', $2, $3, 'x')`,
       [id, `d${suffix}`, `u${suffix}`],
     );
     const servers: Record<string, string> = {};
     // Rows are inserted (and so stored) in the order given: the successor first is the case that broke.
     for (const role of order) {
-      const { rows } = await ctx.db.pool.query<{ id: string }>(`insert into servers (provider, superuser_password_sealed) values ('local', 'x') returning id`);
+      const { rows } = await ctx.db.pool.query<{ id: string }>(
+        `insert into servers (provider, superuser_password_sealed) values ('local', 'x') returning id`,
+      );
       servers[role] = rows[0]!.id;
       await ctx.db.pool.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [id, rows[0]!.id, role]);
     }
@@ -31,7 +34,10 @@ describe('takeOver', () => {
   }
 
   async function roles(id: string): Promise<Record<string, string>> {
-    const { rows } = await ctx.db.pool.query<{ server_id: string; role: string }>('select server_id, role from resource_servers where resource_id = $1', [id]);
+    const { rows } = await ctx.db.pool.query<{ server_id: string; role: string }>(
+      'select server_id, role from resource_servers where resource_id = $1',
+      [id],
+    );
     return Object.fromEntries(rows.map((r) => [r.server_id, r.role]));
   }
 
@@ -68,26 +74,40 @@ describe('standbyTakesOver', () => {
     const id = randomUUID();
     const suffix = id.slice(0, 8);
     await ctx.db.pool.query(
-      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed) values ($1, 'ha', 'us', 'us-east-1', $2, $3, 'x')`,
+      `insert into resources (id, plan, region, aws_region, database_name, role_name, password_sealed)
+       values ($1, 'ha', 'us', 'us-east-1', $2, $3, 'x')`,
       [id, `d${suffix}`, `u${suffix}`],
     );
-    await ctx.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'resource', 1, $2, '{}')`, [id, resourceState]);
+    await ctx.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'resource', 1, $2, '{}')`, [
+      id,
+      resourceState,
+    ]);
     const servers: string[] = [];
-    for (const [role, state] of [['primary', 'restarting'], ['standby', standbyState]]) {
-      const { rows } = await ctx.db.pool.query<{ id: string }>(`insert into servers (provider, superuser_password_sealed) values ('local', 'x') returning id`);
+    for (const [role, state] of [
+      ['primary', 'restarting'],
+      ['standby', standbyState],
+    ]) {
+      const { rows } = await ctx.db.pool.query<{ id: string }>(
+        `insert into servers (provider, superuser_password_sealed) values ('local', 'x') returning id`,
+      );
       servers.push(rows[0]!.id);
-      await ctx.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, $2, '{}')`, [rows[0]!.id, state]);
+      await ctx.db.pool.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, 'server', 1, $2, '{}')`, [
+        rows[0]!.id,
+        state,
+      ]);
       await ctx.db.pool.query('insert into resource_servers (resource_id, server_id, role) values ($1, $2, $3)', [id, rows[0]!.id, role]);
     }
     return servers[0]!;
   }
 
   it('is so while the database is whole or failing over, with its standby available', async () => {
-    for (const state of ['available', 'rotating', 'syncing', 'failover']) expect(await standbyTakesOver(ctx.db.pool, await haWith(state, 'available'))).toBe(true);
+    for (const state of ['available', 'rotating', 'syncing', 'failover'])
+      expect(await standbyTakesOver(ctx.db.pool, await haWith(state, 'available'))).toBe(true);
     expect(await standbyTakesOver(ctx.db.pool, await haWith('available', 'rejoining'))).toBe(false);
   });
 
   it('is not so while its standby is rejoined or built and not yet synchronous', async () => {
-    for (const state of ['rejoining', 'replacing', 'adding', 'creating']) expect(await standbyTakesOver(ctx.db.pool, await haWith(state, 'available'))).toBe(false);
+    for (const state of ['rejoining', 'replacing', 'adding', 'creating'])
+      expect(await standbyTakesOver(ctx.db.pool, await haWith(state, 'available'))).toBe(false);
   });
 });

@@ -31,7 +31,7 @@ async function nodeQuery(client: pg.Client, sql: string): Promise<Record<string,
 
 const SSL_NOW = 'select ssl, version from pg_stat_ssl where pid = pg_backend_pid()';
 
-describe('TLS on every connection to a customer database, with pgfleet\'s own CA', { timeout: 240_000 }, () => {
+describe("TLS on every connection to a customer database, with pgfleet's own CA", { timeout: 240_000 }, () => {
   const ctx = useSystemWithPlatform(['web', 'worker', 'clock', 'router'], {
     ADDON_SSO_SALT: SSO_SALT,
     PGFLEET_ANSWER_WITHIN: '20',
@@ -49,7 +49,10 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     ca = system.running.caCertificate;
   });
 
-  const primaryOf = async (id: string) => ((await system.api('GET', `/api/resources/${id}`)).body.servers as { id: string; role: string; port: number }[]).find((s) => s.role === 'primary')!;
+  const primaryOf = async (id: string) =>
+    ((await system.api('GET', `/api/resources/${id}`)).body.servers as { id: string; role: string; port: number }[]).find(
+      (s) => s.role === 'primary',
+    )!;
 
   it('hands out one CA certificate: publicly at /ca.pem, to operators, and to customers', async () => {
     const pem = await fetch(`${system.running.url}/ca.pem`);
@@ -60,7 +63,9 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     expect(cert.ca).toBe(true);
     expect(cert.subject).toMatch(/CN=pgfleet CA [0-9a-f]{8}/);
     // The control database keeps it, sealed: every process hands out this one.
-    const { rows } = await db.pool.query<{ certificate: string; key_sealed: string }>('select certificate, key_sealed from certificate_authority');
+    const { rows } = await db.pool.query<{ certificate: string; key_sealed: string }>(
+      'select certificate, key_sealed from certificate_authority',
+    );
     expect(rows).toHaveLength(1);
     expect(rows[0]!.certificate).toBe(ca);
     expect(rows[0]!.key_sealed).not.toMatch(/PRIVATE KEY/);
@@ -68,7 +73,11 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     expect((await fetch(`${system.running.url}/api/ca`)).status).toBe(401);
     const api = await system.api('GET', '/api/ca');
     expect(api.status).toBe(200);
-    expect(api.body).toMatchObject({ certificate: ca, fingerprint256: cert.fingerprint256, notAfter: new Date(cert.validTo).toISOString() });
+    expect(api.body).toMatchObject({
+      certificate: ca,
+      fingerprint256: cert.fingerprint256,
+      notAfter: new Date(cert.validTo).toISOString(),
+    });
   });
 
   it('a shared database: psql and node-postgres connect with verify-full and the CA; no TLS, no entry', async () => {
@@ -97,29 +106,45 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     const stranger = path.join(system.config.home, 'stranger-ca.pem');
     await fs.writeFile(stranger, (await createAuthority()).certificate);
     await expect(psql(verifyFull(url, stranger), 'select 1')).rejects.toThrow(/certificate verify failed/);
-    await expect(nodeQuery(nodeClient(url, (await createAuthority()).certificate), 'select 1')).rejects.toThrow(/self[- ]signed|unable to verify|certificate/);
+    await expect(nodeQuery(nodeClient(url, (await createAuthority()).certificate), 'select 1')).rejects.toThrow(
+      /self[- ]signed|unable to verify|certificate/,
+    );
 
     // Asking for no encryption: the server has no line that lets a tenant in without TLS.
     await expect(psql(`${url}&sslmode=disable`, 'select 1')).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
     const plain = new URL(url);
     plain.searchParams.delete('sslmode');
-    await expect(nodeQuery(new pg.Client({ connectionString: plain.href, ssl: false }), 'select 1')).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
+    await expect(nodeQuery(new pg.Client({ connectionString: plain.href, ssl: false }), 'select 1')).rejects.toThrow(
+      /no pg_hba\.conf entry .* no encryption/,
+    );
   });
 
   it('the SSO page shows the CA and how to connect with verify-full', async () => {
     const timestamp = String(Math.floor(Date.now() / 1000));
-    const login = await fetch(`${system.running.url}/heroku/resources/${shared.id}?token=${ssoToken(shared.id, SSO_SALT, timestamp)}&timestamp=${timestamp}`, { redirect: 'manual' });
+    const login = await fetch(
+      `${system.running.url}/heroku/resources/${shared.id}?token=${ssoToken(shared.id, SSO_SALT, timestamp)}&timestamp=${timestamp}`,
+      { redirect: 'manual' },
+    );
     expect(login.status).toBe(302);
-    const session = login.headers.getSetCookie().find((c) => c.startsWith('pgfleet_sso='))!.split(';')[0]!;
+    const session = login.headers
+      .getSetCookie()
+      .find((c) => c.startsWith('pgfleet_sso='))!
+      .split(';')[0]!;
     const page = await (await fetch(`${system.running.url}/sso/resources/${shared.id}`, { headers: { cookie: session } })).text();
     expect(page).toContain('href="/ca.pem"');
     expect(page).toContain('psql "$PGFLEET_URL&amp;sslmode=verify-full&amp;sslrootcert=pgfleet-ca.pem"');
     expect(page).toContain(ca.trim());
   });
 
-  it('an ha database through the router: the primary\'s certificate names the router\'s address', async () => {
+  it("an ha database through the router: the primary's certificate names the router's address", async () => {
     const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', { uuid, plan: 'ha', region: 'us', callback_url: `${platform.url}/addons/${uuid}`, oauth_grant: { code: 'g' } });
+    const res = await addonFetch(system, 'POST', '/heroku/resources', {
+      uuid,
+      plan: 'ha',
+      region: 'us',
+      callback_url: `${platform.url}/addons/${uuid}`,
+      oauth_grant: { code: 'g' },
+    });
     expect(res.status).toBe(202);
     const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
     const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
@@ -128,8 +153,13 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     expect(new URL(url).port).not.toBe(String(primary.port));
 
     // The router pipes the TLS session through: the client checks the primary's certificate.
-    expect(await psql(verifyFull(url, system.caFile), `select inet_server_port(), (${SSL_NOW.replace('select ssl, version', 'select ssl')})`)).toBe(`${primary.port}|t`);
-    expect(await nodeQuery(nodeClient(url, ca), 'select inet_server_port() as port, pg_is_in_recovery() as standby')).toMatchObject({ port: primary.port, standby: false });
+    expect(
+      await psql(verifyFull(url, system.caFile), `select inet_server_port(), (${SSL_NOW.replace('select ssl, version', 'select ssl')})`),
+    ).toBe(`${primary.port}|t`);
+    expect(await nodeQuery(nodeClient(url, ca), 'select inet_server_port() as port, pg_is_in_recovery() as standby')).toMatchObject({
+      port: primary.port,
+      standby: false,
+    });
     expect(await psql(verifyFull(config.PGFLEET_READONLY_URL!, system.caFile), SSL_NOW)).toMatch(/^t\|TLSv1\.[23]$/);
     await expect(psql(`${url}&sslmode=disable`, 'select 1')).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
   });
@@ -137,7 +167,11 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
   it('a server from before TLS gets it with no restart, and then holds customers to it', async () => {
     const created = await system.api('POST', '/api/servers', { provider: 'local' });
     const id = created.body.id as string;
-    await waitFor('the server to be available', async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available', 60_000);
+    await waitFor(
+      'the server to be available',
+      async () => (await system.api('GET', `/api/servers/${id}`)).body.state === 'available',
+      60_000,
+    );
     const admin = await adminUrl(db.pool, id);
     const startedAt = await psql(admin, 'select pg_postmaster_start_time()');
     await psql(admin, "create role app login password 'app-password-0123456789'");
@@ -145,20 +179,37 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     const app = `postgres://app:app-password-0123456789@${host}:${port}/postgres`;
 
     // As servers were made before: initdb's pg_hba.conf (TCP lines) and no TLS.
-    await fs.writeFile(path.join(system.config.home, 'servers', id, 'data', 'pg_hba.conf'), 'host all all all scram-sha-256\nhost replication all all scram-sha-256\n');
+    await fs.writeFile(
+      path.join(system.config.home, 'servers', id, 'data', 'pg_hba.conf'),
+      'host all all all scram-sha-256\nhost replication all all scram-sha-256\n',
+    );
     await psql(admin, 'alter system set ssl = off');
     await psql(admin, 'select pg_reload_conf()');
 
     // Seen without TLS (the job acts only on such an observation), then seen with it, required.
-    const seenWithout = await waitFor('an observation without TLS', async () => {
-      const { rows } = await db.pool.query<{ at: Date }>(`select max(observed_at) as at from observations where entity_id = $1 and attrs->'tls_offered' = 'false'`, [id]);
-      return rows[0]!.at ?? undefined;
-    }, 30_000);
-    await waitFor('TLS on and required', async () => {
-      const { rows } = await db.pool.query<{ obs: Record<string, string>; at: Date }>('select hstore_to_json(last_observation) as obs, last_observed_at as at from servers where id = $1', [id]);
-      const { obs, at } = rows[0]!;
-      return at > seenWithout && obs.tls_offered === 'true' && obs.tls_required === 'true';
-    }, 60_000);
+    const seenWithout = await waitFor(
+      'an observation without TLS',
+      async () => {
+        const { rows } = await db.pool.query<{ at: Date }>(
+          `select max(observed_at) as at from observations where entity_id = $1 and attrs->'tls_offered' = 'false'`,
+          [id],
+        );
+        return rows[0]!.at ?? undefined;
+      },
+      30_000,
+    );
+    await waitFor(
+      'TLS on and required',
+      async () => {
+        const { rows } = await db.pool.query<{ obs: Record<string, string>; at: Date }>(
+          'select hstore_to_json(last_observation) as obs, last_observed_at as at from servers where id = $1',
+          [id],
+        );
+        const { obs, at } = rows[0]!;
+        return at > seenWithout && obs.tls_offered === 'true' && obs.tls_required === 'true';
+      },
+      60_000,
+    );
     const served = await servedCertificate(host, Number(port), 2000);
     expect(new X509Certificate(served.raw).checkIssued(new X509Certificate(ca))).toBe(true);
     expect(await psql(admin, 'select pg_postmaster_start_time()')).toBe(startedAt);
@@ -176,21 +227,36 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
 
     // A certificate made long ago: an hour left, well within PGFLEET_TLS_RENEW_DAYS.
     const authority = await certificateAuthority(db.pool, TEST_SEALER);
-    const short = await issueServerCertificate(authority, { name: 'short-lived', hosts: certificateHosts(server.host), validityMs: 3_600_000 });
+    const short = await issueServerCertificate(authority, {
+      name: 'short-lived',
+      hosts: certificateHosts(server.host),
+      validityMs: 3_600_000,
+    });
     const shortSerial = new X509Certificate(short.certificate).serialNumber;
     await system.running.providers.local!.installCertificate(server, short);
     await psql(admin, 'select pg_reload_conf()');
 
-    const renewed = await waitFor('a renewed certificate to be served', async () => {
-      const cert = await servedCertificate(server.host!, server.port!, 2000);
-      return cert.serialNumber !== shortSerial && new Date(cert.valid_to).getTime() - Date.now() > 29 * 86_400_000 ? cert : undefined;
-    }, 60_000);
+    const renewed = await waitFor(
+      'a renewed certificate to be served',
+      async () => {
+        const cert = await servedCertificate(server.host!, server.port!, 2000);
+        return cert.serialNumber !== shortSerial && new Date(cert.valid_to).getTime() - Date.now() > 29 * 86_400_000 ? cert : undefined;
+      },
+      60_000,
+    );
     // PGFLEET_TLS_CERT_DAYS=30.
     expect(new Date(renewed.valid_to).getTime() - Date.now()).toBeLessThan(31 * 86_400_000);
-    await waitFor('the renewed certificate to be observed', async () => {
-      const { rows } = await db.pool.query<{ serial: string }>(`select last_observation->'tls_cert_serial' as serial from servers where id = $1`, [serverId]);
-      return rows[0]?.serial === renewed.serialNumber.toLowerCase();
-    }, 30_000);
+    await waitFor(
+      'the renewed certificate to be observed',
+      async () => {
+        const { rows } = await db.pool.query<{ serial: string }>(
+          `select last_observation->'tls_cert_serial' as serial from servers where id = $1`,
+          [serverId],
+        );
+        return rows[0]?.serial === renewed.serialNumber.toLowerCase();
+      },
+      30_000,
+    );
 
     expect(await psql(admin, 'select pg_postmaster_start_time()')).toBe(startedAt);
     expect((await held.query('select 1 as n')).rows[0]).toEqual({ n: 1 });
@@ -201,7 +267,17 @@ describe('TLS on every connection to a customer database, with pgfleet\'s own CA
     // Running the renewal again (a retried job, the clock asking twice) leaves a certificate
     // that is not due as it is.
     const renew = renewCertificateTask(system.running.providers, TEST_SEALER, { authority, certDays: 30, renewDays: 10 }, 2000);
-    const job = { id: '0', queue: 'default', entityId: serverId, task: 'renew_certificate', payload: {}, key: null, priority: 0, attempts: 0, maxAttempts: 1 };
+    const job = {
+      id: '0',
+      queue: 'default',
+      entityId: serverId,
+      task: 'renew_certificate',
+      payload: {},
+      key: null,
+      priority: 0,
+      attempts: 0,
+      maxAttempts: 1,
+    };
     const ctx = { pool: db.pool, log: createLogger('silent') };
     await renew(job, ctx);
     await renew(job, ctx);

@@ -14,7 +14,11 @@ import { useTestDatabase, waitFor } from '../support/db.ts';
 const log = createLogger('silent');
 const t = useTestDatabase(['jobs']);
 
-async function withWorker<T>(handlers: Record<string, JobHandler>, fn: () => Promise<T>, extra: Partial<ConstructorParameters<typeof Worker>[1]> = {}): Promise<T> {
+async function withWorker<T>(
+  handlers: Record<string, JobHandler>,
+  fn: () => Promise<T>,
+  extra: Partial<ConstructorParameters<typeof Worker>[1]> = {},
+): Promise<T> {
   const worker = new Worker(t.db.pool, { queues: undefined, concurrency: 4, leaseSeconds: 60, handlers, log, pollMs: 200, ...extra });
   await worker.start();
   try {
@@ -36,10 +40,17 @@ describe('a worker that dies', () => {
     child.stdout.on('data', (d) => (out += d));
     await waitFor('the child worker to claim the job', async () => out.includes('claimed'), 30_000);
     // Just after the control database starts no claim counts as lost: the run's own may be that young.
-    await waitFor('the control database to be past its restart grace', async () => {
-      const { rows } = await t.db.pool.query<{ old: boolean }>(`select now() - pg_postmaster_start_time() > make_interval(secs => $1) as old`, [RESTART_GRACE_SECONDS]);
-      return rows[0]!.old;
-    }, 20_000);
+    await waitFor(
+      'the control database to be past its restart grace',
+      async () => {
+        const { rows } = await t.db.pool.query<{ old: boolean }>(
+          `select now() - pg_postmaster_start_time() > make_interval(secs => $1) as old`,
+          [RESTART_GRACE_SECONDS],
+        );
+        return rows[0]!.old;
+      },
+      20_000,
+    );
     const ranAgain: number[] = [];
     await withWorker({ hang: async () => void ranAgain.push(Date.now()) }, async () => {
       const killedAt = Date.now();
@@ -57,10 +68,17 @@ describe('a worker that dies', () => {
     // half-open connection) and its lease has 20 s to go, unrenewed since it died. A live
     // worker misconfigured with the same name renews its lease; another worker's is another's.
     const [mine, namesake, other] = [randomUUID(), randomUUID(), randomUUID()];
-    const holders = { [mine]: ['worker.1#00000000', 20], [namesake]: ['worker.1#11111111', 60], [other]: ['worker.2#00000000', 20] } as const;
+    const holders = {
+      [mine]: ['worker.1#00000000', 20],
+      [namesake]: ['worker.1#11111111', 60],
+      [other]: ['worker.2#00000000', 20],
+    } as const;
     for (const [entity, [holder, seconds]] of Object.entries(holders)) {
       await enqueue(t.db.pool, { task: 'work', entityId: entity });
-      await t.db.pool.query(`update jobs set locked_by = $2, locked_until = now() + make_interval(secs => $3), attempts = 1 where entity_id = $1`, [entity, holder, seconds]);
+      await t.db.pool.query(
+        `update jobs set locked_by = $2, locked_until = now() + make_interval(secs => $3), attempts = 1 where entity_id = $1`,
+        [entity, holder, seconds],
+      );
     }
     const ghosts = await Promise.all(
       Object.values(holders).map(async ([id]) => {
@@ -71,14 +89,17 @@ describe('a worker that dies', () => {
     );
     try {
       const ran: string[] = [];
-      await withWorker({ work: async (job) => void ran.push(job.entityId!) }, async () => {
-        await waitFor('the predecessor\'s job to run', async () => ran.includes(mine), 5_000);
-        await new Promise((r) => setTimeout(r, 500));
-      }, { name: 'worker.1' });
+      await withWorker(
+        { work: async (job) => void ran.push(job.entityId!) },
+        async () => {
+          await waitFor("the predecessor's job to run", async () => ran.includes(mine), 5_000);
+          await new Promise((r) => setTimeout(r, 500));
+        },
+        { name: 'worker.1' },
+      );
       expect(ran).toEqual([mine]);
     } finally {
       await Promise.all(ghosts.map((c) => c.end()));
     }
   });
 });
-

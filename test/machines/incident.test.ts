@@ -20,7 +20,13 @@ function step(snapshot: Snapshot, event: IncidentEvent) {
   const [next, actions] = transition(incidentMachine, snapshot, event);
   return { next, state: statePath(next.value), jobs: jobs(actions) };
 }
-const changed = (seconds: number, state: string, healthy = false, stuckAfter = 60): IncidentEvent => ({ type: 'entity.changed', at: at(seconds), state, healthy, stuckAfter });
+const changed = (seconds: number, state: string, healthy = false, stuckAfter = 60): IncidentEvent => ({
+  type: 'entity.changed',
+  at: at(seconds),
+  state,
+  healthy,
+  stuckAfter,
+});
 
 describe('incident machine', () => {
   it('opens, tells the customer and arms the deadline of the entity’s state', () => {

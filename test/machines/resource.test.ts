@@ -11,7 +11,11 @@ const t = () => new Date(Date.UTC(2026, 0, 1) + ++clock * 1000).toISOString();
 
 function step(snapshot: Snapshot, event: ResourceEvent) {
   const [next, actions] = transition(resourceMachine, snapshot, event);
-  return { next, state: statePath(next.value), jobs: emittedJobs(actions as never).map((j) => j.task + (j.delaySeconds ? `+${j.delaySeconds}s` : '')) };
+  return {
+    next,
+    state: statePath(next.value),
+    jobs: emittedJobs(actions as never).map((j) => j.task + (j.delaySeconds ? `+${j.delaySeconds}s` : '')),
+  };
 }
 
 function walk(events: ResourceEvent[]): ReturnType<typeof step> {
@@ -38,7 +42,11 @@ function failedOver(from: ReturnType<typeof step>): ReturnType<typeof step> {
   return s;
 }
 const failed = (): ResourceEvent => ({ type: 'step.failed', at: t(), error: 'connection refused' });
-const created = (): ResourceEvent[] => [{ type: 'placed', at: t() }, observed({ 'primary.state': 'available' }), { type: 'tenant.created', at: t() }];
+const created = (): ResourceEvent[] => [
+  { type: 'placed', at: t() },
+  observed({ 'primary.state': 'available' }),
+  { type: 'tenant.created', at: t() },
+];
 
 describe('resource machine', () => {
   it('starts placing the resource', () => {
@@ -78,7 +86,9 @@ describe('resource machine', () => {
     // A crash is seen at the first failed probe; a live process that does not answer waits
     // for its machine to count a hang.
     const up = { 'standby.state': 'available' };
-    expect(step(ready.next, observed({ ...up, 'primary.state': 'unreachable', 'primary.alive': 'false' })).state).toBe('failover.fencing.trying');
+    expect(step(ready.next, observed({ ...up, 'primary.state': 'unreachable', 'primary.alive': 'false' })).state).toBe(
+      'failover.fencing.trying',
+    );
     expect(step(ready.next, observed({ ...up, 'primary.state': 'unreachable', 'primary.alive': 'true' })).state).toBe('available');
     let s = step(ready.next, observed({ 'primary.state': 'restarting', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['failover.fencing.trying', ['fence_primary']]);
@@ -99,19 +109,30 @@ describe('resource machine', () => {
     expect([s.state, s.jobs]).toEqual(['available', ['deliver']]);
   });
 
-  it('fails over a lost primary only in RESOURCE_FAILOVER_STATES: while the old one rejoins, the new one is its machine\'s to restart', () => {
-    const lost = { 'primary.state': 'restarting', 'standby.state': 'available' };
-    const ready = walk(created());
-    expect(RESOURCE_FAILOVER_STATES).toContain(ready.state);
-    expect(step(ready.next, observed(lost)).state).toBe('failover.fencing.trying');
-    let s = step(ready.next, observed(lost));
-    for (const e of [{ type: 'fencing', at: t() }, observed({ 'primary.state': 'fenced', 'standby.state': 'available' })] as ResourceEvent[]) s = step(s.next, e);
-    expect(RESOURCE_FAILOVER_STATES).toContain(s.state.split('.')[0]);
-    for (const e of [{ type: 'promoted', at: t() }, { type: 'placed', at: t() }] as ResourceEvent[]) s = step(s.next, e);
-    // The old primary is up again, not yet synchronous: nothing promotes it.
-    expect(RESOURCE_FAILOVER_STATES).not.toContain(s.state.split('.')[0]);
-    expect(step(s.next, observed(lost)).state.split('.')[0]).toBe('rejoining');
-  });
+  it(
+    'fails over a lost primary only in RESOURCE_FAILOVER_STATES: ' + "while the old one rejoins, the new one is its machine's to restart",
+    () => {
+      const lost = { 'primary.state': 'restarting', 'standby.state': 'available' };
+      const ready = walk(created());
+      expect(RESOURCE_FAILOVER_STATES).toContain(ready.state);
+      expect(step(ready.next, observed(lost)).state).toBe('failover.fencing.trying');
+      let s = step(ready.next, observed(lost));
+      for (const e of [
+        { type: 'fencing', at: t() },
+        observed({ 'primary.state': 'fenced', 'standby.state': 'available' }),
+      ] as ResourceEvent[])
+        s = step(s.next, e);
+      expect(RESOURCE_FAILOVER_STATES).toContain(s.state.split('.')[0]);
+      for (const e of [
+        { type: 'promoted', at: t() },
+        { type: 'placed', at: t() },
+      ] as ResourceEvent[])
+        s = step(s.next, e);
+      // The old primary is up again, not yet synchronous: nothing promotes it.
+      expect(RESOURCE_FAILOVER_STATES).not.toContain(s.state.split('.')[0]);
+      expect(step(s.next, observed(lost)).state.split('.')[0]).toBe('rejoining');
+    },
+  );
 
   it('switches over by hand through the same steps as a failover', () => {
     const s = step(walk(created()).next, { type: 'switchover', at: t() });
@@ -195,7 +216,9 @@ describe('resource machine', () => {
     const ready = walk(created());
     let s = step(ready.next, { type: 'change_plan', at: t(), plan: 'ha', move: false, standby: 'add' });
     expect([s.state, s.jobs]).toEqual(['adding.standby.trying', ['place_standby']]);
-    expect(step(s.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: false, standby: 'drop' }).state).toBe('adding.standby.trying');
+    expect(step(s.next, { type: 'change_plan', at: t(), plan: 'dedicated', move: false, standby: 'drop' }).state).toBe(
+      'adding.standby.trying',
+    );
     s = step(s.next, { type: 'placed', at: t() });
     s = step(s.next, observed({ 'primary.state': 'available', 'standby.state': 'available' }));
     expect([s.state, s.jobs]).toEqual(['adding.synchronous.trying', ['synchronize']]);
@@ -223,7 +246,7 @@ describe('resource machine', () => {
     expect(step(s.next, { type: 'synchronized', at: t() }).state).toBe('available');
   });
 
-  it('rotates the owner\'s password as a step, then hands the platform the new config', () => {
+  it("rotates the owner's password as a step, then hands the platform the new config", () => {
     const ready = walk(created());
     let s = step(ready.next, { type: 'rotate', at: t() });
     expect([s.state, s.jobs]).toEqual(['rotating.trying', ['rotate_password']]);
@@ -292,7 +315,14 @@ describe('resource machine', () => {
     const up = { 'primary.state': 'available', 'standby.state': 'available', 'sync.names': 'FIRST 1 ("s")', 'sync.stall_ms': '3000' };
     const answering = { ...up, 'sync.standby_state': 'streaming', 'sync.standby_reply_ms': '400', 'sync.standby_flush_lag_bytes': '0' };
     /** Commits have waited 3.5 s for a standby whose last reply is as old. */
-    const stalled = { ...up, 'sync.waiting': '4', 'sync.wait_ms': '3500', 'sync.standby_state': 'streaming', 'sync.standby_reply_ms': '3600', 'sync.standby_flush_lag_bytes': '90000' };
+    const stalled = {
+      ...up,
+      'sync.waiting': '4',
+      'sync.wait_ms': '3500',
+      'sync.standby_state': 'streaming',
+      'sync.standby_reply_ms': '3600',
+      'sync.standby_flush_lag_bytes': '90000',
+    };
 
     it('is not a stall while it answers, or before commits have waited past the threshold', () => {
       const s = whole();
@@ -310,12 +340,16 @@ describe('resource machine', () => {
       const since = s.next.context.unsynchronizedSince;
       expect(since).toEqual(expect.any(String));
       // A standby that is gone (not connected) while commits wait is a stall too.
-      expect(step(whole(), observed({ ...up, 'sync.waiting': '1', 'sync.wait_ms': '3100' })).state).toBe('unsynchronized.desynchronizing.trying');
+      expect(step(whole(), observed({ ...up, 'sync.waiting': '1', 'sync.wait_ms': '3100' })).state).toBe(
+        'unsynchronized.desynchronizing.trying',
+      );
       s = step(s.next, { type: 'desynchronized', at: t() });
       expect([s.state, s.jobs]).toEqual(['unsynchronized.waiting', ['observe']]);
       // Still silent, or answering but far behind: not yet.
       expect(step(s.next, observed({ ...stalled, 'sync.names': '', 'sync.waiting': '0' })).state).toBe('unsynchronized.waiting');
-      expect(step(s.next, observed({ ...answering, 'sync.standby_flush_lag_bytes': String(64 * 1024 ** 2) })).state).toBe('unsynchronized.waiting');
+      expect(step(s.next, observed({ ...answering, 'sync.standby_flush_lag_bytes': String(64 * 1024 ** 2) })).state).toBe(
+        'unsynchronized.waiting',
+      );
       s = step(s.next, observed({ ...answering, 'sync.names': '' }));
       expect([s.state, s.jobs]).toEqual(['unsynchronized.resynchronizing', ['synchronize']]);
       // It did not confirm in time: the primary stops waiting for it again, and it is tried once caught up again.

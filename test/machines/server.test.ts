@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition, type SnapshotFrom, type StateValue } from 'xstate';
-import { MAX_RESTARTS, serverMachine, STARTING_PROBES, UNREACHABLE_PROBES, type ServerContext, type ServerEvent } from '../../machines/server.ts';
+import {
+  MAX_RESTARTS,
+  serverMachine,
+  STARTING_PROBES,
+  UNREACHABLE_PROBES,
+  type ServerContext,
+  type ServerEvent,
+} from '../../machines/server.ts';
 import { emittedJobs, statePath } from '../../src/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof serverMachine>;
@@ -16,7 +23,11 @@ function at(value: StateValue, context: Partial<ServerContext> = {}): Snapshot {
 
 function step(snapshot: Snapshot, event: ServerEvent) {
   const [next, actions] = transition(serverMachine, snapshot, event);
-  return { next, state: statePath(next.value), jobs: emittedJobs(actions as never).map((j) => j.task + (j.delaySeconds ? `+${j.delaySeconds}s` : '')) };
+  return {
+    next,
+    state: statePath(next.value),
+    jobs: emittedJobs(actions as never).map((j) => j.task + (j.delaySeconds ? `+${j.delaySeconds}s` : '')),
+  };
 }
 
 const up = (): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true' } });
@@ -101,7 +112,11 @@ describe('server machine', () => {
   });
 
   it('takes the length of that run from the observation', () => {
-    const hang = (probes: number): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'false', alive: 'true', hang_probes: String(probes) } });
+    const hang = (probes: number): ServerEvent => ({
+      type: 'observed',
+      at: t(),
+      obs: { reachable: 'false', alive: 'true', hang_probes: String(probes) },
+    });
     let s = step(at('available'), hang(5));
     for (let i = 2; i < 5; i++) {
       s = step(s.next, hang(5));
@@ -111,8 +126,12 @@ describe('server machine', () => {
     expect(step(step(at('available'), hang(2)).next, hang(2)).state).toBe('restarting.running');
   });
 
-  it('goes by the observer\'s own count of failed probes, which sees probes the machine missed', () => {
-    const failed = (n: number): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'false', alive: 'true', hang_probes: '3', failed_probes: String(n) } });
+  it("goes by the observer's own count of failed probes, which sees probes the machine missed", () => {
+    const failed = (n: number): ServerEvent => ({
+      type: 'observed',
+      at: t(),
+      obs: { reachable: 'false', alive: 'true', hang_probes: '3', failed_probes: String(n) },
+    });
     const s = step(at('available'), failed(1));
     expect(s.state).toBe('unreachable');
     // Two more probes failed before the machine saw the next observation.

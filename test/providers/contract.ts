@@ -15,7 +15,14 @@ export interface ProviderHarness {
 }
 
 async function select1(server: ServerRecord): Promise<number> {
-  const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres', connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({
+    host: server.host!,
+    port: server.port!,
+    user: 'postgres',
+    password: server.superuserPassword,
+    database: 'postgres',
+    connectionTimeoutMillis: 5000,
+  });
   await client.connect();
   try {
     return (await client.query<{ n: number }>('select 1 as n')).rows[0]!.n;
@@ -32,7 +39,14 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
     const issue = () => issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 });
     const serial = (cert: KeyedCertificate) => new X509Certificate(cert.certificate).serialNumber;
     const served = async () => (await servedCertificate(server.host!, server.port!, 5000)).serialNumber;
-    const server: ServerRecord = { id: randomUUID(), provider: name, host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
+    const server: ServerRecord = {
+      id: randomUUID(),
+      provider: name,
+      host: null,
+      port: null,
+      superuserPassword: randomBytes(24).toString('base64url'),
+      attrs: {},
+    };
 
     beforeAll(async () => {
       h = await make();
@@ -54,21 +68,39 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       const certificate = await issue();
       await h.provider.initialize(server, certificate);
       await h.provider.start(server);
-      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      const client = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+      });
       await client.connect();
       await client.query('create table precious (v text)');
       await client.query('insert into precious values ($1)', ['only copy']);
       await client.end();
       await h.provider.initialize(server, await issue());
       await h.provider.start(server);
-      const again = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+      const again = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+      });
       await again.connect();
       expect((await again.query('select v from precious')).rows).toEqual([{ v: 'only copy' }]);
       await again.end();
     });
 
-    it('reads the private memory of the server\'s backends, and leaves out a process that is gone', async () => {
-      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+    it("reads the private memory of the server's backends, and leaves out a process that is gone", async () => {
+      const client = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+      });
       await client.connect();
       try {
         const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
@@ -81,7 +113,14 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
     });
 
     it('serves its certificate to clients that check it against the CA, and a new one after a reload', async () => {
-      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres', ssl: { ca: ca.certificate } });
+      const client = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+        ssl: { ca: ca.certificate },
+      });
       await client.connect();
       expect((await client.query<{ ssl: boolean }>('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0]!.ssl).toBe(true);
       const next = await issue();
@@ -93,14 +132,28 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await client.end();
     });
 
-    it('lets customers\' roles in over TLS only', async () => {
-      const admin = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+    it("lets customers' roles in over TLS only", async () => {
+      const admin = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+      });
       await admin.connect();
       await admin.query("create role app login password 'app-password-0123456789'");
       await h.provider.requireTls(server);
       await admin.query('select pg_reload_conf()');
       await admin.end();
-      const app = (ssl: pg.ClientConfig['ssl']) => new pg.Client({ host: server.host!, port: server.port!, user: 'app', password: 'app-password-0123456789', database: 'postgres', ssl });
+      const app = (ssl: pg.ClientConfig['ssl']) =>
+        new pg.Client({
+          host: server.host!,
+          port: server.port!,
+          user: 'app',
+          password: 'app-password-0123456789',
+          database: 'postgres',
+          ssl,
+        });
       await expect(app(false).connect()).rejects.toThrow(/no pg_hba\.conf entry .* no encryption/);
       const tls = app({ ca: ca.certificate });
       await tls.connect();

@@ -42,8 +42,22 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
   let home: string;
   let provider: LocalProvider;
   let caPem: string;
-  const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: randomBytes(24).toString('base64url'), attrs: {} };
-  const tenant = (): Tenant => ({ ...tenantNames(), password: tenantPassword(), connectionLimit: 5, statementTimeoutMs: 30_000, sizeLimitBytes: 0, memoryLimitBytes: 0 });
+  const server: ServerRecord = {
+    id: randomUUID(),
+    provider: 'local',
+    host: null,
+    port: null,
+    superuserPassword: randomBytes(24).toString('base64url'),
+    attrs: {},
+  };
+  const tenant = (): Tenant => ({
+    ...tenantNames(),
+    password: tenantPassword(),
+    connectionLimit: 5,
+    statementTimeoutMs: 30_000,
+    sizeLimitBytes: 0,
+    memoryLimitBytes: 0,
+  });
   const a = tenant();
   const b = tenant();
   const poolDir = () => path.join(home, 'servers', server.id, 'pgbouncer');
@@ -57,7 +71,10 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     Object.assign(server, await provider.provision(server));
     const ca = await createAuthority();
     caPem = ca.certificate;
-    await provider.initialize(server, await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }));
+    await provider.initialize(
+      server,
+      await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+    );
     await provider.start(server);
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     await createTenant(target, a);
@@ -75,7 +92,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     expect(running).toBe(true);
     const owner = (await fs.stat(`/proc/${pid}`)).uid;
     expect(owner).toBe(pgIdentity()?.uid ?? process.getuid!());
-    expect(await psql(pooled(a), 'select current_user || \' \' || current_database()')).toBe(`${a.role} ${a.database}`);
+    expect(await psql(pooled(a), "select current_user || ' ' || current_database()")).toBe(`${a.role} ${a.database}`);
     const client = caClient(pooled(b), caPem);
     await client.connect();
     expect((await client.query('select $1::int + 1 as n', [41])).rows[0].n).toBe(42);
@@ -88,11 +105,13 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     }
   });
 
-  it('refuses a tenant another tenant\'s database, the superuser, and its admin console', async () => {
+  it("refuses a tenant another tenant's database, the superuser, and its admin console", async () => {
     await expect(psql(pooled(a, b.database), 'select 1')).rejects.toThrow(/login rejected/);
     await expect(psql(pooled({ ...b, password: a.password }), 'select 1')).rejects.toThrow(/authentication failed/);
     const superuser = { database: a.database, role: 'postgres', password: server.superuserPassword };
-    await expect(psql(tenantUrl('127.0.0.1', Number(server.attrs.pool_port), superuser), 'select 1')).rejects.toThrow(/authentication failed|login rejected/);
+    await expect(psql(tenantUrl('127.0.0.1', Number(server.attrs.pool_port), superuser), 'select 1')).rejects.toThrow(
+      /authentication failed|login rejected/,
+    );
     await expect(psql(pooled(a, 'pgbouncer'), 'show pools')).rejects.toThrow(/login rejected|not allowed/);
   });
 
@@ -158,7 +177,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     }
   });
 
-  it('holds a tenant to its size through the pooler, and keeps the server\'s files from it there too', async () => {
+  it("holds a tenant to its size through the pooler, and keeps the server's files from it there too", async () => {
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     const probe = { ...tenant() };
     await createTenant(target, probe);
@@ -184,7 +203,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     expect(over).toMatchObject({ overSize: true, settingsRestored: true });
     // The pooler's server connections from before the limit were ended; new ones are read-only.
     await pooledAs(async (c) => {
-      await expect(c.query('insert into big values (0, \'x\')')).rejects.toThrow(/read-only transaction/);
+      await expect(c.query("insert into big values (0, 'x')")).rejects.toThrow(/read-only transaction/);
       expect((await c.query<{ n: number }>('select count(*)::int as n from big')).rows[0]!.n).toBe(8000);
     });
   });
@@ -193,7 +212,9 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const port = Number(server.attrs.pool_port);
     await provider.stop(server, 'kill');
     // Once in a few full-suite runs the port still answered here: say who listens on it.
-    await expect.poll(async () => ((await refused(port)) ? 'refused' : `answered: ${await listeners(port)}`), { timeout: 2000 }).toBe('refused');
+    await expect
+      .poll(async () => ((await refused(port)) ? 'refused' : `answered: ${await listeners(port)}`), { timeout: 2000 })
+      .toBe('refused');
     expect((await provider.observe(server)).pool_alive).toBe('false');
     await provider.start(server);
     await provider.refreshPool(server);
@@ -210,7 +231,9 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const last = (await poolerStatus(poolDir())).pid!;
     await provider.destroy(server);
     expect(await refused(port)).toBe(true);
-    expect(existsSync(`/proc/${last}/cmdline`) && (await fs.readFile(`/proc/${last}/cmdline`, 'utf8')).includes('pgbouncer.ini')).toBe(false);
+    expect(existsSync(`/proc/${last}/cmdline`) && (await fs.readFile(`/proc/${last}/cmdline`, 'utf8')).includes('pgbouncer.ini')).toBe(
+      false,
+    );
     expect(existsSync(poolDir())).toBe(false);
   });
 });

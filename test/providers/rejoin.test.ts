@@ -20,7 +20,13 @@ describe('a former primary rejoining', { timeout: 240_000 }, () => {
   const count = async (server: ServerRecord) => Number((await s.query(server, 'select count(*) as n from t')).rows[0].n);
   const inRecovery = async (server: ServerRecord) => (await s.query(server, 'select pg_is_in_recovery() as r')).rows[0].r as boolean;
   const backupOf = (server: ServerRecord, label: string) =>
-    takeBaseBackup(s.bin, s.store, `servers/${server.id}`, { host: server.host!, port: server.port!, password: server.superuserPassword }, label);
+    takeBaseBackup(
+      s.bin,
+      s.store,
+      `servers/${server.id}`,
+      { host: server.host!, port: server.port!, password: server.superuserPassword },
+      label,
+    );
 
   beforeAll(async () => {
     s = await archivedServers();
@@ -118,7 +124,11 @@ describe('a former primary rejoining at once', { timeout: 240_000 }, () => {
     // The old primary writes what the standby never gets: their histories part.
     await s.query(b, `alter system set primary_conninfo = ''`);
     await s.query(b, 'select pg_reload_conf()');
-    await waitFor('the standby to stop streaming', async () => (await s.query(a, 'select count(*) as n from pg_stat_replication')).rows[0].n === '0', 30_000);
+    await waitFor(
+      'the standby to stop streaming',
+      async () => (await s.query(a, 'select count(*) as n from pg_stat_replication')).rows[0].n === '0',
+      30_000,
+    );
     await s.query(a, 'insert into t select generate_series(1001, 1010)');
     await s.provider.stop(a, 'kill');
     await s.query(b, 'select pg_promote(true, 60)');

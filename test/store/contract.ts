@@ -63,12 +63,22 @@ export function storeContract(name: string, makeStore: () => Promise<StoreHarnes
       const key = fresh('segment');
       const body = Buffer.from('same bytes');
       expect(await store.putIfAbsent(key, body, { sha256: sha(body) })).toEqual({ outcome: 'written' });
-      expect(await store.putIfAbsent(key, body, { sha256: sha(body) })).toEqual({ outcome: 'exists', existing: { key, size: body.length, metadata: { sha256: sha(body) } } });
+      expect(await store.putIfAbsent(key, body, { sha256: sha(body) })).toEqual({
+        outcome: 'exists',
+        existing: { key, size: body.length, metadata: { sha256: sha(body) } },
+      });
     });
 
     it('lists the keys under a prefix, and only those, in lexical order', async () => {
       const root = fresh('');
-      const keys = ['wal/000000010000000000000003', 'wal/000000010000000000000001', 'base/20250101/base.tar', 'walrus', 'wal/000000010000000000000002', 'wal/00000002.history'];
+      const keys = [
+        'wal/000000010000000000000003',
+        'wal/000000010000000000000001',
+        'base/20250101/base.tar',
+        'walrus',
+        'wal/000000010000000000000002',
+        'wal/00000002.history',
+      ];
       for (const key of keys) expect(await store.putIfAbsent(root + key, Buffer.from(key), {})).toEqual({ outcome: 'written' });
       expect(await store.list(`${root}wal/`)).toEqual([
         `${root}wal/000000010000000000000001`,

@@ -49,7 +49,12 @@ describe('S3Store', () => {
   it('lists page after page', async () => {
     // s3rver cannot: it makes its continuation tokens with DES, which Node's OpenSSL 3 refuses,
     // so a listing of more than 1000 keys answers 500. The pages here are the SDK's answers.
-    const store = new S3Store({ bucket: 'b-1', prefix: 'p', region: 'us-east-1', credentials: { accessKeyId: 'id', secretAccessKey: 'secret' } }) as any;
+    const store = new S3Store({
+      bucket: 'b-1',
+      prefix: 'p',
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'id', secretAccessKey: 'secret' },
+    }) as any;
     const pages: Record<string, { Contents: { Key: string }[]; IsTruncated: boolean; NextContinuationToken?: string }> = {
       first: { Contents: [{ Key: 'p/wal/3' }, { Key: 'p/wal/1' }], IsTruncated: true, NextContinuationToken: 'two' },
       two: { Contents: [{ Key: 'p/wal/2' }], IsTruncated: true, NextContinuationToken: 'three' },
@@ -73,7 +78,10 @@ describe('S3Store', () => {
     await store.putIfAbsent('k', Buffer.from('first'), { sha256: 'one' });
     // As if another writer created it between this writer's look and its write.
     const head = vi.spyOn(store, 'head').mockResolvedValueOnce(undefined);
-    expect(await store.putIfAbsent('k', Buffer.from('second'), { sha256: 'two' })).toEqual({ outcome: 'exists', existing: { key: 'k', size: 5, metadata: { sha256: 'one' } } });
+    expect(await store.putIfAbsent('k', Buffer.from('second'), { sha256: 'two' })).toEqual({
+      outcome: 'exists',
+      existing: { key: 'k', size: 5, metadata: { sha256: 'one' } },
+    });
     expect(head).toHaveBeenCalledTimes(2);
     expect((await store.get('k'))?.body.toString()).toBe('first');
   });
@@ -89,26 +97,45 @@ describe('S3Store', () => {
   });
 
   it('says where it is, and never a credential', () => {
-    const env = { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLEKEYID1234', AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI-secret-value', AWS_SESSION_TOKEN: 'session-token-value' };
+    const env = {
+      AWS_ACCESS_KEY_ID: 'AKIAEXAMPLEKEYID1234',
+      AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI-secret-value',
+      AWS_SESSION_TOKEN: 'session-token-value',
+    };
     const store = openStore('s3://some-bucket/pg/wal?region=eu-west-1&endpoint=https://s3.example.test:9000', env);
     expect(store.description).toBe('s3://some-bucket/pg/wal/ at https://s3.example.test:9000');
     for (const secret of Object.values(env)) expect(store.description).not.toContain(secret);
-    const direct = new S3Store({ bucket: 'b-1', prefix: '', region: 'us-east-1', endpoint: 'http://user:pass-word@127.0.0.1:9000/', credentials: { accessKeyId: 'id', secretAccessKey: 'pass-word' } });
+    const direct = new S3Store({
+      bucket: 'b-1',
+      prefix: '',
+      region: 'us-east-1',
+      endpoint: 'http://user:pass-word@127.0.0.1:9000/',
+      credentials: { accessKeyId: 'id', secretAccessKey: 'pass-word' },
+    });
     expect(direct.description).toBe('s3://b-1/ at http://127.0.0.1:9000');
     expect(new S3Store({ bucket: 'b-1', prefix: 'p', region: 'ap-south-1' }).description).toBe('s3://b-1/p/ in ap-south-1');
   });
 
   it('names the object and what to check when the credentials are wrong, without the secret', async () => {
     const store = openStore(conditional.storeUrl('t'), { AWS_ACCESS_KEY_ID: 'NOT-A-KEY', AWS_SECRET_ACCESS_KEY: 'very-secret-value' });
-    const err = await store.get('some/key').then(() => undefined, (e: Error) => e);
-    expect(err?.message).toMatch(/cannot read s3:\/\/pgfleet-test\/t\/some\/key .*InvalidAccessKeyId \(HTTP 403\).*check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY/);
+    const err = await store.get('some/key').then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(
+      /cannot read s3:\/\/pgfleet-test\/t\/some\/key .*InvalidAccessKeyId \(HTTP 403\).*check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY/,
+    );
     expect(err?.message).not.toContain('very-secret-value');
-    await expect(store.putIfAbsent('k', Buffer.from('x'), {})).rejects.toThrow(/cannot look up s3:\/\/pgfleet-test\/t\/k .*: HTTP 403; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+    await expect(store.putIfAbsent('k', Buffer.from('x'), {})).rejects.toThrow(
+      /cannot look up s3:\/\/pgfleet-test\/t\/k .*: HTTP 403; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/,
+    );
   });
 
   it('names the bucket when it does not exist', async () => {
     const store = openStore(conditional.url.replace('pgfleet-test', 'no-such-bucket'), conditional.env);
-    await expect(store.list('')).rejects.toThrow(/cannot list s3:\/\/no-such-bucket\/.*NoSuchBucket.*check that bucket "no-such-bucket" exists/);
+    await expect(store.list('')).rejects.toThrow(
+      /cannot list s3:\/\/no-such-bucket\/.*NoSuchBucket.*check that bucket "no-such-bucket" exists/,
+    );
     await expect(store.putIfAbsent('k', Buffer.from('x'), {})).rejects.toThrow(/cannot write s3:\/\/no-such-bucket\/k .*NoSuchBucket/);
     await expect(store.get('k')).rejects.toThrow(/NoSuchBucket/);
   });
@@ -155,7 +182,9 @@ describe('openStore', () => {
     expect(bare.prefix).toBe('');
     expect(bare.client.config.forcePathStyle).toBe(false);
 
-    expect(openStore('s3://pg-archive/x/?path_style=false', { AWS_REGION: 'sa-east-1' }).description).toBe('s3://pg-archive/x/ in sa-east-1');
+    expect(openStore('s3://pg-archive/x/?path_style=false', { AWS_REGION: 'sa-east-1' }).description).toBe(
+      's3://pg-archive/x/ in sa-east-1',
+    );
   });
 
   it('refuses anything else, saying which forms it takes, and never echoes a secret', () => {

@@ -43,17 +43,34 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
     store: openArchive(target),
     async server(attrs = {}, leader) {
       ca ??= await createAuthority();
-      const server: ServerRecord = { id: randomUUID(), provider: 'local', host: null, port: null, superuserPassword: password, attrs: { ...attrs } };
+      const server: ServerRecord = {
+        id: randomUUID(),
+        provider: 'local',
+        host: null,
+        port: null,
+        superuserPassword: password,
+        attrs: { ...attrs },
+      };
       made.push(server);
       const place = await provider.provision(server);
       Object.assign(server, { host: place.host, port: place.port, attrs: { ...server.attrs, ...place.attrs } });
       if (leader) server.leader = { host: leader.host!, port: leader.port! };
-      await provider.initialize(server, await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }));
+      await provider.initialize(
+        server,
+        await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+      );
       await provider.start(server);
       return server;
     },
     async query(server, sql) {
-      const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres', connectionTimeoutMillis: 5000 });
+      const client = new pg.Client({
+        host: server.host!,
+        port: server.port!,
+        user: 'postgres',
+        password: server.superuserPassword,
+        database: 'postgres',
+        connectionTimeoutMillis: 5000,
+      });
       await client.connect();
       try {
         return await client.query(sql);

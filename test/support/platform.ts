@@ -28,7 +28,9 @@ export class FakePlatform {
         if (this.failing) {
           res.writeHead(503, { 'content-type': 'application/json' }).end('{"id":"unavailable","message":"try later"}');
         } else if (req.url === '/oauth/token') {
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: 'access-1', refresh_token: 'refresh-1', expires_in: 28800, token_type: 'Bearer' }));
+          res
+            .writeHead(200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ access_token: 'access-1', refresh_token: 'refresh-1', expires_in: 28800, token_type: 'Bearer' }));
         } else {
           res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
         }

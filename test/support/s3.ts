@@ -55,7 +55,13 @@ export async function startS3(options: S3ServerOptions = {}): Promise<S3Server> 
   let app: S3rverApp;
   let server: http.Server | undefined;
   try {
-    app = new S3rver({ directory, silent: true, address: '127.0.0.1', vhostBuckets: false, configureBuckets: [{ name: bucket, configs: [] }] });
+    app = new S3rver({
+      directory,
+      silent: true,
+      address: '127.0.0.1',
+      vhostBuckets: false,
+      configureBuckets: [{ name: bucket, configs: [] }],
+    });
     await app.configureBuckets();
     const handle = app.callback();
     const listener = options.conditionalWrites ? conditionalWrites(app, handle) : handle;
@@ -108,7 +114,9 @@ function conditionalWrites(app: S3rverApp, handle: http.RequestListener): http.R
       const body =
         req.method === 'HEAD' || !code
           ? ''
-          : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${code === 'NoSuchKey' ? 'The specified key does not exist.' : 'At least one of the pre-conditions you specified did not hold'}</Message><Key>${key}</Key></Error>`;
+          : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${
+              code === 'NoSuchKey' ? 'The specified key does not exist.' : 'At least one of the pre-conditions you specified did not hold'
+            }</Message><Key>${key}</Key></Error>`;
       res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
@@ -121,7 +129,11 @@ function conditionalWrites(app: S3rverApp, handle: http.RequestListener): http.R
     const key = decodeURIComponent(match[2]!);
     const id = `${bucket}/${key}`;
     if ((req.method === 'GET' || req.method === 'HEAD') && writing.has(id)) return answer(req, res, 404, 'NoSuchKey', key);
-    const guarded = req.method === 'PUT' && req.headers['if-none-match'] === '*' && !req.headers['x-amz-copy-source'] && !url.searchParams.has('uploadId');
+    const guarded =
+      req.method === 'PUT' &&
+      req.headers['if-none-match'] === '*' &&
+      !req.headers['x-amz-copy-source'] &&
+      !url.searchParams.has('uploadId');
     if (!guarded) return void handle(req, res);
     if (writing.has(id)) return answer(req, res, 412, 'PreconditionFailed', key);
     writing.add(id);

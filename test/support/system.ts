@@ -31,7 +31,11 @@ export interface System {
 }
 
 /** pgfleet's processes against a test database, with a PGFLEET_HOME of their own. */
-export async function startSystem(databaseUrl: string, processes: ProcessName[] = ['web', 'worker', 'clock'], env: Record<string, string> = {}): Promise<System> {
+export async function startSystem(
+  databaseUrl: string,
+  processes: ProcessName[] = ['web', 'worker', 'clock'],
+  env: Record<string, string> = {},
+): Promise<System> {
   const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-home-'));
   await fs.chmod(home, 0o755);
   const config = loadConfig({
@@ -92,7 +96,10 @@ export function addonFetch(system: System, method: string, route: string, body?:
 
 /** A server's superuser URL, read (and unsealed) from the control database. */
 export async function adminUrl(pool: Pool, serverId: string, database = 'postgres'): Promise<string> {
-  const { rows } = await pool.query<{ host: string; port: number; sealed: string }>('select host, port, superuser_password_sealed as sealed from servers where id = $1', [serverId]);
+  const { rows } = await pool.query<{ host: string; port: number; sealed: string }>(
+    'select host, port, superuser_password_sealed as sealed from servers where id = $1',
+    [serverId],
+  );
   const s = rows[0]!;
   return `postgres://postgres:${encodeURIComponent(TEST_SEALER.open(s.sealed))}@${s.host}:${s.port}/${database}`;
 }
@@ -101,7 +108,10 @@ export async function adminUrl(pool: Pool, serverId: string, database = 'postgre
  * A control database and a running system of its own for a describe block, stopped after
  * it. Read the fields inside tests: they are set once beforeAll has run.
  */
-export function useSystem(processes: ProcessName[] = ['web', 'worker', 'clock'], env: Record<string, string> = {}): { db: TestDatabase; system: System } {
+export function useSystem(
+  processes: ProcessName[] = ['web', 'worker', 'clock'],
+  env: Record<string, string> = {},
+): { db: TestDatabase; system: System } {
   const ctx = {} as { db: TestDatabase; system: System };
   beforeAll(async () => {
     ctx.db = await createTestDatabase();
@@ -119,12 +129,20 @@ export function useSystem(processes: ProcessName[] = ['web', 'worker', 'clock'],
  * and a running system for a describe block, all stopped after it. `platform` is there at
  * once; read `db` and `system` inside tests or hooks: they are set once beforeAll has run.
  */
-export function useSystemWithPlatform(processes: ProcessName[], env: Record<string, string> = {}): { db: TestDatabase; system: System; platform: FakePlatform } {
+export function useSystemWithPlatform(
+  processes: ProcessName[],
+  env: Record<string, string> = {},
+): { db: TestDatabase; system: System; platform: FakePlatform } {
   const ctx = { platform: new FakePlatform() } as { db: TestDatabase; system: System; platform: FakePlatform };
   beforeAll(async () => {
     ctx.db = await createTestDatabase();
     await ctx.platform.start();
-    ctx.system = await startSystem(ctx.db.url, processes, { HEROKU_API_URL: ctx.platform.url, HEROKU_ID_URL: ctx.platform.url, ADDON_CLIENT_SECRET: 's', ...env });
+    ctx.system = await startSystem(ctx.db.url, processes, {
+      HEROKU_API_URL: ctx.platform.url,
+      HEROKU_ID_URL: ctx.platform.url,
+      ADDON_CLIENT_SECRET: 's',
+      ...env,
+    });
   });
   afterAll(async () => {
     await ctx.system?.stop();

@@ -20,7 +20,11 @@ export function caClient(url: string, ca: string, config: pg.ClientConfig = {}):
  * Open connections one by one (`connect` makes each client) until one is refused, then
  * close them all, and `keep` too: how many got in, and what the refusal said.
  */
-export async function untilRefused(connect: () => pg.Client, max: number, keep: pg.Client[] = []): Promise<{ opened: number; refused: string }> {
+export async function untilRefused(
+  connect: () => pg.Client,
+  max: number,
+  keep: pg.Client[] = [],
+): Promise<{ opened: number; refused: string }> {
   const open: pg.Client[] = [];
   try {
     for (;;) {

@@ -4,7 +4,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DirectoryStore } from '../../src/store/directory.ts';
-import { ArchiveError, archiveAhead, prefetchDir, walFetch, walKey, walPrefetch, walPush, type ArchiveOptions } from '../../src/wal/archive.ts';
+import {
+  ArchiveError,
+  archiveAhead,
+  prefetchDir,
+  walFetch,
+  walKey,
+  walPrefetch,
+  walPush,
+  type ArchiveOptions,
+} from '../../src/wal/archive.ts';
 
 describe('the WAL archive', () => {
   let dir: string;
@@ -34,7 +43,11 @@ describe('the WAL archive', () => {
     expect(await walPush(opts, await walFile(segment(1), bytes))).toBe('archived');
     const stored = await opts.store.head(walKey(opts.prefix, segment(1)));
     expect(stored!.size).toBeLessThan(bytes.length / 10);
-    expect(stored!.metadata).toMatchObject({ size: String(bytes.length), compression: 'gzip', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(stored!.metadata).toMatchObject({
+      size: String(bytes.length),
+      compression: 'gzip',
+      sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
     const dest = path.join(dir, 'restored');
     expect(await walFetch(opts, segment(1), dest)).toBe('restored');
     expect((await readFile(dest)).equals(bytes)).toBe(true);

@@ -12,9 +12,19 @@ async function tarContents(tar: NodeJS.ReadableStream): Promise<{ names: string[
   const all = Buffer.concat(chunks);
   const names: string[] = [];
   let label = '';
-  for (let at = 0; at + 512 <= all.length && all[at] !== 0; ) {
-    const name = all.subarray(at, at + 100).toString('utf8').replace(/\0.*$/s, '');
-    const size = parseInt(all.subarray(at + 124, at + 136).toString('utf8').replace(/\0.*$/s, '').trim() || '0', 8);
+  for (let at = 0; at + 512 <= all.length && all[at] !== 0;) {
+    const name = all
+      .subarray(at, at + 100)
+      .toString('utf8')
+      .replace(/\0.*$/s, '');
+    const size = parseInt(
+      all
+        .subarray(at + 124, at + 136)
+        .toString('utf8')
+        .replace(/\0.*$/s, '')
+        .trim() || '0',
+      8,
+    );
     names.push(name);
     if (name === 'backup_label') label = all.subarray(at + 512, at + 512 + size).toString('utf8');
     at += 512 + Math.ceil(size / 512) * 512;
@@ -24,11 +34,19 @@ async function tarContents(tar: NodeJS.ReadableStream): Promise<{ names: string[
 
 /** Terminate the walsender of the base backup under way once it has streamed `bytes`. */
 async function killBackupAfter(servers: ArchivedServers, server: ServerRecord, bytes: number): Promise<number> {
-  const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword, database: 'postgres' });
+  const client = new pg.Client({
+    host: server.host!,
+    port: server.port!,
+    user: 'postgres',
+    password: server.superuserPassword,
+    database: 'postgres',
+  });
   await client.connect();
   try {
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
-      const { rows } = await client.query<{ pid: number; streamed: string }>('select pid, backup_streamed::text as streamed from pg_stat_progress_basebackup');
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
+      const { rows } = await client.query<{ pid: number; streamed: string }>(
+        'select pid, backup_streamed::text as streamed from pg_stat_progress_basebackup',
+      );
       const row = rows[0];
       if (row && Number(row.streamed) >= bytes) {
         await client.query('select pg_terminate_backend($1)', [row.pid]);
@@ -49,14 +67,24 @@ for (const kind of ['directory', 's3'] as const) {
     let source: ServerRecord;
     const prefix = () => `servers/${source.id}`;
     const backupOf = (label: string, partBytes?: number) =>
-      takeBaseBackup(servers.bin, servers.store, prefix(), { host: source.host!, port: source.port!, password: source.superuserPassword }, label, partBytes);
+      takeBaseBackup(
+        servers.bin,
+        servers.store,
+        prefix(),
+        { host: source.host!, port: source.port!, password: source.superuserPassword },
+        label,
+        partBytes,
+      );
 
     beforeAll(async () => {
       if (kind === 's3') s3 = await startS3({ conditionalWrites: true });
       servers = await archivedServers(s3 ? { storeUrl: s3.storeUrl('archive'), env: s3.env } : undefined);
       source = await servers.server();
       // Enough that the backup is still streaming when it is cut: ~40 MB of rows.
-      await servers.query(source, `create table pad as select i, md5(i::text) || md5((-i)::text) as a, md5((i * 7)::text) as b from generate_series(1, 300000) as i`);
+      await servers.query(
+        source,
+        `create table pad as select i, md5(i::text) || md5((-i)::text) as a, md5((i * 7)::text) as b from generate_series(1, 300000) as i`,
+      );
     });
     afterAll(async () => {
       await servers?.cleanup();
@@ -91,7 +119,9 @@ for (const kind of ['directory', 's3'] as const) {
       const again = await backupOf(label);
       expect(again).toEqual(first);
       expect(await Promise.all(first.parts.map((p) => servers.store.head(p.key)))).toEqual(before);
-      expect(await servers.store.list(`${prefix()}/backups/${label}/`)).toEqual([...first.parts.map((p) => p.key), `${prefix()}/backups/${label}/manifest.json`].sort());
+      expect(await servers.store.list(`${prefix()}/backups/${label}/`)).toEqual(
+        [...first.parts.map((p) => p.key), `${prefix()}/backups/${label}/manifest.json`].sort(),
+      );
       expect((await tarContents(backupTar(servers.store, again))).label).toContain(`LABEL: ${label}`);
     });
   });
