@@ -342,7 +342,9 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
           const table = machine && MACHINES[machine].observedIn;
           const latest = table && (await latestObservation(client, job.entityId!, table));
           if (!latest) return;
-          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
+          // A machine that has finished (a deleted server) takes no event, and its last
+          // observation, from before it went, pages on nothing: an incident opened on it never resolves.
+          if (!(await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id))) return;
           await checkConditions(client, machine, job.entityId!, latest.obs);
           await checkProviderNotices(client, machine, job.entityId!, latest.obs);
         },
