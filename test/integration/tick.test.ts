@@ -5,6 +5,7 @@ import { findPgBinaries } from '../../src/pg/binaries.ts';
 import type { Job } from '../../src/queue/jobs.ts';
 import { createLogger } from '../../src/log.ts';
 import { createServer, recordObservation } from '../../src/servers.ts';
+import { wireSubscribers } from '../../src/subscribers.ts';
 import { allTasks } from '../../src/tasks.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { useTestDatabase } from '../support/db.ts';
@@ -12,6 +13,7 @@ import { TEST_SEALER } from '../support/system.ts';
 
 const t = useTestDatabase(['incidents', 'jobs']);
 const config = loadConfig({ LOG_LEVEL: 'silent' });
+wireSubscribers(config.paging);
 
 /** The worker's tick for the entity, run as a worker runs it: its outcome committed in one transaction. */
 async function tick(entityId: string): Promise<void> {
