@@ -14,13 +14,14 @@ import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
-import { configureIncidents, incidentJournal } from './incidents.ts';
+import { incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
 import { limitTasks } from './limits.ts';
 import { archiveRetentionTasks } from './wal/retention.ts';
 import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
+import { wireSubscribers } from './subscribers.ts';
 import { allTasks } from './tasks.ts';
 import { certificateAuthority } from './tls/authority.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
@@ -84,11 +85,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };
   const tls = { authority: await certificateAuthority(pool, sealer), ...config.tls };
-  configureIncidents({
-    stuckAfter: config.paging.stuckAfter,
-    noticeGrace: config.paging.noticeGrace,
-    syncPageAfter: config.paging.syncPageAfter,
-  });
+  wireSubscribers(config.paging);
   const stops: (() => Promise<void>)[] = [];
   const metrics = createMetrics(processes.includes('web') ? pool : undefined);
   let url: string | undefined;

@@ -2,7 +2,7 @@ import type { EscalationReason, IncidentContext, IncidentInput } from '../machin
 import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
 import type { Journal } from './queue/worker.ts';
 import { standbyTakesOver } from './resources.ts';
-import { createMachine, machineOf, machineState, sendEvent, type MachineName, type Step } from './runner.ts';
+import { createMachine, machineOf, machineState, sendEvent, type MachineName, type StepSubscriber, type StepTaken } from './runner.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
@@ -120,11 +120,12 @@ export async function openIncident(
 }
 
 /**
- * Called by the runner after every change of an entity's state, in the transaction that
- * stores it: trouble opens an incident or joins the one open; every change is shown to the
- * incidents that follow the entity; an incident that ends is marked resolved.
+ * After every change of an entity's state, in the transaction that stores it: trouble opens
+ * an incident or joins the one open; every change is shown to the incidents that follow the
+ * entity; an incident that ends is marked resolved.
  */
-export async function afterStep(db: Queryable, machine: MachineName, entityId: string, step: Step, at: string): Promise<void> {
+async function afterStep(db: Queryable, step: StepTaken): Promise<void> {
+  const { machine, entityId, at } = step;
   if (machine === 'incident') {
     // now(), like every transition row's time: the timeline's window closes on the last of them.
     if (step.to === 'resolved') await db.query('update incidents set resolved_at = now() where id = $1', [entityId]);
@@ -282,6 +283,19 @@ export async function checkConditions(db: Queryable, machine: MachineName, entit
   );
   for (const { id } of rows) await sendEvent(db, id, { type: 'resolve' });
 }
+
+/**
+ * Incidents hear every step and every observation the runner publishes, in its transaction
+ * (wired in src/subscribers.ts): a change of state may open, join or end an incident; an
+ * observation may page a condition or schedule a provider's retirement of a host.
+ */
+export const incidentSubscriber: StepSubscriber = {
+  changed: afterStep,
+  async observed(db, { machine, entityId, obs }) {
+    await checkConditions(db, machine, entityId, obs);
+    await checkProviderNotices(db, machine, entityId, obs);
+  },
+};
 
 /** How long before a provider retires a host its server is moved off it. */
 export const RETIREMENT_LEAD_SECONDS = 3600;

@@ -3,8 +3,6 @@ import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.
 import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../machines/resource.ts';
 import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../machines/server.ts';
 import { isoTime, type Client, type Queryable } from './db.ts';
-import { afterStep } from './incidents.ts';
-import type { ObservedTable } from './servers.ts';
 import { enqueueMany, PRIORITY, type Job, type JobSpec } from './queue/jobs.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
@@ -13,6 +11,9 @@ export interface JobEmitted {
   task: string;
   delaySeconds?: number;
 }
+
+/** The tables whose rows carry their entity's latest observation. */
+export type ObservedTable = 'servers' | 'resources';
 
 /**
  * Every kind of entity with a machine; the row in `machines` names one of these. Entities
@@ -176,14 +177,72 @@ export interface Step {
   jobs: JobEmitted[];
 }
 
+/** One event a live machine took, as the runner publishes it once the step is stored. */
+export interface StepTaken extends Step {
+  machine: MachineName;
+  entityId: string;
+  /** As the machine got it, stamped with `at`. */
+  event: MachineEvent;
+  /** The event's time: the database's clock unless its sender said otherwise. */
+  at: string;
+  /** The job whose outcome the event told, if a job's. */
+  jobId: string | undefined;
+}
+
+/** What an entity's observers saw, shown to its machine as an `observed` event (src/tasks.ts, the tick). */
+export type ObservedEvent = {
+  type: 'observed';
+  at: string;
+  obs: Record<string, string>;
+};
+
+/** An observation a live machine was shown, as the runner publishes it. */
+export interface ObservationShown {
+  machine: MachineName;
+  entityId: string;
+  at: string;
+  obs: Record<string, string>;
+}
+
+/**
+ * Who hears what the runner did: incidents today, notifications and metrics next. Each is
+ * called in the transaction that stores the step, with its client: what it writes commits
+ * with the step, and what it throws rolls the step back, so an incident opens with the
+ * trouble that opened it or neither happens.
+ */
+export interface StepSubscriber {
+  /** After a step that changed its machine's state. */
+  changed?(db: Queryable, step: StepTaken): Promise<void>;
+  /** After a machine was shown an observation of its entity, whether it moved or not. */
+  observed?(db: Queryable, observation: ObservationShown): Promise<void>;
+}
+
+/**
+ * This process's subscribers, set once where its processes are wired (src/subscribers.ts).
+ * A registry, not a publisher object handed to every caller: events are sent from two dozen
+ * places (tasks, the web's handlers, the clock, incidents themselves), and threading an
+ * object through all of them would change every one of their signatures for one decision
+ * made at start-up. Unset, sendEvent refuses: a process that decides without incidents is
+ * one that wrote `publishTo([])`, never one that forgot a line.
+ */
+let subscribers: readonly StepSubscriber[] | undefined;
+
+/** Who hears this process's steps from now on, replacing whoever did. */
+export function publishTo(list: readonly StepSubscriber[]): void {
+  subscribers = list;
+}
+
 /**
  * Send one event to an entity's machine: load the snapshot (locking the row), compute the
  * transition without running anything, then store the snapshot, the transition record and
- * the emitted jobs. Call it inside a transaction: a decision and its consequences commit
+ * the emitted jobs, and publish the step to this process's subscribers. Call it inside a
+ * transaction: a decision, its consequences and what its subscribers make of it commit
  * together or not at all. An event without its own `at` is stamped with the database's
  * clock, the one every machine compares times by.
  */
 export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
+  const listeners = subscribers;
+  if (!listeners) throw new Error('no one hears what the runner does: wire the subscribers (src/subscribers.ts) before sending events');
   const { rows } = await db.query<{ machine: MachineName; snapshot: { value: StateValue; context: unknown }; now: string }>(
     `select machine, snapshot, ${isoTime('clock_timestamp()')} as now
      from machines where entity_id = $1 and finished_at is null for update`,
@@ -217,7 +276,6 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
       [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],
     );
   }
-  if (from !== to) await afterStep(db, row.machine, entityId, { from, to, jobs }, String(event.at));
   const { urgent } = MACHINES[row.machine];
   const priority = urgent.includes(topState(current.value)) || urgent.includes(topState(next.value)) ? PRIORITY.urgent : PRIORITY.work;
   // What an observation asks for is asked again while the job runs (a tick runs beside its
@@ -229,5 +287,13 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
       specs.push({ task: 'observe', entityId: id, key: 'observe', queue: queueForTask('observe'), priority });
   }
   await enqueueMany(db, specs);
+  const at = String(event.at);
+  const step: StepTaken = { machine: row.machine, entityId, from, to, jobs, event, at, jobId };
+  // Only a live machine is shown an observation: a finished one's last, from before it went, is news to no one.
+  const observation = event.type === 'observed' ? { machine: row.machine, entityId, at, obs: (event as ObservedEvent).obs } : undefined;
+  for (const listener of listeners) {
+    if (from !== to) await listener.changed?.(db, step);
+    if (observation) await listener.observed?.(db, observation);
+  }
   return { from, to, jobs };
 }

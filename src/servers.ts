@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
-import { createMachine, sendEvent } from './runner.ts';
+import { createMachine, sendEvent, type ObservedTable } from './runner.ts';
 import { enqueue } from './queue/jobs.ts';
 import type { Sealer } from './sealer.ts';
 import { backupLabel } from './wal/backup.ts';
@@ -197,9 +197,6 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
  * entity's latest observation. Returns the observation's time (the database's clock, the
  * one every machine event is stamped with).
  */
-/** The tables whose rows carry their entity's latest observation. */
-export type ObservedTable = 'servers' | 'resources';
-
 export async function recordObservation(
   db: Queryable,
   id: string,

@@ -8,11 +8,10 @@ import type { Logger } from './log.ts';
 import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
 import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
-import { checkConditions, checkProviderNotices } from './incidents.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { findBackup, takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent } from './runner.ts';
+import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent, type ObservedEvent } from './runner.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
 import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';
@@ -342,9 +341,7 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
           const table = machine && MACHINES[machine].observedIn;
           const latest = table && (await latestObservation(client, job.entityId!, table));
           if (!latest) return;
-          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs }, job.id);
-          await checkConditions(client, machine, job.entityId!, latest.obs);
-          await checkProviderNotices(client, machine, job.entityId!, latest.obs);
+          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs } satisfies ObservedEvent, job.id);
         },
       };
     },

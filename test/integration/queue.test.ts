@@ -2,14 +2,17 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { incidentJournal } from '../../src/incidents.ts';
+import { incidentJournal, incidentSubscriber } from '../../src/incidents.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { publishTo } from '../../src/runner.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');
 const t = useTestDatabase(['jobs']);
+// An escalated job's incident is told of it as in every process: incidents hear its steps.
+publishTo([incidentSubscriber]);
 
 async function pending(): Promise<number> {
   const { rows } = await t.db.pool.query<{ n: number }>('select count(*)::int as n from jobs');
