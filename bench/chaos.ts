@@ -9,8 +9,8 @@
  *   CHAOS_KINDS=primary-crash,web-killed npm run chaos   # only these kinds
  *   CHAOS_WHOLE_BOUND_S=60 CHAOS_DATABASES=2 CHAOS_LOGS=/tmp/chaos-logs npm run chaos
  *
- * Writes bench/results/chaos.json and chaos.md, and the table into the README between its
- * chaos markers. Exits 1 on any acknowledged row lost, split brain or database stuck.
+ * Writes bench/results/chaos.json and chaos.md, and the table into bench/README.md between
+ * its chaos markers. Exits 1 on any acknowledged row lost, split brain or database stuck.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -19,22 +19,12 @@ import { fileURLToPath } from 'node:url';
 import { FAULT_KINDS } from '../src/chaos/faults.ts';
 import { chaosSettings } from '../src/chaos/options.ts';
 import { Frozen } from '../src/chaos/processes.ts';
-import { chaosMarkdown } from '../src/chaos/report.ts';
+import { CHAOS_RESULTS_PAGE, chaosMarkdown, withChaosResults } from '../src/chaos/report.ts';
 import { runChaos } from '../src/chaos/run.ts';
 import { ChaosSystem } from './chaos/system.ts';
 import { envInt, gitCommit, hostInfo, writeResults } from './support.ts';
 
-const README = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'README.md');
-const MARKERS = ['<!-- chaos results: written by npm run chaos -->', '<!-- end of chaos results -->'] as const;
-
-/** The README with `md` between the chaos markers. */
-function withResults(readme: string, md: string): string {
-  const [begin, end] = MARKERS;
-  const from = readme.indexOf(begin);
-  const to = readme.indexOf(end);
-  if (from < 0 || to < from) throw new Error(`the README has no ${begin} … ${end} section`);
-  return `${readme.slice(0, from + begin.length)}\n${md.trimEnd()}\n${readme.slice(to)}`;
-}
+const RESULTS_PAGE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', CHAOS_RESULTS_PAGE);
 
 const settings = chaosSettings(process.argv.slice(2), process.env, FAULT_KINDS);
 const log = (line: string) => console.error(line);
@@ -83,7 +73,7 @@ try {
     { machine: { ...hostInfo(), commit, loadAverageAtStart, loadAverageAtEnd: os.loadavg() }, ...result },
     chaosMarkdown(result, context),
   );
-  await fs.writeFile(README, withResults(await fs.readFile(README, 'utf8'), chaosMarkdown(result, context, false)));
+  await fs.writeFile(RESULTS_PAGE, withChaosResults(await fs.readFile(RESULTS_PAGE, 'utf8'), chaosMarkdown(result, context, false)));
   code = result.failures.length === 0 ? 0 : 1;
 } catch (err) {
   log(`chaos: ${(err as Error).stack ?? String(err)}`);

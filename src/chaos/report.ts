@@ -50,3 +50,16 @@ function everyFaultTable(result: ChaosResult): string[] {
     '</details>',
   ];
 }
+
+/** The page `npm run chaos` writes its table into, from the repository's root, between these markers. */
+export const CHAOS_RESULTS_PAGE = 'bench/README.md';
+const MARKERS = ['<!-- chaos results: written by npm run chaos -->', '<!-- end of chaos results -->'] as const;
+
+/** `page` with `md` between the chaos markers. */
+export function withChaosResults(page: string, md: string): string {
+  const [begin, end] = MARKERS;
+  const from = page.indexOf(begin);
+  const to = page.indexOf(end);
+  if (from < 0 || to < from) throw new Error(`${CHAOS_RESULTS_PAGE} has no ${begin} … ${end} section`);
+  return `${page.slice(0, from + begin.length)}\n${md.trimEnd()}\n${page.slice(to)}`;
+}

@@ -44,7 +44,7 @@ export function pgIdentity(preferred?: string): PgIdentity | undefined {
  * servers: a server's processes (its superuser reads files with pg_read_file) must not be
  * able to read the control database's files, which hold every credential, sealed or not.
  * When we are root and the user does not exist, it is made as a system user, as a package
- * would; when we are not root, there is only ourselves (and the README says so).
+ * would; when we are not root, there is only ourselves (and docs/configuration.md says so).
  */
 export function controlIdentity(name: string, serverUser: PgIdentity | undefined): PgIdentity | undefined {
   if (process.getuid?.() !== 0) return undefined;

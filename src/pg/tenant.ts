@@ -31,7 +31,7 @@ export function tenantPassword(): string {
 /**
  * `sslmode=require`: the server takes tenants over TLS only, and every libpq client
  * (psql, Python's psycopg, Ruby's pg) encrypts without needing pgfleet's CA. A client that
- * also checks the certificate adds `sslmode=verify-full` and the CA (README, "TLS").
+ * also checks the certificate adds `sslmode=verify-full` and the CA (docs/credentials-and-tls.md).
  */
 export function tenantUrl(host: string, port: number, tenant: Pick<Tenant, 'database' | 'role' | 'password'>): string {
   return `postgres://${tenant.role}:${encodeURIComponent(tenant.password)}@${host}:${port}/${tenant.database}?sslmode=require`;

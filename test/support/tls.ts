@@ -1,7 +1,7 @@
 import pg from 'pg';
 
 /**
- * A customer's URL as the README's verify-full recipe makes it: the server's certificate
+ * A customer's URL as the verify-full recipe of docs/credentials-and-tls.md makes it: the server's certificate
  * must chain to pgfleet's CA (`caFile`) and name the URL's host. psql and node-postgres
  * both take it, and in both the last `sslmode` wins over the URL's `require`.
  */
@@ -9,7 +9,7 @@ export function verifyFull(url: string, caFile: string): string {
   return `${url}&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
 }
 
-/** The README's node-postgres recipe: the URL without its sslmode, which would replace `ssl`, and `ssl: { ca }`. */
+/** The node-postgres recipe of docs/credentials-and-tls.md: the URL without its sslmode, which would replace `ssl`, and `ssl: { ca }`. */
 export function caClient(url: string, ca: string, config: pg.ClientConfig = {}): pg.Client {
   const u = new URL(url);
   u.searchParams.delete('sslmode');
