@@ -20,7 +20,9 @@ import {
   requestServerDeletion,
 } from '../servers.ts';
 import { credentialRoutes } from './credentialsApi.ts';
-import { HttpError, requireOperator, type WebOptions } from './server.ts';
+import { requireOperator } from './auth.ts';
+import { HttpError } from './errors.ts';
+import type { WebOptions } from './options.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
@@ -10,7 +9,10 @@ import { getResource, listResources } from '../resources.ts';
 import { MACHINES, type MachineName } from '../runner.ts';
 import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
 import { escapeHtml as h, page } from './html.ts';
-import { HttpError, sameSecret, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
+import { LIVE_SCRIPT } from './liveRefresh.ts';
+import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, type Session } from './sessions.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -124,26 +126,6 @@ function timelineTable(entries: TimelineEntry[]): string {
     )
     .join('')}</tbody></table>`;
 }
-
-/**
- * Pages refresh themselves: every few seconds the page asks for itself again and swaps in
- * its <main>, so a console left open keeps up without a full reload (and keeps its scroll).
- */
-const LIVE_CODE = `
-(() => {
-  setInterval(async () => {
-    try {
-      const res = await fetch(location.href, { headers: { 'x-pgfleet-partial': '1' }, credentials: 'same-origin' });
-      if (!res.ok) return;
-      document.querySelector('main').innerHTML = await res.text();
-      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
-    } catch {}
-  }, 2000);
-})();
-`;
-const LIVE_SCRIPT = `<script>${LIVE_CODE}</script>`;
-/** The pages' content security policy lets this one script run, and no other. */
-export const LIVE_SCRIPT_HASH = `sha256-${createHash('sha256').update(LIVE_CODE).digest('base64')}`;
 
 /**
  * Where to go after signing in: a console path and query of plain characters, nothing

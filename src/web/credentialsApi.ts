@@ -12,7 +12,9 @@ import {
 } from '../credentials.ts';
 import type { Pool } from '../db.ts';
 import { getResource, loadResourceRecord, resourceState, type ResourceRecord } from '../resources.ts';
-import { HttpError, UUID, type WebOptions } from './server.ts';
+import { HttpError } from './errors.ts';
+import type { WebOptions } from './options.ts';
+import { UUID } from './validation.ts';
 
 /** The outcome's value, or its refusal as the 4xx it is. */
 function value<T>(outcome: Outcome<T>): T {

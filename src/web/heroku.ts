@@ -12,9 +12,12 @@ import {
   tellResource,
   type ProvisionRequest,
 } from '../resources.ts';
-import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
+import type { WebOptions } from './options.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';
+import { UUID } from './validation.ts';
 
 /** Heroku add-on names: letters, digits, `-`, `_`, `.`; nothing that needs quoting anywhere. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;

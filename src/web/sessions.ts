@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Queryable } from '../db.ts';
-import { HttpError, isLoopback, sameSecret } from './server.ts';
+import { isLoopback, sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
 
 /**
  * Sessions of the operator console and of customers' SSO pages, kept in the control

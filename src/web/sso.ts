@@ -7,15 +7,18 @@ import { listNotifications } from '../incidentViews.ts';
 import { getResource, resourceState, type ResourceView } from '../resources.ts';
 import type { TransitionView } from '../servers.ts';
 import { escapeHtml, page } from './html.ts';
-import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
+import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, setCookie, sha256 } from './sessions.ts';
+import { renderTlsSection } from './tls.ts';
+import { UUID } from './validation.ts';
 
 /** How long an SSO token's timestamp stays good. */
 const SSO_WINDOW_SECONDS = 5 * 60;
 /** Heroku's nav-data is base64 JSON; anything else is not kept. */
 const NAV_DATA = /^[A-Za-z0-9+/=._-]{1,4096}$/;
 const GONE = new Set(['deleted', 'deprovisioning']);
-import { renderTlsSection } from './tls.ts';
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';

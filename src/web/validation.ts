@@ -1,0 +1,2 @@
+/** A UUID in either case; handlers lower-case it. */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
