@@ -23,8 +23,7 @@ import { credentialRoutes } from './credentialsApi.ts';
 import { requireOperator } from './auth.ts';
 import { HttpError } from './errors.ts';
 import type { WebOptions } from './options.ts';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { UUID } from './validation.ts';
 
 /** A route's `:id` as written (for messages), and as an id when it is a UUID. */
 function idParam(params: unknown): { raw: string; id: string | undefined } {

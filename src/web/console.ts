@@ -10,12 +10,11 @@ import { MACHINES, type MachineName } from '../runner.ts';
 import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
 import { escapeHtml as h, page } from './html.ts';
 import { sameSecret } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
 import { LIVE_SCRIPT } from './liveRefresh.ts';
 import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, type Session } from './sessions.ts';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { UUID } from './validation.ts';
 
 const CONSOLE_STYLE = `
   header { background: #1d2330; color: #fff; }
@@ -167,21 +166,20 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
   return async (app: FastifyInstance) => {
     await app.register(formbody, { bodyLimit: 4096 });
 
-    app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
-      const status = err.statusCode ?? 500;
-      if (status >= 500) req.log.error({ err }, 'console request failed');
-      const message = status >= 500 ? 'something went wrong; the log has the details' : err.message;
-      return reply
-        .status(status)
-        .type('text/html')
-        .send(
-          page(
-            'pgfleet',
-            `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`,
-            CONSOLE_STYLE,
+    app.setErrorHandler(
+      errorHandler(INTERNAL_ERROR.operator, (_, reply, status, message) =>
+        reply
+          .status(status)
+          .type('text/html')
+          .send(
+            page(
+              'pgfleet',
+              `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`,
+              CONSOLE_STYLE,
+            ),
           ),
-        );
-    });
+      ),
+    );
 
     const isLogin = (req: FastifyRequest) => req.routeOptions.url === '/console/login';
 

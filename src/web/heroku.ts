@@ -13,7 +13,7 @@ import {
   type ProvisionRequest,
 } from '../resources.ts';
 import { sameSecret } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
 import type { WebOptions } from './options.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';
@@ -161,21 +161,14 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   const basic = (req: FastifyRequest) => checkBasic(req, opts);
 
   return async (app: FastifyInstance) => {
-    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-      const status = err.statusCode ?? 500;
-      if (status >= 500) {
-        req.log.error({ err }, 'add-on request failed');
-        return reply.status(status).send({ message: 'pgfleet could not do that just now; try again shortly' });
-      }
-      const message =
-        err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-          ? 'the body is too large: a provision request is a small JSON object'
-          : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-            ? 'send the body as JSON with "Content-Type: application/json"'
-            : err.message;
-      if (req.url.startsWith('/sso') || req.method === 'GET') return reply.status(status).type('text/html').send(renderSsoError(message));
-      return reply.status(status).send({ message });
-    });
+    app.setErrorHandler(
+      errorHandler(INTERNAL_ERROR.customer, (req, reply, status, message) =>
+        // Sign-on is a browser's visit: it gets a page.
+        req.url.startsWith('/sso') || req.method === 'GET'
+          ? reply.status(status).type('text/html').send(renderSsoError(message))
+          : reply.status(status).send({ message }),
+      ),
+    );
 
     app.post('/heroku/resources', { onRequest: basic }, async (req, reply) => {
       const request = parseProvision(req.body, opts);

@@ -1,8 +1,9 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { operatorApi } from './api.ts';
 import { isLoopbackHost, requireOperator } from './auth.ts';
 import { consoleUi } from './console.ts';
+import { errorHandler, INTERNAL_ERROR } from './errors.ts';
 import { herokuApi } from './heroku.ts';
 import { jsonParser } from './jsonBody.ts';
 import type { WebOptions } from './options.ts';
@@ -42,23 +43,8 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
     for (const method of [route.method].flat()) routes.push({ method, url: route.url });
   });
 
-  // Every error is JSON with a message for a human; our own 5xx never leak internals.
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req: FastifyRequest, reply: FastifyReply) => {
-    const status = err.statusCode ?? 500;
-    if (status >= 500) {
-      req.log.error({ err }, 'request failed');
-      return reply.status(status).send({ error: 'internal error; the operator log has the details' });
-    }
-    const message =
-      err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-        ? 'send the body as JSON with "Content-Type: application/json"'
-        : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-          ? `the body is larger than ${64 * 1024} bytes`
-          : err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
-            ? 'the body is empty but Content-Type says JSON: send a JSON object'
-            : err.message;
-    return reply.status(status).send({ error: message });
-  });
+  // Every error is JSON with a message for a human; the add-on API and the pages answer in their own shapes.
+  app.setErrorHandler(errorHandler(INTERNAL_ERROR.operator, (_, reply, status, message) => reply.status(status).send({ error: message })));
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: `no route ${req.method} ${req.url}` }));
   jsonParser(app);
   securityHeaders(app);

@@ -10,6 +10,11 @@ import { HttpError } from './errors.ts';
  * database. The cookie carries a random token and nothing else; a session is found by the
  * token's hash *and* its purpose, so a cookie of one purpose never opens the other, and
  * signing out ends it on the server whatever copies of the cookie are left.
+ *
+ * One mechanism, two purposes: they differ only where security needs them to. A sign-on
+ * arrives from the platform's site, so its cookie must be SameSite=Lax, and it opens one
+ * database for an hour; the console is only reached from its own pages (Strict) and opens
+ * the whole fleet.
  */
 export type Purpose = 'console' | 'sso';
 

@@ -54,7 +54,7 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
       'an oversized body',
       () => system.api('POST', '/api/servers', JSON.stringify({ provider: 'local', pad: 'x'.repeat(100_000) })),
       413,
-      /larger than/,
+      /too large/,
     ],
     ['an unknown id', () => system.api('GET', `/api/servers/${randomUUID()}`), 404, /no server with id/],
     ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /ids look like/],
