@@ -14,7 +14,7 @@ import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
 import { LIVE_SCRIPT } from './liveRefresh.ts';
 import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, type Session } from './sessions.ts';
-import { UUID } from './validation.ts';
+import { idParams, jobParams, type IdParams } from './validation.ts';
 
 const CONSOLE_STYLE = `
   header { background: #1d2330; color: #fff; }
@@ -157,11 +157,9 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     return reply.send(page(`${title} · pgfleet`, `${nav}<main>${main}</main>${LIVE_SCRIPT}`, CONSOLE_STYLE));
   }
 
-  const id = (req: FastifyRequest) => {
-    const raw = (req.params as { id: string }).id;
-    if (!UUID.test(raw)) throw new HttpError(404, `no such id "${raw}"`);
-    return raw.toLowerCase();
-  };
+  const byId = { schema: { params: idParams } };
+  type ById = { Params: IdParams };
+  const id = (req: { params: IdParams }) => req.params.id.toLowerCase();
 
   return async (app: FastifyInstance) => {
     await app.register(formbody, { bodyLimit: 4096 });
@@ -193,8 +191,9 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       signedIn.set(req, current);
     });
 
-    // Every form a signed-in page posts carries the session's CSRF token.
-    app.addHook('preHandler', async (req) => {
+    // Every form a signed-in page posts carries the session's CSRF token: checked before anything else
+    // of the request is (route schemas run after preValidation), so a forged form learns nothing.
+    app.addHook('preValidation', async (req) => {
       if (req.method !== 'GET' && req.method !== 'HEAD' && !isLogin(req)) checkCsrf(session(req), req.body);
     });
 
@@ -285,7 +284,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.get('/console/servers/:id', async (req, reply) => {
+    app.get<ById>('/console/servers/:id', byId, async (req, reply) => {
       const serverId = id(req);
       const server = await getServer(opts.pool, serverId);
       if (!server) throw new HttpError(404, `no server ${serverId}`);
@@ -310,7 +309,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.get('/console/resources/:id', async (req, reply) => {
+    app.get<ById>('/console/resources/:id', byId, async (req, reply) => {
       const resourceId = id(req);
       const resource = await getResource(opts.pool, opts.sealer, prefix, resourceId);
       if (!resource) throw new HttpError(404, `no resource ${resourceId}`);
@@ -342,7 +341,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       render(req, reply, 'Incidents', `<h1>Incidents</h1><section>${incidentsTable(await listIncidents(opts.pool, 200))}</section>`),
     );
 
-    app.get('/console/incidents/:id', async (req, reply) => {
+    app.get<ById>('/console/incidents/:id', byId, async (req, reply) => {
       const incidentId = id(req);
       const incident = await getIncident(opts.pool, incidentId);
       if (!incident) throw new HttpError(404, `no incident ${incidentId}`);
@@ -381,7 +380,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     });
 
     /** An operator closes an incident: the exception was dealt with, or the condition accepted. */
-    app.post('/console/incidents/:id/resolve', async (req, reply) => {
+    app.post<ById>('/console/incidents/:id/resolve', byId, async (req, reply) => {
       const incidentId = id(req);
       if (!(await resolveIncident(opts.pool, incidentId))) throw new HttpError(404, `no open incident ${incidentId}`);
       return reply.redirect(`/console/incidents/${incidentId}`, 303);
@@ -410,9 +409,9 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.post('/console/jobs/:id/retry', async (req, reply) => {
-      const jobId = (req.params as { id: string }).id;
-      if (!/^\d{1,18}$/.test(jobId) || !(await retryDeadJob(opts.pool, jobId))) throw new HttpError(404, `no dead job ${jobId}`);
+    app.post<{ Params: { id: string } }>('/console/jobs/:id/retry', { schema: { params: jobParams } }, async (req, reply) => {
+      const jobId = req.params.id;
+      if (!(await retryDeadJob(opts.pool, jobId))) throw new HttpError(404, `no dead job ${jobId}`);
       return reply.redirect('/console/jobs', 303);
     });
   };

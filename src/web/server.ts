@@ -9,6 +9,7 @@ import { jsonParser } from './jsonBody.ts';
 import type { WebOptions } from './options.ts';
 import { securityHeaders } from './securityHeaders.ts';
 import { tlsRoutes } from './tls.ts';
+import { schemaValidation } from './validation.ts';
 
 /**
  * /metrics: open on loopback, where a local Prometheus scrapes it; anywhere else it shows
@@ -46,6 +47,7 @@ export function buildWeb(opts: WebOptions): FastifyInstance {
   // Every error is JSON with a message for a human; the add-on API and the pages answer in their own shapes.
   app.setErrorHandler(errorHandler(INTERNAL_ERROR.operator, (_, reply, status, message) => reply.status(status).send({ error: message })));
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: `no route ${req.method} ${req.url}` }));
+  schemaValidation(app);
   jsonParser(app);
   securityHeaders(app);
 
