@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
@@ -10,10 +9,12 @@ import { getResource, listResources } from '../resources.ts';
 import { MACHINES, type MachineName } from '../runner.ts';
 import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
 import { escapeHtml as h, page } from './html.ts';
-import { HttpError, sameSecret, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
+import { LIVE_SCRIPT } from './liveRefresh.ts';
+import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, type Session } from './sessions.ts';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { idParams, jobParams, type IdParams } from './validation.ts';
 
 const CONSOLE_STYLE = `
   header { background: #1d2330; color: #fff; }
@@ -126,26 +127,6 @@ function timelineTable(entries: TimelineEntry[]): string {
 }
 
 /**
- * Pages refresh themselves: every few seconds the page asks for itself again and swaps in
- * its <main>, so a console left open keeps up without a full reload (and keeps its scroll).
- */
-const LIVE_CODE = `
-(() => {
-  setInterval(async () => {
-    try {
-      const res = await fetch(location.href, { headers: { 'x-pgfleet-partial': '1' }, credentials: 'same-origin' });
-      if (!res.ok) return;
-      document.querySelector('main').innerHTML = await res.text();
-      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
-    } catch {}
-  }, 2000);
-})();
-`;
-const LIVE_SCRIPT = `<script>${LIVE_CODE}</script>`;
-/** The pages' content security policy lets this one script run, and no other. */
-export const LIVE_SCRIPT_HASH = `sha256-${createHash('sha256').update(LIVE_CODE).digest('base64')}`;
-
-/**
  * Where to go after signing in: a console path and query of plain characters, nothing
  * that could end a header line or lead off this site.
  */
@@ -176,30 +157,27 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     return reply.send(page(`${title} · pgfleet`, `${nav}<main>${main}</main>${LIVE_SCRIPT}`, CONSOLE_STYLE));
   }
 
-  const id = (req: FastifyRequest) => {
-    const raw = (req.params as { id: string }).id;
-    if (!UUID.test(raw)) throw new HttpError(404, `no such id "${raw}"`);
-    return raw.toLowerCase();
-  };
+  const byId = { schema: { params: idParams } };
+  type ById = { Params: IdParams };
+  const id = (req: { params: IdParams }) => req.params.id.toLowerCase();
 
   return async (app: FastifyInstance) => {
     await app.register(formbody, { bodyLimit: 4096 });
 
-    app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
-      const status = err.statusCode ?? 500;
-      if (status >= 500) req.log.error({ err }, 'console request failed');
-      const message = status >= 500 ? 'something went wrong; the log has the details' : err.message;
-      return reply
-        .status(status)
-        .type('text/html')
-        .send(
-          page(
-            'pgfleet',
-            `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`,
-            CONSOLE_STYLE,
+    app.setErrorHandler(
+      errorHandler(INTERNAL_ERROR.operator, (_, reply, status, message) =>
+        reply
+          .status(status)
+          .type('text/html')
+          .send(
+            page(
+              'pgfleet',
+              `<main><section><h2>${status}</h2><p>${h(message)}</p><p><a href="/console">Back to the fleet</a></p></section></main>`,
+              CONSOLE_STYLE,
+            ),
           ),
-        );
-    });
+      ),
+    );
 
     const isLogin = (req: FastifyRequest) => req.routeOptions.url === '/console/login';
 
@@ -213,8 +191,9 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       signedIn.set(req, current);
     });
 
-    // Every form a signed-in page posts carries the session's CSRF token.
-    app.addHook('preHandler', async (req) => {
+    // Every form a signed-in page posts carries the session's CSRF token: checked before anything else
+    // of the request is (route schemas run after preValidation), so a forged form learns nothing.
+    app.addHook('preValidation', async (req) => {
       if (req.method !== 'GET' && req.method !== 'HEAD' && !isLogin(req)) checkCsrf(session(req), req.body);
     });
 
@@ -305,7 +284,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.get('/console/servers/:id', async (req, reply) => {
+    app.get<ById>('/console/servers/:id', byId, async (req, reply) => {
       const serverId = id(req);
       const server = await getServer(opts.pool, serverId);
       if (!server) throw new HttpError(404, `no server ${serverId}`);
@@ -330,7 +309,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.get('/console/resources/:id', async (req, reply) => {
+    app.get<ById>('/console/resources/:id', byId, async (req, reply) => {
       const resourceId = id(req);
       const resource = await getResource(opts.pool, opts.sealer, prefix, resourceId);
       if (!resource) throw new HttpError(404, `no resource ${resourceId}`);
@@ -362,7 +341,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       render(req, reply, 'Incidents', `<h1>Incidents</h1><section>${incidentsTable(await listIncidents(opts.pool, 200))}</section>`),
     );
 
-    app.get('/console/incidents/:id', async (req, reply) => {
+    app.get<ById>('/console/incidents/:id', byId, async (req, reply) => {
       const incidentId = id(req);
       const incident = await getIncident(opts.pool, incidentId);
       if (!incident) throw new HttpError(404, `no incident ${incidentId}`);
@@ -401,7 +380,7 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     });
 
     /** An operator closes an incident: the exception was dealt with, or the condition accepted. */
-    app.post('/console/incidents/:id/resolve', async (req, reply) => {
+    app.post<ById>('/console/incidents/:id/resolve', byId, async (req, reply) => {
       const incidentId = id(req);
       if (!(await resolveIncident(opts.pool, incidentId))) throw new HttpError(404, `no open incident ${incidentId}`);
       return reply.redirect(`/console/incidents/${incidentId}`, 303);
@@ -430,9 +409,9 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.post('/console/jobs/:id/retry', async (req, reply) => {
-      const jobId = (req.params as { id: string }).id;
-      if (!/^\d{1,18}$/.test(jobId) || !(await retryDeadJob(opts.pool, jobId))) throw new HttpError(404, `no dead job ${jobId}`);
+    app.post<{ Params: { id: string } }>('/console/jobs/:id/retry', { schema: { params: jobParams } }, async (req, reply) => {
+      const jobId = req.params.id;
+      if (!(await retryDeadJob(opts.pool, jobId))) throw new HttpError(404, `no dead job ${jobId}`);
       return reply.redirect('/console/jobs', 303);
     });
   };

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
-import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
+import { awsRegion, findPlan, PLANS, REGION_HELP } from '../plans.ts';
 import { callbackAllowed } from '../platform.ts';
 import {
   changePlan,
@@ -12,85 +12,90 @@ import {
   tellResource,
   type ProvisionRequest,
 } from '../resources.ts';
-import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
+import type { WebOptions } from './options.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';
+import { uuid, type IdParams } from './validation.ts';
 
-/** Heroku add-on names: letters, digits, `-`, `_`, `.`; nothing that needs quoting anywhere. */
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
-const HEROKU_ID = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,254}$/;
+const plan = { type: 'string', enum: PLANS.map((p) => p.name) } as const;
 
-type Body = Record<string, unknown>;
+/** A string field the platform may leave out or send as null. */
+const optional = (pattern: string, description: string) => ({ type: ['string', 'null'], pattern, description }) as const;
 
-function object(body: unknown): Body {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new HttpError(400, 'send a JSON object such as {"uuid":"…","plan":"shared","region":"us"}');
-  }
-  return body as Body;
+/** A provision request, v3 or legacy v1; unknown fields are accepted, as the platform adds fields over time. */
+const provisionBody = {
+  type: 'object',
+  required: ['uuid', 'plan'],
+  properties: {
+    uuid: uuid('must be a UUID such as 01234567-89ab-cdef-0123-456789abcdef: the platform names every resource with one'),
+    plan,
+    // Which regions there are is the plan catalog's to say (awsRegion).
+    region: { type: 'string', default: 'us', description: `must be a region name: ${REGION_HELP}` },
+    callback_url: optional('^https?://\\S+$', 'must be an http(s) URL'),
+    // Heroku add-on names and ids: nothing that needs quoting anywhere.
+    name: optional('^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$', 'may hold only letters, digits, ".", "_" and "-" (at most 255)'),
+    heroku_id: optional('^[A-Za-z0-9][A-Za-z0-9._@:-]{0,254}$', 'may hold only letters, digits, ".", "_", "@", ":" and "-"'),
+    options: {
+      type: 'object',
+      default: {},
+      properties: { follow: uuid('must be the id of the database to follow') },
+      additionalProperties: false,
+    },
+    oauth_grant: {
+      type: ['object', 'null'],
+      required: ['code'],
+      properties: { code: { type: 'string' } },
+      description: 'must be an object with a "code" string',
+    },
+  },
+  examples: [{ uuid: '01234567-89ab-cdef-0123-456789abcdef', plan: 'shared', region: 'us' }],
+} as const;
+
+interface ProvisionBody {
+  uuid: string;
+  plan: string;
+  region: string;
+  callback_url?: string | null;
+  name?: string | null;
+  heroku_id?: string | null;
+  options: { follow?: string };
+  oauth_grant?: { code: string } | null;
 }
 
-function optionalString(body: Body, field: string, pattern: RegExp, help: string): string | null {
-  const value = body[field];
-  if (value === undefined || value === null) return null;
-  if (typeof value !== 'string' || !pattern.test(value)) throw new HttpError(422, `"${field}" ${help}`);
-  return value;
-}
+const planChangeBody = { type: 'object', required: ['plan'], properties: { plan }, examples: [{ plan: 'shared' }] } as const;
 
-function requiredPlan(body: Body): Plan {
-  if (body.plan === undefined)
-    throw new HttpError(400, 'the body has no "plan": send one of ' + PLANS.map((p) => `"${p.name}"`).join(', '));
-  const plan = findPlan(body.plan);
-  if (!plan)
-    throw new HttpError(422, `there is no plan ${JSON.stringify(body.plan)}: choose one of ${PLANS.map((p) => `"${p.name}"`).join(', ')}`);
-  return plan;
-}
+const resourceParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: uuid('must be a UUID: resource ids are the UUIDs the platform sent') },
+} as const;
 
-/** A provision request, v3 or legacy v1, checked field by field; unknown fields are accepted. */
-function parseProvision(raw: unknown, opts: WebOptions): ProvisionRequest {
-  const body = object(raw);
-  if (body.uuid === undefined) throw new HttpError(400, 'the body has no "uuid": the platform names every resource with one');
-  if (typeof body.uuid !== 'string' || !UUID.test(body.uuid))
-    throw new HttpError(422, '"uuid" must be a UUID such as 01234567-89ab-cdef-0123-456789abcdef');
-  const plan = requiredPlan(body);
-  const region = body.region ?? 'us';
-  const aws = awsRegion(region);
-  if (!aws) throw new HttpError(422, `there is no region ${JSON.stringify(region)}: ${REGION_HELP}`);
-  const callbackUrl = optionalString(body, 'callback_url', /^https?:\/\/\S+$/, 'must be an http(s) URL');
+/** What the schema cannot say: the region's AWS name, where callbacks may go, and what can follow. */
+function provisionRequest(body: ProvisionBody, opts: WebOptions): ProvisionRequest {
+  const aws = awsRegion(body.region);
+  if (!aws) throw new HttpError(422, `there is no region ${JSON.stringify(body.region)}: ${REGION_HELP}`);
+  const callbackUrl = body.callback_url ?? null;
   if (callbackUrl !== null && !callbackAllowed(opts.addon, callbackUrl)) {
     throw new HttpError(422, `"callback_url" must point into the platform API at ${opts.addon.platformApiUrl}`);
   }
-  const options = body.options ?? {};
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(422, '"options" must be an object');
-  const unknown = Object.keys(options).filter((k) => k !== 'follow');
-  if (unknown.length > 0)
-    throw new HttpError(422, `unknown option ${unknown.map((k) => JSON.stringify(k)).join(', ')}: the only option is "follow"`);
-  const follow = (options as Body).follow;
-  if (follow !== undefined && (typeof follow !== 'string' || !UUID.test(follow)))
-    throw new HttpError(422, '"follow" is the id of the database to follow');
+  const plan = findPlan(body.plan)!;
+  const { follow } = body.options;
   if (follow !== undefined && plan.kind !== 'dedicated')
     throw new HttpError(422, 'a follower is a server of its own: choose a dedicated plan');
-  const grant = body.oauth_grant ?? null;
-  if (grant !== null && (typeof grant !== 'object' || typeof (grant as Body).code !== 'string')) {
-    throw new HttpError(422, '"oauth_grant" must be an object with a "code" string');
-  }
   return {
     id: body.uuid.toLowerCase(),
     plan,
-    region: region as string,
+    region: body.region,
     awsRegion: aws,
-    name: optionalString(body, 'name', NAME, 'may hold only letters, digits, ".", "_" and "-" (at most 255)'),
-    herokuId: optionalString(body, 'heroku_id', HEROKU_ID, 'may hold only letters, digits, ".", "_", "@", ":" and "-"'),
+    name: body.name ?? null,
+    herokuId: body.heroku_id ?? null,
     callbackUrl,
     options: follow ? { follow } : {},
-    oauthGrant: grant as Body | null,
-    follows: typeof follow === 'string' ? follow.toLowerCase() : null,
+    oauthGrant: body.oauth_grant ?? null,
+    follows: follow?.toLowerCase() ?? null,
   };
-}
-
-function resourceId(params: unknown): string {
-  const id = (params as { id: string }).id;
-  if (!UUID.test(id)) throw new HttpError(404, `no resource "${id}": resource ids are the UUIDs the platform sent`);
-  return id.toLowerCase();
 }
 
 async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> {
@@ -158,24 +163,17 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   const basic = (req: FastifyRequest) => checkBasic(req, opts);
 
   return async (app: FastifyInstance) => {
-    app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-      const status = err.statusCode ?? 500;
-      if (status >= 500) {
-        req.log.error({ err }, 'add-on request failed');
-        return reply.status(status).send({ message: 'pgfleet could not do that just now; try again shortly' });
-      }
-      const message =
-        err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-          ? 'the body is too large: a provision request is a small JSON object'
-          : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-            ? 'send the body as JSON with "Content-Type: application/json"'
-            : err.message;
-      if (req.url.startsWith('/sso') || req.method === 'GET') return reply.status(status).type('text/html').send(renderSsoError(message));
-      return reply.status(status).send({ message });
-    });
+    app.setErrorHandler(
+      errorHandler(INTERNAL_ERROR.customer, (req, reply, status, message) =>
+        // Sign-on is a browser's visit: it gets a page.
+        req.url.startsWith('/sso') || req.method === 'GET'
+          ? reply.status(status).type('text/html').send(renderSsoError(message))
+          : reply.status(status).send({ message }),
+      ),
+    );
 
-    app.post('/heroku/resources', { onRequest: basic }, async (req, reply) => {
-      const request = parseProvision(req.body, opts);
+    app.post<{ Body: ProvisionBody }>('/heroku/resources', { onRequest: basic, schema: { body: provisionBody } }, async (req, reply) => {
+      const request = provisionRequest(req.body, opts);
       const repeated = await checkRepeat(opts.pool, request);
       if (request.follows && !repeated) await checkLeader(request.follows);
       const { created, plan } = await createResource(opts.pool, opts.sealer, request);
@@ -193,50 +191,59 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
       );
     });
 
-    app.put('/heroku/resources/:id', { onRequest: basic }, async (req, reply) => {
-      const id = resourceId(req.params);
-      const plan = requiredPlan(object(req.body));
-      const before = await getResource(opts.pool, opts.sealer, prefix, id);
-      if (!before) throw new HttpError(404, `no resource "${id}"`);
-      if (before.state === 'deleted' || before.state === 'deprovisioning') throw new HttpError(410, 'this database has been deprovisioned');
-      const { rows: following } = await opts.pool.query('select 1 from resources where id = $1 and follows is not null', [id]);
-      if (following.length > 0) throw new HttpError(422, 'a follower keeps its plan: provision a new follower on the plan you want');
-      // The platform delivers at least once: a repeated change is answered, not redone.
-      if (before.plan === plan.name) {
-        if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
-        if (before.state === 'resizing' || before.state === 'changing')
+    app.put<{ Params: IdParams; Body: { plan: string } }>(
+      '/heroku/resources/:id',
+      { onRequest: basic, schema: { params: resourceParams, body: planChangeBody } },
+      async (req, reply) => {
+        const id = req.params.id.toLowerCase();
+        const plan = findPlan(req.body.plan)!;
+        const before = await getResource(opts.pool, opts.sealer, prefix, id);
+        if (!before) throw new HttpError(404, `no resource "${id}"`);
+        if (before.state === 'deleted' || before.state === 'deprovisioning')
+          throw new HttpError(410, 'this database has been deprovisioned');
+        const { rows: following } = await opts.pool.query('select 1 from resources where id = $1 and follows is not null', [id]);
+        if (following.length > 0) throw new HttpError(422, 'a follower keeps its plan: provision a new follower on the plan you want');
+        // The platform delivers at least once: a repeated change is answered, not redone.
+        if (before.plan === plan.name) {
+          if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
+          if (before.state === 'resizing' || before.state === 'changing')
+            return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
+        }
+        if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
+        const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
+        const move = primary?.tenancy !== plan.kind;
+        const standbysBefore = findPlan(before.plan)?.standbys ?? 0;
+        const standby = plan.standbys > standbysBefore ? 'add' : plan.standbys < standbysBefore ? 'drop' : undefined;
+        // A standby comes or goes on the server the database is on: a move is a change of its own.
+        if (standby && move) {
+          throw new HttpError(
+            422,
+            `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`,
+          );
+        }
+        await changePlan(opts.pool, id, plan, { move, ...(standby ? { standby } : {}) });
+        if (!(await settled(id, opts.addon.answerWithin))) {
+          await tellResource(opts.pool, id, { type: 'deferred' });
           return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
-      }
-      if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
-      const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
-      const move = primary?.tenancy !== plan.kind;
-      const standbysBefore = findPlan(before.plan)?.standbys ?? 0;
-      const standby = plan.standbys > standbysBefore ? 'add' : plan.standbys < standbysBefore ? 'drop' : undefined;
-      // A standby comes or goes on the server the database is on: a move is a change of its own.
-      if (standby && move) {
-        throw new HttpError(
-          422,
-          `${before.plan} and ${plan.name} differ both in kind and in standbys: change to the dedicated plan first, then to ${plan.name}`,
-        );
-      }
-      await changePlan(opts.pool, id, plan, { move, ...(standby ? { standby } : {}) });
-      if (!(await settled(id, opts.addon.answerWithin))) {
-        await tellResource(opts.pool, id, { type: 'deferred' });
-        return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
-      }
-      const after = (await getResource(opts.pool, opts.sealer, prefix, id))!;
-      const changed = JSON.stringify(after.config) !== JSON.stringify(before.config);
-      return reply.send({ ...(changed ? { config: after.config } : {}), message: `Now on ${plan.name}.` });
-    });
+        }
+        const after = (await getResource(opts.pool, opts.sealer, prefix, id))!;
+        const changed = JSON.stringify(after.config) !== JSON.stringify(before.config);
+        return reply.send({ ...(changed ? { config: after.config } : {}), message: `Now on ${plan.name}.` });
+      },
+    );
 
-    app.delete('/heroku/resources/:id', { onRequest: basic }, async (req, reply) => {
-      const id = resourceId(req.params);
-      const state = await resourceState(opts.pool, id);
-      if (state === undefined) throw new HttpError(404, `no resource "${id}"`);
-      // Deprovisioning twice is deprovisioning once.
-      if (state !== 'deleted' && state !== 'deprovisioning') await tellResource(opts.pool, id, { type: 'deprovision' });
-      return reply.status(204).send();
-    });
+    app.delete<{ Params: IdParams }>(
+      '/heroku/resources/:id',
+      { onRequest: basic, schema: { params: resourceParams } },
+      async (req, reply) => {
+        const id = req.params.id.toLowerCase();
+        const state = await resourceState(opts.pool, id);
+        if (state === undefined) throw new HttpError(404, `no resource "${id}"`);
+        // Deprovisioning twice is deprovisioning once.
+        if (state !== 'deleted' && state !== 'deprovisioning') await tellResource(opts.pool, id, { type: 'deprovision' });
+        return reply.status(204).send();
+      },
+    );
 
     await app.register(ssoRoutes(opts));
   };

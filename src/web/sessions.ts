@@ -2,13 +2,19 @@ import { createHash, randomBytes } from 'node:crypto';
 import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Queryable } from '../db.ts';
-import { HttpError, isLoopback, sameSecret } from './server.ts';
+import { isLoopback, sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
 
 /**
  * Sessions of the operator console and of customers' SSO pages, kept in the control
  * database. The cookie carries a random token and nothing else; a session is found by the
  * token's hash *and* its purpose, so a cookie of one purpose never opens the other, and
  * signing out ends it on the server whatever copies of the cookie are left.
+ *
+ * One mechanism, two purposes: they differ only where security needs them to. A sign-on
+ * arrives from the platform's site, so its cookie must be SameSite=Lax, and it opens one
+ * database for an hour; the console is only reached from its own pages (Strict) and opens
+ * the whole fleet.
  */
 export type Purpose = 'console' | 'sso';
 

@@ -7,15 +7,18 @@ import { listNotifications } from '../incidentViews.ts';
 import { getResource, resourceState, type ResourceView } from '../resources.ts';
 import type { TransitionView } from '../servers.ts';
 import { escapeHtml, page } from './html.ts';
-import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
+import { sameSecret } from './auth.ts';
+import { HttpError } from './errors.ts';
+import type { WebOptions } from './options.ts';
 import { checkCsrf, csrfField, Sessions, setCookie, sha256 } from './sessions.ts';
+import { renderTlsSection } from './tls.ts';
+import { idParams, UUID, type IdParams } from './validation.ts';
 
 /** How long an SSO token's timestamp stays good. */
 const SSO_WINDOW_SECONDS = 5 * 60;
 /** Heroku's nav-data is base64 JSON; anything else is not kept. */
 const NAV_DATA = /^[A-Za-z0-9+/=._-]{1,4096}$/;
 const GONE = new Set(['deleted', 'deprovisioning']);
-import { renderTlsSection } from './tls.ts';
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
@@ -109,7 +112,11 @@ interface SsoFields {
 
 const AGAIN = 'open the database again from your platform dashboard';
 
-/** The resource a sign-on is for, and the token that proved it, once checked. */
+/**
+ * The resource a sign-on is for, and the token that proved it, once checked. Not a route
+ * schema: a sign-on is authentication, so whatever is wrong with it is the same 403 that
+ * sends the user back to their dashboard, not an answer about fields.
+ */
 function verify(salt: string, f: SsoFields): { id: string; token: string; timestamp: number } {
   if (typeof f.id !== 'string' || !UUID.test(f.id) || typeof f.timestamp !== 'string' || !/^\d{1,12}$/.test(f.timestamp)) {
     throw new HttpError(403, `single sign-on needs the resource id, a token and a timestamp: ${AGAIN}`);
@@ -180,10 +187,8 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
       return signIn(req, reply, fields, form['nav-data']);
     });
 
-    app.get('/sso/resources/:id', async (req, reply) => {
-      const raw = (req.params as { id: string }).id;
-      if (!UUID.test(raw)) throw new HttpError(404, `no database "${raw}"`);
-      const id = raw.toLowerCase();
+    app.get<{ Params: IdParams }>('/sso/resources/:id', { schema: { params: idParams } }, async (req, reply) => {
+      const id = req.params.id.toLowerCase();
       const session = await sessions.find(req, 'sso');
       if (session?.resourceId !== id) throw new HttpError(403, `your session for this database has ended: ${AGAIN}`);
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);

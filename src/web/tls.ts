@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { escapeHtml } from './html.ts';
-import { requireOperator, type WebOptions } from './server.ts';
+import { requireOperator } from './auth.ts';
+import type { WebOptions } from './options.ts';
 
 /**
  * pgfleet's CA certificate, which customers need to check their server's certificate

@@ -40,9 +40,14 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
       'an unknown provider',
       () => system.api('POST', '/api/servers', { provider: 'mars' }),
       422,
-      /unknown provider "mars": use one of "local"/,
+      /body\/provider must be one of "local"; it is "mars"/,
     ],
-    ['a provider that is not a string', () => system.api('POST', '/api/servers', { provider: 7 }), 422, /unknown provider 7/],
+    [
+      'a provider that is not a string',
+      () => system.api('POST', '/api/servers', { provider: 7 }),
+      422,
+      /body\/provider must be one of "local"; it is 7/,
+    ],
     ['an unknown field', () => system.api('POST', '/api/servers', { provider: 'local', size: 'xl' }), 422, /unknown field "size"/],
     [
       'a body that is not JSON',
@@ -54,14 +59,81 @@ describe('the operator API refuses bad input with a clear 4xx and changes nothin
       'an oversized body',
       () => system.api('POST', '/api/servers', JSON.stringify({ provider: 'local', pad: 'x'.repeat(100_000) })),
       413,
-      /larger than/,
+      /too large/,
     ],
     ['an unknown id', () => system.api('GET', `/api/servers/${randomUUID()}`), 404, /no server with id/],
-    ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /ids look like/],
+    ['an id that is not a uuid', () => system.api('GET', "/api/servers/1'%20or%201=1"), 404, /params\/id must be a UUID such as/],
     ['deleting an unknown id', () => system.api('DELETE', `/api/servers/${randomUUID()}`), 404, /no live server/],
     ['retrying a job that is not dead', () => system.api('POST', '/api/jobs/999999/retry'), 404, /no dead job with id "999999"/],
-    ['retrying a job id that is not a number', () => system.api('POST', '/api/jobs/1;drop/retry'), 404, /no dead job/],
+    [
+      'retrying a job id that is not a number',
+      () => system.api('POST', '/api/jobs/1;drop/retry'),
+      404,
+      /params\/id must be the number of a dead job/,
+    ],
     ['an unknown route', () => system.api('GET', '/api/nothing'), 404, /no route GET \/api\/nothing/],
+    // Route schemas refuse a body before the route runs, naming the field and what it must be.
+    [
+      'a follow that is not a server id',
+      () => system.api('POST', '/api/servers', { follow: 'x' }),
+      422,
+      /^body\/follow must be the id of the server to follow; it is "x"$/,
+    ],
+    [
+      'a maintenance time that is not a time',
+      () => system.api('POST', `/api/servers/${randomUUID()}/maintenance`, { at: 'soon' }),
+      422,
+      /^body\/at must be when the maintenance runs, as an ISO time such as .*; it is "soon"$/,
+    ],
+    [
+      'no maintenance time',
+      () => system.api('POST', `/api/resources/${randomUUID()}/maintenance`, {}),
+      422,
+      /^body\/at is missing: it must be/,
+    ],
+    [
+      'a webhook that is not an http(s) URL',
+      () => system.api('PUT', `/api/resources/${randomUUID()}/notifications`, { url: 'ftp://example.com' }),
+      422,
+      /^body\/url must be an http\(s\) URL, or null to stop; it is "ftp:\/\/example.com"$/,
+    ],
+    // JSON bodies are taken as sent: a string is not coerced to a boolean.
+    [
+      'a force sent as a string',
+      () => system.api('POST', `/api/resources/${randomUUID()}/promote`, { force: 'true' }),
+      422,
+      /^body\/force must be true to promote .*; it is "true"$/,
+    ],
+    [
+      'a promotion body that is not an object',
+      () => system.api('POST', `/api/resources/${randomUUID()}/promote`, '[]'),
+      400,
+      /JSON object/,
+    ],
+    [
+      'a long-query threshold that is not positive',
+      () => system.api('GET', `/api/resources/${randomUUID()}/diagnose?long=0`),
+      422,
+      /^querystring\/long must be a number of seconds, such as 60; it is 0$/,
+    ],
+    [
+      'a credential with privileges there are not',
+      () => system.api('POST', `/api/resources/${randomUUID()}/credentials`, { name: 'analyst', privileges: 'all' }),
+      422,
+      /^body\/privileges must be "read" \(SELECT only\) or "write" .*; it is "all"$/,
+    ],
+    [
+      'a credential named as the owner',
+      () => system.api('POST', `/api/resources/${randomUUID()}/credentials`, { name: 'default', privileges: 'read' }),
+      422,
+      /^body\/name must not be "default": that is the owner's credential/,
+    ],
+    [
+      'a credential with an unknown field',
+      () => system.api('POST', `/api/resources/${randomUUID()}/credentials`, { name: 'analyst', privileges: 'read', admin: true }),
+      422,
+      /^body has an unknown field "admin": it takes only "name" and "privileges"$/,
+    ],
   ];
 
   for (const [what, request, status, message] of cases) {

@@ -297,6 +297,8 @@ describe('the web process after the outside probe', () => {
       const forged = await call(base, 'POST', `/console/jobs/${rows[0].id}/retry`, form({}, { cookie }));
       expect(forged.status).toBe(403);
       expect(forged.text).toMatch(/reload the page/);
+      // Checked before the path is: a forged form is refused the same whatever it names.
+      expect((await call(base, 'POST', '/console/jobs/not-a-job/retry', form({}, { cookie }))).status).toBe(403);
       expect((await db.pool.query('select dead_at from jobs where id = $1', [rows[0].id])).rows[0].dead_at).not.toBeNull();
       const page = await call(base, 'GET', '/console/jobs', { headers: { cookie } });
       const real = await call(base, 'POST', `/console/jobs/${rows[0].id}/retry`, form({ csrf: csrfOf(page.text) }, { cookie }));
