@@ -6,7 +6,7 @@ import { retireEmptySharedServers } from './placement.ts';
 import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
 import { sweepExpiredSessions } from './web/sessions.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
-import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
+import { OBSERVED_MACHINES, queueForTask } from './runner/runner.ts';
 import { enqueueRenewals } from './tls/renewal.ts';
 
 export interface ClockOptions {

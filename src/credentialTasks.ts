@@ -7,7 +7,7 @@ import { probeTenant } from './pg/tenant.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext } from './queue/worker.ts';
 import { loadResourceRecord, resourceServers, superuserTarget, type ResourceServer } from './resources.ts';
-import { report } from './runner.ts';
+import { report } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 import { loadServerRecord } from './servers.ts';
 

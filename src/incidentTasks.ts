@@ -2,11 +2,10 @@ import type { IncidentContext } from '../machines/incident.ts';
 import type { PagingConfig } from './config.ts';
 import type { Queryable } from './db.ts';
 import { healthOf, incidentContext } from './incidents.ts';
-import type { MachineName } from './runner.ts';
+import { report, sendEvent, type MachineName } from './runner/runner.ts';
 import { deliverNotifications, postJson } from './notifications.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
-import { report, sendEvent } from './runner.ts';
 
 export interface IncidentRow {
   id: string;

@@ -2,7 +2,15 @@ import type { EscalationReason, IncidentContext, IncidentInput } from '../machin
 import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
 import type { Journal } from './queue/worker.ts';
 import { standbyTakesOver } from './resources.ts';
-import { createMachine, machineOf, machineState, sendEvent, type MachineName, type StepSubscriber, type StepTaken } from './runner.ts';
+import {
+  createMachine,
+  machineOf,
+  machineState,
+  sendEvent,
+  type MachineName,
+  type StepSubscriber,
+  type StepTaken,
+} from './runner/runner.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';

@@ -25,7 +25,7 @@ import {
   type ResourceRecord,
   type ResourceServer,
 } from './resources.ts';
-import { machineState, report, sendEvent } from './runner.ts';
+import { machineState, report, sendEvent } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { archiveAhead } from './wal/archive.ts';

@@ -4,7 +4,7 @@ import { findPlan, type Plan } from './plans.ts';
 import type { SuperuserTarget } from './pg/superuser.ts';
 import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
 import { roomToResize } from './placement.ts';
-import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
+import { createMachine, sendEvent, type MachineEvent, type Step } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 import { freePort } from './pg/ports.ts';
 import { listTransitions, type TransitionView } from './servers.ts';

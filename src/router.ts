@@ -4,7 +4,7 @@ import type { Logger } from './log.ts';
 import { enqueue, PRIORITY } from './queue/jobs.ts';
 import { Notifications } from './listen.ts';
 import { refreshEvery, type Refresher } from './refresher.ts';
-import { queueForTask } from './runner.ts';
+import { queueForTask } from './runner/runner.ts';
 
 /**
  * The router: stable addresses per resource with standbys, so its URLs keep working across

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
-import { createMachine, sendEvent, type ObservedTable } from './runner.ts';
+import { createMachine, sendEvent, type ObservedTable } from './runner/runner.ts';
 import { enqueue } from './queue/jobs.ts';
 import type { Sealer } from './sealer.ts';
 import { backupLabel } from './wal/backup.ts';

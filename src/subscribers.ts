@@ -1,5 +1,5 @@
 import { configureIncidents, incidentSubscriber, type IncidentSettings } from './incidents.ts';
-import { publishTo } from './runner.ts';
+import { publishTo } from './runner/runner.ts';
 
 /**
  * Who hears what the runner does, in every process that sends events (web, worker and clock;

@@ -11,7 +11,7 @@ import type { JobContext, JobHandler } from './queue/worker.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { findBackup, takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent, type ObservedEvent } from './runner.ts';
+import { machineOf, MACHINES, machineState, queueForTask, report, sendEvent, type ObservedEvent } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
 import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';

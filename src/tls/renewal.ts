@@ -4,7 +4,7 @@ import type { Queryable } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
 import type { Provider, ServerRecord } from '../providers/provider.ts';
 import type { JobHandler } from '../queue/worker.ts';
-import { queueForTask } from '../runner.ts';
+import { queueForTask } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
 import { loadServerRecord } from '../servers.ts';
 import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from './certificates.ts';

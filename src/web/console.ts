@@ -7,7 +7,7 @@ import { resolveIncident } from '../incidents.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidentViews.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { getResource, listResources } from '../resources.ts';
-import { MACHINES, type MachineName } from '../runner.ts';
+import { MACHINES, type MachineName } from '../runner/runner.ts';
 import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
 import { escapeHtml as h, page } from './html.ts';
 import { HttpError, sameSecret, type WebOptions } from './server.ts';

@@ -6,7 +6,7 @@ import { incidentJournal, incidentSubscriber } from '../../src/incidents.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
-import { publishTo } from '../../src/runner.ts';
+import { publishTo } from '../../src/runner/runner.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');

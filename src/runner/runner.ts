@@ -1,9 +1,9 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
-import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.ts';
-import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../machines/resource.ts';
-import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../machines/server.ts';
-import { isoTime, type Client, type Queryable } from './db.ts';
-import { enqueueMany, PRIORITY, type Job, type JobSpec } from './queue/jobs.ts';
+import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../../machines/incident.ts';
+import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../../machines/resource.ts';
+import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../../machines/server.ts';
+import { isoTime, type Client, type Queryable } from '../db.ts';
+import { enqueueMany, PRIORITY, type Job, type JobSpec } from '../queue/jobs.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
 export interface JobEmitted {
