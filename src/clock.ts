@@ -6,7 +6,8 @@ import { retireEmptySharedServers } from './placement.ts';
 import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
 import { sweepExpiredSessions } from './web/sessions.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
-import { OBSERVED_MACHINES, queueForTask } from './runner/runner.ts';
+import { OBSERVED_MACHINES } from './runner/machines.ts';
+import { queueForTask } from './runner/runner.ts';
 import { enqueueRenewals } from './tls/renewal.ts';
 
 export interface ClockOptions {

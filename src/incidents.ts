@@ -2,15 +2,9 @@ import type { EscalationReason, IncidentContext, IncidentInput } from '../machin
 import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
 import type { Journal } from './queue/worker.ts';
 import { standbyTakesOver } from './resources.ts';
-import {
-  createMachine,
-  machineOf,
-  machineState,
-  sendEvent,
-  type MachineName,
-  type StepSubscriber,
-  type StepTaken,
-} from './runner/runner.ts';
+import { createMachine, sendEvent, type StepSubscriber, type StepTaken } from './runner/runner.ts';
+import { machineOf, machineState } from './runner/store.ts';
+import type { MachineName } from './runner/machines.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';

@@ -25,11 +25,14 @@ import {
   type ResourceRecord,
   type ResourceServer,
 } from './resources.ts';
-import { machineState, report, sendEvent } from './runner/runner.ts';
+import { report, sendEvent } from './runner/runner.ts';
+import type { Observation } from './runner/observe.ts';
+import { latestObservation } from './runner/observations.ts';
+import { machineState } from './runner/store.ts';
 import type { Sealer } from './sealer.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { archiveAhead } from './wal/archive.ts';
-import { followersOf, followLeader, insertFollower, latestObservation, loadServerRecord, requestBackup } from './servers.ts';
+import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
 import type { TlsOptions } from './tls/renewal.ts';
 
 export interface ResourceTaskOptions {
@@ -373,7 +376,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     },
 
     /** What the resource's servers are doing, and whether its customer can log in. */
-    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
+    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
       const { resource, servers } = await load(pool, job);
       const seen: Record<string, string> = {};
       for (const s of servers) {
@@ -399,7 +402,8 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
           primary,
           servers.find((s) => s.role === 'standby'),
         );
-      return sources;
+      // Nothing here is a server down or a commit waiting: the servers' own observations say those.
+      return { sources, urgent: false, dependentsNow: false };
     },
   };
 }

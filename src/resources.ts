@@ -7,7 +7,7 @@ import { roomToResize } from './placement.ts';
 import { createMachine, sendEvent, type MachineEvent, type Step } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 import { freePort } from './pg/ports.ts';
-import { listTransitions, type TransitionView } from './servers.ts';
+import { listTransitions, type TransitionView } from './runner/store.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {

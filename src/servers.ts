@@ -1,17 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
+import { transaction, type Pool, type Queryable } from './db.ts';
 import type { ServerRecord } from './providers/provider.ts';
-import { createMachine, sendEvent, type ObservedTable } from './runner/runner.ts';
+import { createMachine, sendEvent } from './runner/runner.ts';
 import { enqueue } from './queue/jobs.ts';
 import type { Sealer } from './sealer.ts';
 import { backupLabel } from './wal/backup.ts';
-
-export interface TransitionView {
-  from: string | null;
-  to: string;
-  event: string;
-  at: Date;
-}
 
 export interface ServerView {
   id: string;
@@ -137,15 +130,6 @@ export async function getServer(db: Queryable, id: string): Promise<ServerView |
   return rows[0];
 }
 
-export async function listTransitions(db: Queryable, entityId: string, limit = 100): Promise<TransitionView[]> {
-  const { rows } = await db.query<TransitionView>(
-    `select from_state as "from", to_state as "to", event, at from transitions
-     where entity_id = $1 order by id desc limit $2`,
-    [entityId, limit],
-  );
-  return rows;
-}
-
 /**
  * Ask the server's machine to delete it: `missing` when there is no such live server,
  * `serving` (with the resources) when customer databases still live on it, which only their
@@ -190,46 +174,4 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
      where id = $1`,
     [id, host, port, JSON.stringify(attrs)],
   );
-}
-
-/**
- * Record what every observer saw, one row per source, and make the merged set the
- * entity's latest observation. Returns the observation's time (the database's clock, the
- * one every machine event is stamped with).
- */
-export async function recordObservation(
-  db: Queryable,
-  id: string,
-  sources: Record<string, Record<string, string>>,
-  table: ObservedTable,
-): Promise<string> {
-  const { rows } = await db.query<{ at: string }>(
-    `with src as (
-       select key as source, value as attrs from jsonb_each($2::jsonb)
-     ), ins as (
-       insert into observations (entity_id, observed_at, source, attrs)
-       select $1, clock_timestamp(), source,
-         coalesce((select hstore(array_agg(key), array_agg(value)) from jsonb_each_text(attrs)), '') from src
-       returning observed_at
-     )
-     update ${table} set last_observed_at = (select max(observed_at) from ins),
-       last_observation = coalesce((select hstore(array_agg(key), array_agg(value)) from src, jsonb_each_text(src.attrs)), '')
-     where id = $1
-     returning ${iso('last_observed_at')} as at`,
-    [id, JSON.stringify(sources)],
-  );
-  return rows[0]!.at;
-}
-
-export async function latestObservation(
-  db: Queryable,
-  id: string,
-  table: ObservedTable,
-): Promise<{ at: string; obs: Record<string, string> } | undefined> {
-  const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(
-    `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from ${table} where id = $1`,
-    [id],
-  );
-  const row = rows[0];
-  return row?.at ? { at: row.at, obs: row.obs } : undefined;
 }

@@ -6,15 +6,18 @@ import type { ProbeConfig } from './config.ts';
 import type { Client, Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
-import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
+import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { findBackup, takeBaseBackup } from './wal/backup.ts';
 import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { machineOf, MACHINES, machineState, queueForTask, report, sendEvent, type ObservedEvent } from './runner/runner.ts';
+import { observationTasks, type Observation, type Observer, type Sources } from './runner/observe.ts';
+import { latestObservation } from './runner/observations.ts';
+import { report, sendEvent } from './runner/runner.ts';
+import { machineState } from './runner/store.ts';
 import type { Sealer } from './sealer.ts';
 import { standbyTakesOver } from './resources.ts';
-import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';
+import { followLeader, loadServerRecord, placeServer, requestBackup } from './servers.ts';
 import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './tls/renewal.ts';
 
 export type Providers = Record<string, Provider>;
@@ -239,9 +242,9 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       await provider.destroy(server);
       return report(job, { type: 'destroyed' });
     },
-    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
+    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
+      const sources: Sources = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         // Side by side: a hung server must not make the observation wait for two timeouts.
         const poolPort = server.attrs.pool_port ? Number(server.attrs.pool_port) : undefined;
@@ -262,9 +265,14 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
           ? Number((await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes ?? 0) + 1
           : 0;
       sources.probe = { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes), failed_probes: String(failed) };
-      return sources;
+      // Down: the tick is urgent, from the first failed probe of a hang.
+      const down = sources.postgres?.reachable === 'false' || sources.provider?.alive === 'false';
+      // Commits on this server have waited for a standby past the stall threshold: the
+      // databases it serves judge that now, not at their next routine observation.
+      const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > probe.syncStallMs;
+      return { sources, urgent: down, dependentsNow: stalled };
     },
-  } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
+  } satisfies Record<string, JobHandler | Observer>;
 }
 
 /**
@@ -289,16 +297,12 @@ function backupTask(opts: ResourceTaskOptions): JobHandler {
   };
 }
 
-/**
- * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
- * only record what they see, and the tick that follows shows it to the entity's machine.
- */
+/** Every task a worker runs, by name. */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
     refreshServerPool(db, providers, opts.sealer, serverId),
   );
-  const observers = { server: observeServer, resource: observeResource };
   // One queue of task names: a resource task named like a server task would silently replace it.
   const clash = Object.keys(server).filter((task) => task in resource);
   if (clash.length > 0) throw new Error(`server and resource tasks share the names ${clash.join(', ')}`);
@@ -307,43 +311,6 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
     ...resource,
     backup: backupTask(opts),
     [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
-    async observe(job, ctx) {
-      const machine = await machineOf(ctx.pool, job.entityId!);
-      if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);
-      const sources = await observers[machine](job, ctx);
-      // The tick shows the machine what was seen: as urgent as the observation, and urgent
-      // when a routine one found the server down (the first failed probe of a hang).
-      const down = sources.postgres?.reachable === 'false' || sources.provider?.alive === 'false';
-      const priority = down ? PRIORITY.urgent : Math.max(job.priority, PRIORITY.work);
-      // Commits on this server have waited for a standby past the stall threshold: the
-      // databases it serves judge that now, not at their next routine observation.
-      const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > opts.probe.syncStallMs;
-      return {
-        commit: async (client) => {
-          await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
-          await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick'), priority });
-          const resources = stalled ? await MACHINES.server.dependents(client, job.entityId!) : [];
-          for (const id of resources)
-            await enqueue(client, {
-              task: 'observe',
-              entityId: id,
-              key: 'observe',
-              queue: queueForTask('observe'),
-              priority: PRIORITY.urgent,
-            });
-        },
-      };
-    },
-    async tick(job) {
-      return {
-        commit: async (client) => {
-          const machine = await machineOf(client, job.entityId!);
-          const table = machine && MACHINES[machine].observedIn;
-          const latest = table && (await latestObservation(client, job.entityId!, table));
-          if (!latest) return;
-          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs } satisfies ObservedEvent, job.id);
-        },
-      };
-    },
+    ...observationTasks({ server: observeServer, resource: observeResource }),
   };
 }

@@ -14,11 +14,11 @@ import {
   createServer,
   getServer,
   listServers,
-  listTransitions,
   loadServerRecord,
   requestBackup,
   requestServerDeletion,
 } from '../servers.ts';
+import { listTransitions } from '../runner/store.ts';
 import { credentialRoutes } from './credentialsApi.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';
 

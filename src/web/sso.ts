@@ -5,7 +5,7 @@ import { configVarPrefix } from '../config.ts';
 import { transaction } from '../db.ts';
 import { listNotifications } from '../incidentViews.ts';
 import { getResource, resourceState, type ResourceView } from '../resources.ts';
-import type { TransitionView } from '../servers.ts';
+import type { TransitionView } from '../runner/store.ts';
 import { escapeHtml, page } from './html.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
 import { checkCsrf, csrfField, Sessions, setCookie, sha256 } from './sessions.ts';
