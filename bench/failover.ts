@@ -27,7 +27,7 @@ import { runProcesses, type Running } from '../src/app.ts';
 import type { Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';
-import { loadServerRecord } from '../src/servers.ts';
+import { loadServerRecord } from '../src/servers/rows.ts';
 import { verifyFull } from '../test/support/tls.ts';
 import { clusterPids, signalAll } from '../src/chaos/processes.ts';
 import { query } from '../src/chaos/writer.ts';

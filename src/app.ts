@@ -22,7 +22,7 @@ import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
 import { wireSubscribers } from './subscribers.ts';
-import { allTasks } from './tasks.ts';
+import { allTasks } from './servers/tasks.ts';
 import { certificateAuthority } from './tls/authority.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
 

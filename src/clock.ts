@@ -8,7 +8,7 @@ import { sweepExpiredSessions } from './web/sessions.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES } from './runner/machines.ts';
 import { queueForTask } from './runner/runner.ts';
-import { enqueueRenewals } from './tls/renewal.ts';
+import { enqueueRenewals } from './servers/certificates.ts';
 
 export interface ClockOptions {
   observeInterval: number;

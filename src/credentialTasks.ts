@@ -9,7 +9,7 @@ import type { JobContext } from './queue/worker.ts';
 import { loadResourceRecord, resourceServers, superuserTarget, type ResourceServer } from './resources.ts';
 import { report } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers.ts';
+import { loadServerRecord } from './servers/rows.ts';
 
 type Outcome = ReturnType<typeof report>;
 

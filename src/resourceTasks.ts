@@ -32,8 +32,8 @@ import { machineState } from './runner/store.ts';
 import type { Sealer } from './sealer.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
 import { archiveAhead } from './wal/archive.ts';
-import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers.ts';
-import type { TlsOptions } from './tls/renewal.ts';
+import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers/rows.ts';
+import type { TlsOptions } from './servers/certificates.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;

@@ -17,7 +17,7 @@ import {
   loadServerRecord,
   requestBackup,
   requestServerDeletion,
-} from '../servers.ts';
+} from '../servers/rows.ts';
 import { listTransitions } from '../runner/store.ts';
 import { credentialRoutes } from './credentialsApi.ts';
 import { HttpError, requireOperator, type WebOptions } from './server.ts';

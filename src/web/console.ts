@@ -8,7 +8,7 @@ import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type Ti
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { getResource, listResources } from '../resources.ts';
 import { MACHINES, type MachineName } from '../runner/machines.ts';
-import { getServer, listServers } from '../servers.ts';
+import { getServer, listServers } from '../servers/rows.ts';
 import { listTransitions, type TransitionView } from '../runner/store.ts';
 import { escapeHtml as h, page } from './html.ts';
 import { HttpError, sameSecret, type WebOptions } from './server.ts';

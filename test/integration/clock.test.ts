@@ -4,7 +4,7 @@ import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObserv
 import { PRIORITY } from '../../src/queue/jobs.ts';
 import { createMachine, publishTo, sendEvent } from '../../src/runner/runner.ts';
 import { sweepExpiredSessions } from '../../src/web/sessions.ts';
-import { createServer } from '../../src/servers.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
 

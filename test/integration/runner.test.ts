@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { transaction } from '../../src/db.ts';
 import { publishTo, sendEvent, type ObservationShown, type StepTaken } from '../../src/runner/runner.ts';
-import { createServer } from '../../src/servers.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
 

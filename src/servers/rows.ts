@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { transaction, type Pool, type Queryable } from './db.ts';
-import type { ServerRecord } from './providers/provider.ts';
-import { createMachine, sendEvent } from './runner/runner.ts';
-import { enqueue } from './queue/jobs.ts';
-import type { Sealer } from './sealer.ts';
-import { backupLabel } from './wal/backup.ts';
+import { transaction, type Pool, type Queryable } from '../db.ts';
+import type { ServerRecord } from '../providers/provider.ts';
+import { createMachine, sendEvent } from '../runner/runner.ts';
+import { enqueue } from '../queue/jobs.ts';
+import type { Sealer } from '../sealer.ts';
+import { backupLabel } from '../wal/backup.ts';
 
 export interface ServerView {
   id: string;
@@ -59,7 +59,7 @@ export async function createFollower(pool: Pool, leaderId: string): Promise<Serv
  * names the backup, so a server built from it can wait for that one and no older. Five
  * attempts span 30 s of backoff: with three (6 s), a new primary killed and restarted during
  * a rejoin's backup left a dead job; a server waiting for it has it retried once its
- * leader is back (src/tasks.ts).
+ * leader is back (src/servers/tasks.ts).
  */
 export async function requestBackup(db: Queryable, serverId: string): Promise<string> {
   const label = backupLabel();

@@ -6,9 +6,9 @@ import type { Provider, ServerRecord } from '../providers/provider.ts';
 import type { JobHandler } from '../queue/worker.ts';
 import { queueForTask } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
-import { loadServerRecord } from '../servers.ts';
-import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from './certificates.ts';
-import { certificateHosts, TLS_SETTINGS } from './postgres.ts';
+import { loadServerRecord } from './rows.ts';
+import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from '../tls/certificates.ts';
+import { certificateHosts, TLS_SETTINGS } from '../tls/postgres.ts';
 
 const DAY_MS = 86_400_000;
 
