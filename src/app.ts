@@ -17,12 +17,12 @@ import { Sealer } from './sealer.ts';
 import { incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
 import { limitTasks } from './limits.ts';
-import { archiveRetentionTasks } from './wal/retention.ts';
+import { archiveRetentionTasks } from './backups/retention.ts';
 import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { Router } from './router.ts';
 import { wireSubscribers } from './subscribers.ts';
-import { allTasks } from './servers/tasks.ts';
+import { allTasks } from './processes/tasks.ts';
 import { certificateAuthority } from './tls/authority.ts';
 import { buildWeb, metricsServer } from './web/server.ts';
 

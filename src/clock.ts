@@ -3,7 +3,7 @@ import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { enqueueForLiveEntities, enqueueUnlessQueued, PRIORITY } from './queue/jobs.ts';
 import { retireEmptySharedServers } from './placement.ts';
-import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
+import { PRUNE_ARCHIVES_EVERY_SECONDS } from './backups/retention.ts';
 import { sweepExpiredSessions } from './web/sessions.ts';
 import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
 import { OBSERVED_MACHINES } from './runner/machines.ts';

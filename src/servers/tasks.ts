@@ -9,16 +9,15 @@ import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from '../
 import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
 import type { JobContext, JobHandler } from '../queue/worker.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
-import { findBackup, takeBaseBackup } from '../wal/backup.ts';
-import { resourceTasks, type ResourceTaskOptions } from '../resourceTasks.ts';
-import { observationTasks, type Observation, type Observer, type Sources } from '../runner/observe.ts';
+import { findBackup } from '../wal/backup.ts';
+import type { Observation, Observer, Sources } from '../runner/observe.ts';
 import { latestObservation } from '../runner/observations.ts';
 import { report, sendEvent } from '../runner/runner.ts';
 import { machineState } from '../runner/store.ts';
 import type { Sealer } from '../sealer.ts';
 import { standbyTakesOver } from '../resources.ts';
 import { followLeader, loadServerRecord, placeServer, requestBackup } from './rows.ts';
-import { issueFor, RENEW_TASK, renewCertificateTask, type TlsOptions } from './certificates.ts';
+import { issueFor, type TlsOptions } from './certificates.ts';
 
 export type Providers = Record<string, Provider>;
 
@@ -50,7 +49,7 @@ async function startPool(provider: Provider, server: ServerRecord, log: Logger):
 }
 
 /** Configure the pooler of a server from its catalog again, after its tenants changed. */
-async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
+export async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
   const server = await loadServerRecord(db, sealer, serverId);
   if (!server) throw new Error(`server ${serverId} does not exist`);
   const provider = providers[server.provider];
@@ -125,7 +124,7 @@ async function askAgain(
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions, archive: ArchiveTarget) {
+export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions, archive: ArchiveTarget) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -273,44 +272,4 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       return { sources, urgent: down, dependentsNow: stalled };
     },
   } satisfies Record<string, JobHandler | Observer>;
-}
-
-/**
- * A base backup of a server into its archive. The job has no entity: a long backup must not
- * hold up the server's own queue (its observations and ticks).
- */
-function backupTask(opts: ResourceTaskOptions): JobHandler {
-  return async (job, { pool, log }) => {
-    const serverId = String(job.payload.server);
-    const server = await loadServerRecord(pool, opts.sealer, serverId);
-    if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
-    const store = openArchive(opts.archive);
-    const label = String(job.payload.label);
-    const manifest = await takeBaseBackup(
-      opts.binaries,
-      store,
-      `servers/${serverId}`,
-      { host: server.host, port: server.port, password: server.superuserPassword },
-      label,
-    );
-    log.info({ server: serverId, label, bytes: manifest.bytes, parts: manifest.parts.length }, 'base backup taken');
-  };
-}
-
-/** Every task a worker runs, by name. */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
-  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
-  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
-    refreshServerPool(db, providers, opts.sealer, serverId),
-  );
-  // One queue of task names: a resource task named like a server task would silently replace it.
-  const clash = Object.keys(server).filter((task) => task in resource);
-  if (clash.length > 0) throw new Error(`server and resource tasks share the names ${clash.join(', ')}`);
-  return {
-    ...server,
-    ...resource,
-    backup: backupTask(opts),
-    [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
-    ...observationTasks({ server: observeServer, resource: observeResource }),
-  };
 }

@@ -7,7 +7,7 @@ import { createLogger } from '../../src/log.ts';
 import { createServer } from '../../src/servers/rows.ts';
 import { recordObservation } from '../../src/runner/observations.ts';
 import { wireSubscribers } from '../../src/subscribers.ts';
-import { allTasks } from '../../src/servers/tasks.ts';
+import { allTasks } from '../../src/processes/tasks.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
