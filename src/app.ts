@@ -16,7 +16,7 @@ import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
 import { incidentJournal } from './incidents.ts';
 import { incidentTasks } from './incidentTasks.ts';
-import { limitTasks } from './limits.ts';
+import { limitTasks } from './resources/limits.ts';
 import { archiveRetentionTasks } from './backups/retention.ts';
 import { HealthServer } from './health.ts';
 import { createMetrics } from './metrics.ts';

@@ -1,6 +1,6 @@
 import type { JobHandler } from '../queue/worker.ts';
 import { backupTask } from '../backups/tasks.ts';
-import { resourceTasks, type ResourceTaskOptions } from '../resourceTasks.ts';
+import { resourceTasks, type ResourceTaskOptions } from '../resources/tasks.ts';
 import { observationTasks } from '../runner/observe.ts';
 import { RENEW_TASK, renewCertificateTask } from '../servers/certificates.ts';
 import { refreshServerPool, serverTasks, type Providers } from '../servers/tasks.ts';

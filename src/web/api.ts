@@ -7,8 +7,8 @@ import { openArchive } from '../store/open.ts';
 import { listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
-import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
-import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
+import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../resources/diagnose.ts';
+import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources/rows.ts';
 import {
   createFollower,
   createServer,

@@ -11,7 +11,7 @@ import {
   resourceState,
   tellResource,
   type ProvisionRequest,
-} from '../resources.ts';
+} from '../resources/rows.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';

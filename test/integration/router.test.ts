@@ -3,7 +3,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { freePort } from '../../src/pg/ports.ts';
-import { takeOver } from '../../src/resources.ts';
+import { takeOver } from '../../src/resources/rows.ts';
 import { Router } from '../../src/router.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 

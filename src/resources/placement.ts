@@ -1,9 +1,9 @@
-import { transaction, type Pool, type Queryable } from './db.ts';
-import { PLANS, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
-import type { Sealer } from './sealer.ts';
-import { sendEvent } from './runner/runner.ts';
-import { insertFollower, insertServer, requestBackup } from './servers/rows.ts';
-import { PLATFORM_LOGIN_SLOTS } from './pg/tenant.ts';
+import { transaction, type Pool, type Queryable } from '../db.ts';
+import { PLANS, SHARED_SERVER_TENANTS, type Plan } from '../plans.ts';
+import type { Sealer } from '../sealer.ts';
+import { sendEvent } from '../runner/runner.ts';
+import { insertFollower, insertServer, requestBackup } from '../servers/rows.ts';
+import { PLATFORM_LOGIN_SLOTS } from '../pg/tenant.ts';
 
 /**
  * Connections a shared server keeps for the platform itself (observer, limits, health

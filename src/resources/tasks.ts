@@ -1,16 +1,16 @@
-import type { Addon } from './config.ts';
-import type { Client, Queryable } from './db.ts';
-import type { PgBinaries } from './pg/binaries.ts';
-import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
-import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
-import { deliver } from './platform.ts';
-import { credentialTasks, type RefreshPool } from './credentialTasks.ts';
-import { namedRoleNames, namedRoles } from './credentials.ts';
-import { syncNamedRoles } from './pg/credentials.ts';
-import type { ProbeConfig } from './config.ts';
-import type { Logger } from './log.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobContext, JobHandler } from './queue/worker.ts';
+import type { Addon } from '../config.ts';
+import type { Client, Queryable } from '../db.ts';
+import type { PgBinaries } from '../pg/binaries.ts';
+import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from '../pg/replication.ts';
+import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from '../pg/tenant.ts';
+import { deliver } from '../platform.ts';
+import { credentialTasks, type RefreshPool } from '../credentialTasks.ts';
+import { namedRoleNames, namedRoles } from '../credentials.ts';
+import { syncNamedRoles } from '../pg/credentials.ts';
+import type { ProbeConfig } from '../config.ts';
+import type { Logger } from '../log.ts';
+import type { Job } from '../queue/jobs.ts';
+import type { JobContext, JobHandler } from '../queue/worker.ts';
 import { linkServer, placeResource } from './placement.ts';
 import {
   loadResourceRecord,
@@ -24,16 +24,16 @@ import {
   unlinkServer,
   type ResourceRecord,
   type ResourceServer,
-} from './resources.ts';
-import { report, sendEvent } from './runner/runner.ts';
-import type { Observation } from './runner/observe.ts';
-import { latestObservation } from './runner/observations.ts';
-import { machineState } from './runner/store.ts';
-import type { Sealer } from './sealer.ts';
-import { openArchive, type ArchiveTarget } from './store/open.ts';
-import { archiveAhead } from './wal/archive.ts';
-import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from './servers/rows.ts';
-import type { TlsOptions } from './servers/certificates.ts';
+} from './rows.ts';
+import { report, sendEvent } from '../runner/runner.ts';
+import type { Observation } from '../runner/observe.ts';
+import { latestObservation } from '../runner/observations.ts';
+import { machineState } from '../runner/store.ts';
+import type { Sealer } from '../sealer.ts';
+import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { archiveAhead } from '../wal/archive.ts';
+import { followersOf, followLeader, insertFollower, loadServerRecord, requestBackup } from '../servers/rows.ts';
+import type { TlsOptions } from '../servers/certificates.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;

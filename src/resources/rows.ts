@@ -1,13 +1,13 @@
-import { RESOURCE_FAILOVER_STATES } from '../machines/resource.ts';
-import { snapshot, transaction, type Pool, type Queryable } from './db.ts';
-import { findPlan, type Plan } from './plans.ts';
-import type { SuperuserTarget } from './pg/superuser.ts';
-import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
+import { RESOURCE_FAILOVER_STATES } from '../../machines/resource.ts';
+import { snapshot, transaction, type Pool, type Queryable } from '../db.ts';
+import { findPlan, type Plan } from '../plans.ts';
+import type { SuperuserTarget } from '../pg/superuser.ts';
+import { tenantNames, tenantPassword, tenantUrl, type Tenant } from '../pg/tenant.ts';
 import { roomToResize } from './placement.ts';
-import { createMachine, sendEvent, type MachineEvent, type Step } from './runner/runner.ts';
-import type { Sealer } from './sealer.ts';
-import { freePort } from './pg/ports.ts';
-import { listTransitions, type TransitionView } from './runner/store.ts';
+import { createMachine, sendEvent, type MachineEvent, type Step } from '../runner/runner.ts';
+import type { Sealer } from '../sealer.ts';
+import { freePort } from '../pg/ports.ts';
+import { listTransitions, type TransitionView } from '../runner/store.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {

@@ -1,13 +1,13 @@
-import type { Queryable } from './db.ts';
-import { transaction } from './db.ts';
-import { findPlan } from './plans.ts';
-import { govern, type Governed, type GovernedTenant } from './pg/governor.ts';
-import type { Providers } from './servers/tasks.ts';
-import { deliverNotifications, noticeToResource } from './notifications.ts';
-import { enqueueUnlessQueued } from './queue/jobs.ts';
-import type { JobHandler } from './queue/worker.ts';
-import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers/rows.ts';
+import type { Queryable } from '../db.ts';
+import { transaction } from '../db.ts';
+import { findPlan } from '../plans.ts';
+import { govern, type Governed, type GovernedTenant } from '../pg/governor.ts';
+import type { Providers } from '../servers/tasks.ts';
+import { deliverNotifications, noticeToResource } from '../notifications.ts';
+import { enqueueUnlessQueued } from '../queue/jobs.ts';
+import type { JobHandler } from '../queue/worker.ts';
+import type { Sealer } from '../sealer.ts';
+import { loadServerRecord } from '../servers/rows.ts';
 
 /**
  * Plans' limits on shared servers, held from outside the tenants' sessions (src/pg/governor.ts):
