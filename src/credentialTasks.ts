@@ -6,10 +6,10 @@ import { asSuperuser, type SuperuserTarget } from './pg/superuser.ts';
 import { probeTenant } from './pg/tenant.ts';
 import type { Job } from './queue/jobs.ts';
 import type { JobContext } from './queue/worker.ts';
-import { loadResourceRecord, resourceServers, superuserTarget, type ResourceServer } from './resources/rows.ts';
+import { loadResourceRecord, resourceServers, type ResourceServer } from './resources/rows.ts';
 import { report } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers/rows.ts';
+import { loadServerRecord, superuserTarget } from './servers/rows.ts';
 
 type Outcome = ReturnType<typeof report>;
 

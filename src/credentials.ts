@@ -1,7 +1,8 @@
 import { transaction, type Client, type Pool, type Queryable } from './db.ts';
 import type { NamedRole, Privileges } from './pg/credentials.ts';
 import { tenantPassword } from './pg/tenant.ts';
-import { loadResourceRecord, resourceConfig, resourceServers, type ResourceRecord } from './resources/rows.ts';
+import { loadResourceRecord, resourceServers, type ResourceRecord } from './resources/rows.ts';
+import { resourceConfig } from './resources/config.ts';
 import { sendEvent, type MachineEvent } from './runner/runner.ts';
 import type { Sealer } from './sealer.ts';
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { RESOURCE_FAILOVER_STATES } from '../../machines/resource.ts';
 import { transaction, type Pool, type Queryable } from '../db.ts';
+import type { SuperuserTarget } from '../pg/superuser.ts';
 import type { ServerRecord } from '../providers/provider.ts';
 import { createMachine, sendEvent } from '../runner/runner.ts';
 import { enqueue } from '../queue/jobs.ts';
@@ -174,4 +176,34 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
      where id = $1`,
     [id, host, port, JSON.stringify(attrs)],
   );
+}
+
+/** Where a placed server listens; a server not placed yet has no address to use. */
+export function serverAddress(server: { host: string | null; port: number | null; id: string }): { host: string; port: number } {
+  if (server.host === null || server.port === null) throw new Error(`server ${server.id} has no address yet`);
+  return { host: server.host, port: server.port };
+}
+
+export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
+  return { ...serverAddress(server), password };
+}
+
+/**
+ * Whether the server is the primary of a resource with an available standby that a failover
+ * promotes: one whose resource fails over in its state (a standby that had rejoined and was
+ * not yet synchronous had counted, and a primary lost then was neither restarted nor failed
+ * over), and not while the resource runs without a synchronous copy, when the standby may
+ * lack commits the primary acknowledged.
+ */
+export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `select 1 from resource_servers p
+     join machines r on r.entity_id = p.resource_id and r.state = any($2::text[])
+       and r.snapshot->'context'->>'unsynchronizedSince' is null
+     join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
+     join machines m on m.entity_id = s.server_id and m.state = 'available'
+     where p.server_id = $1 and p.role = 'primary'`,
+    [serverId, RESOURCE_FAILOVER_STATES],
+  );
+  return (rowCount ?? 0) > 0;
 }

@@ -15,8 +15,7 @@ import { latestObservation } from '../runner/observations.ts';
 import { report, sendEvent } from '../runner/runner.ts';
 import { machineState } from '../runner/store.ts';
 import type { Sealer } from '../sealer.ts';
-import { standbyTakesOver } from '../resources/rows.ts';
-import { followLeader, loadServerRecord, placeServer, requestBackup } from './rows.ts';
+import { followLeader, loadServerRecord, placeServer, requestBackup, standbyTakesOver } from './rows.ts';
 import { issueFor, type TlsOptions } from './certificates.ts';
 
 export type Providers = Record<string, Provider>;

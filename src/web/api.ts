@@ -8,7 +8,8 @@ import { listBackups } from '../wal/backup.ts';
 import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
 import { getIncident, listIncidents } from '../incidentViews.ts';
 import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../resources/diagnose.ts';
-import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources/rows.ts';
+import { getResource, listResources } from '../resources/views.ts';
+import { loadResourceRecord, resourceServers, tellResource } from '../resources/rows.ts';
 import {
   createFollower,
   createServer,
@@ -17,6 +18,7 @@ import {
   loadServerRecord,
   requestBackup,
   requestServerDeletion,
+  superuserTarget,
 } from '../servers/rows.ts';
 import { listTransitions } from '../runner/store.ts';
 import { credentialRoutes } from './credentialsApi.ts';

@@ -6,7 +6,7 @@ import { configVarPrefix } from '../config.ts';
 import { resolveIncident } from '../incidents.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidentViews.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
-import { getResource, listResources } from '../resources/rows.ts';
+import { getResource, listResources } from '../resources/views.ts';
 import { MACHINES, type MachineName } from '../runner/machines.ts';
 import { getServer, listServers } from '../servers/rows.ts';
 import { listTransitions, type TransitionView } from '../runner/store.ts';

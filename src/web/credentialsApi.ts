@@ -11,7 +11,8 @@ import {
   type Outcome,
 } from '../credentials.ts';
 import type { Pool } from '../db.ts';
-import { getResource, loadResourceRecord, resourceState, type ResourceRecord } from '../resources/rows.ts';
+import { getResource } from '../resources/views.ts';
+import { loadResourceRecord, resourceState, type ResourceRecord } from '../resources/rows.ts';
 import { HttpError, UUID, type WebOptions } from './server.ts';
 
 /** The outcome's value, or its refusal as the 4xx it is. */

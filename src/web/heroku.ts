@@ -3,15 +3,8 @@ import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP, type Plan } from '../plans.ts';
 import { callbackAllowed } from '../platform.ts';
-import {
-  changePlan,
-  createResource,
-  getResource,
-  resourceServers,
-  resourceState,
-  tellResource,
-  type ProvisionRequest,
-} from '../resources/rows.ts';
+import { changePlan, createResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources/rows.ts';
+import { getResource } from '../resources/views.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
 import { settler } from './settle.ts';
 import { renderSsoError, ssoRoutes } from './sso.ts';

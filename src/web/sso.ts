@@ -4,7 +4,8 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { configVarPrefix } from '../config.ts';
 import { transaction } from '../db.ts';
 import { listNotifications } from '../incidentViews.ts';
-import { getResource, resourceState, type ResourceView } from '../resources/rows.ts';
+import { getResource, type ResourceView } from '../resources/views.ts';
+import { resourceState } from '../resources/rows.ts';
 import type { TransitionView } from '../runner/store.ts';
 import { escapeHtml, page } from './html.ts';
 import { HttpError, sameSecret, UUID, type WebOptions } from './server.ts';
