@@ -3,7 +3,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { addonSecrets, existingOperatorToken } from './control.ts';
 import { addonManifest } from './manifest.ts';
 import { walMain } from './wal/main.ts';
-import { credentialsCommand } from './cliCredentials.ts';
+import { credentialsCommand } from './credentials/cli.ts';
 import { createLogger } from './log.ts';
 import { stopLocalClusters } from './providers/local.ts';
 

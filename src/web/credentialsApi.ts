@@ -9,7 +9,7 @@ import {
   rotateCredential,
   withUrls,
   type Outcome,
-} from '../credentials.ts';
+} from '../credentials/rows.ts';
 import type { Pool } from '../db.ts';
 import { getResource } from '../resources/views.ts';
 import { loadResourceRecord, resourceState, type ResourceRecord } from '../resources/rows.ts';
