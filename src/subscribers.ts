@@ -1,4 +1,4 @@
-import { configureIncidents, incidentSubscriber, type IncidentSettings } from './incidents.ts';
+import { configureIncidents, incidentSubscriber, type IncidentSettings } from './incidents/policy.ts';
 import { publishTo } from './runner/runner.ts';
 
 /**

@@ -3,7 +3,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { configVarPrefix } from '../config.ts';
 import { transaction } from '../db.ts';
-import { listNotifications } from '../incidentViews.ts';
+import { listNotifications } from '../incidents/views.ts';
 import { getResource, type ResourceView } from '../resources/views.ts';
 import { resourceState } from '../resources/rows.ts';
 import type { TransitionView } from '../runner/store.ts';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { incidentJournal, incidentSubscriber } from '../../src/incidents.ts';
+import { incidentJournal, incidentSubscriber } from '../../src/incidents/policy.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';

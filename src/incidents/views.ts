@@ -1,5 +1,5 @@
-import type { Escalation } from '../machines/incident.ts';
-import type { Queryable } from './db.ts';
+import type { Escalation } from '../../machines/incident.ts';
+import type { Queryable } from '../db.ts';
 
 export interface IncidentView {
   id: string;

@@ -1,12 +1,12 @@
-import type { IncidentContext } from '../machines/incident.ts';
-import type { PagingConfig } from './config.ts';
-import type { Queryable } from './db.ts';
-import { healthOf, incidentContext } from './incidents.ts';
-import { report, sendEvent } from './runner/runner.ts';
-import type { MachineName } from './runner/machines.ts';
-import { deliverNotifications, postJson } from './notifications.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobContext, JobHandler } from './queue/worker.ts';
+import type { IncidentContext } from '../../machines/incident.ts';
+import type { PagingConfig } from '../config.ts';
+import type { Queryable } from '../db.ts';
+import { healthOf, incidentContext } from './policy.ts';
+import { report, sendEvent } from '../runner/runner.ts';
+import type { MachineName } from '../runner/machines.ts';
+import { deliverNotifications, postJson } from '../notifications.ts';
+import type { Job } from '../queue/jobs.ts';
+import type { JobContext, JobHandler } from '../queue/worker.ts';
 
 export interface IncidentRow {
   id: string;

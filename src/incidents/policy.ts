@@ -1,10 +1,10 @@
-import type { EscalationReason, IncidentContext, IncidentInput } from '../machines/incident.ts';
-import { isoTime, transaction, type Pool, type Queryable } from './db.ts';
-import type { Journal } from './queue/worker.ts';
-import { standbyTakesOver } from './servers/rows.ts';
-import { createMachine, sendEvent, type StepSubscriber, type StepTaken } from './runner/runner.ts';
-import { machineOf, machineState } from './runner/store.ts';
-import type { MachineName } from './runner/machines.ts';
+import type { EscalationReason, IncidentContext, IncidentInput } from '../../machines/incident.ts';
+import { isoTime, transaction, type Pool, type Queryable } from '../db.ts';
+import type { Journal } from '../queue/worker.ts';
+import { standbyTakesOver } from '../servers/rows.ts';
+import { createMachine, sendEvent, type StepSubscriber, type StepTaken } from '../runner/runner.ts';
+import { machineOf, machineState } from '../runner/store.ts';
+import type { MachineName } from '../runner/machines.ts';
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
