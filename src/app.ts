@@ -14,7 +14,7 @@ import { LocalProvider } from './providers/local.ts';
 import type { Provider } from './providers/provider.ts';
 import { Worker } from './queue/worker.ts';
 import { Sealer } from './sealer.ts';
-import { incidentJournal } from './incidents/policy.ts';
+import { incidentJournal } from './incidents/escalation.ts';
 import { incidentTasks } from './incidents/tasks.ts';
 import { limitTasks } from './resources/limits.ts';
 import { archiveRetentionTasks } from './backups/retention.ts';

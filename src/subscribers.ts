@@ -1,4 +1,5 @@
-import { configureIncidents, incidentSubscriber, type IncidentSettings } from './incidents/policy.ts';
+import { configureIncidents, type IncidentSettings } from './incidents/policy.ts';
+import { incidentSubscriber } from './incidents/subscriber.ts';
 import { publishTo } from './runner/runner.ts';
 
 /**

@@ -3,7 +3,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
 import { configVarPrefix } from '../config.ts';
-import { resolveIncident } from '../incidents/policy.ts';
+import { resolveIncident } from '../incidents/rows.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidents/views.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
 import { getResource, listResources } from '../resources/views.ts';
