@@ -23,7 +23,7 @@
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { runProcesses, type Running } from '../src/app.ts';
+import { runProcesses, type Running } from '../src/processes/app.ts';
 import type { Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';

@@ -38,7 +38,7 @@ async function afterStep(db: Queryable, step: StepTaken): Promise<void> {
 
 /**
  * Incidents hear every step and every observation the runner publishes, in its transaction
- * (wired in src/subscribers.ts): a change of state may open, join or end an incident; an
+ * (wired in src/processes/subscribers.ts): a change of state may open, join or end an incident; an
  * observation may page a condition or schedule a provider's retirement of a host.
  */
 export const incidentSubscriber: StepSubscriber = {

@@ -8,7 +8,7 @@ import { refreshServerPool, serverTasks, type Providers } from '../servers/tasks
 /**
  * The tasks of servers, resources, backups and certificates by name, with `observe` and
  * `tick` for both kinds of observed entity; a worker adds incidents', limits' and archive
- * retention's (src/app.ts).
+ * retention's (src/processes/app.ts).
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);

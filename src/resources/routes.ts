@@ -1,7 +1,7 @@
 import type { Queryable } from '../db.ts';
 import { freePort } from '../pg/ports.ts';
 
-/** Where the router serves a resource (src/router.ts): addresses that outlive any of its servers. */
+/** Where the router serves a resource (src/processes/router.ts): addresses that outlive any of its servers. */
 export interface Route {
   host: string;
   port: number;

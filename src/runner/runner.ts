@@ -148,7 +148,7 @@ export interface StepSubscriber {
 }
 
 /**
- * This process's subscribers, set once where its processes are wired (src/subscribers.ts).
+ * This process's subscribers, set once where its processes are wired (src/processes/subscribers.ts).
  * A registry, not a publisher object handed to every caller: events are sent from two dozen
  * places (tasks, the web's handlers, the clock, incidents themselves), and threading an
  * object through all of them would change every one of their signatures for one decision
@@ -172,7 +172,8 @@ export function publishTo(list: readonly StepSubscriber[]): void {
  */
 export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
   const listeners = subscribers;
-  if (!listeners) throw new Error('no one hears what the runner does: wire the subscribers (src/subscribers.ts) before sending events');
+  if (!listeners)
+    throw new Error('no one hears what the runner does: wire the subscribers (src/processes/subscribers.ts) before sending events');
   const row = await lockLiveMachine(db, entityId);
   if (!row) return undefined;
   const event: MachineEvent = { at: row.now, ...unstamped };

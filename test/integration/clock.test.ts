@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
+import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/processes/clock.ts';
 import { PRIORITY } from '../../src/queue/jobs.ts';
 import { createMachine, publishTo, sendEvent } from '../../src/runner/runner.ts';
 import { sweepExpiredSessions } from '../../src/web/sessions.ts';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { freePort } from '../../src/pg/ports.ts';
 import { takeOver } from '../../src/resources/rows.ts';
-import { Router } from '../../src/router.ts';
+import { Router } from '../../src/processes/router.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');

@@ -6,7 +6,7 @@ import type { Job } from '../../src/queue/jobs.ts';
 import { createLogger } from '../../src/log.ts';
 import { createServer } from '../../src/servers/rows.ts';
 import { recordObservation } from '../../src/runner/observations.ts';
-import { wireSubscribers } from '../../src/subscribers.ts';
+import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import { allTasks } from '../../src/processes/tasks.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { useTestDatabase } from '../support/db.ts';

@@ -1,10 +1,10 @@
 import net from 'node:net';
-import type { Pool } from './db.ts';
-import type { Logger } from './log.ts';
-import { enqueue, PRIORITY } from './queue/jobs.ts';
-import { Notifications } from './listen.ts';
-import { refreshEvery, type Refresher } from './refresher.ts';
-import { queueForTask } from './runner/runner.ts';
+import type { Pool } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { enqueue, PRIORITY } from '../queue/jobs.ts';
+import { Notifications } from '../listen.ts';
+import { refreshEvery, type Refresher } from '../refresher.ts';
+import { queueForTask } from '../runner/runner.ts';
 
 /**
  * The router: stable addresses per resource with standbys, so its URLs keep working across

@@ -1,14 +1,14 @@
 import { schedule, type ScheduledTask } from 'node-cron';
-import type { Pool, Queryable } from './db.ts';
-import type { Logger } from './log.ts';
-import { enqueueForLiveEntities, enqueueUnlessQueued, PRIORITY } from './queue/jobs.ts';
-import { retireEmptySharedServers } from './resources/placement.ts';
-import { PRUNE_ARCHIVES_EVERY_SECONDS } from './backups/retention.ts';
-import { sweepExpiredSessions } from './web/sessions.ts';
-import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './resources/limits.ts';
-import { OBSERVED_MACHINES } from './runner/machines.ts';
-import { queueForTask } from './runner/runner.ts';
-import { enqueueRenewals } from './servers/certificates.ts';
+import type { Pool, Queryable } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { enqueueForLiveEntities, enqueueUnlessQueued, PRIORITY } from '../queue/jobs.ts';
+import { retireEmptySharedServers } from '../resources/placement.ts';
+import { PRUNE_ARCHIVES_EVERY_SECONDS } from '../backups/retention.ts';
+import { sweepExpiredSessions } from '../web/sessions.ts';
+import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from '../resources/limits.ts';
+import { OBSERVED_MACHINES } from '../runner/machines.ts';
+import { queueForTask } from '../runner/runner.ts';
+import { enqueueRenewals } from '../servers/certificates.ts';
 
 export interface ClockOptions {
   observeInterval: number;
