@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { snapshot } from '../db.ts';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { listDeadJobs, retryDeadJob } from '../queue/status.ts';
 import { openArchive } from '../store/open.ts';
 import { listBackups } from '../wal/backup.ts';
 import { resolveIncident } from '../incidents/rows.ts';

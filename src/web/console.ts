@@ -5,7 +5,7 @@ import type { AnyStateMachine } from 'xstate';
 import { configVarPrefix } from '../config.ts';
 import { resolveIncident } from '../incidents/rows.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidents/views.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { listDeadJobs, retryDeadJob } from '../queue/status.ts';
 import { getResource, listResources } from '../resources/views.ts';
 import { MACHINES, type MachineName } from '../runner/machines.ts';
 import { getServer, listServers } from '../servers/rows.ts';
