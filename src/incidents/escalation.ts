@@ -78,7 +78,7 @@ export async function checkConditions(db: Queryable, machine: MachineName, entit
   const present = Object.keys(CONDITIONS).filter((name) => CONDITIONS[name]!(obs));
   for (const condition of present) await escalateCondition(db, entityId, condition);
   const { rows } = await db.query<{ id: string }>(
-    `select i.id from incidents i join machines e on e.entity_id = i.entity_id
+    `select i.id from incidents i join entity_states e on e.entity_id = i.entity_id
      where i.entity_id = $1 and i.kind = 'trouble' and i.resolved_at is null
        and i.reason = any($2::text[]) and not (i.reason = any($3::text[]))
        and e.state = 'available'`,

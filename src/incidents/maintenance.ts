@@ -10,7 +10,7 @@ export async function scheduleMaintenance(pool: Pool, serverId: string, at: Date
   return transaction(pool, async (client) => {
     const { rows } = await client.query<{ state: string; now: string; starts_in: number }>(
       `select state, ${isoTime('clock_timestamp()')} as now, extract(epoch from $2::timestamptz - clock_timestamp())::float8 as starts_in
-       from machines where entity_id = $1 and machine = 'server' and finished_at is null for update`,
+       from entity_states where entity_id = $1 and machine = 'server' and finished_at is null for update`,
       [serverId, at],
     );
     const server = rows[0];

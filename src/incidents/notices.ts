@@ -22,7 +22,7 @@ export async function checkProviderNotices(
     `select m.state, ${isoTime('clock_timestamp()')} as now,
        extract(epoch from $2::timestamptz - clock_timestamp())::float8 - $3 as starts_in,
        exists (select 1 from incidents where entity_id = $1 and kind = 'retirement' and resolved_at is null) as exists
-     from machines m where m.entity_id = $1`,
+     from entity_states m where m.entity_id = $1`,
     [serverId, obs.retirement_at, RETIREMENT_LEAD_SECONDS],
   );
   const server = rows[0];

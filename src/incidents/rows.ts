@@ -19,7 +19,7 @@ export async function loadIncident(db: Queryable, id: string): Promise<IncidentR
   const { rows } = await db.query<IncidentRow>(
     `select i.id, i.entity_id as "entityId", e.machine as "entityKind", i.kind, i.reason, m.state,
        i.scheduled_for as "scheduledFor", i.opened_at as "openedAt", i.resolved_at as "resolvedAt"
-     from incidents i join machines m on m.entity_id = i.id left join machines e on e.entity_id = i.entity_id
+     from incidents i join entity_states m on m.entity_id = i.id left join entity_states e on e.entity_id = i.entity_id
      where i.id = $1`,
     [id],
   );
@@ -29,7 +29,7 @@ export async function loadIncident(db: Queryable, id: string): Promise<IncidentR
 /** Incidents that follow the entity now: its open trouble, or a changeover under way. */
 export async function following(db: Queryable, entityId: string): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
-    `select i.id from incidents i join machines m on m.entity_id = i.id
+    `select i.id from incidents i join entity_states m on m.entity_id = i.id
      where i.entity_id = $1 and i.resolved_at is null and (i.kind = 'trouble' or m.state in ('changing', 'escalated'))
      order by i.opened_at`,
     [entityId],
@@ -58,10 +58,7 @@ export async function openIncident(
 }
 
 export async function incidentContext(db: Queryable, id: string): Promise<IncidentContext | undefined> {
-  const { rows } = await db.query<{ context: IncidentContext }>(
-    `select snapshot->'context' as context from machines where entity_id = $1`,
-    [id],
-  );
+  const { rows } = await db.query<{ context: IncidentContext }>(`select context from entity_states where entity_id = $1`, [id]);
   return rows[0]?.context;
 }
 

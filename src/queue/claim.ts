@@ -223,3 +223,12 @@ export async function releasePredecessorClaims(
   );
   return { released, namesakes: rows[0]?.n ?? 0 };
 }
+
+/**
+ * Vacuum the queue table, passing over what it cannot lock at once: every job leaves two dead
+ * rows (its claim and its deletion), and claims must walk live ones (src/processes/clock.ts
+ * says how often, and why).
+ */
+export async function vacuumJobs(db: Queryable): Promise<void> {
+  await db.query('vacuum (skip_locked) jobs');
+}

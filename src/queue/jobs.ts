@@ -92,10 +92,43 @@ export async function enqueueForLiveEntities(db: Queryable, machines: string[], 
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key)
      select t.queue, m.entity_id, t.task, t.task
-     from machines m cross join unnest($1::text[], $2::text[]) as t(task, queue)
+     from entity_states m cross join unnest($1::text[], $2::text[]) as t(task, queue)
      where m.finished_at is null and m.machine = any($3::text[])
      on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
     [tasks.map((t) => t.task), tasks.map((t) => t.queue), machines],
+  );
+  return rowCount ?? 0;
+}
+
+/**
+ * One keyed job of `task` for each of the entities, unless one is pending: periodic work on
+ * entities the caller chose (servers whose certificates are due). Routine, as the clock's
+ * work is; a pending job keeps its time and its priority.
+ */
+export async function enqueueEach(db: Queryable, task: string, queue: string, entityIds: string[]): Promise<number> {
+  if (entityIds.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, entity_id, task, key)
+     select $1, e, $2, $2 from unnest($3::uuid[]) as e
+     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
+    [queue, task, entityIds],
+  );
+  return rowCount ?? 0;
+}
+
+/**
+ * One keyed job of `task` at `priority` for each of the entities; a pending one ranked lower
+ * is raised to it and keeps its time (the servers a failover depends on, observed every
+ * second above routine work). Counts the jobs added or raised.
+ */
+export async function enqueueRaising(db: Queryable, task: string, queue: string, entityIds: string[], priority: number): Promise<number> {
+  if (entityIds.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `insert into jobs (queue, entity_id, task, key, priority)
+     select $1::text, e, $2, $2, $4::smallint from unnest($3::uuid[]) as e
+     on conflict (entity_id, key) where locked_by is null and dead_at is null
+     do update set priority = excluded.priority where jobs.priority < excluded.priority`,
+    [queue, task, entityIds, priority],
   );
   return rowCount ?? 0;
 }

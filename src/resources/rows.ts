@@ -151,7 +151,7 @@ export async function resourceServers(db: Queryable, id: string): Promise<Resour
   const { rows } = await db.query<ResourceServer>(
     `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port, s.last_observation->'alive' as alive,
        (s.attrs->'pool_port')::int as "poolPort"
-     from resource_servers rs join servers s on s.id = rs.server_id join machines m on m.entity_id = s.id
+     from resource_servers rs join servers s on s.id = rs.server_id join entity_states m on m.entity_id = s.id
      where rs.resource_id = $1 order by rs.created_at`,
     [id],
   );
@@ -188,7 +188,7 @@ export async function unlinkServer(db: Queryable, resourceId: string, serverId: 
 
 /** The top-level state of the resource's machine, for callers waiting on it. */
 export async function resourceState(db: Queryable, id: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>(`select state from machines where entity_id = $1 and machine = 'resource'`, [id]);
+  const { rows } = await db.query<{ state: string }>(`select state from entity_states where entity_id = $1 and machine = 'resource'`, [id]);
   return rows[0]?.state;
 }
 

@@ -24,10 +24,10 @@ export interface ResourceView {
 
 const VIEW_SQL = `
   select r.id, r.plan, r.region, r.name, m.state, r.created_at as "createdAt", r.last_observed_at as "observedAt",
-    hstore_to_json(r.last_observation) as observation, m.snapshot->'context'->>'lastError' as "lastError",
-    m.snapshot->'context'->>'unsynchronizedSince' as "unsynchronizedSince",
+    hstore_to_json(r.last_observation) as observation, m.context->>'lastError' as "lastError",
+    m.context->>'unsynchronizedSince' as "unsynchronizedSince",
     r.database_name, r.role_name, r.password_sealed, hstore_to_json(r.attrs) as attrs
-  from resources r join machines m on m.entity_id = r.id`;
+  from resources r join entity_states m on m.entity_id = r.id`;
 
 type ViewRow = Omit<ResourceView, 'config' | 'servers'> & {
   database_name: string;

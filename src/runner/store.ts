@@ -4,7 +4,9 @@ import type { MachineName } from './machines.ts';
 
 /**
  * Every statement on the runner's own tables: `machines`, one snapshot per entity, and
- * `transitions`, every step an entity's machine took. The runner alone writes them.
+ * `transitions`, every step an entity's machine took. The runner alone writes them; the
+ * rest of pgfleet reads an entity's state from the view `entity_states`
+ * (migrations/0014_entity_states.sql) and its steps from here.
  */
 
 export interface TransitionView {
@@ -102,6 +104,36 @@ export async function listTransitions(db: Queryable, entityId: string, limit = 1
     `select from_state as "from", to_state as "to", event, at from transitions
      where entity_id = $1 order by id desc limit $2`,
     [entityId, limit],
+  );
+  return rows;
+}
+
+/** A step as the transition log has it, with the event's data and the job whose outcome it told. */
+export interface LoggedTransition {
+  at: Date;
+  machine: string;
+  from: string | null;
+  to: string;
+  event: string;
+  data: Record<string, unknown> | null;
+  job: string | null;
+}
+
+/**
+ * Every step of `entityId`, and the steps of `alongside.entityId` taken between `from` and
+ * `until` (now, while null), in the order they were taken: an incident's own steps and its
+ * entity's while it was open. Times are passed as text, to the microsecond: a step taken in
+ * the transaction that opened the incident carries the very same time.
+ */
+export async function transitionLog(
+  db: Queryable,
+  entityId: string,
+  alongside: { entityId: string; from: string | null; until: string | null },
+): Promise<LoggedTransition[]> {
+  const { rows } = await db.query<LoggedTransition>(
+    `select at, machine, from_state as "from", to_state as "to", event, event_data as data, job_id::text as job from transitions
+     where (entity_id = $1 or (entity_id = $2 and at between $3::timestamptz and coalesce($4::timestamptz, now()))) order by id`,
+    [entityId, alongside.entityId, alongside.from, alongside.until],
   );
   return rows;
 }

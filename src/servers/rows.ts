@@ -22,7 +22,7 @@ export interface ServerView {
 const VIEW_SQL = `
   select s.id, s.provider, m.state, s.host, s.port, s.created_at as "createdAt",
     s.last_observed_at as "observedAt", hstore_to_json(s.last_observation) as observation
-  from servers s join machines m on m.entity_id = s.id`;
+  from servers s join entity_states m on m.entity_id = s.id`;
 
 export interface ServerPlacement {
   /** `shared` servers hold tenants of shared plans; a `dedicated` one serves one resource. */
@@ -76,7 +76,7 @@ export async function requestBackup(db: Queryable, serverId: string): Promise<st
  */
 export async function insertFollower(db: Queryable, leaderId: string, backup?: string): Promise<string | undefined> {
   const { rows } = await db.query<{ provider: string; sealed: string; region: string }>(
-    `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
+    `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join entity_states m on m.entity_id = s.id
      where s.id = $1 and m.finished_at is null and m.state = 'available'`,
     [leaderId],
   );
@@ -108,7 +108,7 @@ export async function followLeader(db: Queryable, id: string, leaderId: string, 
 /** Live servers that stream from `leaderId`: its followers. */
 export async function followersOf(db: Queryable, leaderId: string): Promise<{ id: string; host: string | null; port: number | null }[]> {
   const { rows } = await db.query<{ id: string; host: string | null; port: number | null }>(
-    `select s.id, s.host, s.port from servers s join machines m on m.entity_id = s.id
+    `select s.id, s.host, s.port from servers s join entity_states m on m.entity_id = s.id
      where s.attrs->'follows' = $1 and m.finished_at is null and m.state not in ('deleting', 'fencing', 'fenced')`,
     [leaderId],
   );
@@ -142,7 +142,7 @@ export async function requestServerDeletion(
   id: string,
 ): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
   return transaction(pool, async (client) => {
-    await client.query('select 1 from machines where entity_id = $1 for update', [id]);
+    await client.query('select 1 from entity_states where entity_id = $1 for update', [id]);
     const { rows } = await client.query<{ id: string }>(
       'select resource_id as id from resource_servers where server_id = $1 order by created_at',
       [id],
@@ -198,10 +198,10 @@ export function superuserTarget(server: { host: string | null; port: number | nu
 export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
   const { rowCount } = await db.query(
     `select 1 from resource_servers p
-     join machines r on r.entity_id = p.resource_id and r.state = any($2::text[])
-       and r.snapshot->'context'->>'unsynchronizedSince' is null
+     join entity_states r on r.entity_id = p.resource_id and r.state = any($2::text[])
+       and r.context->>'unsynchronizedSince' is null
      join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
-     join machines m on m.entity_id = s.server_id and m.state = 'available'
+     join entity_states m on m.entity_id = s.server_id and m.state = 'available'
      where p.server_id = $1 and p.role = 'primary'`,
     [serverId, RESOURCE_FAILOVER_STATES],
   );

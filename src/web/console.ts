@@ -5,7 +5,7 @@ import type { AnyStateMachine } from 'xstate';
 import { configVarPrefix } from '../config.ts';
 import { resolveIncident } from '../incidents/rows.ts';
 import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidents/views.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/status.ts';
+import { jobCounts, listDeadJobs, retryDeadJob } from '../queue/status.ts';
 import { getResource, listResources } from '../resources/views.ts';
 import { MACHINES, type MachineName } from '../runner/machines.ts';
 import { getServer, listServers } from '../servers/rows.ts';
@@ -252,18 +252,12 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     });
 
     app.get('/console', async (req, reply) => {
-      const [servers, resources, incidents, queue] = await Promise.all([
+      const [servers, resources, incidents, q] = await Promise.all([
         listServers(opts.pool),
         listResources(opts.pool, opts.sealer, prefix),
         listIncidents(opts.pool, 20),
-        opts.pool.query<{ ready: number; scheduled: number; running: number; dead: number }>(
-          `select count(*) filter (where dead_at is null and locked_by is null and run_at <= now())::int as ready,
-             count(*) filter (where dead_at is null and locked_by is null and run_at > now())::int as scheduled,
-             count(*) filter (where locked_by is not null)::int as running,
-             count(*) filter (where dead_at is not null)::int as dead from jobs`,
-        ),
+        jobCounts(opts.pool),
       ]);
-      const q = queue.rows[0]!;
       const open = incidents.filter((i) => i.resolvedAt === null);
       const tiles = [
         [servers.length, 'servers'],

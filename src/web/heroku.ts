@@ -102,7 +102,7 @@ async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> 
 async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boolean> {
   const { rows } = await pool.query<{ plan: string; region: string; aws_region: string; follows: string | null; state: string | null }>(
     `select r.plan, r.region, r.aws_region, r.follows, m.state
-     from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
+     from resources r left join entity_states m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
     [request.id],
   );
   const existing = rows[0];
