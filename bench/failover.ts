@@ -23,11 +23,11 @@
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { runProcesses, type Running } from '../src/app.ts';
+import { runProcesses, type Running } from '../src/processes/app.ts';
 import type { Config } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { asSuperuser } from '../src/pg/superuser.ts';
-import { loadServerRecord } from '../src/servers.ts';
+import { loadServerRecord } from '../src/servers/rows.ts';
 import { verifyFull } from '../test/support/tls.ts';
 import { clusterPids, signalAll } from '../src/chaos/processes.ts';
 import { query } from '../src/chaos/writer.ts';

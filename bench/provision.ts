@@ -16,7 +16,7 @@
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { runProcesses } from '../src/app.ts';
+import { runProcesses } from '../src/processes/app.ts';
 import { createLogger } from '../src/log.ts';
 import { firstSelect, patchedUrl, provisionBody, RETRY_MS, field, transitionsSince, web, type Context } from './provision/client.ts';
 import { wallMs } from './provision/platform.ts';

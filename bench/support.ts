@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { localCluster, type Running } from '../src/app.ts';
+import { localCluster, type Running } from '../src/processes/app.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import { startEphemeralPostgres } from '../src/pg/ephemeral.ts';
 import { stopLocalClusters } from '../src/providers/local.ts';

@@ -101,7 +101,7 @@ async function loadTargets(pool: Pool, sealer: Sealer): Promise<HealthTarget[]> 
                  join resource_servers p on p.resource_id = st.resource_id and p.role = 'primary'
                  where st.server_id = s.id and st.role = 'standby' limit 1), s.attrs->'follows') as upstream,
        s.last_observation->'current_lsn' as observed_lsn
-     from servers s join machines m on m.entity_id = s.id
+     from servers s join entity_states m on m.entity_id = s.id
      where m.finished_at is null and s.host is not null and s.port is not null`,
   );
   return rows.map((r) => ({

@@ -1,5 +1,6 @@
 import { Gauge, Histogram, Registry } from 'prom-client';
 import type { Pool } from './db.ts';
+import { jobsByQueueAndStatus } from './queue/status.ts';
 
 /**
  * Prometheus metrics. Fleet-wide numbers are read from the control database at scrape
@@ -26,15 +27,20 @@ export function createMetrics(pool: Pool | undefined): Metrics {
   return { registry, jobDuration };
 }
 
+/** A series of a gauge: a column per label, and its `value`. */
+type GaugeRow = { value: number; [label: string]: string | number };
+
 /**
- * A gauge read from the control database at scrape time: `sql` returns one row per series,
- * a column per label and `value`. Series in `zeros` are reported as 0 when absent, so a
- * series exists before its first event.
+ * A gauge read from the control database at scrape time: `sql` (or `read`, for a table whose
+ * queries live with its owner) returns one row per series, a column per label and `value`.
+ * Series in `zeros` are reported as 0 when absent, so a series exists before its first event.
  */
 function sqlGauge(
   pool: Pool,
   registry: Registry,
-  spec: { name: string; help: string; labelNames: string[]; sql: string; zeros?: Record<string, string>[] },
+  spec: { name: string; help: string; labelNames: string[]; zeros?: Record<string, string>[] } & (
+    { sql: string } | { read: (pool: Pool) => Promise<GaugeRow[]> }
+  ),
 ): void {
   new Gauge({
     name: spec.name,
@@ -44,7 +50,7 @@ function sqlGauge(
     async collect() {
       this.reset();
       // Every column but `value` is a label: the SQL names them after the gauge's labels.
-      const { rows } = await pool.query<{ value: number; [label: string]: string | number }>(spec.sql);
+      const rows = 'sql' in spec ? (await pool.query<GaugeRow>(spec.sql)).rows : await spec.read(pool);
       for (const zero of spec.zeros ?? []) this.set(zero, 0);
       for (const { value, ...labels } of rows) this.set(labels, value);
     },
@@ -56,22 +62,20 @@ function registerFleetMetrics(pool: Pool, registry: Registry): void {
     name: 'pgfleet_entities',
     help: 'Live entities by machine and top-level state.',
     labelNames: ['machine', 'state'],
-    sql: 'select machine, state, count(*)::int as value from machines where finished_at is null group by machine, state',
+    sql: 'select machine, state, count(*)::int as value from entity_states where finished_at is null group by machine, state',
   });
   sqlGauge(pool, registry, {
     name: 'pgfleet_incidents_open',
     help: 'Open incidents by kind and state (escalated ones have paged a human).',
     labelNames: ['kind', 'state'],
-    sql: `select i.kind, m.state, count(*)::int as value from incidents i join machines m on m.entity_id = i.id
+    sql: `select i.kind, m.state, count(*)::int as value from incidents i join entity_states m on m.entity_id = i.id
           where i.resolved_at is null group by i.kind, m.state`,
   });
   sqlGauge(pool, registry, {
     name: 'pgfleet_queue_jobs',
     help: 'Jobs in the queue by queue and status: ready (due), scheduled (due later), running, dead.',
     labelNames: ['queue', 'status'],
-    sql: `select queue, case when dead_at is not null then 'dead' when locked_by is not null then 'running'
-            when run_at <= now() then 'ready' else 'scheduled' end as status, count(*)::int as value
-          from jobs group by 1, 2`,
+    read: jobsByQueueAndStatus,
     zeros: ['default', 'observe'].flatMap((queue) => ['ready', 'scheduled', 'running', 'dead'].map((status) => ({ queue, status }))),
   });
   sqlGauge(pool, registry, {
@@ -79,7 +83,7 @@ function registerFleetMetrics(pool: Pool, registry: Registry): void {
     help: 'Age of the stalest latest observation among live entities, by machine.',
     labelNames: ['machine'],
     sql: `select m.machine, extract(epoch from now() - min(o.at))::float8 as value
-          from machines m
+          from entity_states m
           join (select id, last_observed_at as at from servers union all select id, last_observed_at from resources) o on o.id = m.entity_id
           where m.finished_at is null and o.at is not null group by m.machine`,
   });

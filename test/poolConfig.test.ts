@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { findPgbouncer } from '../src/pg/pgbouncer.ts';
 import { poolFiles, poolShares, type PoolTenant } from '../src/pg/poolConfig.ts';
-import { resourceConfig, type ResourceServer } from '../src/resources.ts';
+import { resourceConfig } from '../src/resources/config.ts';
+import type { ResourceServer } from '../src/resources/rows.ts';
 
 const tenants = (n: number, limit: number, from = 0): PoolTenant[] =>
   Array.from({ length: n }, (_, i) => ({

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { certificateExpiry, createAuthority, issueServerCertificate } from '../src/tls/certificates.ts';
 import { certificateHosts } from '../src/tls/postgres.ts';
-import { renewalDue } from '../src/tls/renewal.ts';
+import { renewalDue } from '../src/servers/certificates.ts';
 
 describe('server certificates', () => {
   it('are signed by the authority, name every address clients use, and serve only as servers', async () => {

@@ -12,7 +12,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { localCluster } from '../../src/app.ts';
+import { localCluster } from '../../src/processes/app.ts';
 import type { ChaosDatabase } from '../../src/chaos/run.ts';
 import type { Deployment, ProcessControl } from '../../src/chaos/deployment.ts';
 import { ChaosReader, ChaosWriter, sleep, wallMs } from '../../src/chaos/writer.ts';

@@ -3,7 +3,7 @@
  * like the measured one, so that the same worker observes them while the failovers run.
  */
 import { randomUUID } from 'node:crypto';
-import type { Running } from '../../src/app.ts';
+import type { Running } from '../../src/processes/app.ts';
 import type { Platform } from '../provision/platform.ts';
 import { BASIC, call } from '../support.ts';
 

@@ -7,6 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { verifyFull } from '../../test/support/tls.ts';
+import { listDeadJobs } from '../../src/queue/status.ts';
 import { BASIC, call, message, sleep } from '../support.ts';
 import { field, firstSelect, patchedUrl, provisionBody, transitionsSince, web, type Context } from './client.ts';
 import { wallMs } from './platform.ts';
@@ -116,17 +117,18 @@ async function afterBurst(ctx: Context, t0: number): Promise<Pick<Burst, 'stepFa
      from transitions t where t.event = 'step.failed' and t.at >= to_timestamp($1::float8 / 1000) order by t.at`,
     since,
   );
-  const { rows: deadJobs } = await pool.query<Burst['deadJobs'][number]>(
-    `select task, entity_id as entity, last_error as error from jobs where dead_at >= to_timestamp($1::float8 / 1000) order by dead_at`,
-    since,
-  );
+  // The queue's own listing, newest first: far more than a burst's dead jobs.
+  const deadJobs = (await listDeadJobs(pool, 1000))
+    .filter((j) => j.deadAt.getTime() >= since[0]!)
+    .reverse()
+    .map((j) => ({ task: j.task, entity: j.entityId, error: j.lastError }));
   const { rows: sharedServers } = await pool.query<Burst['sharedServers'][number]>(
     `select s.id, s.created_at >= to_timestamp($1::float8 / 1000) as "openedInBurst",
        (extract(epoch from s.created_at) * 1000)::float8 - $1 as "openedMs",
        (select min(extract(epoch from t.at) * 1000)::float8 - $1 from transitions t
          where t.entity_id = s.id and t.to_state = 'available') as "availableMs",
        (select count(*)::int from resource_servers rs where rs.server_id = s.id) as tenants
-     from servers s join machines m on m.entity_id = s.id
+     from servers s join entity_states m on m.entity_id = s.id
      where s.tenancy = 'shared' and m.finished_at is null order by s.created_at`,
     since,
   );

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import type { Running } from '../../src/app.ts';
+import type { Running } from '../../src/processes/app.ts';
 import { message, sleep } from '../support.ts';
 import { wallMs, type Platform } from './platform.ts';
 import type { Milestone } from './report.ts';

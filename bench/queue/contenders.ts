@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db.ts';
 import { enqueueMany } from '../../src/queue/jobs.ts';
 import { Worker } from '../../src/queue/worker.ts';
-import { Clock } from '../../src/clock.ts';
+import { Clock } from '../../src/processes/clock.ts';
 import { migrate } from '../../src/migrate.ts';
 
 /** A no-op job: `t` is the wall-clock ms at which it was enqueued, for pickup latency. */
@@ -61,7 +61,7 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
     contender: 'pgfleet',
     setting,
     perEntity,
-    // The app's own defaults (src/config.ts, src/app.ts): lease 120 s, pool concurrency + 5, poll 1 s.
+    // The app's own defaults (src/config.ts, src/processes/app.ts): lease 120 s, pool concurrency + 5, poll 1 s.
     knobs: `1 Worker + 1 Clock (as deployed), concurrency ${concurrency}, pool ${poolSize}, lease 120 s, pollMs 1000 (default)`,
     async open(url) {
       const pool = createPool(url, poolSize);

@@ -1,7 +1,8 @@
 import type { Queryable } from '../../src/db.ts';
 import { createPool } from '../../src/db.ts';
 import { migrate } from '../../src/migrate.ts';
-import { claimJobs, enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
+import { claimJobs } from '../../src/queue/claim.ts';
+import { enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
 import { makeJobs } from './measure.ts';
 
 export interface ClaimPlan {
@@ -28,7 +29,7 @@ const CASES = [
 
 /**
  * EXPLAIN ANALYZE of our claim query on a full table, for each of CASES. The query text
- * is the one in src/queue/jobs.ts: claimJobs runs it through a Queryable that prefixes
+ * is the one in src/queue/claim.ts: claimJobs runs it through a Queryable that prefixes
  * EXPLAIN, inside a transaction that is rolled back, so nothing is claimed and nothing here
  * copies the SQL (it stays right when the lead changes the query).
  */

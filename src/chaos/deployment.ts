@@ -1,7 +1,7 @@
 import type { Pool } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
 import type { Sealer } from '../sealer.ts';
-import { loadServerRecord } from '../servers.ts';
+import { loadServerRecord } from '../servers/rows.ts';
 import { query } from './writer.ts';
 
 /** pgfleet's own processes that a chaos run may kill, when it runs them (npm run chaos). */

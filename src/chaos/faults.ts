@@ -1,5 +1,6 @@
 import { showResource, type Deployment, type Whole } from './deployment.ts';
 import { processRunning } from '../pg/cluster.ts';
+import { jobsOf, runningJobs } from '../queue/status.ts';
 import { clusterPids, Frozen, serverDataDir, signalAll, walsenderPids } from './processes.ts';
 import { sleep, wallMs, type ChaosWriter } from './writer.ts';
 
@@ -158,23 +159,24 @@ async function killFailoverWorker(ctx: FaultContext): Promise<string[]> {
   const dep = ctx.dep;
   const until = Math.min(ctx.deadline, wallMs() + 15_000);
   while (wallMs() < until) {
-    const { rows } = await dep.pool
-      .query<{ task: string; locked_by: string }>(
-        `select task, locked_by from jobs
-         where locked_by is not null and task in ('fence', 'fence_primary', 'promote')
-           and (entity_id = $1 or entity_id in (select server_id from resource_servers where resource_id = $1))`,
-        [ctx.resourceId],
-      )
-      .catch(() => ({ rows: [] }));
-    const held = rows[0];
+    const held = await failoverStepHeld(dep, ctx.resourceId).catch(() => undefined);
     if (held) {
-      const dyno = held.locked_by.split('#')[0]!;
+      const dyno = held.lockedBy.split('#')[0]!;
       if (await processes(dep).killWorker(dyno)) return [`killed ${dyno} holding ${held.task}`];
-      return [`${held.task} is held by ${held.locked_by}, not a worker of this run`];
+      return [`${held.task} is held by ${held.lockedBy}, not a worker of this run`];
     }
     await sleep(5);
   }
   return ['no worker was seen holding a failover step: none killed'];
+}
+
+/** A running step of the resource's failover (its own, or one of its servers'), and the worker holding it. */
+async function failoverStepHeld(dep: Deployment, resourceId: string): Promise<{ task: string; lockedBy: string } | undefined> {
+  const { rows } = await dep.pool.query<{ id: string }>('select server_id as id from resource_servers where resource_id = $1', [
+    resourceId,
+  ]);
+  const held = await runningJobs(dep.pool, ['fence', 'fence_primary', 'promote'], [resourceId, ...rows.map((r) => r.id)]);
+  return held[0];
 }
 
 /** The frozen primary's machine, its latest observation and its jobs, as the control database has them. */
@@ -189,15 +191,13 @@ async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[
     }>(
       `select m.state, m.updated_at::text as updated, s.last_observed_at::text as observed,
          s.last_observation->'reachable' as reachable, s.last_observation->'failed_probes' as failed
-       from machines m join servers s on s.id = m.entity_id where m.entity_id = $1`,
+       from entity_states m join servers s on s.id = m.entity_id where m.entity_id = $1`,
       [serverId],
     );
-    const jobs = await dep.pool.query<{ line: string }>(
-      `select format('%s (%s, priority %s, attempt %s, %s)', task, lane, priority, attempts,
-         case when locked_by is not null then 'held by ' || locked_by || ' until ' || locked_until::text
-           else 'due ' || run_at::text end) as line
-       from jobs where entity_id = $1 order by id`,
-      [serverId],
+    const jobs = (await jobsOf(dep.pool, serverId)).map(
+      (j) =>
+        `${j.task} (${j.lane}, priority ${j.priority}, attempt ${j.attempts}, ` +
+        `${j.lockedBy !== null ? `held by ${j.lockedBy} until ${j.lockedUntil}` : `due ${j.runAt}`})`,
     );
     const m = machine.rows[0];
     return [
@@ -205,7 +205,7 @@ async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[
         ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} ` +
           `(reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})`
         : 'its machine: none',
-      `its jobs: ${jobs.rows.map((r) => r.line).join('; ') || 'none'}`,
+      `its jobs: ${jobs.join('; ') || 'none'}`,
     ];
   } catch (err) {
     return [`reading the control database failed: ${(err as Error).message}`];

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Pool } from '../db.ts';
 import { superuserClient, type SuperuserTarget } from '../pg/superuser.ts';
 import type { Sealer } from '../sealer.ts';
-import { loadServerRecord } from '../servers.ts';
+import { loadServerRecord } from '../servers/rows.ts';
 import { isSplitBrain, writableServers, type Answer } from './checks.ts';
 import { sleep, wallMs } from './writer.ts';
 

@@ -11,11 +11,10 @@ import {
   failJob,
   nextDueInMs,
   presenceName,
-  PRIORITY,
   releaseLostClaims,
   releasePredecessorClaims,
-  type Job,
-} from './jobs.ts';
+} from './claim.ts';
+import { PRIORITY, type Job } from './jobs.ts';
 
 export interface JobContext {
   log: Logger;
@@ -133,7 +132,7 @@ export class Worker {
   async start(): Promise<void> {
     this.stopped = false;
     // Present before the first claim: a claim without a session would be released at once.
-    // While the connection is open, this worker's claims are its own (src/queue/jobs.ts presenceName).
+    // While the connection is open, this worker's claims are its own (src/queue/claim.ts presenceName).
     this.presence = new Notifications(this.pool, {
       channels: ['pgfleet_jobs'],
       applicationName: presenceName(this.id),

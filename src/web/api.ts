@@ -2,23 +2,26 @@ import type { FastifyPluginAsync } from 'fastify';
 import { snapshot } from '../db.ts';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
+import { listDeadJobs, retryDeadJob } from '../queue/status.ts';
 import { openArchive } from '../store/open.ts';
 import { listBackups } from '../wal/backup.ts';
-import { resolveIncident, scheduleMaintenance } from '../incidents.ts';
-import { getIncident, listIncidents } from '../incidentViews.ts';
-import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../diagnose.ts';
-import { getResource, listResources, loadResourceRecord, resourceServers, superuserTarget, tellResource } from '../resources.ts';
+import { resolveIncident } from '../incidents/rows.ts';
+import { scheduleMaintenance } from '../incidents/maintenance.ts';
+import { getIncident, listIncidents } from '../incidents/views.ts';
+import { databaseInfo, DEFAULT_THRESHOLDS, diagnose } from '../resources/diagnose.ts';
+import { getResource, listResources } from '../resources/views.ts';
+import { loadResourceRecord, resourceServers, tellResource } from '../resources/rows.ts';
 import {
   createFollower,
   createServer,
   getServer,
   listServers,
-  listTransitions,
   loadServerRecord,
   requestBackup,
   requestServerDeletion,
-} from '../servers.ts';
+  superuserTarget,
+} from '../servers/rows.ts';
+import { listTransitions } from '../runner/store.ts';
 import { requireOperator } from './auth.ts';
 import { credentialRoutes } from './credentialsApi.ts';
 import { HttpError } from './errors.ts';

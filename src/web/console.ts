@@ -2,12 +2,13 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyStateMachine } from 'xstate';
 import { configVarPrefix } from '../config.ts';
-import { resolveIncident } from '../incidents.ts';
-import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidentViews.ts';
-import { listDeadJobs, retryDeadJob } from '../queue/jobs.ts';
-import { getResource, listResources } from '../resources.ts';
-import { MACHINES, type MachineName } from '../runner.ts';
-import { getServer, listServers, listTransitions, type TransitionView } from '../servers.ts';
+import { resolveIncident } from '../incidents/rows.ts';
+import { getIncident, listIncidents, listIncidentsOf, type IncidentView, type TimelineEntry } from '../incidents/views.ts';
+import { jobCounts, listDeadJobs, retryDeadJob } from '../queue/status.ts';
+import { getResource, listResources } from '../resources/views.ts';
+import { MACHINES, type MachineName } from '../runner/machines.ts';
+import { getServer, listServers } from '../servers/rows.ts';
+import { listTransitions, type TransitionView } from '../runner/store.ts';
 import { escapeHtml as h, page } from './html.ts';
 import { sameSecret } from './auth.ts';
 import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
@@ -230,18 +231,12 @@ export function consoleUi(opts: WebOptions): FastifyPluginAsync {
     });
 
     app.get('/console', async (req, reply) => {
-      const [servers, resources, incidents, queue] = await Promise.all([
+      const [servers, resources, incidents, q] = await Promise.all([
         listServers(opts.pool),
         listResources(opts.pool, opts.sealer, prefix),
         listIncidents(opts.pool, 20),
-        opts.pool.query<{ ready: number; scheduled: number; running: number; dead: number }>(
-          `select count(*) filter (where dead_at is null and locked_by is null and run_at <= now())::int as ready,
-             count(*) filter (where dead_at is null and locked_by is null and run_at > now())::int as scheduled,
-             count(*) filter (where locked_by is not null)::int as running,
-             count(*) filter (where dead_at is not null)::int as dead from jobs`,
-        ),
+        jobCounts(opts.pool),
       ]);
-      const q = queue.rows[0]!;
       const open = incidents.filter((i) => i.resolvedAt === null);
       const tiles = [
         [servers.length, 'servers'],

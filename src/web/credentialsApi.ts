@@ -9,9 +9,10 @@ import {
   rotateCredential,
   withUrls,
   type Outcome,
-} from '../credentials.ts';
+} from '../credentials/rows.ts';
 import type { Pool } from '../db.ts';
-import { getResource, loadResourceRecord, resourceState, type ResourceRecord } from '../resources.ts';
+import { getResource } from '../resources/views.ts';
+import { loadResourceRecord, resourceState, type ResourceRecord } from '../resources/rows.ts';
 import { HttpError } from './errors.ts';
 import type { WebOptions } from './options.ts';
 import { idParams, type IdParams } from './validation.ts';

@@ -3,15 +3,8 @@ import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP } from '../plans.ts';
 import { callbackAllowed } from '../platform.ts';
-import {
-  changePlan,
-  createResource,
-  getResource,
-  resourceServers,
-  resourceState,
-  tellResource,
-  type ProvisionRequest,
-} from '../resources.ts';
+import { changePlan, createResource, resourceServers, resourceState, tellResource, type ProvisionRequest } from '../resources/rows.ts';
+import { getResource } from '../resources/views.ts';
 import { sameSecret } from './auth.ts';
 import { errorHandler, HttpError, INTERNAL_ERROR } from './errors.ts';
 import type { WebOptions } from './options.ts';
@@ -114,7 +107,7 @@ async function checkBasic(req: FastifyRequest, opts: WebOptions): Promise<void> 
 async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boolean> {
   const { rows } = await pool.query<{ plan: string; region: string; aws_region: string; follows: string | null; state: string | null }>(
     `select r.plan, r.region, r.aws_region, r.follows, m.state
-     from resources r left join machines m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
+     from resources r left join entity_states m on m.entity_id = r.id and m.machine = 'resource' where r.id = $1`,
     [request.id],
   );
   const existing = rows[0];

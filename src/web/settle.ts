@@ -30,7 +30,7 @@ export function settler(pool: Queryable) {
         let states: Map<string, string>;
         try {
           const { rows } = await pool.query<{ id: string; state: string }>(
-            `select entity_id::text as id, state from machines where machine = 'resource' and entity_id = any($1::uuid[])`,
+            `select entity_id::text as id, state from entity_states where machine = 'resource' and entity_id = any($1::uuid[])`,
             [ids],
           );
           states = new Map(rows.map((r) => [r.id, r.state]));

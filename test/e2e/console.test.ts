@@ -3,7 +3,7 @@ import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { escalateException } from '../../src/incidents.ts';
+import { escalateException } from '../../src/incidents/escalation.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { startSystem, TOKEN, type System } from '../support/system.ts';
 

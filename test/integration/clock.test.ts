@@ -1,10 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/clock.ts';
+import { claimPeriod, enqueueMissing, enqueueReplicatedObservations, pruneObservations } from '../../src/processes/clock.ts';
 import { PRIORITY } from '../../src/queue/jobs.ts';
-import { createMachine, publishTo, sendEvent } from '../../src/runner.ts';
+import { createMachine, publishTo, sendEvent } from '../../src/runner/runner.ts';
 import { sweepExpiredSessions } from '../../src/web/sessions.ts';
-import { createServer } from '../../src/servers.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
 

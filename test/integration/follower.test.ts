@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { followLeader, insertFollower, insertServer } from '../../src/servers.ts';
+import { followLeader, insertFollower, insertServer } from '../../src/servers/rows.ts';
 import { waitFor } from '../support/db.ts';
 import { adminUrl, psql, TEST_SEALER, useSystem } from '../support/system.ts';
 

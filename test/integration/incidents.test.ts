@@ -3,7 +3,7 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { checkProviderNotices, RETIREMENT_LEAD_SECONDS } from '../../src/incidents.ts';
+import { checkProviderNotices, RETIREMENT_LEAD_SECONDS } from '../../src/incidents/notices.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
 import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';

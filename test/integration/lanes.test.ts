@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { enqueue, enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
-import { publishTo, sendEvent } from '../../src/runner.ts';
-import { createServer } from '../../src/servers.ts';
+import { publishTo, sendEvent } from '../../src/runner/runner.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { recordUsage } from '../../src/limits.ts';
+import { recordUsage } from '../../src/resources/limits.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 import { addonFetch, psql, useSystem } from '../support/system.ts';
 import { verifyFull } from '../support/tls.ts';

@@ -2,11 +2,14 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { incidentJournal, incidentSubscriber } from '../../src/incidents.ts';
+import { incidentJournal } from '../../src/incidents/escalation.ts';
+import { incidentSubscriber } from '../../src/incidents/subscriber.ts';
 import { createLogger } from '../../src/log.ts';
-import { claimJobs, enqueue, enqueueMany, listDeadJobs, PRIORITY, retryDeadJob, type Job } from '../../src/queue/jobs.ts';
+import { claimJobs } from '../../src/queue/claim.ts';
+import { enqueue, enqueueMany, PRIORITY, type Job } from '../../src/queue/jobs.ts';
+import { listDeadJobs, retryDeadJob } from '../../src/queue/status.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
-import { publishTo } from '../../src/runner.ts';
+import { publishTo } from '../../src/runner/runner.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');

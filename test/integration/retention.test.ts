@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { openArchive } from '../../src/store/open.ts';
-import { pruneDeletedArchives } from '../../src/wal/retention.ts';
+import { pruneDeletedArchives } from '../../src/backups/retention.ts';
 import { waitFor } from '../support/db.ts';
 import { addonFetch, adminUrl, psql, useSystem } from '../support/system.ts';
 

@@ -3,8 +3,8 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { freePort } from '../../src/pg/ports.ts';
-import { takeOver } from '../../src/resources.ts';
-import { Router } from '../../src/router.ts';
+import { takeOver } from '../../src/resources/rows.ts';
+import { Router } from '../../src/processes/router.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 const log = createLogger('silent');

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { publishTo, sendEvent, type ObservationShown, type StepTaken } from '../../src/runner.ts';
-import { createServer } from '../../src/servers.ts';
+import { publishTo, sendEvent, type ObservationShown, type StepTaken } from '../../src/runner/runner.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase } from '../support/db.ts';
 import { TEST_SEALER } from '../support/system.ts';
 
@@ -26,7 +26,7 @@ describe('the runner', () => {
     const server = await createServer(t.db.pool, TEST_SEALER, 'local');
     vi.resetModules();
     // A process that wired nothing: the runner as its first import finds it.
-    const unwired = await import('../../src/runner.ts');
+    const unwired = await import('../../src/runner/runner.ts');
     await expect(transaction(t.db.pool, (client) => unwired.sendEvent(client, server.id, { type: 'fence' }))).rejects.toThrow(
       /no one hears what the runner does/,
     );

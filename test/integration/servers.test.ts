@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer } from '../../src/servers.ts';
+import { createServer } from '../../src/servers/rows.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { adminUrl, psql, startSystem, TEST_SEALER, type System } from '../support/system.ts';
 

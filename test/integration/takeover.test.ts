@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
-import { standbyTakesOver, takeOver } from '../../src/resources.ts';
+import { standbyTakesOver } from '../../src/servers/rows.ts';
+import { takeOver } from '../../src/resources/rows.ts';
 import { useTestDatabase } from '../support/db.ts';
 
 /**

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
-import { enqueue, RESTART_GRACE_SECONDS } from '../../src/queue/jobs.ts';
+import { enqueue } from '../../src/queue/jobs.ts';
+import { RESTART_GRACE_SECONDS } from '../../src/queue/claim.ts';
 import { Worker, type JobHandler } from '../../src/queue/worker.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition, type SnapshotFrom } from 'xstate';
 import { incidentMachine, type IncidentEvent, type IncidentInput } from '../../machines/incident.ts';
-import { emittedJobs, statePath } from '../../src/runner.ts';
+import { emittedJobs, statePath } from '../../src/runner/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof incidentMachine>;
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition, type SnapshotFrom } from 'xstate';
 import { MAX_STEP_RETRIES, RESOURCE_FAILOVER_STATES, resourceMachine, type ResourceEvent } from '../../machines/resource.ts';
-import { emittedJobs, statePath } from '../../src/runner.ts';
+import { emittedJobs, statePath } from '../../src/runner/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof resourceMachine>;
 

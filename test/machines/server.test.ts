@@ -8,7 +8,7 @@ import {
   type ServerContext,
   type ServerEvent,
 } from '../../machines/server.ts';
-import { emittedJobs, statePath } from '../../src/runner.ts';
+import { emittedJobs, statePath } from '../../src/runner/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof serverMachine>;
 

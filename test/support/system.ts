@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
-import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/app.ts';
+import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/processes/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import type { Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';

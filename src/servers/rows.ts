@@ -1,17 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { isoTime as iso, transaction, type Pool, type Queryable } from './db.ts';
-import type { ServerRecord } from './providers/provider.ts';
-import { createMachine, sendEvent, type ObservedTable } from './runner.ts';
-import { enqueue } from './queue/jobs.ts';
-import type { Sealer } from './sealer.ts';
-import { backupLabel } from './wal/backup.ts';
-
-export interface TransitionView {
-  from: string | null;
-  to: string;
-  event: string;
-  at: Date;
-}
+import { RESOURCE_FAILOVER_STATES } from '../../machines/resource.ts';
+import { transaction, type Pool, type Queryable } from '../db.ts';
+import type { SuperuserTarget } from '../pg/superuser.ts';
+import type { ServerRecord } from '../providers/provider.ts';
+import { createMachine, sendEvent } from '../runner/runner.ts';
+import { enqueue } from '../queue/jobs.ts';
+import type { Sealer } from '../sealer.ts';
+import { backupLabel } from '../wal/backup.ts';
 
 export interface ServerView {
   id: string;
@@ -27,7 +22,7 @@ export interface ServerView {
 const VIEW_SQL = `
   select s.id, s.provider, m.state, s.host, s.port, s.created_at as "createdAt",
     s.last_observed_at as "observedAt", hstore_to_json(s.last_observation) as observation
-  from servers s join machines m on m.entity_id = s.id`;
+  from servers s join entity_states m on m.entity_id = s.id`;
 
 export interface ServerPlacement {
   /** `shared` servers hold tenants of shared plans; a `dedicated` one serves one resource. */
@@ -66,7 +61,7 @@ export async function createFollower(pool: Pool, leaderId: string): Promise<Serv
  * names the backup, so a server built from it can wait for that one and no older. Five
  * attempts span 30 s of backoff: with three (6 s), a new primary killed and restarted during
  * a rejoin's backup left a dead job; a server waiting for it has it retried once its
- * leader is back (src/tasks.ts).
+ * leader is back (src/servers/tasks.ts).
  */
 export async function requestBackup(db: Queryable, serverId: string): Promise<string> {
   const label = backupLabel();
@@ -81,7 +76,7 @@ export async function requestBackup(db: Queryable, serverId: string): Promise<st
  */
 export async function insertFollower(db: Queryable, leaderId: string, backup?: string): Promise<string | undefined> {
   const { rows } = await db.query<{ provider: string; sealed: string; region: string }>(
-    `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join machines m on m.entity_id = s.id
+    `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join entity_states m on m.entity_id = s.id
      where s.id = $1 and m.finished_at is null and m.state = 'available'`,
     [leaderId],
   );
@@ -113,7 +108,7 @@ export async function followLeader(db: Queryable, id: string, leaderId: string, 
 /** Live servers that stream from `leaderId`: its followers. */
 export async function followersOf(db: Queryable, leaderId: string): Promise<{ id: string; host: string | null; port: number | null }[]> {
   const { rows } = await db.query<{ id: string; host: string | null; port: number | null }>(
-    `select s.id, s.host, s.port from servers s join machines m on m.entity_id = s.id
+    `select s.id, s.host, s.port from servers s join entity_states m on m.entity_id = s.id
      where s.attrs->'follows' = $1 and m.finished_at is null and m.state not in ('deleting', 'fencing', 'fenced')`,
     [leaderId],
   );
@@ -137,15 +132,6 @@ export async function getServer(db: Queryable, id: string): Promise<ServerView |
   return rows[0];
 }
 
-export async function listTransitions(db: Queryable, entityId: string, limit = 100): Promise<TransitionView[]> {
-  const { rows } = await db.query<TransitionView>(
-    `select from_state as "from", to_state as "to", event, at from transitions
-     where entity_id = $1 order by id desc limit $2`,
-    [entityId, limit],
-  );
-  return rows;
-}
-
 /**
  * Ask the server's machine to delete it: `missing` when there is no such live server,
  * `serving` (with the resources) when customer databases still live on it, which only their
@@ -156,7 +142,7 @@ export async function requestServerDeletion(
   id: string,
 ): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
   return transaction(pool, async (client) => {
-    await client.query('select 1 from machines where entity_id = $1 for update', [id]);
+    await client.query('select 1 from entity_states where entity_id = $1 for update', [id]);
     const { rows } = await client.query<{ id: string }>(
       'select resource_id as id from resource_servers where server_id = $1 order by created_at',
       [id],
@@ -192,44 +178,32 @@ export async function placeServer(db: Queryable, id: string, host: string, port:
   );
 }
 
-/**
- * Record what every observer saw, one row per source, and make the merged set the
- * entity's latest observation. Returns the observation's time (the database's clock, the
- * one every machine event is stamped with).
- */
-export async function recordObservation(
-  db: Queryable,
-  id: string,
-  sources: Record<string, Record<string, string>>,
-  table: ObservedTable,
-): Promise<string> {
-  const { rows } = await db.query<{ at: string }>(
-    `with src as (
-       select key as source, value as attrs from jsonb_each($2::jsonb)
-     ), ins as (
-       insert into observations (entity_id, observed_at, source, attrs)
-       select $1, clock_timestamp(), source,
-         coalesce((select hstore(array_agg(key), array_agg(value)) from jsonb_each_text(attrs)), '') from src
-       returning observed_at
-     )
-     update ${table} set last_observed_at = (select max(observed_at) from ins),
-       last_observation = coalesce((select hstore(array_agg(key), array_agg(value)) from src, jsonb_each_text(src.attrs)), '')
-     where id = $1
-     returning ${iso('last_observed_at')} as at`,
-    [id, JSON.stringify(sources)],
-  );
-  return rows[0]!.at;
+/** Where a placed server listens; a server not placed yet has no address to use. */
+export function serverAddress(server: { host: string | null; port: number | null; id: string }): { host: string; port: number } {
+  if (server.host === null || server.port === null) throw new Error(`server ${server.id} has no address yet`);
+  return { host: server.host, port: server.port };
 }
 
-export async function latestObservation(
-  db: Queryable,
-  id: string,
-  table: ObservedTable,
-): Promise<{ at: string; obs: Record<string, string> } | undefined> {
-  const { rows } = await db.query<{ at: string | null; obs: Record<string, string> }>(
-    `select ${iso('last_observed_at')} as at, hstore_to_json(last_observation) as obs from ${table} where id = $1`,
-    [id],
+export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
+  return { ...serverAddress(server), password };
+}
+
+/**
+ * Whether the server is the primary of a resource with an available standby that a failover
+ * promotes: one whose resource fails over in its state (a standby that had rejoined and was
+ * not yet synchronous had counted, and a primary lost then was neither restarted nor failed
+ * over), and not while the resource runs without a synchronous copy, when the standby may
+ * lack commits the primary acknowledged.
+ */
+export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `select 1 from resource_servers p
+     join entity_states r on r.entity_id = p.resource_id and r.state = any($2::text[])
+       and r.context->>'unsynchronizedSince' is null
+     join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
+     join entity_states m on m.entity_id = s.server_id and m.state = 'available'
+     where p.server_id = $1 and p.role = 'primary'`,
+    [serverId, RESOURCE_FAILOVER_STATES],
   );
-  const row = rows[0];
-  return row?.at ? { at: row.at, obs: row.obs } : undefined;
+  return (rowCount ?? 0) > 0;
 }

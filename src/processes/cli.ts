@@ -1,11 +1,11 @@
-import { controlCluster, runProcesses, localCluster, type ProcessName } from './app.ts';
-import { ConfigError, loadConfig, type Config } from './config.ts';
-import { addonSecrets, existingOperatorToken } from './control.ts';
-import { addonManifest } from './manifest.ts';
-import { walMain } from './wal/main.ts';
-import { credentialsCommand } from './cliCredentials.ts';
-import { createLogger } from './log.ts';
-import { stopLocalClusters } from './providers/local.ts';
+import { controlCluster, localCluster, runProcesses, type ProcessName } from './app.ts';
+import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { addonSecrets, existingOperatorToken } from '../control.ts';
+import { addonManifest } from '../manifest.ts';
+import { walMain } from '../wal/main.ts';
+import { credentialsCommand } from '../credentials/cli.ts';
+import { createLogger } from '../log.ts';
+import { stopLocalClusters } from '../providers/local.ts';
 
 const HELP = `pgfleet: a control plane for PostgreSQL as a service
 
@@ -438,7 +438,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'down':
         return await down(config);
       case 'chaos': {
-        const { chaosCommand, ChaosUsageError } = await import('./chaos/gameDay.ts');
+        const { chaosCommand, ChaosUsageError } = await import('../chaos/gameDay.ts');
         try {
           return await chaosCommand(config, rest, (line) => process.stdout.write(`${line}\n`));
         } catch (err) {

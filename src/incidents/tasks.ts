@@ -1,35 +1,13 @@
-import type { IncidentContext } from '../machines/incident.ts';
-import type { PagingConfig } from './config.ts';
-import type { Queryable } from './db.ts';
-import { healthOf, incidentContext } from './incidents.ts';
-import type { MachineName } from './runner.ts';
-import { deliverNotifications, postJson } from './notifications.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobContext, JobHandler } from './queue/worker.ts';
-import { report, sendEvent } from './runner.ts';
-
-export interface IncidentRow {
-  id: string;
-  entityId: string;
-  entityKind: string;
-  kind: 'trouble' | 'maintenance' | 'retirement';
-  reason: string;
-  state: string;
-  scheduledFor: Date | null;
-  openedAt: Date;
-  resolvedAt: Date | null;
-}
-
-export async function loadIncident(db: Queryable, id: string): Promise<IncidentRow | undefined> {
-  const { rows } = await db.query<IncidentRow>(
-    `select i.id, i.entity_id as "entityId", e.machine as "entityKind", i.kind, i.reason, m.state,
-       i.scheduled_for as "scheduledFor", i.opened_at as "openedAt", i.resolved_at as "resolvedAt"
-     from incidents i join machines m on m.entity_id = i.id left join machines e on e.entity_id = i.entity_id
-     where i.id = $1`,
-    [id],
-  );
-  return rows[0];
-}
+import type { IncidentContext } from '../../machines/incident.ts';
+import type { PagingConfig } from '../config.ts';
+import type { Queryable } from '../db.ts';
+import { healthOf } from './policy.ts';
+import { incidentContext, loadIncident, type IncidentRow } from './rows.ts';
+import { report, sendEvent } from '../runner/runner.ts';
+import type { MachineName } from '../runner/machines.ts';
+import { deliverNotifications, postJson } from '../notifications.ts';
+import type { Job } from '../queue/jobs.ts';
+import type { JobContext, JobHandler } from '../queue/worker.ts';
 
 /** The PagerDuty Events v2 body for an incident: deduplicated by the incident's id. */
 export function pagerEvent(

@@ -1,13 +1,15 @@
 import { schedule, type ScheduledTask } from 'node-cron';
-import type { Pool, Queryable } from './db.ts';
-import type { Logger } from './log.ts';
-import { enqueueForLiveEntities, enqueueUnlessQueued, PRIORITY } from './queue/jobs.ts';
-import { retireEmptySharedServers } from './placement.ts';
-import { PRUNE_ARCHIVES_EVERY_SECONDS } from './wal/retention.ts';
-import { sweepExpiredSessions } from './web/sessions.ts';
-import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from './limits.ts';
-import { OBSERVED_MACHINES, queueForTask } from './runner.ts';
-import { enqueueRenewals } from './tls/renewal.ts';
+import type { Pool, Queryable } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { vacuumJobs } from '../queue/claim.ts';
+import { enqueueForLiveEntities, enqueueRaising, enqueueUnlessQueued, PRIORITY } from '../queue/jobs.ts';
+import { retireEmptySharedServers } from '../resources/placement.ts';
+import { PRUNE_ARCHIVES_EVERY_SECONDS } from '../backups/retention.ts';
+import { sweepExpiredSessions } from '../web/sessions.ts';
+import { ENFORCE_EVERY_SECONDS, enqueueEnforcement } from '../resources/limits.ts';
+import { OBSERVED_MACHINES } from '../runner/machines.ts';
+import { queueForTask } from '../runner/runner.ts';
+import { enqueueRenewals } from '../servers/certificates.ts';
 
 export interface ClockOptions {
   observeInterval: number;
@@ -56,20 +58,22 @@ export function enqueueMissing(db: Queryable): Promise<number> {
 export const REPLICATED_OBSERVE_EVERY_SECONDS = 1;
 
 export async function enqueueReplicatedObservations(db: Queryable): Promise<number> {
-  const { rowCount } = await db.query(
-    `insert into jobs (queue, entity_id, task, key, priority)
-     select $1::text, rs.server_id, 'observe', 'observe', $2::smallint
-     from resource_servers rs join machines m on m.entity_id = rs.server_id
+  const { rows } = await db.query<{ id: string }>(
+    `select rs.server_id as id
+     from resource_servers rs join entity_states m on m.entity_id = rs.server_id
      where m.finished_at is null and rs.role in ('primary', 'standby')
        and exists (select 1 from resource_servers s where s.resource_id = rs.resource_id and s.role = 'standby')
      union all
-     select $1, entity_id, 'observe', 'observe', $2 from machines
-     where machine = 'resource' and finished_at is null and state in ('unsynchronized', 'stalled')
-     on conflict (entity_id, key) where locked_by is null and dead_at is null
-     do update set priority = excluded.priority where jobs.priority < excluded.priority`,
-    [queueForTask('observe'), PRIORITY.work],
+     select entity_id from entity_states
+     where machine = 'resource' and finished_at is null and state in ('unsynchronized', 'stalled')`,
   );
-  return rowCount ?? 0;
+  return enqueueRaising(
+    db,
+    'observe',
+    queueForTask('observe'),
+    rows.map((r) => r.id),
+    PRIORITY.work,
+  );
 }
 
 /** How often empty shared servers beyond the region's spare are retired. */
@@ -82,10 +86,6 @@ export const RETIRE_EVERY_SECONDS = 10;
  * queue table every 10 s keeps claims walking live rows.
  */
 export const VACUUM_JOBS_EVERY_SECONDS = 10;
-
-export async function vacuumJobs(db: Queryable): Promise<void> {
-  await db.query('vacuum (skip_locked) jobs');
-}
 
 export async function pruneObservations(db: Queryable, keepDays: number): Promise<void> {
   await db.query('select pgfleet_observation_partitions($1)', [keepDays]);

@@ -1,9 +1,9 @@
-import { transaction, type Pool, type Queryable } from './db.ts';
-import { PLANS, SHARED_SERVER_TENANTS, type Plan } from './plans.ts';
-import type { Sealer } from './sealer.ts';
-import { sendEvent } from './runner.ts';
-import { insertFollower, insertServer, requestBackup } from './servers.ts';
-import { PLATFORM_LOGIN_SLOTS } from './pg/tenant.ts';
+import { transaction, type Pool, type Queryable } from '../db.ts';
+import { PLANS, SHARED_SERVER_TENANTS, type Plan } from '../plans.ts';
+import type { Sealer } from '../sealer.ts';
+import { sendEvent } from '../runner/runner.ts';
+import { insertFollower, insertServer, requestBackup } from '../servers/rows.ts';
+import { PLATFORM_LOGIN_SLOTS } from '../pg/tenant.ts';
 
 /**
  * Connections a shared server keeps for the platform itself (observer, limits, health
@@ -72,7 +72,7 @@ export async function placeResource(db: Queryable, opts: PlacementOptions, resou
     const chosen =
       room[0] &&
       (
-        await db.query(`select 1 from machines where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [
+        await db.query(`select 1 from entity_states where entity_id = $1 and state <> 'deleting' and finished_at is null for share`, [
           room[0].id,
         ])
       ).rowCount === 1
@@ -107,7 +107,7 @@ async function sharedServersWithRoom(
   const { rows } = await db.query<{ id: string; tenants: number; connections: number }>(
     `select s.id, count(rs.resource_id)::int as tenants,
        (coalesce((s.attrs->'max_connections')::int, $3) - $4 - coalesce(sum(p.lim), 0))::int as connections
-     from servers s join machines m on m.entity_id = s.id
+     from servers s join entity_states m on m.entity_id = s.id
      left join resource_servers rs on rs.server_id = s.id
      left join resources r on r.id = rs.resource_id
      left join unnest($5::text[], $6::int[]) as p(plan, lim) on p.plan = r.plan
@@ -180,7 +180,7 @@ export async function retireEmptySharedServers(pool: Pool): Promise<string[]> {
       ...(await transaction(pool, async (client) => {
         await lockRegion(client, region);
         const { rows } = await client.query<{ id: string }>(
-          `select s.id from servers s join machines m on m.entity_id = s.id
+          `select s.id from servers s join entity_states m on m.entity_id = s.id
            where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state = 'available'
              and not exists (select 1 from resource_servers rs where rs.server_id = s.id)
            order by s.created_at

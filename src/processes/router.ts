@@ -1,10 +1,10 @@
 import net from 'node:net';
-import type { Pool } from './db.ts';
-import type { Logger } from './log.ts';
-import { enqueue, PRIORITY } from './queue/jobs.ts';
-import { Notifications } from './listen.ts';
-import { refreshEvery, type Refresher } from './refresher.ts';
-import { queueForTask } from './runner.ts';
+import type { Pool } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { enqueue, PRIORITY } from '../queue/jobs.ts';
+import { Notifications } from '../listen.ts';
+import { refreshEvery, type Refresher } from '../refresher.ts';
+import { queueForTask } from '../runner/runner.ts';
 
 /**
  * The router: stable addresses per resource with standbys, so its URLs keep working across
@@ -48,10 +48,10 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
        r.attrs->'router_pool_port' as pool_port,
        coalesce((select json_agg(json_build_object('id', s.id, 'role', rs.role, 'host', s.host, 'port', s.port,
                                                    'pool_port', s.attrs->'pool_port') order by s.id)
-                 from resource_servers rs join servers s on s.id = rs.server_id join machines sm on sm.entity_id = s.id
+                 from resource_servers rs join servers s on s.id = rs.server_id join entity_states sm on sm.entity_id = s.id
                  where rs.resource_id = r.id and s.port is not null
                    and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers
-     from resources r join machines m on m.entity_id = r.id
+     from resources r join entity_states m on m.entity_id = r.id
      where r.attrs ? 'router_port' and m.finished_at is null and m.state <> 'deprovisioning'`,
   );
   return rows.map((r) => {

@@ -1,5 +1,6 @@
-import { configureIncidents, incidentSubscriber, type IncidentSettings } from './incidents.ts';
-import { publishTo } from './runner.ts';
+import { configureIncidents, type IncidentSettings } from '../incidents/policy.ts';
+import { incidentSubscriber } from '../incidents/subscriber.ts';
+import { publishTo } from '../runner/runner.ts';
 
 /**
  * Who hears what the runner does, in every process that sends events (web, worker and clock;

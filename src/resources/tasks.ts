@@ -1,36 +1,46 @@
-import type { Addon } from './config.ts';
-import type { Client, Queryable } from './db.ts';
-import type { PgBinaries } from './pg/binaries.ts';
-import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from './pg/replication.ts';
-import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from './pg/tenant.ts';
-import { deliver } from './platform.ts';
-import { credentialTasks, type RefreshPool } from './credentialTasks.ts';
-import { namedRoleNames, namedRoles } from './credentials.ts';
-import { syncNamedRoles } from './pg/credentials.ts';
-import type { ProbeConfig } from './config.ts';
-import type { Logger } from './log.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobContext, JobHandler } from './queue/worker.ts';
+import { observeResource } from '../../observers/resource.ts';
+import type { Addon } from '../config.ts';
+import type { Client, Queryable } from '../db.ts';
+import type { PgBinaries } from '../pg/binaries.ts';
+import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from '../pg/replication.ts';
+import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from '../pg/tenant.ts';
+import { deliver } from '../platform.ts';
+import { credentialTasks, type RefreshPool } from '../credentials/tasks.ts';
+import { namedRoleNames, namedRoles } from '../credentials/rows.ts';
+import { syncNamedRoles } from '../pg/credentials.ts';
+import type { ProbeConfig } from '../config.ts';
+import type { Logger } from '../log.ts';
+import type { Job } from '../queue/jobs.ts';
+import type { JobContext, JobHandler } from '../queue/worker.ts';
 import { linkServer, placeResource } from './placement.ts';
 import {
   loadResourceRecord,
   relinkServer,
-  resourceConfig,
   resourceServers,
-  serverAddress,
   storeOauthTokens,
-  superuserTarget,
   takeOver,
   unlinkServer,
   type ResourceRecord,
   type ResourceServer,
-} from './resources.ts';
-import { machineState, report, sendEvent } from './runner.ts';
-import type { Sealer } from './sealer.ts';
-import { openArchive, type ArchiveTarget } from './store/open.ts';
-import { archiveAhead } from './wal/archive.ts';
-import { followersOf, followLeader, insertFollower, latestObservation, loadServerRecord, requestBackup } from './servers.ts';
-import type { TlsOptions } from './tls/renewal.ts';
+} from './rows.ts';
+import { resourceConfig } from './config.ts';
+import { report, sendEvent } from '../runner/runner.ts';
+import type { Observation } from '../runner/observe.ts';
+import { latestObservation } from '../runner/observations.ts';
+import { machineState } from '../runner/store.ts';
+import type { Sealer } from '../sealer.ts';
+import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { archiveAhead } from '../wal/archive.ts';
+import {
+  followersOf,
+  followLeader,
+  insertFollower,
+  loadServerRecord,
+  requestBackup,
+  serverAddress,
+  superuserTarget,
+} from '../servers/rows.ts';
+import type { TlsOptions } from '../servers/certificates.ts';
 
 export interface ResourceTaskOptions {
   sealer: Sealer;
@@ -47,9 +57,6 @@ export interface ResourceTaskOptions {
   tls: TlsOptions;
   probe: ProbeConfig;
 }
-
-/** States of a resource whose database serves its customer: its login is probed. */
-const SERVING = ['available', 'unsynchronized', 'stalled'];
 
 type Outcome = { commit: (client: Client) => Promise<void> };
 
@@ -123,36 +130,6 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
         await unlinkServer(client, resource.id, server.id);
       }
     };
-  }
-
-  /**
-   * How the primary's synchronous replication looks, from its latest observation (taken
-   * every second while the database has a standby): whether it waits for a standby, how
-   * long its commits have waited, and whether the resource's standby answers and has
-   * flushed what the primary wrote. With them, the plan's choice and the stall threshold:
-   * the machine judges a stall by these.
-   */
-  async function replicationSeen(
-    db: Queryable,
-    resource: ResourceRecord,
-    primary: ResourceServer,
-    standby: ResourceServer | undefined,
-  ): Promise<Record<string, string>> {
-    const obs = (await latestObservation(db, primary.id, 'servers'))?.obs ?? {};
-    const seen: Record<string, string> = {
-      'sync.mode': resource.plan.synchronous ?? 'available',
-      'sync.stall_ms': String(opts.probe.syncStallMs),
-    };
-    const copy = (from: string, to: string) => {
-      if (obs[from] !== undefined) seen[to] = obs[from];
-    };
-    copy('synchronous_standby_names', 'sync.names');
-    copy('sync_waiting', 'sync.waiting');
-    copy('sync_wait_ms', 'sync.wait_ms');
-    if (standby)
-      for (const key of ['state', 'sync_state', 'reply_ms', 'flush_lag_bytes'])
-        copy(`replica.${standbyName(standby.id)}.${key}`, `sync.standby_${key}`);
-    return seen;
   }
 
   return {
@@ -372,34 +349,19 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       }
     },
 
-    /** What the resource's servers are doing, and whether its customer can log in. */
-    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
+    /** What the resource's servers are doing, and whether its customer can log in (observers/resource.ts). */
+    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
       const { resource, servers } = await load(pool, job);
-      const seen: Record<string, string> = {};
-      for (const s of servers) {
-        seen[`${s.role}.server`] = s.id;
-        seen[`${s.role}.state`] = s.state;
-        if (s.alive !== null) seen[`${s.role}.alive`] = s.alive;
-      }
-      const sources: Record<string, Record<string, string>> = { servers: seen };
-      const primary = servers.find((s) => s.role === 'primary');
-      // Only a primary that is up is worth a login: one that hangs would hold this observation up.
-      if (
-        SERVING.includes((await machineState(pool, resource.id)) ?? '') &&
-        primary?.state === 'available' &&
-        primary.host &&
-        primary.port
-      ) {
-        sources.tenant = await probeTenant(primary.host, primary.port, resource.tenant, opts.tls.authority.certificate);
-      }
-      if (resource.plan.standbys > 0 && primary)
-        sources.sync = await replicationSeen(
-          pool,
-          resource,
-          primary,
-          servers.find((s) => s.role === 'standby'),
-        );
-      return sources;
+      const shown = {
+        state: await machineState(pool, resource.id),
+        servers,
+        tenant: resource.tenant,
+        plan: resource.plan,
+        latestObservationOf: async (id: string) => (await latestObservation(pool, id, 'servers'))?.obs ?? {},
+      };
+      const sources = await observeResource(shown, { ca: opts.tls.authority.certificate, syncStallMs: opts.probe.syncStallMs });
+      // Nothing here is a server down or a commit waiting: the servers' own observations say those.
+      return { sources, urgent: false, dependentsNow: false };
     },
   };
 }

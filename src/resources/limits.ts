@@ -1,13 +1,13 @@
-import type { Queryable } from './db.ts';
-import { transaction } from './db.ts';
-import { findPlan } from './plans.ts';
-import { govern, type Governed, type GovernedTenant } from './pg/governor.ts';
-import type { Providers } from './tasks.ts';
-import { deliverNotifications, noticeToResource } from './notifications.ts';
-import { enqueueUnlessQueued } from './queue/jobs.ts';
-import type { JobHandler } from './queue/worker.ts';
-import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers.ts';
+import type { Queryable } from '../db.ts';
+import { transaction } from '../db.ts';
+import { findPlan } from '../plans.ts';
+import { govern, type Governed, type GovernedTenant } from '../pg/governor.ts';
+import type { Providers } from '../servers/tasks.ts';
+import { deliverNotifications, noticeToResource } from '../notifications.ts';
+import { enqueueUnlessQueued } from '../queue/jobs.ts';
+import type { JobHandler } from '../queue/worker.ts';
+import type { Sealer } from '../sealer.ts';
+import { loadServerRecord } from '../servers/rows.ts';
 
 /**
  * Plans' limits on shared servers, held from outside the tenants' sessions (src/pg/governor.ts):
@@ -37,7 +37,7 @@ async function tenantsOf(db: Queryable, serverId: string): Promise<TenantRow[]> 
   }>(
     `select r.id, r.plan, r.database_name as database, r.role_name as role, r.attrs->'size_bytes' as size, r.attrs->'over_size' as over,
        array(select c.role_name from credentials c where c.resource_id = r.id order by c.role_name) as others
-     from resource_servers rs join resources r on r.id = rs.resource_id join machines m on m.entity_id = r.id
+     from resource_servers rs join resources r on r.id = rs.resource_id join entity_states m on m.entity_id = r.id
      where rs.server_id = $1 and rs.role = 'primary' and m.finished_at is null and m.state <> 'deprovisioning'`,
     [serverId],
   );
@@ -141,7 +141,7 @@ export function limitTasks(providers: Providers, sealer: Sealer): Record<string,
 /** One `enforce` job per live shared server, unless one is pending or running: the clock's part. */
 export async function enqueueEnforcement(db: Queryable, queue: string): Promise<number> {
   const { rows } = await db.query<{ id: string }>(
-    `select s.id from servers s join machines m on m.entity_id = s.id where s.tenancy = 'shared' and m.state = 'available'`,
+    `select s.id from servers s join entity_states m on m.entity_id = s.id where s.tenancy = 'shared' and m.state = 'available'`,
   );
   return enqueueUnlessQueued(
     db,

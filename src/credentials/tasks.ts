@@ -1,15 +1,15 @@
-import type { Queryable } from './db.ts';
-import { namedRoles, pendingOwnerPassword, settleCredentials, settleRotation } from './credentials.ts';
-import type { Logger } from './log.ts';
-import { setRolePassword, syncNamedRoles } from './pg/credentials.ts';
-import { asSuperuser, type SuperuserTarget } from './pg/superuser.ts';
-import { probeTenant } from './pg/tenant.ts';
-import type { Job } from './queue/jobs.ts';
-import type { JobContext } from './queue/worker.ts';
-import { loadResourceRecord, resourceServers, superuserTarget, type ResourceServer } from './resources.ts';
-import { report } from './runner.ts';
-import type { Sealer } from './sealer.ts';
-import { loadServerRecord } from './servers.ts';
+import type { Queryable } from '../db.ts';
+import { namedRoles, pendingOwnerPassword, settleCredentials, settleRotation } from './rows.ts';
+import type { Logger } from '../log.ts';
+import { setRolePassword, syncNamedRoles } from '../pg/credentials.ts';
+import { asSuperuser, type SuperuserTarget } from '../pg/superuser.ts';
+import { probeTenant } from '../pg/tenant.ts';
+import type { Job } from '../queue/jobs.ts';
+import type { JobContext } from '../queue/worker.ts';
+import { loadResourceRecord, resourceServers, type ResourceServer } from '../resources/rows.ts';
+import { report } from '../runner/runner.ts';
+import type { Sealer } from '../sealer.ts';
+import { loadServerRecord, superuserTarget } from '../servers/rows.ts';
 
 type Outcome = ReturnType<typeof report>;
 

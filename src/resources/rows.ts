@@ -1,13 +1,10 @@
-import { RESOURCE_FAILOVER_STATES } from '../machines/resource.ts';
-import { snapshot, transaction, type Pool, type Queryable } from './db.ts';
-import { findPlan, type Plan } from './plans.ts';
-import type { SuperuserTarget } from './pg/superuser.ts';
-import { tenantNames, tenantPassword, tenantUrl, type Tenant } from './pg/tenant.ts';
+import { transaction, type Pool, type Queryable } from '../db.ts';
+import { findPlan, type Plan } from '../plans.ts';
+import { tenantNames, tenantPassword, type Tenant } from '../pg/tenant.ts';
 import { roomToResize } from './placement.ts';
-import { createMachine, sendEvent, type MachineEvent, type Step } from './runner.ts';
-import type { Sealer } from './sealer.ts';
-import { freePort } from './pg/ports.ts';
-import { listTransitions, type TransitionView } from './servers.ts';
+import { createMachine, sendEvent, type MachineEvent, type Step } from '../runner/runner.ts';
+import type { Sealer } from '../sealer.ts';
+import { ensureRoute, routeOf, type Route } from './routes.ts';
 
 /** What a platform sent to provision a resource, checked. */
 export interface ProvisionRequest {
@@ -53,23 +50,6 @@ export interface ResourceServer {
   alive: string | null;
   /** Where the server's connection pooler listens; null for a server without one. */
   poolPort: number | null;
-}
-
-export interface ResourceView {
-  id: string;
-  plan: string;
-  region: string;
-  name: string | null;
-  state: string;
-  createdAt: Date;
-  observedAt: Date | null;
-  observation: Record<string, string>;
-  lastError: string | null;
-  /** Since when the primary has acknowledged commits without waiting for its stalled standby; null while it waits. */
-  unsynchronizedSince: string | null;
-  /** The config vars the platform got, or gets once the database is ready. */
-  config: Record<string, string>;
-  servers: { id: string; role: ServerRole; state: string; host: string | null; port: number | null }[];
 }
 
 /**
@@ -171,66 +151,11 @@ export async function resourceServers(db: Queryable, id: string): Promise<Resour
   const { rows } = await db.query<ResourceServer>(
     `select s.id, rs.role, s.tenancy, m.state, m.finished_at is not null as finished, s.host, s.port, s.last_observation->'alive' as alive,
        (s.attrs->'pool_port')::int as "poolPort"
-     from resource_servers rs join servers s on s.id = rs.server_id join machines m on m.entity_id = s.id
+     from resource_servers rs join servers s on s.id = rs.server_id join entity_states m on m.entity_id = s.id
      where rs.resource_id = $1 order by rs.created_at`,
     [id],
   );
   return rows;
-}
-
-/** Where a placed server listens; a server not placed yet has no address to use. */
-export function serverAddress(server: { host: string | null; port: number | null; id: string }): { host: string; port: number } {
-  if (server.host === null || server.port === null) throw new Error(`server ${server.id} has no address yet`);
-  return { host: server.host, port: server.port };
-}
-
-export function superuserTarget(server: { host: string | null; port: number | null; id: string }, password: string): SuperuserTarget {
-  return { ...serverAddress(server), password };
-}
-
-/**
- * The config vars a platform gets: `<PREFIX>_URL`, every value a string. It points at the
- * router when the resource has one (its address outlives any server), else at the primary;
- * with the router comes `<PREFIX>_READONLY_URL`, for reads that may lag a little. Beside
- * each URL to Postgres, `<PREFIX>_CONNECTION_POOL_URL` (Heroku's name) reaches the same
- * database through the server's pgbouncer, where many clients share few server
- * connections; only when the server has a pooler (through the router when there is one).
- */
-export function resourceConfig(
-  prefix: string,
-  tenant: Pick<Tenant, 'database' | 'role' | 'password'>,
-  primary: ResourceServer | undefined,
-  route: Route | undefined,
-): Record<string, string> {
-  if (!primary || primary.host === null || primary.port === null) return {};
-  const pool = (host: string, port: number | null | undefined) =>
-    primary.poolPort !== null && port ? { [`${prefix}_CONNECTION_POOL_URL`]: tenantUrl(host, port, tenant) } : {};
-  if (!route) return { [`${prefix}_URL`]: tenantUrl(primary.host, primary.port, tenant), ...pool(primary.host, primary.poolPort) };
-  return {
-    [`${prefix}_URL`]: tenantUrl(route.host, route.port, tenant),
-    ...(route.readOnlyPort ? { [`${prefix}_READONLY_URL`]: tenantUrl(route.host, route.readOnlyPort, tenant) } : {}),
-    ...pool(route.host, route.poolPort),
-  };
-}
-
-export interface Route {
-  host: string;
-  port: number;
-  /** Reads spread over the standbys that keep up (the primary when none does). */
-  readOnlyPort: number | undefined;
-  /** Piped to the current primary's pooler. */
-  poolPort: number | undefined;
-}
-
-export function routeOf(attrs: Record<string, string>): Route | undefined {
-  if (!attrs.router_port || !attrs.router_host) return undefined;
-  const port = (name: string) => (attrs[name] ? Number(attrs[name]) : undefined);
-  return {
-    host: attrs.router_host,
-    port: Number(attrs.router_port),
-    readOnlyPort: port('router_read_only_port'),
-    poolPort: port('router_pool_port'),
-  };
 }
 
 /**
@@ -252,26 +177,6 @@ export async function takeOver(db: Queryable, id: string, successor: 'target' | 
   await db.query(`update resource_servers set role = 'primary' where resource_id = $1 and server_id = $2`, [id, next]);
 }
 
-/**
- * Whether the server is the primary of a resource with an available standby that a failover
- * promotes: one whose resource fails over in its state (a standby that had rejoined and was
- * not yet synchronous had counted, and a primary lost then was neither restarted nor failed
- * over), and not while the resource runs without a synchronous copy, when the standby may
- * lack commits the primary acknowledged.
- */
-export async function standbyTakesOver(db: Queryable, serverId: string): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `select 1 from resource_servers p
-     join machines r on r.entity_id = p.resource_id and r.state = any($2::text[])
-       and r.snapshot->'context'->>'unsynchronizedSince' is null
-     join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
-     join machines m on m.entity_id = s.server_id and m.state = 'available'
-     where p.server_id = $1 and p.role = 'primary'`,
-    [serverId, RESOURCE_FAILOVER_STATES],
-  );
-  return (rowCount ?? 0) > 0;
-}
-
 /** A server of the resource takes another role: a former primary that rejoined as a standby. */
 export async function relinkServer(db: Queryable, resourceId: string, serverId: string, role: ServerRole): Promise<void> {
   await db.query('update resource_servers set role = $3 where resource_id = $1 and server_id = $2', [resourceId, serverId, role]);
@@ -281,51 +186,9 @@ export async function unlinkServer(db: Queryable, resourceId: string, serverId: 
   await db.query('delete from resource_servers where resource_id = $1 and server_id = $2', [resourceId, serverId]);
 }
 
-const VIEW_SQL = `
-  select r.id, r.plan, r.region, r.name, m.state, r.created_at as "createdAt", r.last_observed_at as "observedAt",
-    hstore_to_json(r.last_observation) as observation, m.snapshot->'context'->>'lastError' as "lastError",
-    m.snapshot->'context'->>'unsynchronizedSince' as "unsynchronizedSince",
-    r.database_name, r.role_name, r.password_sealed, hstore_to_json(r.attrs) as attrs
-  from resources r join machines m on m.entity_id = r.id`;
-
-type ViewRow = Omit<ResourceView, 'config' | 'servers'> & {
-  database_name: string;
-  role_name: string;
-  password_sealed: string;
-  attrs: Record<string, string>;
-};
-
-async function toView(db: Queryable, sealer: Sealer, prefix: string, row: ViewRow): Promise<ResourceView> {
-  const { database_name: database, role_name: role, password_sealed: sealed, attrs, ...rest } = row;
-  const servers = await resourceServers(db, row.id);
-  const primary = servers.find((s) => s.role === 'primary');
-  const config =
-    row.state === 'deleted' ? {} : resourceConfig(prefix, { database, role, password: sealer.open(sealed) }, primary, routeOf(attrs));
-  return { ...rest, config, servers: servers.map(({ id, role, state, host, port }) => ({ id, role, state, host, port })) };
-}
-
-/** A resource, its servers and its transitions as of one moment. */
-export function getResource(
-  pool: Pool,
-  sealer: Sealer,
-  prefix: string,
-  id: string,
-): Promise<(ResourceView & { transitions: TransitionView[] }) | undefined> {
-  return snapshot(pool, async (db) => {
-    const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where r.id = $1`, [id]);
-    if (!rows[0]) return undefined;
-    return { ...(await toView(db, sealer, prefix, rows[0])), transitions: await listTransitions(db, id) };
-  });
-}
-
-export async function listResources(db: Queryable, sealer: Sealer, prefix: string): Promise<ResourceView[]> {
-  const { rows } = await db.query<ViewRow>(`${VIEW_SQL} where m.finished_at is null order by r.created_at`);
-  return Promise.all(rows.map((row) => toView(db, sealer, prefix, row)));
-}
-
 /** The top-level state of the resource's machine, for callers waiting on it. */
 export async function resourceState(db: Queryable, id: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>(`select state from machines where entity_id = $1 and machine = 'resource'`, [id]);
+  const { rows } = await db.query<{ state: string }>(`select state from entity_states where entity_id = $1 and machine = 'resource'`, [id]);
   return rows[0]?.state;
 }
 
@@ -343,20 +206,6 @@ export async function changePlan(
     if (change.standby === 'add') await ensureRoute(client, id);
     return sendEvent(client, id, { type: 'change_plan', plan: plan.name, ...change });
   });
-}
-
-/**
- * A resource with standbys is reached through the router, at addresses that survive a
- * failover: one for the primary, one that spreads reads over the standbys, one for the
- * primary's pooler. Once it has them it keeps them, so its URLs never change again.
- */
-async function ensureRoute(db: Queryable, id: string): Promise<void> {
-  await db.query(
-    `update resources set attrs = attrs || hstore(array['router_host', 'router_port', 'router_read_only_port', 'router_pool_port'],
-                                                 array['127.0.0.1', $2, $3, $4])
-     where id = $1 and not attrs ? 'router_port'`,
-    [id, String(await freePort()), String(await freePort()), String(await freePort())],
-  );
 }
 
 export async function tellResource(pool: Pool, id: string, event: MachineEvent): Promise<Step | undefined> {

@@ -1,15 +1,16 @@
-import { transaction, type Client, type Pool, type Queryable } from './db.ts';
-import type { NamedRole, Privileges } from './pg/credentials.ts';
-import { tenantPassword } from './pg/tenant.ts';
-import { loadResourceRecord, resourceConfig, resourceServers, type ResourceRecord } from './resources.ts';
-import { sendEvent, type MachineEvent } from './runner.ts';
-import type { Sealer } from './sealer.ts';
+import { transaction, type Client, type Pool, type Queryable } from '../db.ts';
+import type { NamedRole, Privileges } from '../pg/credentials.ts';
+import { tenantPassword } from '../pg/tenant.ts';
+import { loadResourceRecord, resourceServers, type ResourceRecord } from '../resources/rows.ts';
+import { resourceConfig } from '../resources/config.ts';
+import { sendEvent, type MachineEvent } from '../runner/runner.ts';
+import type { Sealer } from '../sealer.ts';
 
 /**
  * A resource's credentials in the control database: the owner's password and its rotation,
  * and named credentials (Heroku's `pg:credentials`). What is asked for is written here with
  * the event that tells the resource's machine, in one transaction; the machine's steps
- * (src/credentialTasks.ts) make the server agree and then settle the rows.
+ * (src/credentials/tasks.ts) make the server agree and then settle the rows.
  */
 
 /** Heroku's rule for credential names: lowercase letters, digits and `_`; `default` is the owner. */

@@ -1,21 +1,22 @@
-import { observePooler } from '../observers/pgbouncer.ts';
-import { observePostgres } from '../observers/postgres.ts';
-import { observeProvider } from '../observers/provider.ts';
-import { observeTls } from '../observers/tls.ts';
-import type { ProbeConfig } from './config.ts';
-import type { Client, Pool, Queryable } from './db.ts';
-import type { Logger } from './log.ts';
-import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
-import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
-import type { JobContext, JobHandler } from './queue/worker.ts';
-import { openArchive, type ArchiveTarget } from './store/open.ts';
-import { findBackup, takeBaseBackup } from './wal/backup.ts';
-import { resourceTasks, type ResourceTaskOptions } from './resourceTasks.ts';
-import { MACHINES, machineOf, machineState, queueForTask, report, sendEvent, type ObservedEvent } from './runner.ts';
-import type { Sealer } from './sealer.ts';
-import { standbyTakesOver } from './resources.ts';
-import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';
-import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './tls/renewal.ts';
+import { observePooler } from '../../observers/pgbouncer.ts';
+import { observePostgres } from '../../observers/postgres.ts';
+import { observeProvider } from '../../observers/provider.ts';
+import { observeTls } from '../../observers/tls.ts';
+import type { ProbeConfig } from '../config.ts';
+import type { Client, Pool, Queryable } from '../db.ts';
+import type { Logger } from '../log.ts';
+import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from '../providers/provider.ts';
+import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
+import type { JobContext, JobHandler } from '../queue/worker.ts';
+import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { findBackup } from '../wal/backup.ts';
+import type { Observation, Observer, Sources } from '../runner/observe.ts';
+import { latestObservation } from '../runner/observations.ts';
+import { report, sendEvent } from '../runner/runner.ts';
+import { machineState } from '../runner/store.ts';
+import type { Sealer } from '../sealer.ts';
+import { followLeader, loadServerRecord, placeServer, requestBackup, standbyTakesOver } from './rows.ts';
+import { issueFor, type TlsOptions } from './certificates.ts';
 
 export type Providers = Record<string, Provider>;
 
@@ -47,7 +48,7 @@ async function startPool(provider: Provider, server: ServerRecord, log: Logger):
 }
 
 /** Configure the pooler of a server from its catalog again, after its tenants changed. */
-async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
+export async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
   const server = await loadServerRecord(db, sealer, serverId);
   if (!server) throw new Error(`server ${serverId} does not exist`);
   const provider = providers[server.provider];
@@ -122,7 +123,7 @@ async function askAgain(
  * as a dead job. Start and restart report failure as an event instead: counting failed
  * restarts is the machine's decision.
  */
-function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions, archive: ArchiveTarget) {
+export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, tls: TlsOptions, archive: ArchiveTarget) {
   return {
     async provision(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
@@ -239,9 +240,9 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       await provider.destroy(server);
       return report(job, { type: 'destroyed' });
     },
-    async observe(job: Job, { pool }: JobContext): Promise<Record<string, Record<string, string>>> {
+    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      const sources: Record<string, Record<string, string>> = { provider: await observeProvider(provider, server) };
+      const sources: Sources = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
         // Side by side: a hung server must not make the observation wait for two timeouts.
         const poolPort = server.attrs.pool_port ? Number(server.attrs.pool_port) : undefined;
@@ -262,88 +263,12 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
           ? Number((await latestObservation(pool, server.id, 'servers'))?.obs.failed_probes ?? 0) + 1
           : 0;
       sources.probe = { timeout_ms: String(probe.timeoutMs), hang_probes: String(probe.hangProbes), failed_probes: String(failed) };
-      return sources;
-    },
-  } satisfies Record<string, JobHandler | ((job: Job, ctx: JobContext) => Promise<Record<string, Record<string, string>>>)>;
-}
-
-/**
- * A base backup of a server into its archive. The job has no entity: a long backup must not
- * hold up the server's own queue (its observations and ticks).
- */
-function backupTask(opts: ResourceTaskOptions): JobHandler {
-  return async (job, { pool, log }) => {
-    const serverId = String(job.payload.server);
-    const server = await loadServerRecord(pool, opts.sealer, serverId);
-    if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
-    const store = openArchive(opts.archive);
-    const label = String(job.payload.label);
-    const manifest = await takeBaseBackup(
-      opts.binaries,
-      store,
-      `servers/${serverId}`,
-      { host: server.host, port: server.port, password: server.superuserPassword },
-      label,
-    );
-    log.info({ server: serverId, label, bytes: manifest.bytes, parts: manifest.parts.length }, 'base backup taken');
-  };
-}
-
-/**
- * Every task a worker runs. `observe` and `tick` exist for every kind of entity: observers
- * only record what they see, and the tick that follows shows it to the entity's machine.
- */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
-  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
-  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
-    refreshServerPool(db, providers, opts.sealer, serverId),
-  );
-  const observers = { server: observeServer, resource: observeResource };
-  // One queue of task names: a resource task named like a server task would silently replace it.
-  const clash = Object.keys(server).filter((task) => task in resource);
-  if (clash.length > 0) throw new Error(`server and resource tasks share the names ${clash.join(', ')}`);
-  return {
-    ...server,
-    ...resource,
-    backup: backupTask(opts),
-    [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
-    async observe(job, ctx) {
-      const machine = await machineOf(ctx.pool, job.entityId!);
-      if (machine !== 'server' && machine !== 'resource') throw new Error(`entity ${job.entityId} is not one that is observed`);
-      const sources = await observers[machine](job, ctx);
-      // The tick shows the machine what was seen: as urgent as the observation, and urgent
-      // when a routine one found the server down (the first failed probe of a hang).
+      // Down: the tick is urgent, from the first failed probe of a hang.
       const down = sources.postgres?.reachable === 'false' || sources.provider?.alive === 'false';
-      const priority = down ? PRIORITY.urgent : Math.max(job.priority, PRIORITY.work);
       // Commits on this server have waited for a standby past the stall threshold: the
       // databases it serves judge that now, not at their next routine observation.
-      const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > opts.probe.syncStallMs;
-      return {
-        commit: async (client) => {
-          await recordObservation(client, job.entityId!, sources, MACHINES[machine].observedIn);
-          await enqueue(client, { task: 'tick', entityId: job.entityId, key: 'tick', queue: queueForTask('tick'), priority });
-          const resources = stalled ? await MACHINES.server.dependents(client, job.entityId!) : [];
-          for (const id of resources)
-            await enqueue(client, {
-              task: 'observe',
-              entityId: id,
-              key: 'observe',
-              queue: queueForTask('observe'),
-              priority: PRIORITY.urgent,
-            });
-        },
-      };
+      const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > probe.syncStallMs;
+      return { sources, urgent: down, dependentsNow: stalled };
     },
-    async tick(job) {
-      return {
-        commit: async (client) => {
-          const machine = await machineOf(client, job.entityId!);
-          const table = machine && MACHINES[machine].observedIn;
-          const latest = table && (await latestObservation(client, job.entityId!, table));
-          if (!latest) return;
-          await sendEvent(client, job.entityId!, { type: 'observed', at: latest.at, obs: latest.obs } satisfies ObservedEvent, job.id);
-        },
-      };
-    },
-  };
+  } satisfies Record<string, JobHandler | Observer>;
 }

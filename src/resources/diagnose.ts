@@ -1,4 +1,4 @@
-import { asSuperuser, type SuperuserTarget } from './pg/superuser.ts';
+import { asSuperuser, type SuperuserTarget } from '../pg/superuser.ts';
 
 /** One check of `pgfleet diagnose`, as `heroku pg:diagnose` reports them. */
 export interface Check {

@@ -1,5 +1,6 @@
-import type { Escalation } from '../machines/incident.ts';
-import type { Queryable } from './db.ts';
+import type { Escalation } from '../../machines/incident.ts';
+import { isoTime, type Queryable } from '../db.ts';
+import { transitionLog } from '../runner/store.ts';
 
 export interface IncidentView {
   id: string;
@@ -25,8 +26,8 @@ export interface TimelineEntry {
 const VIEW_SQL = `
   select i.id, json_build_object('id', i.entity_id, 'kind', e.machine, 'state', e.state) as entity, i.kind, m.state, i.reason,
     i.scheduled_for as "scheduledFor", i.opened_at as "openedAt", i.resolved_at as "resolvedAt",
-    coalesce(m.snapshot->'context'->'escalations', '[]') as escalations
-  from incidents i join machines m on m.entity_id = i.id left join machines e on e.entity_id = i.entity_id`;
+    coalesce(m.context->'escalations', '[]') as escalations
+  from incidents i join entity_states m on m.entity_id = i.id left join entity_states e on e.entity_id = i.entity_id`;
 
 /** Open incidents first, then the most recent others. */
 export async function listIncidents(db: Queryable, limit = 100): Promise<IncidentView[]> {
@@ -62,20 +63,12 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
   // (Read from the row, not passed in: a JavaScript Date would cut the microseconds.)
   const window = `between (select opened_at from incidents where id = $1)
     and coalesce((select resolved_at from incidents where id = $1), now())`;
+  const { rows: span } = await db.query<{ opened: string; resolved: string | null }>(
+    `select ${isoTime('opened_at')} as opened, ${isoTime('resolved_at')} as resolved from incidents where id = $1`,
+    [incident.id],
+  );
   const [transitions, jobs, pages, notes] = await Promise.all([
-    db.query<{
-      at: Date;
-      machine: string;
-      from: string | null;
-      to: string;
-      event: string;
-      data: Record<string, unknown> | null;
-      job: string | null;
-    }>(
-      `select at, machine, from_state as "from", to_state as "to", event, event_data as data, job_id::text as job from transitions
-       where (entity_id = $1 or (entity_id = $2 and at ${window})) order by id`,
-      params,
-    ),
+    transitionLog(db, incident.id, { entityId: incident.entity.id, from: span[0]?.opened ?? null, until: span[0]?.resolved ?? null }),
     db.query<{ at: Date; task: string; outcome: string; ms: number; error: string | null; attempt: number; entity: string }>(
       `select finished_at as at, task, outcome, duration_ms as ms, error, attempt, entity_id::text as entity from job_runs
        where entity_id = $1 or (entity_id = $2 and finished_at ${window}) order by id`,
@@ -97,7 +90,7 @@ export async function incidentTimeline(db: Queryable, incident: IncidentView): P
     ),
   ]);
   const entries: TimelineEntry[] = [];
-  for (const t of transitions.rows) {
+  for (const t of transitions) {
     // The incident re-arming its deadline as its entity moves is not news; the entity's move is.
     if (t.machine === 'incident' && t.from === t.to) continue;
     const at = new Date(t.at).toISOString();

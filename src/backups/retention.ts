@@ -16,7 +16,7 @@ const SERVERS_PER_RUN = 20;
 
 export async function pruneDeletedArchives(pool: Pool, store: ObjectStore, retentionSeconds: number, log: Logger): Promise<string[]> {
   const { rows } = await pool.query<{ id: string }>(
-    `select s.id from servers s join machines m on m.entity_id = s.id
+    `select s.id from servers s join entity_states m on m.entity_id = s.id
      where m.state = 'deleted' and m.finished_at < now() - make_interval(secs => $1) and not s.attrs ? 'archive_removed_at'
      order by m.finished_at limit $2`,
     [retentionSeconds, SERVERS_PER_RUN],

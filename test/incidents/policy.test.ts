@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CONDITIONS, healthOf, stuckAfter } from '../src/incidents.ts';
+import { CONDITIONS, healthOf, stuckAfter } from '../../src/incidents/policy.ts';
 
 const present = (obs: Record<string, string>) => Object.keys(CONDITIONS).filter((name) => CONDITIONS[name]!(obs));
 

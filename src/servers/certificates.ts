@@ -3,12 +3,13 @@ import { observeTls } from '../../observers/tls.ts';
 import type { Queryable } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
 import type { Provider, ServerRecord } from '../providers/provider.ts';
+import { enqueueEach } from '../queue/jobs.ts';
 import type { JobHandler } from '../queue/worker.ts';
-import { queueForTask } from '../runner.ts';
+import { queueForTask } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
-import { loadServerRecord } from '../servers.ts';
-import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from './certificates.ts';
-import { certificateHosts, TLS_SETTINGS } from './postgres.ts';
+import { loadServerRecord } from './rows.ts';
+import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from '../tls/certificates.ts';
+import { certificateHosts, TLS_SETTINGS } from '../tls/postgres.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -44,17 +45,19 @@ export const RENEW_TASK = 'renew_certificate';
  * observation asks again. The job key makes asking twice a no-op.
  */
 export async function enqueueRenewals(db: Queryable, renewDays: number): Promise<number> {
-  const { rowCount } = await db.query(
-    `insert into jobs (queue, entity_id, task, key)
-     select $1, s.id, $2, $2
-     from servers s join machines m on m.entity_id = s.id
+  const { rows } = await db.query<{ id: string }>(
+    `select s.id from servers s join entity_states m on m.entity_id = s.id
      where m.finished_at is null and m.state = 'available'
        and (s.last_observation->'tls_offered' = 'false' or s.last_observation->'tls_required' = 'false'
-            or (s.last_observation->'tls_cert_expires_at')::timestamptz < now() + make_interval(days => $3))
-     on conflict (entity_id, key) where locked_by is null and dead_at is null do nothing`,
-    [queueForTask(RENEW_TASK), RENEW_TASK, renewDays],
+            or (s.last_observation->'tls_cert_expires_at')::timestamptz < now() + make_interval(days => $1))`,
+    [renewDays],
   );
-  return rowCount ?? 0;
+  return enqueueEach(
+    db,
+    RENEW_TASK,
+    queueForTask(RENEW_TASK),
+    rows.map((r) => r.id),
+  );
 }
 
 const reload = (client: pg.Client) => client.query('select pg_reload_conf()');

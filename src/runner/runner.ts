@@ -1,69 +1,14 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
-import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../machines/incident.ts';
-import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../machines/resource.ts';
-import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../machines/server.ts';
-import { isoTime, type Client, type Queryable } from './db.ts';
-import { enqueueMany, PRIORITY, type Job, type JobSpec } from './queue/jobs.ts';
+import type { Client, Queryable } from '../db.ts';
+import { enqueueMany, PRIORITY, type Job, type JobSpec } from '../queue/jobs.ts';
+import { MACHINES, type MachineName } from './machines.ts';
+import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
 
 /** A job a machine asks for; the runner enqueues it with the transition. */
 export interface JobEmitted {
   type: 'job';
   task: string;
   delaySeconds?: number;
-}
-
-/** The tables whose rows carry their entity's latest observation. */
-export type ObservedTable = 'servers' | 'resources';
-
-/**
- * Every kind of entity with a machine; the row in `machines` names one of these. Entities
- * that are observed keep their latest observation on a row of `observedIn`. An entity's
- * `dependents` are the entities whose machines watch it: when its state changes they are
- * observed at once, instead of at their next periodic observation. In its `urgent` states
- * (top-level names) an entity is in trouble or failing over: the jobs it asks for on the way
- * in, there, and on the way out are urgent.
- */
-export const MACHINES = {
-  server: {
-    logic: serverMachine,
-    version: SERVER_MACHINE_VERSION,
-    observedIn: 'servers',
-    dependents: resourcesServedBy,
-    urgent: SERVER_URGENT_STATES,
-  },
-  resource: {
-    logic: resourceMachine,
-    version: RESOURCE_MACHINE_VERSION,
-    observedIn: 'resources',
-    dependents: undefined,
-    urgent: RESOURCE_URGENT_STATES,
-  },
-  incident: {
-    logic: incidentMachine,
-    version: INCIDENT_MACHINE_VERSION,
-    observedIn: undefined,
-    dependents: undefined,
-    urgent: [] as readonly string[],
-  },
-} satisfies Record<
-  string,
-  {
-    logic: AnyStateMachine;
-    version: number;
-    observedIn: ObservedTable | undefined;
-    dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined;
-    urgent: readonly string[];
-  }
->;
-
-export type MachineName = keyof typeof MACHINES;
-
-/** The machines whose entities observers look at, on the clock's schedule. */
-export const OBSERVED_MACHINES = (Object.keys(MACHINES) as MachineName[]).filter((m) => MACHINES[m].observedIn !== undefined);
-
-async function resourcesServedBy(db: Queryable, serverId: string): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [serverId]);
-  return rows.map((r) => r.id);
 }
 
 /** An event for any machine; each machine's own types say which it accepts. */
@@ -102,18 +47,6 @@ export function report(
       await sendEvent(client, job.entityId!, event, job.id);
     },
   };
-}
-
-/** Which machine an entity has; undefined when it has none. */
-export async function machineOf(db: Queryable, id: string): Promise<MachineName | undefined> {
-  const { rows } = await db.query<{ machine: MachineName }>('select machine from machines where entity_id = $1', [id]);
-  return rows[0]?.machine;
-}
-
-/** The top-level state an entity's machine is in now (`machines.state`). */
-export async function machineState(db: Queryable, id: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>('select state from machines where entity_id = $1', [id]);
-  return rows[0]?.state;
 }
 
 interface ExecutableAction {
@@ -155,18 +88,15 @@ export async function createMachine(db: Queryable, name: MachineName, entityId: 
   const logic: AnyStateMachine = MACHINES[name].logic;
   const [snapshot, actions] = initialTransition(logic, input);
   const state = statePath(snapshot.value);
-  await db.query(`insert into machines (entity_id, machine, version, state, snapshot) values ($1, $2, $3, $4, $5)`, [
+  await insertMachine(
+    db,
     entityId,
     name,
     version,
     topState(snapshot.value),
     JSON.stringify({ value: snapshot.value, context: snapshot.context }),
-  ]);
-  await db.query(`insert into transitions (entity_id, machine, from_state, to_state, event) values ($1, $2, null, $3, 'create')`, [
-    entityId,
-    name,
-    state,
-  ]);
+  );
+  await insertTransition(db, { entityId, machine: name, from: null, to: state, event: 'create' });
   await enqueueMany(db, jobSpecs(entityId, emittedJobs(actions as ExecutableAction[]), PRIORITY.work));
   return state;
 }
@@ -189,7 +119,7 @@ export interface StepTaken extends Step {
   jobId: string | undefined;
 }
 
-/** What an entity's observers saw, shown to its machine as an `observed` event (src/tasks.ts, the tick). */
+/** What an entity's observers saw, shown to its machine as an `observed` event (src/runner/observe.ts, the tick). */
 export type ObservedEvent = {
   type: 'observed';
   at: string;
@@ -218,7 +148,7 @@ export interface StepSubscriber {
 }
 
 /**
- * This process's subscribers, set once where its processes are wired (src/subscribers.ts).
+ * This process's subscribers, set once where its processes are wired (src/processes/subscribers.ts).
  * A registry, not a publisher object handed to every caller: events are sent from two dozen
  * places (tasks, the web's handlers, the clock, incidents themselves), and threading an
  * object through all of them would change every one of their signatures for one decision
@@ -242,13 +172,9 @@ export function publishTo(list: readonly StepSubscriber[]): void {
  */
 export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
   const listeners = subscribers;
-  if (!listeners) throw new Error('no one hears what the runner does: wire the subscribers (src/subscribers.ts) before sending events');
-  const { rows } = await db.query<{ machine: MachineName; snapshot: { value: StateValue; context: unknown }; now: string }>(
-    `select machine, snapshot, ${isoTime('clock_timestamp()')} as now
-     from machines where entity_id = $1 and finished_at is null for update`,
-    [entityId],
-  );
-  const row = rows[0];
+  if (!listeners)
+    throw new Error('no one hears what the runner does: wire the subscribers (src/processes/subscribers.ts) before sending events');
+  const row = await lockLiveMachine(db, entityId);
   if (!row) return undefined;
   const event: MachineEvent = { at: row.now, ...unstamped };
   const { version } = MACHINES[row.machine];
@@ -261,20 +187,12 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   const jobs = emittedJobs(actions as ExecutableAction[]);
   const persisted = JSON.stringify({ value: next.value, context: next.context });
   if (persisted !== JSON.stringify({ value: current.value, context: current.context })) {
-    await db.query(
-      `update machines set snapshot = $2, state = $3, version = $4, updated_at = now(),
-         finished_at = case when $5 then now() end
-       where entity_id = $1`,
-      [entityId, persisted, topState(next.value), version, next.status === 'done'],
-    );
+    await storeSnapshot(db, entityId, persisted, topState(next.value), version, next.status === 'done');
   }
   // A row per change of state, and per event that made the machine act again where it is
   // (a retry after a failed restart); observations that only refresh what it saw are not.
   if (from !== to || (jobs.length > 0 && event.type !== 'observed')) {
-    await db.query(
-      `insert into transitions (entity_id, machine, from_state, to_state, event, event_data, job_id) values ($1, $2, $3, $4, $5, $6, $7)`,
-      [entityId, row.machine, from, to, event.type, eventData(event), jobId ?? null],
-    );
+    await insertTransition(db, { entityId, machine: row.machine, from, to, event: event.type, data: eventData(event), jobId });
   }
   const { urgent } = MACHINES[row.machine];
   const priority = urgent.includes(topState(current.value)) || urgent.includes(topState(next.value)) ? PRIORITY.urgent : PRIORITY.work;

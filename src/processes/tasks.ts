@@ -1,0 +1,28 @@
+import type { JobHandler } from '../queue/worker.ts';
+import { backupTask } from '../backups/tasks.ts';
+import { resourceTasks, type ResourceTaskOptions } from '../resources/tasks.ts';
+import { observationTasks } from '../runner/observe.ts';
+import { RENEW_TASK, renewCertificateTask } from '../servers/certificates.ts';
+import { refreshServerPool, serverTasks, type Providers } from '../servers/tasks.ts';
+
+/**
+ * The tasks of servers, resources, backups and certificates by name, with `observe` and
+ * `tick` for both kinds of observed entity; a worker adds incidents', limits' and archive
+ * retention's (src/processes/app.ts).
+ */
+export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
+  const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
+  const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
+    refreshServerPool(db, providers, opts.sealer, serverId),
+  );
+  // One queue of task names: a resource task named like a server task would silently replace it.
+  const clash = Object.keys(server).filter((task) => task in resource);
+  if (clash.length > 0) throw new Error(`server and resource tasks share the names ${clash.join(', ')}`);
+  return {
+    ...server,
+    ...resource,
+    backup: backupTask(opts),
+    [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
+    ...observationTasks({ server: observeServer, resource: observeResource }),
+  };
+}
