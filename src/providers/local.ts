@@ -7,7 +7,7 @@ import { privateMemory } from '../pg/memory.ts';
 import { reloadPooler, stopPooler, poolerStatus, type Pgbouncer } from '../pg/pgbouncer.ts';
 import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
 import { freePort } from '../pg/ports.ts';
-import { ARCHIVE_SKIPPED_FILE, primaryConninfo, skippableRestoreCommand } from '../pg/replication.ts';
+import { ARCHIVE_SKIPPED_FILE, primaryConninfo, skippableRestoreCommand } from '../replication/standbys.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { archiverBundle } from '../wal/bundle.ts';
