@@ -5,7 +5,11 @@ import { observeTls } from '../observers/tls.ts';
 import type { ProbeConfig } from './config.ts';
 import type { Client, Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from './providers/provider.ts';
+import type { Provider, ServerRecord } from './providers/provider.ts';
+import { providerOf, type Providers } from './providers/registry.ts';
+import { initializeServer } from './replication/initialize.ts';
+import { BackupNotFinished, NotYet } from './replication/notYet.ts';
+import { rejoinAsStandby } from './replication/rejoin.ts';
 import { enqueue, hurryJob, jobLive, PRIORITY, recentlyDead, type Job } from './queue/jobs.ts';
 import type { JobContext, JobHandler } from './queue/worker.ts';
 import { openArchive, type ArchiveTarget } from './store/open.ts';
@@ -17,8 +21,6 @@ import { standbyTakesOver } from './resources.ts';
 import { followLeader, latestObservation, loadServerRecord, placeServer, recordObservation, requestBackup } from './servers.ts';
 import { issueFor, renewCertificateTask, RENEW_TASK, type TlsOptions } from './tls/renewal.ts';
 
-export type Providers = Record<string, Provider>;
-
 async function serverFor(
   pool: Pool,
   job: Job,
@@ -28,9 +30,7 @@ async function serverFor(
   if (!job.entityId) throw new Error(`${job.task} needs an entity`);
   const server = await loadServerRecord(pool, sealer, job.entityId);
   if (!server) throw new Error(`server ${job.entityId} does not exist`);
-  const provider = providers[server.provider];
-  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
-  return { server, provider };
+  return { server, provider: providerOf(providers, server) };
 }
 
 /**
@@ -40,7 +40,7 @@ async function serverFor(
  */
 async function startPool(provider: Provider, server: ServerRecord, log: Logger): Promise<void> {
   try {
-    await provider.refreshPool(server);
+    await provider.host(server).refreshPool();
   } catch (err) {
     log.warn({ err }, 'the pooler did not start');
   }
@@ -50,9 +50,7 @@ async function startPool(provider: Provider, server: ServerRecord, log: Logger):
 async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
   const server = await loadServerRecord(db, sealer, serverId);
   if (!server) throw new Error(`server ${serverId} does not exist`);
-  const provider = providers[server.provider];
-  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
-  await provider.refreshPool(server);
+  await providerOf(providers, server).host(server).refreshPool();
 }
 
 /** How soon a step that could not be done yet (NotYet) is asked for again. */
@@ -137,7 +135,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
     async initialize(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.initialize(server, await issueFor(server, tls));
+        await initializeServer(provider.host(server), server, await issueFor(server, tls), archive);
       } catch (err) {
         if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
         throw err;
@@ -147,7 +145,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
     async start(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.start(server);
+        await provider.host(server).start();
         await startPool(provider, server, log);
         return report(job, { type: 'started' });
       } catch (err) {
@@ -176,7 +174,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
           return;
         }
         if (answer.reachable === 'true') log.info('server answers again; not restarting it');
-        else await provider.restart(server);
+        else await provider.host(server).restart();
         await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
@@ -188,8 +186,8 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
     async maintain(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.stop(server);
-        await provider.start(server);
+        await provider.host(server).stop();
+        await provider.host(server).start();
         await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
@@ -200,7 +198,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
     /** Stop it hard and leave it stopped: a fenced server must not take a write. */
     async fence(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.stop(server, 'kill');
+      await provider.host(server).stop('kill');
       return report(job, { type: 'fenced' });
     },
     /**
@@ -212,7 +210,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       let rejoined;
       try {
-        rejoined = await provider.rejoin(server);
+        rejoined = await rejoinAsStandby(provider.host(server), server, archive);
       } catch (err) {
         if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
         throw err;
@@ -232,7 +230,7 @@ function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeConfig, t
         return;
       }
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.refreshPool(server);
+      await provider.host(server).refreshPool();
     },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);

@@ -3,12 +3,16 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servedCertificate } from '../../observers/tls.ts';
 import type { Provider, ServerRecord } from '../../src/providers/provider.ts';
+import { initializeServer } from '../../src/replication/initialize.ts';
+import type { ArchiveTarget } from '../../src/store/open.ts';
 import { createAuthority, issueServerCertificate, type KeyedCertificate } from '../../src/tls/certificates.ts';
-import { certificateHosts } from '../../src/tls/postgres.ts';
+import { certificateHosts, installHba } from '../../src/tls/postgres.ts';
 import { waitFor } from '../support/db.ts';
 
 export interface ProviderHarness {
   provider: Provider;
+  /** Where the servers archive their WAL. */
+  archive: ArchiveTarget;
   /** Make the server's process die as a crash would (kill -9 locally, a terminated instance on a cloud). */
   crash(server: ServerRecord): Promise<void>;
   cleanup(): Promise<void>;
@@ -39,6 +43,7 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
     const issue = () => issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 });
     const serial = (cert: KeyedCertificate) => new X509Certificate(cert.certificate).serialNumber;
     const served = async () => (await servedCertificate(server.host!, server.port!, 5000)).serialNumber;
+    const host = () => h.provider.host(server);
     const server: ServerRecord = {
       id: randomUUID(),
       provider: name,
@@ -66,8 +71,8 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
 
     it('initializes, and initializing again leaves the cluster as it is', async () => {
       const certificate = await issue();
-      await h.provider.initialize(server, certificate);
-      await h.provider.start(server);
+      await initializeServer(host(), server, certificate, h.archive);
+      await host().start();
       const client = new pg.Client({
         host: server.host!,
         port: server.port!,
@@ -79,8 +84,8 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await client.query('create table precious (v text)');
       await client.query('insert into precious values ($1)', ['only copy']);
       await client.end();
-      await h.provider.initialize(server, await issue());
-      await h.provider.start(server);
+      await initializeServer(host(), server, await issue(), h.archive);
+      await host().start();
       const again = new pg.Client({
         host: server.host!,
         port: server.port!,
@@ -104,7 +109,7 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await client.connect();
       try {
         const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
-        const memory = await h.provider.processMemory(server, [pid, 2 ** 22 + 1]);
+        const memory = await host().processMemory([pid, 2 ** 22 + 1]);
         expect([...memory.keys()]).toEqual([pid]);
         expect(memory.get(pid)).toBeGreaterThan(0);
       } finally {
@@ -124,7 +129,7 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       await client.connect();
       expect((await client.query<{ ssl: boolean }>('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0]!.ssl).toBe(true);
       const next = await issue();
-      await h.provider.installCertificate(server, next);
+      await host().installCertificate(next);
       await client.query('select pg_reload_conf()');
       await waitFor('the new certificate to be served', async () => (await served()) === serial(next), 10_000);
       // The session that was open goes on; its TLS session was made with the old certificate.
@@ -142,7 +147,7 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
       });
       await admin.connect();
       await admin.query("create role app login password 'app-password-0123456789'");
-      await h.provider.requireTls(server);
+      await installHba(host());
       await admin.query('select pg_reload_conf()');
       await admin.end();
       const app = (ssl: pg.ClientConfig['ssl']) =>
@@ -166,27 +171,27 @@ export function providerContract(name: string, make: () => Promise<ProviderHarne
     });
 
     it('observes a live process, restarts it after a crash, and observes that too', async () => {
-      expect(await h.provider.observe(server)).toMatchObject({ alive: 'true' });
+      expect(await host().observe()).toMatchObject({ alive: 'true' });
       await h.crash(server);
-      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
-      await h.provider.restart(server);
+      expect(await host().observe()).toMatchObject({ alive: 'false' });
+      await host().restart();
       expect(await select1(server)).toBe(1);
-      expect(await h.provider.observe(server)).toMatchObject({ alive: 'true' });
+      expect(await host().observe()).toMatchObject({ alive: 'true' });
     });
 
     it('stops, starts again with the data kept, and stopping twice is fine', async () => {
-      await h.provider.stop(server);
-      await h.provider.stop(server);
-      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
-      await h.provider.start(server);
-      await h.provider.start(server);
+      await host().stop();
+      await host().stop();
+      expect(await host().observe()).toMatchObject({ alive: 'false' });
+      await host().start();
+      await host().start();
       expect(await select1(server)).toBe(1);
     });
 
     it('destroys the server, and destroying twice is fine', async () => {
       await h.provider.destroy(server);
       await h.provider.destroy(server);
-      expect(await h.provider.observe(server)).toMatchObject({ alive: 'false' });
+      expect(await host().observe()).toMatchObject({ alive: 'false' });
     });
   });
 }

@@ -7,26 +7,25 @@ import { describe, expect, it } from 'vitest';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { clusterStatus, PgCluster, pgIdentity, processRunning } from '../../src/pg/cluster.ts';
 import { freePort } from '../../src/pg/ports.ts';
-import { LocalProvider } from '../../src/providers/local.ts';
+import { PROVIDERS } from '../../src/providers/registry.ts';
 import { waitFor } from '../support/db.ts';
+import { testProviderContext } from '../support/providers.ts';
 import { signalAll } from '../../src/chaos/processes.ts';
 import { providerContract } from './contract.ts';
 
 providerContract('local', async () => {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-local-'));
-  await fs.chmod(home, 0o755);
-  const provider = new LocalProvider(home, new PgCluster(findPgBinaries(process.env.PG_BIN), pgIdentity()));
+  const context = await testProviderContext();
+  const provider = PROVIDERS.local(context);
   return {
     provider,
+    archive: { storeUrl: `file://${context.home}/archive` },
     async crash(server) {
       const dataDir = provider.dataDir(server);
       const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
       process.kill(pid, 'SIGKILL');
       await waitFor('the postmaster to die', async () => !(await clusterStatus(dataDir)).running, 10_000);
     },
-    async cleanup() {
-      await fs.rm(home, { recursive: true, force: true });
-    },
+    cleanup: context.remove,
   };
 });
 
