@@ -1,5 +1,5 @@
 import type { Plan } from '../src/plans.ts';
-import { standbyName } from '../src/pg/replication.ts';
+import { standbyName } from '../src/replication/standbys.ts';
 import { probeTenant, type Tenant } from '../src/pg/tenant.ts';
 
 /** States of a resource whose database serves its customer: its login is probed. */

@@ -10,8 +10,7 @@ import { migrate } from '../migrate.ts';
 import { findPgBinaries } from '../pg/binaries.ts';
 import { controlIdentity, PgCluster, pgIdentity } from '../pg/cluster.ts';
 import { findPgbouncer, Pgbouncer } from '../pg/pgbouncer.ts';
-import { LocalProvider } from '../providers/local.ts';
-import type { Provider } from '../providers/provider.ts';
+import { makeProviders, type Providers } from '../providers/registry.ts';
 import { Worker } from '../queue/worker.ts';
 import { Sealer } from '../sealer.ts';
 import { incidentJournal } from '../incidents/escalation.ts';
@@ -36,7 +35,7 @@ export interface Running {
   web: FastifyInstance | undefined;
   operatorToken: string;
   sealer: Sealer;
-  providers: Record<string, Provider>;
+  providers: Providers;
   /** The deployment's CA certificate (PEM), which customers check their servers' certificates with. */
   caCertificate: string;
   stop(): Promise<void>;
@@ -80,7 +79,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     // The archiver runs as the Postgres user, without our environment: S3 credentials go in its config.
     env: config.storeEnv,
   };
-  const providers: Record<string, Provider> = { local: new LocalProvider(config.home, cluster, archive, pooler(config, cluster, log)) };
+  const providers = makeProviders({ home: config.home, cluster, pooler: pooler(config, cluster, log) });
   const token = await operatorToken(config.home, config.operatorToken);
   const sealer = new Sealer(await encryptionKey(config.home, config.encryptionKey));
   const addon = { ...config.addon, ...(await addonSecrets(config.home, config.addon)) };

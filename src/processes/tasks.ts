@@ -3,7 +3,8 @@ import { backupTask } from '../backups/tasks.ts';
 import { resourceTasks, type ResourceTaskOptions } from '../resources/tasks.ts';
 import { observationTasks } from '../runner/observe.ts';
 import { RENEW_TASK, renewCertificateTask } from '../servers/certificates.ts';
-import { refreshServerPool, serverTasks, type Providers } from '../servers/tasks.ts';
+import type { Providers } from '../providers/registry.ts';
+import { refreshServerPool, serverTasks } from '../servers/tasks.ts';
 
 /**
  * The tasks of servers, resources, backups and certificates by name, with `observe` and

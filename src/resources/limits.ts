@@ -2,7 +2,7 @@ import type { Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import { findPlan } from '../plans.ts';
 import { govern, type Governed, type GovernedTenant } from '../pg/governor.ts';
-import type { Providers } from '../servers/tasks.ts';
+import type { Providers } from '../providers/registry.ts';
 import { deliverNotifications, noticeToResource } from '../notifications.ts';
 import { enqueueUnlessQueued } from '../queue/jobs.ts';
 import type { JobHandler } from '../queue/worker.ts';
@@ -113,7 +113,7 @@ export function limitTasks(providers: Providers, sealer: Sealer): Record<string,
       try {
         governed = await govern({ host: server.host, port: server.port, password: server.superuserPassword }, tenants, {
           previousSizes: Object.fromEntries(tenants.flatMap((t) => (t.sizeBytes === undefined ? [] : [[t.database, t.sizeBytes]]))),
-          memoryOf: (pids) => provider.processMemory(server, pids),
+          memoryOf: (pids) => provider.host(server).processMemory(pids),
         });
       } catch (err) {
         log.warn({ err, server: serverId }, "could not enforce the plans' limits on this server");

@@ -2,7 +2,7 @@ import { observeResource } from '../../observers/resource.ts';
 import type { Addon } from '../config.ts';
 import type { Client, Queryable } from '../db.ts';
 import type { PgBinaries } from '../pg/binaries.ts';
-import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from '../pg/replication.ts';
+import { desynchronize, promoteStandby, repointStandby, standbyName, synchronizeStandbys } from '../replication/standbys.ts';
 import { copyTenant, createTenant, dropTenant, freezeTenant, probeTenant, setTenantLimits, thawTenant } from '../pg/tenant.ts';
 import { deliver } from '../platform.ts';
 import { credentialTasks, type RefreshPool } from '../credentials/tasks.ts';

@@ -2,14 +2,15 @@ import pg from 'pg';
 import { observeTls } from '../../observers/tls.ts';
 import type { Queryable } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
-import type { Provider, ServerRecord } from '../providers/provider.ts';
+import type { ServerRecord } from '../providers/provider.ts';
+import { providerOf, type Providers } from '../providers/registry.ts';
 import { enqueueEach } from '../queue/jobs.ts';
 import type { JobHandler } from '../queue/worker.ts';
 import { queueForTask } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
 import { loadServerRecord } from './rows.ts';
 import { certificateExpiry, issueServerCertificate, type KeyedCertificate } from '../tls/certificates.ts';
-import { certificateHosts, TLS_SETTINGS } from '../tls/postgres.ts';
+import { certificateHosts, installHba, TLS_SETTINGS } from '../tls/postgres.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -73,17 +74,16 @@ const reload = (client: pg.Client) => client.query('select pg_reload_conf()');
  *    open keep the TLS session they have);
  * 3. once the server serves TLS, and only then, customers' roles are held to it (pg_hba).
  */
-export function renewCertificateTask(providers: Record<string, Provider>, sealer: Sealer, tls: TlsOptions, timeoutMs: number): JobHandler {
+export function renewCertificateTask(providers: Providers, sealer: Sealer, tls: TlsOptions, timeoutMs: number): JobHandler {
   return async (job, { pool, log }) => {
     const server = await loadServerRecord(pool, sealer, job.entityId!);
     if (!server?.host || server.port === null) return;
-    const provider = providers[server.provider];
-    if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
+    const host = providerOf(providers, server).host(server);
     const target = { host: server.host, port: server.port, password: server.superuserPassword };
     const superuser = <T>(fn: (client: pg.Client) => Promise<T>) => asSuperuser(target, 'postgres', fn);
     let served = await observeTls(server.host, server.port, timeoutMs);
     if (served.tls_offered === 'false') {
-      await provider.installCertificate(server, await issueFor(server, tls));
+      await host.installCertificate(await issueFor(server, tls));
       await superuser(async (client) => {
         // Our own constants, already in postgresql.conf syntax, which ALTER SYSTEM shares.
         for (const [name, value] of Object.entries(TLS_SETTINGS))
@@ -99,7 +99,7 @@ export function renewCertificateTask(providers: Record<string, Provider>, sealer
     }
     if (renewalDue(new Date(served.tls_cert_expires_at), tls.renewDays)) {
       const certificate = await issueFor(server, tls);
-      await provider.installCertificate(server, certificate);
+      await host.installCertificate(certificate);
       await superuser(reload);
       log.info(
         { was: served.tls_cert_expires_at, expires: certificateExpiry(certificate.certificate).toISOString() },
@@ -110,7 +110,7 @@ export function renewCertificateTask(providers: Record<string, Provider>, sealer
       async (client) => (await client.query(`select from pg_hba_file_rules where type = 'hostssl'`)).rowCount! > 0,
     );
     if (!required) {
-      await provider.requireTls(server);
+      await installHba(host);
       await superuser(reload);
       log.info('customers must now connect to this server over TLS');
     }

@@ -5,7 +5,11 @@ import { observeTls } from '../../observers/tls.ts';
 import type { ProbeConfig } from '../config.ts';
 import type { Client, Pool, Queryable } from '../db.ts';
 import type { Logger } from '../log.ts';
-import { BackupNotFinished, NotYet, type Provider, type ServerRecord } from '../providers/provider.ts';
+import type { Provider, ServerRecord } from '../providers/provider.ts';
+import { providerOf, type Providers } from '../providers/registry.ts';
+import { initializeServer } from '../replication/initialize.ts';
+import { BackupNotFinished, NotYet } from '../replication/notYet.ts';
+import { rejoinAsStandby } from '../replication/rejoin.ts';
 import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
 import type { JobContext, JobHandler } from '../queue/worker.ts';
 import { openArchive, type ArchiveTarget } from '../store/open.ts';
@@ -18,8 +22,6 @@ import type { Sealer } from '../sealer.ts';
 import { followLeader, loadServerRecord, placeServer, requestBackup, standbyTakesOver } from './rows.ts';
 import { issueFor, type TlsOptions } from './certificates.ts';
 
-export type Providers = Record<string, Provider>;
-
 async function serverFor(
   pool: Pool,
   job: Job,
@@ -29,9 +31,7 @@ async function serverFor(
   if (!job.entityId) throw new Error(`${job.task} needs an entity`);
   const server = await loadServerRecord(pool, sealer, job.entityId);
   if (!server) throw new Error(`server ${job.entityId} does not exist`);
-  const provider = providers[server.provider];
-  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
-  return { server, provider };
+  return { server, provider: providerOf(providers, server) };
 }
 
 /**
@@ -41,7 +41,7 @@ async function serverFor(
  */
 async function startPool(provider: Provider, server: ServerRecord, log: Logger): Promise<void> {
   try {
-    await provider.refreshPool(server);
+    await provider.host(server).refreshPool();
   } catch (err) {
     log.warn({ err }, 'the pooler did not start');
   }
@@ -51,9 +51,7 @@ async function startPool(provider: Provider, server: ServerRecord, log: Logger):
 export async function refreshServerPool(db: Queryable, providers: Providers, sealer: Sealer, serverId: string): Promise<void> {
   const server = await loadServerRecord(db, sealer, serverId);
   if (!server) throw new Error(`server ${serverId} does not exist`);
-  const provider = providers[server.provider];
-  if (!provider) throw new Error(`server ${server.id} uses provider "${server.provider}", which this process does not have`);
-  await provider.refreshPool(server);
+  await providerOf(providers, server).host(server).refreshPool();
 }
 
 /** How soon a step that could not be done yet (NotYet) is asked for again. */
@@ -138,7 +136,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
     async initialize(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.initialize(server, await issueFor(server, tls));
+        await initializeServer(provider.host(server), server, await issueFor(server, tls), archive);
       } catch (err) {
         if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
         throw err;
@@ -148,7 +146,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
     async start(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.start(server);
+        await provider.host(server).start();
         await startPool(provider, server, log);
         return report(job, { type: 'started' });
       } catch (err) {
@@ -177,7 +175,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
           return;
         }
         if (answer.reachable === 'true') log.info('server answers again; not restarting it');
-        else await provider.restart(server);
+        else await provider.host(server).restart();
         await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
@@ -189,8 +187,8 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
     async maintain(job, { pool, log }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       try {
-        await provider.stop(server);
-        await provider.start(server);
+        await provider.host(server).stop();
+        await provider.host(server).start();
         await startPool(provider, server, log);
         return report(job, { type: 'restarted' });
       } catch (err) {
@@ -201,7 +199,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
     /** Stop it hard and leave it stopped: a fenced server must not take a write. */
     async fence(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.stop(server, 'kill');
+      await provider.host(server).stop('kill');
       return report(job, { type: 'fenced' });
     },
     /**
@@ -213,7 +211,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       let rejoined;
       try {
-        rejoined = await provider.rejoin(server);
+        rejoined = await rejoinAsStandby(provider.host(server), server, archive);
       } catch (err) {
         if (err instanceof NotYet) return askAgain(pool, job, server, err, archive, log);
         throw err;
@@ -233,7 +231,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
         return;
       }
       const { server, provider } = await serverFor(pool, job, providers, sealer);
-      await provider.refreshPool(server);
+      await provider.host(server).refreshPool();
     },
     async destroy(job, { pool }) {
       const { server, provider } = await serverFor(pool, job, providers, sealer);

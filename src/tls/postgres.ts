@@ -1,3 +1,5 @@
+import type { Host } from '../hosts/host.ts';
+
 /**
  * What makes a Postgres server speak TLS. The key and certificate live beside the data
  * directory (`<server dir>/tls`), not in it: a base backup copies the data directory into
@@ -41,4 +43,14 @@ hostssl  all          all       all      scram-sha-256
  */
 export function certificateHosts(serverHost: string | null): string[] {
   return [...new Set([...(serverHost ? [serverHost] : []), '127.0.0.1', '::1', 'localhost'])];
+}
+
+/**
+ * pgfleet's own pg_hba.conf, read from the server's next start or configuration reload. A
+ * copy carries its leader's, which may be older than TLS, so every server gets it when it is
+ * made or rejoins; a server that predates TLS gets it only once it serves TLS
+ * (src/tls/renewal.ts), since it lets customers' roles in over TLS only.
+ */
+export async function installHba(host: Host): Promise<void> {
+  await host.writeDataFile('pg_hba.conf', PG_HBA);
 }

@@ -7,8 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlDataDir, startEmbeddedControl } from '../../src/control.ts';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { controlIdentity, PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
-import { LocalProvider, stopLocalClusters } from '../../src/providers/local.ts';
+import { stopLocalClusters, type LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
+import { PROVIDERS } from '../../src/providers/registry.ts';
+import { initializeServer } from '../../src/replication/initialize.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
 import { certificateHosts } from '../../src/tls/postgres.ts';
 
@@ -41,14 +43,16 @@ describe('what a server can read of the machine it shares', () => {
       storeUrl: `file://${home}/archive`,
       env: { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-that-must-not-be-written' },
     };
-    provider = new LocalProvider(home, servers, archive);
+    provider = PROVIDERS.local({ home, cluster: servers, pooler: undefined });
     Object.assign(server, await provider.provision(server));
     const ca = await createAuthority();
-    await provider.initialize(
+    await initializeServer(
+      provider.host(server),
       server,
       await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+      archive,
     );
-    await provider.start(server);
+    await provider.host(server).start();
   });
   afterAll(async () => {
     await stopLocalClusters(home, servers, control);

@@ -233,7 +233,7 @@ describe("TLS on every connection to a customer database, with pgfleet's own CA"
       validityMs: 3_600_000,
     });
     const shortSerial = new X509Certificate(short.certificate).serialNumber;
-    await system.running.providers.local!.installCertificate(server, short);
+    await system.running.providers.local!.host(server).installCertificate(short);
     await psql(admin, 'select pg_reload_conf()');
 
     const renewed = await waitFor(

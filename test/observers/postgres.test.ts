@@ -33,8 +33,8 @@ describe('the observed archive lag', { timeout: 120_000 }, () => {
   });
 
   it('stays so after a crash, which forgets what the archiver did', async () => {
-    await s.provider.stop(server, 'kill');
-    await s.provider.start(server);
+    await s.provider.host(server).stop('kill');
+    await s.provider.host(server).start();
     const obs = await observe();
     expect(obs.archiver_last_archived_wal).toBeUndefined();
     expect(lsnBytes(obs.current_lsn)).toBeGreaterThan(4 * SEGMENT);

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,28 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { clusterStatus, PgCluster, pgIdentity, processRunning } from '../../src/pg/cluster.ts';
 import { freePort } from '../../src/pg/ports.ts';
-import { LocalProvider } from '../../src/providers/local.ts';
 import { waitFor } from '../support/db.ts';
 import { signalAll } from '../../src/chaos/processes.ts';
-import { providerContract } from './contract.ts';
-
-providerContract('local', async () => {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-local-'));
-  await fs.chmod(home, 0o755);
-  const provider = new LocalProvider(home, new PgCluster(findPgBinaries(process.env.PG_BIN), pgIdentity()));
-  return {
-    provider,
-    async crash(server) {
-      const dataDir = provider.dataDir(server);
-      const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
-      process.kill(pid, 'SIGKILL');
-      await waitFor('the postmaster to die', async () => !(await clusterStatus(dataDir)).running, 10_000);
-    },
-    async cleanup() {
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-});
 
 describe('a killed cluster', () => {
   it('leaves no process behind: a frozen backend the postmaster left is killed too, and the cluster starts again', async () => {

@@ -3,22 +3,23 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observePooler } from '../../observers/pgbouncer.ts';
-import { findPgBinaries } from '../../src/pg/binaries.ts';
-import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
-import { findPgbouncer, Pgbouncer, poolerStatus } from '../../src/pg/pgbouncer.ts';
+import { pgIdentity } from '../../src/pg/cluster.ts';
+import { poolerStatus } from '../../src/pg/pgbouncer.ts';
 import { govern } from '../../src/pg/governor.ts';
 import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
-import { LocalProvider } from '../../src/providers/local.ts';
+import type { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
+import { PROVIDERS } from '../../src/providers/registry.ts';
+import { initializeServer } from '../../src/replication/initialize.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
 import { certificateHosts } from '../../src/tls/postgres.ts';
 import { psql } from '../support/system.ts';
+import { testProviderContext } from '../support/providers.ts';
 import { caClient } from '../support/tls.ts';
 
 /** Who listens on a port, as `ss` tells it: the process and its pid. */
@@ -39,7 +40,7 @@ function refused(port: number): Promise<boolean> {
 }
 
 describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () => {
-  let home: string;
+  let context: Awaited<ReturnType<typeof testProviderContext>>;
   let provider: LocalProvider;
   let caPem: string;
   const server: ServerRecord = {
@@ -60,34 +61,35 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
   });
   const a = tenant();
   const b = tenant();
-  const poolDir = () => path.join(home, 'servers', server.id, 'pgbouncer');
+  const poolDir = () => path.join(context.home, 'servers', server.id, 'pgbouncer');
+  const host = () => provider.host(server);
   const pooled = (t: Tenant, database = t.database) => tenantUrl('127.0.0.1', Number(server.attrs.pool_port), { ...t, database });
 
   beforeAll(async () => {
-    home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-pool-'));
-    await fs.chmod(home, 0o755);
-    const cluster = new PgCluster(findPgBinaries(process.env.PG_BIN), pgIdentity());
-    provider = new LocalProvider(home, cluster, undefined, new Pgbouncer(findPgbouncer(undefined)!, cluster));
+    context = await testProviderContext({ pooler: true });
+    provider = PROVIDERS.local(context);
     Object.assign(server, await provider.provision(server));
     const ca = await createAuthority();
     caPem = ca.certificate;
-    await provider.initialize(
+    await initializeServer(
+      host(),
       server,
       await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+      { storeUrl: `file://${context.home}/archive` },
     );
-    await provider.start(server);
+    await host().start();
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     await createTenant(target, a);
     await createTenant(target, b);
   });
   afterAll(async () => {
     await provider?.destroy(server).catch(() => undefined);
-    await fs.rm(home, { recursive: true, force: true });
+    await context?.remove();
   });
 
   it('runs as the Postgres user with a pid file of its own, and lets each tenant into its own database', async () => {
     expect(server.attrs.pool_port).toMatch(/^\d+$/);
-    await provider.refreshPool(server);
+    await host().refreshPool();
     const { running, pid } = await poolerStatus(poolDir());
     expect(running).toBe(true);
     const owner = (await fs.stat(`/proc/${pid}`)).uid;
@@ -116,7 +118,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
   });
 
   it('is observed: alive to the provider, its pools to the stats user', async () => {
-    expect((await provider.observe(server)).pool_alive).toBe('true');
+    expect((await host().observe()).pool_alive).toBe('true');
     const seen = await observePooler('127.0.0.1', Number(server.attrs.pool_port), server.superuserPassword);
     expect(seen).toMatchObject({ pool_reachable: 'true', pool_waiting_clients: '0' });
   });
@@ -126,10 +128,10 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const c = tenant();
     await createTenant({ host: server.host!, port: server.port!, password: server.superuserPassword }, c);
     await expect(psql(pooled(c), 'select 1')).rejects.toThrow();
-    await provider.refreshPool(server);
+    await host().refreshPool();
     expect(await psql(pooled(c), 'select 1')).toBe('1');
     await dropTenant({ host: server.host!, port: server.port!, password: server.superuserPassword }, c);
-    await provider.refreshPool(server);
+    await host().refreshPool();
     const ini = await fs.readFile(path.join(poolDir(), 'pgbouncer.ini'), 'utf8');
     expect([ini.includes(a.database), ini.includes(c.database)]).toEqual([true, false]);
     expect((await poolerStatus(poolDir())).pid).toBe(before);
@@ -139,7 +141,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     const made = Array.from({ length: 4 }, tenant);
     for (const t of made) await createTenant(target, t);
-    const results = await Promise.allSettled(Array.from({ length: 8 }, () => provider.refreshPool(server)));
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => host().refreshPool()));
     expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
     for (const t of made) expect(await psql(pooled(t), 'select current_user')).toBe(t.role);
   });
@@ -148,7 +150,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const strict = { ...tenant(), statementTimeoutMs: 1500 };
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     await createTenant(target, strict);
-    await provider.refreshPool(server);
+    await host().refreshPool();
     const client = caClient(pooled(strict), caPem);
     await client.connect();
     try {
@@ -184,7 +186,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     const empty = (await govern(target, [probe], { previousSizes: {} }))[0]!.sizeBytes;
     const small = { ...tenant(), sizeLimitBytes: empty + 4 * 1024 ** 2 };
     await createTenant(target, small);
-    await provider.refreshPool(server);
+    await host().refreshPool();
     const pooledAs = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
       const c = caClient(pooled(small), caPem);
       c.on('error', () => undefined);
@@ -210,21 +212,21 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
 
   it('stops with its server (a fence takes no connection), comes back with it, and goes with it', async () => {
     const port = Number(server.attrs.pool_port);
-    await provider.stop(server, 'kill');
+    await host().stop('kill');
     // Once in a few full-suite runs the port still answered here: say who listens on it.
     await expect
       .poll(async () => ((await refused(port)) ? 'refused' : `answered: ${await listeners(port)}`), { timeout: 2000 })
       .toBe('refused');
-    expect((await provider.observe(server)).pool_alive).toBe('false');
-    await provider.start(server);
-    await provider.refreshPool(server);
+    expect((await host().observe()).pool_alive).toBe('false');
+    await host().start();
+    await host().refreshPool();
     expect(await psql(pooled(a), 'select 1')).toBe('1');
 
     // Killed on its own, it leaves its pid file behind; a refresh starts it again.
     const { pid } = await poolerStatus(poolDir());
     process.kill(pid!, 'SIGKILL');
     await expect.poll(async () => (await poolerStatus(poolDir())).running).toBe(false);
-    await provider.refreshPool(server);
+    await host().refreshPool();
     expect((await poolerStatus(poolDir())).pid).not.toBe(pid);
     expect(await psql(pooled(a), 'select 1')).toBe('1');
 

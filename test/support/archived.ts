@@ -1,26 +1,26 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
-import { findPgBinaries, type PgBinaries } from '../../src/pg/binaries.ts';
-import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
-import { LocalProvider } from '../../src/providers/local.ts';
+import type { PgBinaries } from '../../src/pg/binaries.ts';
+import type { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
+import { PROVIDERS } from '../../src/providers/registry.ts';
+import { initializeServer } from '../../src/replication/initialize.ts';
 import { openArchive, type ArchiveTarget } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
 import { createAuthority, issueServerCertificate, type KeyedCertificate } from '../../src/tls/certificates.ts';
 import { certificateHosts } from '../../src/tls/postgres.ts';
+import { testProviderContext } from './providers.ts';
 
 /**
  * Local servers that archive their WAL, without a control plane: a temporary PGFLEET_HOME, a
- * LocalProvider on it with an archive (a directory in the home unless `archive` is given),
- * and servers placed, initialized and started on it. `cleanup` destroys every server it made
+ * LocalProvider on it, an archive (a directory in the home unless `archive` is given), and
+ * servers placed, initialized and started on it. `cleanup` destroys every server it made
  * and removes the home.
  */
 export interface ArchivedServers {
   bin: PgBinaries;
   provider: LocalProvider;
+  archive: ArchiveTarget;
   store: ObjectStore;
   /** A placed, initialized and started server; a standby of `leader` when `attrs.follows` names it. */
   server(attrs?: Record<string, string>, leader?: ServerRecord): Promise<ServerRecord>;
@@ -29,17 +29,16 @@ export interface ArchivedServers {
 }
 
 export async function archivedServers(archive?: ArchiveTarget): Promise<ArchivedServers> {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-archived-'));
-  await fs.chmod(home, 0o755);
-  const bin = findPgBinaries(process.env.PG_BIN);
-  const target = archive ?? { storeUrl: `file://${home}/archive` };
-  const provider = new LocalProvider(home, new PgCluster(bin, pgIdentity()), target);
+  const context = await testProviderContext();
+  const target = archive ?? { storeUrl: `file://${context.home}/archive` };
+  const provider = PROVIDERS.local(context);
   let ca: KeyedCertificate | undefined;
   const made: ServerRecord[] = [];
   const password = randomBytes(24).toString('base64url');
   return {
-    bin,
+    bin: context.bin,
     provider,
+    archive: target,
     store: openArchive(target),
     async server(attrs = {}, leader) {
       ca ??= await createAuthority();
@@ -55,11 +54,14 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
       const place = await provider.provision(server);
       Object.assign(server, { host: place.host, port: place.port, attrs: { ...server.attrs, ...place.attrs } });
       if (leader) server.leader = { host: leader.host!, port: leader.port! };
-      await provider.initialize(
+      const host = provider.host(server);
+      await initializeServer(
+        host,
         server,
         await issueServerCertificate(ca, { name: server.id, hosts: certificateHosts(server.host), validityMs: 3_600_000 }),
+        target,
       );
-      await provider.start(server);
+      await host.start();
       return server;
     },
     async query(server, sql) {
@@ -80,7 +82,7 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
     },
     async cleanup() {
       for (const server of made) await provider.destroy(server).catch(() => undefined);
-      await fs.rm(home, { recursive: true, force: true });
+      await context.remove();
     },
   };
 }

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import pg from 'pg';
 import { lsnBytes } from '../wal/segments.ts';
-import { asSuperuser, type SuperuserTarget } from './superuser.ts';
+import { asSuperuser, type SuperuserTarget } from '../pg/superuser.ts';
 
 /** The name a standby connects with (its `application_name`), as `synchronous_standby_names` lists it. */
 export function standbyName(serverId: string): string {
