@@ -7,6 +7,7 @@ import { enqueueMany } from '../../src/queue/jobs.ts';
 import { Worker } from '../../src/queue/worker.ts';
 import { Clock } from '../../src/clock.ts';
 import { migrate } from '../../src/migrate.ts';
+import { loadConfig } from '../../src/config.ts';
 
 /** A no-op job: `t` is the wall-clock ms at which it was enqueued, for pickup latency. */
 export interface BenchJob {
@@ -56,13 +57,19 @@ async function count(pool: Pool, sql: string, params: unknown[] = []): Promise<n
 
 // ---------------------------------------------------------------- pgfleet
 
+/** The app's defaults as deployed: what `loadConfig` gives an empty environment (src/config.ts). */
+export const PGFLEET_DEFAULTS = loadConfig({});
+
 export function pgfleet(setting: string, perEntity: boolean, concurrency: number, poolSize = concurrency + 5): Setting {
+  const { jobLease, observeInterval, observationRetentionDays } = PGFLEET_DEFAULTS;
   return {
     contender: 'pgfleet',
     setting,
     perEntity,
-    // The app's own defaults (src/config.ts, src/app.ts): lease 120 s, pool concurrency + 5, poll 1 s.
-    knobs: `1 Worker + 1 Clock (as deployed), concurrency ${concurrency}, pool ${poolSize}, lease 120 s, pollMs 1000 (default)`,
+    // Pool concurrency + 5 is src/app.ts's; the 1 s idle poll is the Worker's own default.
+    knobs:
+      `1 Worker + 1 Clock (as deployed), concurrency ${concurrency}, pool ${poolSize}, ` +
+      `lease ${jobLease} s (PGFLEET_JOB_LEASE default), pollMs 1000 (default)`,
     async open(url) {
       const pool = createPool(url, poolSize);
       const producer = createPool(url, PRODUCER_POOL);
@@ -82,13 +89,13 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
           worker = new Worker(pool, {
             queues: undefined,
             concurrency,
-            leaseSeconds: 120,
+            leaseSeconds: jobLease,
             handlers: { noop: async (job) => onJob(job.payload.t as number) },
             log: pino({ level: 'silent' }),
           });
           await worker.start();
           // The clock is part of the queue as deployed: it vacuums the jobs table.
-          clock = new Clock(producer, { observeInterval: 5, observationRetentionDays: 2, log: pino({ level: 'silent' }) });
+          clock = new Clock(producer, { observeInterval, observationRetentionDays, log: pino({ level: 'silent' }) });
           await clock.start();
         },
         async stopWorkers() {
