@@ -26,6 +26,8 @@ export interface SettingResult {
 
 export interface Results {
   machine: Machine;
+  /** The peers' installed versions (package.json pins them). */
+  versions: Record<string, string>;
   parameters: Record<string, number>;
   notes: string[];
   settings: SettingResult[];
@@ -45,6 +47,9 @@ export function markdown(r: Results): string {
     `${m.date} · commit ${m.commit} · ${m.nproc} CPUs (${m.cpu}) · ${num(m.memoryGiB, 1)} GiB · Node ${m.node} · ${m.postgres}`,
     `Postgres settings: ${Object.entries(m.postgresSettings)
       .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}`,
+    `Versions: ${Object.entries(r.versions)
+      .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
     `Parameters: ${Object.entries(r.parameters)
       .map(([k, v]) => `${k}=${v}`)
