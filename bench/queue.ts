@@ -54,6 +54,10 @@ const params = {
  *   The configuration its quick stats were measured with (24 jobs, pool 25, localQueue 500,
  *   delays 0) → 28–39k/s, per-entity 2.2k–7.8k/s; concurrency 10 or 50 with the same local
  *   queue did no better, and a refetchDelay of 10 ms (its perfTest/graphile.config.js) neither.
+ *   Per-entity drains vary most: a named queue that unlocks sends no NOTIFY, so a local queue
+ *   whose fetch found only locked queues waits out pollInterval (2 s; the starting point drains
+ *   8,000 in 15 s, one per entity per poll). pollInterval 100 ms → 10.8–26.9k/s per-entity; it
+ *   stays at its default here, as its docs give no advice on it, unlike the batching knobs.
  * - pg-boss 12, https://pgboss.io/api/workers (batchSize, burstWhenBatchFull, LISTEN/NOTIFY),
  *   /api/queues (notify, policies), /api/constructor (useListenNotify): batchSize 100 at the minimum
  *   poll (0.5 s) → ~2.1k/s, as a worker sleeps out its interval after each batch;
