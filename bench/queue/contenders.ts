@@ -130,7 +130,7 @@ const graphileQueue = (entityId: string | null) => (entityId ? `e:${entityId}` :
  */
 export type GraphileKnobs = Pick<
   GraphileConfig.WorkerOptions,
-  'maxPoolSize' | 'localQueue' | 'completeJobBatchDelay' | 'failJobBatchDelay'
+  'maxPoolSize' | 'localQueue' | 'completeJobBatchDelay' | 'failJobBatchDelay' | 'pollInterval'
 > & {
   concurrentJobs: number;
 };
@@ -150,7 +150,8 @@ export function graphile(setting: string, perEntity: boolean, knobs: GraphileKno
         ? `{ size ${local.size}${local.refetchDelay ? `, refetchDelay ${local.refetchDelay.durationMs} ms` : ''} }`
         : 'off (default)') +
       `, completeJobBatchDelay ${batchDelay(worker.completeJobBatchDelay)}, failJobBatchDelay ${batchDelay(worker.failJobBatchDelay)}` +
-      `, pollInterval 2000 (default, LISTEN wakes it)${perEntity ? ', queueName per entity' : ''}`,
+      `, pollInterval ${worker.pollInterval === undefined ? '2000 (default, LISTEN wakes it)' : worker.pollInterval}` +
+      (perEntity ? ', queueName per entity' : ''),
     async open(url) {
       const logger = new GraphileLogger(() => () => {});
       await runMigrations({ connectionString: url, logger });
