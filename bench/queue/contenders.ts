@@ -1,12 +1,13 @@
 import { Logger as GraphileLogger, run, runMigrations, type Runner } from 'graphile-worker';
 import pg from 'pg';
-import PgBoss from 'pg-boss';
+import { PgBoss } from 'pg-boss';
 import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db.ts';
 import { enqueueMany } from '../../src/queue/jobs.ts';
 import { Worker } from '../../src/queue/worker.ts';
 import { Clock } from '../../src/processes/clock.ts';
 import { migrate } from '../../src/migrate.ts';
+import { loadConfig } from '../../src/config.ts';
 
 /** A no-op job: `t` is the wall-clock ms at which it was enqueued, for pickup latency. */
 export interface BenchJob {
@@ -56,13 +57,19 @@ async function count(pool: Pool, sql: string, params: unknown[] = []): Promise<n
 
 // ---------------------------------------------------------------- pgfleet
 
+/** The app's defaults as deployed: what `loadConfig` gives an empty environment (src/config.ts). */
+export const PGFLEET_DEFAULTS = loadConfig({});
+
 export function pgfleet(setting: string, perEntity: boolean, concurrency: number, poolSize = concurrency + 5): Setting {
+  const { jobLease, observeInterval, observationRetentionDays } = PGFLEET_DEFAULTS;
   return {
     contender: 'pgfleet',
     setting,
     perEntity,
-    // The app's own defaults (src/config.ts, src/processes/app.ts): lease 120 s, pool concurrency + 5, poll 1 s.
-    knobs: `1 Worker + 1 Clock (as deployed), concurrency ${concurrency}, pool ${poolSize}, lease 120 s, pollMs 1000 (default)`,
+    // Pool concurrency + 5 is src/processes/app.ts's; the 1 s idle poll is the Worker's own default.
+    knobs:
+      `1 Worker + 1 Clock (as deployed), concurrency ${concurrency}, pool ${poolSize}, ` +
+      `lease ${jobLease} s (PGFLEET_JOB_LEASE default), pollMs 1000 (default)`,
     async open(url) {
       const pool = createPool(url, poolSize);
       const producer = createPool(url, PRODUCER_POOL);
@@ -82,13 +89,13 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
           worker = new Worker(pool, {
             queues: undefined,
             concurrency,
-            leaseSeconds: 120,
+            leaseSeconds: jobLease,
             handlers: { noop: async (job) => onJob(job.payload.t as number) },
             log: pino({ level: 'silent' }),
           });
           await worker.start();
           // The clock is part of the queue as deployed: it vacuums the jobs table.
-          clock = new Clock(producer, { observeInterval: 5, observationRetentionDays: 2, log: pino({ level: 'silent' }) });
+          clock = new Clock(producer, { observeInterval, observationRetentionDays, log: pino({ level: 'silent' }) });
           await clock.start();
         },
         async stopWorkers() {
@@ -116,14 +123,35 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
 /** graphile-worker's per-key serialization: one named queue (job_queues row) per entity. */
 const graphileQueue = (entityId: string | null) => (entityId ? `e:${entityId}` : null);
 
-export function graphile(setting: string, perEntity: boolean, concurrency: number): Setting {
+/**
+ * The knobs of graphile-worker 0.17+, as its `preset.worker` spells them
+ * (https://worker.graphile.org/docs/config). Unset batching knobs keep its defaults: no local
+ * queue, one round trip per complete and per fail.
+ */
+export type GraphileKnobs = Pick<
+  GraphileConfig.WorkerOptions,
+  'maxPoolSize' | 'localQueue' | 'completeJobBatchDelay' | 'failJobBatchDelay' | 'pollInterval'
+> & {
+  concurrentJobs: number;
+};
+
+export function graphile(setting: string, perEntity: boolean, knobs: GraphileKnobs): Setting {
+  // Its docs advise 10 or concurrentJobs + 2, whichever is larger.
+  const worker = { ...knobs, maxPoolSize: knobs.maxPoolSize ?? Math.max(10, knobs.concurrentJobs + 2) };
+  const local = worker.localQueue;
+  const batchDelay = (ms: number | undefined) => (ms === undefined ? '-1 (default: off)' : `${ms}`);
   return {
     contender: 'graphile-worker',
     setting,
     perEntity,
-    // 0.16.6 has no local queue or batched completion (getJobBatchSize / completeJobBatchDelay
-    // arrived in 0.17): `concurrency` and the pool size are the only throughput knobs.
-    knobs: `run(), concurrency ${concurrency}, maxPoolSize ${Math.max(10, concurrency + 2)}, pollInterval 2000 (default, LISTEN wakes it)`,
+    knobs:
+      `run(), concurrentJobs ${worker.concurrentJobs}, maxPoolSize ${worker.maxPoolSize}, localQueue ` +
+      (local
+        ? `{ size ${local.size}${local.refetchDelay ? `, refetchDelay ${local.refetchDelay.durationMs} ms` : ''} }`
+        : 'off (default)') +
+      `, completeJobBatchDelay ${batchDelay(worker.completeJobBatchDelay)}, failJobBatchDelay ${batchDelay(worker.failJobBatchDelay)}` +
+      `, pollInterval ${worker.pollInterval === undefined ? '2000 (default, LISTEN wakes it)' : worker.pollInterval}` +
+      (perEntity ? ', queueName per entity' : ''),
     async open(url) {
       const logger = new GraphileLogger(() => () => {});
       await runMigrations({ connectionString: url, logger });
@@ -131,7 +159,7 @@ export function graphile(setting: string, perEntity: boolean, concurrency: numbe
       let runner: Runner | undefined;
       return {
         errors: 0,
-        // add_jobs is graphile-worker's own bulk insert (what addJob calls, for many specs).
+        // add_jobs is graphile-worker's own bulk insert (what addJobs calls).
         enqueue: (jobs) =>
           sliced(jobs, async (slice) => {
             await producer.query(
@@ -144,12 +172,11 @@ export function graphile(setting: string, perEntity: boolean, concurrency: numbe
         async startWorkers(onJob) {
           runner = await run({
             connectionString: url,
-            concurrency,
-            maxPoolSize: Math.max(10, concurrency + 2),
             noHandleSignals: true,
             logger,
             parsedCronItems: [],
             taskList: { noop: async (payload) => onJob((payload as { t: number }).t) },
+            preset: { worker },
           });
         },
         async stopWorkers() {
@@ -167,63 +194,82 @@ export function graphile(setting: string, perEntity: boolean, concurrency: numbe
 
 // ---------------------------------------------------------------- pg-boss
 
+/** The knobs of pg-boss 12's work() and queues (https://pgboss.io/api/workers, https://pgboss.io/api/queues). */
+export interface PgBossKnobs {
+  /** Workers one work() call spawns in this process, each polling on its own. */
+  localConcurrency: number;
+  batchSize: number;
+  pollingIntervalSeconds: number;
+  /** Fetch again at once while fetches come back full, instead of sleeping out the interval. */
+  burstWhenBatchFull?: boolean;
+  /** `useListenNotify` on the instance and `notify` on the queue: a new job wakes the workers. */
+  listenNotify?: boolean;
+}
+
 /**
- * pg-boss 10 can serialize per key: a queue with policy 'singleton' allows one *active* job
- * per singletonKey (unique index job_i2), unlimited queued. A fetch that would activate a
- * second job of a busy key fails on that index; pg-boss swallows the error and the worker
- * waits out its polling interval. 'stately' would instead drop the 2nd queued job of a key.
+ * pg-boss serializes per key with a queue of policy 'singleton' (one *active* job per
+ * singletonKey, unlimited queued; docs/api/queues.md). Since 12 its fetch skips keys whose
+ * active slot is taken and keeps one job per key in a batch (plans.js fetchNextJob), where 10
+ * failed the whole batch on the unique index.
  */
-export function pgboss(
-  setting: string,
-  perEntity: boolean,
-  opts: { workers: number; batchSize: number; pollingIntervalSeconds: number },
-): Setting {
+export function pgboss(setting: string, perEntity: boolean, knobs: PgBossKnobs): Setting {
   const queue = perEntity ? 'noop_singleton' : 'noop';
+  const notify = knobs.listenNotify ?? false;
+  // The LISTEN connection is one more on top of a connection per worker and two to spare.
+  const max = knobs.localConcurrency + 2 + (notify ? 1 : 0);
   return {
     contender: 'pg-boss',
     setting,
     perEntity,
     knobs:
-      `${opts.workers} × work(), batchSize ${opts.batchSize}, pollingIntervalSeconds ${opts.pollingIntervalSeconds}, ` +
-      `pool ${opts.workers + 2}${perEntity ? ", queue policy 'singleton' + singletonKey" : ''}`,
+      `work() with localConcurrency ${knobs.localConcurrency}, batchSize ${knobs.batchSize}, ` +
+      `pollingIntervalSeconds ${knobs.pollingIntervalSeconds}${knobs.burstWhenBatchFull ? ', burstWhenBatchFull' : ''}, ` +
+      `${notify ? 'useListenNotify + queue notify' : 'no LISTEN/NOTIFY (default)'}, pool ${max}` +
+      `${perEntity ? ", queue policy 'singleton' + singletonKey" : ''}`,
     async open(url) {
-      const boss = new PgBoss({ connectionString: url, max: opts.workers + 2 });
+      const boss = new PgBoss({ connectionString: url, max, useListenNotify: notify });
       const producer = createPool(url, PRODUCER_POOL);
       const db = { executeSql: (text: string, values: unknown[]) => producer.query(text, values) };
       const qut: QueueUnderTest = {
         errors: 0,
         enqueue: (jobs) =>
-          sliced(jobs, (slice) =>
-            boss.insert(
-              slice.map((j) => ({ name: queue, data: { t: j.t }, singletonKey: j.entityId ?? undefined })),
-              { db },
-            ),
-          ),
-        async startWorkers(onJob) {
-          for (let i = 0; i < opts.workers; i++) {
-            await boss.work<{ t: number }>(
+          sliced(jobs, async (slice) => {
+            await boss.insert(
               queue,
-              { batchSize: opts.batchSize, pollingIntervalSeconds: opts.pollingIntervalSeconds },
-              async (jobs) => {
-                for (const job of jobs) onJob(job.data.t);
-              },
+              slice.map((j) => ({ data: { t: j.t }, singletonKey: j.entityId ?? undefined })),
+              { db },
             );
-          }
+          }),
+        async startWorkers(onJob) {
+          await boss.work<{ t: number }>(
+            queue,
+            {
+              localConcurrency: knobs.localConcurrency,
+              batchSize: knobs.batchSize,
+              pollingIntervalSeconds: knobs.pollingIntervalSeconds,
+              burstWhenBatchFull: knobs.burstWhenBatchFull ?? false,
+            },
+            async (jobs) => {
+              for (const job of jobs) onJob(job.data.t);
+            },
+          );
         },
-        // offWork() returns before its loops end; stop() waits for them (and closes boss's pool).
-        stopWorkers: () => boss.stop({ graceful: true, wait: true, timeout: 5000 }),
+        // Waits for the workers' loops to end (pg-boss 10's offWork did not), so the next drain can work() again.
+        stopWorkers: () => boss.offWork(queue, { wait: true }),
         // State order is created < retry < active < completed: everything before completed is pending.
         remaining: () => count(producer, `select count(*)::int as n from pgboss.job where name = $1 and state < 'completed'`, [queue]),
-        reset: async () => void (await producer.query('truncate pgboss.job, pgboss.archive')),
+        reset: async () => void (await producer.query('truncate pgboss.job')),
         analyze: async () => void (await producer.query('analyze pgboss.job')),
         async close() {
-          await boss.stop({ graceful: true, wait: true, timeout: 5000 });
+          await boss.stop({ graceful: true, timeout: 5000 });
           await producer.end();
         },
       };
       boss.on('error', () => void qut.errors++);
       await boss.start();
-      await boss.createQueue(queue, { name: queue, policy: perEntity ? 'singleton' : 'standard' });
+      await boss.createQueue(queue, { policy: perEntity ? 'singleton' : 'standard', notify });
+      // createQueue leaves an existing queue as it was: the queue outlives a setting, and the last one's notify must not stick.
+      await boss.updateQueue(queue, { notify });
       return qut;
     },
   };

@@ -1,5 +1,6 @@
 import type { Queryable } from '../../src/db.ts';
 import { createPool } from '../../src/db.ts';
+import { loadConfig } from '../../src/config.ts';
 import { migrate } from '../../src/migrate.ts';
 import { claimJobs } from '../../src/queue/claim.ts';
 import { enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
@@ -64,7 +65,8 @@ export async function explainClaim(url: string, jobs: number, limit = 10): Promi
           workerId: 'explain',
           queues: undefined,
           limit,
-          leaseSeconds: 120,
+          // The lease the app claims with by default (PGFLEET_JOB_LEASE): it only sets locked_until here.
+          leaseSeconds: loadConfig({}).jobLease,
           minPriority,
         })) as unknown as {
           'QUERY PLAN': string;

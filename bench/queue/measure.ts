@@ -35,6 +35,16 @@ export interface DrainResult {
   jobsPerSecond: number;
   /** The cap ran out before the queue was empty: jobs/s is from the jobs done by then. */
   capped: boolean;
+  /** jobs/s of each drain, in order, when this one is their median. */
+  runs?: number[];
+}
+
+/** The drain of median rate, with the rates of all the drains it was chosen from. */
+export function medianDrain(drains: DrainResult[]): DrainResult {
+  const byRate = [...drains].sort((a, b) => a.jobsPerSecond - b.jobsPerSecond);
+  const median = byRate[Math.floor((byRate.length - 1) / 2)];
+  if (!median) throw new Error('no drain to take the median of');
+  return { ...median, runs: drains.map((d) => d.jobsPerSecond) };
 }
 
 /**

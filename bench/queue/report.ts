@@ -26,6 +26,8 @@ export interface SettingResult {
 
 export interface Results {
   machine: Machine;
+  /** The peers' installed versions (package.json pins them). */
+  versions: Record<string, string>;
   parameters: Record<string, number>;
   notes: string[];
   settings: SettingResult[];
@@ -46,11 +48,14 @@ export function markdown(r: Results): string {
     `Postgres settings: ${Object.entries(m.postgresSettings)
       .map(([k, v]) => `${k}=${v}`)
       .join(', ')}`,
+    `Versions: ${Object.entries(r.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     `Parameters: ${Object.entries(r.parameters)
       .map(([k, v]) => `${k}=${v}`)
       .join(', ')}`,
     '',
-    '| contender | setting | per-entity serialization | jobs/s (drain) | median pickup ms | p99 pickup ms | knobs |',
+    '| contender | setting | per-entity serialization | jobs/s (median drain) | median pickup ms | p99 pickup ms | knobs |',
     '|---|---|---|--:|--:|--:|---|',
   ];
   for (const s of r.settings) {
@@ -60,12 +65,13 @@ export function markdown(r: Results): string {
     }
     const d = s.drain;
     const l = s.latency;
+    const runs = d.runs && d.runs.length > 1 ? ` (${num(Math.min(...d.runs))}–${num(Math.max(...d.runs))})` : '';
     const capped = d.capped ? ` (capped: ${num(d.completed)}/${num(d.jobs)} in ${num(d.seconds)} s)` : '';
     const lb = l.lowerBound ? '≥ ' : '';
     const rejected = s.unhandledRejections.length > 0 ? ` (unhandled: ${s.unhandledRejections.join('; ')})` : '';
     const errors = s.libraryErrors > 0 ? `; ${num(s.libraryErrors)} library errors${rejected}` : '';
     lines.push(
-      `| ${s.contender} | ${s.setting} | ${s.perEntity ? 'yes' : 'no'} | ${num(d.jobsPerSecond)}${capped} | ` +
+      `| ${s.contender} | ${s.setting} | ${s.perEntity ? 'yes' : 'no'} | ${num(d.jobsPerSecond)}${runs}${capped} | ` +
         `${lb}${num(l.medianMs, 1)} | ${lb}${num(l.p99Ms, 1)} | ${s.knobs}${errors} |`,
     );
   }
