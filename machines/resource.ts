@@ -1,4 +1,5 @@
 import { and, assign, emit, enqueueActions, setup } from 'xstate';
+import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
  * The life of one customer database (a resource): created on a server, changed between
@@ -50,12 +51,6 @@ export type ResourceTask =
   | 'observe'
   | 'rotate_password'
   | 'sync_credentials';
-
-export interface ResourceJob {
-  type: 'job';
-  task: ResourceTask;
-  delaySeconds?: number;
-}
 
 export type Observation = Record<string, string>;
 
@@ -130,8 +125,6 @@ export function stepBackoffSeconds(failures: number): number {
 export function deliveryBackoffSeconds(failures: number): number {
   return Math.min(2 * 2 ** Math.max(failures - 1, 0), 3600);
 }
-
-const job = (task: ResourceTask) => ({ type: 'job' as const, params: { task } });
 
 const ERROR_LIMIT = 1000;
 
@@ -255,15 +248,14 @@ export const resourceMachine = setup({
   types: {
     context: {} as ResourceContext,
     events: {} as ResourceEvent,
-    emitted: {} as ResourceJob,
+    emitted: {} as JobEmitted<ResourceTask>,
   },
   actions: {
-    job: emit((_, params: { task: ResourceTask }) => ({ type: 'job' as const, task: params.task })),
+    job: emit((_, params: JobParams<ResourceTask>) => jobEmitted(params)),
     /** The step's job, delayed by the backoff its failures so far have earned. */
-    stepJob: emit(({ context }, params: { task: ResourceTask }) => {
-      const delaySeconds = stepBackoffSeconds(context.failures);
-      return { type: 'job' as const, task: params.task, ...(delaySeconds > 0 ? { delaySeconds } : {}) };
-    }),
+    stepJob: emit(({ context }, params: { task: ResourceTask }) =>
+      jobEmitted({ task: params.task, delaySeconds: stepBackoffSeconds(context.failures) }),
+    ),
     see: assign({ seenAt: ({ event }) => ('at' in event ? event.at : '') }),
     resetFailures: assign({ failures: 0, lastError: undefined }),
     countFailure: assign({ failures: ({ context }) => context.failures + 1 }),

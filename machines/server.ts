@@ -1,4 +1,5 @@
 import { and, assign, emit, not, setup } from 'xstate';
+import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
  * The life of one Postgres server, always trying to get back to `available`.
@@ -31,12 +32,6 @@ export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarti
 
 export type ServerTask =
   'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
-
-export interface JobEmitted {
-  type: 'job';
-  task: ServerTask;
-  delaySeconds?: number;
-}
 
 /** The latest merged observation, as the hstore holds it: strings. */
 export type Observation = Record<string, string>;
@@ -76,8 +71,6 @@ export function failedBackoffSeconds(failures: number): number {
   return Math.min(5 * 2 ** Math.max(failures - 1, 0), 600);
 }
 
-const job = (task: ServerTask, delaySeconds?: number) => ({ type: 'job' as const, params: { task, delaySeconds } });
-
 /**
  * While a state waits for its job's report, each fresh observation asks for the job again.
  * Jobs are unique per entity and task while pending, so this changes nothing when the job
@@ -89,14 +82,10 @@ export const serverMachine = setup({
   types: {
     context: {} as ServerContext,
     events: {} as ServerEvent,
-    emitted: {} as JobEmitted,
+    emitted: {} as JobEmitted<ServerTask>,
   },
   actions: {
-    job: emit((_, params: { task: ServerTask; delaySeconds?: number }) => ({
-      type: 'job' as const,
-      task: params.task,
-      ...(params.delaySeconds ? { delaySeconds: params.delaySeconds } : {}),
-    })),
+    job: emit((_, params: JobParams<ServerTask>) => jobEmitted(params)),
     retryFailed: emit(({ context }) => ({
       type: 'job' as const,
       task: 'restart' as const,
