@@ -1,4 +1,5 @@
 import { and, assign, emit, enqueueActions, setup } from 'xstate';
+import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
@@ -117,14 +118,12 @@ export interface ResourceContext {
 /** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
 export function stepBackoffSeconds(failures: number): number {
   if (failures <= 0) return 0;
-  if (failures <= MAX_STEP_RETRIES) return 2 ** (failures - 1);
-  return Math.min(60 * 2 ** (failures - MAX_STEP_RETRIES - 1), 3600);
+  if (failures <= MAX_STEP_RETRIES) return backoff({ first: 1, most: 3600 }, failures - 1);
+  return backoff({ first: 60, most: 3600 }, failures - MAX_STEP_RETRIES - 1);
 }
 
 /** Backoff before the nth retry of handing the config to the platform: 2 s doubling to an hour. */
-export function deliveryBackoffSeconds(failures: number): number {
-  return Math.min(2 * 2 ** Math.max(failures - 1, 0), 3600);
-}
+const DELIVERY_RETRY_SECONDS: Backoff = { first: 2, most: 3600 };
 
 const ERROR_LIMIT = 1000;
 
@@ -282,7 +281,7 @@ export const resourceMachine = setup({
     retryDelivery: emit(({ context }) => ({
       type: 'job' as const,
       task: 'deliver' as const,
-      delaySeconds: deliveryBackoffSeconds(context.deliveryFailures),
+      delaySeconds: backoff(DELIVERY_RETRY_SECONDS, context.deliveryFailures - 1),
     })),
   },
   guards: {

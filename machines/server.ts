@@ -1,4 +1,5 @@
 import { and, assign, emit, not, setup } from 'xstate';
+import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
@@ -67,9 +68,7 @@ export interface ServerContext {
 }
 
 /** Backoff before the nth retry of a failed server: 5 s, 10 s, 20 s … at most 10 minutes. */
-export function failedBackoffSeconds(failures: number): number {
-  return Math.min(5 * 2 ** Math.max(failures - 1, 0), 600);
-}
+const FAILED_RETRY_SECONDS: Backoff = { first: 5, most: 600 };
 
 /**
  * While a state waits for its job's report, each fresh observation asks for the job again.
@@ -89,7 +88,7 @@ export const serverMachine = setup({
     retryFailed: emit(({ context }) => ({
       type: 'job' as const,
       task: 'restart' as const,
-      delaySeconds: failedBackoffSeconds(context.failures),
+      delaySeconds: backoff(FAILED_RETRY_SECONDS, context.failures - 1),
     })),
     see: assign({ seenAt: ({ event }) => event.at }),
     markStarted: assign({ startedAt: ({ event }) => event.at, probes: 0 }),
