@@ -1,4 +1,5 @@
 import { assign, emit, enqueueActions, setup } from 'xstate';
+import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
  * The life of one incident. `trouble` opens when an entity leaves its healthy state, follows
@@ -24,12 +25,6 @@ export interface Escalation {
 }
 
 export type IncidentTask = 'page' | 'unpage' | 'notify' | 'deadline' | 'changeover';
-
-export interface IncidentJob {
-  type: 'job';
-  task: IncidentTask;
-  delaySeconds?: number;
-}
 
 export interface IncidentInput {
   kind: 'trouble' | 'maintenance' | 'retirement';
@@ -66,8 +61,6 @@ export type IncidentEvent =
   /** An operator closes it: the exception was dealt with, or the condition is accepted. */
   | { type: 'resolve'; at: string };
 
-const job = (task: IncidentTask) => ({ type: 'job' as const, params: { task } });
-
 const elapsedSeconds = (from: string, to: string) => (Date.parse(to) - Date.parse(from)) / 1000;
 
 /**
@@ -85,11 +78,11 @@ export const incidentMachine = setup({
   types: {
     context: {} as IncidentContext,
     events: {} as IncidentEvent,
-    emitted: {} as IncidentJob,
+    emitted: {} as JobEmitted<IncidentTask>,
     input: {} as IncidentInput,
   },
   actions: {
-    job: emit((_, params: { task: IncidentTask }) => ({ type: 'job' as const, task: params.task })),
+    job: emit((_, params: JobParams<IncidentTask>) => jobEmitted(params)),
     follow: assign(({ context, event }) =>
       event.type === 'entity.changed' && event.state !== context.entityState
         ? { entityState: event.state, since: event.at, stuckAfter: event.stuckAfter }
@@ -122,11 +115,7 @@ export const incidentMachine = setup({
       if (context.escalations.length > 0) enqueue.emit({ type: 'job', task: 'unpage' });
     }),
     /** Trouble is told once it has lasted its grace; the notify job finds out whether it still concerns anyone. */
-    notifyAfterGrace: emit(({ context }) => ({
-      type: 'job' as const,
-      task: 'notify' as const,
-      ...(context.noticeAfter ? { delaySeconds: context.noticeAfter } : {}),
-    })),
+    notifyAfterGrace: emit(({ context }) => jobEmitted({ task: 'notify' as const, delaySeconds: context.noticeAfter })),
     scheduleChangeover: emit(({ context }) => ({
       type: 'job' as const,
       task: 'changeover' as const,

@@ -1,4 +1,6 @@
 import { and, assign, emit, enqueueActions, setup } from 'xstate';
+import { backoff, type Backoff } from '../src/backoff.ts';
+import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
  * The life of one customer database (a resource): created on a server, changed between
@@ -50,12 +52,6 @@ export type ResourceTask =
   | 'observe'
   | 'rotate_password'
   | 'sync_credentials';
-
-export interface ResourceJob {
-  type: 'job';
-  task: ResourceTask;
-  delaySeconds?: number;
-}
 
 export type Observation = Record<string, string>;
 
@@ -122,16 +118,12 @@ export interface ResourceContext {
 /** Backoff before retry n of a step: 1, 2, 4, 8, 16 s, then from a minute up to an hour. */
 export function stepBackoffSeconds(failures: number): number {
   if (failures <= 0) return 0;
-  if (failures <= MAX_STEP_RETRIES) return 2 ** (failures - 1);
-  return Math.min(60 * 2 ** (failures - MAX_STEP_RETRIES - 1), 3600);
+  if (failures <= MAX_STEP_RETRIES) return backoff({ first: 1, most: 3600 }, failures - 1);
+  return backoff({ first: 60, most: 3600 }, failures - MAX_STEP_RETRIES - 1);
 }
 
 /** Backoff before the nth retry of handing the config to the platform: 2 s doubling to an hour. */
-export function deliveryBackoffSeconds(failures: number): number {
-  return Math.min(2 * 2 ** Math.max(failures - 1, 0), 3600);
-}
-
-const job = (task: ResourceTask) => ({ type: 'job' as const, params: { task } });
+const DELIVERY_RETRY_SECONDS: Backoff = { first: 2, most: 3600 };
 
 const ERROR_LIMIT = 1000;
 
@@ -255,15 +247,14 @@ export const resourceMachine = setup({
   types: {
     context: {} as ResourceContext,
     events: {} as ResourceEvent,
-    emitted: {} as ResourceJob,
+    emitted: {} as JobEmitted<ResourceTask>,
   },
   actions: {
-    job: emit((_, params: { task: ResourceTask }) => ({ type: 'job' as const, task: params.task })),
+    job: emit((_, params: JobParams<ResourceTask>) => jobEmitted(params)),
     /** The step's job, delayed by the backoff its failures so far have earned. */
-    stepJob: emit(({ context }, params: { task: ResourceTask }) => {
-      const delaySeconds = stepBackoffSeconds(context.failures);
-      return { type: 'job' as const, task: params.task, ...(delaySeconds > 0 ? { delaySeconds } : {}) };
-    }),
+    stepJob: emit(({ context }, params: { task: ResourceTask }) =>
+      jobEmitted({ task: params.task, delaySeconds: stepBackoffSeconds(context.failures) }),
+    ),
     see: assign({ seenAt: ({ event }) => ('at' in event ? event.at : '') }),
     resetFailures: assign({ failures: 0, lastError: undefined }),
     countFailure: assign({ failures: ({ context }) => context.failures + 1 }),
@@ -290,7 +281,7 @@ export const resourceMachine = setup({
     retryDelivery: emit(({ context }) => ({
       type: 'job' as const,
       task: 'deliver' as const,
-      delaySeconds: deliveryBackoffSeconds(context.deliveryFailures),
+      delaySeconds: backoff(DELIVERY_RETRY_SECONDS, context.deliveryFailures - 1),
     })),
   },
   guards: {

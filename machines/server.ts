@@ -1,4 +1,6 @@
 import { and, assign, emit, not, setup } from 'xstate';
+import { backoff, type Backoff } from '../src/backoff.ts';
+import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 
 /**
  * The life of one Postgres server, always trying to get back to `available`.
@@ -31,12 +33,6 @@ export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarti
 
 export type ServerTask =
   'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
-
-export interface JobEmitted {
-  type: 'job';
-  task: ServerTask;
-  delaySeconds?: number;
-}
 
 /** The latest merged observation, as the hstore holds it: strings. */
 export type Observation = Record<string, string>;
@@ -72,11 +68,7 @@ export interface ServerContext {
 }
 
 /** Backoff before the nth retry of a failed server: 5 s, 10 s, 20 s … at most 10 minutes. */
-export function failedBackoffSeconds(failures: number): number {
-  return Math.min(5 * 2 ** Math.max(failures - 1, 0), 600);
-}
-
-const job = (task: ServerTask, delaySeconds?: number) => ({ type: 'job' as const, params: { task, delaySeconds } });
+const FAILED_RETRY_SECONDS: Backoff = { first: 5, most: 600 };
 
 /**
  * While a state waits for its job's report, each fresh observation asks for the job again.
@@ -89,18 +81,14 @@ export const serverMachine = setup({
   types: {
     context: {} as ServerContext,
     events: {} as ServerEvent,
-    emitted: {} as JobEmitted,
+    emitted: {} as JobEmitted<ServerTask>,
   },
   actions: {
-    job: emit((_, params: { task: ServerTask; delaySeconds?: number }) => ({
-      type: 'job' as const,
-      task: params.task,
-      ...(params.delaySeconds ? { delaySeconds: params.delaySeconds } : {}),
-    })),
+    job: emit((_, params: JobParams<ServerTask>) => jobEmitted(params)),
     retryFailed: emit(({ context }) => ({
       type: 'job' as const,
       task: 'restart' as const,
-      delaySeconds: failedBackoffSeconds(context.failures),
+      delaySeconds: backoff(FAILED_RETRY_SECONDS, context.failures - 1),
     })),
     see: assign({ seenAt: ({ event }) => event.at }),
     markStarted: assign({ startedAt: ({ event }) => event.at, probes: 0 }),

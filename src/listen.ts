@@ -1,9 +1,10 @@
 import pg from 'pg';
+import { backoff, type Backoff } from './backoff.ts';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
 
 /** Backoff of a lost LISTEN connection: 100 ms, doubling to at most a second. */
-export const RECONNECT_MS = { first: 100, most: 1000 };
+export const RECONNECT_MS: Backoff = { first: 100, most: 1000 };
 
 export interface NotificationOptions {
   channels: string[];
@@ -26,7 +27,8 @@ export interface NotificationOptions {
 export class Notifications {
   private client: pg.Client | undefined;
   private stopped = false;
-  private reconnectMs = RECONNECT_MS.first;
+  /** Attempts to make the connection again that failed since it was last up. */
+  private failedReconnects = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -73,7 +75,7 @@ export class Notifications {
       return;
     }
     this.client = client;
-    this.reconnectMs = RECONNECT_MS.first;
+    this.failedReconnects = 0;
     this.opts.onConnected();
   }
 
@@ -87,14 +89,17 @@ export class Notifications {
   }
 
   private reconnect(): void {
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.stopped) return;
-      this.connect().catch((err: unknown) => {
-        this.opts.log.debug({ err }, `making the LISTEN connection for ${this.opts.purpose} again failed`);
-        this.reconnectMs = Math.min(this.reconnectMs * 2, RECONNECT_MS.most);
-        this.reconnect();
-      });
-    }, this.reconnectMs);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        if (this.stopped) return;
+        this.connect().catch((err: unknown) => {
+          this.opts.log.debug({ err }, `making the LISTEN connection for ${this.opts.purpose} again failed`);
+          this.failedReconnects += 1;
+          this.reconnect();
+        });
+      },
+      backoff(RECONNECT_MS, this.failedReconnects),
+    );
   }
 }

@@ -1,7 +1,7 @@
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { JobHandler } from '../queue/worker.ts';
-import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import type { ObjectStore } from '../store/store.ts';
 
 /**
@@ -22,7 +22,7 @@ export async function pruneDeletedArchives(pool: Pool, store: ObjectStore, reten
     [retentionSeconds, SERVERS_PER_RUN],
   );
   for (const { id } of rows) {
-    const keys = await store.list(`servers/${id}/`);
+    const keys = await store.list(`${serverArchivePrefix(id)}/`);
     for (const key of keys) await store.delete(key);
     await pool.query(`update servers set attrs = attrs || hstore('archive_removed_at', now()::text) where id = $1`, [id]);
     log.info({ server: id, objects: keys.length }, 'removed the archive of a server deleted past the retention');

@@ -2,7 +2,7 @@ import type { PgBinaries } from '../pg/binaries.ts';
 import type { JobHandler } from '../queue/worker.ts';
 import type { Sealer } from '../sealer.ts';
 import { loadServerRecord } from '../servers/rows.ts';
-import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { takeBaseBackup } from '../wal/backup.ts';
 
 export interface BackupTaskOptions {
@@ -26,7 +26,7 @@ export function backupTask(opts: BackupTaskOptions): JobHandler {
     const manifest = await takeBaseBackup(
       opts.binaries,
       store,
-      `servers/${serverId}`,
+      serverArchivePrefix(serverId),
       { host: server.host, port: server.port, password: server.superuserPassword },
       label,
     );

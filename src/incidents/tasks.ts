@@ -7,6 +7,7 @@ import { report, sendEvent } from '../runner/runner.ts';
 import type { MachineName } from '../runner/machines.ts';
 import { deliverNotifications, postJson } from '../notifications.ts';
 import type { Job } from '../queue/jobs.ts';
+import { resourcesServedBy } from '../resources/servedBy.ts';
 import type { JobContext, JobHandler } from '../queue/worker.ts';
 
 /** The PagerDuty Events v2 body for an incident: deduplicated by the incident's id. */
@@ -38,10 +39,7 @@ export function pagerEvent(
 /** Which resources' customers an incident concerns: the resource itself, or those on a server. */
 async function affectedResources(db: Queryable, incident: IncidentRow): Promise<string[]> {
   if (incident.entityKind === 'resource') return [incident.entityId];
-  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [
-    incident.entityId,
-  ]);
-  return rows.map((r) => r.id);
+  return resourcesServedBy(db, incident.entityId);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { backoff, type Backoff } from '../backoff.ts';
 import type { Queryable } from '../db.ts';
 import { PRIORITY, type Job } from './jobs.ts';
 
@@ -100,9 +101,7 @@ export async function completeJobs(db: Queryable, workerId: string, ids: string[
 }
 
 /** Backoff after the nth failed attempt: 2^n seconds, at most an hour. */
-export function backoffSeconds(attempts: number): number {
-  return Math.min(2 ** attempts, 3600);
-}
+const JOB_RETRY_SECONDS: Backoff = { first: 1, most: 3600 };
 
 /**
  * Put a failed job back with backoff, or mark it dead once its attempts are spent. A keyed
@@ -115,7 +114,7 @@ export async function failJob(db: Queryable, workerId: string, job: Job, error: 
       `update jobs set locked_by = null, locked_until = null, last_error = $3,
          run_at = now() + make_interval(secs => $4), dead_at = case when $5 then now() end
        where id = $1 and locked_by = $2`,
-      [job.id, workerId, error.slice(0, 4000), backoffSeconds(job.attempts), dead],
+      [job.id, workerId, error.slice(0, 4000), backoff(JOB_RETRY_SECONDS, job.attempts), dead],
     );
     // Not this worker's any more: released as a lost claim, or completed by a commit whose
     // answer the connection lost.

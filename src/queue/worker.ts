@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Histogram } from 'prom-client';
 import type { Client, Pool, Queryable } from '../db.ts';
 import { isConnectionLoss, transaction } from '../db.ts';
+import { backoff } from '../backoff.ts';
 import { Notifications, RECONNECT_MS } from '../listen.ts';
 import type { Logger } from '../log.ts';
 import {
@@ -329,16 +330,14 @@ export class Worker {
    */
   private async record<T>(log: Logger, fn: () => Promise<T>): Promise<T> {
     const until = Date.now() + RECORD_RETRY_MS;
-    let wait = RECONNECT_MS.first;
-    for (;;) {
+    for (let retry = 0; ; retry++) {
       try {
         return await fn();
       } catch (err) {
+        const wait = backoff(RECONNECT_MS, retry);
         if (Date.now() + wait > until) throw err;
-        if (wait === RECONNECT_MS.first)
-          log.warn({ err }, 'recording the end of the job failed; trying again until the control database answers');
+        if (retry === 0) log.warn({ err }, 'recording the end of the job failed; trying again until the control database answers');
         await new Promise((r) => setTimeout(r, wait));
-        wait = Math.min(wait * 2, RECONNECT_MS.most);
       }
     }
   }

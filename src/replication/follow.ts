@@ -1,6 +1,6 @@
 import type { Host } from '../hosts/host.ts';
 import type { ServerRecord } from '../providers/provider.ts';
-import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { backupTar, findBackup, latestBackup } from '../wal/backup.ts';
 import { BackupNotFinished } from './notYet.ts';
 import { standbySettings } from './settings.ts';
@@ -18,7 +18,9 @@ export async function restoreFollower(host: Host, server: ServerRecord, archive:
   // A follower's placement asks for a fresh backup of its leader (`backup_label`): an
   // older one may be of a timeline the leader has left.
   const wanted = server.attrs.backup_label;
-  const backup = wanted ? await findBackup(store, `servers/${leader}`, wanted) : await latestBackup(store, `servers/${leader}`);
+  const backup = wanted
+    ? await findBackup(store, serverArchivePrefix(leader), wanted)
+    : await latestBackup(store, serverArchivePrefix(leader));
   if (!backup) throw new BackupNotFinished(leader, wanted);
   await host.restoreBackup(backupTar(store, backup), await standbySettings(host, server, archive, backup.prefix), 'standby.signal');
 }

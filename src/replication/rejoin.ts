@@ -1,7 +1,7 @@
 import type { Host } from '../hosts/host.ts';
 import { RewindSourceUnreachable } from '../pg/cluster.ts';
 import type { ServerRecord } from '../providers/provider.ts';
-import type { ArchiveTarget } from '../store/open.ts';
+import { serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { installHba } from '../tls/postgres.ts';
 import { restoreFollower } from './follow.ts';
 import { NotYet } from './notYet.ts';
@@ -28,6 +28,7 @@ export type Rejoined = { how: 'rewound' } | { how: 'rebuilt'; because: string } 
  * the backup it needs is not there.
  */
 export async function rejoinAsStandby(host: Host, server: ServerRecord, archive: ArchiveTarget): Promise<Rejoined> {
+  // leaderOf throws unless the server follows a placed leader: `attrs.follows` is set below.
   const leader = { ...leaderOf(server), password: server.superuserPassword };
   await host.kill();
   let how: Rejoined;
@@ -36,7 +37,7 @@ export async function rejoinAsStandby(host: Host, server: ServerRecord, archive:
   if (await host.hasDataFile('standby.signal')) how = { how: 'started' };
   else if (await host.hasDataFile('PG_VERSION')) {
     try {
-      await host.rewind(leader, await standbySettings(host, server, archive, `servers/${server.attrs.follows}`));
+      await host.rewind(leader, await standbySettings(host, server, archive, serverArchivePrefix(server.attrs.follows!)));
       how = { how: 'rewound' };
     } catch (err) {
       if (err instanceof RewindSourceUnreachable) throw new NotYet(err.message);

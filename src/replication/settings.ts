@@ -1,6 +1,6 @@
 import type { Host } from '../hosts/host.ts';
 import { placed, type ServerRecord } from '../providers/provider.ts';
-import type { ArchiveTarget } from '../store/open.ts';
+import { serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { TLS_SETTINGS } from '../tls/postgres.ts';
 import type { ArchiveConfig } from '../wal/main.ts';
 import { ARCHIVE_SKIPPED_FILE, primaryConninfo, skippableRestoreCommand } from './standbys.ts';
@@ -29,7 +29,7 @@ function archiverConfig(archive: ArchiveTarget, prefix: string): ArchiveConfig {
  * (`wal-push`), which Postgres runs as its own user with a config only that user reads.
  */
 export async function archiveSettings(host: Host, server: ServerRecord, archive: ArchiveTarget): Promise<Record<string, string>> {
-  const command = await host.archiverCommand('wal-push "%p"', 'archive.json', archiverConfig(archive, `servers/${server.id}`));
+  const command = await host.archiverCommand('wal-push "%p"', 'archive.json', archiverConfig(archive, serverArchivePrefix(server.id)));
   return { archive_mode: 'on', archive_command: quoted(command), archive_timeout: quoted('60s') };
 }
 

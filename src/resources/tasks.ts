@@ -29,7 +29,7 @@ import type { Observation } from '../runner/observe.ts';
 import { latestObservation } from '../runner/observations.ts';
 import { machineState } from '../runner/store.ts';
 import type { Sealer } from '../sealer.ts';
-import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { archiveAhead } from '../wal/archive.ts';
 import {
   followersOf,
@@ -205,7 +205,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       const { resource, servers } = await load(pool, job);
       const standby = withRole(servers, 'standby');
       const store = openArchive(opts.archive);
-      const prefix = `servers/${withRole(servers, 'primary').id}`;
+      const prefix = serverArchivePrefix(withRole(servers, 'primary').id);
       await promoteStandby(await superuser(pool, standby), (timeline, position) => archiveAhead(store, prefix, timeline, position));
       // Promoted, it has replayed every change to the tenants: its pooler learns the latest.
       await refreshPoolOrWarn(pool, standby.id, log);

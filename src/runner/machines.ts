@@ -3,6 +3,7 @@ import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../../machines/incide
 import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../../machines/resource.ts';
 import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../../machines/server.ts';
 import type { Queryable } from '../db.ts';
+import { resourcesServedBy } from '../resources/servedBy.ts';
 import type { ObservedTable } from './observations.ts';
 
 /**
@@ -50,8 +51,3 @@ export type MachineName = keyof typeof MACHINES;
 
 /** The machines whose entities observers look at, on the clock's schedule. */
 export const OBSERVED_MACHINES = (Object.keys(MACHINES) as MachineName[]).filter((m) => MACHINES[m].observedIn !== undefined);
-
-async function resourcesServedBy(db: Queryable, serverId: string): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>('select resource_id as id from resource_servers where server_id = $1', [serverId]);
-  return rows.map((r) => r.id);
-}

@@ -1,15 +1,9 @@
 import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
+import type { JobEmitted } from '../../machines/jobs.ts';
 import type { Client, Queryable } from '../db.ts';
 import { enqueueMany, PRIORITY, type Job, type JobSpec } from '../queue/jobs.ts';
 import { MACHINES, type MachineName } from './machines.ts';
 import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
-
-/** A job a machine asks for; the runner enqueues it with the transition. */
-export interface JobEmitted {
-  type: 'job';
-  task: string;
-  delaySeconds?: number;
-}
 
 /** An event for any machine; each machine's own types say which it accepts. */
 export type MachineEvent = EventObject & Record<string, unknown>;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { RESOURCE_FAILOVER_STATES } from '../../machines/resource.ts';
 import { transaction, type Pool, type Queryable } from '../db.ts';
 import type { SuperuserTarget } from '../pg/superuser.ts';
+import { resourcesServedBy } from '../resources/servedBy.ts';
 import type { ServerRecord } from '../providers/provider.ts';
 import { createMachine, sendEvent } from '../runner/runner.ts';
 import { enqueue } from '../queue/jobs.ts';
@@ -143,11 +144,8 @@ export async function requestServerDeletion(
 ): Promise<{ outcome: 'deleting' | 'missing' } | { outcome: 'serving'; resources: string[] }> {
   return transaction(pool, async (client) => {
     await client.query('select 1 from entity_states where entity_id = $1 for update', [id]);
-    const { rows } = await client.query<{ id: string }>(
-      'select resource_id as id from resource_servers where server_id = $1 order by created_at',
-      [id],
-    );
-    if (rows.length > 0) return { outcome: 'serving', resources: rows.map((r) => r.id) };
+    const resources = await resourcesServedBy(client, id);
+    if (resources.length > 0) return { outcome: 'serving', resources };
     return { outcome: (await sendEvent(client, id, { type: 'delete' })) === undefined ? 'missing' : 'deleting' };
   });
 }

@@ -12,7 +12,7 @@ import { BackupNotFinished, NotYet } from '../replication/notYet.ts';
 import { rejoinAsStandby } from '../replication/rejoin.ts';
 import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
 import type { JobContext, JobHandler } from '../queue/worker.ts';
-import { openArchive, type ArchiveTarget } from '../store/open.ts';
+import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { findBackup } from '../wal/backup.ts';
 import type { Observation, Observer, Sources } from '../runner/observe.ts';
 import { latestObservation } from '../runner/observations.ts';
@@ -84,7 +84,9 @@ async function askAgain(
     // The job first: once it is done, its backup is in the store.
     const coming = err.label !== undefined && (await jobLive(pool, 'backup', { label: err.label }));
     const made =
-      err.label !== undefined && !coming && (await findBackup(openArchive(archive), `servers/${err.leader}`, err.label)) !== undefined;
+      err.label !== undefined &&
+      !coming &&
+      (await findBackup(openArchive(archive), serverArchivePrefix(err.leader), err.label)) !== undefined;
     const leader = await machineState(pool, err.leader);
     // A leader that is gone takes no backup again: a failure to see, not a wait.
     if (!coming && !made && (leader === undefined || leader === 'deleting' || leader === 'deleted'))

@@ -32,6 +32,11 @@ export interface ArchiveTarget {
   env?: Record<string, string>;
 }
 
+/** Where a server's WAL and base backups live in the archive's store: its followers restore from there too. */
+export function serverArchivePrefix(serverId: string): string {
+  return `servers/${serverId}`;
+}
+
 /** The archive's store, its credentials taking precedence over this process's environment. */
 export function openArchive(target: ArchiveTarget): ObjectStore {
   return openStore(target.storeUrl, { ...process.env, ...target.env });

@@ -3,7 +3,7 @@ import { snapshot } from '../db.ts';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
 import { listDeadJobs, retryDeadJob } from '../queue/status.ts';
-import { openArchive } from '../store/open.ts';
+import { openArchive, serverArchivePrefix } from '../store/open.ts';
 import { listBackups } from '../wal/backup.ts';
 import { resolveIncident } from '../incidents/rows.ts';
 import { scheduleMaintenance } from '../incidents/maintenance.ts';
@@ -258,7 +258,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     });
 
     app.get<ById>('/servers/:id/backups', byId, async (req) =>
-      listBackups(openArchive(opts.archive), `servers/${req.params.id.toLowerCase()}`),
+      listBackups(openArchive(opts.archive), serverArchivePrefix(req.params.id.toLowerCase())),
     );
 
     /** Jobs whose attempts are spent: what automation could not do, for an operator to look at. */
