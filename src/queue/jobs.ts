@@ -84,6 +84,24 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
 }
 
 /**
+ * The same job again in `delaySeconds`, carrying `payload` (its own unless given): a step
+ * that cannot be done yet ends and is asked again, in the commit that ends it, rather than
+ * waiting in place or spending its attempts. A pending twin (a machine's re-ask) is the one
+ * that stays.
+ */
+export async function enqueueAgain(db: Queryable, job: Job, delaySeconds: number, payload = job.payload): Promise<void> {
+  await enqueue(db, {
+    task: job.task,
+    entityId: job.entityId,
+    key: job.key,
+    queue: job.queue,
+    priority: job.priority,
+    payload,
+    delaySeconds,
+  });
+}
+
+/**
  * One keyed job per task for every live entity of the given machines, unless one is pending:
  * how the clock puts back jobs that fell out. Running it twice at once adds nothing twice.
  * Routine (the column's default): a pending job asked for more urgently keeps its priority.

@@ -2,6 +2,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { lsnBytes } from '../wal/segments.ts';
 import { asSuperuser, type SuperuserTarget } from '../pg/superuser.ts';
+import { NotYet } from './notYet.ts';
 
 /** The name a standby connects with (its `application_name`), as `synchronous_standby_names` lists it. */
 export function standbyName(serverId: string): string {
@@ -22,39 +23,94 @@ export async function repointStandby(standby: SuperuserTarget, leader: { host: s
 }
 
 /**
- * Require one of `standbys` to confirm every commit, and wait until the primary reports one
- * of them as `sync` and that one has flushed all the WAL there was then: only then is the
- * promise kept, by a standby that also has every commit acknowledged without it (while the
- * primary ran without a synchronous copy). With no standby connected, commits wait; that is
- * the point. One that does not get there in time is not waited for while the step retries:
- * a commit must not hang on a standby that could not be made synchronous.
+ * What one attempt to make a standby synchronous leaves for the next, which the re-asked job
+ * carries: the bound, and the position a synchronous standby must have flushed.
  */
-export async function synchronizeStandbys(primary: SuperuserTarget, standbys: string[], timeoutMs = 15_000): Promise<void> {
+export interface SyncProgress {
+  /** When the attempts give up, by the primary's clock: fixed at the first attempt. */
+  deadline: string;
+  /** The primary's WAL position when a standby was first seen synchronous. */
+  target?: string;
+  /** The primary's configuration load then (pg_conf_load_time): a later reload makes the target taken again. */
+  loadedAt?: string;
+}
+
+/** No standby is synchronous and caught up yet: the step ends and is asked again, with `progress`. */
+export class StandbysNotSynchronous extends NotYet {
+  constructor(readonly progress: SyncProgress) {
+    super(progress.target ? `a standby is synchronous but has not flushed ${progress.target} yet` : 'no standby is synchronous yet');
+  }
+}
+
+/** The progress a re-asked job carries, if it is one; anything else starts afresh. */
+export function syncProgress(value: unknown): SyncProgress | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { deadline, target, loadedAt } = value as Record<string, unknown>;
+  if (typeof deadline !== 'string') return undefined;
+  return {
+    deadline,
+    ...(typeof target === 'string' && typeof loadedAt === 'string' ? { target, loadedAt } : {}),
+  };
+}
+
+/**
+ * Require one of `standbys` to confirm every commit, and check whether the primary reports
+ * one of them as `sync` and that one has flushed all the WAL there was when it was first
+ * seen so: only then is the promise kept, by a standby that also has every commit
+ * acknowledged without it (while the primary ran without a synchronous copy). With no
+ * standby connected, commits wait; that is the point.
+ *
+ * One attempt does not wait: it throws StandbysNotSynchronous, and the step is asked again
+ * with its progress (it polled in place for up to 15 s, holding a worker slot and its
+ * resource's actions). The bound `timeoutMs` counts from the first attempt: one that does not
+ * get there in time is not waited for while the step retries, as a commit must not hang on a
+ * standby that could not be made synchronous. A reload of the primary's configuration
+ * between attempts may have let commits through unconfirmed (the setting reset, then set
+ * again): the target is then taken again, never kept from before it.
+ */
+export async function synchronizeStandbys(
+  primary: SuperuserTarget,
+  standbys: string[],
+  timeoutMs = 15_000,
+  progress?: SyncProgress,
+): Promise<void> {
   if (standbys.length === 0) throw new Error('there is no standby to make synchronous');
   await asSuperuser(primary, 'postgres', async (client) => {
-    const names = standbys.map((n) => `"${n}"`).join(', ');
-    await client.query(`alter system set synchronous_standby_names = ${pg.escapeLiteral(`FIRST 1 (${names})`)}`);
-    await client.query('select pg_reload_conf()');
-    const deadline = Date.now() + timeoutMs;
-    let target: string | undefined;
+    const wanted = `FIRST 1 (${standbys.map((n) => `"${n}"`).join(', ')})`;
+    const { rows } = await client.query<{ deadline: string; late: boolean; setting: string; loaded: string }>(
+      `select coalesce($1::timestamptz, clock_timestamp() + make_interval(secs => $2))::text as deadline,
+         coalesce(clock_timestamp() > $1::timestamptz, false) as late,
+         current_setting('synchronous_standby_names') as setting, pg_conf_load_time()::text as loaded`,
+      [progress?.deadline ?? null, timeoutMs / 1000],
+    );
+    const { deadline, late, setting, loaded } = rows[0]!;
+    const giveUp = async () => {
+      await client.query('alter system reset synchronous_standby_names');
+      await client.query('select pg_reload_conf()');
+      throw new Error(`no standby of ${standbys.join(', ')} became synchronous within ${timeoutMs / 1000} s`);
+    };
+    if (setting !== wanted) {
+      if (late) await giveUp();
+      await client.query(`alter system set synchronous_standby_names = ${pg.escapeLiteral(wanted)}`);
+      // The reload is asynchronous, and this session's load time is its own: the next attempt looks.
+      await client.query('select pg_reload_conf()');
+      throw new StandbysNotSynchronous({ deadline });
+    }
+    let target = progress?.loadedAt === loaded ? progress.target : undefined;
     for (;;) {
-      const { rows } = await client.query<{ flushed: boolean; now: string }>(
+      const sync = await client.query<{ flushed: boolean; now: string }>(
         `select flush_lsn >= coalesce($2::pg_lsn, '0/0') as flushed, pg_current_wal_lsn()::text as now
          from pg_stat_replication where sync_state = 'sync' and application_name = any($1)`,
         [standbys, target ?? null],
       );
-      const sync = rows[0];
-      if (sync && target !== undefined && sync.flushed) return;
-      if (sync && target === undefined) {
-        target = sync.now;
+      const seen = sync.rows[0];
+      if (seen && target !== undefined && seen.flushed) return;
+      if (seen && target === undefined) {
+        target = seen.now;
         continue;
       }
-      if (Date.now() > deadline) {
-        await client.query('alter system reset synchronous_standby_names');
-        await client.query('select pg_reload_conf()');
-        throw new Error(`no standby of ${standbys.join(', ')} became synchronous within ${timeoutMs / 1000} s`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
+      if (late) await giveUp();
+      throw new StandbysNotSynchronous({ deadline, ...(target !== undefined ? { target, loadedAt: loaded } : {}) });
     }
   });
 }

@@ -10,7 +10,7 @@ import { providerOf, type Providers } from '../providers/registry.ts';
 import { initializeServer } from '../replication/initialize.ts';
 import { BackupNotFinished, NotYet } from '../replication/notYet.ts';
 import { rejoinAsStandby } from '../replication/rejoin.ts';
-import { enqueue, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
+import { enqueueAgain, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
 import type { JobContext, JobHandler } from '../queue/worker.ts';
 import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { findBackup } from '../wal/backup.ts';
@@ -105,14 +105,7 @@ async function askAgain(
   return {
     commit: async (client) => {
       if (freshBackupOf) await followLeader(client, server.id, freshBackupOf, await requestBackup(client, freshBackupOf));
-      await enqueue(client, {
-        task: job.task,
-        entityId: job.entityId,
-        key: job.key,
-        queue: job.queue,
-        priority: job.priority,
-        delaySeconds: NOT_YET_SECONDS,
-      });
+      await enqueueAgain(client, job, NOT_YET_SECONDS);
     },
   };
 }
