@@ -1,5 +1,4 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -10,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/pg/ports.ts';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.ts';
 import { FakePlatform } from '../support/platform.ts';
-import { addonFetch, adminUrl, psql, startSystem, type System } from '../support/system.ts';
+import { adminUrl, provisionHa, psql, startSystem, type System } from '../support/system.ts';
 import { clusterPids, signalAll } from '../../src/chaos/processes.ts';
 
 const run = promisify(execFile);
@@ -44,17 +43,9 @@ describe('Patroni health endpoints behind a real HAProxy', () => {
       ADDON_CLIENT_SECRET: 's',
     });
 
-    uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', {
-      uuid,
-      plan: 'ha',
-      region: 'us',
-      callback_url: `${platform.url}/addons/${uuid}`,
-      oauth_grant: { code: 'g' },
-    });
-    expect(res.status).toBe(202);
-    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    const url = (JSON.parse(patch.body).config as { value: string }[])[0]!.value;
+    const provisioned = await provisionHa(system, platform);
+    uuid = provisioned.uuid;
+    const url = provisioned.config.PGFLEET_URL!;
 
     const { rows } = await db.pool.query<{ id: string; port: number; role: string; health_port: string }>(
       `select s.id, s.port, rs.role, s.attrs->'health_port' as health_port

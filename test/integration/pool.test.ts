@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { waitFor, type TestDatabase } from '../support/db.ts';
-import { addonFetch, adminUrl, psql, type System, useSystemWithPlatform } from '../support/system.ts';
+import { addonFetch, adminUrl, provisionHa, psql, type System, useSystemWithPlatform } from '../support/system.ts';
 import { verifyFull, untilRefused } from '../support/tls.ts';
 
 /** The CA the system under test hands out, as a file; customers' URLs are checked against it. */
@@ -175,17 +175,7 @@ describe('connection pooling: a pgbouncer in front of every server', { timeout: 
   });
 
   it("keeps an ha database's pooled URL working across a switchover", async () => {
-    const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', {
-      uuid,
-      plan: 'ha',
-      region: 'us',
-      callback_url: `${platform.url}/addons/${uuid}`,
-      oauth_grant: { code: 'g' },
-    });
-    expect(res.status).toBe(202);
-    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
+    const { uuid, config } = await provisionHa(system, platform);
     expect(Object.keys(config).sort()).toEqual(['PGFLEET_CONNECTION_POOL_URL', 'PGFLEET_READONLY_URL', 'PGFLEET_URL']);
     const pooled = config.PGFLEET_CONNECTION_POOL_URL!;
     const before = await serverOf(uuid);

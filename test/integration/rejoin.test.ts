@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../support/db.ts';
-import { addonFetch, adminUrl, psql, useSystemWithPlatform } from '../support/system.ts';
+import { adminUrl, provisionHa, psql, useSystemWithPlatform } from '../support/system.ts';
 import { verifyFull } from '../support/tls.ts';
 import { clusterPids } from '../../src/chaos/processes.ts';
 import { NumberedWriter } from '../support/writer.ts';
@@ -44,18 +43,9 @@ describe('a second failover soon after the first', { timeout: 240_000 }, () => {
       `killed ${moment}: ends available with both servers, the old primary a synchronous standby, ` +
         'no dead job and no acknowledged row lost',
       async () => {
-        const uuid = randomUUID();
         const { platform } = ctx;
-        const res = await addonFetch(ctx.system, 'POST', '/heroku/resources', {
-          uuid,
-          plan: 'ha',
-          region: 'us',
-          callback_url: `${platform.url}/addons/${uuid}`,
-          oauth_grant: { code: 'g' },
-        });
-        expect(res.status).toBe(202);
-        const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-        const url = (JSON.parse(patch.body).config as { name: string; value: string }[]).find((v) => v.name === 'PGFLEET_URL')!.value;
+        const { uuid, config } = await provisionHa(ctx.system, platform);
+        const url = config.PGFLEET_URL!;
         const before = await resource(uuid);
         const first = withRole(before, 'primary')!;
         const second = withRole(before, 'standby')!;

@@ -13,7 +13,7 @@ import { certificateHosts } from '../../src/tls/postgres.ts';
 import { renewCertificateTask } from '../../src/servers/certificates.ts';
 import { ssoToken } from '../../src/web/sso.ts';
 import { waitFor, type TestDatabase } from '../support/db.ts';
-import { addonFetch, adminUrl, psql, TEST_SEALER, type System, useSystemWithPlatform } from '../support/system.ts';
+import { addonFetch, adminUrl, provisionHa, psql, TEST_SEALER, type System, useSystemWithPlatform } from '../support/system.ts';
 import { caClient, verifyFull } from '../support/tls.ts';
 
 const SSO_SALT = 'sso-salt-0123456789abcdef';
@@ -137,17 +137,7 @@ describe("TLS on every connection to a customer database, with pgfleet's own CA"
   });
 
   it("an ha database through the router: the primary's certificate names the router's address", async () => {
-    const uuid = randomUUID();
-    const res = await addonFetch(system, 'POST', '/heroku/resources', {
-      uuid,
-      plan: 'ha',
-      region: 'us',
-      callback_url: `${platform.url}/addons/${uuid}`,
-      oauth_grant: { code: 'g' },
-    });
-    expect(res.status).toBe(202);
-    const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
-    const config = Object.fromEntries((JSON.parse(patch.body).config as { name: string; value: string }[]).map((v) => [v.name, v.value]));
+    const { uuid, config } = await provisionHa(system, platform);
     const url = config.PGFLEET_URL!;
     const primary = await primaryOf(uuid);
     expect(new URL(url).port).not.toBe(String(primary.port));

@@ -1,16 +1,17 @@
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { localCluster, runProcesses, type ProcessName, type Running } from '../../src/processes/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import type { Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
 import { stopLocalClusters } from '../../src/providers/local.ts';
 import { Sealer } from '../../src/sealer.ts';
-import { createTestDatabase, type TestDatabase } from './db.ts';
+import { createTestDatabase, waitFor, type TestDatabase } from './db.ts';
 import { FakePlatform } from './platform.ts';
 
 export const TOKEN = 'test-operator-token-0123456789';
@@ -92,6 +93,25 @@ export function addonFetch(system: System, method: string, route: string, body?:
     headers: { authorization: ADDON_BASIC, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+/**
+ * An `ha` database provisioned through the add-on API as the platform asks for one: its id
+ * and the config vars the platform was sent once it was ready.
+ */
+export async function provisionHa(system: System, platform: FakePlatform): Promise<{ uuid: string; config: Record<string, string> }> {
+  const uuid = randomUUID();
+  const res = await addonFetch(system, 'POST', '/heroku/resources', {
+    uuid,
+    plan: 'ha',
+    region: 'us',
+    callback_url: `${platform.url}/addons/${uuid}`,
+    oauth_grant: { code: 'g' },
+  });
+  expect(res.status).toBe(202);
+  const patch = await waitFor('the config', async () => platform.callsTo('PATCH', `/addons/${uuid}/config`)[0], 120_000);
+  const vars = JSON.parse(patch.body).config as { name: string; value: string }[];
+  return { uuid, config: Object.fromEntries(vars.map((v) => [v.name, v.value])) };
 }
 
 /** A server's superuser URL, read (and unsealed) from the control database. */
