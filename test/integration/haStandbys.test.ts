@@ -89,10 +89,11 @@ describe('the ha plan: standbys added, dropped, read from and replaced', { timeo
     const primary = withRole(shown, 'primary');
     const standby = withRole(shown, 'standby');
     const where = () => psql(readOnlyUrl, 'select inet_server_port(), pg_is_in_recovery()');
+    /** Until reads through the read-only URL land on `server`, in recovery (`t`) or not (`f`). */
+    const readsReach = (what: string, server: Shown, recovery: 't' | 'f', timeoutMs: number) =>
+      waitFor(what, async () => ((await where()) === `${server.port}|${recovery}` ? true : undefined), timeoutMs);
     // The router follows the control database within a refresh (250 ms).
-    expect(
-      await waitFor('reads to reach the standby', async () => ((await where()) === `${standby.port}|t` ? true : undefined), 5_000),
-    ).toBe(true);
+    expect(await readsReach('reads to reach the standby', standby, 't', 5_000)).toBe(true);
     await expect(psql(readOnlyUrl, 'create table nope (n int)')).rejects.toThrow(/read-only transaction/);
 
     // Replay stops on the standby while the primary writes past the 1MB bound; commits are
@@ -101,23 +102,11 @@ describe('the ha plan: standbys added, dropped, read from and replaced', { timeo
     await psql(admin, 'select pg_wal_replay_pause()');
     try {
       await psql(url, `create table filler as select repeat('x', 1000) as pad from generate_series(1, 4000)`);
-      expect(
-        await waitFor(
-          'reads to leave the lagging standby',
-          async () => ((await where()) === `${primary.port}|f` ? true : undefined),
-          20_000,
-        ),
-      ).toBe(true);
+      expect(await readsReach('reads to leave the lagging standby', primary, 'f', 20_000)).toBe(true);
     } finally {
       await psql(admin, 'select pg_wal_replay_resume()');
     }
-    expect(
-      await waitFor(
-        'reads to come back to the standby once it caught up',
-        async () => ((await where()) === `${standby.port}|t` ? true : undefined),
-        20_000,
-      ),
-    ).toBe(true);
+    expect(await readsReach('reads to come back to the standby once it caught up', standby, 't', 20_000)).toBe(true);
     expect(await psql(readOnlyUrl, 'select count(*) from filler')).toBe('4000');
   });
 
