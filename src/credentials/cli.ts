@@ -3,13 +3,7 @@
  * `pg:credentials`. A password is printed only by the commands that make one (create, and
  * rotate of a named credential); the owner's new URL goes to the platform as its config.
  */
-export interface CliTools {
-  api(method: string, route: string, body?: unknown): Promise<unknown>;
-  /** As JSON with --json, else as `human` writes it. */
-  print(value: unknown, human: () => string): void;
-  table(rows: string[][]): string;
-  usage(message: string): Error;
-}
+import type { CliTools } from '../processes/cliTools.ts';
 
 interface Credential {
   name: string;

@@ -96,14 +96,18 @@ export function addonFetch(system: System, method: string, route: string, body?:
 }
 
 /**
- * An `ha` database provisioned through the add-on API as the platform asks for one: its id
- * and the config vars the platform was sent once it was ready.
+ * An `ha` database (or one of another plan with standbys) provisioned through the add-on API
+ * as the platform asks for one: its id and the config vars the platform was sent once it was ready.
  */
-export async function provisionHa(system: System, platform: FakePlatform): Promise<{ uuid: string; config: Record<string, string> }> {
+export async function provisionHa(
+  system: System,
+  platform: FakePlatform,
+  plan = 'ha',
+): Promise<{ uuid: string; config: Record<string, string> }> {
   const uuid = randomUUID();
   const res = await addonFetch(system, 'POST', '/heroku/resources', {
     uuid,
-    plan: 'ha',
+    plan,
     region: 'us',
     callback_url: `${platform.url}/addons/${uuid}`,
     oauth_grant: { code: 'g' },
@@ -148,10 +152,11 @@ export function useSystem(
  * A control database, a stand-in platform (the system's HEROKU_API_URL and HEROKU_ID_URL)
  * and a running system for a describe block, all stopped after it. `platform` is there at
  * once; read `db` and `system` inside tests or hooks: they are set once beforeAll has run.
+ * `env` may be made from the started platform, for settings that point at it.
  */
 export function useSystemWithPlatform(
   processes: ProcessName[],
-  env: Record<string, string> = {},
+  env: Record<string, string> | ((platform: FakePlatform) => Record<string, string>) = {},
 ): { db: TestDatabase; system: System; platform: FakePlatform } {
   const ctx = { platform: new FakePlatform() } as { db: TestDatabase; system: System; platform: FakePlatform };
   beforeAll(async () => {
@@ -161,7 +166,7 @@ export function useSystemWithPlatform(
       HEROKU_API_URL: ctx.platform.url,
       HEROKU_ID_URL: ctx.platform.url,
       ADDON_CLIENT_SECRET: 's',
-      ...env,
+      ...(typeof env === 'function' ? env(ctx.platform) : env),
     });
   });
   afterAll(async () => {
