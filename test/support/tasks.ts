@@ -1,7 +1,9 @@
+import type pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Addon } from '../../src/config.ts';
 import { transaction, type Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
+import { asSuperuser } from '../../src/pg/superuser.ts';
 import { workerTasks } from '../../src/processes/tasks.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import { stopLocalClusters, type LocalProvider } from '../../src/providers/local.ts';
@@ -9,6 +11,7 @@ import { makeProviders, type Providers } from '../../src/providers/registry.ts';
 import { enqueue, PRIORITY, type Job } from '../../src/queue/jobs.ts';
 import type { JobHandler } from '../../src/queue/worker.ts';
 import { queueForTask, sendEvent, statePath, type MachineEvent } from '../../src/runner/runner.ts';
+import { loadServerRecord } from '../../src/servers/rows.ts';
 import { openArchive, type ArchiveTarget } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
@@ -31,6 +34,8 @@ export interface TaskBench {
   local: LocalProvider;
   archive: ArchiveTarget;
   store: ObjectStore;
+  /** The deployment's CA certificate, which tenants check their servers' certificates with. */
+  ca: string;
 }
 
 const config = loadConfig({ LOG_LEVEL: 'silent' });
@@ -50,10 +55,11 @@ function addon(platformUrl: string): Addon {
 
 /**
  * A control database, a PGFLEET_HOME with the local provider (and pgbouncer when `pooler`),
- * an archive in it, and the worker's tasks, for a test file; every server the file's tasks
+ * an archive in it, and the worker's tasks, for a test file (deliveries to `platformUrl`,
+ * pages to `pagerUrl`, both read once the file's earlier hooks have run); every server the file's tasks
  * started is stopped after it. Read the fields inside tests and hooks.
  */
-export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => string } = {}): TaskBench {
+export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => string; pagerUrl?: () => string } = {}): TaskBench {
   const bench = {} as TaskBench;
   let cleanup: (() => Promise<void>) | undefined;
   wireSubscribers(config.paging);
@@ -62,6 +68,7 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
     const context = await testProviderContext({ pooler: opts.pooler });
     const providers = makeProviders(context);
     const archive = { storeUrl: `file://${context.home}/archive` };
+    const authority = await certificateAuthority(db.pool, TEST_SEALER);
     Object.assign(bench, {
       db,
       pool: db.pool,
@@ -69,6 +76,7 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
       local: providers.local as LocalProvider,
       archive,
       store: openArchive(archive),
+      ca: authority.certificate,
       tasks: workerTasks(providers, {
         sealer: TEST_SEALER,
         provider: 'local',
@@ -78,8 +86,8 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
         binaries: context.bin,
         archive,
         probe: config.probe,
-        tls: { authority: await certificateAuthority(db.pool, TEST_SEALER), ...config.tls },
-        paging: config.paging,
+        tls: { authority, ...config.tls },
+        paging: { ...config.paging, webhookUrl: opts.pagerUrl?.() },
         consoleUrl: undefined,
         archiveRetentionSeconds: 1,
       }),
@@ -155,12 +163,15 @@ export interface TransitionRow {
   byJob: boolean;
 }
 
-/** The entity's last transition row: the event its machine took last, and where it went. */
-export async function lastTransition(bench: TaskBench, entity: string): Promise<TransitionRow> {
+/**
+ * The entity's last transition row (of `event`, when given: a commit that tells other
+ * machines too may have their subscribers' steps land on this one after it).
+ */
+export async function lastTransition(bench: TaskBench, entity: string, event?: string): Promise<TransitionRow> {
   const { rows } = await bench.pool.query<TransitionRow>(
     `select event, from_state as "from", to_state as "to", event_data as data, job_id is not null as "byJob"
-     from transitions where entity_id = $1 order by id desc limit 1`,
-    [entity],
+     from transitions where entity_id = $1 and ($2::text is null or event = $2) order by id desc limit 1`,
+    [entity, event ?? null],
   );
   return rows[0]!;
 }
@@ -185,4 +196,27 @@ export async function observeNow(bench: TaskBench, entity: string): Promise<void
   });
   await runTask(bench, 'observe', { entity });
   await runTask(bench, 'tick', { entity });
+}
+
+/** A placed server's new Postgres brought up by its own tasks, until its machine is `available`. */
+export async function serverUp(bench: TaskBench, server: string): Promise<void> {
+  for (const task of ['provision', 'initialize', 'start']) await runTask(bench, task, { entity: server });
+  await observeNow(bench, server);
+  const state = await stateOf(bench, server);
+  if (state !== 'available') throw new Error(`server ${server} came up ${state}, not available`);
+}
+
+/** SQL on a server as its superuser, in `database`. */
+export async function serverQuery<R extends pg.QueryResultRow = Record<string, unknown>>(
+  bench: TaskBench,
+  server: string,
+  sql: string,
+  database = 'postgres',
+): Promise<R[]> {
+  const record = await loadServerRecord(bench.pool, TEST_SEALER, server);
+  return asSuperuser(
+    { host: record!.host!, port: record!.port!, password: record!.superuserPassword },
+    database,
+    async (client) => (await client.query<R>(sql)).rows,
+  );
 }
