@@ -7,15 +7,15 @@ import { asSuperuser } from '../../src/pg/superuser.ts';
 import { workerTasks } from '../../src/processes/tasks.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import { stopLocalClusters, type LocalProvider } from '../../src/providers/local.ts';
-import { makeProviders, type Providers } from '../../src/providers/registry.ts';
+import { makeProviders } from '../../src/providers/registry.ts';
 import { enqueue, PRIORITY, type Job } from '../../src/queue/jobs.ts';
 import type { JobHandler } from '../../src/queue/worker.ts';
 import { queueForTask, sendEvent, statePath, type MachineEvent } from '../../src/runner/runner.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
-import { openArchive, type ArchiveTarget } from '../../src/store/open.ts';
+import { openArchive } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
-import { createTestDatabase, type TestDatabase } from './db.ts';
+import { createTestDatabase } from './db.ts';
 import { testProviderContext } from './providers.ts';
 import { TEST_SEALER } from './system.ts';
 
@@ -26,13 +26,10 @@ import { TEST_SEALER } from './system.ts';
  * edit here.
  */
 export interface TaskBench {
-  db: TestDatabase;
   pool: Pool;
   /** The worker's table, as src/processes/app.ts builds it. */
   tasks: Record<string, JobHandler>;
-  providers: Providers;
   local: LocalProvider;
-  archive: ArchiveTarget;
   store: ObjectStore;
   /** The deployment's CA certificate, which tenants check their servers' certificates with. */
   ca: string;
@@ -66,15 +63,17 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
   beforeAll(async () => {
     const db = await createTestDatabase();
     const context = await testProviderContext({ pooler: opts.pooler });
+    cleanup = async () => {
+      await stopLocalClusters(context.home, context.cluster);
+      await context.remove();
+      await db.drop();
+    };
     const providers = makeProviders(context);
     const archive = { storeUrl: `file://${context.home}/archive` };
     const authority = await certificateAuthority(db.pool, TEST_SEALER);
     Object.assign(bench, {
-      db,
       pool: db.pool,
-      providers,
       local: providers.local as LocalProvider,
-      archive,
       store: openArchive(archive),
       ca: authority.certificate,
       tasks: workerTasks(providers, {
@@ -92,11 +91,6 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
         archiveRetentionSeconds: 1,
       }),
     });
-    cleanup = async () => {
-      await stopLocalClusters(context.home, context.cluster);
-      await context.remove();
-      await db.drop();
-    };
   });
   afterAll(async () => {
     await cleanup?.();
