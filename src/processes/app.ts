@@ -14,14 +14,11 @@ import { makeProviders, type Providers } from '../providers/registry.ts';
 import { Worker } from '../queue/worker.ts';
 import { Sealer } from '../sealer.ts';
 import { incidentJournal } from '../incidents/escalation.ts';
-import { incidentTasks } from '../incidents/tasks.ts';
-import { limitTasks } from '../resources/limits.ts';
-import { archiveRetentionTasks } from '../backups/retention.ts';
 import { HealthServer } from '../health.ts';
 import { createMetrics } from '../metrics.ts';
 import { Router } from './router.ts';
 import { wireSubscribers } from './subscribers.ts';
-import { allTasks } from './tasks.ts';
+import { workerTasks } from './tasks.ts';
 import { certificateAuthority } from '../tls/authority.ts';
 import { buildWeb, metricsServer } from '../web/server.ts';
 
@@ -96,22 +93,20 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       concurrency: config.concurrency,
       leaseSeconds: config.jobLease,
       name: config.workerName,
-      handlers: {
-        ...allTasks(providers, {
-          sealer,
-          provider: 'local',
-          sharedMaxConnections: config.sharedMaxConnections,
-          addon,
-          configPrefix: configVarPrefix(addon.id),
-          binaries,
-          archive,
-          probe: config.probe,
-          tls,
-        }),
-        ...incidentTasks({ paging: config.paging, consoleUrl: addon.publicUrl }),
-        ...limitTasks(providers, sealer),
-        ...archiveRetentionTasks(archive, config.archiveRetentionSeconds),
-      },
+      handlers: workerTasks(providers, {
+        sealer,
+        provider: 'local',
+        sharedMaxConnections: config.sharedMaxConnections,
+        addon,
+        configPrefix: configVarPrefix(addon.id),
+        binaries,
+        archive,
+        probe: config.probe,
+        tls,
+        paging: config.paging,
+        consoleUrl: addon.publicUrl,
+        archiveRetentionSeconds: config.archiveRetentionSeconds,
+      }),
       journal: incidentJournal,
       jobDuration: metrics.jobDuration,
       log: log.child({ process: 'worker' }),

@@ -1,5 +1,9 @@
 import type { JobHandler } from '../queue/worker.ts';
+import { archiveRetentionTasks } from '../backups/retention.ts';
 import { backupTask } from '../backups/tasks.ts';
+import type { PagingConfig } from '../config.ts';
+import { incidentTasks } from '../incidents/tasks.ts';
+import { limitTasks } from '../resources/limits.ts';
 import { resourceTasks, type ResourceTaskOptions } from '../resources/tasks.ts';
 import { observationTasks } from '../runner/observe.ts';
 import { RENEW_TASK, renewCertificateTask } from '../servers/certificates.ts';
@@ -8,8 +12,8 @@ import { refreshServerPool, serverTasks } from '../servers/tasks.ts';
 
 /**
  * The tasks of servers, resources, backups and certificates by name, with `observe` and
- * `tick` for both kinds of observed entity; a worker adds incidents', limits' and archive
- * retention's (src/processes/app.ts).
+ * `tick` for both kinds of observed entity; a worker's whole table adds incidents', limits'
+ * and archive retention's (workerTasks).
  */
 export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
@@ -25,5 +29,25 @@ export function allTasks(providers: Providers, opts: ResourceTaskOptions): Recor
     backup: backupTask(opts),
     [RENEW_TASK]: renewCertificateTask(providers, opts.sealer, opts.tls, opts.probe.timeoutMs),
     ...observationTasks({ server: observeServer, resource: observeResource }),
+  };
+}
+
+export interface WorkerTaskOptions extends ResourceTaskOptions {
+  paging: PagingConfig;
+  /** This deployment's address, for links in pages. */
+  consoleUrl: string | undefined;
+  archiveRetentionSeconds: number;
+}
+
+/**
+ * Every task a worker runs, by name: what a machine asks for must be here
+ * (test/tasks/handlers.test.ts checks each machine's against it).
+ */
+export function workerTasks(providers: Providers, opts: WorkerTaskOptions): Record<string, JobHandler> {
+  return {
+    ...allTasks(providers, opts),
+    ...incidentTasks({ paging: opts.paging, consoleUrl: opts.consoleUrl }),
+    ...limitTasks(providers, opts.sealer),
+    ...archiveRetentionTasks(opts.archive, opts.archiveRetentionSeconds),
   };
 }
