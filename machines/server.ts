@@ -1,6 +1,7 @@
 import { and, assign, emit, not, setup } from 'xstate';
 import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
+import type { StateMeta } from './policy.ts';
 
 /**
  * The life of one Postgres server, always trying to get back to `available`.
@@ -166,6 +167,7 @@ export const serverMachine = setup({
       },
     },
     available: {
+      tags: ['healthy'],
       on: {
         maintain: 'maintaining',
         observed: [
@@ -176,8 +178,13 @@ export const serverMachine = setup({
         ],
       },
     },
-    /** The probe that brought it here counts as the first of a run of failed probes. */
+    /**
+     * The probe that brought it here counts as the first of a run of failed probes. A server
+     * that does not answer gets a minute of automation before a human is paged.
+     */
     unreachable: {
+      tags: ['unhealthy'],
+      meta: { pageAfter: 60, trouble: 'server unreachable' } satisfies StateMeta,
       entry: [assign({ probes: 1 }), job('observe', REPROBE_SECONDS)],
       on: {
         observed: [
@@ -189,6 +196,8 @@ export const serverMachine = setup({
       },
     },
     restarting: {
+      tags: ['unhealthy'],
+      meta: { pageAfter: 180, trouble: 'server restarting' } satisfies StateMeta,
       initial: 'running',
       entry: 'countRestart',
       states: {
@@ -229,8 +238,9 @@ export const serverMachine = setup({
         ],
       },
     },
-    /** A planned restart: the server goes down on purpose, so this is not trouble. */
+    /** A planned restart: the server goes down on purpose, so this is not trouble, unless it lasts. */
     maintaining: {
+      meta: { pageAfter: 600 } satisfies StateMeta,
       initial: 'running',
       states: {
         running: {
@@ -255,9 +265,12 @@ export const serverMachine = setup({
     /**
      * Restarts did not help. Keep trying with backoff and change nothing else: the data
      * directory may hold the only copy of someone's data, so no automation deletes or
-     * re-initialises it. Replacement from the archive comes with high availability.
+     * re-initialises it. Replacement from the archive comes with high availability. What
+     * restarts cannot fix is someone's problem at once, after a minute to be sure.
      */
     failed: {
+      tags: ['unhealthy'],
+      meta: { pageAfter: 60, trouble: 'restart failing' } satisfies StateMeta,
       initial: 'waiting',
       states: {
         waiting: {
@@ -287,11 +300,13 @@ export const serverMachine = setup({
      * after any restart under way and stops what that started; nothing here restarts it.
      */
     fencing: {
+      tags: ['gone'],
       entry: job('fence'),
       on: { fenced: 'fenced', fence: {}, observed: { guard: 'fresh', actions: ['see', job('fence')] } },
     },
     /** Stopped for good, its data kept: to rejoin as a standby, or to be deleted. */
     fenced: {
+      tags: ['gone'],
       on: { fence: {}, rejoin: 'rejoining', observed: { guard: 'fresh', actions: 'see' } },
     },
     /** Rewound (or rebuilt) into a standby of its new leader and started; then verified. */
@@ -304,6 +319,7 @@ export const serverMachine = setup({
       },
     },
     deleting: {
+      tags: ['gone'],
       entry: job('destroy'),
       on: {
         destroyed: 'deleted',
@@ -312,6 +328,6 @@ export const serverMachine = setup({
         observed: { guard: 'fresh', actions: ['see', job('destroy')] },
       },
     },
-    deleted: { type: 'final' },
+    deleted: { type: 'final', tags: ['gone'] },
   },
 });

@@ -1,9 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AnyStateNode } from 'xstate';
+import { HEALTH_TAGS } from '../../machines/policy.ts';
 import { configureIncidents, healthOf, incidentSettings, stuckAfter, troubleReason } from '../../src/incidents/policy.ts';
 import { MACHINES, type MachineName } from '../../src/runner/machines.ts';
 
 /** Every path an entity can be stored in: `statePath` of a snapshot always reaches a leaf. */
+/** Every state node of a machine, nested ones included. */
+function allStates(node: AnyStateNode): AnyStateNode[] {
+  return Object.values(node.states).flatMap((child) => [child, ...allStates(child)]);
+}
+
 function leafPaths(node: AnyStateNode, prefix = ''): string[] {
   const children = Object.values(node.states);
   if (children.length === 0) return [prefix];
@@ -119,6 +125,15 @@ describe("each machine state's paging policy", () => {
       }),
     );
     expect(table).toEqual(PINNED[machine]);
+  });
+
+  it('declares only health tags and paging meta on states, so a misspelt one cannot pass as neutral', () => {
+    for (const { logic } of Object.values(MACHINES)) {
+      for (const state of allStates(logic.root)) {
+        expect(HEALTH_TAGS).toEqual(expect.arrayContaining(state.tags));
+        expect(['pageAfter', 'trouble']).toEqual(expect.arrayContaining(Object.keys(state.meta ?? {})));
+      }
+    }
   });
 
   it('gives every state the PGFLEET_STUCK_AFTER override, the synchronous-copy one included', () => {

@@ -1,0 +1,52 @@
+import type { AnyStateMachine, AnyStateNode } from 'xstate';
+
+/**
+ * What a state means for paging is declared on the state itself, in its machine file, the
+ * way Ubicloud registers a deadline at the step that owns it: health as a tag, the deadline
+ * and the operator's text as `meta`. A reader finds an entity's whole life, including when
+ * it pages, in its one file; src/incidents/policy.ts reads these and the machines read none.
+ */
+
+/**
+ * Where the entity should be (`healthy`), in trouble (`unhealthy`: an incident opens), or on
+ * its way out (`gone`). A state with none of them is on its way somewhere: neutral. When a
+ * state and a substate disagree, trouble outranks going away (a step failing for good while
+ * a database is deprovisioned is trouble).
+ */
+export type HealthTag = 'healthy' | 'unhealthy' | 'gone';
+
+export const HEALTH_TAGS: readonly HealthTag[] = ['healthy', 'unhealthy', 'gone'];
+
+/** Settings a deadline may name instead of a number, read from the configuration at each use. */
+export type PageAfterSetting = 'syncPageAfter';
+
+/** A state's paging policy, on its `meta` (`meta: { pageAfter: 60, trouble: '…' } satisfies StateMeta`). */
+export interface StateMeta {
+  /**
+   * Seconds an entity may stay in the state before a human is paged, or the setting that
+   * says. The innermost state that declares one decides. PGFLEET_STUCK_AFTER overrides all.
+   */
+  pageAfter?: number | PageAfterSetting;
+  /**
+   * What an operator reads first: the trouble in words. The outermost state that declares
+   * one names it; `{step}` stands for the path of the state it is declared under.
+   */
+  trouble?: string;
+}
+
+/**
+ * The state nodes an entity stored in `path` (`restarting.running`) is in, outermost first.
+ * Stored paths are strings, and may name a state an older version of the machine had: the
+ * nodes end at the first name the machine lacks, where `resolveState` would throw.
+ */
+export function statesAlong(machine: AnyStateMachine, path: string): AnyStateNode[] {
+  const nodes: AnyStateNode[] = [];
+  let node: AnyStateNode = machine.root;
+  for (const key of path.split('.')) {
+    const child = node.states[key];
+    if (child === undefined) break;
+    nodes.push(child);
+    node = child;
+  }
+  return nodes;
+}
