@@ -15,7 +15,14 @@ import type { AnyStateMachine, AnyStateNode } from 'xstate';
  */
 export type HealthTag = 'healthy' | 'unhealthy' | 'gone';
 
-export const HEALTH_TAGS: readonly HealthTag[] = ['healthy', 'unhealthy', 'gone'];
+/**
+ * Every tag a state may carry: its health, and `urgent` where the entity is in trouble, or
+ * fails over, or is taken over: what its machine asks for on the way in, there, and on the
+ * way out (re-probes, restarts, the fence, the promotion) outranks routine work in the queue.
+ */
+export type StateTag = HealthTag | 'urgent';
+
+export const STATE_TAGS: readonly StateTag[] = ['healthy', 'unhealthy', 'gone', 'urgent'];
 
 /** Settings a deadline may name instead of a number, read from the configuration at each use. */
 export type PageAfterSetting = 'syncPageAfter';
@@ -49,4 +56,13 @@ export function statesAlong(machine: AnyStateMachine, path: string): AnyStateNod
     node = child;
   }
   return nodes;
+}
+
+/**
+ * Whether an entity stored in `path` is in a state with the tag: `snapshot.hasTag` for the
+ * state as the control database keeps it. Code outside the machines asks this (is it
+ * healthy, is it gone) instead of naming the states. An entity with no state has no tags.
+ */
+export function hasTag(machine: AnyStateMachine, path: string | null | undefined, tag: HealthTag): boolean {
+  return statesAlong(machine, path ?? '').some((node) => node.tags.includes(tag));
 }

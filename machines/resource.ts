@@ -19,9 +19,6 @@ export const RESOURCE_MACHINE_VERSION = 1;
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
 
-/** States in which the database fails over or gets its standby back: their steps outrank routine work in the queue. */
-export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing', 'unsynchronized', 'stalled'];
-
 /** Milliseconds commits may wait on a standby that does not answer, when the observation does not say (PGFLEET_SYNC_STALL_MS). */
 export const DEFAULT_SYNC_STALL_MS = 3000;
 /** WAL a standby may still have to flush when it is made synchronous again: a segment, a moment of streaming. */
@@ -380,7 +377,7 @@ export const resourceMachine = setup({
      * lasts PGFLEET_SYNC_PAGE_AFTER: the window in which a lost primary loses commits.
      */
     unsynchronized: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 'syncPageAfter', trouble: 'running without a synchronous copy' } satisfies StateMeta,
       initial: 'desynchronizing',
       entry: 'markUnsynchronized',
@@ -426,7 +423,7 @@ export const resourceMachine = setup({
      * meanwhile would wait like any commit: it starts once writes flow again.
      */
     stalled: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 10, trouble: 'synchronous standby stalled: commits wait' } satisfies StateMeta,
       on: {
         ...DELIVERY,
@@ -445,7 +442,7 @@ export const resourceMachine = setup({
      * good), the dead server goes, and a new standby is built and made synchronous.
      */
     replacing: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 600, trouble: 'standby lost: replacing it' } satisfies StateMeta,
       initial: 'releasing',
       on: { change_plan: {} },
@@ -460,7 +457,7 @@ export const resourceMachine = setup({
      * becomes the primary; the platform is handed the new URL.
      */
     failover: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 60, trouble: 'primary lost: failing over to the standby' } satisfies StateMeta,
       initial: 'fencing',
       on: { change_plan: {} },
@@ -475,7 +472,7 @@ export const resourceMachine = setup({
      * primary comes back as one (or a new server, when it is gone), and becomes synchronous.
      */
     rejoining: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 600, trouble: 'restoring the standby after a failover' } satisfies StateMeta,
       initial: 'placing',
       on: { change_plan: {} },

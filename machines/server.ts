@@ -26,12 +26,6 @@ export const REPROBE_SECONDS = 0.5;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
 
-/**
- * States in which the server is in trouble or being taken over: what the machine asks for
- * here (re-probes, restarts, the fence, the rejoin) outranks routine work in the queue.
- */
-export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarting', 'failed', 'fencing', 'rejoining'];
-
 export type ServerTask =
   'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
@@ -183,7 +177,7 @@ export const serverMachine = setup({
      * that does not answer gets a minute of automation before a human is paged.
      */
     unreachable: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 60, trouble: 'server unreachable' } satisfies StateMeta,
       entry: [assign({ probes: 1 }), job('observe', REPROBE_SECONDS)],
       on: {
@@ -196,7 +190,7 @@ export const serverMachine = setup({
       },
     },
     restarting: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 180, trouble: 'server restarting' } satisfies StateMeta,
       initial: 'running',
       entry: 'countRestart',
@@ -269,7 +263,7 @@ export const serverMachine = setup({
      * restarts cannot fix is someone's problem at once, after a minute to be sure.
      */
     failed: {
-      tags: ['unhealthy'],
+      tags: ['unhealthy', 'urgent'],
       meta: { pageAfter: 60, trouble: 'restart failing' } satisfies StateMeta,
       initial: 'waiting',
       states: {
@@ -300,7 +294,7 @@ export const serverMachine = setup({
      * after any restart under way and stops what that started; nothing here restarts it.
      */
     fencing: {
-      tags: ['gone'],
+      tags: ['gone', 'urgent'],
       entry: job('fence'),
       on: { fenced: 'fenced', fence: {}, observed: { guard: 'fresh', actions: ['see', job('fence')] } },
     },
@@ -311,6 +305,7 @@ export const serverMachine = setup({
     },
     /** Rewound (or rebuilt) into a standby of its new leader and started; then verified. */
     rejoining: {
+      tags: ['urgent'],
       entry: job('rejoin'),
       on: {
         rejoined: { target: '#server.starting.verifying', actions: 'markStarted' },

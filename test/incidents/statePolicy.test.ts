@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AnyStateNode } from 'xstate';
-import { HEALTH_TAGS } from '../../machines/policy.ts';
+import { STATE_TAGS } from '../../machines/policy.ts';
 import { configureIncidents, healthOf, incidentSettings, stuckAfter, troubleReason } from '../../src/incidents/policy.ts';
 import { MACHINES, type MachineName } from '../../src/runner/machines.ts';
 
@@ -155,13 +155,23 @@ describe("each machine state's paging policy", () => {
     expect(PINNED_TOP.map(([machine, path]) => [machine, path, policyOf(machine, path)])).toEqual(PINNED_TOP);
   });
 
-  it('declares only health tags and paging meta on states, so a misspelt one cannot pass as neutral', () => {
+  it('declares only known tags and paging meta on states, so a misspelt one cannot pass as neutral', () => {
     for (const { logic } of Object.values(MACHINES)) {
       for (const state of allStates(logic.root)) {
-        expect(HEALTH_TAGS).toEqual(expect.arrayContaining(state.tags));
+        expect(STATE_TAGS).toEqual(expect.arrayContaining(state.tags));
         expect(['pageAfter', 'trouble']).toEqual(expect.arrayContaining(Object.keys(state.meta ?? {})));
       }
     }
+  });
+
+  it('marks urgent the states whose jobs outrank routine work, as the lists beside the machines did', () => {
+    const urgent = (machine: MachineName) =>
+      Object.values(MACHINES[machine].logic.root.states)
+        .filter((state) => state.tags.includes('urgent'))
+        .map((state) => state.key);
+    expect(urgent('server')).toEqual(['unreachable', 'restarting', 'failed', 'fencing', 'rejoining']);
+    expect(urgent('resource')).toEqual(['unsynchronized', 'stalled', 'replacing', 'failover', 'rejoining']);
+    expect(urgent('incident')).toEqual([]);
   });
 
   it('gives every state the PGFLEET_STUCK_AFTER override, the synchronous-copy one included', () => {
