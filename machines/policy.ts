@@ -66,3 +66,13 @@ export function statesAlong(machine: AnyStateMachine, path: string): AnyStateNod
 export function hasTag(machine: AnyStateMachine, path: string | null | undefined, tag: HealthTag): boolean {
   return statesAlong(machine, path ?? '').some((node) => node.tags.includes(tag));
 }
+
+/**
+ * The top-level states with the tag, by name: what `entity_states` keeps of an entity's
+ * state, for SQL to ask the tags (`m.state = any($1::text[])`) instead of naming states.
+ */
+export function statesTagged(machine: AnyStateMachine, tag: HealthTag): string[] {
+  return Object.values(machine.root.states)
+    .filter((node) => node.tags.includes(tag))
+    .map((node) => node.key);
+}
