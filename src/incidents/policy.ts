@@ -31,7 +31,7 @@ export function stuckAfter(machine: MachineName, path: string, override: number 
   return typeof declared === 'string' ? settings[declared] : (declared ?? 0);
 }
 
-/** What an operator reads first: the trouble in words. */
+/** What an operator reads first: the trouble in words; a state that names none (no trouble) reads as its path. */
 export function troubleReason(machine: MachineName, path: string): string {
   const states = policyAlong(machine, path);
   const at = states.findIndex((state) => state.meta.trouble !== undefined);
