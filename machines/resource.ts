@@ -1,6 +1,7 @@
 import { and, assign, emit, enqueueActions, setup } from 'xstate';
 import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
+import type { StateMeta } from './policy.ts';
 
 /**
  * The life of one customer database (a resource): created on a server, changed between
@@ -17,9 +18,6 @@ export const RESOURCE_MACHINE_VERSION = 1;
 
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
-
-/** States in which the database fails over or gets its standby back: their steps outrank routine work in the queue. */
-export const RESOURCE_URGENT_STATES: readonly string[] = ['failover', 'rejoining', 'replacing', 'unsynchronized', 'stalled'];
 
 /** Milliseconds commits may wait on a standby that does not answer, when the observation does not say (PGFLEET_SYNC_STALL_MS). */
 export const DEFAULT_SYNC_STALL_MS = 3000;
@@ -131,7 +129,8 @@ const ERROR_LIMIT = 1000;
  * One step of work: `trying` runs the task's job and retries it with backoff; after
  * MAX_STEP_RETRIES failures the step shows as `failed` and retries slowly until it works.
  * A fresh observation asks for the job again, which puts back a job that fell out and
- * changes nothing when it is pending (jobs are unique per entity and task).
+ * changes nothing when it is pending (jobs are unique per entity and task). A step failed
+ * for good is trouble, and a human is paged after five more minutes of slow retries.
  */
 type Done =
   | string
@@ -201,7 +200,12 @@ function step(task: ResourceTask, done: Record<string, Done>, interrupt: Interru
     on: done,
     states: {
       trying: { entry: { type: 'stepJob' as const, params: { task } }, on: { 'step.failed': retry, observed: awaiting } },
-      failed: { entry: { type: 'stepJob' as const, params: { task } }, on: { 'step.failed': retry.slice(1), observed: awaiting } },
+      failed: {
+        tags: ['unhealthy'],
+        meta: { pageAfter: 300, trouble: '{step} failing' } satisfies StateMeta,
+        entry: { type: 'stepJob' as const, params: { task } },
+        on: { 'step.failed': retry.slice(1), observed: awaiting },
+      },
     },
   };
 }
@@ -334,6 +338,7 @@ export const resourceMachine = setup({
       },
     },
     available: {
+      tags: ['healthy'],
       entry: 'deliverIfWanted',
       // A failover interrupted a credential step: the new primary has its change or not; finish it.
       always: [
@@ -368,10 +373,12 @@ export const resourceMachine = setup({
      * for it, so its commits go through, acknowledged by the primary alone; the standby
      * streams on as it can and, once caught up, is made synchronous again. Meanwhile the
      * standby may lack acknowledged commits, so it is never promoted: a lost primary is
-     * left to its own machine's restarts, which keep every commit (and a human is paged if
-     * this lasts).
+     * left to its own machine's restarts, which keep every commit. A human is paged if this
+     * lasts PGFLEET_SYNC_PAGE_AFTER: the window in which a lost primary loses commits.
      */
     unsynchronized: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 'syncPageAfter', trouble: 'running without a synchronous copy' } satisfies StateMeta,
       initial: 'desynchronizing',
       entry: 'markUnsynchronized',
       on: {
@@ -410,12 +417,14 @@ export const resourceMachine = setup({
     },
     /**
      * The standby stalled, and the plan is strict: commits keep waiting for it, which stops
-     * the database's writes, so a human is paged soon. It ends when the standby answers
-     * again, or is replaced; a lost primary still fails over, to a standby that has every
-     * acknowledged commit. A rotation asked for meanwhile would wait like any commit: it
-     * starts once writes flow again.
+     * the database's writes, and only the standby can end it: a human is paged after ten
+     * seconds. It ends when the standby answers again, or is replaced; a lost primary still
+     * fails over, to a standby that has every acknowledged commit. A rotation asked for
+     * meanwhile would wait like any commit: it starts once writes flow again.
      */
     stalled: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 10, trouble: 'synchronous standby stalled: commits wait' } satisfies StateMeta,
       on: {
         ...DELIVERY,
         rotate: { actions: 'rotationStarted' },
@@ -433,6 +442,8 @@ export const resourceMachine = setup({
      * good), the dead server goes, and a new standby is built and made synchronous.
      */
     replacing: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 600, trouble: 'standby lost: replacing it' } satisfies StateMeta,
       initial: 'releasing',
       on: { change_plan: {} },
       states: {
@@ -446,6 +457,8 @@ export const resourceMachine = setup({
      * becomes the primary; the platform is handed the new URL.
      */
     failover: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 60, trouble: 'primary lost: failing over to the standby' } satisfies StateMeta,
       initial: 'fencing',
       on: { change_plan: {} },
       states: {
@@ -459,6 +472,8 @@ export const resourceMachine = setup({
      * primary comes back as one (or a new server, when it is gone), and becomes synchronous.
      */
     rejoining: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 600, trouble: 'restoring the standby after a failover' } satisfies StateMeta,
       initial: 'placing',
       on: { change_plan: {} },
       states: {
@@ -517,7 +532,7 @@ export const resourceMachine = setup({
       },
     },
     /** The tenant is dropped from every server it was on; dedicated servers are deleted. */
-    deprovisioning: step('drop_tenant', { dropped: 'deleted', deprovision: {}, deferred: {} }),
-    deleted: { type: 'final' },
+    deprovisioning: { ...step('drop_tenant', { dropped: 'deleted', deprovision: {}, deferred: {} }), tags: ['gone'] },
+    deleted: { type: 'final', tags: ['gone'] },
   },
 });

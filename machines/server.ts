@@ -1,6 +1,7 @@
 import { and, assign, emit, not, setup } from 'xstate';
 import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
+import type { StateMeta } from './policy.ts';
 
 /**
  * The life of one Postgres server, always trying to get back to `available`.
@@ -24,12 +25,6 @@ export const UNREACHABLE_PROBES = 3;
 export const REPROBE_SECONDS = 0.5;
 /** Observations in `starting` that find it down before the start counts as failed. */
 export const STARTING_PROBES = 10;
-
-/**
- * States in which the server is in trouble or being taken over: what the machine asks for
- * here (re-probes, restarts, the fence, the rejoin) outranks routine work in the queue.
- */
-export const SERVER_URGENT_STATES: readonly string[] = ['unreachable', 'restarting', 'failed', 'fencing', 'rejoining'];
 
 export type ServerTask =
   'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
@@ -166,6 +161,7 @@ export const serverMachine = setup({
       },
     },
     available: {
+      tags: ['healthy'],
       on: {
         maintain: 'maintaining',
         observed: [
@@ -176,8 +172,13 @@ export const serverMachine = setup({
         ],
       },
     },
-    /** The probe that brought it here counts as the first of a run of failed probes. */
+    /**
+     * The probe that brought it here counts as the first of a run of failed probes. A server
+     * that does not answer gets a minute of automation before a human is paged.
+     */
     unreachable: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 60, trouble: 'server unreachable' } satisfies StateMeta,
       entry: [assign({ probes: 1 }), job('observe', REPROBE_SECONDS)],
       on: {
         observed: [
@@ -189,6 +190,8 @@ export const serverMachine = setup({
       },
     },
     restarting: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 180, trouble: 'server restarting' } satisfies StateMeta,
       initial: 'running',
       entry: 'countRestart',
       states: {
@@ -229,8 +232,9 @@ export const serverMachine = setup({
         ],
       },
     },
-    /** A planned restart: the server goes down on purpose, so this is not trouble. */
+    /** A planned restart: the server goes down on purpose, so this is not trouble, unless it lasts. */
     maintaining: {
+      meta: { pageAfter: 600 } satisfies StateMeta,
       initial: 'running',
       states: {
         running: {
@@ -255,9 +259,12 @@ export const serverMachine = setup({
     /**
      * Restarts did not help. Keep trying with backoff and change nothing else: the data
      * directory may hold the only copy of someone's data, so no automation deletes or
-     * re-initialises it. Replacement from the archive comes with high availability.
+     * re-initialises it. Replacement from the archive comes with high availability. What
+     * restarts cannot fix is someone's problem at once, after a minute to be sure.
      */
     failed: {
+      tags: ['unhealthy', 'urgent'],
+      meta: { pageAfter: 60, trouble: 'restart failing' } satisfies StateMeta,
       initial: 'waiting',
       states: {
         waiting: {
@@ -287,15 +294,18 @@ export const serverMachine = setup({
      * after any restart under way and stops what that started; nothing here restarts it.
      */
     fencing: {
+      tags: ['gone', 'urgent'],
       entry: job('fence'),
       on: { fenced: 'fenced', fence: {}, observed: { guard: 'fresh', actions: ['see', job('fence')] } },
     },
     /** Stopped for good, its data kept: to rejoin as a standby, or to be deleted. */
     fenced: {
+      tags: ['gone'],
       on: { fence: {}, rejoin: 'rejoining', observed: { guard: 'fresh', actions: 'see' } },
     },
     /** Rewound (or rebuilt) into a standby of its new leader and started; then verified. */
     rejoining: {
+      tags: ['urgent'],
       entry: job('rejoin'),
       on: {
         rejoined: { target: '#server.starting.verifying', actions: 'markStarted' },
@@ -304,6 +314,7 @@ export const serverMachine = setup({
       },
     },
     deleting: {
+      tags: ['gone'],
       entry: job('destroy'),
       on: {
         destroyed: 'deleted',
@@ -312,6 +323,6 @@ export const serverMachine = setup({
         observed: { guard: 'fresh', actions: ['see', job('destroy')] },
       },
     },
-    deleted: { type: 'final' },
+    deleted: { type: 'final', tags: ['gone'] },
   },
 });

@@ -1,5 +1,7 @@
 import http from 'node:http';
 import pg from 'pg';
+import { hasTag } from '../machines/policy.ts';
+import { serverMachine } from '../machines/server.ts';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
 import { superuserClient, type SuperuserTarget } from './pg/superuser.ts';
@@ -49,13 +51,12 @@ export interface HealthFacts {
   lagBytes: number | undefined;
 }
 
-/** Machines on their way out: fenced so there are never two primaries, or being deleted. */
-const WITHDRAWN = new Set(['fencing', 'fenced', 'deleting']);
-
 /** The status code for one check; `maxLag` is the `lag` query parameter, in bytes. */
 export function healthStatus(check: HealthCheck, facts: HealthFacts, maxLag?: number): 200 | 503 {
-  const withdrawn = WITHDRAWN.has(facts.machineState.split('.')[0]!);
-  const primary = !withdrawn && facts.controlPrimary && facts.machineState === 'available' && facts.probe?.inRecovery === false;
+  // Machines on their way out (gone): fenced so there are never two primaries, or being deleted.
+  const withdrawn = hasTag(serverMachine, facts.machineState, 'gone');
+  const primary =
+    !withdrawn && facts.controlPrimary && hasTag(serverMachine, facts.machineState, 'healthy') && facts.probe?.inRecovery === false;
   // An unknown lag fails a check that asks for a bound: a replica nobody can measure is not sent reads that must be fresh.
   const replica =
     !withdrawn && facts.probe?.inRecovery === true && (maxLag === undefined || (facts.lagBytes !== undefined && facts.lagBytes <= maxLag));

@@ -1,3 +1,6 @@
+import { hasTag } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
+import { serverMachine } from '../../machines/server.ts';
 import type { Pool } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
 import type { Sealer } from '../sealer.ts';
@@ -78,7 +81,8 @@ export async function whole(dep: Deployment, id: string, url: string, since?: nu
     const roles = shown.servers.map((s) => `${s.role} ${s.id.slice(0, 8)} ${s.state}`).join(', ');
     const primary = shown.servers.find((s) => s.role === 'primary');
     const standby = shown.servers.find((s) => s.role === 'standby');
-    if (shown.state !== 'available' || primary?.state !== 'available' || standby?.state !== 'available')
+    const healthy = (s: ShownServer | undefined): s is ShownServer => hasTag(serverMachine, s?.state, 'healthy');
+    if (!hasTag(resourceMachine, shown.state, 'healthy') || !healthy(primary) || !healthy(standby))
       return `resource ${shown.state}; ${roles}`;
     const server = await loadServerRecord(dep.pool, dep.sealer, primary.id);
     if (!server?.host || !server.port) return `the primary ${primary.id.slice(0, 8)} has no address`;

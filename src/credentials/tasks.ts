@@ -1,3 +1,5 @@
+import { hasTag } from '../../machines/policy.ts';
+import { serverMachine } from '../../machines/server.ts';
 import type { Queryable } from '../db.ts';
 import { namedRoles, pendingOwnerPassword, settleCredentials, settleRotation } from './rows.ts';
 import type { Logger } from '../log.ts';
@@ -89,7 +91,9 @@ export function credentialTasks(
   ): Promise<void> {
     const { rows } = await db.query<{ id: string }>('select id from resources where follows = $1', [resourceId]);
     for (const follower of rows) {
-      const server = (await resourceServers(db, follower.id)).find((s) => s.role === 'primary' && s.state === 'available');
+      const server = (await resourceServers(db, follower.id)).find(
+        (s) => s.role === 'primary' && hasTag(serverMachine, s.state, 'healthy'),
+      );
       if (!server) continue;
       const target = await superuser(db, server);
       const deadline = Date.now() + FOLLOWER_CATCH_UP_MS;

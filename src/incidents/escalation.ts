@@ -1,7 +1,8 @@
 import type { EscalationReason } from '../../machines/incident.ts';
+import { statesTagged } from '../../machines/policy.ts';
 import { isoTime, transaction, type Queryable } from '../db.ts';
 import type { Journal } from '../queue/worker.ts';
-import type { MachineName } from '../runner/machines.ts';
+import { MACHINES, type MachineName } from '../runner/machines.ts';
 import { sendEvent } from '../runner/runner.ts';
 import { machineOf, machineState } from '../runner/store.ts';
 import { CONDITIONS, incidentSettings, stuckAfter } from './policy.ts';
@@ -81,8 +82,8 @@ export async function checkConditions(db: Queryable, machine: MachineName, entit
     `select i.id from incidents i join entity_states e on e.entity_id = i.entity_id
      where i.entity_id = $1 and i.kind = 'trouble' and i.resolved_at is null
        and i.reason = any($2::text[]) and not (i.reason = any($3::text[]))
-       and e.state = 'available'`,
-    [entityId, Object.keys(CONDITIONS), present],
+       and e.state = any($4::text[])`,
+    [entityId, Object.keys(CONDITIONS), present, statesTagged(MACHINES[machine].logic, 'healthy')],
   );
   for (const { id } of rows) await sendEvent(db, id, { type: 'resolve' });
 }

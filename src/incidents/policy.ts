@@ -1,72 +1,42 @@
-import type { MachineName } from '../runner/machines.ts';
+import { statesAlong, type StateMeta } from '../../machines/policy.ts';
+import { MACHINES, type MachineName } from '../runner/machines.ts';
+
+/**
+ * What an entity's state means for paging, read off the state in its machine file (its
+ * health tag and `meta`, see machines/policy.ts): this module only applies the settings.
+ */
 
 /** How an entity's state counts: where it should be, trouble, on the way, or going away. */
 export type Health = 'healthy' | 'unhealthy' | 'neutral' | 'gone';
 
-/**
- * Resource states that bring a database back to whole after losing a server, or in which
- * its standby stalled (it runs without a synchronous copy, or its commits wait): trouble.
- */
-const RESTORING = new Set(['failover', 'rejoining', 'replacing', 'unsynchronized', 'stalled']);
+/** The states along `path` with their paging policy, outermost first. */
+function policyAlong(machine: MachineName, path: string) {
+  return statesAlong(MACHINES[machine].logic, path).map((node) => ({ tags: node.tags, meta: (node.meta ?? {}) as StateMeta }));
+}
 
 export function healthOf(machine: MachineName, path: string): Health {
-  const top = path.split('.')[0]!;
-  if (machine === 'server') {
-    if (top === 'available') return 'healthy';
-    if (top === 'unreachable' || top === 'restarting' || top === 'failed') return 'unhealthy';
-    if (top === 'deleting' || top === 'deleted' || top === 'fencing' || top === 'fenced') return 'gone';
-    return 'neutral';
-  }
-  if (machine === 'resource') {
-    if (top === 'available') return 'healthy';
-    if (path.endsWith('.failed') || RESTORING.has(top)) return 'unhealthy';
-    if (top === 'deprovisioning' || top === 'deleted') return 'gone';
-    return 'neutral';
-  }
-  return 'neutral';
+  const tags = new Set(policyAlong(machine, path).flatMap((state) => state.tags));
+  if (tags.has('healthy')) return 'healthy';
+  if (tags.has('unhealthy')) return 'unhealthy';
+  return tags.has('gone') ? 'gone' : 'neutral';
 }
 
-/**
- * Seconds an entity may stay in a state before a human is paged, as data. A server that
- * does not answer gets a minute of automation; one that restarts cannot fix is someone's
- * problem at once, after a minute to be sure. PGFLEET_STUCK_AFTER overrides them all.
- */
-export const STUCK_AFTER: Record<string, number> = {
-  'server.unreachable': 60,
-  'server.restarting': 180,
-  'server.failed': 60,
-  'server.maintaining': 600,
-  'resource.failed': 300,
-  'resource.failover': 60,
-  'resource.rejoining': 600,
-  'resource.replacing': 600,
-  // Commits wait (a strict plan): writes are down and only the standby can end it.
-  'resource.stalled': 10,
-};
-
+/** Seconds an entity may stay in `path` before a human is paged; 0: no limit. PGFLEET_STUCK_AFTER overrides them all. */
 export function stuckAfter(machine: MachineName, path: string, override: number | undefined): number {
   if (override !== undefined) return override;
-  const top = path.split('.')[0]!;
-  // Without a synchronous copy, the window in which a lost primary loses commits: PGFLEET_SYNC_PAGE_AFTER.
-  if (machine === 'resource' && top === 'unsynchronized' && !path.endsWith('.failed')) return settings.syncPageAfter;
-  return STUCK_AFTER[`${machine}.${path.endsWith('.failed') ? 'failed' : top}`] ?? STUCK_AFTER[`${machine}.${top}`] ?? 0;
+  const declared = policyAlong(machine, path)
+    .map((state) => state.meta.pageAfter)
+    .filter((after) => after !== undefined)
+    .at(-1);
+  return typeof declared === 'string' ? settings[declared] : (declared ?? 0);
 }
 
-/** What an operator reads first: the trouble in words. */
+/** What an operator reads first: the trouble in words; a state that names none (no trouble) reads as its path. */
 export function troubleReason(machine: MachineName, path: string): string {
-  if (machine === 'server') {
-    const top = path.split('.')[0];
-    if (top === 'unreachable') return 'server unreachable';
-    if (top === 'restarting') return 'server restarting';
-    return 'restart failing';
-  }
-  const top = path.split('.')[0];
-  if (top === 'failover') return 'primary lost: failing over to the standby';
-  if (top === 'rejoining') return 'restoring the standby after a failover';
-  if (top === 'replacing') return 'standby lost: replacing it';
-  if (top === 'unsynchronized') return 'running without a synchronous copy';
-  if (top === 'stalled') return 'synchronous standby stalled: commits wait';
-  return `${path.replace(/\.failed$/, '')} failing`;
+  const states = policyAlong(machine, path);
+  const at = states.findIndex((state) => state.meta.trouble !== undefined);
+  if (at < 0) return path;
+  return states[at]!.meta.trouble!.replace('{step}', path.split('.').slice(0, at).join('.'));
 }
 
 export interface IncidentSettings {

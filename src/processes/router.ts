@@ -1,4 +1,7 @@
 import net from 'node:net';
+import { statesTagged } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
+import { serverMachine } from '../../machines/server.ts';
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import { enqueue, PRIORITY } from '../queue/jobs.ts';
@@ -50,9 +53,10 @@ export async function loadRoutes(pool: Pool): Promise<Route[]> {
                                                    'pool_port', s.attrs->'pool_port') order by s.id)
                  from resource_servers rs join servers s on s.id = rs.server_id join entity_states sm on sm.entity_id = s.id
                  where rs.resource_id = r.id and s.port is not null
-                   and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = 'available'))), '[]') as servers
+                   and (rs.role = 'primary' or (rs.role = 'standby' and sm.state = any($1::text[])))), '[]') as servers
      from resources r join entity_states m on m.entity_id = r.id
-     where r.attrs ? 'router_port' and m.finished_at is null and m.state <> 'deprovisioning'`,
+     where r.attrs ? 'router_port' and m.finished_at is null and not (m.state = any($2::text[]))`,
+    [statesTagged(serverMachine, 'healthy'), statesTagged(resourceMachine, 'gone')],
   );
   return rows.map((r) => {
     const server = (s: { id: string; host: string; port: number; pool_port: string | null }) => ({

@@ -1,3 +1,6 @@
+import { statesTagged } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
+import { serverMachine } from '../../machines/server.ts';
 import type { Queryable } from '../db.ts';
 import { transaction } from '../db.ts';
 import { findPlan } from '../plans.ts';
@@ -38,8 +41,8 @@ async function tenantsOf(db: Queryable, serverId: string): Promise<TenantRow[]> 
     `select r.id, r.plan, r.database_name as database, r.role_name as role, r.attrs->'size_bytes' as size, r.attrs->'over_size' as over,
        array(select c.role_name from credentials c where c.resource_id = r.id order by c.role_name) as others
      from resource_servers rs join resources r on r.id = rs.resource_id join entity_states m on m.entity_id = r.id
-     where rs.server_id = $1 and rs.role = 'primary' and m.finished_at is null and m.state <> 'deprovisioning'`,
-    [serverId],
+     where rs.server_id = $1 and rs.role = 'primary' and m.finished_at is null and not (m.state = any($2::text[]))`,
+    [serverId, statesTagged(resourceMachine, 'gone')],
   );
   return rows.flatMap((r) => {
     const plan = findPlan(r.plan);
@@ -141,7 +144,8 @@ export function limitTasks(providers: Providers, sealer: Sealer): Record<string,
 /** One `enforce` job per live shared server, unless one is pending or running: the clock's part. */
 export async function enqueueEnforcement(db: Queryable, queue: string): Promise<number> {
   const { rows } = await db.query<{ id: string }>(
-    `select s.id from servers s join entity_states m on m.entity_id = s.id where s.tenancy = 'shared' and m.state = 'available'`,
+    `select s.id from servers s join entity_states m on m.entity_id = s.id where s.tenancy = 'shared' and m.state = any($1::text[])`,
+    [statesTagged(serverMachine, 'healthy')],
   );
   return enqueueUnlessQueued(
     db,

@@ -1,3 +1,5 @@
+import { statesTagged } from '../../machines/policy.ts';
+import { serverMachine } from '../../machines/server.ts';
 import { transaction, type Pool, type Queryable } from '../db.ts';
 import { PLANS, SHARED_SERVER_TENANTS, type Plan } from '../plans.ts';
 import type { Sealer } from '../sealer.ts';
@@ -115,7 +117,7 @@ async function sharedServersWithRoom(
        and not exists (select 1 from resource_servers x where x.server_id = s.id and x.resource_id = $8)
      group by s.id, m.state
      having count(rs.resource_id) < $2 and coalesce((s.attrs->'max_connections')::int, $3) - $4 - coalesce(sum(p.lim), 0) >= $7
-     order by (m.state = 'available') desc, count(rs.resource_id), s.created_at`,
+     order by (m.state = any($9::text[])) desc, count(rs.resource_id), s.created_at`,
     [
       awsRegion,
       SHARED_SERVER_TENANTS,
@@ -125,6 +127,7 @@ async function sharedServersWithRoom(
       limits,
       plan.connectionLimit + PLATFORM_LOGIN_SLOTS,
       resourceId,
+      statesTagged(serverMachine, 'healthy'),
     ],
   );
   return rows;
@@ -181,11 +184,11 @@ export async function retireEmptySharedServers(pool: Pool): Promise<string[]> {
         await lockRegion(client, region);
         const { rows } = await client.query<{ id: string }>(
           `select s.id from servers s join entity_states m on m.entity_id = s.id
-           where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state = 'available'
+           where s.tenancy = 'shared' and s.region = $1 and m.finished_at is null and m.state = any($2::text[])
              and not exists (select 1 from resource_servers rs where rs.server_id = s.id)
            order by s.created_at
            for update of m`,
-          [region],
+          [region, statesTagged(serverMachine, 'healthy')],
         );
         const extra = rows.slice(1).map((r) => r.id);
         for (const id of extra) await sendEvent(client, id, { type: 'delete' });

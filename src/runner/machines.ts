@@ -1,7 +1,7 @@
 import type { AnyStateMachine } from 'xstate';
 import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../../machines/incident.ts';
-import { RESOURCE_MACHINE_VERSION, RESOURCE_URGENT_STATES, resourceMachine } from '../../machines/resource.ts';
-import { SERVER_MACHINE_VERSION, SERVER_URGENT_STATES, serverMachine } from '../../machines/server.ts';
+import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../../machines/resource.ts';
+import { SERVER_MACHINE_VERSION, serverMachine } from '../../machines/server.ts';
 import type { Queryable } from '../db.ts';
 import { resourcesServedBy } from '../resources/servedBy.ts';
 import type { ObservedTable } from './observations.ts';
@@ -10,9 +10,8 @@ import type { ObservedTable } from './observations.ts';
  * Every kind of entity with a machine; the row in `machines` names one of these. Entities
  * that are observed keep their latest observation on a row of `observedIn`. An entity's
  * `dependents` are the entities whose machines watch it: when its state changes they are
- * observed at once, instead of at their next periodic observation. In its `urgent` states
- * (top-level names) an entity is in trouble or failing over: the jobs it asks for on the way
- * in, there, and on the way out are urgent.
+ * observed at once, instead of at their next periodic observation. Which of its states are
+ * urgent, the machine says with a tag on them (machines/policy.ts).
  */
 export const MACHINES = {
   server: {
@@ -20,21 +19,18 @@ export const MACHINES = {
     version: SERVER_MACHINE_VERSION,
     observedIn: 'servers',
     dependents: resourcesServedBy,
-    urgent: SERVER_URGENT_STATES,
   },
   resource: {
     logic: resourceMachine,
     version: RESOURCE_MACHINE_VERSION,
     observedIn: 'resources',
     dependents: undefined,
-    urgent: RESOURCE_URGENT_STATES,
   },
   incident: {
     logic: incidentMachine,
     version: INCIDENT_MACHINE_VERSION,
     observedIn: undefined,
     dependents: undefined,
-    urgent: [] as readonly string[],
   },
 } satisfies Record<
   string,
@@ -43,7 +39,6 @@ export const MACHINES = {
     version: number;
     observedIn: ObservedTable | undefined;
     dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined;
-    urgent: readonly string[];
   }
 >;
 

@@ -188,8 +188,7 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   if (from !== to || (jobs.length > 0 && event.type !== 'observed')) {
     await insertTransition(db, { entityId, machine: row.machine, from, to, event: event.type, data: eventData(event), jobId });
   }
-  const { urgent } = MACHINES[row.machine];
-  const priority = urgent.includes(topState(current.value)) || urgent.includes(topState(next.value)) ? PRIORITY.urgent : PRIORITY.work;
+  const priority = current.hasTag('urgent') || next.hasTag('urgent') ? PRIORITY.urgent : PRIORITY.work;
   // What an observation asks for is asked again while the job runs (a tick runs beside its
   // entity's action): the running job stands for it (src/queue/jobs.ts JobSpec.unlessRunning).
   const specs = jobSpecs(entityId, jobs, priority, event.type === 'observed');

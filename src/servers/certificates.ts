@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { statesTagged } from '../../machines/policy.ts';
+import { serverMachine } from '../../machines/server.ts';
 import { observeTls } from '../../observers/tls.ts';
 import type { Queryable } from '../db.ts';
 import { asSuperuser } from '../pg/superuser.ts';
@@ -48,10 +50,10 @@ export const RENEW_TASK = 'renew_certificate';
 export async function enqueueRenewals(db: Queryable, renewDays: number): Promise<number> {
   const { rows } = await db.query<{ id: string }>(
     `select s.id from servers s join entity_states m on m.entity_id = s.id
-     where m.finished_at is null and m.state = 'available'
+     where m.finished_at is null and m.state = any($2::text[])
        and (s.last_observation->'tls_offered' = 'false' or s.last_observation->'tls_required' = 'false'
             or (s.last_observation->'tls_cert_expires_at')::timestamptz < now() + make_interval(days => $1))`,
-    [renewDays],
+    [renewDays, statesTagged(serverMachine, 'healthy')],
   );
   return enqueueEach(
     db,

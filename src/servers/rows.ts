@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { statesTagged } from '../../machines/policy.ts';
 import { RESOURCE_FAILOVER_STATES } from '../../machines/resource.ts';
+import { serverMachine } from '../../machines/server.ts';
 import { transaction, type Pool, type Queryable } from '../db.ts';
 import type { SuperuserTarget } from '../pg/superuser.ts';
 import { resourcesServedBy } from '../resources/servedBy.ts';
@@ -78,8 +80,8 @@ export async function requestBackup(db: Queryable, serverId: string): Promise<st
 export async function insertFollower(db: Queryable, leaderId: string, backup?: string): Promise<string | undefined> {
   const { rows } = await db.query<{ provider: string; sealed: string; region: string }>(
     `select s.provider, s.superuser_password_sealed as sealed, s.region from servers s join entity_states m on m.entity_id = s.id
-     where s.id = $1 and m.finished_at is null and m.state = 'available'`,
-    [leaderId],
+     where s.id = $1 and m.finished_at is null and m.state = any($2::text[])`,
+    [leaderId, statesTagged(serverMachine, 'healthy')],
   );
   const leader = rows[0];
   if (!leader) return undefined;
@@ -110,8 +112,8 @@ export async function followLeader(db: Queryable, id: string, leaderId: string, 
 export async function followersOf(db: Queryable, leaderId: string): Promise<{ id: string; host: string | null; port: number | null }[]> {
   const { rows } = await db.query<{ id: string; host: string | null; port: number | null }>(
     `select s.id, s.host, s.port from servers s join entity_states m on m.entity_id = s.id
-     where s.attrs->'follows' = $1 and m.finished_at is null and m.state not in ('deleting', 'fencing', 'fenced')`,
-    [leaderId],
+     where s.attrs->'follows' = $1 and m.finished_at is null and not (m.state = any($2::text[]))`,
+    [leaderId, statesTagged(serverMachine, 'gone')],
   );
   return rows;
 }
@@ -199,9 +201,9 @@ export async function standbyTakesOver(db: Queryable, serverId: string): Promise
      join entity_states r on r.entity_id = p.resource_id and r.state = any($2::text[])
        and r.context->>'unsynchronizedSince' is null
      join resource_servers s on s.resource_id = p.resource_id and s.role = 'standby'
-     join entity_states m on m.entity_id = s.server_id and m.state = 'available'
+     join entity_states m on m.entity_id = s.server_id and m.state = any($3::text[])
      where p.server_id = $1 and p.role = 'primary'`,
-    [serverId, RESOURCE_FAILOVER_STATES],
+    [serverId, RESOURCE_FAILOVER_STATES, statesTagged(serverMachine, 'healthy')],
   );
   return (rowCount ?? 0) > 0;
 }

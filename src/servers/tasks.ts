@@ -1,3 +1,5 @@
+import { hasTag } from '../../machines/policy.ts';
+import { serverMachine } from '../../machines/server.ts';
 import { observePooler } from '../../observers/pgbouncer.ts';
 import { observePostgres } from '../../observers/postgres.ts';
 import { observeProvider } from '../../observers/provider.ts';
@@ -94,11 +96,11 @@ async function askAgain(
     if (
       !coming &&
       !made &&
-      leader === 'available' &&
+      hasTag(serverMachine, leader, 'healthy') &&
       (await recentlyDead(pool, 'backup', { server: err.leader }, 600)) < FRESH_BACKUPS_PER_10_MIN
     )
       freshBackupOf = err.leader;
-    if (coming && leader === 'available' && (await hurryJob(pool, 'backup', { label: err.label! })))
+    if (coming && hasTag(serverMachine, leader, 'healthy') && (await hurryJob(pool, 'backup', { label: err.label! })))
       log.info({ label: err.label }, 'the leader is back: its backup is retried now');
   }
   log.info({ reason: err.message, freshBackupOf }, 'not yet: asking again');
@@ -221,7 +223,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
      */
     async restart_pool(job, { pool, log }) {
       const state = await machineState(pool, job.entityId!);
-      if (state !== 'available') {
+      if (!hasTag(serverMachine, state, 'healthy')) {
         log.info({ state }, 'the server is not available; not starting its pooler');
         return;
       }

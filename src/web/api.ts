@@ -1,4 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { hasTag } from '../../machines/policy.ts';
+import { serverMachine } from '../../machines/server.ts';
 import { snapshot } from '../db.ts';
 import { configVarPrefix } from '../config.ts';
 import { PLANS } from '../plans.ts';
@@ -173,7 +175,9 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     async function primaryOf(raw: string) {
       const resource = await loadResourceRecord(opts.pool, opts.sealer, raw.toLowerCase());
       if (!resource) throw new HttpError(404, `no resource with id "${raw}": see GET /api/resources`);
-      const primary = (await resourceServers(opts.pool, resource.id)).find((s) => s.role === 'primary' && s.state === 'available');
+      const primary = (await resourceServers(opts.pool, resource.id)).find(
+        (s) => s.role === 'primary' && hasTag(serverMachine, s.state, 'healthy'),
+      );
       if (!primary) throw new HttpError(409, `resource ${resource.id} has no available primary server right now`);
       const server = await loadServerRecord(opts.pool, opts.sealer, primary.id);
       return { resource, target: superuserTarget(primary, server!.superuserPassword), primary };
@@ -253,7 +257,7 @@ export function operatorApi(opts: WebOptions): FastifyPluginAsync {
     app.post<ById>('/servers/:id/backups', byId, async (req, reply) => {
       const id = req.params.id.toLowerCase();
       const server = await getServer(opts.pool, id);
-      if (!server || server.state !== 'available') throw new HttpError(409, `server ${id} is not available to back up`);
+      if (!server || !hasTag(serverMachine, server.state, 'healthy')) throw new HttpError(409, `server ${id} is not available to back up`);
       return reply.status(202).send({ server: id, label: await requestBackup(opts.pool, id) });
     });
 

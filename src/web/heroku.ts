@@ -1,4 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { hasTag } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
 import { configVarPrefix } from '../config.ts';
 import type { Pool } from '../db.ts';
 import { awsRegion, findPlan, PLANS, REGION_HELP } from '../plans.ts';
@@ -112,7 +114,7 @@ async function checkRepeat(pool: Pool, request: ProvisionRequest): Promise<boole
   );
   const existing = rows[0];
   if (!existing) return false;
-  if (existing.state === 'deleted' || existing.state === 'deprovisioning')
+  if (hasTag(resourceMachine, existing.state, 'gone'))
     throw new HttpError(410, 'this database has been deprovisioned: provision a new one under a new uuid');
   if (existing.plan !== request.plan.name || existing.aws_region !== request.awsRegion || existing.follows !== request.follows) {
     throw new HttpError(
@@ -144,12 +146,12 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
   /** Only a live database with a server of its own can be followed: a shared server holds other tenants too. */
   async function checkLeader(id: string): Promise<void> {
     const leader = await getResource(opts.pool, opts.sealer, prefix, id);
-    if (!leader || leader.state === 'deleted' || leader.state === 'deprovisioning')
-      throw new HttpError(422, `there is no database "${id}" to follow`);
+    if (!leader || hasTag(resourceMachine, leader.state, 'gone')) throw new HttpError(422, `there is no database "${id}" to follow`);
     const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
     if (primary?.tenancy !== 'dedicated')
       throw new HttpError(422, `the database "${id}" is on a shared server; only databases on a dedicated plan can be followed`);
-    if (leader.state !== 'available') throw new HttpError(409, `the database "${id}" is ${leader.state}; follow it once it is available`);
+    if (!hasTag(resourceMachine, leader.state, 'healthy'))
+      throw new HttpError(409, `the database "${id}" is ${leader.state}; follow it once it is available`);
   }
 
   // Credentials are checked before the body is read: a wrong password is a 401 whatever it sent.
@@ -192,17 +194,18 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
         const plan = findPlan(req.body.plan)!;
         const before = await getResource(opts.pool, opts.sealer, prefix, id);
         if (!before) throw new HttpError(404, `no resource "${id}"`);
-        if (before.state === 'deleted' || before.state === 'deprovisioning')
-          throw new HttpError(410, 'this database has been deprovisioned');
+        if (hasTag(resourceMachine, before.state, 'gone')) throw new HttpError(410, 'this database has been deprovisioned');
         const { rows: following } = await opts.pool.query('select 1 from resources where id = $1 and follows is not null', [id]);
         if (following.length > 0) throw new HttpError(422, 'a follower keeps its plan: provision a new follower on the plan you want');
         // The platform delivers at least once: a repeated change is answered, not redone.
         if (before.plan === plan.name) {
-          if (before.state === 'available') return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
+          if (hasTag(resourceMachine, before.state, 'healthy'))
+            return reply.send({ config: before.config, message: `Now on ${plan.name}.` });
           if (before.state === 'resizing' || before.state === 'changing')
             return reply.status(202).send({ message: `Changing to ${plan.name}; the new config follows when it is done.` });
         }
-        if (before.state !== 'available') throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
+        if (!hasTag(resourceMachine, before.state, 'healthy'))
+          throw new HttpError(409, `the database is ${before.state}; change its plan once that is done`);
         const primary = (await resourceServers(opts.pool, id)).find((s) => s.role === 'primary');
         const move = primary?.tenancy !== plan.kind;
         const standbysBefore = findPlan(before.plan)?.standbys ?? 0;
@@ -233,7 +236,7 @@ export function herokuApi(opts: WebOptions): FastifyPluginAsync {
         const state = await resourceState(opts.pool, id);
         if (state === undefined) throw new HttpError(404, `no resource "${id}"`);
         // Deprovisioning twice is deprovisioning once.
-        if (state !== 'deleted' && state !== 'deprovisioning') await tellResource(opts.pool, id, { type: 'deprovision' });
+        if (!hasTag(resourceMachine, state, 'gone')) await tellResource(opts.pool, id, { type: 'deprovision' });
         return reply.status(204).send();
       },
     );

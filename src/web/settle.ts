@@ -1,3 +1,5 @@
+import { hasTag } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
 import type { Queryable } from '../db.ts';
 
 /** How often the waiting requests look at their resources' machines. */
@@ -42,8 +44,11 @@ export function settler(pool: Queryable) {
         const now = Date.now();
         for (const w of waiters) {
           const state = states.get(w.id);
-          const outcome =
-            state === 'available' ? true : state === 'deleted' || state === 'deprovisioning' || now >= w.deadline ? false : undefined;
+          const outcome = hasTag(resourceMachine, state, 'healthy')
+            ? true
+            : hasTag(resourceMachine, state, 'gone') || now >= w.deadline
+              ? false
+              : undefined;
           if (outcome === undefined) continue;
           waiters.delete(w);
           w.resolve(outcome);

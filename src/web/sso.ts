@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { hasTag } from '../../machines/policy.ts';
+import { resourceMachine } from '../../machines/resource.ts';
 import { configVarPrefix } from '../config.ts';
 import { transaction } from '../db.ts';
 import { listNotifications } from '../incidents/views.ts';
@@ -19,7 +21,6 @@ import { idParams, UUID, type IdParams } from './validation.ts';
 const SSO_WINDOW_SECONDS = 5 * 60;
 /** Heroku's nav-data is base64 JSON; anything else is not kept. */
 const NAV_DATA = /^[A-Za-z0-9+/=._-]{1,4096}$/;
-const GONE = new Set(['deleted', 'deprovisioning']);
 
 function events(transitions: TransitionView[]): string {
   if (transitions.length === 0) return '<p class="muted">Nothing has happened yet.</p>';
@@ -72,7 +73,7 @@ export function renderResourcePage(
         <dt>${escapeHtml(`${prefix}_URL`)}</dt><dd><details><summary>show</summary>${escapeHtml(url)}</details></dd>
       </dl>`
     : '<p class="muted">The connection details appear here as soon as the database is ready.</p>';
-  const busy = resource.state !== 'available';
+  const busy = !hasTag(resourceMachine, resource.state, 'healthy');
   return page(
     `${resource.name ?? 'Database'} · pgfleet`,
     `<main><form method="post" action="/sso/logout" style="float:right">${csrfInput}<button type="submit">Sign out</button></form>` +
@@ -149,7 +150,8 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
   async function signIn(req: FastifyRequest, reply: FastifyReply, fields: SsoFields, navData: unknown) {
     const { id, token, timestamp } = verify(opts.addon.ssoSalt, fields);
     const state = await resourceState(opts.pool, id);
-    if (state === undefined || GONE.has(state)) throw new HttpError(404, 'there is no such database: it may have been deprovisioned');
+    if (state === undefined || hasTag(resourceMachine, state, 'gone'))
+      throw new HttpError(404, 'there is no such database: it may have been deprovisioned');
     await transaction(opts.pool, async (client) => {
       const used = await client.query(
         'insert into sso_tokens_used (token_sha256, expires_at) values ($1, to_timestamp($2)) on conflict do nothing',
@@ -193,7 +195,7 @@ export function ssoRoutes(opts: WebOptions): FastifyPluginAsync {
       const session = await sessions.find(req, 'sso');
       if (session?.resourceId !== id) throw new HttpError(403, `your session for this database has ended: ${AGAIN}`);
       const resource = await getResource(opts.pool, opts.sealer, prefix, id);
-      if (!resource || GONE.has(resource.state)) throw new HttpError(404, 'this database no longer exists');
+      if (!resource || hasTag(resourceMachine, resource.state, 'gone')) throw new HttpError(404, 'this database no longer exists');
       const notices = await listNotifications(opts.pool, id);
       return reply
         .type('text/html')
