@@ -1,4 +1,5 @@
-import type { JobHandler } from '../queue/worker.ts';
+import type { IncidentTask } from '../../machines/incident.ts';
+import type { TaskHandlers } from '../queue/worker.ts';
 import { backupTask } from '../backups/tasks.ts';
 import { resourceTasks, type ResourceTaskOptions } from '../resources/tasks.ts';
 import { observationTasks } from '../runner/observe.ts';
@@ -11,7 +12,10 @@ import { refreshServerPool, serverTasks } from '../servers/tasks.ts';
  * `tick` for both kinds of observed entity; a worker adds incidents', limits' and archive
  * retention's (src/processes/app.ts).
  */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
+export function allTasks(
+  providers: Providers,
+  opts: ResourceTaskOptions,
+): Omit<TaskHandlers, IncidentTask | 'enforce' | 'notify_resource' | 'prune_archives'> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
     refreshServerPool(db, providers, opts.sealer, serverId),

@@ -1,7 +1,7 @@
-import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
+import { initialTransition, transition, type AnyStateMachine, type EmittedFrom, type EventObject, type StateValue } from 'xstate';
 import type { JobEmitted } from '../../machines/jobs.ts';
 import type { Client, Queryable } from '../db.ts';
-import { enqueueMany, PRIORITY, type Job, type JobSpec } from '../queue/jobs.ts';
+import { enqueueMany, PRIORITY, type EntityJobSpec, type Job } from '../queue/jobs.ts';
 import { MACHINES, type MachineName } from './machines.ts';
 import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
 
@@ -48,15 +48,21 @@ interface ExecutableAction {
   params?: unknown;
 }
 
+/**
+ * The tasks the registry's machines emit as jobs (their `emitted` types): each must be an
+ * entity task of src/tasks.ts, or the specs below do not compile.
+ */
+export type EmittedTask = EmittedFrom<(typeof MACHINES)[MachineName]['logic']>['task'];
+
 /** The jobs a transition asked for: its `emit({ type: 'job' })` actions. */
-export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
+export function emittedJobs(actions: ExecutableAction[]): JobEmitted<EmittedTask>[] {
   return actions
     .filter((a) => a.type === 'xstate.emit')
-    .map((a) => (a.params as { event: JobEmitted }).event)
+    .map((a) => (a.params as { event: JobEmitted<EmittedTask> }).event)
     .filter((e) => e.type === 'job');
 }
 
-function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number, unlessRunning = false): JobSpec[] {
+function jobSpecs(entityId: string, jobs: JobEmitted<EmittedTask>[], priority: number, unlessRunning = false): EntityJobSpec[] {
   return jobs.map((j) => ({
     task: j.task,
     entityId,

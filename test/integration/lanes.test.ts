@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
-import { enqueue, enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { enqueue, enqueueMany, PRIORITY, type TaskMap } from '../../src/queue/jobs.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { publishTo, sendEvent } from '../../src/runner/runner.ts';
 import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
@@ -41,15 +41,15 @@ describe('lanes', () => {
     let observing = 0;
     let overlaps = 0;
     const ran: string[] = [];
-    const observation: JobHandler = async (job) => {
+    const observation: AnyJobHandler = async (job) => {
       observing += 1;
       if (observing > 1) overlaps += 1;
       await new Promise((r) => setTimeout(r, 50));
       observing -= 1;
       ran.push(job.task);
     };
-    const handlers: Record<string, JobHandler> = { promote: () => gate, observe: observation, tick: observation };
-    const worker = new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200 });
+    const handlers: Record<string, AnyJobHandler> = { promote: () => gate, observe: observation, tick: observation };
+    const worker = new Worker<TaskMap>(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200 });
     await worker.start();
     try {
       await enqueue(t.db.pool, { task: 'promote', entityId: entity, key: 'promote', priority: PRIORITY.urgent });
