@@ -164,9 +164,9 @@ export function incidentTasks(opts: IncidentTaskOptions): Pick<TaskHandlers, Inc
       if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
       return {
         commit: async (client) => {
-          await sendEvent(client, incident.id, { type: 'changeover.started' }, job.id);
+          await sendEvent<'incident'>(client, incident.id, { type: 'changeover.started' }, job.id);
           const serverId = await serverOf(client, incident);
-          if (serverId) await sendEvent(client, serverId, { type: 'maintain' }, job.id);
+          if (serverId) await sendEvent<'server'>(client, serverId, { type: 'maintain' }, job.id);
         },
       };
     },

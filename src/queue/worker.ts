@@ -39,7 +39,7 @@ export type AnyJobHandler = JobHandler<string, TaskMap>;
 /**
  * A worker's table of handlers: one for every task of `M`, each given its own task's jobs.
  * pgfleet's is checked against every task in src/tasks.ts, so a task with no handler does
- * not compile (test/types/tasks.ts).
+ * not compile (test/types/contract.ts).
  */
 export type TaskHandlers<M extends TaskMap = Tasks> = { [T in TaskName<M>]: JobHandler<T, M> };
 

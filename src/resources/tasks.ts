@@ -143,7 +143,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     }
     return async (client) => {
       for (const server of gone) {
-        if (server.tenancy === 'dedicated') await sendEvent(client, server.id, { type: 'delete' });
+        if (server.tenancy === 'dedicated') await sendEvent<'server'>(client, server.id, { type: 'delete' });
         await unlinkServer(client, resource.id, server.id);
       }
     };
@@ -223,7 +223,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     fence_primary: step(async (job, { pool }) => {
       const { servers } = await load(pool, job);
       const primary = withRole(servers, 'primary');
-      return report(job, { type: 'fencing' }, async (client) => void (await sendEvent(client, primary.id, { type: 'fence' })));
+      return report(job, { type: 'fencing' }, async (client) => void (await sendEvent<'server'>(client, primary.id, { type: 'fence' })));
     }),
 
     /** The standby becomes the primary, with every commit the old one acknowledged. */
@@ -259,7 +259,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
         for (const follower of followers) await followLeader(client, follower.id, primary.id, backup);
         await followLeader(client, former.id, primary.id, backup);
         await relinkServer(client, resource.id, former.id, 'standby');
-        await sendEvent(client, former.id, { type: 'rejoin' });
+        await sendEvent<'server'>(client, former.id, { type: 'rejoin' });
       });
     }),
 

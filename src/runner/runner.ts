@@ -1,12 +1,25 @@
-import { initialTransition, transition, type AnyStateMachine, type EmittedFrom, type EventObject, type StateValue } from 'xstate';
+import { initialTransition, transition, type AnyStateMachine, type EmittedFrom, type EventFromLogic, type StateValue } from 'xstate';
 import type { JobEmitted } from '../../machines/jobs.ts';
 import type { Client, Queryable } from '../db.ts';
 import { enqueueMany, PRIORITY, type EntityJobSpec, type Job } from '../queue/jobs.ts';
+import type { Tasks, TaskOf } from '../tasks.ts';
 import { MACHINES, type MachineName } from './machines.ts';
 import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
 
-/** An event for any machine; each machine's own types say which it accepts. */
-export type MachineEvent = EventObject & Record<string, unknown>;
+/** The events machine `M` of the registry takes: its logic's own event type. */
+export type EventOf<M extends MachineName> = EventFromLogic<(typeof MACHINES)[M]['logic']>;
+
+/** An event for one of the machines; which it is, is the machine's row's to say. */
+export type MachineEvent = EventOf<MachineName>;
+
+/** An event as its sender writes it: without `at`, sendEvent stamps it with the database's clock. */
+export type Unstamped<E> = E extends { at: string } ? Omit<E, 'at'> & { at?: string } : E;
+
+/** The tasks whose outcome one machine hears: a task of more than one kind of entity (observe, tick) reports nothing. */
+type ReportingTask = { [M in MachineName]: TaskOf<M> }[MachineName];
+
+/** The machine a task's job reports to (src/tasks.ts). */
+type MachineOfTask<T extends ReportingTask> = Tasks[T] extends { machine: infer M extends MachineName } ? M : never;
 
 /** Tasks that go to their own named queue, so a worker can be dedicated to them. */
 const TASK_QUEUES: Record<string, string> = { observe: 'observe', enforce: 'observe' };
@@ -30,15 +43,15 @@ export function topState(value: StateValue): string {
  * A job's outcome told to its entity's machine: `event` is sent in the job's commit, after
  * `also` (the job's own writes), so both happen with the job's completion or neither does.
  */
-export function report(
-  job: Job,
-  event: MachineEvent,
+export function report<T extends ReportingTask>(
+  job: Job<T>,
+  event: NoInfer<Unstamped<EventOf<MachineOfTask<T>>>>,
   also?: (client: Client) => Promise<void>,
 ): { commit: (client: Client) => Promise<void> } {
   return {
     commit: async (client) => {
       await also?.(client);
-      await sendEvent(client, job.entityId!, event, job.id);
+      await sendEvent<MachineName>(client, job.entityId, event, job.id);
     },
   };
 }
@@ -170,13 +183,19 @@ export function publishTo(list: readonly StepSubscriber[]): void {
  * together or not at all. An event without its own `at` is stamped with the database's
  * clock, the one every machine compares times by.
  */
-export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
+export async function sendEvent<M extends MachineName = MachineName>(
+  db: Queryable,
+  entityId: string,
+  unstamped: NoInfer<Unstamped<EventOf<M>>>,
+  jobId?: string,
+): Promise<Step | undefined> {
   const listeners = subscribers;
   if (!listeners)
     throw new Error('no one hears what the runner does: wire the subscribers (src/processes/subscribers.ts) before sending events');
   const row = await lockLiveMachine(db, entityId);
   if (!row) return undefined;
-  const event: MachineEvent = { at: row.now, ...unstamped };
+  // The row says which machine takes it; its sender said which it meant (sendEvent<M>), or any.
+  const event = { at: row.now, ...unstamped } as MachineEvent;
   const { version } = MACHINES[row.machine];
   // Each machine accepts its own snapshots and events; the row says which machine it is.
   const logic: AnyStateMachine = MACHINES[row.machine].logic;

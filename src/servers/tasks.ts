@@ -124,7 +124,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
       return {
         commit: async (client) => {
           await placeServer(client, server.id, place.host, place.port, place.attrs);
-          await sendEvent(client, server.id, { type: 'provisioned' }, job.id);
+          await sendEvent<'server'>(client, server.id, { type: 'provisioned' }, job.id);
         },
       };
     },

@@ -91,7 +91,7 @@ describe('the runner', () => {
       },
     ]);
     const at = new Date().toISOString();
-    const shown = { type: 'observed', at, obs: { reachable: 'false' } };
+    const shown = { type: 'observed' as const, at, obs: { reachable: 'false' } };
     await transaction(t.db.pool, (client) => sendEvent(client, server.id, shown));
     expect(changed).toEqual([]);
     expect(observed).toEqual([{ machine: 'server', entityId: server.id, at, obs: { reachable: 'false' } }]);

@@ -9,7 +9,7 @@ import type { ServerTask } from '../../machines/server.ts';
 import type { Queryable } from '../../src/db.ts';
 import { enqueue, enqueueAgain, type Job } from '../../src/queue/jobs.ts';
 import type { JobHandler, TaskHandlers } from '../../src/queue/worker.ts';
-import type { EmittedTask } from '../../src/runner/runner.ts';
+import { report, sendEvent, type EmittedTask } from '../../src/runner/runner.ts';
 import type { TaskName } from '../../src/tasks.ts';
 
 type Equal<A, B> = (<X>() => X extends A ? 1 : 2) extends <X>() => X extends B ? 1 : 2 ? true : false;
@@ -50,4 +50,23 @@ export async function enqueueing(db: Queryable, job: Job<'synchronize'>): Promis
   await enqueue(db, { task: 'backup', payload: { server: job.entityId, label: 'l' } });
   // @ts-expect-error a job asked again carries its own task's payload
   await enqueueAgain(db, job, 1, { server: 's' });
+}
+
+/** An event is typed by the machine it goes to: a job's by its task's machine, a sent one by the machine named. */
+export function events(db: Queryable, place: Job<'place'>, deadline: Job<'deadline'>, observe: Job<'observe'>): void {
+  report(place, { type: 'placed' });
+  report(place, { type: 'step.failed', error: 'e' });
+  // @ts-expect-error a misspelt event is no event
+  report(place, { type: 'plaaced' });
+  // @ts-expect-error a failed step says why
+  report(place, { type: 'step.failed' });
+  // @ts-expect-error `placed` is the resource machine's: the incident machine takes no such event
+  report(deadline, { type: 'placed' });
+  // @ts-expect-error an observation is of a server or a resource: no one machine hears its job
+  report(observe, { type: 'placed' });
+  void sendEvent<'server'>(db, place.entityId, { type: 'fence' });
+  // @ts-expect-error a server takes no `switchover`
+  void sendEvent<'server'>(db, place.entityId, { type: 'switchover' });
+  // @ts-expect-error whatever the machine, a misspelt event is no event
+  void sendEvent(db, place.entityId, { type: 'fense' });
 }
