@@ -2,7 +2,7 @@ import { enqueue, PRIORITY, type Job } from '../queue/jobs.ts';
 import type { JobContext, TaskHandlers } from '../queue/worker.ts';
 import { MACHINES } from './machines.ts';
 import { latestObservation, recordObservation } from './observations.ts';
-import { queueForTask, sendEvent, type ObservedEvent } from './runner.ts';
+import { queueForTask, sendEvent, type MachineEvent } from './runner.ts';
 import { machineOf } from './store.ts';
 
 /** What an entity's observers saw, by source: `{ postgres: { reachable: 'true', … }, tls: { … } }`. */
@@ -54,10 +54,12 @@ export function observationTasks(observers: Record<'server' | 'resource', Observ
       return {
         commit: async (client) => {
           const machine = await machineOf(client, job.entityId);
-          const table = machine && MACHINES[machine].observedIn;
-          const latest = table && (await latestObservation(client, job.entityId, table));
-          if (!latest) return;
-          await sendEvent(client, job.entityId, { type: 'observed', at: latest.at, obs: latest.obs } satisfies ObservedEvent, job.id);
+          const { observedIn, parseObservation } = machine ? MACHINES[machine] : {};
+          const latest = observedIn && (await latestObservation(client, job.entityId, observedIn));
+          if (!latest || !parseObservation) return;
+          // Parsed once, here, by the machine's own parser: its guards read typed fields.
+          const event = { type: 'observed', at: latest.at, obs: parseObservation(latest.obs) } as MachineEvent;
+          await sendEvent(client, job.entityId, event, job.id);
         },
       };
     },

@@ -87,9 +87,15 @@ function jobSpecs(entityId: string, jobs: JobEmitted<EmittedTask>[], priority: n
   }));
 }
 
+/**
+ * What a transition keeps of its event. An observation is kept as its observers recorded it
+ * (`obs.raw`, the map of strings): the form transitions have always stored, which incident
+ * timelines read (src/incidents/views.ts).
+ */
 function eventData(event: MachineEvent): Record<string, unknown> | null {
   const { type: _, ...rest } = event;
-  return Object.keys(rest).length > 0 ? rest : null;
+  const data = event.type === 'observed' ? { ...rest, obs: event.obs.raw } : rest;
+  return Object.keys(data).length > 0 ? data : null;
 }
 
 /**
@@ -131,13 +137,6 @@ export interface StepTaken extends Step {
   /** The job whose outcome the event told, if a job's. */
   jobId: string | undefined;
 }
-
-/** What an entity's observers saw, shown to its machine as an `observed` event (src/runner/observe.ts, the tick). */
-export type ObservedEvent = {
-  type: 'observed';
-  at: string;
-  obs: Record<string, string>;
-};
 
 /** An observation a live machine was shown, as the runner publishes it. */
 export interface ObservationShown {
@@ -227,7 +226,7 @@ export async function sendEvent<M extends MachineName = MachineName>(
   const at = String(event.at);
   const step: StepTaken = { machine: row.machine, entityId, from, to, jobs, event, at, jobId };
   // Only a live machine is shown an observation: a finished one's last, from before it went, is news to no one.
-  const observation = event.type === 'observed' ? { machine: row.machine, entityId, at, obs: (event as ObservedEvent).obs } : undefined;
+  const observation = event.type === 'observed' ? { machine: row.machine, entityId, at, obs: event.obs.raw } : undefined;
   for (const listener of listeners) {
     if (from !== to) await listener.changed?.(db, step);
     if (observation) await listener.observed?.(db, observation);

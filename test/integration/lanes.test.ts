@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { parseServerObservation } from '../../machines/observations.ts';
 import { createLogger } from '../../src/log.ts';
 import { enqueue, enqueueMany, PRIORITY, type TaskMap } from '../../src/queue/jobs.ts';
 import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
@@ -84,7 +85,12 @@ describe('lanes', () => {
       `update jobs set locked_by = 'w#1', locked_until = now() + interval '1 minute' where entity_id = $1 and task = 'rejoin'`,
       [server.id],
     );
-    const seen = () => sendEvent(t.db.pool, server.id, { type: 'observed', at: new Date().toISOString(), obs: { reachable: 'false' } });
+    const seen = () =>
+      sendEvent<'server'>(t.db.pool, server.id, {
+        type: 'observed',
+        at: new Date().toISOString(),
+        obs: parseServerObservation({ reachable: 'false' }),
+      });
     // A tick runs beside the rejoin now: a second rejoin queued behind the first would run
     // once the first has finished, against a server that is a standby again.
     await seen();

@@ -4,8 +4,9 @@
  * as the line under it compiles, so a loosened type shows up here as an error.
  */
 import type { IncidentTask } from '../../machines/incident.ts';
+import { parseServerObservation } from '../../machines/observations.ts';
 import type { ResourceTask } from '../../machines/resource.ts';
-import type { ServerTask } from '../../machines/server.ts';
+import type { ServerEvent, ServerTask } from '../../machines/server.ts';
 import type { Queryable } from '../../src/db.ts';
 import { enqueue, enqueueAgain, type Job } from '../../src/queue/jobs.ts';
 import type { JobHandler, TaskHandlers } from '../../src/queue/worker.ts';
@@ -70,3 +71,8 @@ export function events(db: Queryable, place: Job<'place'>, deadline: Job<'deadli
   // @ts-expect-error whatever the machine, a misspelt event is no event
   void sendEvent(db, place.entityId, { type: 'fense' });
 }
+
+/** A machine is shown its observation typed, parsed once by the tick: never the hstore's strings. */
+export const typedObservation: ServerEvent = { type: 'observed', at: '', obs: parseServerObservation({ reachable: 'true' }) };
+// @ts-expect-error the strings the observers recorded are the parser's to read, not the machine's
+export const rawObservation: ServerEvent = { type: 'observed', at: '', obs: { reachable: 'true' } };
