@@ -36,6 +36,11 @@ type WithPayload<T extends string, Machine extends string> = {
   [K in T]: OnEntity<Machine, K extends keyof EntityPayloads ? EntityPayloads[K] : NoPayload>;
 };
 
+/**
+ * Every task: the machines' own (their `ServerTask`, `ResourceTask` and `IncidentTask`, which
+ * the runner enqueues as they emit them), then those enqueued by name. `observe` is emitted by
+ * both the server and the resource machine, and is declared once, for both.
+ */
 export type Tasks = WithPayload<Exclude<ServerTask, 'observe'>, 'server'> &
   WithPayload<Exclude<ResourceTask, 'observe'>, 'resource'> &
   WithPayload<IncidentTask, 'incident'> & {

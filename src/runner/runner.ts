@@ -2,7 +2,7 @@ import { initialTransition, transition, type AnyStateMachine, type EmittedFrom, 
 import type { JobEmitted } from '../../machines/jobs.ts';
 import type { Client, Queryable } from '../db.ts';
 import { enqueueMany, PRIORITY, type EntityJobSpec, type Job } from '../queue/jobs.ts';
-import type { Tasks, TaskOf } from '../tasks.ts';
+import type { TaskName, Tasks, TaskOf } from '../tasks.ts';
 import { MACHINES, type MachineName } from './machines.ts';
 import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
 
@@ -22,9 +22,9 @@ type ReportingTask = { [M in MachineName]: TaskOf<M> }[MachineName];
 type MachineOfTask<T extends ReportingTask> = Tasks[T] extends { machine: infer M extends MachineName } ? M : never;
 
 /** Tasks that go to their own named queue, so a worker can be dedicated to them. */
-const TASK_QUEUES: Record<string, string> = { observe: 'observe', enforce: 'observe' };
+const TASK_QUEUES: Partial<Record<TaskName, string>> = { observe: 'observe', enforce: 'observe' };
 
-export function queueForTask(task: string): string {
+export function queueForTask(task: TaskName): string {
   return TASK_QUEUES[task] ?? 'default';
 }
 
