@@ -2,6 +2,7 @@ import { and, assign, emit, enqueueActions, setup } from 'xstate';
 import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 import type { StateMeta } from './policy.ts';
+import type { ObservedEvent, ResourceObservation, ServerRole } from './observations.ts';
 
 /**
  * The life of one customer database (a resource): created on a server, changed between
@@ -51,10 +52,8 @@ export type ResourceTask =
   | 'rotate_password'
   | 'sync_credentials';
 
-export type Observation = Record<string, string>;
-
 export type ResourceEvent =
-  | { type: 'observed'; at: string; obs: Observation }
+  | ObservedEvent<ResourceObservation>
   | { type: 'placed'; at: string }
   /** `standby` when the plan wants a synchronous standby before the database is ready. */
   | { type: 'tenant.created'; at: string; standby?: boolean }
@@ -140,18 +139,15 @@ type Done =
 /** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
 type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
 
-const stallMs = (obs: Observation) => Number(obs['sync.stall_ms']) || DEFAULT_SYNC_STALL_MS;
+const stallMs = (obs: ResourceObservation) => obs.sync.stallMs || DEFAULT_SYNC_STALL_MS;
 
 /**
  * The standby answers its primary: it streams, and its last reply (sent every second by a
  * healthy one, and at once when it flushes what a commit waits for) is within the threshold.
  */
-function standbyAnswers(obs: Observation): boolean {
-  return (
-    obs['sync.standby_state'] === 'streaming' &&
-    obs['sync.standby_reply_ms'] !== undefined &&
-    Number(obs['sync.standby_reply_ms']) <= stallMs(obs)
-  );
+function standbyAnswers(obs: ResourceObservation): boolean {
+  const { standbyState, standbyReplyMs } = obs.sync;
+  return standbyState === 'streaming' && standbyReplyMs !== undefined && standbyReplyMs <= stallMs(obs);
 }
 
 /**
@@ -159,22 +155,22 @@ function standbyAnswers(obs: Observation): boolean {
  * past the threshold (PGFLEET_SYNC_STALL_MS) and the standby has not replied for as long, or
  * is not connected at all. A standby that merely falls behind still answers, and is waited for.
  */
-export function syncStalled(obs: Observation): boolean {
-  if (obs['primary.state'] !== 'available' || !obs['sync.names']) return false;
-  return Number(obs['sync.waiting']) > 0 && Number(obs['sync.wait_ms']) > stallMs(obs) && !standbyAnswers(obs);
+export function syncStalled(obs: ResourceObservation): boolean {
+  const { names, waiting, waitMs } = obs.sync;
+  if (obs.primary.state !== 'available' || !names) return false;
+  return waiting !== undefined && waiting > 0 && waitMs !== undefined && waitMs > stallMs(obs) && !standbyAnswers(obs);
 }
 
 /** The primary's commits go through: none waits, or the standby they wait for answers. */
-function syncFlowing(obs: Observation): boolean {
-  return (
-    obs['primary.state'] === 'available' && obs['sync.waiting'] !== undefined && (Number(obs['sync.waiting']) === 0 || standbyAnswers(obs))
-  );
+function syncFlowing(obs: ResourceObservation): boolean {
+  const { waiting } = obs.sync;
+  return obs.primary.state === 'available' && waiting !== undefined && (waiting === 0 || standbyAnswers(obs));
 }
 
 /** The standby is up, answers, and has flushed nearly all the primary wrote: it can be synchronous again. */
-function caughtUp(obs: Observation): boolean {
-  const lag = obs['sync.standby_flush_lag_bytes'];
-  return obs['standby.state'] === 'available' && standbyAnswers(obs) && lag !== undefined && Number(lag) <= CAUGHT_UP_BYTES;
+function caughtUp(obs: ResourceObservation): boolean {
+  const lag = obs.sync.standbyFlushLagBytes;
+  return obs.standby.state === 'available' && standbyAnswers(obs) && lag !== undefined && lag <= CAUGHT_UP_BYTES;
 }
 
 /**
@@ -183,9 +179,9 @@ function caughtUp(obs: Observation): boolean {
  * waiting for (a hang: a run of failed probes), or one that restarts do not bring back.
  */
 function primaryLost(event: ResourceEvent): boolean {
-  if (event.type !== 'observed' || event.obs['standby.state'] !== 'available') return false;
-  const state = event.obs['primary.state'];
-  return state === 'restarting' || state === 'failed' || (state === 'unreachable' && event.obs['primary.alive'] === 'false');
+  if (event.type !== 'observed' || event.obs.standby.state !== 'available') return false;
+  const { state, alive } = event.obs.primary;
+  return state === 'restarting' || state === 'failed' || (state === 'unreachable' && alive === false);
 }
 
 function step(task: ResourceTask, done: Record<string, Done>, interrupt: Interrupt[] = []) {
@@ -215,7 +211,7 @@ function step(task: ResourceTask, done: Record<string, Done>, interrupt: Interru
  * reaches a state, as the resource's observations show; the server's own machine gets it
  * there, and its changes of state have the resource observed at once.
  */
-function until(role: 'primary' | 'standby' | 'target', state: string, target: string) {
+function until(role: ServerRole, state: string, target: string) {
   return {
     entry: job('observe'),
     on: {
@@ -292,15 +288,15 @@ export const resourceMachine = setup({
     fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
     retriesLeft: ({ context }) => context.failures + 1 < MAX_STEP_RETRIES,
     /** A server of the resource, in the role given, is in the state given. */
-    serverIs: ({ event }, params: { role: string; state: string }) =>
-      event.type === 'observed' && event.obs[`${params.role}.state`] === params.state,
+    serverIs: ({ event }, params: { role: ServerRole; state: string }) =>
+      event.type === 'observed' && event.obs[params.role].state === params.state,
     wantsStandby: ({ event }) => event.type === 'tenant.created' && event.standby === true,
     /** Not while the standby may lack acknowledged commits: its primary is restarted instead. */
     primaryLost: ({ context, event }) => context.unsynchronizedSince === undefined && primaryLost(event),
     freshPrimaryLost: ({ context, event }) =>
       context.unsynchronizedSince === undefined && event.type === 'observed' && event.at > context.seenAt && primaryLost(event),
     /** The standby failed for good (restarts did not bring it back): build another. */
-    standbyLost: ({ event }) => event.type === 'observed' && event.obs['standby.state'] === 'failed',
+    standbyLost: ({ event }) => event.type === 'observed' && event.obs.standby.state === 'failed',
     move: ({ event }) => event.type === 'change_plan' && event.move,
     addStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'add',
     dropStandby: ({ event }) => event.type === 'change_plan' && event.standby === 'drop',
@@ -309,7 +305,7 @@ export const resourceMachine = setup({
     unsynchronized: ({ context }) => context.unsynchronizedSince !== undefined,
     syncStalled: ({ event }) => event.type === 'observed' && syncStalled(event.obs),
     /** The plan keeps commits waiting for a stalled standby rather than acknowledge them on one server. */
-    strict: ({ event }) => event.type === 'observed' && event.obs['sync.mode'] === 'strict',
+    strict: ({ event }) => event.type === 'observed' && event.obs.sync.mode === 'strict',
     caughtUp: ({ event }) => event.type === 'observed' && caughtUp(event.obs),
     syncFlowing: ({ event }) => event.type === 'observed' && syncFlowing(event.obs),
     forced: ({ event }) => event.type === 'switchover' && event.force === true,

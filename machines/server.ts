@@ -2,6 +2,7 @@ import { and, assign, emit, not, setup } from 'xstate';
 import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 import type { StateMeta } from './policy.ts';
+import type { ObservedEvent, ServerObservation } from './observations.ts';
 
 /**
  * The life of one Postgres server, always trying to get back to `available`.
@@ -29,11 +30,8 @@ export const STARTING_PROBES = 10;
 export type ServerTask =
   'provision' | 'initialize' | 'start' | 'restart' | 'restart_pool' | 'maintain' | 'fence' | 'rejoin' | 'observe' | 'destroy';
 
-/** The latest merged observation, as the hstore holds it: strings. */
-export type Observation = Record<string, string>;
-
 export type ServerEvent =
-  | { type: 'observed'; at: string; obs: Observation }
+  | ObservedEvent<ServerObservation>
   | { type: 'provisioned'; at: string }
   | { type: 'initialized'; at: string }
   | { type: 'started'; at: string }
@@ -98,20 +96,18 @@ export const serverMachine = setup({
     fresh: ({ context, event }) => event.type === 'observed' && event.at > context.seenAt,
     /** Taken after the last start finished, so it judges that start. */
     sinceStart: ({ context, event }) => event.type === 'observed' && event.at > context.startedAt,
-    reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === 'true',
-    processDead: ({ event }) => event.type === 'observed' && event.obs.alive === 'false',
+    reachable: ({ event }) => event.type === 'observed' && event.obs.reachable === true,
+    processDead: ({ event }) => event.type === 'observed' && event.obs.alive === false,
     /** The connection pooler in front of it is not running (a server without one reports nothing). */
-    poolDead: ({ event }) => event.type === 'observed' && event.obs.pool_alive === 'false',
+    poolDead: ({ event }) => event.type === 'observed' && event.obs.poolAlive === false,
     /**
      * The run of failed probes is long enough: counted by the observer where it reports the
      * count (`failed_probes`), else by the observations this machine has seen.
      */
     probesSpent: ({ context, event }, params: { limit?: number }) => {
-      const obs = event.type === 'observed' ? event.obs : {};
-      const limit = params.limit ?? (Number(obs.hang_probes) || UNREACHABLE_PROBES);
-      return params.limit === undefined && obs.failed_probes !== undefined
-        ? Number(obs.failed_probes) >= limit
-        : context.probes + 1 >= limit;
+      const obs = event.type === 'observed' ? event.obs : undefined;
+      const limit = params.limit ?? (obs?.hangProbes || UNREACHABLE_PROBES);
+      return params.limit === undefined && obs?.failedProbes !== undefined ? obs.failedProbes >= limit : context.probes + 1 >= limit;
     },
     restartsLeft: ({ context }) => context.restarts < MAX_RESTARTS,
   },

@@ -15,6 +15,9 @@ export interface BenchJob {
   t: number;
 }
 
+/** pgfleet's queue measured with one task of its own: `t`, the time the job was made. */
+export type BenchTasks = { noop: { entityId: string | null; payload: { t: number } } };
+
 /** What the measurements need from a queue, whatever its library. */
 export interface QueueUnderTest {
   /** Enqueue through a producer pool that the workers do not share. */
@@ -74,23 +77,23 @@ export function pgfleet(setting: string, perEntity: boolean, concurrency: number
       const pool = createPool(url, poolSize);
       const producer = createPool(url, PRODUCER_POOL);
       await migrate(pool);
-      let worker: Worker | undefined;
+      let worker: Worker<BenchTasks> | undefined;
       let clock: Clock | undefined;
       return {
         errors: 0,
         enqueue: (jobs) =>
           sliced(jobs, (slice) =>
-            enqueueMany(
+            enqueueMany<BenchTasks>(
               producer,
               slice.map((j) => ({ task: 'noop', entityId: j.entityId, payload: { t: j.t } })),
             ),
           ),
         async startWorkers(onJob) {
-          worker = new Worker(pool, {
+          worker = new Worker<BenchTasks>(pool, {
             queues: undefined,
             concurrency,
             leaseSeconds: jobLease,
-            handlers: { noop: async (job) => onJob(job.payload.t as number) },
+            handlers: { noop: async (job) => onJob(job.payload.t) },
             log: pino({ level: 'silent' }),
           });
           await worker.start();

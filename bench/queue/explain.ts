@@ -6,6 +6,9 @@ import { claimJobs } from '../../src/queue/claim.ts';
 import { enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
 import { makeJobs } from './measure.ts';
 
+/** Jobs that only need to be there, to be claimed by the plans explained. */
+type ExplainTasks = { noop: { entityId: string | null; payload: Record<string, never> } };
+
 export interface ClaimPlan {
   perEntity: boolean;
   /** What the table held and which claim ran, beyond per-entity and the count. */
@@ -43,7 +46,7 @@ export async function explainClaim(url: string, jobs: number, limit = 10): Promi
       await pool.query('truncate jobs');
       const all = makeJobs(jobs, perEntity);
       for (let i = 0; i < all.length; i += 10_000) {
-        await enqueueMany(
+        await enqueueMany<ExplainTasks>(
           pool,
           all.slice(i, i + 10_000).map((j, k) => ({
             task: 'noop',

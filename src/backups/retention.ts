@@ -1,6 +1,6 @@
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
-import type { JobHandler } from '../queue/worker.ts';
+import type { TaskHandlers } from '../queue/worker.ts';
 import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import type { ObjectStore } from '../store/store.ts';
 
@@ -30,7 +30,7 @@ export async function pruneDeletedArchives(pool: Pool, store: ObjectStore, reten
   return rows.map((r) => r.id);
 }
 
-export function archiveRetentionTasks(archive: ArchiveTarget, retentionSeconds: number): Record<string, JobHandler> {
+export function archiveRetentionTasks(archive: ArchiveTarget, retentionSeconds: number): Pick<TaskHandlers, 'prune_archives'> {
   return {
     async prune_archives(_job, { pool, log }) {
       await pruneDeletedArchives(pool, openArchive(archive), retentionSeconds, log);

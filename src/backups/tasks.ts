@@ -16,13 +16,13 @@ export interface BackupTaskOptions {
  * A base backup of a server into its archive. The job has no entity: a long backup must not
  * hold up the server's own queue (its observations and ticks).
  */
-export function backupTask(opts: BackupTaskOptions): JobHandler {
+export function backupTask(opts: BackupTaskOptions): JobHandler<'backup'> {
   return async (job, { pool, log }) => {
-    const serverId = String(job.payload.server);
+    const serverId = job.payload.server;
     const server = await loadServerRecord(pool, opts.sealer, serverId);
     if (!server?.host || !server.port) throw new Error(`server ${serverId} is not placed`);
     const store = openArchive(opts.archive);
-    const label = String(job.payload.label);
+    const { label } = job.payload;
     const manifest = await takeBaseBackup(
       opts.binaries,
       store,

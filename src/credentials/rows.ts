@@ -3,7 +3,7 @@ import type { NamedRole, Privileges } from '../pg/credentials.ts';
 import { tenantPassword } from '../pg/tenant.ts';
 import { loadResourceRecord, resourceServers, type ResourceRecord } from '../resources/rows.ts';
 import { resourceConfig } from '../resources/config.ts';
-import { sendEvent, type MachineEvent } from '../runner/runner.ts';
+import { sendEvent, type EventOf, type Unstamped } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
 
 /**
@@ -158,8 +158,8 @@ const fail = (status: 404 | 409 | 422, message: string): { ok: false; status: 40
  * Tell the machine `event` in the caller's transaction, having written what it is about;
  * a machine that is busy with something else does not take it, and the caller rolls back.
  */
-async function tell(client: Client, resourceId: string, event: MachineEvent): Promise<boolean> {
-  const step = await sendEvent(client, resourceId, event);
+async function tell(client: Client, resourceId: string, event: Unstamped<EventOf<'resource'>>): Promise<boolean> {
+  const step = await sendEvent<'resource'>(client, resourceId, event);
   return step !== undefined && step.from !== step.to;
 }
 

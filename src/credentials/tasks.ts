@@ -7,6 +7,7 @@ import { setRolePassword, syncNamedRoles } from '../pg/credentials.ts';
 import { asSuperuser, type SuperuserTarget } from '../pg/superuser.ts';
 import { probeTenant } from '../pg/tenant.ts';
 import type { Job } from '../queue/jobs.ts';
+import type { TaskOf } from '../tasks.ts';
 import type { JobContext } from '../queue/worker.ts';
 import { loadResourceRecord, resourceServers, type ResourceServer } from '../resources/rows.ts';
 import { report } from '../runner/runner.ts';
@@ -48,7 +49,7 @@ export function credentialTasks(
   sealer: Sealer,
   ca: string,
   refreshPool: RefreshPool,
-  fail: (job: Job, err: unknown, log: Logger) => Outcome,
+  fail: (job: Job<TaskOf<'resource'>>, err: unknown, log: Logger) => Outcome,
 ) {
   async function superuser(db: Queryable, server: ResourceServer): Promise<SuperuserTarget> {
     const record = await loadServerRecord(db, sealer, server.id);
@@ -115,9 +116,9 @@ export function credentialTasks(
      * new one leaves the pending password to set again, never a new one. With no pending
      * password (the step ran already), the primary is made to hold the current one.
      */
-    async rotate_password(job: Job, { pool, log }: JobContext): Promise<Outcome> {
+    async rotate_password(job: Job<'rotate_password'>, { pool, log }: JobContext): Promise<Outcome> {
       try {
-        const { resource, primary, target } = await load(pool, job.entityId!);
+        const { resource, primary, target } = await load(pool, job.entityId);
         const pending = await pendingOwnerPassword(pool, resource.id);
         const login = { ...resource.tenant, password: pending ? sealer.open(pending) : resource.tenant.password };
         await setRolePassword(target, login.role, login.password);
@@ -130,9 +131,9 @@ export function credentialTasks(
       }
     },
 
-    async sync_credentials(job: Job, { pool, log }: JobContext): Promise<Outcome> {
+    async sync_credentials(job: Job<'sync_credentials'>, { pool, log }: JobContext): Promise<Outcome> {
       try {
-        const { resource, primary, target } = await load(pool, job.entityId!);
+        const { resource, primary, target } = await load(pool, job.entityId);
         const roles = await namedRoles(pool, sealer, resource.id);
         await syncNamedRoles(target, resource.tenant, roles);
         await refreshPool(pool, primary.id);

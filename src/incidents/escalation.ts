@@ -47,7 +47,7 @@ async function escalate(
   // The first incident takes it, unless already paged for this reason: a retried job pages once.
   const id = ids[0];
   if (!id || (await incidentContext(db, id))?.escalations.some((e) => e.reason === reason)) return;
-  await sendEvent(db, id, { type: 'escalate', reason, detail });
+  await sendEvent<'incident'>(db, id, { type: 'escalate', reason, detail });
 }
 
 /**
@@ -65,8 +65,9 @@ export const incidentJournal: Journal = {
     );
   },
   async raised(pool, job, error) {
-    if (!job.entityId) return;
-    await transaction(pool, (client) => escalateException(client, job.entityId!, job.task, error));
+    const { entityId } = job;
+    if (!entityId) return;
+    await transaction(pool, (client) => escalateException(client, entityId, job.task, error));
   },
 };
 
@@ -85,5 +86,5 @@ export async function checkConditions(db: Queryable, machine: MachineName, entit
        and e.state = any($4::text[])`,
     [entityId, Object.keys(CONDITIONS), present, statesTagged(MACHINES[machine].logic, 'healthy')],
   );
-  for (const { id } of rows) await sendEvent(db, id, { type: 'resolve' });
+  for (const { id } of rows) await sendEvent<'incident'>(db, id, { type: 'resolve' });
 }

@@ -64,5 +64,5 @@ export async function incidentContext(db: Queryable, id: string): Promise<Incide
 
 /** An operator closes an incident; false when there is no such open incident. */
 export async function resolveIncident(pool: Pool, id: string): Promise<boolean> {
-  return transaction(pool, async (client) => (await sendEvent(client, id, { type: 'resolve' })) !== undefined);
+  return transaction(pool, async (client) => (await sendEvent<'incident'>(client, id, { type: 'resolve' })) !== undefined);
 }

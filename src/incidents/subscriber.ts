@@ -22,7 +22,7 @@ async function afterStep(db: Queryable, step: StepTaken): Promise<void> {
   const limit = stuckAfter(machine, step.to, incidentSettings().stuckAfter);
   const open = await following(db, entityId);
   for (const id of open) {
-    await sendEvent(db, id, {
+    await sendEvent<'incident'>(db, id, {
       type: 'entity.changed',
       at,
       state: step.to,

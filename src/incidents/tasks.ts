@@ -1,4 +1,4 @@
-import type { IncidentContext } from '../../machines/incident.ts';
+import type { IncidentContext, IncidentTask } from '../../machines/incident.ts';
 import type { PagingConfig } from '../config.ts';
 import type { Queryable } from '../db.ts';
 import { healthOf } from './policy.ts';
@@ -8,7 +8,7 @@ import type { MachineName } from '../runner/machines.ts';
 import { deliverNotifications, postJson } from '../notifications.ts';
 import type { Job } from '../queue/jobs.ts';
 import { resourcesServedBy } from '../resources/servedBy.ts';
-import type { JobContext, JobHandler } from '../queue/worker.ts';
+import type { JobContext, TaskHandlers } from '../queue/worker.ts';
 
 /** The PagerDuty Events v2 body for an incident: deduplicated by the incident's id. */
 export function pagerEvent(
@@ -114,10 +114,10 @@ export interface IncidentTaskOptions {
   consoleUrl: string | undefined;
 }
 
-export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHandler> {
-  async function page(job: Job, { pool, log }: JobContext, action: 'trigger' | 'resolve') {
-    const incident = await loadIncident(pool, job.entityId!);
-    const context = await incidentContext(pool, job.entityId!);
+export function incidentTasks(opts: IncidentTaskOptions): Pick<TaskHandlers, IncidentTask> {
+  async function page(job: Job<'page' | 'unpage'>, { pool, log }: JobContext, action: 'trigger' | 'resolve') {
+    const incident = await loadIncident(pool, job.entityId);
+    const context = await incidentContext(pool, job.entityId);
     if (!incident || !context) throw new Error(`incident ${job.entityId} does not exist`);
     const event = pagerEvent(opts.paging, incident, context, action, opts.consoleUrl);
     if (opts.paging.webhookUrl) await postJson(opts.paging.webhookUrl, event);
@@ -145,7 +145,7 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
      * what is undelivered.
      */
     async notify(job, { pool }) {
-      const incident = await loadIncident(pool, job.entityId!);
+      const incident = await loadIncident(pool, job.entityId);
       if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
       const note = notificationFor(incident);
       const resources = await toldOf(pool, incident, note?.phase, await affectedResources(pool, incident));
@@ -160,13 +160,13 @@ export function incidentTasks(opts: IncidentTaskOptions): Record<string, JobHand
     },
     /** The scheduled time has come: the server restarts on purpose, and the incident follows it. */
     async changeover(job, { pool }) {
-      const incident = await loadIncident(pool, job.entityId!);
+      const incident = await loadIncident(pool, job.entityId);
       if (!incident) throw new Error(`incident ${job.entityId} does not exist`);
       return {
         commit: async (client) => {
-          await sendEvent(client, incident.id, { type: 'changeover.started' }, job.id);
+          await sendEvent<'incident'>(client, incident.id, { type: 'changeover.started' }, job.id);
           const serverId = await serverOf(client, incident);
-          if (serverId) await sendEvent(client, serverId, { type: 'maintain' }, job.id);
+          if (serverId) await sendEvent<'server'>(client, serverId, { type: 'maintain' }, job.id);
         },
       };
     },

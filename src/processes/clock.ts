@@ -42,7 +42,7 @@ export function enqueueMissing(db: Queryable): Promise<number> {
   return enqueueForLiveEntities(
     db,
     OBSERVED_MACHINES,
-    ['observe', 'tick'].map((task) => ({ task, queue: queueForTask(task) })),
+    (['observe', 'tick'] as const).map((task) => ({ task, queue: queueForTask(task) })),
   );
 }
 

@@ -1,4 +1,5 @@
-import type { JobHandler } from '../queue/worker.ts';
+import type { IncidentTask } from '../../machines/incident.ts';
+import type { TaskHandlers } from '../queue/worker.ts';
 import { archiveRetentionTasks } from '../backups/retention.ts';
 import { backupTask } from '../backups/tasks.ts';
 import type { PagingConfig } from '../config.ts';
@@ -15,7 +16,10 @@ import { refreshServerPool, serverTasks } from '../servers/tasks.ts';
  * `tick` for both kinds of observed entity; a worker's whole table adds incidents', limits'
  * and archive retention's (workerTasks).
  */
-export function allTasks(providers: Providers, opts: ResourceTaskOptions): Record<string, JobHandler> {
+export function allTasks(
+  providers: Providers,
+  opts: ResourceTaskOptions,
+): Omit<TaskHandlers, IncidentTask | 'enforce' | 'notify_resource' | 'prune_archives'> {
   const { observe: observeServer, ...server } = serverTasks(providers, opts.sealer, opts.probe, opts.tls, opts.archive);
   const { observe: observeResource, ...resource } = resourceTasks(opts, (db, serverId) =>
     refreshServerPool(db, providers, opts.sealer, serverId),
@@ -40,10 +44,10 @@ export interface WorkerTaskOptions extends ResourceTaskOptions {
 }
 
 /**
- * Every task a worker runs, by name: what a machine asks for must be here
- * (test/tasks/handlers.test.ts checks each machine's against it).
+ * Every task a worker runs, by name: the compiler holds the table to the task map (src/tasks.ts),
+ * and test/tasks/handlers.test.ts checks each machine's tasks against it at run time.
  */
-export function workerTasks(providers: Providers, opts: WorkerTaskOptions): Record<string, JobHandler> {
+export function workerTasks(providers: Providers, opts: WorkerTaskOptions): TaskHandlers {
   return {
     ...allTasks(providers, opts),
     ...incidentTasks({ paging: opts.paging, consoleUrl: opts.consoleUrl }),

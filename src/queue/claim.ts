@@ -1,6 +1,6 @@
 import { backoff, type Backoff } from '../backoff.ts';
 import type { Queryable } from '../db.ts';
-import { PRIORITY, type Job } from './jobs.ts';
+import { PRIORITY, type AnyJob } from './jobs.ts';
 
 /**
  * A worker shows it is alive by a session of its own (its LISTEN connection) named
@@ -46,8 +46,8 @@ const UP_SINCE = `greatest(pg_postmaster_start_time(),
 export async function claimJobs(
   db: Queryable,
   opts: { workerId: string; queues: string[] | undefined; limit: number; leaseSeconds: number; minPriority?: number; present?: boolean },
-): Promise<Job[]> {
-  const { rows } = await db.query<Job>(
+): Promise<AnyJob[]> {
+  const { rows } = await db.query<AnyJob>(
     `with candidates as (
        select j.id from jobs j
        where ($6 or ${UP_SINCE} > now() - make_interval(secs => $7))
@@ -107,7 +107,7 @@ const JOB_RETRY_SECONDS: Backoff = { first: 1, most: 3600 };
  * Put a failed job back with backoff, or mark it dead once its attempts are spent. A keyed
  * job whose twin was enqueued meanwhile is dropped instead: the twin does the same work.
  */
-export async function failJob(db: Queryable, workerId: string, job: Job, error: string): Promise<'retry' | 'dead' | 'dropped' | 'gone'> {
+export async function failJob(db: Queryable, workerId: string, job: AnyJob, error: string): Promise<'retry' | 'dead' | 'dropped' | 'gone'> {
   const dead = job.attempts >= job.maxAttempts;
   try {
     const { rowCount } = await db.query(

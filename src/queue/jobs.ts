@@ -1,4 +1,5 @@
 import type { Queryable } from '../db.ts';
+import type { Tasks } from '../tasks.ts';
 
 /**
  * Every query of the queue lives in src/queue/: how jobs get in and what tasks ask of them
@@ -15,23 +16,59 @@ import type { Queryable } from '../db.ts';
  */
 export const PRIORITY = { routine: 0, work: 1, urgent: 2 } as const;
 
-export interface Job {
+/** A job's payload, as the jobs table keeps it: a JSON object. */
+export type Payload = Record<string, unknown>;
+
+/**
+ * What the jobs of a task carry: the id of the entity they run on (`null` for a task that
+ * runs alone) and their payload.
+ */
+export interface TaskShape {
+  entityId: string | null;
+  payload: Payload;
+}
+
+/**
+ * Task name → what its jobs carry. The queue is typed by one: pgfleet's is `Tasks`
+ * (src/tasks.ts), the default everywhere; this open one, any name carrying anything, is for
+ * the queue's own workings and its tests.
+ */
+export type TaskMap = Record<string, TaskShape>;
+
+export type TaskName<M extends TaskMap = Tasks> = keyof M & string;
+
+/**
+ * The tasks of `M` that run on an entity and need nothing else: a job of one names its entity
+ * alone. What machines emit (src/runner/runner.ts) and what the clock puts back are these.
+ */
+export type EntityTask<M extends TaskMap = Tasks> = {
+  [T in TaskName<M>]: M[T]['entityId'] extends string ? (Record<never, never> extends M[T]['payload'] ? T : never) : never;
+}[TaskName<M>];
+
+/** The tasks of `M` that run alone. */
+export type LoneTask<M extends TaskMap = Tasks> = { [T in TaskName<M>]: M[T]['entityId'] extends null ? T : never }[TaskName<M>];
+
+interface JobFields {
   id: string;
   queue: string;
-  entityId: string | null;
-  task: string;
-  payload: Record<string, unknown>;
   key: string | null;
   priority: number;
   attempts: number;
   maxAttempts: number;
 }
 
-export interface JobSpec {
-  task: string;
-  entityId?: string | null;
+/**
+ * A job of task `T`, its entity and payload typed by the task: an entity task's job has its
+ * entity's id. Over a union of tasks it is a union of jobs, which `task` narrows.
+ */
+export type Job<T extends string = TaskName, M extends TaskMap = Tasks> =
+  T extends TaskName<M> ? JobFields & { task: T; entityId: M[T]['entityId']; payload: M[T]['payload'] } : never;
+
+/** A job of any task, as the queue itself handles it. */
+export type AnyJob = Job<string, TaskMap>;
+
+interface SpecFields {
   queue?: string;
-  payload?: Record<string, unknown>;
   /** Pending jobs with the same entity and key are one job: a second enqueue is a no-op. */
   key?: string | null;
   delaySeconds?: number;
@@ -47,18 +84,43 @@ export interface JobSpec {
   unlessRunning?: boolean;
 }
 
+/** An entity task's job names its entity; a payload with a required field must be given. */
+type Carried<S extends TaskShape> = (null extends S['entityId'] ? { entityId?: S['entityId'] } : { entityId: S['entityId'] }) &
+  (Record<never, never> extends S['payload'] ? { payload?: S['payload'] } : { payload: S['payload'] });
+
+/** A job to enqueue, of task `T`; over a union of tasks, a union of specs that `task` narrows. */
+export type JobSpec<T extends string = TaskName, M extends TaskMap = Tasks> =
+  T extends TaskName<M> ? SpecFields & { task: T } & Carried<M[T]> : never;
+
+/**
+ * A job of an entity task that needs nothing else, whichever of them: one type for specs
+ * built from a task known only as one of a union (a machine's emitted job), which JobSpec's
+ * union, one member per task, would not take.
+ */
+export type EntityJobSpec<M extends TaskMap = Tasks> = SpecFields & { task: EntityTask<M>; entityId: string };
+
+type AnySpec = JobSpec<string, TaskMap>;
+
 /**
  * Enqueue inside the caller's transaction (pass its client), so a job exists exactly when
  * the change that wants it commits. A keyed duplicate only pulls the pending job's run_at
  * earlier, and never that of a job waiting out a retry backoff, and raises its priority
  * (a routine observation asked for again by a server in trouble becomes urgent); two
- * clocks enqueueing the same tick make one job.
+ * clocks enqueueing the same tick make one job. The task map `M` is never inferred from a
+ * spec (NoInfer): a misspelt task would make a map of its own and compile.
  */
-export async function enqueue(db: Queryable, spec: JobSpec): Promise<void> {
-  await enqueueMany(db, [spec]);
+export async function enqueue<M extends TaskMap = Tasks>(db: Queryable, spec: NoInfer<JobSpec<TaskName<M>, M>>): Promise<void> {
+  await insertJobs(db, [spec]);
 }
 
-export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void> {
+export async function enqueueMany<M extends TaskMap = Tasks>(
+  db: Queryable,
+  specs: NoInfer<JobSpec<TaskName<M>, M> | EntityJobSpec<M>>[],
+): Promise<void> {
+  await insertJobs(db, specs);
+}
+
+async function insertJobs(db: Queryable, specs: AnySpec[]): Promise<void> {
   if (specs.length === 0) return;
   await db.query(
     `insert into jobs (queue, entity_id, task, payload, key, run_at, max_attempts, priority)
@@ -89,16 +151,23 @@ export async function enqueueMany(db: Queryable, specs: JobSpec[]): Promise<void
  * waiting in place or spending its attempts. A pending twin (a machine's re-ask) is the one
  * that stays.
  */
-export async function enqueueAgain(db: Queryable, job: Job, delaySeconds: number, payload = job.payload): Promise<void> {
-  await enqueue(db, {
-    task: job.task,
-    entityId: job.entityId,
-    key: job.key,
-    queue: job.queue,
-    priority: job.priority,
-    payload,
-    delaySeconds,
-  });
+export async function enqueueAgain<T extends TaskName<M>, M extends TaskMap = Tasks>(
+  db: Queryable,
+  job: Job<T, M>,
+  delaySeconds: number,
+  payload: NoInfer<M[T]['payload']> = job.payload,
+): Promise<void> {
+  await insertJobs(db, [
+    {
+      task: job.task,
+      entityId: job.entityId,
+      key: job.key,
+      queue: job.queue,
+      priority: job.priority,
+      payload,
+      delaySeconds,
+    },
+  ]);
 }
 
 /**
@@ -106,7 +175,11 @@ export async function enqueueAgain(db: Queryable, job: Job, delaySeconds: number
  * how the clock puts back jobs that fell out. Running it twice at once adds nothing twice.
  * Routine (the column's default): a pending job asked for more urgently keeps its priority.
  */
-export async function enqueueForLiveEntities(db: Queryable, machines: string[], tasks: { task: string; queue: string }[]): Promise<number> {
+export async function enqueueForLiveEntities(
+  db: Queryable,
+  machines: string[],
+  tasks: { task: EntityTask; queue: string }[],
+): Promise<number> {
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key)
      select t.queue, m.entity_id, t.task, t.task
@@ -123,7 +196,7 @@ export async function enqueueForLiveEntities(db: Queryable, machines: string[], 
  * entities the caller chose (servers whose certificates are due). Routine, as the clock's
  * work is; a pending job keeps its time and its priority.
  */
-export async function enqueueEach(db: Queryable, task: string, queue: string, entityIds: string[]): Promise<number> {
+export async function enqueueEach(db: Queryable, task: EntityTask, queue: string, entityIds: string[]): Promise<number> {
   if (entityIds.length === 0) return 0;
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key)
@@ -139,7 +212,13 @@ export async function enqueueEach(db: Queryable, task: string, queue: string, en
  * is raised to it and keeps its time (the servers a failover depends on, observed every
  * second above routine work). Counts the jobs added or raised.
  */
-export async function enqueueRaising(db: Queryable, task: string, queue: string, entityIds: string[], priority: number): Promise<number> {
+export async function enqueueRaising(
+  db: Queryable,
+  task: EntityTask,
+  queue: string,
+  entityIds: string[],
+  priority: number,
+): Promise<number> {
   if (entityIds.length === 0) return 0;
   const { rowCount } = await db.query(
     `insert into jobs (queue, entity_id, task, key, priority)
@@ -156,7 +235,12 @@ export async function enqueueRaising(db: Queryable, task: string, queue: string,
  * one with the same payload is pending or running: periodic checks that must not pile up
  * behind a slow worker. One attempt each: the next period is the retry.
  */
-export async function enqueueUnlessQueued(db: Queryable, task: string, queue: string, payloads: Record<string, string>[]): Promise<number> {
+export async function enqueueUnlessQueued<T extends LoneTask<M>, M extends TaskMap = Tasks>(
+  db: Queryable,
+  task: T,
+  queue: string,
+  payloads: NoInfer<M[T]['payload']>[],
+): Promise<number> {
   if (payloads.length === 0) return 0;
   const { rowCount } = await db.query(
     `insert into jobs (queue, task, payload, max_attempts)
@@ -168,7 +252,7 @@ export async function enqueueUnlessQueued(db: Queryable, task: string, queue: st
 }
 
 /** Whether a job of `task` whose payload holds `payload` is waiting or running: not dead, not done. */
-export async function jobLive(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
+export async function jobLive<T extends TaskName>(db: Queryable, task: T, payload: Partial<Tasks[T]['payload']>): Promise<boolean> {
   const { rows } = await db.query('select 1 from jobs where task = $1 and payload @> $2::jsonb and dead_at is null limit 1', [
     task,
     JSON.stringify(payload),
@@ -177,7 +261,7 @@ export async function jobLive(db: Queryable, task: string, payload: Record<strin
 }
 
 /** Run now the waiting job of `task` whose payload holds `payload`, if it waits out a retry backoff. */
-export async function hurryJob(db: Queryable, task: string, payload: Record<string, string>): Promise<boolean> {
+export async function hurryJob<T extends TaskName>(db: Queryable, task: T, payload: Partial<Tasks[T]['payload']>): Promise<boolean> {
   const { rowCount } = await db.query(
     `update jobs set run_at = now()
      where task = $1 and payload @> $2::jsonb and locked_by is null and dead_at is null and attempts > 0 and run_at > now()`,
@@ -187,7 +271,12 @@ export async function hurryJob(db: Queryable, task: string, payload: Record<stri
 }
 
 /** How many jobs of `task` whose payload holds `payload` died in the last `seconds`. */
-export async function recentlyDead(db: Queryable, task: string, payload: Record<string, string>, seconds: number): Promise<number> {
+export async function recentlyDead<T extends TaskName>(
+  db: Queryable,
+  task: T,
+  payload: Partial<Tasks[T]['payload']>,
+  seconds: number,
+): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     'select count(*)::int as n from jobs where task = $1 and payload @> $2::jsonb and dead_at > now() - make_interval(secs => $3)',
     [task, JSON.stringify(payload), seconds],

@@ -1,14 +1,14 @@
 import type { Queryable } from '../db.ts';
-import type { Job } from './jobs.ts';
+import type { AnyJob } from './jobs.ts';
 
 /** What the queue holds, for the people and dashboards watching it. */
 
 const JOB_COLUMNS = `id::text, queue, entity_id as "entityId", task, payload, key, priority, attempts, max_attempts as "maxAttempts"`;
 
-export interface DeadJob extends Job {
+export type DeadJob = AnyJob & {
   lastError: string | null;
   deadAt: Date;
-}
+};
 
 export async function listDeadJobs(db: Queryable, limit = 100): Promise<DeadJob[]> {
   const { rows } = await db.query<DeadJob>(

@@ -15,7 +15,8 @@ import {
   releaseLostClaims,
   releasePredecessorClaims,
 } from './claim.ts';
-import { PRIORITY, type Job } from './jobs.ts';
+import type { Tasks } from '../tasks.ts';
+import { PRIORITY, type AnyJob, type Job, type TaskMap, type TaskName } from './jobs.ts';
 
 export interface JobContext {
   log: Logger;
@@ -27,18 +28,31 @@ export interface JobContext {
  * completion (a machine event, say), it returns `commit`, which runs inside the transaction
  * that deletes the job: if this worker lost its lease, neither happens.
  */
-export type JobHandler = (job: Job, ctx: JobContext) => Promise<void | { commit: (client: Client) => Promise<void> }>;
+export type JobHandler<T extends string = TaskName, M extends TaskMap = Tasks> = (
+  job: Job<T, M>,
+  ctx: JobContext,
+) => Promise<void | { commit: (client: Client) => Promise<void> }>;
+
+/** A handler of any task, as the queue itself and its tests see one. */
+export type AnyJobHandler = JobHandler<string, TaskMap>;
+
+/**
+ * A worker's table of handlers: one for every task of `M`, each given its own task's jobs.
+ * pgfleet's is checked against every task in src/tasks.ts, so a task with no handler does
+ * not compile (test/types/contract.ts).
+ */
+export type TaskHandlers<M extends TaskMap = Tasks> = { [T in TaskName<M>]: JobHandler<T, M> };
 
 /**
  * What the rest of the system hears of jobs: each run, inside the job's commit when it has
  * one, and each unexpected error (a thrown one; expected failures are machine events).
  */
 export interface Journal {
-  ran(db: Queryable, job: Job, outcome: string, ms: number, error?: string): Promise<void>;
-  raised(pool: Pool, job: Job, error: string): Promise<void>;
+  ran(db: Queryable, job: AnyJob, outcome: string, ms: number, error?: string): Promise<void>;
+  raised(pool: Pool, job: AnyJob, error: string): Promise<void>;
 }
 
-export interface WorkerOptions {
+export interface WorkerOptions<M extends TaskMap = Tasks> {
   journal?: Journal;
   /** Observes every job's duration, by queue, task and outcome. */
   jobDuration?: Histogram<'queue' | 'task' | 'outcome'>;
@@ -47,7 +61,7 @@ export interface WorkerOptions {
   /** Slots beyond `concurrency` that only urgent jobs take; urgentSlotsFor(concurrency) unless given. */
   urgentSlots?: number;
   leaseSeconds: number;
-  handlers: Record<string, JobHandler>;
+  handlers: TaskHandlers<M>;
   log: Logger;
   /** Longest sleep when idle; a NOTIFY from an enqueue cuts it short. */
   pollMs?: number;
@@ -99,9 +113,9 @@ export function urgentSlotsFor(concurrency: number): number {
   return Math.max(1, Math.floor(concurrency / 4));
 }
 
-export class Worker {
+export class Worker<M extends TaskMap = Tasks> {
   readonly id: string;
-  private readonly running = new Map<string, Job>();
+  private readonly running = new Map<string, AnyJob>();
   /** Jobs whose end is being recorded: a heartbeat that misses one is not news. */
   private readonly finishing = new Set<string>();
   /** Jobs a heartbeat found released: whatever they return is not committed. */
@@ -123,7 +137,8 @@ export class Worker {
 
   constructor(
     private readonly pool: Pool,
-    private readonly opts: WorkerOptions,
+    // Not inferred from the handlers: pgfleet's worker is checked against every task unless told otherwise.
+    private readonly opts: WorkerOptions<NoInfer<M>>,
   ) {
     this.id = `${opts.name ?? `pid${process.pid}`}#${randomBytes(4).toString('hex')}`;
     // Postgres cuts application_name at 63 bytes: a cut name would match no claim.
@@ -260,7 +275,7 @@ export class Worker {
     });
   }
 
-  private execute(job: Job): void {
+  private execute(job: AnyJob): void {
     this.running.set(job.id, job);
     const log = this.opts.log.child({ job: job.id, task: job.task, entity: job.entityId ?? undefined, attempt: job.attempts });
     const started = performance.now();
@@ -279,8 +294,10 @@ export class Worker {
       });
   }
 
-  private async perform(job: Job, log: Logger): Promise<string> {
-    const handler = this.opts.handlers[job.task];
+  private async perform(job: AnyJob, log: Logger): Promise<string> {
+    // A claimed row is what an enqueue typed by the same task map wrote: its task's handler takes it.
+    const handlers: Partial<Record<string, unknown>> = this.opts.handlers;
+    const handler = handlers[job.task] as AnyJobHandler | undefined;
     const started = performance.now();
     const ms = () => Math.round(performance.now() - started);
     try {

@@ -8,7 +8,7 @@ import { govern, type Governed, type GovernedTenant } from '../pg/governor.ts';
 import type { Providers } from '../providers/registry.ts';
 import { deliverNotifications, noticeToResource } from '../notifications.ts';
 import { enqueueUnlessQueued } from '../queue/jobs.ts';
-import type { JobHandler } from '../queue/worker.ts';
+import type { TaskHandlers } from '../queue/worker.ts';
 import type { Sealer } from '../sealer.ts';
 import { loadServerRecord } from '../servers/rows.ts';
 
@@ -100,14 +100,14 @@ export async function recordUsage(
   }
 }
 
-export function limitTasks(providers: Providers, sealer: Sealer): Record<string, JobHandler> {
+export function limitTasks(providers: Providers, sealer: Sealer): Pick<TaskHandlers, 'enforce' | 'notify_resource'> {
   return {
     /**
      * One look at a shared server's tenants. A server that does not answer is its machine's
      * business, not this job's: the failure is logged and the next look comes in seconds.
      */
     async enforce(job, { pool, log }) {
-      const serverId = String(job.payload.server);
+      const serverId = job.payload.server;
       const server = await loadServerRecord(pool, sealer, serverId);
       const provider = server && providers[server.provider];
       if (!server?.host || !server.port || !provider) return;
@@ -136,7 +136,7 @@ export function limitTasks(providers: Providers, sealer: Sealer): Record<string,
       });
     },
     async notify_resource(job, { pool }) {
-      await deliverNotifications(pool, { resource: String(job.payload.resource) });
+      await deliverNotifications(pool, { resource: job.payload.resource });
     },
   };
 }

@@ -191,7 +191,7 @@ export async function retireEmptySharedServers(pool: Pool): Promise<string[]> {
           [region, statesTagged(serverMachine, 'healthy')],
         );
         const extra = rows.slice(1).map((r) => r.id);
-        for (const id of extra) await sendEvent(client, id, { type: 'delete' });
+        for (const id of extra) await sendEvent<'server'>(client, id, { type: 'delete' });
         return extra;
       })),
     );

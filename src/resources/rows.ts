@@ -2,7 +2,7 @@ import { transaction, type Pool, type Queryable } from '../db.ts';
 import { findPlan, type Plan } from '../plans.ts';
 import { tenantNames, tenantPassword, type Tenant } from '../pg/tenant.ts';
 import { roomToResize } from './placement.ts';
-import { createMachine, sendEvent, type MachineEvent, type Step } from '../runner/runner.ts';
+import { createMachine, sendEvent, type EventOf, type Step, type Unstamped } from '../runner/runner.ts';
 import type { Sealer } from '../sealer.ts';
 import { ensureRoute, routeOf, type Route } from './routes.ts';
 
@@ -96,7 +96,7 @@ export async function createResource(pool: Pool, sealer: Sealer, req: ProvisionR
     if (req.plan.standbys > 0) await ensureRoute(client, req.id);
     await createMachine(client, 'resource', req.id);
     // A dedicated server takes seconds: the platform is answered at once and handed the config later.
-    if (req.plan.kind === 'dedicated') await sendEvent(client, req.id, { type: 'deferred' });
+    if (req.plan.kind === 'dedicated') await sendEvent<'resource'>(client, req.id, { type: 'deferred' });
     return { created: true, plan: req.plan.name };
   });
 }
@@ -204,10 +204,10 @@ export async function changePlan(
     if (!change.move && plan.kind === 'shared' && !(await roomToResize(client, id, plan))) change = { ...change, move: true };
     await client.query('update resources set plan = $2 where id = $1', [id, plan.name]);
     if (change.standby === 'add') await ensureRoute(client, id);
-    return sendEvent(client, id, { type: 'change_plan', plan: plan.name, ...change });
+    return sendEvent<'resource'>(client, id, { type: 'change_plan', plan: plan.name, ...change });
   });
 }
 
-export async function tellResource(pool: Pool, id: string, event: MachineEvent): Promise<Step | undefined> {
-  return transaction(pool, (client) => sendEvent(client, id, event));
+export async function tellResource(pool: Pool, id: string, event: Unstamped<EventOf<'resource'>>): Promise<Step | undefined> {
+  return transaction(pool, (client) => sendEvent<'resource'>(client, id, event));
 }

@@ -19,7 +19,9 @@ import { syncNamedRoles } from '../pg/credentials.ts';
 import type { ProbeConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { enqueueAgain, type Job } from '../queue/jobs.ts';
-import type { JobContext, JobHandler } from '../queue/worker.ts';
+import type { JobContext, JobHandler, TaskHandlers } from '../queue/worker.ts';
+import type { TaskOf } from '../tasks.ts';
+import type { ResourceTask } from '../../machines/resource.ts';
 import { linkServer, placeResource } from './placement.ts';
 import {
   loadResourceRecord,
@@ -33,7 +35,7 @@ import {
 } from './rows.ts';
 import { resourceConfig } from './config.ts';
 import { report, sendEvent } from '../runner/runner.ts';
-import type { Observation } from '../runner/observe.ts';
+import type { Observation, Observer } from '../runner/observe.ts';
 import { latestObservation } from '../runner/observations.ts';
 import { machineState } from '../runner/store.ts';
 import type { Sealer } from '../sealer.ts';
@@ -79,7 +81,7 @@ const SYNC_RECHECK_SECONDS = 0.2;
  * A step of the resource machine: whatever goes wrong is reported as `step.failed`, for the
  * machine to retry with backoff and, in the end, to show as failed.
  */
-function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
+function step<T extends TaskOf<'resource'>>(fn: (job: Job<T>, ctx: JobContext) => Promise<Outcome>): JobHandler<T> {
   return async (job, ctx) => {
     try {
       return await fn(job, ctx);
@@ -89,7 +91,7 @@ function step(fn: (job: Job, ctx: JobContext) => Promise<Outcome>): JobHandler {
   };
 }
 
-function failed(job: Job, err: unknown, log: Logger): Outcome {
+function failed(job: Job<TaskOf<'resource'>>, err: unknown, log: Logger): Outcome {
   log.warn({ err }, `${job.task} failed`);
   return report(job, { type: 'step.failed', error: (err as Error).message });
 }
@@ -97,8 +99,8 @@ function failed(job: Job, err: unknown, log: Logger): Outcome {
 export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPool) {
   const { sealer } = opts;
 
-  async function load(db: Queryable, job: Job): Promise<{ resource: ResourceRecord; servers: ResourceServer[] }> {
-    const resource = await loadResourceRecord(db, sealer, job.entityId!);
+  async function load(db: Queryable, job: { entityId: string }): Promise<{ resource: ResourceRecord; servers: ResourceServer[] }> {
+    const resource = await loadResourceRecord(db, sealer, job.entityId);
     if (!resource) throw new Error(`resource ${job.entityId} does not exist`);
     return { resource, servers: await resourceServers(db, resource.id) };
   }
@@ -141,7 +143,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     }
     return async (client) => {
       for (const server of gone) {
-        if (server.tenancy === 'dedicated') await sendEvent(client, server.id, { type: 'delete' });
+        if (server.tenancy === 'dedicated') await sendEvent<'server'>(client, server.id, { type: 'delete' });
         await unlinkServer(client, resource.id, server.id);
       }
     };
@@ -221,7 +223,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     fence_primary: step(async (job, { pool }) => {
       const { servers } = await load(pool, job);
       const primary = withRole(servers, 'primary');
-      return report(job, { type: 'fencing' }, async (client) => void (await sendEvent(client, primary.id, { type: 'fence' })));
+      return report(job, { type: 'fencing' }, async (client) => void (await sendEvent<'server'>(client, primary.id, { type: 'fence' })));
     }),
 
     /** The standby becomes the primary, with every commit the old one acknowledged. */
@@ -257,7 +259,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
         for (const follower of followers) await followLeader(client, follower.id, primary.id, backup);
         await followLeader(client, former.id, primary.id, backup);
         await relinkServer(client, resource.id, former.id, 'standby');
-        await sendEvent(client, former.id, { type: 'rejoin' });
+        await sendEvent<'server'>(client, former.id, { type: 'rejoin' });
       });
     }),
 
@@ -339,7 +341,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     }),
 
     /** Hand the platform the config; failures are the machine's to retry, forever if need be. */
-    async deliver(job: Job, { pool, log }: JobContext): Promise<Outcome> {
+    async deliver(job: Job<'deliver'>, { pool, log }: JobContext): Promise<Outcome> {
       try {
         const { resource, servers } = await load(pool, job);
         if (resource.callbackUrl) {
@@ -374,7 +376,7 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
     },
 
     /** What the resource's servers are doing, and whether its customer can log in (observers/resource.ts). */
-    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
+    async observe(job: Job<'observe'>, { pool }: JobContext): Promise<Observation> {
       const { resource, servers } = await load(pool, job);
       const shown = {
         state: await machineState(pool, resource.id),
@@ -387,5 +389,5 @@ export function resourceTasks(opts: ResourceTaskOptions, refreshPool: RefreshPoo
       // Nothing here is a server down or a commit waiting: the servers' own observations say those.
       return { sources, urgent: false, dependentsNow: false };
     },
-  };
+  } satisfies Pick<TaskHandlers, Exclude<ResourceTask, 'observe'>> & { observe: Observer };
 }

@@ -1,5 +1,11 @@
 import type { AnyStateMachine } from 'xstate';
 import { INCIDENT_MACHINE_VERSION, incidentMachine } from '../../machines/incident.ts';
+import {
+  parseResourceObservation,
+  parseServerObservation,
+  type ParsedObservation,
+  type RawObservation,
+} from '../../machines/observations.ts';
 import { RESOURCE_MACHINE_VERSION, resourceMachine } from '../../machines/resource.ts';
 import { SERVER_MACHINE_VERSION, serverMachine } from '../../machines/server.ts';
 import type { Queryable } from '../db.ts';
@@ -8,7 +14,8 @@ import type { ObservedTable } from './observations.ts';
 
 /**
  * Every kind of entity with a machine; the row in `machines` names one of these. Entities
- * that are observed keep their latest observation on a row of `observedIn`. An entity's
+ * that are observed keep their latest observation on a row of `observedIn`, and the tick
+ * shows it to their machine as `parseObservation` reads it (machines/observations.ts). An entity's
  * `dependents` are the entities whose machines watch it: when its state changes they are
  * observed at once, instead of at their next periodic observation. Which of its states are
  * urgent, the machine says with a tag on them (machines/policy.ts).
@@ -18,18 +25,21 @@ export const MACHINES = {
     logic: serverMachine,
     version: SERVER_MACHINE_VERSION,
     observedIn: 'servers',
+    parseObservation: parseServerObservation,
     dependents: resourcesServedBy,
   },
   resource: {
     logic: resourceMachine,
     version: RESOURCE_MACHINE_VERSION,
     observedIn: 'resources',
+    parseObservation: parseResourceObservation,
     dependents: undefined,
   },
   incident: {
     logic: incidentMachine,
     version: INCIDENT_MACHINE_VERSION,
     observedIn: undefined,
+    parseObservation: undefined,
     dependents: undefined,
   },
 } satisfies Record<
@@ -38,6 +48,7 @@ export const MACHINES = {
     logic: AnyStateMachine;
     version: number;
     observedIn: ObservedTable | undefined;
+    parseObservation: ((raw: RawObservation) => ParsedObservation) | undefined;
     dependents: ((db: Queryable, id: string) => Promise<string[]>) | undefined;
   }
 >;

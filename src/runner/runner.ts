@@ -1,17 +1,30 @@
-import { initialTransition, transition, type AnyStateMachine, type EventObject, type StateValue } from 'xstate';
+import { initialTransition, transition, type AnyStateMachine, type EmittedFrom, type EventFromLogic, type StateValue } from 'xstate';
 import type { JobEmitted } from '../../machines/jobs.ts';
 import type { Client, Queryable } from '../db.ts';
-import { enqueueMany, PRIORITY, type Job, type JobSpec } from '../queue/jobs.ts';
+import { enqueueMany, PRIORITY, type EntityJobSpec, type Job } from '../queue/jobs.ts';
+import type { TaskName, Tasks, TaskOf } from '../tasks.ts';
 import { MACHINES, type MachineName } from './machines.ts';
 import { insertMachine, insertTransition, lockLiveMachine, storeSnapshot } from './store.ts';
 
-/** An event for any machine; each machine's own types say which it accepts. */
-export type MachineEvent = EventObject & Record<string, unknown>;
+/** The events machine `M` of the registry takes: its logic's own event type. */
+export type EventOf<M extends MachineName> = EventFromLogic<(typeof MACHINES)[M]['logic']>;
+
+/** An event for one of the machines; which it is, is the machine's row's to say. */
+export type MachineEvent = EventOf<MachineName>;
+
+/** An event as its sender writes it: without `at`, sendEvent stamps it with the database's clock. */
+export type Unstamped<E> = E extends { at: string } ? Omit<E, 'at'> & { at?: string } : E;
+
+/** The tasks whose outcome one machine hears: a task of more than one kind of entity (observe, tick) reports nothing. */
+type ReportingTask = { [M in MachineName]: TaskOf<M> }[MachineName];
+
+/** The machine a task's job reports to (src/tasks.ts). */
+type MachineOfTask<T extends ReportingTask> = Tasks[T] extends { machine: infer M extends MachineName } ? M : never;
 
 /** Tasks that go to their own named queue, so a worker can be dedicated to them. */
-const TASK_QUEUES: Record<string, string> = { observe: 'observe', enforce: 'observe' };
+const TASK_QUEUES: Partial<Record<TaskName, string>> = { observe: 'observe', enforce: 'observe' };
 
-export function queueForTask(task: string): string {
+export function queueForTask(task: TaskName): string {
   return TASK_QUEUES[task] ?? 'default';
 }
 
@@ -30,15 +43,15 @@ export function topState(value: StateValue): string {
  * A job's outcome told to its entity's machine: `event` is sent in the job's commit, after
  * `also` (the job's own writes), so both happen with the job's completion or neither does.
  */
-export function report(
-  job: Job,
-  event: MachineEvent,
+export function report<T extends ReportingTask>(
+  job: Job<T>,
+  event: NoInfer<Unstamped<EventOf<MachineOfTask<T>>>>,
   also?: (client: Client) => Promise<void>,
 ): { commit: (client: Client) => Promise<void> } {
   return {
     commit: async (client) => {
       await also?.(client);
-      await sendEvent(client, job.entityId!, event, job.id);
+      await sendEvent<MachineName>(client, job.entityId, event, job.id);
     },
   };
 }
@@ -48,15 +61,21 @@ interface ExecutableAction {
   params?: unknown;
 }
 
+/**
+ * The tasks the registry's machines emit as jobs (their `emitted` types): each must be an
+ * entity task of src/tasks.ts, or the specs below do not compile.
+ */
+export type EmittedTask = EmittedFrom<(typeof MACHINES)[MachineName]['logic']>['task'];
+
 /** The jobs a transition asked for: its `emit({ type: 'job' })` actions. */
-export function emittedJobs(actions: ExecutableAction[]): JobEmitted[] {
+export function emittedJobs(actions: ExecutableAction[]): JobEmitted<EmittedTask>[] {
   return actions
     .filter((a) => a.type === 'xstate.emit')
-    .map((a) => (a.params as { event: JobEmitted }).event)
+    .map((a) => (a.params as { event: JobEmitted<EmittedTask> }).event)
     .filter((e) => e.type === 'job');
 }
 
-function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number, unlessRunning = false): JobSpec[] {
+function jobSpecs(entityId: string, jobs: JobEmitted<EmittedTask>[], priority: number, unlessRunning = false): EntityJobSpec[] {
   return jobs.map((j) => ({
     task: j.task,
     entityId,
@@ -68,9 +87,15 @@ function jobSpecs(entityId: string, jobs: JobEmitted[], priority: number, unless
   }));
 }
 
+/**
+ * What a transition keeps of its event. An observation is kept as its observers recorded it
+ * (`obs.raw`, the map of strings): the form transitions have always stored, which incident
+ * timelines read (src/incidents/views.ts).
+ */
 function eventData(event: MachineEvent): Record<string, unknown> | null {
   const { type: _, ...rest } = event;
-  return Object.keys(rest).length > 0 ? rest : null;
+  const data = event.type === 'observed' ? { ...rest, obs: event.obs.raw } : rest;
+  return Object.keys(data).length > 0 ? data : null;
 }
 
 /**
@@ -112,13 +137,6 @@ export interface StepTaken extends Step {
   /** The job whose outcome the event told, if a job's. */
   jobId: string | undefined;
 }
-
-/** What an entity's observers saw, shown to its machine as an `observed` event (src/runner/observe.ts, the tick). */
-export type ObservedEvent = {
-  type: 'observed';
-  at: string;
-  obs: Record<string, string>;
-};
 
 /** An observation a live machine was shown, as the runner publishes it. */
 export interface ObservationShown {
@@ -164,13 +182,19 @@ export function publishTo(list: readonly StepSubscriber[]): void {
  * together or not at all. An event without its own `at` is stamped with the database's
  * clock, the one every machine compares times by.
  */
-export async function sendEvent(db: Queryable, entityId: string, unstamped: MachineEvent, jobId?: string): Promise<Step | undefined> {
+export async function sendEvent<M extends MachineName = MachineName>(
+  db: Queryable,
+  entityId: string,
+  unstamped: NoInfer<Unstamped<EventOf<M>>>,
+  jobId?: string,
+): Promise<Step | undefined> {
   const listeners = subscribers;
   if (!listeners)
     throw new Error('no one hears what the runner does: wire the subscribers (src/processes/subscribers.ts) before sending events');
   const row = await lockLiveMachine(db, entityId);
   if (!row) return undefined;
-  const event: MachineEvent = { at: row.now, ...unstamped };
+  // The row says which machine takes it; its sender said which it meant (sendEvent<M>), or any.
+  const event = { at: row.now, ...unstamped } as MachineEvent;
   const { version } = MACHINES[row.machine];
   // Each machine accepts its own snapshots and events; the row says which machine it is.
   const logic: AnyStateMachine = MACHINES[row.machine].logic;
@@ -201,7 +225,7 @@ export async function sendEvent(db: Queryable, entityId: string, unstamped: Mach
   const at = String(event.at);
   const step: StepTaken = { machine: row.machine, entityId, from, to, jobs, event, at, jobId };
   // Only a live machine is shown an observation: a finished one's last, from before it went, is news to no one.
-  const observation = event.type === 'observed' ? { machine: row.machine, entityId, at, obs: (event as ObservedEvent).obs } : undefined;
+  const observation = event.type === 'observed' ? { machine: row.machine, entityId, at, obs: event.obs.raw } : undefined;
   for (const listener of listeners) {
     if (from !== to) await listener.changed?.(db, step);
     if (observation) await listener.observed?.(db, observation);

@@ -76,9 +76,14 @@ const reload = (client: pg.Client) => client.query('select pg_reload_conf()');
  *    open keep the TLS session they have);
  * 3. once the server serves TLS, and only then, customers' roles are held to it (pg_hba).
  */
-export function renewCertificateTask(providers: Providers, sealer: Sealer, tls: TlsOptions, timeoutMs: number): JobHandler {
+export function renewCertificateTask(
+  providers: Providers,
+  sealer: Sealer,
+  tls: TlsOptions,
+  timeoutMs: number,
+): JobHandler<typeof RENEW_TASK> {
   return async (job, { pool, log }) => {
-    const server = await loadServerRecord(pool, sealer, job.entityId!);
+    const server = await loadServerRecord(pool, sealer, job.entityId);
     if (!server?.host || server.port === null) return;
     const host = providerOf(providers, server).host(server);
     const target = { host: server.host, port: server.port, password: server.superuserPassword };

@@ -148,7 +148,7 @@ export async function requestServerDeletion(
     await client.query('select 1 from entity_states where entity_id = $1 for update', [id]);
     const resources = await resourcesServedBy(client, id);
     if (resources.length > 0) return { outcome: 'serving', resources };
-    return { outcome: (await sendEvent(client, id, { type: 'delete' })) === undefined ? 'missing' : 'deleting' };
+    return { outcome: (await sendEvent<'server'>(client, id, { type: 'delete' })) === undefined ? 'missing' : 'deleting' };
   });
 }
 

@@ -13,7 +13,8 @@ import { initializeServer } from '../replication/initialize.ts';
 import { BackupNotFinished, NotYet } from '../replication/notYet.ts';
 import { rejoinAsStandby } from '../replication/rejoin.ts';
 import { enqueueAgain, hurryJob, jobLive, recentlyDead, type Job } from '../queue/jobs.ts';
-import type { JobContext, JobHandler } from '../queue/worker.ts';
+import type { JobContext, TaskHandlers } from '../queue/worker.ts';
+import type { ServerTask } from '../../machines/server.ts';
 import { openArchive, serverArchivePrefix, type ArchiveTarget } from '../store/open.ts';
 import { findBackup } from '../wal/backup.ts';
 import type { Observation, Observer, Sources } from '../runner/observe.ts';
@@ -26,11 +27,10 @@ import { issueFor, type TlsOptions } from './certificates.ts';
 
 async function serverFor(
   pool: Pool,
-  job: Job,
+  job: Job<ServerTask>,
   providers: Providers,
   sealer: Sealer,
 ): Promise<{ server: ServerRecord; provider: Provider }> {
-  if (!job.entityId) throw new Error(`${job.task} needs an entity`);
   const server = await loadServerRecord(pool, sealer, job.entityId);
   if (!server) throw new Error(`server ${job.entityId} does not exist`);
   return { server, provider: providerOf(providers, server) };
@@ -73,9 +73,9 @@ const FRESH_BACKUPS_PER_10_MIN = 3;
  * the leader is asked for first, once the leader is available to take it; a backup job
  * waiting out a retry (its leader was down) is run at once when the leader is back.
  */
-async function askAgain(
+async function askAgain<T extends ServerTask>(
   pool: Pool,
-  job: Job,
+  job: Job<T>,
   server: ServerRecord,
   err: NotYet,
   archive: ArchiveTarget,
@@ -126,7 +126,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
       return {
         commit: async (client) => {
           await placeServer(client, server.id, place.host, place.port, place.attrs);
-          await sendEvent(client, server.id, { type: 'provisioned' }, job.id);
+          await sendEvent<'server'>(client, server.id, { type: 'provisioned' }, job.id);
         },
       };
     },
@@ -204,7 +204,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
      * and a server that already rejoined must not be stopped and rewound a second time.
      */
     async rejoin(job, { pool, log }) {
-      if ((await machineState(pool, job.entityId!)) !== 'rejoining') return;
+      if ((await machineState(pool, job.entityId)) !== 'rejoining') return;
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       let rejoined;
       try {
@@ -222,7 +222,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
      * available: a server being fenced or stopped must not get its pooler back.
      */
     async restart_pool(job, { pool, log }) {
-      const state = await machineState(pool, job.entityId!);
+      const state = await machineState(pool, job.entityId);
       if (!hasTag(serverMachine, state, 'healthy')) {
         log.info({ state }, 'the server is not available; not starting its pooler');
         return;
@@ -235,7 +235,7 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
       await provider.destroy(server);
       return report(job, { type: 'destroyed' });
     },
-    async observe(job: Job, { pool }: JobContext): Promise<Observation> {
+    async observe(job: Job<'observe'>, { pool }: JobContext): Promise<Observation> {
       const { server, provider } = await serverFor(pool, job, providers, sealer);
       const sources: Sources = { provider: await observeProvider(provider, server) };
       if (server.host !== null && server.port !== null) {
@@ -265,5 +265,5 @@ export function serverTasks(providers: Providers, sealer: Sealer, probe: ProbeCo
       const stalled = Number(sources.postgres?.sync_waiting) > 0 && Number(sources.postgres?.sync_wait_ms) > probe.syncStallMs;
       return { sources, urgent: down, dependentsNow: stalled };
     },
-  } satisfies Record<string, JobHandler | Observer>;
+  } satisfies Pick<TaskHandlers, Exclude<ServerTask, 'observe'>> & { observe: Observer };
 }

@@ -7,8 +7,8 @@ import { createPool, type Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
 import { migrate } from '../../src/migrate.ts';
 import { startEphemeralPostgres, type EphemeralPostgres } from '../../src/pg/ephemeral.ts';
-import { enqueue, enqueueUnlessQueued } from '../../src/queue/jobs.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { enqueue, enqueueUnlessQueued, type TaskMap } from '../../src/queue/jobs.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { waitFor } from '../support/db.ts';
 import { TEST_KEY, TOKEN } from '../support/system.ts';
 
@@ -57,15 +57,15 @@ describe('a restart of the control database', () => {
     await pool.query('delete from jobs');
     const slow = gate();
     const ran: string[] = [];
-    const handlers: Record<string, JobHandler> = {
+    const handlers: Record<string, AnyJobHandler> = {
       slow: () => slow.wait.then(() => void ran.push('slow')),
       quick: async () => void ran.push('quick'),
     };
     // A poll of a minute: only a NOTIFY, heard on a LISTEN connection made again, wakes it in time.
-    const worker = new Worker(pool, { queues: undefined, concurrency: 4, leaseSeconds: 30, handlers, log, pollMs: 60_000 });
+    const worker = new Worker<TaskMap>(pool, { queues: undefined, concurrency: 4, leaseSeconds: 30, handlers, log, pollMs: 60_000 });
     await worker.start();
     try {
-      await enqueue(pool, { task: 'slow' });
+      await enqueue<TaskMap>(pool, { task: 'slow' });
       await waitFor('the slow job to start', async () => (await runningJobs()).length === 1);
       // It ends while the database is down: its completion cannot be recorded then.
       const upAt = await restart('fast', 1500, () => slow.open());
@@ -73,7 +73,7 @@ describe('a restart of the control database', () => {
       process.stdout.write(`ended job recorded ${Date.now() - upAt} ms after the control database came back\n`);
       await new Promise((r) => setTimeout(r, 1500));
       const enqueuedAt = Date.now();
-      await enqueue(pool, { task: 'quick' });
+      await enqueue<TaskMap>(pool, { task: 'quick' });
       await waitFor('a new job to run', async () => ran.includes('quick'), 5_000);
       process.stdout.write(`new job ran ${Date.now() - enqueuedAt} ms after it was enqueued\n`);
       expect(ran).toEqual(['slow', 'quick']);
@@ -87,14 +87,14 @@ describe('a restart of the control database', () => {
     await pool.query('delete from jobs');
     const long = gate();
     let runs = 0;
-    const handlers: Record<string, JobHandler> = { long: () => ((runs += 1), long.wait) };
-    const holder = new Worker(pool, { queues: undefined, concurrency: 2, leaseSeconds: 3, handlers, log, pollMs: 200 });
+    const handlers: Record<string, AnyJobHandler> = { long: () => ((runs += 1), long.wait) };
+    const holder = new Worker<TaskMap>(pool, { queues: undefined, concurrency: 2, leaseSeconds: 3, handlers, log, pollMs: 200 });
     // Another worker sweeps for jobs whose worker stopped, as often as it can.
-    const sweeper = new Worker(pool, { queues: undefined, concurrency: 2, leaseSeconds: 0.5, handlers, log, pollMs: 200 });
+    const sweeper = new Worker<TaskMap>(pool, { queues: undefined, concurrency: 2, leaseSeconds: 0.5, handlers, log, pollMs: 200 });
     await holder.start();
     await sweeper.start();
     try {
-      await enqueue(pool, { task: 'long' });
+      await enqueue<TaskMap>(pool, { task: 'long' });
       await waitFor('the job to start', async () => runs === 1);
       const [claim] = await runningJobs();
       await restart('immediate', 4000);

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { parseServerObservation } from '../../machines/observations.ts';
 import { createLogger } from '../../src/log.ts';
-import { enqueue, enqueueMany, PRIORITY } from '../../src/queue/jobs.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { enqueue, enqueueMany, PRIORITY, type TaskMap } from '../../src/queue/jobs.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { publishTo, sendEvent } from '../../src/runner/runner.ts';
 import { createServer } from '../../src/servers/rows.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
@@ -41,15 +42,15 @@ describe('lanes', () => {
     let observing = 0;
     let overlaps = 0;
     const ran: string[] = [];
-    const observation: JobHandler = async (job) => {
+    const observation: AnyJobHandler = async (job) => {
       observing += 1;
       if (observing > 1) overlaps += 1;
       await new Promise((r) => setTimeout(r, 50));
       observing -= 1;
       ran.push(job.task);
     };
-    const handlers: Record<string, JobHandler> = { promote: () => gate, observe: observation, tick: observation };
-    const worker = new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200 });
+    const handlers: Record<string, AnyJobHandler> = { promote: () => gate, observe: observation, tick: observation };
+    const worker = new Worker<TaskMap>(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200 });
     await worker.start();
     try {
       await enqueue(t.db.pool, { task: 'promote', entityId: entity, key: 'promote', priority: PRIORITY.urgent });
@@ -84,7 +85,12 @@ describe('lanes', () => {
       `update jobs set locked_by = 'w#1', locked_until = now() + interval '1 minute' where entity_id = $1 and task = 'rejoin'`,
       [server.id],
     );
-    const seen = () => sendEvent(t.db.pool, server.id, { type: 'observed', at: new Date().toISOString(), obs: { reachable: 'false' } });
+    const seen = () =>
+      sendEvent<'server'>(t.db.pool, server.id, {
+        type: 'observed',
+        at: new Date().toISOString(),
+        obs: parseServerObservation({ reachable: 'false' }),
+      });
     // A tick runs beside the rejoin now: a second rejoin queued behind the first would run
     // once the first has finished, against a server that is a standby again.
     await seen();

@@ -6,9 +6,9 @@ import { incidentJournal } from '../../src/incidents/escalation.ts';
 import { incidentSubscriber } from '../../src/incidents/subscriber.ts';
 import { createLogger } from '../../src/log.ts';
 import { claimJobs } from '../../src/queue/claim.ts';
-import { enqueue, enqueueMany, PRIORITY, type Job } from '../../src/queue/jobs.ts';
+import { enqueue, enqueueMany, PRIORITY, type AnyJob, type TaskMap } from '../../src/queue/jobs.ts';
 import { listDeadJobs, retryDeadJob } from '../../src/queue/status.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { publishTo } from '../../src/runner/runner.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
@@ -24,13 +24,13 @@ async function pending(): Promise<number> {
 
 async function withWorkers<T>(
   count: number,
-  handlers: Record<string, JobHandler>,
+  handlers: Record<string, AnyJobHandler>,
   fn: () => Promise<T>,
-  extra: Partial<ConstructorParameters<typeof Worker>[1]> = {},
+  extra: Partial<ConstructorParameters<typeof Worker<TaskMap>>[1]> = {},
 ): Promise<T> {
   const workers = Array.from(
     { length: count },
-    () => new Worker(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }),
+    () => new Worker<TaskMap>(t.db.pool, { queues: undefined, concurrency: 8, leaseSeconds: 30, handlers, log, pollMs: 200, ...extra }),
   );
   await Promise.all(workers.map((w) => w.start()));
   try {
@@ -43,7 +43,7 @@ async function withWorkers<T>(
 describe('queue', () => {
   it('refuses, in the schema, a second running job for one entity', async () => {
     const entity = randomUUID();
-    await enqueueMany(t.db.pool, [
+    await enqueueMany<TaskMap>(t.db.pool, [
       { task: 'a', entityId: entity },
       { task: 'b', entityId: entity },
     ]);
@@ -56,12 +56,12 @@ describe('queue', () => {
   it('never runs two jobs of one entity at once, across workers under load, and runs each job once', async () => {
     const entities = Array.from({ length: 12 }, () => randomUUID());
     const specs = entities.flatMap((entityId) => Array.from({ length: 40 }, (_, i) => ({ task: 'work', entityId, payload: { i } })));
-    await enqueueMany(t.db.pool, specs);
+    await enqueueMany<TaskMap>(t.db.pool, specs);
     const running = new Set<string>();
     const runs = new Map<string, number>();
     let overlaps = 0;
     let maxParallel = 0;
-    const handler: JobHandler = async (job: Job) => {
+    const handler: AnyJobHandler = async (job: AnyJob) => {
       if (running.has(job.entityId!)) overlaps += 1;
       running.add(job.entityId!);
       maxParallel = Math.max(maxParallel, running.size);
@@ -79,12 +79,12 @@ describe('queue', () => {
 
   it('is fair: one busy entity does not starve the others', async () => {
     const busy = randomUUID();
-    await enqueueMany(
+    await enqueueMany<TaskMap>(
       t.db.pool,
       Array.from({ length: 300 }, () => ({ task: 'work', entityId: busy })),
     );
     const quiet = Array.from({ length: 5 }, () => randomUUID());
-    await enqueueMany(
+    await enqueueMany<TaskMap>(
       t.db.pool,
       quiet.map((entityId) => ({ task: 'work', entityId })),
     );
@@ -99,7 +99,7 @@ describe('queue', () => {
 
   it('retries a failing job with backoff, then shows it dead; an operator can retry it', async () => {
     const entity = randomUUID();
-    await enqueue(t.db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
+    await enqueue<TaskMap>(t.db.pool, { task: 'flaky', entityId: entity, maxAttempts: 2 });
     let calls = 0;
     await withWorkers(
       1,
@@ -140,9 +140,9 @@ describe('queue', () => {
         [id],
       );
     }
-    await enqueue(t.db.pool, { task: 'lose', entityId: lost, maxAttempts: 1 });
-    await enqueue(t.db.pool, { task: 'break', entityId: broken, maxAttempts: 1 });
-    const handlers: Record<string, JobHandler> = {
+    await enqueue<TaskMap>(t.db.pool, { task: 'lose', entityId: lost, maxAttempts: 1 });
+    await enqueue<TaskMap>(t.db.pool, { task: 'break', entityId: broken, maxAttempts: 1 });
+    const handlers: Record<string, AnyJobHandler> = {
       async lose() {
         const client = new pg.Client({ connectionString: t.db.url });
         client.on('error', () => undefined);
@@ -164,7 +164,7 @@ describe('queue', () => {
 
   it('runs a job again after its worker dies mid-job and its lease runs out', async () => {
     const entity = randomUUID();
-    await enqueue(t.db.pool, { task: 'hang', entityId: entity });
+    await enqueue<TaskMap>(t.db.pool, { task: 'hang', entityId: entity });
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hanging-worker.ts'], {
       env: { ...process.env, DATABASE_URL: t.db.url, LEASE: '2' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -183,13 +183,20 @@ describe('queue', () => {
   });
 
   it('keeps the lease of a job that is still running while its worker stops', async () => {
-    await enqueue(t.db.pool, { task: 'slow' });
+    await enqueue<TaskMap>(t.db.pool, { task: 'slow' });
     const runs: string[] = [];
-    const slow: JobHandler = async (job) => {
+    const slow: AnyJobHandler = async (job) => {
       runs.push(job.id);
       await new Promise((r) => setTimeout(r, 2500));
     };
-    const stopping = new Worker(t.db.pool, { queues: undefined, concurrency: 1, leaseSeconds: 1, handlers: { slow }, log, pollMs: 100 });
+    const stopping = new Worker<TaskMap>(t.db.pool, {
+      queues: undefined,
+      concurrency: 1,
+      leaseSeconds: 1,
+      handlers: { slow },
+      log,
+      pollMs: 100,
+    });
     await stopping.start();
     await waitFor('the job to start', async () => runs.length === 1);
     const stopped = stopping.stop();
@@ -206,7 +213,7 @@ describe('queue', () => {
       { ping: async () => void ran.push(Date.now()) },
       async () => {
         await new Promise((r) => setTimeout(r, 300));
-        await enqueue(t.db.pool, { task: 'ping' });
+        await enqueue<TaskMap>(t.db.pool, { task: 'ping' });
         // The worker polls once a minute here, so only the notification can wake it in time.
         await waitFor('the job to run', async () => ran.length > 0, 20_000);
       },
@@ -223,7 +230,7 @@ describe('queue', () => {
       async () => {
         await new Promise((r) => setTimeout(r, 300));
         const enqueuedAt = Date.now();
-        await enqueue(t.db.pool, { task: 'later', delaySeconds: 0.5 });
+        await enqueue<TaskMap>(t.db.pool, { task: 'later', delaySeconds: 0.5 });
         // The worker polls once a minute and the NOTIFY comes before the job is due: only
         // sleeping until it falls due runs it in time.
         await waitFor('the delayed job to run', async () => ran.length > 0, 20_000);
@@ -235,7 +242,7 @@ describe('queue', () => {
   });
 
   it('keeps named queues apart: a dedicated worker takes only its queues', async () => {
-    await enqueueMany(t.db.pool, [
+    await enqueueMany<TaskMap>(t.db.pool, [
       { task: 'seen', queue: 'observe' },
       { task: 'other', queue: 'default' },
     ]);
@@ -253,16 +260,16 @@ describe('queue', () => {
     const client = await t.db.pool.connect();
     try {
       await client.query('begin');
-      await enqueue(client, { task: 'tick', entityId: entity, key: 'tick' });
-      await enqueue(client, { task: 'tick', entityId: entity, key: 'tick' });
+      await enqueue<TaskMap>(client, { task: 'tick', entityId: entity, key: 'tick' });
+      await enqueue<TaskMap>(client, { task: 'tick', entityId: entity, key: 'tick' });
       expect(await pending()).toBe(0);
       await client.query('rollback');
     } finally {
       client.release();
     }
     expect(await pending()).toBe(0);
-    await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
-    await enqueue(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    await enqueue<TaskMap>(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
+    await enqueue<TaskMap>(t.db.pool, { task: 'tick', entityId: entity, key: 'tick' });
     expect(await pending()).toBe(1);
   });
 });
@@ -272,11 +279,11 @@ describe('queue priorities', () => {
 
   it('claims an urgent job before the routine jobs that fell due before it', async () => {
     await t.db.pool.query('delete from jobs');
-    await enqueueMany(
+    await enqueueMany<TaskMap>(
       t.db.pool,
       Array.from({ length: 200 }, () => ({ task: 'observe', entityId: randomUUID(), key: 'observe', priority: PRIORITY.routine })),
     );
-    await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), key: 'fence', priority: PRIORITY.urgent });
+    await enqueue<TaskMap>(t.db.pool, { task: 'fence', entityId: randomUUID(), key: 'fence', priority: PRIORITY.urgent });
     expect((await claim(1)).map((j) => j.task)).toEqual(['fence']);
     // Then the rest in the order they fell due.
     expect((await claim(3)).map((j) => j.priority)).toEqual([PRIORITY.routine, PRIORITY.routine, PRIORITY.routine]);
@@ -285,11 +292,11 @@ describe('queue priorities', () => {
   it("runs an entity's urgent job before its routine one, while a delayed urgent job holds nothing up", async () => {
     await t.db.pool.query('delete from jobs');
     const troubled = randomUUID();
-    await enqueue(t.db.pool, { task: 'maintain', entityId: troubled, key: 'maintain', priority: PRIORITY.routine });
-    await enqueue(t.db.pool, { task: 'fence', entityId: troubled, key: 'fence', priority: PRIORITY.urgent });
+    await enqueue<TaskMap>(t.db.pool, { task: 'maintain', entityId: troubled, key: 'maintain', priority: PRIORITY.routine });
+    await enqueue<TaskMap>(t.db.pool, { task: 'fence', entityId: troubled, key: 'fence', priority: PRIORITY.urgent });
     const calm = randomUUID();
-    await enqueue(t.db.pool, { task: 'tick', entityId: calm, key: 'tick', priority: PRIORITY.routine });
-    await enqueue(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.urgent, delaySeconds: 60 });
+    await enqueue<TaskMap>(t.db.pool, { task: 'tick', entityId: calm, key: 'tick', priority: PRIORITY.routine });
+    await enqueue<TaskMap>(t.db.pool, { task: 'observe', entityId: calm, key: 'observe', priority: PRIORITY.urgent, delaySeconds: 60 });
     const claimed = await claim(10);
     expect(claimed.map((j) => `${j.entityId === troubled ? 'troubled' : 'calm'}:${j.task}`).sort()).toEqual([
       'calm:tick',
@@ -302,10 +309,10 @@ describe('queue priorities', () => {
     const entity = randomUUID();
     const priority = async () =>
       (await t.db.pool.query<{ p: number }>('select priority as p from jobs where entity_id = $1', [entity])).rows.map((r) => r.p);
-    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
-    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.urgent });
+    await enqueue<TaskMap>(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
+    await enqueue<TaskMap>(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.urgent });
     expect(await priority()).toEqual([PRIORITY.urgent]);
-    await enqueue(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
+    await enqueue<TaskMap>(t.db.pool, { task: 'observe', entityId: entity, key: 'observe', priority: PRIORITY.routine });
     expect(await priority()).toEqual([PRIORITY.urgent]);
   });
 
@@ -316,7 +323,7 @@ describe('queue priorities', () => {
     let routine = 0;
     let mostRoutine = 0;
     const urgent: string[] = [];
-    const handlers: Record<string, JobHandler> = {
+    const handlers: Record<string, AnyJobHandler> = {
       observe: async () => {
         routine += 1;
         mostRoutine = Math.max(mostRoutine, routine);
@@ -325,7 +332,7 @@ describe('queue priorities', () => {
       },
       fence: async (job) => void urgent.push(job.id),
     };
-    await enqueueMany(
+    await enqueueMany<TaskMap>(
       t.db.pool,
       Array.from({ length: 20 }, () => ({ task: 'observe', entityId: randomUUID(), priority: PRIORITY.routine })),
     );
@@ -336,7 +343,7 @@ describe('queue priorities', () => {
         try {
           // Concurrency 4 and one slot kept beyond it: four routine jobs run, and the rest wait although a slot is free.
           await waitFor('the routine jobs to take their slots', async () => routine === 4, 20_000);
-          await enqueue(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
+          await enqueue<TaskMap>(t.db.pool, { task: 'fence', entityId: randomUUID(), priority: PRIORITY.urgent });
           await waitFor('the urgent job to run beside the stuck routine ones', async () => urgent.length === 1, 20_000);
           expect(routine).toBe(4);
         } finally {

@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import { parseServerObservation } from '../../machines/observations.ts';
 import { transaction } from '../../src/db.ts';
 import { publishTo, sendEvent, type ObservationShown, type StepTaken } from '../../src/runner/runner.ts';
 import { createServer } from '../../src/servers/rows.ts';
@@ -91,12 +92,31 @@ describe('the runner', () => {
       },
     ]);
     const at = new Date().toISOString();
-    const shown = { type: 'observed', at, obs: { reachable: 'false' } };
-    await transaction(t.db.pool, (client) => sendEvent(client, server.id, shown));
+    const shown = { type: 'observed' as const, at, obs: parseServerObservation({ reachable: 'false' }) };
+    await transaction(t.db.pool, (client) => sendEvent<'server'>(client, server.id, shown));
     expect(changed).toEqual([]);
     expect(observed).toEqual([{ machine: 'server', entityId: server.id, at, obs: { reachable: 'false' } }]);
     await t.db.pool.query(`update machines set state = 'deleted', finished_at = now() where entity_id = $1`, [server.id]);
-    expect(await transaction(t.db.pool, (client) => sendEvent(client, server.id, shown))).toBeUndefined();
+    expect(await transaction(t.db.pool, (client) => sendEvent<'server'>(client, server.id, shown))).toBeUndefined();
     expect(observed).toHaveLength(1);
+  });
+
+  it('keeps an observation that moved a machine as its observers recorded it, not as the machine read it', async () => {
+    const server = await createServer(t.db.pool, TEST_SEALER, 'local');
+    await t.db.pool.query(
+      `update machines set state = 'available', snapshot = jsonb_set(snapshot, '{value}', '"available"') where entity_id = $1`,
+      [server.id],
+    );
+    const at = new Date().toISOString();
+    const raw = { reachable: 'false', alive: 'true', failed_probes: '1' };
+    const step = await transaction(t.db.pool, (client) =>
+      sendEvent<'server'>(client, server.id, { type: 'observed', at, obs: parseServerObservation(raw) }),
+    );
+    expect(step?.to).toBe('unreachable');
+    const { rows } = await t.db.pool.query<{ data: unknown }>(
+      `select event_data as data from transitions where entity_id = $1 and event = 'observed'`,
+      [server.id],
+    );
+    expect(rows).toEqual([{ data: { at, obs: raw } }]);
   });
 });

@@ -7,8 +7,8 @@ import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { findPlan } from '../../src/plans.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
-import { enqueue } from '../../src/queue/jobs.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { enqueue, type Job, type TaskMap } from '../../src/queue/jobs.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { repointStandby, standbyName } from '../../src/replication/standbys.ts';
 import { linkServer } from '../../src/resources/placement.ts';
 import { createResource } from '../../src/resources/rows.ts';
@@ -99,7 +99,7 @@ describe('the synchronize step', { timeout: 120_000 }, () => {
     );
     const runs: { task: string; ms: number }[] = [];
     const timed =
-      (task: string, handler: JobHandler): JobHandler =>
+      (task: string, handler: AnyJobHandler): AnyJobHandler =>
       async (job, ctx) => {
         const started = performance.now();
         try {
@@ -108,13 +108,17 @@ describe('the synchronize step', { timeout: 120_000 }, () => {
           runs.push({ task, ms: performance.now() - started });
         }
       };
-    const handlers = { synchronize: timed('synchronize', tasks.synchronize), other: timed('other', async () => undefined) };
-    const worker = new Worker(t.db.pool, { queues: undefined, concurrency: 4, leaseSeconds: 30, handlers, log, pollMs: 200 });
+    // The real step beside an action that is not one of pgfleet's: the worker hands the step only its own jobs.
+    const handlers = {
+      synchronize: timed('synchronize', (job, ctx) => tasks.synchronize(job as Job<'synchronize'>, ctx)),
+      other: timed('other', async () => undefined),
+    };
+    const worker = new Worker<TaskMap>(t.db.pool, { queues: undefined, concurrency: 4, leaseSeconds: 30, handlers, log, pollMs: 200 });
     await worker.start();
     try {
       await enqueue(t.db.pool, { task: 'synchronize', entityId: resourceId, key: 'synchronize' });
       await waitFor('the step to be asked again', async () => runs.filter((r) => r.task === 'synchronize').length >= 2, 10_000);
-      await enqueue(t.db.pool, { task: 'other', entityId: resourceId, key: 'other' });
+      await enqueue<TaskMap>(t.db.pool, { task: 'other', entityId: resourceId, key: 'other' });
       await waitFor('the other action to run', async () => runs.some((r) => r.task === 'other'), 5_000);
       expect((await s.query(primary, 'select 1 from pg_stat_replication')).rowCount).toBe(0);
       expect(runs.filter((r) => r.task === 'synchronize').length).toBeGreaterThanOrEqual(2);

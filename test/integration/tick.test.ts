@@ -32,7 +32,7 @@ async function tick(entityId: string): Promise<void> {
       probe: config.probe,
     },
   );
-  const job: Job = {
+  const job: Job<'tick'> = {
     id: '1',
     queue: 'default',
     entityId,
@@ -43,7 +43,7 @@ async function tick(entityId: string): Promise<void> {
     attempts: 1,
     maxAttempts: 1,
   };
-  const outcome = await tasks.tick!(job, { pool: t.db.pool, log: createLogger('silent') });
+  const outcome = await tasks.tick(job, { pool: t.db.pool, log: createLogger('silent') });
   if (outcome) await transaction(t.db.pool, outcome.commit);
 }
 

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { servedCertificate } from '../../observers/tls.ts';
 import { createLogger } from '../../src/log.ts';
 import { pgIdentity } from '../../src/pg/cluster.ts';
+import type { Job } from '../../src/queue/jobs.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { createAuthority, issueServerCertificate } from '../../src/tls/certificates.ts';
@@ -257,7 +258,7 @@ describe("TLS on every connection to a customer database, with pgfleet's own CA"
     // Running the renewal again (a retried job, the clock asking twice) leaves a certificate
     // that is not due as it is.
     const renew = renewCertificateTask(system.running.providers, TEST_SEALER, { authority, certDays: 30, renewDays: 10 }, 2000);
-    const job = {
+    const job: Job<'renew_certificate'> = {
       id: '0',
       queue: 'default',
       entityId: serverId,

@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
-import { enqueue } from '../../src/queue/jobs.ts';
+import { enqueue, type TaskMap } from '../../src/queue/jobs.ts';
 import { RESTART_GRACE_SECONDS } from '../../src/queue/claim.ts';
-import { Worker, type JobHandler } from '../../src/queue/worker.ts';
+import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
 
 /**
@@ -16,11 +16,19 @@ const log = createLogger('silent');
 const t = useTestDatabase(['jobs']);
 
 async function withWorker<T>(
-  handlers: Record<string, JobHandler>,
+  handlers: Record<string, AnyJobHandler>,
   fn: () => Promise<T>,
-  extra: Partial<ConstructorParameters<typeof Worker>[1]> = {},
+  extra: Partial<ConstructorParameters<typeof Worker<TaskMap>>[1]> = {},
 ): Promise<T> {
-  const worker = new Worker(t.db.pool, { queues: undefined, concurrency: 4, leaseSeconds: 60, handlers, log, pollMs: 200, ...extra });
+  const worker = new Worker<TaskMap>(t.db.pool, {
+    queues: undefined,
+    concurrency: 4,
+    leaseSeconds: 60,
+    handlers,
+    log,
+    pollMs: 200,
+    ...extra,
+  });
   await worker.start();
   try {
     return await fn();
@@ -32,7 +40,7 @@ async function withWorker<T>(
 describe('a worker that dies', () => {
   it('has its claims released within seconds of a SIGKILL, not when its lease runs out', async () => {
     const entity = randomUUID();
-    await enqueue(t.db.pool, { task: 'hang', entityId: entity, key: 'hang' });
+    await enqueue<TaskMap>(t.db.pool, { task: 'hang', entityId: entity, key: 'hang' });
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/hanging-worker.ts'], {
       env: { ...process.env, DATABASE_URL: t.db.url, LEASE: '60' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -75,7 +83,7 @@ describe('a worker that dies', () => {
       [other]: ['worker.2#00000000', 20],
     } as const;
     for (const [entity, [holder, seconds]] of Object.entries(holders)) {
-      await enqueue(t.db.pool, { task: 'work', entityId: entity });
+      await enqueue<TaskMap>(t.db.pool, { task: 'work', entityId: entity });
       await t.db.pool.query(
         `update jobs set locked_by = $2, locked_until = now() + make_interval(secs => $3), attempts = 1 where entity_id = $1`,
         [entity, holder, seconds],

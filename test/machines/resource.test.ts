@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition, type SnapshotFrom } from 'xstate';
 import { MAX_STEP_RETRIES, RESOURCE_FAILOVER_STATES, resourceMachine, type ResourceEvent } from '../../machines/resource.ts';
+import { parseResourceObservation } from '../../machines/observations.ts';
 import { emittedJobs, statePath } from '../../src/runner/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof resourceMachine>;
@@ -24,7 +25,7 @@ function walk(events: ResourceEvent[]): ReturnType<typeof step> {
   return s;
 }
 
-const observed = (obs: Record<string, string>, at = t()): ResourceEvent => ({ type: 'observed', at, obs });
+const observed = (obs: Record<string, string>, at = t()): ResourceEvent => ({ type: 'observed', at, obs: parseResourceObservation(obs) });
 
 /** From the failover's first step to the old primary back as a synchronous standby. */
 function failedOver(from: ReturnType<typeof step>): ReturnType<typeof step> {

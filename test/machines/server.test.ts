@@ -8,6 +8,7 @@ import {
   type ServerContext,
   type ServerEvent,
 } from '../../machines/server.ts';
+import { parseServerObservation } from '../../machines/observations.ts';
 import { emittedJobs, statePath } from '../../src/runner/runner.ts';
 
 type Snapshot = SnapshotFrom<typeof serverMachine>;
@@ -30,8 +31,8 @@ function step(snapshot: Snapshot, event: ServerEvent) {
   };
 }
 
-const up = (): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true' } });
-const down = (alive = 'true'): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'false', alive } });
+const up = (): ServerEvent => ({ type: 'observed', at: t(), obs: parseServerObservation({ reachable: 'true', alive: 'true' }) });
+const down = (alive = 'true'): ServerEvent => ({ type: 'observed', at: t(), obs: parseServerObservation({ reachable: 'false', alive }) });
 
 describe('server machine', () => {
   it('starts in provisioning and asks for a provision job', () => {
@@ -65,26 +66,38 @@ describe('server machine', () => {
   });
 
   it('starts only the pooler again when Postgres answers but its pooler is dead, and stays available', () => {
-    const poolDead = (): ServerEvent => ({ type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true', pool_alive: 'false' } });
+    const poolDead = (): ServerEvent => ({
+      type: 'observed',
+      at: t(),
+      obs: parseServerObservation({ reachable: 'true', alive: 'true', pool_alive: 'false' }),
+    });
     let s = step(at('available'), poolDead());
     expect([s.state, s.jobs]).toEqual(['available', ['restart_pool']]);
     // Each fresh observation asks again (a pending job is not doubled); a stale one does not.
     const seen = s.next.context.seenAt;
     s = step(s.next, poolDead());
     expect([s.state, s.jobs]).toEqual(['available', ['restart_pool']]);
-    s = step(s.next, { type: 'observed', at: seen, obs: { reachable: 'true', pool_alive: 'false' } });
+    s = step(s.next, { type: 'observed', at: seen, obs: parseServerObservation({ reachable: 'true', pool_alive: 'false' }) });
     expect(s.jobs).toEqual([]);
-    s = step(s.next, { type: 'observed', at: t(), obs: { reachable: 'true', alive: 'true', pool_alive: 'true' } });
+    s = step(s.next, { type: 'observed', at: t(), obs: parseServerObservation({ reachable: 'true', alive: 'true', pool_alive: 'true' }) });
     expect([s.state, s.jobs]).toEqual(['available', []]);
   });
 
   it('leaves the pooler of a server that does not answer to the restart of the server', () => {
-    const s = step(at('available'), { type: 'observed', at: t(), obs: { reachable: 'false', alive: 'false', pool_alive: 'false' } });
+    const s = step(at('available'), {
+      type: 'observed',
+      at: t(),
+      obs: parseServerObservation({ reachable: 'false', alive: 'false', pool_alive: 'false' }),
+    });
     expect([s.state, s.jobs]).toEqual(['unreachable', ['observe+0.5s']]);
   });
 
   it('never starts the pooler of a fenced server', () => {
-    const s = step(at('fenced'), { type: 'observed', at: t(), obs: { reachable: 'false', alive: 'false', pool_alive: 'false' } });
+    const s = step(at('fenced'), {
+      type: 'observed',
+      at: t(),
+      obs: parseServerObservation({ reachable: 'false', alive: 'false', pool_alive: 'false' }),
+    });
     expect([s.state, s.jobs]).toEqual(['fenced', []]);
   });
 
@@ -115,7 +128,7 @@ describe('server machine', () => {
     const hang = (probes: number): ServerEvent => ({
       type: 'observed',
       at: t(),
-      obs: { reachable: 'false', alive: 'true', hang_probes: String(probes) },
+      obs: parseServerObservation({ reachable: 'false', alive: 'true', hang_probes: String(probes) }),
     });
     let s = step(at('available'), hang(5));
     for (let i = 2; i < 5; i++) {
@@ -130,7 +143,7 @@ describe('server machine', () => {
     const failed = (n: number): ServerEvent => ({
       type: 'observed',
       at: t(),
-      obs: { reachable: 'false', alive: 'true', hang_probes: '3', failed_probes: String(n) },
+      obs: parseServerObservation({ reachable: 'false', alive: 'true', hang_probes: '3', failed_probes: String(n) }),
     });
     const s = step(at('available'), failed(1));
     expect(s.state).toBe('unreachable');
@@ -146,7 +159,7 @@ describe('server machine', () => {
 
   it('ignores an observation it has already acted on', () => {
     const seen = t();
-    const s = step(at('available', { seenAt: seen }), { type: 'observed', at: seen, obs: { reachable: 'false' } });
+    const s = step(at('available', { seenAt: seen }), { type: 'observed', at: seen, obs: parseServerObservation({ reachable: 'false' }) });
     expect(s.state).toBe('available');
   });
 

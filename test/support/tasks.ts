@@ -10,7 +10,8 @@ import { stopLocalClusters, type LocalProvider } from '../../src/providers/local
 import { makeProviders } from '../../src/providers/registry.ts';
 import { enqueue, PRIORITY, type Job } from '../../src/queue/jobs.ts';
 import type { JobHandler } from '../../src/queue/worker.ts';
-import { queueForTask, sendEvent, statePath, type MachineEvent } from '../../src/runner/runner.ts';
+import { queueForTask, sendEvent, statePath, type EventOf, type Unstamped } from '../../src/runner/runner.ts';
+import type { MachineName } from '../../src/runner/machines.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
 import { openArchive } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
@@ -135,8 +136,8 @@ export async function asked(bench: TaskBench, task: string, entity: string): Pro
 }
 
 /** Send the entity's machine an event, as the web or another task does, to bring it to the state under test. */
-export async function tell(bench: TaskBench, entity: string, event: MachineEvent): Promise<void> {
-  await transaction(bench.pool, (client) => sendEvent(client, entity, event));
+export async function tell<M extends MachineName>(bench: TaskBench, entity: string, event: Unstamped<EventOf<M>>): Promise<void> {
+  await transaction(bench.pool, (client) => sendEvent<M>(client, entity, event));
 }
 
 /** The entity's machine's state, nested states included (`restarting.verifying`). */

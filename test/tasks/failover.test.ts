@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findPlan } from '../../src/plans.ts';
+import { parseResourceObservation } from '../../machines/observations.ts';
 import { standbyName } from '../../src/replication/standbys.ts';
 import { changePlan, createResource, resourceServers, tellResource } from '../../src/resources/rows.ts';
 import { serverArchivePrefix } from '../../src/store/open.ts';
@@ -110,7 +111,13 @@ describe('the high-availability tasks, on real servers', { timeout: 180_000 }, (
   it('desynchronize: stops the primary waiting for a stalled standby and reports `desynchronized`', async () => {
     await tell(bench, id, {
       type: 'observed',
-      obs: { 'primary.state': 'available', 'standby.state': 'available', 'sync.names': 'x', 'sync.waiting': '1', 'sync.wait_ms': '60000' },
+      obs: parseResourceObservation({
+        'primary.state': 'available',
+        'standby.state': 'available',
+        'sync.names': 'x',
+        'sync.waiting': '1',
+        'sync.wait_ms': '60000',
+      }),
     });
     expect(await stateOf(bench, id)).toBe('unsynchronized.desynchronizing.trying');
     await runTask(bench, 'desynchronize', { entity: id });
