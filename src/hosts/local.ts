@@ -81,7 +81,13 @@ export class LocalHost implements Host {
   }
 
   async initialize(settings: Record<string, string>): Promise<void> {
-    await this.cluster.init({ dataDir: this.dataDir, port: this.server.port!, superuserPassword: this.server.superuserPassword, settings });
+    await this.cluster.init({
+      dataDir: this.dataDir,
+      host: this.server.host!,
+      port: this.server.port!,
+      superuserPassword: this.server.superuserPassword,
+      settings,
+    });
   }
 
   async restoreBackup(tar: Readable, settings: Record<string, string>, signal: 'standby.signal' | 'recovery.signal'): Promise<void> {
