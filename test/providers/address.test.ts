@@ -3,6 +3,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/pg/ports.ts';
+import { createTenant, tenantNames, tenantPassword, tenantUrl } from '../../src/pg/tenant.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { PROVIDERS } from '../../src/providers/registry.ts';
 import { initializeServer } from '../../src/replication/initialize.ts';
@@ -11,6 +12,7 @@ import { createAuthority, issueServerCertificate, type KeyedCertificate } from '
 import { certificateHosts } from '../../src/tls/postgres.ts';
 import { takeBaseBackup } from '../../src/wal/backup.ts';
 import { waitFor } from '../support/db.ts';
+import { psql } from '../support/system.ts';
 import { testProviderContext } from '../support/providers.ts';
 
 /** An address of 127.0.0.0/8 other than 127.0.0.1: Linux routes the whole block to the loopback interface. */
@@ -84,6 +86,22 @@ describe('a local host placed at an address other than 127.0.0.1', { timeout: 18
   it('runs Postgres at that address, and not at 127.0.0.1', async () => {
     expect(await query(primary, 'select 1 as n')).toEqual([{ n: 1 }]);
     expect(await accepts('127.0.0.1', primary.port!)).toBe(false);
+  });
+
+  it('runs its pooler at that address, in front of Postgres there, and not at 127.0.0.1', async () => {
+    const tenant = {
+      ...tenantNames(),
+      password: tenantPassword(),
+      connectionLimit: 5,
+      statementTimeoutMs: 30_000,
+      sizeLimitBytes: 0,
+      memoryLimitBytes: 0,
+    };
+    await createTenant({ host: primary.host!, port: primary.port!, password: primary.superuserPassword }, tenant);
+    await provider.host(primary).refreshPool();
+    const poolPort = Number(primary.attrs.pool_port);
+    expect(await psql(tenantUrl(primary.host!, poolPort, tenant), 'select current_user')).toBe(tenant.role);
+    expect(await accepts('127.0.0.1', poolPort)).toBe(false);
   });
 
   it('runs a follower restored from its leader at its own address, not at its leader’s', async () => {
