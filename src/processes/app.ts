@@ -99,7 +99,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       handlers: {
         ...allTasks(providers, {
           sealer,
-          provider: 'local',
+          provider: config.provider,
           sharedMaxConnections: config.sharedMaxConnections,
           addon,
           configPrefix: configVarPrefix(addon.id),
