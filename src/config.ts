@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { LogFormat } from './log.ts';
 import { parseLag } from './health.ts';
+import { PROVIDERS } from './providers/registry.ts';
 
 /** Configuration comes from the environment and is checked once, at start-up. */
 export interface ProbeConfig {
@@ -38,6 +39,8 @@ export interface Config {
   readOnlyMaxLagBytes: number;
   /** `max_connections` of a new shared server: its tenants' connection limits must fit in it. */
   sharedMaxConnections: number;
+  /** The provider (src/providers/registry.ts) a new database's servers are made on. */
+  provider: string;
   /** Seconds a claimed job may go without its worker renewing the lease before another worker may take it again. */
   jobLease: number;
   /** Which worker this is across restarts: a worker started releases what the last one of its name held. */
@@ -125,6 +128,13 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+function provider(env: Env): string {
+  const name = nonEmpty(env, 'PGFLEET_PROVIDER') ?? 'local';
+  const names = Object.keys(PROVIDERS);
+  if (!names.includes(name)) throw new ConfigError(`PGFLEET_PROVIDER must be one of ${names.join(', ')}, not ${JSON.stringify(name)}`);
+  return name;
 }
 
 /** A size in bytes, written as Patroni's `lag` is: `1048576`, `16MB`, `1GB`. */
@@ -283,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
       syncStallMs: integer(env, 'PGFLEET_SYNC_STALL_MS', 3000, 500, 600_000),
     },
     sharedMaxConnections: integer(env, 'PGFLEET_SHARED_MAX_CONNECTIONS', 300, 40, 10_000),
+    provider: provider(env),
     jobLease: integer(env, 'PGFLEET_JOB_LEASE', 10, 1, 86400),
     workerName: workerName(env),
     observationRetentionDays: integer(env, 'PGFLEET_OBSERVATION_RETENTION_DAYS', 2, 1, 365),

@@ -34,7 +34,13 @@ export async function startEmbeddedControl(home: string, cluster: PgCluster): Pr
   }));
   const dataDir = controlDataDir(home);
   await cluster.adopt(dataDir);
-  await cluster.init({ dataDir, port: state.port, superuserPassword: state.password, settings: { max_connections: 200 } });
+  await cluster.init({
+    dataDir,
+    host: '127.0.0.1',
+    port: state.port,
+    superuserPassword: state.password,
+    settings: { max_connections: 200 },
+  });
   await cluster.start(dataDir);
   const admin = new pg.Client({ host: '127.0.0.1', port: state.port, user: 'postgres', password: state.password, database: 'postgres' });
   await admin.connect();

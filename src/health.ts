@@ -206,7 +206,7 @@ class Probe {
 }
 
 export class HealthServer {
-  private readonly listeners = new Map<string, { server: http.Server; port: number }>();
+  private readonly listeners = new Map<string, { server: http.Server; host: string; port: number }>();
   private targets = new Map<string, HealthTarget>();
   private readonly probes = new Map<string, Probe>();
   private refresher: { stop(): Promise<void> } | undefined;
@@ -214,7 +214,6 @@ export class HealthServer {
   constructor(
     private readonly pool: Pool,
     private readonly sealer: Sealer,
-    private readonly host: string,
     private readonly log: Logger,
     private readonly refreshMs = 250,
     /** A hung server answers 503 within about this long instead of holding the check. */
@@ -237,7 +236,8 @@ export class HealthServer {
       }
     }
     for (const [id, entry] of this.listeners) {
-      if (this.targets.get(id)?.healthPort !== entry.port) {
+      const t = this.targets.get(id);
+      if (t?.host !== entry.host || t.healthPort !== entry.port) {
         entry.server.close();
         entry.server.closeAllConnections();
         this.listeners.delete(id);
@@ -253,8 +253,10 @@ export class HealthServer {
         });
       });
       server.on('error', (err) => this.log.error({ err, server: t.id, port: t.healthPort }, 'cannot serve health checks for this server'));
-      server.listen(t.healthPort, this.host);
-      this.listeners.set(t.id, { server, port: t.healthPort });
+      // At the server's own address, where HAProxy's `check port` looks (Patroni's REST API is
+      // on each server's host): servers on hosts of their own may each use one port, as Patroni's 8008.
+      server.listen(t.healthPort, t.host);
+      this.listeners.set(t.id, { server, host: t.host, port: t.healthPort });
     }
   }
 

@@ -21,6 +21,12 @@ describe('configuration', () => {
     expect(() => loadConfig({ PGFLEET_NOTICE_GRACE: '-1' })).toThrow(/PGFLEET_NOTICE_GRACE/);
   });
 
+  it('makes new databases on the provider PGFLEET_PROVIDER names, local by default, and refuses one it does not have', () => {
+    expect(loadConfig({}).provider).toBe('local');
+    expect(loadConfig({ PGFLEET_PROVIDER: 'local' }).provider).toBe('local');
+    expect(() => loadConfig({ PGFLEET_PROVIDER: 'nowhere' })).toThrow(/PGFLEET_PROVIDER must be one of local\b.*, not "nowhere"/);
+  });
+
   it('keeps job leases short, and names the worker for the claims it releases when started again', () => {
     expect(loadConfig({}).jobLease).toBe(10);
     expect(loadConfig({ DYNO: 'worker.2' }).workerName).toBe('worker.2');

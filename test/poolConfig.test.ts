@@ -43,17 +43,19 @@ describe('pool shares of a server', () => {
 
   it('writes each tenant its database, its share and an hba line to its own database only', () => {
     const files = poolFiles(
-      { dir: '/srv/p', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) },
+      { dir: '/srv/p', host: '10.1.2.3', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) },
       { maxConnections: 100, superuserReserved: 3, tenants: tenants(2, 20) },
     );
-    expect(files['pgbouncer.ini']).toContain('d1 = host=127.0.0.1 port=5432 dbname=d1 pool_size=15 max_db_connections=15');
+    expect(files['pgbouncer.ini']).toContain('d1 = host=10.1.2.3 port=5432 dbname=d1 pool_size=15 max_db_connections=15');
     expect(files['pgbouncer.ini']).toMatch(/^pool_mode = transaction$/m);
-    expect(files['hba.conf'].split('\n')).toContain('host d1 u1 127.0.0.1/32 scram-sha-256');
+    // It listens where its server was placed, and takes clients from wherever the server does (TLS is required of them).
+    expect(files['pgbouncer.ini']).toMatch(/^listen_addr = 10\.1\.2\.3$/m);
+    expect(files['hba.conf'].split('\n')).toContain('host d1 u1 0.0.0.0/0 scram-sha-256');
     expect(files['userlist.txt']).toContain('"u0" "SCRAM-SHA-256$4096:c2FsdA==$a:b"');
     expect(files['userlist.txt']).not.toContain('x'.repeat(32));
     // The same catalog makes the same files: an unchanged server is not reloaded.
     const again = poolFiles(
-      { dir: '/srv/p', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) },
+      { dir: '/srv/p', host: '10.1.2.3', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) },
       { maxConnections: 100, superuserReserved: 3, tenants: tenants(2, 20) },
     );
     expect(again).toEqual(files);
@@ -67,11 +69,14 @@ describe('pool shares of a server', () => {
       ['d1', 15],
       ['d2', 15],
     ]);
-    const files = poolFiles({ dir: '/srv/p', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) }, catalog);
+    const files = poolFiles(
+      { dir: '/srv/p', host: '10.1.2.3', listenPort: 6432, serverPort: 5432, superuserPassword: 'x'.repeat(32) },
+      catalog,
+    );
     expect(files['pgbouncer.ini'].match(/^d1 = /gm)).toHaveLength(1);
     expect(files['pgbouncer.ini']).toMatch(/^\[users\]\nu1_analyst = max_user_connections=3\n/m);
     expect(files['hba.conf'].split('\n')).toEqual(
-      expect.arrayContaining(['host d1 u1 127.0.0.1/32 scram-sha-256', 'host d1 u1_analyst 127.0.0.1/32 scram-sha-256']),
+      expect.arrayContaining(['host d1 u1 0.0.0.0/0 scram-sha-256', 'host d1 u1_analyst 0.0.0.0/0 scram-sha-256']),
     );
     expect(files['userlist.txt']).toContain('"u1_analyst" "SCRAM-SHA-256$4096:c2FsdA==$c:d"');
     // A database without a limit of its own (made before there was one) is held to its largest role's.

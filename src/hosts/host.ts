@@ -21,7 +21,7 @@ import type { ArchiveConfig } from '../wal/main.ts';
 export interface Host {
   /**
    * Create the cluster (initdb, into scratch and renamed into place) listening on the
-   * server's port with the server's superuser password, and `settings` in postgresql.conf.
+   * server's address and port with the server's superuser password, and `settings` in postgresql.conf.
    * A cluster that exists is left as it is.
    */
   initialize(settings: Record<string, string>): Promise<void>;

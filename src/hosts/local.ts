@@ -6,7 +6,7 @@ import type { PgCluster } from '../pg/cluster.ts';
 import { privateMemory } from '../pg/memory.ts';
 import { poolerStatus, reloadPooler, stopPooler, type Pgbouncer } from '../pg/pgbouncer.ts';
 import { poolFiles, withPoolCatalog } from '../pg/poolConfig.ts';
-import type { ServerRecord } from '../providers/provider.ts';
+import { placed, type ServerRecord } from '../providers/provider.ts';
 import type { KeyedCertificate } from '../tls/certificates.ts';
 import { CERT_FILE, KEY_FILE, TLS_DIR } from '../tls/postgres.ts';
 import { archiverBundle } from '../wal/bundle.ts';
@@ -81,7 +81,13 @@ export class LocalHost implements Host {
   }
 
   async initialize(settings: Record<string, string>): Promise<void> {
-    await this.cluster.init({ dataDir: this.dataDir, port: this.server.port!, superuserPassword: this.server.superuserPassword, settings });
+    await this.cluster.init({
+      dataDir: this.dataDir,
+      host: this.server.host!,
+      port: this.server.port!,
+      superuserPassword: this.server.superuserPassword,
+      settings,
+    });
   }
 
   async restoreBackup(tar: Readable, settings: Record<string, string>, signal: 'standby.signal' | 'recovery.signal'): Promise<void> {
@@ -175,18 +181,19 @@ export class LocalHost implements Host {
     const poolPort = Number(this.server.attrs.pool_port);
     const pooler = this.machine.pooler;
     if (!pooler || !poolPort) return;
-    const port = this.server.port!;
-    await withPoolCatalog({ host: this.server.host ?? '127.0.0.1', port, password: this.server.superuserPassword }, async (catalog) => {
+    const { host, port } = placed(this.server);
+    await withPoolCatalog({ host, port, password: this.server.superuserPassword }, async (catalog) => {
       const tls = path.join(this.serverDir, TLS_DIR);
       const place = {
         dir: this.poolDir,
+        host,
         listenPort: poolPort,
         serverPort: port,
         superuserPassword: this.server.superuserPassword,
         tls: { keyFile: path.join(tls, KEY_FILE), certFile: path.join(tls, CERT_FILE) },
       };
       const changed = await pooler.configure(this.poolDir, poolFiles(place, catalog));
-      await pooler.start(this.poolDir, poolPort, changed);
+      await pooler.start(this.poolDir, { host, port: poolPort }, changed);
     });
   }
 

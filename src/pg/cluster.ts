@@ -68,6 +68,8 @@ export function controlIdentity(name: string, serverUser: PgIdentity | undefined
 
 export interface ClusterSpec {
   dataDir: string;
+  /** The one address it listens on: where its server was placed, so that it never answers at another server's address. */
+  host: string;
   port: number;
   superuserPassword: string;
   /** Extra postgresql.conf settings. */
@@ -282,7 +284,7 @@ export class PgCluster {
       await fs.rm(pwfile, { force: true });
     }
     const settings: Record<string, string | number> = {
-      listen_addresses: "'127.0.0.1'",
+      listen_addresses: `'${spec.host}'`,
       port: spec.port,
       unix_socket_directories: "''",
       // As a standby, it tells its primary where it is every second, not every 10 s: its last

@@ -28,7 +28,13 @@ export async function startEphemeralPostgres(settings: Record<string, string | n
   const dataDir = path.join(dir, 'data');
   const password = randomBytes(16).toString('hex');
   const port = await freePort();
-  await cluster.init({ dataDir, port, superuserPassword: password, settings: { max_connections: 300, fsync: 'on', ...settings } });
+  await cluster.init({
+    dataDir,
+    host: '127.0.0.1',
+    port,
+    superuserPassword: password,
+    settings: { max_connections: 300, fsync: 'on', ...settings },
+  });
   await cluster.start(dataDir);
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,

@@ -85,9 +85,9 @@ export async function stopPooler(dir: string, mode: 'fast' | 'kill' = 'fast'): P
   await fs.rm(pidFile(dir), { force: true });
 }
 
-function accepts(port: number): Promise<boolean> {
+function accepts(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
+    const socket = net.connect(port, host);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -128,10 +128,11 @@ export class Pgbouncer {
   }
 
   /**
-   * Start it and wait until it accepts connections on `port`; a running one is reloaded
-   * (SIGHUP) when its files changed, and otherwise left alone.
+   * Start it and wait until it accepts connections at `host` and `port` (its `listen_addr`
+   * and `listen_port`); a running one is reloaded (SIGHUP) when its files changed, and
+   * otherwise left alone.
    */
-  async start(dir: string, port: number, changed: boolean): Promise<void> {
+  async start(dir: string, { host, port }: { host: string; port: number }, changed: boolean): Promise<void> {
     const status = await poolerStatus(dir);
     if (status.running) {
       if (changed) signal(status.pid!, 'SIGHUP');
@@ -156,10 +157,10 @@ export class Pgbouncer {
     const deadline = Date.now() + 10_000;
     for (;;) {
       const now = await poolerStatus(dir);
-      if (now.running && (await accepts(port))) return;
+      if (now.running && (await accepts(host, port))) return;
       if (Date.now() > deadline || (now.pid !== undefined && !now.running)) {
         const log = await fs.readFile(path.join(dir, 'pgbouncer.log'), 'utf8').catch(() => '');
-        throw new Error(`pgbouncer did not come up on port ${port}: ${log.trim().split('\n').slice(-3).join(' | ').slice(-500)}`);
+        throw new Error(`pgbouncer did not come up at ${host}:${port}: ${log.trim().split('\n').slice(-3).join(' | ').slice(-500)}`);
       }
       await new Promise((r) => setTimeout(r, 20));
     }

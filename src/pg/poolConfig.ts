@@ -167,6 +167,8 @@ export interface PoolFiles {
 export interface PoolPlace {
   /** Where the pooler's files live: the server's `pgbouncer` directory. */
   dir: string;
+  /** Where its server was placed: the pooler listens there too, and reaches its server there. */
+  host: string;
   listenPort: number;
   serverPort: number;
   superuserPassword: string;
@@ -190,7 +192,7 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
   const shares = poolShares(catalog);
   const databases = [...shares].map(
     ([database, share]) =>
-      `${database} = host=127.0.0.1 port=${place.serverPort} dbname=${database} pool_size=${share} max_db_connections=${share}`,
+      `${database} = host=${place.host} port=${place.serverPort} dbname=${database} pool_size=${share} max_db_connections=${share}`,
   );
   const caps = [...userCaps(catalog, shares)].map(([role, cap]) => `${role} = max_user_connections=${cap}`);
   const ini = [
@@ -200,7 +202,7 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
     '',
     ...(caps.length > 0 ? ['[users]', ...caps, ''] : []),
     '[pgbouncer]',
-    'listen_addr = 127.0.0.1',
+    `listen_addr = ${place.host}`,
     `listen_port = ${place.listenPort}`,
     'unix_socket_dir =',
     'auth_type = hba',
@@ -238,9 +240,12 @@ export function poolFiles(place: PoolPlace, catalog: PoolCatalog): PoolFiles {
   ].join('\n');
   const verifiers = new Map(catalog.tenants.map((t) => [t.role, t.verifier]));
   const users = [...verifiers, [STATS_USER, statsVerifier(place.superuserPassword)]];
+  // From any (IPv4) address, as the server's own pg_hba.conf (src/tls/postgres.ts): the router, the
+  // observers and customers' apps reach a server's pooler from other machines once servers
+  // have hosts of their own.
   const hba = [
-    ...catalog.tenants.map((t) => `host ${t.database} ${t.role} 127.0.0.1/32 scram-sha-256`),
-    `host pgbouncer ${STATS_USER} 127.0.0.1/32 scram-sha-256`,
+    ...catalog.tenants.map((t) => `host ${t.database} ${t.role} 0.0.0.0/0 scram-sha-256`),
+    `host pgbouncer ${STATS_USER} 0.0.0.0/0 scram-sha-256`,
   ];
   return {
     'pgbouncer.ini': ini,

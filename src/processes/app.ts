@@ -95,7 +95,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
       name: config.workerName,
       handlers: workerTasks(providers, {
         sealer,
-        provider: 'local',
+        provider: config.provider,
         sharedMaxConnections: config.sharedMaxConnections,
         addon,
         configPrefix: configVarPrefix(addon.id),
@@ -125,7 +125,7 @@ export async function runProcesses(config: Config, log: Logger, processes: Proce
     stops.push(() => clock.stop());
   }
   if (processes.includes('router')) {
-    const health = new HealthServer(pool, sealer, '127.0.0.1', log.child({ process: 'router' }), 250, config.probe.timeoutMs);
+    const health = new HealthServer(pool, sealer, log.child({ process: 'router' }), 250, config.probe.timeoutMs);
     await health.start();
     const router = new Router(pool, '127.0.0.1', log.child({ process: 'router' }), {
       replicaWithin: (id, maxLag) => health.replicaWithin(id, maxLag),

@@ -1,4 +1,5 @@
 import { LocalProvider } from './local.ts';
+import { LoopbackProvider } from './loopback.ts';
 import type { Provider, ProviderContext } from './provider.ts';
 
 /**
@@ -9,6 +10,7 @@ import type { Provider, ProviderContext } from './provider.ts';
  */
 export const PROVIDERS = {
   local: (context: ProviderContext) => new LocalProvider(context),
+  loopback: (context: ProviderContext) => new LoopbackProvider(context),
 } satisfies Record<string, (context: ProviderContext) => Provider>;
 
 /** The providers a process has, by name. */

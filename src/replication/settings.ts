@@ -40,8 +40,9 @@ export function leaderOf(server: ServerRecord): { host: string; port: number } {
 }
 
 /**
- * What makes a copy this server and a standby of its leader: its own port and archive,
- * WAL fetched from the leader's archive (`prefix`), and streaming from the leader.
+ * What makes a copy this server and a standby of its leader: its own address, port and
+ * archive (a copy brings its leader's postgresql.conf, which names the leader's), WAL
+ * fetched from the leader's archive (`prefix`), and streaming from the leader.
  */
 export async function standbySettings(
   host: Host,
@@ -53,8 +54,10 @@ export async function standbySettings(
   // Left by a promotion of this server before: a standby again, it reads its archive.
   await host.removeServerFile(ARCHIVE_SKIPPED_FILE);
   const conninfo = primaryConninfo(leaderOf(server), server.superuserPassword, server.id);
+  const { host: address, port } = placed(server);
   return {
-    port: String(placed(server).port),
+    listen_addresses: quoted(address),
+    port: String(port),
     restore_command: quoted(skippableRestoreCommand(restoreCommand)),
     primary_conninfo: quoted(conninfo),
     recovery_target_timeline: quoted('latest'),

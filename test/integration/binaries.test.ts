@@ -23,7 +23,7 @@ describe('Postgres binaries', () => {
       await fs.cp(findPgBinaries().dir, path.join(dir, 'bin'), { recursive: true });
       const cluster = new PgCluster(findPgBinaries(path.join(dir, 'bin')), identity);
       const dataDir = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'pgfleet-data-')), 'data');
-      await expect(cluster.init({ dataDir, port: 1, superuserPassword: 'x' })).rejects.toThrow(
+      await expect(cluster.init({ dataDir, host: '127.0.0.1', port: 1, superuserPassword: 'x' })).rejects.toThrow(
         new RegExp(`binaries in ${dir}/bin cannot be run by the user ${identity.user}`),
       );
       await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
@@ -49,8 +49,8 @@ describe('Postgres binaries', () => {
     const password = randomBytes(16).toString('hex');
     const port = await freePort();
     try {
-      expect(await cluster.init({ dataDir, port, superuserPassword: password })).toBe('created');
-      expect(await cluster.init({ dataDir, port, superuserPassword: password })).toBe('exists');
+      expect(await cluster.init({ dataDir, host: '127.0.0.1', port, superuserPassword: password })).toBe('created');
+      expect(await cluster.init({ dataDir, host: '127.0.0.1', port, superuserPassword: password })).toBe('exists');
       await cluster.start(dataDir);
       const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
       await client.connect();

@@ -19,7 +19,7 @@ describe('a killed cluster', () => {
     const port = await freePort();
     let backend: number | undefined;
     try {
-      await cluster.init({ dataDir, port, superuserPassword: password });
+      await cluster.init({ dataDir, host: '127.0.0.1', port, superuserPassword: password });
       await cluster.start(dataDir);
       const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
       client.on('error', () => undefined);
