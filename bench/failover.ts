@@ -109,6 +109,7 @@ async function main({ controlUrl, platform, config, started }: BenchSystem): Pro
         }; ${run.missing.length} of ${run.acked} acknowledged rows missing`,
       );
       if (run.error) {
+        for (const note of run.notes ?? []) console.error(`  ${note}`);
         console.error('stopping: the resource may not be whole for the next run');
         failed = true;
       }

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { endClient } from '../src/pg/endClient.ts';
 import { STATS_USER, statsPassword } from '../src/pg/poolConfig.ts';
 
 interface PoolRow {
@@ -51,6 +52,6 @@ export async function observePooler(
   } catch (err) {
     return { pool_reachable: 'false', pool_error: (err as Error).message.slice(0, 300) };
   } finally {
-    await client.end().catch(() => undefined);
+    await endClient(client);
   }
 }

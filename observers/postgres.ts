@@ -1,3 +1,4 @@
+import { endClient } from '../src/pg/endClient.ts';
 import { superuserClient, type SuperuserTarget } from '../src/pg/superuser.ts';
 import { lsnBytes, SEGMENT_BYTES, segmentStartBytes } from '../src/wal/segments.ts';
 
@@ -81,6 +82,6 @@ export async function observePostgres(target: SuperuserTarget, timeoutMs = 2000)
     const e = err as NodeJS.ErrnoException;
     return { reachable: 'false', error: e.message.slice(0, 500), ...(e.code ? { error_code: e.code } : {}) };
   } finally {
-    await client.end().catch(() => undefined);
+    await endClient(client);
   }
 }

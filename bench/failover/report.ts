@@ -40,6 +40,8 @@ export interface FailoverRun {
   /** Machine transitions since the fault (`resource:`, `old primary:`, `old standby:` + state), and the writer's first commit. */
   milestones: Milestone[];
   error?: string;
+  /** A failed run's account of the resource and its two servers, taken as it failed (failureNotes). */
+  notes?: string[];
 }
 
 export interface Setting {
@@ -155,7 +157,10 @@ export function markdown(r: Results): string {
   const failed = all.filter((x) => x.error);
   if (failed.length > 0) {
     lines.push(`Failed runs (left out of the timings; their missing rows, if counted, are in the totals): ${failed.length}.`);
-    for (const run of failed) lines.push(`- run ${run.run} (${run.fault}, ${run.fleet} other servers): ${run.error}`);
+    for (const run of failed) {
+      lines.push(`- run ${run.run} (${run.fault}, ${run.fleet} other servers): ${run.error}`);
+      for (const note of run.notes ?? []) lines.push(`  - ${note}`);
+    }
     lines.push('');
   }
   lines.push(

@@ -6,6 +6,7 @@ import type { Config } from '../../src/config.ts';
 import { asSuperuser } from '../../src/pg/superuser.ts';
 import type { Running } from '../../src/processes/app.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
+import { entityNotes } from '../../src/chaos/entityNotes.ts';
 import { query } from '../../src/chaos/writer.ts';
 import type { Milestone } from '../provision/report.ts';
 import { call, OPERATOR_TOKEN } from '../support.ts';
@@ -74,4 +75,14 @@ export async function transitionsSince(ctx: Context, names: Map<string, string>,
     [[...names.keys()], faultAt],
   );
   return rows.map((r) => ({ name: `${names.get(r.entity)}:${r.to}`, ms: r.ms - faultAt }));
+}
+
+/**
+ * What pgfleet was doing about the resource and its two servers (named by the role each had
+ * before the fault) when a run failed: each machine's state, its latest observation and the
+ * jobs queued or running for it. Taken before a hung primary is let go, so that a failover
+ * that never began says why.
+ */
+export async function failureNotes(ctx: Context, names: Map<string, string>): Promise<string[]> {
+  return (await Promise.all([...names].map(([id, name]) => entityNotes(ctx.running.pool, id, name)))).flat();
 }

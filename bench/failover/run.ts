@@ -13,7 +13,7 @@ import { message, sleep } from '../support.ts';
 import { makeFault, thaw } from './faults.ts';
 import type { NoteParams } from './notes.ts';
 import type { FailoverRun, Fault } from './report.ts';
-import { transitionsSince, whole, type Context } from './resource.ts';
+import { failureNotes, transitionsSince, whole, type Context } from './resource.ts';
 
 /** The benchmark's parameters a run follows. */
 export interface RunParams extends NoteParams {
@@ -44,6 +44,15 @@ export async function abandonRun(): Promise<void> {
 /** The rows committed in a run, with when (clock_timestamp(), ms since the epoch) and on which server port. */
 async function committed(url: string, table: string): Promise<{ n: number; ms: number; port: number }[]> {
   return query(url, `select n, (extract(epoch from at) * 1000)::float8 as ms, port from ${table} order by at, n`);
+}
+
+/** The resource and its two servers, each named by the role it had before the fault (as far as the run knew them). */
+function entityNames(ctx: Context, result: FailoverRun): Map<string, string> {
+  return new Map([
+    [ctx.resourceId, 'resource'],
+    ...(result.primaryBefore ? [[result.primaryBefore, 'old primary'] as const] : []),
+    ...(result.standbyBefore ? [[result.standbyBefore, 'old standby'] as const] : []),
+  ]);
 }
 
 /** One run: the writer started, `fault` made to the primary, and what followed measured until the resource is whole again. */
@@ -157,19 +166,15 @@ export async function failoverRun(ctx: Context, params: RunParams, run: number, 
     }
   } catch (err) {
     result.error = message(err);
+    result.notes = await failureNotes(ctx, entityNames(ctx, result));
   } finally {
     await writer?.stop();
     writer = undefined;
     thaw();
   }
   if (Number.isFinite(faultAt)) {
-    const names = new Map([
-      [ctx.resourceId, 'resource'],
-      ...(result.primaryBefore ? [[result.primaryBefore, 'old primary'] as const] : []),
-      ...(result.standbyBefore ? [[result.standbyBefore, 'old standby'] as const] : []),
-    ]);
     result.milestones = [
-      ...(await transitionsSince(ctx, names, faultAt).catch(() => [])),
+      ...(await transitionsSince(ctx, entityNames(ctx, result), faultAt).catch(() => [])),
       { name: 'writer:first acknowledged commit', ms: result.recoveryMs },
       { name: 'table:last commit on the old primary', ms: result.lastOnOldPrimaryMs },
       { name: 'table:first commit on the promoted standby', ms: result.newPrimaryMs },

@@ -1,6 +1,7 @@
 import { showResource, type Deployment, type Whole } from './deployment.ts';
 import { processRunning } from '../pg/cluster.ts';
-import { jobsOf, runningJobs } from '../queue/status.ts';
+import { runningJobs } from '../queue/status.ts';
+import { entityNotes } from './entityNotes.ts';
 import { clusterPids, Frozen, serverDataDir, signalAll, walsenderPids } from './processes.ts';
 import { sleep, wallMs, type ChaosWriter } from './writer.ts';
 
@@ -90,7 +91,7 @@ export async function inject(kind: FaultKind, ctx: FaultContext): Promise<string
         await sleep(100);
       }
       // Not fenced in time: what pgfleet was doing about it, for whoever reads why.
-      const seen = note ? await frozenNotSeen(dep, before.primary.id) : [];
+      const seen = note ? await entityNotes(dep.pool, before.primary.id, 'the frozen primary') : [];
       ctx.frozen.thaw();
       return note ? [note, ...seen] : [];
     }
@@ -177,37 +178,4 @@ async function failoverStepHeld(dep: Deployment, resourceId: string): Promise<{ 
   ]);
   const held = await runningJobs(dep.pool, ['fence', 'fence_primary', 'promote'], [resourceId, ...rows.map((r) => r.id)]);
   return held[0];
-}
-
-/** The frozen primary's machine, its latest observation and its jobs, as the control database has them. */
-async function frozenNotSeen(dep: Deployment, serverId: string): Promise<string[]> {
-  try {
-    const machine = await dep.pool.query<{
-      state: string;
-      updated: string;
-      observed: string | null;
-      reachable: string | null;
-      failed: string | null;
-    }>(
-      `select m.state, m.updated_at::text as updated, s.last_observed_at::text as observed,
-         s.last_observation->'reachable' as reachable, s.last_observation->'failed_probes' as failed
-       from entity_states m join servers s on s.id = m.entity_id where m.entity_id = $1`,
-      [serverId],
-    );
-    const jobs = (await jobsOf(dep.pool, serverId)).map(
-      (j) =>
-        `${j.task} (${j.lane}, priority ${j.priority}, attempt ${j.attempts}, ` +
-        `${j.lockedBy !== null ? `held by ${j.lockedBy} until ${j.lockedUntil}` : `due ${j.runAt}`})`,
-    );
-    const m = machine.rows[0];
-    return [
-      m
-        ? `its machine: ${m.state} since ${m.updated}; last observed ${m.observed ?? 'never'} ` +
-          `(reachable ${m.reachable ?? '?'}, failed probes ${m.failed ?? '?'})`
-        : 'its machine: none',
-      `its jobs: ${jobs.join('; ') || 'none'}`,
-    ];
-  } catch (err) {
-    return [`reading the control database failed: ${(err as Error).message}`];
-  }
 }

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { endClient } from '../pg/endClient.ts';
 import { missingRows } from './checks.ts';
 
 const wallMs = () => performance.timeOrigin + performance.now();
@@ -75,7 +76,7 @@ export class ChaosWriter {
         n++;
       }
     }
-    await client?.end().catch(() => undefined);
+    if (client) await endClient(client);
   }
 
   /** Acknowledged numbers not in the table, read through `url` (the database's own by default). */
@@ -142,7 +143,7 @@ export class ChaosReader {
       }
       await sleep(this.everyMs);
     }
-    await client?.end().catch(() => undefined);
+    if (client) await endClient(client);
   }
 }
 
@@ -154,7 +155,7 @@ export async function query<T extends pg.QueryResultRow>(url: string, text: stri
   try {
     return (await client.query<T>(text)).rows;
   } finally {
-    await client.end().catch(() => undefined);
+    await endClient(client);
   }
 }
 

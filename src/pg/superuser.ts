@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { endClient } from './endClient.ts';
 
 /** A server as its superuser reaches it. */
 export interface SuperuserTarget {
@@ -41,6 +42,6 @@ export async function asSuperuser<T>(
   try {
     return await fn(client);
   } finally {
-    await client.end().catch(() => undefined);
+    await endClient(client);
   }
 }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { PgBinaries } from './binaries.ts';
+import { endClient } from './endClient.ts';
 import { asSuperuser, type SuperuserTarget } from './superuser.ts';
 
 /** A customer's database on a server: a database, the one role that owns it, and limits. */
@@ -285,6 +286,6 @@ export async function probeTenant(
   } catch (err) {
     return { reachable: 'false', error: (err as Error).message.slice(0, 300) };
   } finally {
-    await client.end().catch(() => undefined);
+    await endClient(client);
   }
 }
