@@ -83,7 +83,7 @@ describe('a server frozen just after it answered', () => {
     await fs.chmod(home, 0o755);
     dataDir = path.join(home, 'data');
     target = { host: '127.0.0.1', port: await freePort(), password: 'frozen-test-password' };
-    await cluster.init({ dataDir, port: target.port, superuserPassword: target.password });
+    await cluster.init({ dataDir, host: target.host, port: target.port, superuserPassword: target.password });
     await cluster.start(dataDir);
   });
   afterEach(() => {
