@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { processRunning, type PgCluster } from './cluster.ts';
 import type { PoolFiles } from './poolConfig.ts';
+import { accepts } from './ports.ts';
 
 const run = promisify(execFile);
 
@@ -83,17 +83,6 @@ export async function stopPooler(dir: string, mode: 'fast' | 'kill' = 'fast'): P
     }
   }
   await fs.rm(pidFile(dir), { force: true });
-}
-
-function accepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, host);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 /** Make a running pooler read its files again (SIGHUP); none running, nothing to do. */

@@ -4,20 +4,19 @@ import { loadConfig } from '../../src/config.ts';
 import { transaction } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
 import { findPgBinaries } from '../../src/pg/binaries.ts';
-import { findPlan } from '../../src/plans.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { enqueue, type Job, type TaskMap } from '../../src/queue/jobs.ts';
 import { Worker, type AnyJobHandler } from '../../src/queue/worker.ts';
 import { repointStandby, standbyName } from '../../src/replication/standbys.ts';
 import { linkServer } from '../../src/resources/placement.ts';
-import { createResource } from '../../src/resources/rows.ts';
 import { resourceTasks } from '../../src/resources/tasks.ts';
 import { insertServer } from '../../src/servers/rows.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { takeBaseBackup } from '../../src/wal/backup.ts';
 import { archivedServers, type ArchivedServers } from '../support/archived.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
+import { createTestResource } from '../support/resources.ts';
 import { TEST_SEALER } from '../support/system.ts';
 
 const t = useTestDatabase(['jobs']);
@@ -60,18 +59,7 @@ describe('the synchronize step', { timeout: 120_000 }, () => {
     standby = await s.server({ follows: primary.id, backup_label: 'p-1' }, primary);
     await s.provider.host(standby).stop('kill');
     resourceId = randomUUID();
-    await createResource(t.db.pool, TEST_SEALER, {
-      id: resourceId,
-      plan: findPlan('ha')!,
-      region: 'us',
-      awsRegion: 'us-east-1',
-      name: null,
-      herokuId: null,
-      callbackUrl: null,
-      options: {},
-      oauthGrant: null,
-      follows: null,
-    });
+    await createTestResource(t.db.pool, resourceId, 'ha');
     await linkServer(t.db.pool, resourceId, await serverRow(primary), 'primary');
     standbyRow = await serverRow(standby);
     await linkServer(t.db.pool, resourceId, standbyRow, 'standby');

@@ -1,8 +1,6 @@
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import net from 'node:net';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/pg/ports.ts';
+import { accepts, freePort } from '../../src/pg/ports.ts';
 import { createTenant, tenantNames, tenantPassword, tenantUrl } from '../../src/pg/tenant.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { PROVIDERS } from '../../src/providers/registry.ts';
@@ -13,21 +11,10 @@ import { certificateHosts } from '../../src/tls/postgres.ts';
 import { takeBaseBackup } from '../../src/wal/backup.ts';
 import { waitFor } from '../support/db.ts';
 import { psql } from '../support/system.ts';
-import { testProviderContext } from '../support/providers.ts';
+import { superuserClient, testProviderContext } from '../support/providers.ts';
 
 /** An address of 127.0.0.0/8 other than 127.0.0.1: Linux routes the whole block to the loopback interface. */
 const otherLoopback = () => `127.${randomInt(1, 255)}.${randomInt(1, 255)}.${randomInt(1, 255)}`;
-
-function accepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, host);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /**
  * A host runs its server where the provider placed it. The local provider places every
@@ -62,7 +49,7 @@ describe('a local host placed at an address other than 127.0.0.1', { timeout: 18
     await provider.host(server).start();
   };
   const query = async (server: ServerRecord, sql: string) => {
-    const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword });
+    const client = superuserClient(server);
     await client.connect();
     try {
       return (await client.query(sql)).rows;

@@ -12,6 +12,7 @@ import { createAuthority, issueServerCertificate, type KeyedCertificate } from '
 import { certificateHosts, installHba } from '../../src/tls/postgres.ts';
 import { takeBaseBackup } from '../../src/wal/backup.ts';
 import { waitFor } from '../support/db.ts';
+import { superuserClient } from '../support/providers.ts';
 
 export interface ProviderHarness {
   provider: Provider;
@@ -23,15 +24,7 @@ export interface ProviderHarness {
 }
 
 const connect = async (server: ServerRecord, ssl?: pg.ClientConfig['ssl']) => {
-  const client = new pg.Client({
-    host: server.host!,
-    port: server.port!,
-    user: 'postgres',
-    password: server.superuserPassword,
-    database: 'postgres',
-    connectionTimeoutMillis: 5000,
-    ssl,
-  });
+  const client = superuserClient(server, { connectionTimeoutMillis: 5000, ssl });
   await client.connect();
   return client;
 };

@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -10,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observePooler } from '../../observers/pgbouncer.ts';
 import { pgIdentity } from '../../src/pg/cluster.ts';
 import { poolerStatus } from '../../src/pg/pgbouncer.ts';
+import { accepts } from '../../src/pg/ports.ts';
 import { govern } from '../../src/pg/governor.ts';
 import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
 import type { LocalProvider } from '../../src/providers/local.ts';
@@ -26,17 +26,6 @@ import { caClient } from '../support/tls.ts';
 async function listeners(port: number): Promise<string> {
   const { stdout } = await promisify(execFile)('ss', ['-Hltnp', `sport = :${port}`]).catch((err: Error) => ({ stdout: err.message }));
   return stdout.trim() || 'nobody listens';
-}
-
-function refused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', () => resolve(true));
-  });
 }
 
 describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () => {
@@ -215,7 +204,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     await host().stop('kill');
     // Once in a few full-suite runs the port still answered here: say who listens on it.
     await expect
-      .poll(async () => ((await refused(port)) ? 'refused' : `answered: ${await listeners(port)}`), { timeout: 2000 })
+      .poll(async () => ((await accepts('127.0.0.1', port)) ? `answered: ${await listeners(port)}` : 'refused'), { timeout: 2000 })
       .toBe('refused');
     expect((await host().observe()).pool_alive).toBe('false');
     await host().start();
@@ -232,7 +221,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
 
     const last = (await poolerStatus(poolDir())).pid!;
     await provider.destroy(server);
-    expect(await refused(port)).toBe(true);
+    expect(await accepts('127.0.0.1', port)).toBe(false);
     expect(existsSync(`/proc/${last}/cmdline`) && (await fs.readFile(`/proc/${last}/cmdline`, 'utf8')).includes('pgbouncer.ini')).toBe(
       false,
     );

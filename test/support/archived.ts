@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import type { PgBinaries } from '../../src/pg/binaries.ts';
 import type { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
@@ -9,7 +9,7 @@ import { openArchive, type ArchiveTarget } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
 import { createAuthority, issueServerCertificate, type KeyedCertificate } from '../../src/tls/certificates.ts';
 import { certificateHosts } from '../../src/tls/postgres.ts';
-import { testProviderContext } from './providers.ts';
+import { superuserClient, testProviderContext } from './providers.ts';
 
 /**
  * Local servers that archive their WAL, without a control plane: a temporary PGFLEET_HOME, a
@@ -65,14 +65,7 @@ export async function archivedServers(archive?: ArchiveTarget): Promise<Archived
       return server;
     },
     async query(server, sql) {
-      const client = new pg.Client({
-        host: server.host!,
-        port: server.port!,
-        user: 'postgres',
-        password: server.superuserPassword,
-        database: 'postgres',
-        connectionTimeoutMillis: 5000,
-      });
+      const client = superuserClient(server, { connectionTimeoutMillis: 5000 });
       await client.connect();
       try {
         return await client.query(sql);

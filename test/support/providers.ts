@@ -1,10 +1,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { findPgBinaries, type PgBinaries } from '../../src/pg/binaries.ts';
 import { PgCluster, pgIdentity } from '../../src/pg/cluster.ts';
 import { findPgbouncer, Pgbouncer } from '../../src/pg/pgbouncer.ts';
-import type { ProviderContext } from '../../src/providers/provider.ts';
+import type { ProviderContext, ServerRecord } from '../../src/providers/provider.ts';
 
 /**
  * What providers are made from in a test, as `runProcesses` makes it: a temporary
@@ -25,4 +26,16 @@ export async function testProviderContext(
     pooler: opts.pooler ? new Pgbouncer(findPgbouncer(undefined)!, cluster) : undefined,
     remove: () => fs.rm(home, { recursive: true, force: true }),
   };
+}
+
+/** A client (not yet connected) of a server's `postgres` database as its superuser. */
+export function superuserClient(server: ServerRecord, options: Pick<pg.ClientConfig, 'connectionTimeoutMillis' | 'ssl'> = {}): pg.Client {
+  return new pg.Client({
+    host: server.host!,
+    port: server.port!,
+    user: 'postgres',
+    password: server.superuserPassword,
+    database: 'postgres',
+    ...options,
+  });
 }

@@ -3,15 +3,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeTls } from '../../observers/tls.ts';
 import { transaction } from '../../src/db.ts';
 import { noticeToResource } from '../../src/notifications.ts';
-import { findPlan } from '../../src/plans.ts';
 import { enqueueUnlessQueued } from '../../src/queue/jobs.ts';
 import { enqueueEnforcement } from '../../src/resources/limits.ts';
-import { createResource, resourceServers } from '../../src/resources/rows.ts';
+import { resourceServers } from '../../src/resources/rows.ts';
 import { queueForTask } from '../../src/runner/runner.ts';
 import { enqueueRenewals } from '../../src/servers/certificates.ts';
 import { insertServer, loadServerRecord } from '../../src/servers/rows.ts';
 import { serverArchivePrefix } from '../../src/store/open.ts';
 import { FakePlatform } from '../support/platform.ts';
+import { createTestResource } from '../support/resources.ts';
 import { TEST_SEALER } from '../support/system.ts';
 import { observeNow, runTask, serverQuery, serverUp, stateOf, tell, useTaskBench } from '../support/tasks.ts';
 
@@ -28,18 +28,7 @@ describe('the tasks the clock asks for, on a real server', { timeout: 120_000 },
   let server: string;
 
   beforeAll(async () => {
-    await createResource(bench.pool, TEST_SEALER, {
-      id,
-      plan: findPlan('shared')!,
-      region: 'us',
-      awsRegion: 'us-east-1',
-      name: null,
-      herokuId: null,
-      callbackUrl: null,
-      options: {},
-      oauthGrant: null,
-      follows: null,
-    });
+    await createTestResource(bench.pool, id, 'shared');
     await runTask(bench, 'place', { entity: id });
     server = (await resourceServers(bench.pool, id))[0]!.id;
     await serverUp(bench, server);

@@ -3,11 +3,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { findPlan } from '../../src/plans.ts';
 import { parseResourceObservation } from '../../machines/observations.ts';
 import { standbyName } from '../../src/replication/standbys.ts';
-import { changePlan, createResource, resourceServers, tellResource } from '../../src/resources/rows.ts';
+import { changePlan, resourceServers, tellResource } from '../../src/resources/rows.ts';
 import { serverArchivePrefix } from '../../src/store/open.ts';
 import { findBackup } from '../../src/wal/backup.ts';
 import { waitFor } from '../support/db.ts';
-import { TEST_SEALER } from '../support/system.ts';
+import { createTestResource } from '../support/resources.ts';
 import { asked, lastTransition, observeNow, runTask, serverQuery, serverUp, stateOf, tell, useTaskBench } from '../support/tasks.ts';
 
 /**
@@ -65,18 +65,7 @@ describe('the high-availability tasks, on real servers', { timeout: 180_000 }, (
   }
 
   beforeAll(async () => {
-    await createResource(bench.pool, TEST_SEALER, {
-      id,
-      plan: findPlan('ha')!,
-      region: 'us',
-      awsRegion: 'us-east-1',
-      name: null,
-      herokuId: null,
-      callbackUrl: null,
-      options: {},
-      oauthGrant: null,
-      follows: null,
-    });
+    await createTestResource(bench.pool, id, 'ha');
     await runTask(bench, 'place', { entity: id });
     first = (await withRole('primary'))!;
     await serverUp(bench, first);

@@ -2,11 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transaction } from '../../src/db.ts';
 import { scheduleMaintenance } from '../../src/incidents/maintenance.ts';
-import { findPlan } from '../../src/plans.ts';
 import { linkServer } from '../../src/resources/placement.ts';
-import { createResource } from '../../src/resources/rows.ts';
 import { insertServer, loadServerRecord } from '../../src/servers/rows.ts';
 import { FakePlatform } from '../support/platform.ts';
+import { createTestResource } from '../support/resources.ts';
 import { TEST_SEALER } from '../support/system.ts';
 import { asked, dropJobs, lastTransition, observeNow, runTask, serverUp, stateOf, tell, useTaskBench } from '../support/tasks.ts';
 
@@ -41,18 +40,7 @@ describe('the incident tasks, about a real server', { timeout: 120_000 }, () => 
     );
     await serverUp(bench, server);
     resource = randomUUID();
-    await createResource(bench.pool, TEST_SEALER, {
-      id: resource,
-      plan: findPlan('shared')!,
-      region: 'us',
-      awsRegion: 'us-east-1',
-      name: null,
-      herokuId: null,
-      callbackUrl: null,
-      options: {},
-      oauthGrant: null,
-      follows: null,
-    });
+    await createTestResource(bench.pool, resource, 'shared');
     await linkServer(bench.pool, resource, server, 'primary');
     // Only the incidents' tasks and the server's run here: not the new database's own steps.
     await dropJobs(bench);

@@ -3,10 +3,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCredential, namedRole, requestRotation } from '../../src/credentials/rows.ts';
 import { findPlan } from '../../src/plans.ts';
-import { changePlan, createResource, loadResourceRecord, resourceServers, tellResource } from '../../src/resources/rows.ts';
+import { changePlan, loadResourceRecord, resourceServers, tellResource } from '../../src/resources/rows.ts';
 import { PLATFORM_LOGIN_SLOTS, type Tenant } from '../../src/pg/tenant.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
 import { FakePlatform } from '../support/platform.ts';
+import { createTestResource } from '../support/resources.ts';
 import { TEST_SEALER } from '../support/system.ts';
 import { asked, lastTransition, observeNow, runTask, serverQuery, serverUp, stateOf, tell, useTaskBench } from '../support/tasks.ts';
 
@@ -61,18 +62,7 @@ describe('the resource tasks, on real servers', { timeout: 120_000 }, () => {
   const refused = (promise: Promise<unknown>) => expect(promise).rejects.toThrow();
 
   beforeAll(async () => {
-    await createResource(bench.pool, TEST_SEALER, {
-      id,
-      plan: findPlan('shared')!,
-      region: 'us',
-      awsRegion: 'us-east-1',
-      name: null,
-      herokuId: null,
-      callbackUrl: `${platform.url}/addons/${id}`,
-      options: {},
-      oauthGrant: { code: 'grant' },
-      follows: null,
-    });
+    await createTestResource(bench.pool, id, 'shared', { callbackUrl: `${platform.url}/addons/${id}`, oauthGrant: { code: 'grant' } });
   });
 
   it('place: puts the database on a new shared server and reports `placed`', async () => {

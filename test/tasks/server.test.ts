@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { observePooler } from '../../observers/pgbouncer.ts';
 import { transaction } from '../../src/db.ts';
@@ -9,6 +8,7 @@ import { localServerFiles } from '../../src/hosts/local.ts';
 import { poolerStatus, stopPooler } from '../../src/pg/pgbouncer.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { insertServer, loadServerRecord } from '../../src/servers/rows.ts';
+import { superuserClient } from '../support/providers.ts';
 import { TEST_SEALER } from '../support/system.ts';
 import { asked, lastTransition, observeNow, runTask, stateOf, tell, useTaskBench } from '../support/tasks.ts';
 
@@ -25,14 +25,7 @@ describe('the server tasks, on a real server', { timeout: 120_000 }, () => {
   const record = async (serverId = id): Promise<ServerRecord> => (await loadServerRecord(bench.pool, TEST_SEALER, serverId))!;
 
   async function answers(server: ServerRecord): Promise<boolean> {
-    const client = new pg.Client({
-      host: server.host!,
-      port: server.port!,
-      user: 'postgres',
-      password: server.superuserPassword,
-      database: 'postgres',
-      connectionTimeoutMillis: 3000,
-    });
+    const client = superuserClient(server, { connectionTimeoutMillis: 3000 });
     try {
       await client.connect();
       await client.query('select 1');
@@ -51,7 +44,7 @@ describe('the server tasks, on a real server', { timeout: 120_000 }, () => {
   }
 
   async function startedAt(server: ServerRecord): Promise<string> {
-    const client = new pg.Client({ host: server.host!, port: server.port!, user: 'postgres', password: server.superuserPassword });
+    const client = superuserClient(server);
     await client.connect();
     try {
       return (await client.query<{ at: string }>('select pg_postmaster_start_time()::text as at')).rows[0]!.at;

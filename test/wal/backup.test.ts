@@ -1,8 +1,8 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { backupTar, findBackup, takeBaseBackup } from '../../src/wal/backup.ts';
 import { archivedServers, type ArchivedServers } from '../support/archived.ts';
+import { superuserClient } from '../support/providers.ts';
 import { startS3, type S3Server } from '../support/s3.ts';
 
 /** The names of the files in a tar stream, and the text of `backup_label`. */
@@ -34,13 +34,7 @@ async function tarContents(tar: NodeJS.ReadableStream): Promise<{ names: string[
 
 /** Terminate the walsender of the base backup under way once it has streamed `bytes`. */
 async function killBackupAfter(servers: ArchivedServers, server: ServerRecord, bytes: number): Promise<number> {
-  const client = new pg.Client({
-    host: server.host!,
-    port: server.port!,
-    user: 'postgres',
-    password: server.superuserPassword,
-    database: 'postgres',
-  });
+  const client = superuserClient(server);
   await client.connect();
   try {
     for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
