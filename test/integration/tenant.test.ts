@@ -3,21 +3,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEphemeralPostgres, type EphemeralPostgres } from '../../src/pg/ephemeral.ts';
 import { govern, type Governed } from '../../src/pg/governor.ts';
 import { privateMemory } from '../../src/pg/memory.ts';
-import { createTenant, tenantNames, tenantPassword, type Tenant } from '../../src/pg/tenant.ts';
+import { createTenant, type Tenant } from '../../src/pg/tenant.ts';
+import { testTenant } from '../support/tenants.ts';
 
 /** Tenants on one real server, reached from their own connections as their customers would. */
 describe('tenants on a shared server', () => {
   let server: EphemeralPostgres;
   const target = () => ({ host: '127.0.0.1', port: server.port, password: server.password });
-  const newTenant = (limits: Partial<Tenant> = {}): Tenant => ({
-    ...tenantNames(),
-    password: tenantPassword(),
-    connectionLimit: 5,
-    statementTimeoutMs: 30_000,
-    sizeLimitBytes: 0,
-    memoryLimitBytes: 0,
-    ...limits,
-  });
+  const newTenant = testTenant;
   /** As the tenant, over plain TCP: this test server has no certificate, and only the tenant's rights are under test. */
   const login = (t: Pick<Tenant, 'role' | 'password' | 'database'>): pg.ClientConfig => ({
     host: '127.0.0.1',

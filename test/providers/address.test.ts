@@ -1,7 +1,8 @@
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accepts, freePort } from '../../src/pg/ports.ts';
-import { createTenant, tenantNames, tenantPassword, tenantUrl } from '../../src/pg/tenant.ts';
+import { createTenant, tenantUrl } from '../../src/pg/tenant.ts';
+import { testTenant } from '../support/tenants.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { PROVIDERS } from '../../src/providers/registry.ts';
 import { initializeServer } from '../../src/replication/initialize.ts';
@@ -76,14 +77,7 @@ describe('a local host placed at an address other than 127.0.0.1', { timeout: 18
   });
 
   it('runs its pooler at that address, in front of Postgres there, and not at 127.0.0.1', async () => {
-    const tenant = {
-      ...tenantNames(),
-      password: tenantPassword(),
-      connectionLimit: 5,
-      statementTimeoutMs: 30_000,
-      sizeLimitBytes: 0,
-      memoryLimitBytes: 0,
-    };
+    const tenant = testTenant();
     await createTenant({ host: primary.host!, port: primary.port!, password: primary.superuserPassword }, tenant);
     await provider.host(primary).refreshPool();
     const poolPort = Number(primary.attrs.pool_port);

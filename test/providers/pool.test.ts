@@ -11,7 +11,8 @@ import { pgIdentity } from '../../src/pg/cluster.ts';
 import { poolerStatus } from '../../src/pg/pgbouncer.ts';
 import { accepts } from '../../src/pg/ports.ts';
 import { govern } from '../../src/pg/governor.ts';
-import { createTenant, dropTenant, tenantNames, tenantPassword, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
+import { createTenant, dropTenant, tenantUrl, type Tenant } from '../../src/pg/tenant.ts';
+import { testTenant } from '../support/tenants.ts';
 import type { LocalProvider } from '../../src/providers/local.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { PROVIDERS } from '../../src/providers/registry.ts';
@@ -40,16 +41,8 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
     superuserPassword: randomBytes(24).toString('base64url'),
     attrs: {},
   };
-  const tenant = (): Tenant => ({
-    ...tenantNames(),
-    password: tenantPassword(),
-    connectionLimit: 5,
-    statementTimeoutMs: 30_000,
-    sizeLimitBytes: 0,
-    memoryLimitBytes: 0,
-  });
-  const a = tenant();
-  const b = tenant();
+  const a = testTenant();
+  const b = testTenant();
   const poolDir = () => path.join(context.home, 'servers', server.id, 'pgbouncer');
   const host = () => provider.host(server);
   const pooled = (t: Tenant, database = t.database) => tenantUrl('127.0.0.1', Number(server.attrs.pool_port), { ...t, database });
@@ -114,7 +107,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
 
   it('is refreshed in place: the same process learns a new tenant, and forgets a dropped one', async () => {
     const before = (await poolerStatus(poolDir())).pid;
-    const c = tenant();
+    const c = testTenant();
     await createTenant({ host: server.host!, port: server.port!, password: server.superuserPassword }, c);
     await expect(psql(pooled(c), 'select 1')).rejects.toThrow();
     await host().refreshPool();
@@ -128,7 +121,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
 
   it('serialises refreshes: several workers refreshing one pooler at once all succeed, and every tenant gets in', async () => {
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
-    const made = Array.from({ length: 4 }, tenant);
+    const made = Array.from({ length: 4 }, () => testTenant());
     for (const t of made) await createTenant(target, t);
     const results = await Promise.allSettled(Array.from({ length: 8 }, () => host().refreshPool()));
     expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
@@ -136,7 +129,7 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
   });
 
   it('holds a tenant to its plan through the pooler as directly: a lifted statement timeout is cancelled', async () => {
-    const strict = { ...tenant(), statementTimeoutMs: 1500 };
+    const strict = { ...testTenant(), statementTimeoutMs: 1500 };
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
     await createTenant(target, strict);
     await host().refreshPool();
@@ -170,10 +163,10 @@ describe('the pgbouncer in front of a local server', { timeout: 120_000 }, () =>
 
   it("holds a tenant to its size through the pooler, and keeps the server's files from it there too", async () => {
     const target = { host: server.host!, port: server.port!, password: server.superuserPassword };
-    const probe = { ...tenant() };
+    const probe = { ...testTenant() };
     await createTenant(target, probe);
     const empty = (await govern(target, [probe], { previousSizes: {} }))[0]!.sizeBytes;
-    const small = { ...tenant(), sizeLimitBytes: empty + 4 * 1024 ** 2 };
+    const small = { ...testTenant(), sizeLimitBytes: empty + 4 * 1024 ** 2 };
     await createTenant(target, small);
     await host().refreshPool();
     const pooledAs = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
