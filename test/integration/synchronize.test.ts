@@ -3,7 +3,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { transaction } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
-import { findPgBinaries } from '../../src/pg/binaries.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import type { ServerRecord } from '../../src/providers/provider.ts';
 import { enqueue, type Job, type TaskMap } from '../../src/queue/jobs.ts';
@@ -12,10 +11,10 @@ import { repointStandby, standbyName } from '../../src/replication/standbys.ts';
 import { linkServer } from '../../src/resources/placement.ts';
 import { resourceTasks } from '../../src/resources/tasks.ts';
 import { insertServer } from '../../src/servers/rows.ts';
-import { certificateAuthority } from '../../src/tls/authority.ts';
 import { takeBaseBackup } from '../../src/wal/backup.ts';
 import { archivedServers, type ArchivedServers } from '../support/archived.ts';
 import { useTestDatabase, waitFor } from '../support/db.ts';
+import { testTaskOptions } from '../support/tasks.ts';
 import { createTestResource } from '../support/resources.ts';
 import { TEST_SEALER } from '../support/system.ts';
 
@@ -71,20 +70,7 @@ describe('the synchronize step', { timeout: 120_000 }, () => {
   });
 
   it('ends each run at once while the standby is away, and lets another action of the resource run in between', async () => {
-    const tasks = resourceTasks(
-      {
-        sealer: TEST_SEALER,
-        provider: 'local',
-        sharedMaxConnections: config.sharedMaxConnections,
-        addon: { ...config.addon, password: 'addon-password', ssoSalt: 'addon-salt' },
-        configPrefix: 'DATABASE',
-        binaries: findPgBinaries(config.pgBin),
-        archive: s.archive,
-        tls: { authority: await certificateAuthority(t.db.pool, TEST_SEALER), ...config.tls },
-        probe: config.probe,
-      },
-      async () => undefined,
-    );
+    const tasks = resourceTasks(await testTaskOptions(t.db.pool, s.archive), async () => undefined);
     const runs: { task: string; ms: number }[] = [];
     const timed =
       (task: string, handler: AnyJobHandler): AnyJobHandler =>

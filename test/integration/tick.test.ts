@@ -1,15 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { transaction } from '../../src/db.ts';
-import { findPgBinaries } from '../../src/pg/binaries.ts';
 import type { Job } from '../../src/queue/jobs.ts';
 import { createLogger } from '../../src/log.ts';
 import { createServer } from '../../src/servers/rows.ts';
 import { recordObservation } from '../../src/runner/observations.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
 import { allTasks } from '../../src/processes/tasks.ts';
-import { certificateAuthority } from '../../src/tls/authority.ts';
 import { useTestDatabase } from '../support/db.ts';
+import { testTaskOptions } from '../support/tasks.ts';
 import { TEST_SEALER } from '../support/system.ts';
 
 const t = useTestDatabase(['incidents', 'jobs']);
@@ -18,20 +17,7 @@ wireSubscribers(config.paging);
 
 /** The worker's tick for the entity, run as a worker runs it: its outcome committed in one transaction. */
 async function tick(entityId: string): Promise<void> {
-  const tasks = allTasks(
-    {},
-    {
-      sealer: TEST_SEALER,
-      provider: 'local',
-      sharedMaxConnections: config.sharedMaxConnections,
-      addon: { ...config.addon, password: 'addon-password', ssoSalt: 'addon-salt' },
-      configPrefix: 'DATABASE',
-      binaries: findPgBinaries(config.pgBin),
-      archive: { storeUrl: 'file:///nonexistent', env: {} },
-      tls: { authority: await certificateAuthority(t.db.pool, TEST_SEALER), ...config.tls },
-      probe: config.probe,
-    },
-  );
+  const tasks = allTasks({}, await testTaskOptions(t.db.pool, { storeUrl: 'file:///nonexistent', env: {} }));
   const job: Job<'tick'> = {
     id: '1',
     queue: 'default',

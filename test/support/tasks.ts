@@ -3,6 +3,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Addon } from '../../src/config.ts';
 import { transaction, type Pool } from '../../src/db.ts';
 import { createLogger } from '../../src/log.ts';
+import { findPgBinaries, type PgBinaries } from '../../src/pg/binaries.ts';
 import { asSuperuser } from '../../src/pg/superuser.ts';
 import { workerTasks } from '../../src/processes/tasks.ts';
 import { wireSubscribers } from '../../src/processes/subscribers.ts';
@@ -13,7 +14,8 @@ import type { JobHandler } from '../../src/queue/worker.ts';
 import { queueForTask, sendEvent, statePath, type EventOf, type Unstamped } from '../../src/runner/runner.ts';
 import type { MachineName } from '../../src/runner/machines.ts';
 import { loadServerRecord } from '../../src/servers/rows.ts';
-import { openArchive } from '../../src/store/open.ts';
+import type { ResourceTaskOptions } from '../../src/resources/tasks.ts';
+import { openArchive, type ArchiveTarget } from '../../src/store/open.ts';
 import type { ObjectStore } from '../../src/store/store.ts';
 import { certificateAuthority } from '../../src/tls/authority.ts';
 import { createTestDatabase } from './db.ts';
@@ -52,6 +54,29 @@ function addon(platformUrl: string): Addon {
 }
 
 /**
+ * What server and resource tasks run with in a test: the test sealer, the local provider, the
+ * deployment's CA from `pool`, WAL archived to `archive`, and deliveries to `platformUrl`.
+ */
+export async function testTaskOptions(
+  pool: Pool,
+  archive: ArchiveTarget,
+  binaries: PgBinaries = findPgBinaries(config.pgBin),
+  platformUrl = 'http://127.0.0.1:9',
+): Promise<ResourceTaskOptions> {
+  return {
+    sealer: TEST_SEALER,
+    provider: 'local',
+    sharedMaxConnections: config.sharedMaxConnections,
+    addon: addon(platformUrl),
+    configPrefix: 'DATABASE',
+    binaries,
+    archive,
+    probe: config.probe,
+    tls: { authority: await certificateAuthority(pool, TEST_SEALER), ...config.tls },
+  };
+}
+
+/**
  * A control database, a PGFLEET_HOME with the local provider (and pgbouncer when `pooler`),
  * an archive in it, and the worker's tasks, for a test file (deliveries to `platformUrl`,
  * pages to `pagerUrl`, both read once the file's earlier hooks have run); every server the file's tasks
@@ -71,22 +96,14 @@ export function useTaskBench(opts: { pooler?: boolean; platformUrl?: () => strin
     };
     const providers = makeProviders(context);
     const archive = { storeUrl: `file://${context.home}/archive` };
-    const authority = await certificateAuthority(db.pool, TEST_SEALER);
+    const options = await testTaskOptions(db.pool, archive, context.bin, opts.platformUrl?.());
     Object.assign(bench, {
       pool: db.pool,
       local: providers.local as LocalProvider,
       store: openArchive(archive),
-      ca: authority.certificate,
+      ca: options.tls.authority.certificate,
       tasks: workerTasks(providers, {
-        sealer: TEST_SEALER,
-        provider: 'local',
-        sharedMaxConnections: config.sharedMaxConnections,
-        addon: addon(opts.platformUrl?.() ?? 'http://127.0.0.1:9'),
-        configPrefix: 'DATABASE',
-        binaries: context.bin,
-        archive,
-        probe: config.probe,
-        tls: { authority, ...config.tls },
+        ...options,
         paging: { ...config.paging, webhookUrl: opts.pagerUrl?.() },
         consoleUrl: undefined,
         archiveRetentionSeconds: 1,
