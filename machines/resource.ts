@@ -3,6 +3,7 @@ import { backoff, type Backoff } from '../src/backoff.ts';
 import { job, jobEmitted, type JobEmitted, type JobParams } from './jobs.ts';
 import type { StateMeta } from './policy.ts';
 import type { ObservedEvent, ResourceObservation, ServerRole } from './observations.ts';
+import { caughtUp, syncFlowing, syncStalled } from './synchronous.ts';
 
 /**
  * The life of one customer database (a resource): created on a server, changed between
@@ -19,11 +20,6 @@ export const RESOURCE_MACHINE_VERSION = 1;
 
 /** Quick retries of a step before it shows as failed. */
 export const MAX_STEP_RETRIES = 5;
-
-/** Milliseconds commits may wait on a standby that does not answer, when the observation does not say (PGFLEET_SYNC_STALL_MS). */
-export const DEFAULT_SYNC_STALL_MS = 3000;
-/** WAL a standby may still have to flush when it is made synchronous again: a segment, a moment of streaming. */
-export const CAUGHT_UP_BYTES = 16 * 1024 ** 2;
 
 /**
  * States in which a lost primary is failed over (`primaryLost`), or already is being. In any
@@ -138,40 +134,6 @@ type Done =
 
 /** An observation the step's own handling gives way to (a failover that cannot wait for the step). */
 type Interrupt = { guard: 'freshPrimaryLost'; target: string; actions: 'see' };
-
-const stallMs = (obs: ResourceObservation) => obs.sync.stallMs || DEFAULT_SYNC_STALL_MS;
-
-/**
- * The standby answers its primary: it streams, and its last reply (sent every second by a
- * healthy one, and at once when it flushes what a commit waits for) is within the threshold.
- */
-function standbyAnswers(obs: ResourceObservation): boolean {
-  const { standbyState, standbyReplyMs } = obs.sync;
-  return standbyState === 'streaming' && standbyReplyMs !== undefined && standbyReplyMs <= stallMs(obs);
-}
-
-/**
- * The primary's commits wait for a synchronous standby that does not answer: they have waited
- * past the threshold (PGFLEET_SYNC_STALL_MS) and the standby has not replied for as long, or
- * is not connected at all. A standby that merely falls behind still answers, and is waited for.
- */
-export function syncStalled(obs: ResourceObservation): boolean {
-  const { names, waiting, waitMs } = obs.sync;
-  if (obs.primary.state !== 'available' || !names) return false;
-  return waiting !== undefined && waiting > 0 && waitMs !== undefined && waitMs > stallMs(obs) && !standbyAnswers(obs);
-}
-
-/** The primary's commits go through: none waits, or the standby they wait for answers. */
-function syncFlowing(obs: ResourceObservation): boolean {
-  const { waiting } = obs.sync;
-  return obs.primary.state === 'available' && waiting !== undefined && (waiting === 0 || standbyAnswers(obs));
-}
-
-/** The standby is up, answers, and has flushed nearly all the primary wrote: it can be synchronous again. */
-function caughtUp(obs: ResourceObservation): boolean {
-  const lag = obs.sync.standbyFlushLagBytes;
-  return obs.standby.state === 'available' && standbyAnswers(obs) && lag !== undefined && lag <= CAUGHT_UP_BYTES;
-}
 
 /**
  * The primary is lost while a synchronous standby is up: fail over. Lost is a crash (its
